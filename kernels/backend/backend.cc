@@ -1,0 +1,40 @@
+#include "kernels/backend/backend.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace qtrain {
+
+int64_t Lda(const MatmulDesc& d) { return d.lda ? d.lda : (d.trans_a ? d.m : d.k); }
+int64_t Ldb(const MatmulDesc& d) { return d.ldb ? d.ldb : (d.trans_b ? d.k : d.n); }
+int64_t Ldc(const MatmulDesc& d) { return d.ldc ? d.ldc : d.n; }
+
+absl::Status ValidateMatmulDesc(const MatmulDesc& d) {
+  if (d.m <= 0 || d.k <= 0 || d.n <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("matmul dims must be positive, got M=", d.m, " K=", d.k, " N=", d.n));
+  }
+  if (Lda(d) < (d.trans_a ? d.m : d.k) || Ldb(d) < (d.trans_b ? d.k : d.n) || Ldc(d) < d.n) {
+    return absl::InvalidArgumentError(absl::StrCat("matmul leading dims too small: lda=", Lda(d),
+                                                   " ldb=", Ldb(d), " ldc=", Ldc(d)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateConvDesc(const ConvDesc& d) {
+  if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0 || d.o <= 0 || d.kh <= 0 || d.kw <= 0 ||
+      d.stride_h <= 0 || d.stride_w <= 0 || d.pad_top < 0 || d.pad_left < 0 ||
+      d.pad_bottom < 0 || d.pad_right < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "convolution dims must be positive (padding non-negative): src (", d.n, ",", d.h, ",",
+        d.w, ",", d.c, ") kernel (", d.kh, ",", d.kw, ",", d.c, ",", d.o, ") stride (",
+        d.stride_h, ",", d.stride_w, ")"));
+  }
+  if (d.h + d.pad_top + d.pad_bottom < d.kh || d.w + d.pad_left + d.pad_right < d.kw) {
+    return absl::InvalidArgumentError(absl::StrCat("convolution kernel ", d.kh, "x", d.kw,
+                                                   " is larger than the padded input ", d.h, "x",
+                                                   d.w));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qtrain

@@ -1,0 +1,87 @@
+// Backend: the small interface every compute device implements (after ggml's backend and
+// oneDNN's implementation list). Quantized ops (kernels/qdot.h, kernels/qconv.h) are written once
+// over it; the reference backend (plain loops) checks the others in the conformance tests.
+//
+// A Backend instance is owned by one executor thread at a time (it holds streams, caches and
+// scratch memory); it is not safe to call one instance from several threads at once. Raw pointers
+// passed in are borrowed for the duration of the call. Errors: InvalidArgument for descriptors
+// the backend rejects (see Supports*), Internal for library failures.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace qtrain {
+
+// C(M,N) [+]= op(A)(M,K) · op(B)(K,N), row-major with leading dimensions. When trans_a, A is stored
+// (K,M) with leading dim lda; when trans_b, B is stored (N,K) with leading dim ldb.
+struct MatmulDesc {
+  int64_t m = 0, k = 0, n = 0;
+  int64_t lda = 0, ldb = 0, ldc = 0;  // 0: dense (the stored row length)
+  bool trans_a = false;
+  bool trans_b = false;
+  bool accumulate = false;  // C += result instead of C = result
+};
+
+// Integer matmul: C(M,N) [+]= float(A·B as int32) · row_scale[i] · col_scale[j].
+// A is s8 or (a_unsigned) u8, B is s8; neither is transposed. Scales may be null (= 1).
+struct Int8MatmulDesc {
+  MatmulDesc mm;
+  bool a_unsigned = false;
+};
+
+// 2-D convolution, NHWC activations, HWIO weights (Flax layout), no bias, no dilation.
+struct ConvDesc {
+  int64_t n = 0, h = 0, w = 0, c = 0;  // src
+  int64_t o = 0, kh = 0, kw = 0;       // weights (kh, kw, c, o)
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride_h + 1; }
+  int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride_w + 1; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b,
+                                 float* c) = 0;
+  virtual absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
+                                  const float* row_scale, const float* col_scale, float* c) = 0;
+
+  // dst (n, oh, ow, o) = conv(src, weights), f32.
+  virtual absl::Status ConvFwdF32(const ConvDesc& d, const float* src, const float* weights,
+                                  float* dst) = 0;
+  // dst (n, oh, ow, o) = conv(src, weights) accumulated in int32, s8 operands.
+  virtual absl::Status ConvFwdInt8(const ConvDesc& d, const int8_t* src, const int8_t* weights,
+                                   int32_t* dst) = 0;
+  // diff_src (n, h, w, c) from diff_dst and weights.
+  virtual absl::Status ConvBwdData(const ConvDesc& d, const float* diff_dst, const float* weights,
+                                   float* diff_src) = 0;
+  // diff_weights (kh, kw, c, o) from src and diff_dst.
+  virtual absl::Status ConvBwdWeights(const ConvDesc& d, const float* src, const float* diff_dst,
+                                      float* diff_weights) = 0;
+};
+
+// Plain-loop implementation: slow, obviously correct, the yardstick of every other backend.
+std::unique_ptr<Backend> MakeReferenceBackend();
+
+// oneDNN CPU implementation (int8 VNNI / AVX-512 kernels). Internal if oneDNN cannot create a
+// CPU engine.
+absl::StatusOr<std::unique_ptr<Backend>> MakeOnednnBackend();
+
+// Validates dims of a matmul / conv descriptor (positive sizes, leading dims large enough,
+// convolution output non-empty). InvalidArgument naming the field otherwise.
+absl::Status ValidateMatmulDesc(const MatmulDesc& d);
+absl::Status ValidateConvDesc(const ConvDesc& d);
+
+// Effective leading dimensions (the `0 = dense` convention resolved).
+int64_t Lda(const MatmulDesc& d);
+int64_t Ldb(const MatmulDesc& d);
+int64_t Ldc(const MatmulDesc& d);
+
+}  // namespace qtrain

@@ -1,0 +1,355 @@
+// oneDNN 2.6 backend. oneDNN types stay in this file.
+//
+// Primitives are created once per (op, shape, layout, dtype, post-op kind) and cached in the
+// backend instance; per-step values (scales, pointers) are passed at execute time, scales as
+// binary_mul post-op tensors so the int8 matmul keeps the brgemm VNNI kernel. Scratchpads are
+// user-managed: one growable buffer per backend (one backend per executor thread).
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/backend/onednn_backend.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain {
+namespace {
+
+using dnnl::memory;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+absl::Status DnnlError(const dnnl::error& e, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("oneDNN ", what, ": ", e.what()));
+}
+
+memory::desc MatrixDesc(int64_t rows, int64_t cols, dt type, int64_t ld, bool transposed) {
+  // Element (r, c) lives at r*ld + c, or at c*ld + r when stored transposed.
+  return transposed ? memory::desc({rows, cols}, type, memory::dims{1, ld})
+                    : memory::desc({rows, cols}, type, memory::dims{ld, 1});
+}
+
+struct CachedPrimitive {
+  dnnl::primitive prim;
+  size_t scratchpad_bytes = 0;
+  std::string impl;
+  // Convolutions: oneDNN's preferred weights layout and the reorders to and from the user's.
+  memory::desc weights_md;
+  memory::desc user_weights_md;
+  bool reorder_weights = false;
+  dnnl::reorder weights_reorder;
+};
+
+class OnednnBackend final : public Backend {
+ public:
+  OnednnBackend() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  const char* name() const override { return "onednn"; }
+
+  absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(d));
+    try {
+      const std::string key = absl::StrCat("mmf32:", d.m, ",", d.k, ",", d.n, ",", Lda(d), ",",
+                                           Ldb(d), ",", Ldc(d), ",", d.trans_a, d.trans_b,
+                                           d.accumulate);
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
+        dnnl::post_ops po;
+        if (d.accumulate) po.append_sum(1.0f);
+        return MakeMatmul(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a),
+                          MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b),
+                          MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), po);
+      }));
+      std::unordered_map<int, memory> args;
+      args[DNNL_ARG_SRC] = Mem(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a), a);
+      args[DNNL_ARG_WEIGHTS] = Mem(MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b), b);
+      args[DNNL_ARG_DST] = Mem(MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), c);
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "f32 matmul");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
+                          const float* row_scale, const float* col_scale, float* c) override {
+    const MatmulDesc& m = d.mm;
+    QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(m));
+    if (m.trans_a || m.trans_b) {
+      return absl::InvalidArgumentError("int8 matmul takes no transposed operands");
+    }
+    try {
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
+                              GetInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
+      const dt a_type = d.a_unsigned ? dt::u8 : dt::s8;
+      std::unordered_map<int, memory> args;
+      args[DNNL_ARG_SRC] = Mem(MatrixDesc(m.m, m.k, a_type, Lda(m), false), a);
+      args[DNNL_ARG_WEIGHTS] = Mem(MatrixDesc(m.k, m.n, dt::s8, Ldb(m), false), b);
+      args[DNNL_ARG_DST] = Mem(MatrixDesc(m.m, m.n, dt::f32, Ldc(m), false), c);
+      int post_op = 0;
+      if (row_scale) {
+        args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
+            Mem(memory::desc({m.m, 1}, dt::f32, tag::ab), row_scale);
+      }
+      if (col_scale) {
+        args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
+            Mem(memory::desc({1, m.n}, dt::f32, tag::ab), col_scale);
+      }
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "int8 matmul");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<CachedPrimitive*> GetInt8Matmul(const Int8MatmulDesc& d, bool row_scale,
+                                                 bool col_scale) {
+    const MatmulDesc& m = d.mm;
+    const std::string key =
+        absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m), ",",
+                     d.a_unsigned, row_scale, col_scale, m.accumulate);
+    return GetOrCreate(key, [&] {
+      dnnl::post_ops po;
+      if (row_scale) {
+        po.append_binary(dnnl::algorithm::binary_mul, memory::desc({m.m, 1}, dt::f32, tag::ab));
+      }
+      if (col_scale) {
+        po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, m.n}, dt::f32, tag::ab));
+      }
+      if (m.accumulate) po.append_sum(1.0f);
+      return MakeMatmul(MatrixDesc(m.m, m.k, d.a_unsigned ? dt::u8 : dt::s8, Lda(m), false),
+                        MatrixDesc(m.k, m.n, dt::s8, Ldb(m), false),
+                        MatrixDesc(m.m, m.n, dt::f32, Ldc(m), false), po);
+    });
+  }
+
+  absl::Status ConvFwdF32(const ConvDesc& d, const float* src, const float* weights,
+                          float* dst) override {
+    return ConvForward(d, dt::f32, dt::f32, src, weights, dst);
+  }
+
+  absl::Status ConvFwdInt8(const ConvDesc& d, const int8_t* src, const int8_t* weights,
+                           int32_t* dst) override {
+    return ConvForward(d, dt::s8, dt::s32, src, weights, dst);
+  }
+
+  absl::Status ConvBwdData(const ConvDesc& d, const float* diff_dst, const float* weights,
+                           float* diff_src) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    try {
+      const std::string key = absl::StrCat("convbd:", ConvKey(d));
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
+        auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
+        dnnl::convolution_backward_data::desc bd(
+            dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
+            DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
+        dnnl::convolution_backward_data::primitive_desc pd(bd, UserAttr(), engine_, fwd);
+        CachedPrimitive cp = Finish(dnnl::convolution_backward_data(pd), pd);
+        SetWeightsReorder(cp, pd.weights_desc(), d, dt::f32, /*to_user=*/false);
+        return cp;
+      }));
+      std::unordered_map<int, memory> args;
+      args[DNNL_ARG_DIFF_DST] = Mem(DstMd(d, dt::f32), diff_dst);
+      args[DNNL_ARG_WEIGHTS] = WeightsIn(*p, d, dt::f32, weights);
+      args[DNNL_ARG_DIFF_SRC] = Mem(SrcMd(d, dt::f32), diff_src);
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "convolution backward data");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ConvBwdWeights(const ConvDesc& d, const float* src, const float* diff_dst,
+                              float* diff_weights) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    try {
+      const std::string key = absl::StrCat("convbw:", ConvKey(d));
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
+        auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
+        dnnl::convolution_backward_weights::desc bd(
+            dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
+            DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
+        dnnl::convolution_backward_weights::primitive_desc pd(bd, UserAttr(), engine_, fwd);
+        CachedPrimitive cp = Finish(dnnl::convolution_backward_weights(pd), pd);
+        SetWeightsReorder(cp, pd.diff_weights_desc(), d, dt::f32, /*to_user=*/true);
+        return cp;
+      }));
+      std::unordered_map<int, memory> args;
+      args[DNNL_ARG_SRC] = Mem(SrcMd(d, dt::f32), src);
+      args[DNNL_ARG_DIFF_DST] = Mem(DstMd(d, dt::f32), diff_dst);
+      memory user = Mem(p->user_weights_md, diff_weights);
+      memory inner = p->reorder_weights ? memory(p->weights_md, engine_) : user;
+      args[DNNL_ARG_DIFF_WEIGHTS] = inner;
+      Execute(*p, args);
+      if (p->reorder_weights) {
+        p->weights_reorder.execute(stream_, inner, user);
+        stream_.wait();
+      }
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "convolution backward weights");
+    }
+    return absl::OkStatus();
+  }
+
+  std::string ImplOf(const std::string& key) {
+    auto it = cache_.find(key);
+    return it == cache_.end() ? "" : it->second.impl;
+  }
+
+ private:
+  template <typename Make>
+  absl::StatusOr<CachedPrimitive*> GetOrCreate(const std::string& key, Make&& make) {
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return &it->second;
+    try {
+      auto [pos, inserted] = cache_.emplace(key, make());
+      return &pos->second;
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, absl::StrCat("primitive creation (", key, ")"));
+    }
+  }
+
+  dnnl::primitive_attr UserAttr() const {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+  }
+
+  template <typename Pd>
+  CachedPrimitive Finish(dnnl::primitive prim, const Pd& pd) {
+    CachedPrimitive cp;
+    cp.prim = std::move(prim);
+    cp.scratchpad_bytes = pd.scratchpad_desc().get_size();
+    cp.impl = pd.impl_info_str();
+    return cp;
+  }
+
+  CachedPrimitive MakeMatmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
+                             const dnnl::post_ops& po) {
+    dnnl::primitive_attr attr = UserAttr();
+    attr.set_post_ops(po);
+    dnnl::matmul::desc md(a, b, c);
+    dnnl::matmul::primitive_desc pd(md, attr, engine_);
+    return Finish(dnnl::matmul(pd), pd);
+  }
+
+  static std::string ConvKey(const ConvDesc& d) {
+    return absl::StrCat(d.n, ",", d.h, ",", d.w, ",", d.c, ",", d.o, ",", d.kh, ",", d.kw, ",",
+                        d.stride_h, ",", d.stride_w, ",", d.pad_top, ",", d.pad_left, ",",
+                        d.pad_bottom, ",", d.pad_right);
+  }
+  static memory::desc SrcMd(const ConvDesc& d, dt type) {
+    return memory::desc({d.n, d.c, d.h, d.w}, type, tag::nhwc);
+  }
+  static memory::desc DstMd(const ConvDesc& d, dt type) {
+    return memory::desc({d.n, d.o, d.out_h(), d.out_w()}, type, tag::nhwc);
+  }
+  static memory::desc UserWeightsMd(const ConvDesc& d, dt type) {
+    return memory::desc({d.o, d.c, d.kh, d.kw}, type, tag::hwio);
+  }
+  static memory::desc AnyWeightsMd(const ConvDesc& d, dt type) {
+    return memory::desc({d.o, d.c, d.kh, d.kw}, type, tag::any);
+  }
+  static memory::dims Strides(const ConvDesc& d) { return {d.stride_h, d.stride_w}; }
+  static memory::dims PadL(const ConvDesc& d) { return {d.pad_top, d.pad_left}; }
+  static memory::dims PadR(const ConvDesc& d) { return {d.pad_bottom, d.pad_right}; }
+
+  dnnl::convolution_forward::primitive_desc ConvFwdPd(const ConvDesc& d, dt src_type,
+                                                      dt dst_type) {
+    dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training,
+                                       dnnl::algorithm::convolution_direct, SrcMd(d, src_type),
+                                       AnyWeightsMd(d, src_type), DstMd(d, dst_type), Strides(d),
+                                       PadL(d), PadR(d));
+    return dnnl::convolution_forward::primitive_desc(fd, UserAttr(), engine_);
+  }
+
+  // Weights change every step: reorder between the user's HWIO layout and oneDNN's preferred one
+  // on each call (cheap next to the convolution) when they differ.
+  void SetWeightsReorder(CachedPrimitive& cp, const memory::desc& inner, const ConvDesc& d,
+                         dt type, bool to_user) {
+    cp.weights_md = inner;
+    cp.user_weights_md = UserWeightsMd(d, type);
+    cp.reorder_weights = inner != cp.user_weights_md;
+    if (cp.reorder_weights) {
+      cp.weights_reorder =
+          to_user ? dnnl::reorder(dnnl::reorder::primitive_desc(engine_, inner, engine_,
+                                                                cp.user_weights_md))
+                  : dnnl::reorder(dnnl::reorder::primitive_desc(engine_, cp.user_weights_md,
+                                                                engine_, inner));
+    }
+  }
+
+  memory WeightsIn(CachedPrimitive& p, const ConvDesc& d, dt type, const void* weights) {
+    memory user = Mem(UserWeightsMd(d, type), weights);
+    if (!p.reorder_weights) return user;
+    memory inner(p.weights_md, engine_);
+    p.weights_reorder.execute(stream_, user, inner);
+    return inner;
+  }
+
+  absl::Status ConvForward(const ConvDesc& d, dt src_type, dt dst_type, const void* src,
+                           const void* weights, void* dst) {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    try {
+      const std::string key = absl::StrCat("convf:", static_cast<int>(src_type), ":", ConvKey(d));
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
+        auto pd = ConvFwdPd(d, src_type, dst_type);
+        CachedPrimitive cp = Finish(dnnl::convolution_forward(pd), pd);
+        SetWeightsReorder(cp, pd.weights_desc(), d, src_type, /*to_user=*/false);
+        return cp;
+      }));
+      std::unordered_map<int, memory> args;
+      args[DNNL_ARG_SRC] = Mem(SrcMd(d, src_type), src);
+      args[DNNL_ARG_WEIGHTS] = WeightsIn(*p, d, src_type, weights);
+      args[DNNL_ARG_DST] = Mem(DstMd(d, dst_type), dst);
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "convolution forward");
+    }
+    return absl::OkStatus();
+  }
+
+  memory Mem(const memory::desc& md, const void* ptr) {
+    return memory(md, engine_, const_cast<void*>(ptr));
+  }
+
+  void Execute(CachedPrimitive& p, std::unordered_map<int, memory>& args) {
+    if (p.scratchpad_bytes > scratchpad_.size()) scratchpad_.resize(p.scratchpad_bytes);
+    if (p.scratchpad_bytes > 0) {
+      args[DNNL_ARG_SCRATCHPAD] =
+          memory(memory::desc({static_cast<int64_t>(p.scratchpad_bytes)}, dt::u8, tag::a),
+                 engine_, scratchpad_.data());
+    }
+    p.prim.execute(stream_, args);
+    stream_.wait();
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::unordered_map<std::string, CachedPrimitive> cache_;
+  std::vector<uint8_t> scratchpad_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeOnednnBackend() {
+  try {
+    return std::unique_ptr<Backend>(std::make_unique<OnednnBackend>());
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, "CPU engine");
+  }
+}
+
+absl::StatusOr<std::string> OnednnInt8MatmulImpl(const Int8MatmulDesc& d, bool row_scale,
+                                                 bool col_scale) {
+  try {
+    OnednnBackend backend;
+    QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, backend.GetInt8Matmul(d, row_scale, col_scale));
+    return p->impl;
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, "int8 matmul");
+  }
+}
+
+}  // namespace qtrain

@@ -1,0 +1,139 @@
+// The reference backend: straightforward loops in the obvious order, float accumulation for
+// float ops and int32 for integer ones.
+#include <algorithm>
+
+#include "kernels/backend/backend.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain {
+namespace {
+
+class ReferenceBackend final : public Backend {
+ public:
+  const char* name() const override { return "reference"; }
+
+  absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(d));
+    const int64_t lda = Lda(d), ldb = Ldb(d), ldc = Ldc(d);
+    for (int64_t i = 0; i < d.m; ++i) {
+      for (int64_t j = 0; j < d.n; ++j) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < d.k; ++p) {
+          const float av = d.trans_a ? a[p * lda + i] : a[i * lda + p];
+          const float bv = d.trans_b ? b[j * ldb + p] : b[p * ldb + j];
+          acc += av * bv;
+        }
+        c[i * ldc + j] = d.accumulate ? c[i * ldc + j] + acc : acc;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
+                          const float* row_scale, const float* col_scale, float* c) override {
+    const MatmulDesc& m = d.mm;
+    QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(m));
+    if (m.trans_a || m.trans_b) {
+      return absl::InvalidArgumentError("int8 matmul takes no transposed operands");
+    }
+    const int64_t lda = Lda(m), ldb = Ldb(m), ldc = Ldc(m);
+    const auto* a_s8 = static_cast<const int8_t*>(a);
+    const auto* a_u8 = static_cast<const uint8_t*>(a);
+    for (int64_t i = 0; i < m.m; ++i) {
+      for (int64_t j = 0; j < m.n; ++j) {
+        int32_t acc = 0;
+        for (int64_t p = 0; p < m.k; ++p) {
+          const int32_t av = d.a_unsigned ? a_u8[i * lda + p] : a_s8[i * lda + p];
+          acc += av * b[p * ldb + j];
+        }
+        float v = static_cast<float>(acc);
+        if (row_scale) v *= row_scale[i];
+        if (col_scale) v *= col_scale[j];
+        c[i * ldc + j] = m.accumulate ? c[i * ldc + j] + v : v;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ConvFwdF32(const ConvDesc& d, const float* src, const float* weights,
+                          float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    ForEachOutput(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
+      if (src_index < 0) return;
+      dst[dst_index] += src[src_index] * weights[w_index * d.o + o];
+    }, dst);
+    return absl::OkStatus();
+  }
+
+  absl::Status ConvFwdInt8(const ConvDesc& d, const int8_t* src, const int8_t* weights,
+                           int32_t* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    ForEachOutput(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
+      if (src_index < 0) return;
+      dst[dst_index] += static_cast<int32_t>(src[src_index]) * weights[w_index * d.o + o];
+    }, dst);
+    return absl::OkStatus();
+  }
+
+  absl::Status ConvBwdData(const ConvDesc& d, const float* diff_dst, const float* weights,
+                           float* diff_src) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    std::fill(diff_src, diff_src + d.n * d.h * d.w * d.c, 0.0f);
+    ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
+      diff_src[src_index] += diff_dst[dst_index] * weights[w_index * d.o + o];
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status ConvBwdWeights(const ConvDesc& d, const float* src, const float* diff_dst,
+                              float* diff_weights) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    std::fill(diff_weights, diff_weights + d.kh * d.kw * d.c * d.o, 0.0f);
+    ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
+      diff_weights[w_index * d.o + o] += src[src_index] * diff_dst[dst_index];
+    });
+    return absl::OkStatus();
+  }
+
+ private:
+  // Zeroes dst, then calls fn(dst_index, src_index or -1 for padding, kernel tap index, o).
+  template <typename Fn, typename T>
+  static void ForEachOutput(const ConvDesc& d, Fn&& fn, T* dst) {
+    std::fill(dst, dst + d.n * d.out_h() * d.out_w() * d.o, T{0});
+    ForEachTap(d, fn);
+  }
+
+  // Calls fn(dst_index, src_index, tap_index, o) for every in-bounds (output, tap) pair, where
+  // tap_index = (ky * kw + kx) * c + ci indexes an HWIO weight row.
+  template <typename Fn>
+  static void ForEachTap(const ConvDesc& d, Fn&& fn) {
+    const int64_t oh = d.out_h(), ow = d.out_w();
+    for (int64_t b = 0; b < d.n; ++b) {
+      for (int64_t y = 0; y < oh; ++y) {
+        for (int64_t x = 0; x < ow; ++x) {
+          for (int64_t ky = 0; ky < d.kh; ++ky) {
+            const int64_t iy = y * d.stride_h - d.pad_top + ky;
+            if (iy < 0 || iy >= d.h) continue;
+            for (int64_t kx = 0; kx < d.kw; ++kx) {
+              const int64_t ix = x * d.stride_w - d.pad_left + kx;
+              if (ix < 0 || ix >= d.w) continue;
+              for (int64_t ci = 0; ci < d.c; ++ci) {
+                const int64_t src_index = ((b * d.h + iy) * d.w + ix) * d.c + ci;
+                const int64_t tap = (ky * d.kw + kx) * d.c + ci;
+                for (int64_t o = 0; o < d.o; ++o) {
+                  fn(((b * oh + y) * ow + x) * d.o + o, src_index, tap, o);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeReferenceBackend() { return std::make_unique<ReferenceBackend>(); }
+
+}  // namespace qtrain

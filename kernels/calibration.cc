@@ -1,0 +1,252 @@
+#include "kernels/calibration.h"
+
+#include <cfloat>
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernels/row_ops.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain {
+namespace {
+
+absl::Status MethodError(absl::string_view text, absl::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("calibration method \"", text, "\": ", why,
+                   " (expected absmax[,k], minmax[,k], rms,k, fixed,a[,b])"));
+}
+
+// Reduces every scale group of x with the three row loops; `row`, `tile` and `elementwise`
+// receive (x pointer, length, scale index).
+template <typename RowFn, typename ElemFn>
+void ReduceGroups(const Tensor& x, const ScaleLayout& l, RowFn&& row, ElemFn&& elementwise) {
+  const float* px = x.data<float>();
+  const int64_t n = l.dims[3];
+  const InnerMode mode = GetInnerMode(l);
+  ForEachRow(l, [&](int64_t offset, int64_t base) {
+    switch (mode) {
+      case InnerMode::kOneScale:
+        row(px + offset, n, base);
+        break;
+      case InnerMode::kTiled:
+        for (int64_t t = 0; t < n / l.divisor[3]; ++t) {
+          row(px + offset + t * l.divisor[3], l.divisor[3], base + t);
+        }
+        break;
+      case InnerMode::kPerElement:
+        elementwise(px + offset, n, base);
+        break;
+    }
+  });
+}
+
+}  // namespace
+
+bool CalibrationMethod::IsSymmetric() const {
+  switch (kind) {
+    case CalibrationKind::kAbsMax:
+    case CalibrationKind::kRms:
+      return true;
+    case CalibrationKind::kMinMax:
+      return false;
+    case CalibrationKind::kFixed:
+      return fixed_lo + fixed_hi == 0.0f;
+  }
+  return true;
+}
+
+bool CalibrationMethod::Clips() const {
+  switch (kind) {
+    case CalibrationKind::kAbsMax:
+    case CalibrationKind::kMinMax:
+      return k < 1.0f;
+    case CalibrationKind::kRms:
+    case CalibrationKind::kFixed:
+      return true;
+  }
+  return false;
+}
+
+std::string CalibrationMethod::ToString() const {
+  switch (kind) {
+    case CalibrationKind::kAbsMax:
+      return k == 1.0f ? "absmax" : absl::StrCat("absmax,", k);
+    case CalibrationKind::kMinMax:
+      return k == 1.0f ? "minmax" : absl::StrCat("minmax,", k);
+    case CalibrationKind::kRms:
+      return absl::StrCat("rms,", k);
+    case CalibrationKind::kFixed:
+      return absl::StrCat("fixed,", fixed_lo, ",", fixed_hi);
+  }
+  return "";
+}
+
+absl::StatusOr<CalibrationMethod> ParseCalibrationMethod(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  std::vector<std::string> parts = absl::StrSplit(lower, ',');
+  std::vector<float> args;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    float v = 0;
+    if (!absl::SimpleAtof(parts[i], &v) || !std::isfinite(v)) {
+      return MethodError(text, absl::StrCat("argument \"", parts[i], "\" is not a finite number"));
+    }
+    args.push_back(v);
+  }
+  const std::string& name = parts[0];
+  CalibrationMethod m;
+  if (name == "absmax" || name == "minmax" || name == "rms") {
+    m.kind = name == "absmax"   ? CalibrationKind::kAbsMax
+             : name == "minmax" ? CalibrationKind::kMinMax
+                                : CalibrationKind::kRms;
+    const size_t min_args = m.kind == CalibrationKind::kRms ? 1 : 0;
+    if (args.size() < min_args || args.size() > 1) {
+      return MethodError(text, absl::StrCat(name, " takes ", min_args == 1 ? "exactly" : "at most",
+                                            " one argument k, got ", args.size()));
+    }
+    if (!args.empty()) m.k = args[0];
+    if (m.k <= 0.0f) return MethodError(text, "k must be > 0");
+    return m;
+  }
+  if (name == "fixed") {
+    m.kind = CalibrationKind::kFixed;
+    if (args.size() == 1) {
+      if (args[0] <= 0.0f) return MethodError(text, "fixed,a needs a > 0");
+      m.fixed_lo = -args[0];
+      m.fixed_hi = args[0];
+    } else if (args.size() == 2) {
+      if (args[0] >= args[1]) return MethodError(text, "fixed,a,b needs a < b");
+      m.fixed_lo = args[0];
+      m.fixed_hi = args[1];
+    } else {
+      return MethodError(text, absl::StrCat("fixed takes one or two arguments, got ", args.size()));
+    }
+    return m;
+  }
+  return MethodError(text, absl::StrCat("unknown method \"", name, "\""));
+}
+
+Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMethod& method) {
+  Calibration c;
+  c.symmetric = method.IsSymmetric();
+  const float k = method.k;
+  switch (method.kind) {
+    case CalibrationKind::kFixed: {
+      const Shape ones(l.scale_shape.size(), 1);
+      if (c.symmetric) {
+        c.absmax = Tensor::FromFloats(ones, {method.fixed_hi});
+      } else {
+        c.lo = Tensor::FromFloats(ones, {method.fixed_lo});
+        c.hi = Tensor::FromFloats(ones, {method.fixed_hi});
+      }
+      return c;
+    }
+    case CalibrationKind::kAbsMax: {
+      c.absmax = Tensor::Zeros(DType::kF32, l.scale_shape);
+      float* a = c.absmax.data<float>();
+      ReduceGroups(
+          x, l,
+          [&](const float* p, int64_t n, int64_t s) {
+            const float m = rowops::AbsMax(p, n);
+            a[s] = m > a[s] ? m : a[s];
+          },
+          [&](const float* p, int64_t n, int64_t s) { rowops::AbsMaxInto(p, n, a + s); });
+      for (int64_t i = 0; i < l.num_scales; ++i) a[i] *= k;
+      return c;
+    }
+    case CalibrationKind::kMinMax: {
+      c.lo = Tensor::Zeros(DType::kF32, l.scale_shape);
+      c.hi = Tensor::Zeros(DType::kF32, l.scale_shape);
+      float* lo = c.lo.data<float>();
+      float* hi = c.hi.data<float>();
+      ReduceGroups(
+          x, l,
+          [&](const float* p, int64_t n, int64_t s) {
+            float mn, mx;
+            rowops::MinMax0(p, n, &mn, &mx);
+            lo[s] = mn < lo[s] ? mn : lo[s];
+            hi[s] = mx > hi[s] ? mx : hi[s];
+          },
+          [&](const float* p, int64_t n, int64_t s) {
+            rowops::MinMaxInto(p, n, lo + s, hi + s);
+          });
+      for (int64_t i = 0; i < l.num_scales; ++i) {
+        lo[i] *= k;
+        hi[i] *= k;
+      }
+      return c;
+    }
+    case CalibrationKind::kRms: {
+      std::vector<double> sums(l.num_scales, 0.0);
+      ReduceGroups(
+          x, l, [&](const float* p, int64_t n, int64_t s) { sums[s] += rowops::SumSquares(p, n); },
+          [&](const float* p, int64_t n, int64_t s) {
+            rowops::SumSquaresInto(p, n, sums.data() + s);
+          });
+      c.absmax = Tensor::Empty(DType::kF32, l.scale_shape);
+      float* a = c.absmax.data<float>();
+      const float count = static_cast<float>(l.group_size);
+      for (int64_t i = 0; i < l.num_scales; ++i) {
+        a[i] = k * std::sqrt(static_cast<float>(sums[i]) / count);
+      }
+      return c;
+    }
+  }
+  return c;
+}
+
+float MinScale() {
+  static const float kMin = std::sqrt(FLT_MIN);
+  return kMin;
+}
+
+bool SupportsAsymmetric(QType qtype) {
+  return qtype == QType::kInt4 || qtype == QType::kInt8 || qtype == QType::kInt16;
+}
+
+absl::Status ValidateQTypeMethod(QType qtype, const CalibrationMethod& method) {
+  if (!method.IsSymmetric() && !SupportsAsymmetric(qtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration method \"", method.ToString(), "\" is asymmetric, but qtype ",
+                     QTypeName(qtype), " is symmetric only (asymmetric: int4, int8, int16)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<QuantParams> ComputeQuantParams(const Calibration& c, QType qtype) {
+  const QTypeInfo& info = GetQTypeInfo(qtype);
+  QuantParams p;
+  const float min_scale = MinScale();
+  if (c.symmetric) {
+    p.scale = Tensor::Empty(DType::kF32, c.absmax.shape());
+    const float* a = c.absmax.data<float>();
+    float* s = p.scale.data<float>();
+    for (int64_t i = 0; i < p.scale.numel(); ++i) {
+      const float v = a[i] / info.bound;
+      s[i] = v < min_scale ? 1.0f : v;
+    }
+    return p;
+  }
+  if (!SupportsAsymmetric(qtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("asymmetric calibration is not supported for ",
+                                                   info.name, " (use int4, int8 or int16)"));
+  }
+  p.scale = Tensor::Empty(DType::kF32, c.lo.shape());
+  p.zero_point = Tensor::Empty(DType::kF32, c.lo.shape());
+  const float* lo = c.lo.data<float>();
+  const float* hi = c.hi.data<float>();
+  float* s = p.scale.data<float>();
+  float* zp = p.zero_point.data<float>();
+  for (int64_t i = 0; i < p.scale.numel(); ++i) {
+    float v = (hi[i] - lo[i]) / (info.qmax - info.qmin);
+    if (v < min_scale) v = 1.0f;
+    s[i] = v;
+    zp[i] = ConvertValue(info.qmin - lo[i] / v, qtype);
+  }
+  return p;
+}
+
+}  // namespace qtrain

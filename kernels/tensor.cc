@@ -1,0 +1,107 @@
+#include "kernels/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_join.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain {
+namespace {
+constexpr size_t kAlignment = 64;
+}  // namespace
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+    case DType::kS32:
+      return 4;
+    case DType::kS16:
+      return 2;
+    case DType::kS8:
+    case DType::kU8:
+      return 1;
+  }
+  return 0;
+}
+
+const char* DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "f32";
+    case DType::kS32:
+      return "s32";
+    case DType::kS16:
+      return "s16";
+    case DType::kS8:
+      return "s8";
+    case DType::kU8:
+      return "u8";
+  }
+  return "?";
+}
+
+int64_t NumElements(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string ShapeString(const Shape& shape) {
+  return "[" + absl::StrJoin(shape, ", ") + "]";
+}
+
+void Tensor::FreeDeleter::operator()(std::byte* p) const { std::free(p); }
+
+Tensor Tensor::Empty(DType dtype, Shape shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = NumElements(shape);
+  t.shape_ = std::move(shape);
+  QTRAIN_CHECK(t.numel_ >= 0);
+  size_t bytes = (t.nbytes() + kAlignment - 1) / kAlignment * kAlignment;
+  if (bytes == 0) bytes = kAlignment;
+  t.buffer_.reset(static_cast<std::byte*>(std::aligned_alloc(kAlignment, bytes)));
+  QTRAIN_CHECK(t.buffer_ != nullptr);
+  return t;
+}
+
+Tensor Tensor::Zeros(DType dtype, Shape shape) {
+  Tensor t = Empty(dtype, std::move(shape));
+  t.SetZero();
+  return t;
+}
+
+Tensor Tensor::FromFloats(Shape shape, absl::Span<const float> values) {
+  Tensor t = Empty(DType::kF32, std::move(shape));
+  QTRAIN_CHECK(static_cast<int64_t>(values.size()) == t.numel());
+  if (!values.empty()) std::memcpy(t.raw(), values.data(), t.nbytes());
+  return t;
+}
+
+Tensor::Tensor(const Tensor& other) { *this = other; }
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this == &other) return *this;
+  if (other.empty()) {
+    *this = Tensor();
+    return *this;
+  }
+  Tensor copy = Empty(other.dtype_, other.shape_);
+  std::memcpy(copy.raw(), other.raw(), other.nbytes());
+  *this = std::move(copy);
+  return *this;
+}
+
+void Tensor::Reshape(Shape shape) {
+  QTRAIN_CHECK(NumElements(shape) == numel_);
+  shape_ = std::move(shape);
+}
+
+void Tensor::SetZero() {
+  if (buffer_) std::memset(buffer_.get(), 0, nbytes());
+}
+
+void Tensor::CheckType(DType expected) const { QTRAIN_CHECK(expected == dtype_); }
+
+}  // namespace qtrain

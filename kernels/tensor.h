@@ -1,0 +1,117 @@
+// Tensor: the dense, row-major, 64-byte aligned array that kernels and the engine exchange.
+//
+// A Tensor owns its storage; copies are deep, moves are cheap. Element access is typed and checked
+// against the dtype in debug-style invariants (QTRAIN_CHECK): a dtype mismatch is a programmer
+// error, not an input error. Not thread-safe for concurrent mutation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace qtrain {
+
+enum class DType : uint8_t { kF32, kS32, kS16, kS8, kU8 };
+
+// Size in bytes of one element of `dtype`.
+size_t DTypeSize(DType dtype);
+// "f32", "s32", "s16", "s8", "u8".
+const char* DTypeName(DType dtype);
+
+using Shape = std::vector<int64_t>;
+
+// Number of elements of `shape` (1 for rank 0).
+int64_t NumElements(const Shape& shape);
+// "[2, 3, 4]".
+std::string ShapeString(const Shape& shape);
+
+template <typename T>
+struct DTypeOf;
+template <>
+struct DTypeOf<float> {
+  static constexpr DType value = DType::kF32;
+};
+template <>
+struct DTypeOf<int32_t> {
+  static constexpr DType value = DType::kS32;
+};
+template <>
+struct DTypeOf<int16_t> {
+  static constexpr DType value = DType::kS16;
+};
+template <>
+struct DTypeOf<int8_t> {
+  static constexpr DType value = DType::kS8;
+};
+template <>
+struct DTypeOf<uint8_t> {
+  static constexpr DType value = DType::kU8;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Uninitialised storage of the given shape.
+  static Tensor Empty(DType dtype, Shape shape);
+  static Tensor Zeros(DType dtype, Shape shape);
+  // A float tensor holding `values` (size must equal NumElements(shape)).
+  static Tensor FromFloats(Shape shape, absl::Span<const float> values);
+
+  Tensor(const Tensor& other);
+  Tensor& operator=(const Tensor& other);
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(Tensor&&) noexcept = default;
+
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t dim(int axis) const { return shape_[axis]; }
+  int64_t numel() const { return numel_; }
+  size_t nbytes() const { return static_cast<size_t>(numel_) * DTypeSize(dtype_); }
+  bool empty() const { return buffer_ == nullptr; }
+
+  void* raw() { return buffer_.get(); }
+  const void* raw() const { return buffer_.get(); }
+
+  template <typename T>
+  T* data() {
+    CheckType(DTypeOf<T>::value);
+    return reinterpret_cast<T*>(buffer_.get());
+  }
+  template <typename T>
+  const T* data() const {
+    CheckType(DTypeOf<T>::value);
+    return reinterpret_cast<const T*>(buffer_.get());
+  }
+  template <typename T>
+  absl::Span<T> span() {
+    return absl::Span<T>(data<T>(), static_cast<size_t>(numel_));
+  }
+  template <typename T>
+  absl::Span<const T> span() const {
+    return absl::Span<const T>(data<T>(), static_cast<size_t>(numel_));
+  }
+
+  // Reinterprets the same elements with another shape; NumElements must match (invariant).
+  void Reshape(Shape shape);
+  // Sets every byte to zero.
+  void SetZero();
+
+ private:
+  struct FreeDeleter {
+    void operator()(std::byte* p) const;
+  };
+  void CheckType(DType expected) const;
+
+  DType dtype_ = DType::kF32;
+  Shape shape_;
+  int64_t numel_ = 0;
+  std::unique_ptr<std::byte[], FreeDeleter> buffer_;
+};
+
+}  // namespace qtrain
