@@ -1,0 +1,58 @@
+// qtrain-conformance FILE.json [--backend=onednn|reference]
+// Runs every case of a golden-format file and prints one line per case, then
+// "N passed, N failed". Exit status: 0 all passed, 1 some failed, 2 usage or file error.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "kernels/backend/backend.h"
+#include "tools/conformance/golden_runner.h"
+
+int main(int argc, char** argv) {
+  std::string path;
+  std::string backend_name = "onednn";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--backend=", 10) == 0) {
+      backend_name = argv[i] + 10;
+    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      path.clear();
+      break;
+    } else if (path.empty()) {
+      path = argv[i];
+    } else {
+      path.clear();
+      break;
+    }
+  }
+  if (path.empty() || (backend_name != "onednn" && backend_name != "reference")) {
+    std::fprintf(stderr,
+                 "usage: qtrain-conformance FILE.json [--backend=onednn|reference]\n"
+                 "Checks qtrain's kernels against golden vectors (format qtrain-golden-v1).\n");
+    return 2;
+  }
+  std::unique_ptr<qtrain::Backend> backend;
+  if (backend_name == "reference") {
+    backend = qtrain::MakeReferenceBackend();
+  } else {
+    auto made = qtrain::MakeOnednnBackend();
+    if (!made.ok()) {
+      std::fprintf(stderr, "error: %s\n", made.status().ToString().c_str());
+      return 2;
+    }
+    backend = std::move(*made);
+  }
+  auto results = qtrain::conformance::RunGoldenFile(path, *backend);
+  if (!results.ok()) {
+    std::fprintf(stderr, "error: %s\n", results.status().ToString().c_str());
+    return 2;
+  }
+  int passed = 0, failed = 0;
+  for (const auto& r : *results) {
+    std::printf("%-4s %-40s %-8s max_abs_err=%.3g max_rel_err=%.3g%s%s\n",
+                r.passed ? "PASS" : "FAIL", r.name.c_str(), r.op.c_str(), r.max_abs_err,
+                r.max_rel_err, r.message.empty() ? "" : "  ", r.message.c_str());
+    (r.passed ? passed : failed)++;
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
