@@ -168,20 +168,29 @@ bool IntegerEligible(const QDotConfig& c, const QuantizedOperand* xq,
 absl::Status IntegerForward(Backend& backend, const DotDims& d, const QuantizedTensor& xq,
                             const QuantizedTensor& wq, int64_t tile, Tensor& y) {
   const int64_t t = tile > 0 ? tile : d.k;
+  const int64_t tiles = d.k / t;
   Int8MatmulDesc desc;
   desc.a_unsigned = xq.q.dtype() == DType::kU8;
-  desc.mm = MatmulDesc{d.m, t, d.n, d.k, d.n, d.n, false, false, false};
+  desc.mm = MatmulDesc{d.m, t, d.n, t, d.n, d.n, false, false, false};
   const auto* xb = static_cast<const uint8_t*>(xq.q.raw());
   const int8_t* wb = wq.q.data<int8_t>();
   float* yb = y.data<float>();
+  // oneDNN's VNNI kernel needs a dense src: with tiles, copy each (M, t) column block out.
+  std::vector<uint8_t> x_tile(tiles > 1 ? d.m * t : 0);
   for (int64_t b = 0; b < d.b; ++b) {
-    for (int64_t j = 0; j < d.k / t; ++j) {
+    for (int64_t j = 0; j < tiles; ++j) {
+      const uint8_t* a = xb + b * d.m * d.k;
+      if (tiles > 1) {
+        for (int64_t i = 0; i < d.m; ++i) {
+          std::memcpy(x_tile.data() + i * t, a + i * d.k + j * t, t);
+        }
+        a = x_tile.data();
+      }
       const std::vector<float> sx = GatherScales(xq, {0, b, 0, j * t}, 2, d.m);
       const std::vector<float> sw = GatherScales(wq, {0, b, j * t, 0}, 3, d.n);
       desc.mm.accumulate = j > 0;
-      QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(desc, xb + (b * d.m * d.k + j * t),
-                                                wb + (b * d.k * d.n + j * t * d.n), sx.data(),
-                                                sw.data(), yb + b * d.m * d.n));
+      QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(desc, a, wb + (b * d.k * d.n + j * t * d.n),
+                                                sx.data(), sw.data(), yb + b * d.m * d.n));
     }
   }
   return absl::OkStatus();

@@ -121,7 +121,7 @@ absl::Status QtInteger(Backend& backend, const DotDims& d, const QuantizedTensor
                           g2d.data<float>(), out);
   }
 
-  std::vector<uint8_t> w_t(d.n * d.k), x_t(d.k * d.m);
+  std::vector<uint8_t> w_t(d.n * d.k), x_t(d.k * t);
   const bool x_unsigned = xq.q.dtype() == DType::kU8;
   for (int64_t b = 0; b < d.b; ++b) {
     // dx (M,K) = float(g1_q (M,N) · w_qᵀ (N,K)) ⊙ s_g1 per row.
@@ -133,18 +133,19 @@ absl::Status QtInteger(Backend& backend, const DotDims& d, const QuantizedTensor
         dx_desc, g1q.q.data<int8_t>() + b * d.m * d.n, reinterpret_cast<int8_t*>(w_t.data()),
         s_g1.data(), nullptr, out.dx.data<float>() + b * d.m * d.k));
 
-    // dw (K,N) = Σ_tiles float(x_qᵀ (K,t) · g2_q (t,N)) ⊙ s_g2 per column.
-    qdot_internal::TransposeBytes(static_cast<const uint8_t*>(xq.q.raw()) + b * d.m * d.k, d.m,
-                                  d.k, x_t.data());
+    // dw (K,N) = Σ_tiles float(x_qᵀ (K,t) · g2_q (t,N)) ⊙ s_g2 per column. Each tile of x_q's
+    // rows is transposed into a dense (K,t) block: the VNNI kernel needs a dense src.
+    const auto* xb = static_cast<const uint8_t*>(xq.q.raw()) + b * d.m * d.k;
     Int8MatmulDesc dw_desc;
     dw_desc.a_unsigned = x_unsigned;
-    dw_desc.mm = MatmulDesc{d.k, t, d.n, d.m, d.n, d.n, false, false, false};
+    dw_desc.mm = MatmulDesc{d.k, t, d.n};
     for (int64_t j = 0; j < d.m / t; ++j) {
+      qdot_internal::TransposeBytes(xb + j * t * d.k, t, d.k, x_t.data());
       const std::vector<float> s_g2 = GatherScales(g2q, {0, b, j * t, 0}, 3, d.n);
       dw_desc.mm.accumulate = j > 0;
       QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(
-          dw_desc, x_t.data() + j * t, g2q.q.data<int8_t>() + b * d.m * d.n + j * t * d.n,
-          nullptr, s_g2.data(), out.dw.data<float>() + b * d.k * d.n));
+          dw_desc, x_t.data(), g2q.q.data<int8_t>() + b * d.m * d.n + j * t * d.n, nullptr,
+          s_g2.data(), out.dw.data<float>() + b * d.k * d.n));
     }
   }
   return absl::OkStatus();

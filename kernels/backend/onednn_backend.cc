@@ -31,6 +31,13 @@ memory::desc MatrixDesc(int64_t rows, int64_t cols, dt type, int64_t ld, bool tr
                     : memory::desc({rows, cols}, type, memory::dims{ld, 1});
 }
 
+// Int8 matmuls use rank-3 descriptors with a batch of 1: oneDNN 2.6's brgemm kernel takes a
+// (1,M,1) binary post-op (per_oc broadcast) but not the rank-2 (M,1) one, which falls back to
+// ref_int8. Element (r, c) at r*ld + c.
+memory::desc Matrix3d(int64_t rows, int64_t cols, dt type, int64_t ld) {
+  return memory::desc({1, rows, cols}, type, memory::dims{rows * ld, ld, 1});
+}
+
 struct CachedPrimitive {
   dnnl::primitive prim;
   size_t scratchpad_bytes = 0;
@@ -84,17 +91,17 @@ class OnednnBackend final : public Backend {
                               GetInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
       const dt a_type = d.a_unsigned ? dt::u8 : dt::s8;
       std::unordered_map<int, memory> args;
-      args[DNNL_ARG_SRC] = Mem(MatrixDesc(m.m, m.k, a_type, Lda(m), false), a);
-      args[DNNL_ARG_WEIGHTS] = Mem(MatrixDesc(m.k, m.n, dt::s8, Ldb(m), false), b);
-      args[DNNL_ARG_DST] = Mem(MatrixDesc(m.m, m.n, dt::f32, Ldc(m), false), c);
+      args[DNNL_ARG_SRC] = Mem(Matrix3d(m.m, m.k, a_type, Lda(m)), a);
+      args[DNNL_ARG_WEIGHTS] = Mem(Matrix3d(m.k, m.n, dt::s8, Ldb(m)), b);
+      args[DNNL_ARG_DST] = Mem(Matrix3d(m.m, m.n, dt::f32, Ldc(m)), c);
       int post_op = 0;
       if (row_scale) {
         args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
-            Mem(memory::desc({m.m, 1}, dt::f32, tag::ab), row_scale);
+            Mem(memory::desc({1, m.m, 1}, dt::f32, tag::abc), row_scale);
       }
       if (col_scale) {
         args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
-            Mem(memory::desc({1, m.n}, dt::f32, tag::ab), col_scale);
+            Mem(memory::desc({1, 1, m.n}, dt::f32, tag::abc), col_scale);
       }
       Execute(*p, args);
     } catch (const dnnl::error& e) {
@@ -112,15 +119,17 @@ class OnednnBackend final : public Backend {
     return GetOrCreate(key, [&] {
       dnnl::post_ops po;
       if (row_scale) {
-        po.append_binary(dnnl::algorithm::binary_mul, memory::desc({m.m, 1}, dt::f32, tag::ab));
+        po.append_binary(dnnl::algorithm::binary_mul,
+                         memory::desc({1, m.m, 1}, dt::f32, tag::abc));
       }
       if (col_scale) {
-        po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, m.n}, dt::f32, tag::ab));
+        po.append_binary(dnnl::algorithm::binary_mul,
+                         memory::desc({1, 1, m.n}, dt::f32, tag::abc));
       }
       if (m.accumulate) po.append_sum(1.0f);
-      return MakeMatmul(MatrixDesc(m.m, m.k, d.a_unsigned ? dt::u8 : dt::s8, Lda(m), false),
-                        MatrixDesc(m.k, m.n, dt::s8, Ldb(m), false),
-                        MatrixDesc(m.m, m.n, dt::f32, Ldc(m), false), po);
+      return MakeMatmul(Matrix3d(m.m, m.k, d.a_unsigned ? dt::u8 : dt::s8, Lda(m)),
+                        Matrix3d(m.k, m.n, dt::s8, Ldb(m)), Matrix3d(m.m, m.n, dt::f32, Ldc(m)),
+                        po);
     });
   }
 

@@ -1,0 +1,189 @@
+// One conformance suite for every backend: each op of the oneDNN backend against the reference
+// backend on random, awkward shapes (M=1, K=1, sizes off multiples of 16, strides, transposes).
+// A future GPU backend joins by adding itself to Backends().
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "kernels/backend/backend.h"
+#include "kernels/tests/test_util.h"
+
+namespace qtrain {
+namespace {
+
+using testing::MaxRelativeToPeak;
+using testing::RandomTensor;
+
+struct MatmulCase {
+  int64_t m, k, n;
+  bool trans_a, trans_b, accumulate;
+};
+
+std::vector<MatmulCase> MatmulCases() {
+  std::vector<MatmulCase> cases;
+  for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{
+           {1, 1, 1}, {1, 17, 5}, {33, 1, 7}, {17, 31, 19}, {64, 128, 48}, {5, 300, 2}}) {
+    for (int flags = 0; flags < 8; ++flags) {
+      cases.push_back({m, k, n, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0});
+    }
+  }
+  return cases;
+}
+
+std::vector<std::unique_ptr<Backend>> Backends() {
+  std::vector<std::unique_ptr<Backend>> out;
+  out.push_back(testing::Onednn());
+  return out;
+}
+
+Tensor RandomInts(const Shape& shape, int lo, int hi, uint32_t seed, DType dtype) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> dist(lo, hi);
+  Tensor t = Tensor::Empty(dtype, shape);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (dtype == DType::kS8) {
+      t.data<int8_t>()[i] = static_cast<int8_t>(dist(gen));
+    } else {
+      t.data<uint8_t>()[i] = static_cast<uint8_t>(dist(gen));
+    }
+  }
+  return t;
+}
+
+TEST(BackendConformance, MatmulF32) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (const MatmulCase& c : MatmulCases()) {
+      MatmulDesc d{c.m, c.k, c.n};
+      d.trans_a = c.trans_a;
+      d.trans_b = c.trans_b;
+      d.accumulate = c.accumulate;
+      Tensor a = RandomTensor(c.trans_a ? Shape{c.k, c.m} : Shape{c.m, c.k}, 1);
+      Tensor b = RandomTensor(c.trans_b ? Shape{c.n, c.k} : Shape{c.k, c.n}, 2);
+      Tensor want = RandomTensor({c.m, c.n}, 3);
+      Tensor got = want;
+      ASSERT_TRUE(ref->MatmulF32(d, a.data<float>(), b.data<float>(), want.data<float>()).ok());
+      ASSERT_TRUE(
+          backend->MatmulF32(d, a.data<float>(), b.data<float>(), got.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(got, want), 1e-5)
+          << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n
+          << " ta=" << c.trans_a << " tb=" << c.trans_b << " acc=" << c.accumulate;
+    }
+  }
+}
+
+TEST(BackendConformance, MatmulInt8) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (const MatmulCase& c : MatmulCases()) {
+      if (c.trans_a || c.trans_b) continue;
+      for (int variant = 0; variant < 4; ++variant) {
+        Int8MatmulDesc d;
+        d.mm = MatmulDesc{c.m, c.k, c.n};
+        d.mm.accumulate = c.accumulate;
+        d.a_unsigned = (variant & 1) != 0;
+        const bool scales = (variant & 2) != 0;
+        Tensor a = d.a_unsigned ? RandomInts({c.m, c.k}, 0, 255, 4, DType::kU8)
+                                : RandomInts({c.m, c.k}, -128, 127, 4, DType::kS8);
+        Tensor b = RandomInts({c.k, c.n}, -128, 127, 5, DType::kS8);
+        Tensor rs = RandomTensor({c.m}, 6), cs = RandomTensor({c.n}, 7);
+        Tensor want = RandomTensor({c.m, c.n}, 8);
+        Tensor got = want;
+        const float* r = scales ? rs.data<float>() : nullptr;
+        const float* s = scales ? cs.data<float>() : nullptr;
+        ASSERT_TRUE(
+            ref->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, want.data<float>()).ok());
+        ASSERT_TRUE(
+            backend->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, got.data<float>()).ok());
+        EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6)
+            << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n
+            << " u8=" << d.a_unsigned << " scales=" << scales << " acc=" << c.accumulate;
+      }
+    }
+  }
+}
+
+TEST(BackendConformance, MatmulRejectsBadDescriptors) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    float dummy[4] = {};
+    MatmulDesc empty{0, 2, 2};
+    EXPECT_EQ(backend->MatmulF32(empty, dummy, dummy, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+    MatmulDesc short_ld{2, 2, 2, 1, 0, 0};
+    EXPECT_EQ(backend->MatmulF32(short_ld, dummy, dummy, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+    Int8MatmulDesc transposed;
+    transposed.mm = MatmulDesc{2, 2, 2};
+    transposed.mm.trans_a = true;
+    int8_t q[4] = {};
+    EXPECT_EQ(backend->MatmulInt8(transposed, q, q, nullptr, nullptr, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+std::vector<ConvDesc> ConvCases() {
+  return {
+      ConvDesc{2, 8, 8, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1},  // same padding
+      ConvDesc{1, 9, 7, 5, 6, 3, 3, 2, 2, 0, 0, 0, 0},  // valid, stride 2, odd sizes
+      ConvDesc{3, 5, 5, 16, 8, 1, 1, 1, 1, 0, 0, 0, 0},  // 1x1
+      ConvDesc{1, 6, 6, 1, 1, 5, 5, 1, 1, 2, 1, 2, 1},  // asymmetric padding
+  };
+}
+
+TEST(BackendConformance, Convolution) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (const ConvDesc& d : ConvCases()) {
+      const Shape src{d.n, d.h, d.w, d.c}, wts{d.kh, d.kw, d.c, d.o};
+      const Shape dst{d.n, d.out_h(), d.out_w(), d.o};
+      Tensor x = RandomTensor(src, 1), w = RandomTensor(wts, 2), g = RandomTensor(dst, 3);
+      Tensor y_ref = Tensor::Empty(DType::kF32, dst), y = y_ref;
+      ASSERT_TRUE(ref->ConvFwdF32(d, x.data<float>(), w.data<float>(), y_ref.data<float>()).ok());
+      ASSERT_TRUE(backend->ConvFwdF32(d, x.data<float>(), w.data<float>(), y.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << backend->name() << " fwd";
+
+      Tensor dx_ref = Tensor::Empty(DType::kF32, src), dx = dx_ref;
+      ASSERT_TRUE(
+          ref->ConvBwdData(d, g.data<float>(), w.data<float>(), dx_ref.data<float>()).ok());
+      ASSERT_TRUE(
+          backend->ConvBwdData(d, g.data<float>(), w.data<float>(), dx.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5) << backend->name() << " bwd data";
+
+      Tensor dw_ref = Tensor::Empty(DType::kF32, wts), dw = dw_ref;
+      ASSERT_TRUE(
+          ref->ConvBwdWeights(d, x.data<float>(), g.data<float>(), dw_ref.data<float>()).ok());
+      ASSERT_TRUE(
+          backend->ConvBwdWeights(d, x.data<float>(), g.data<float>(), dw.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(dw, dw_ref), 1e-5) << backend->name() << " bwd weights";
+
+      Tensor xq = RandomInts(src, -128, 127, 4, DType::kS8);
+      Tensor wq = RandomInts(wts, -128, 127, 5, DType::kS8);
+      Tensor acc_ref = Tensor::Empty(DType::kS32, dst), acc = acc_ref;
+      ASSERT_TRUE(ref->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(),
+                                   acc_ref.data<int32_t>())
+                      .ok());
+      ASSERT_TRUE(
+          backend->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(), acc.data<int32_t>())
+              .ok());
+      for (int64_t i = 0; i < acc.numel(); ++i) {
+        ASSERT_EQ(acc.data<int32_t>()[i], acc_ref.data<int32_t>()[i]) << backend->name() << i;
+      }
+    }
+  }
+}
+
+TEST(BackendConformance, ConvolutionRejectsBadDescriptors) {
+  for (auto& backend : Backends()) {
+    float dummy[4] = {};
+    ConvDesc too_big{1, 2, 2, 1, 1, 3, 3, 1, 1, 0, 0, 0, 0};
+    EXPECT_EQ(backend->ConvFwdF32(too_big, dummy, dummy, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+    ConvDesc zero_stride{1, 2, 2, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0};
+    EXPECT_EQ(backend->ConvFwdF32(zero_stride, dummy, dummy, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+}  // namespace
+}  // namespace qtrain

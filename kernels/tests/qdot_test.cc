@@ -1,0 +1,282 @@
+// Quantized dot: integer path == fake quantization, QT ≈ float gradients, STE mask, SRQ static
+// scales, stochastic rounding reproducibility, oneDNN kernel choice, and failure cases.
+#include "kernels/qdot.h"
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "kernels/backend/onednn_backend.h"
+#include "kernels/tests/test_util.h"
+
+namespace qtrain {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::MaxRelativeToPeak;
+using testing::MeanRelativeDifference;
+using testing::RandomTensor;
+
+QDotConfig Int8Config(const char* x_method = "absmax", const char* w_method = "absmax") {
+  QDotConfig c;
+  c.lhs.qtype = QType::kInt8;
+  c.rhs.qtype = QType::kInt8;
+  c.lhs.method = *ParseCalibrationMethod(x_method);
+  c.rhs.method = *ParseCalibrationMethod(w_method);
+  return c;
+}
+
+struct ShapeCase {
+  Shape x, w;
+  int64_t tile;
+  QType xq, wq;
+};
+
+class IntegerVsFakeQuantTest : public ::testing::TestWithParam<ShapeCase> {};
+
+TEST_P(IntegerVsFakeQuantTest, ForwardAndQtBackwardAgree) {
+  const ShapeCase& sc = GetParam();
+  auto backend = testing::Onednn();
+  Tensor x = RandomTensor(sc.x, 1);
+  if (sc.xq == QType::kUint8) {
+    for (float& v : x.span<float>()) v = std::fabs(v);
+  }
+  Tensor w = RandomTensor(sc.w, 2, 0.05f);
+  QDotConfig c = Int8Config();
+  c.lhs.qtype = sc.xq;
+  c.rhs.qtype = sc.wq;
+  c.tile_size = sc.tile;
+  c.bwd_qtype = QType::kInt8;
+  auto integer = QDotForward(*backend, x, w, c);
+  ASSERT_TRUE(integer.ok()) << integer.status();
+  QDotConfig fake = c;
+  fake.impl = QDotImpl::kFakeQuant;
+  auto reference = QDotForward(*backend, x, w, fake);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  EXPECT_LT(MaxRelativeToPeak(integer->y, reference->y), 2e-6);
+
+  Tensor g = RandomTensor(integer->y.shape(), 3, 0.01f);
+  auto gi = QDotBackward(*backend, x, w, g, integer->residuals, c);
+  auto gf = QDotBackward(*backend, x, w, g, integer->residuals, fake);
+  ASSERT_TRUE(gi.ok()) << gi.status();
+  ASSERT_TRUE(gf.ok()) << gf.status();
+  EXPECT_LT(MaxRelativeToPeak(gi->dx, gf->dx), 2e-6);
+  EXPECT_LT(MaxRelativeToPeak(gi->dw, gf->dw), 2e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, IntegerVsFakeQuantTest,
+    ::testing::Values(ShapeCase{{64, 256}, {256, 96}, 0, QType::kInt8, QType::kInt8},
+                      ShapeCase{{1, 17}, {17, 5}, 0, QType::kInt8, QType::kInt8},
+                      ShapeCase{{33, 1}, {1, 7}, 0, QType::kInt8, QType::kInt8},
+                      ShapeCase{{8, 512}, {512, 48}, 128, QType::kInt8, QType::kInt8},
+                      ShapeCase{{3, 20, 64}, {3, 64, 20}, 0, QType::kInt8, QType::kInt8},
+                      ShapeCase{{16, 64}, {64, 16}, 0, QType::kInt4, QType::kInt4},
+                      ShapeCase{{16, 64}, {64, 16}, 0, QType::kUint8, QType::kInt8}));
+
+TEST(QDotTest, QuantizedResultsApproximateFloat) {
+  // Qwix's own bar: int8 vs float, output <= 0.02 and gradients <= 0.03 mean relative
+  // difference.
+  auto backend = testing::Onednn();
+  Tensor x = RandomTensor({128, 512}, 4);
+  Tensor w = RandomTensor({512, 64}, 5, 0.05f);
+  Tensor g = RandomTensor({128, 64}, 6, 0.01f);
+  QDotConfig fp;  // no qtypes: float
+  QDotConfig qt = Int8Config();
+  qt.bwd_qtype = QType::kInt8;
+  auto yf = *QDotForward(*backend, x, w, fp);
+  auto yq = *QDotForward(*backend, x, w, qt);
+  EXPECT_LT(MeanRelativeDifference(yq.y, yf.y), 0.02);
+  auto gf = *QDotBackward(*backend, x, w, g, yf.residuals, fp);
+  auto gq = *QDotBackward(*backend, x, w, g, yq.residuals, qt);
+  EXPECT_LT(MeanRelativeDifference(gq.dx, gf.dx), 0.03);
+  EXPECT_LT(MeanRelativeDifference(gq.dw, gf.dw), 0.03);
+  // ... but not equal: the backward really is quantized.
+  EXPECT_GT(MeanRelativeDifference(gq.dx, gf.dx), 1e-4);
+}
+
+TEST(QDotTest, WeightGradTileStaysCloseToUntiled) {
+  auto backend = testing::Onednn();
+  Tensor x = RandomTensor({256, 64}, 7);
+  Tensor w = RandomTensor({64, 32}, 8, 0.1f);
+  Tensor g = RandomTensor({256, 32}, 9, 0.01f);
+  QDotConfig c = Int8Config();
+  c.bwd_qtype = QType::kInt8;
+  auto y = *QDotForward(*backend, x, w, c);
+  auto untiled = *QDotBackward(*backend, x, w, g, y.residuals, c);
+  c.bwd_weight_grad_tile_size = 64;
+  auto tiled = QDotBackward(*backend, x, w, g, y.residuals, c);
+  ASSERT_TRUE(tiled.ok()) << tiled.status();
+  EXPECT_LT(MeanRelativeDifference(tiled->dw, untiled.dw), 0.02);
+  EXPECT_EQ(MaxRelativeToPeak(tiled->dx, untiled.dx), 0.0);  // dx is not affected
+}
+
+TEST(QDotTest, ClippedSteMasksGradientsOutsideTheRange) {
+  auto backend = testing::Onednn();
+  Tensor x = Tensor::FromFloats({1, 4}, {1.0f, -4.0f, 0.5f, 2.0f});  // absmax,0.5 → A = 2
+  Tensor w = RandomTensor({4, 3}, 10);
+  Tensor g = RandomTensor({1, 3}, 11);
+  QDotConfig c = Int8Config("absmax,0.5");
+  auto y = *QDotForward(*backend, x, w, c);
+  auto grads = *QDotBackward(*backend, x, w, g, y.residuals, c);
+  EXPECT_NE(grads.dx.data<float>()[0], 0.0f);
+  EXPECT_EQ(grads.dx.data<float>()[1], 0.0f);  // |-4| > 2
+  EXPECT_NE(grads.dx.data<float>()[2], 0.0f);
+  EXPECT_NE(grads.dx.data<float>()[3], 0.0f);  // 2 <= 2: inclusive
+  // Plain absmax never masks.
+  QDotConfig plain = Int8Config();
+  auto y2 = *QDotForward(*backend, x, w, plain);
+  EXPECT_FALSE(y2.residuals.x_clip.has_value());
+}
+
+TEST(QDotTest, StaticCalibrationGivesOneScaleForTheBatch) {
+  auto backend = testing::Onednn();
+  Tensor x = RandomTensor({4, 32}, 12);
+  Tensor w = RandomTensor({32, 8}, 13);
+  Calibration stat;
+  stat.absmax = Tensor::FromFloats({1, 1}, {2.0f});
+  QDotConfig c = Int8Config();
+  c.lhs.static_calibration = &stat;
+  auto y = QDotForward(*backend, x, w, c);
+  ASSERT_TRUE(y.ok()) << y.status();
+  ASSERT_TRUE(y->residuals.xq.has_value());
+  EXPECT_EQ(y->residuals.xq->params.scale.numel(), 1);
+  EXPECT_EQ(y->residuals.xq->params.scale.data<float>()[0], 2.0f / 127.5f);
+  ASSERT_TRUE(y->x_dynamic_calibration.has_value());  // still reported for the stats
+  EXPECT_EQ(y->x_dynamic_calibration->absmax.shape(), (Shape{4, 1}));
+  Calibration bad;
+  bad.absmax = Tensor::FromFloats({3, 1}, {1, 1, 1});
+  c.lhs.static_calibration = &bad;
+  EXPECT_EQ(QDotForward(*backend, x, w, c).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(QDotTest, StochasticRoundingIsSeededAndReproducible) {
+  auto backend = testing::Onednn();
+  Tensor x = RandomTensor({32, 64}, 14);
+  Tensor w = RandomTensor({64, 16}, 15, 0.1f);
+  Tensor g = RandomTensor({32, 16}, 16, 0.01f);
+  QDotConfig c = Int8Config();
+  c.bwd_qtype = QType::kInt8;
+  auto y = *QDotForward(*backend, x, w, c);
+  for (auto mode : {StochasticRounding::kUniform, StochasticRounding::kLowBitUniform}) {
+    c.stochastic_rounding = mode;
+    CounterRng a(42, 0), b(42, 0), other(43, 0);
+    auto g1 = *QDotBackward(*backend, x, w, g, y.residuals, c, &a, 100);
+    auto g2 = *QDotBackward(*backend, x, w, g, y.residuals, c, &b, 100);
+    auto g3 = *QDotBackward(*backend, x, w, g, y.residuals, c, &other, 100);
+    EXPECT_EQ(MaxRelativeToPeak(g1.dx, g2.dx), 0.0);
+    EXPECT_EQ(MaxRelativeToPeak(g1.dw, g2.dw), 0.0);
+    EXPECT_GT(MaxRelativeToPeak(g1.dx, g3.dx), 0.0);
+  }
+  EXPECT_EQ(QDotBackward(*backend, x, w, g, y.residuals, c, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(QDotTest, NoiseIsUnbiased) {
+  CounterRng rng(1, 2);
+  double sum_uniform = 0, sum_low = 0;
+  constexpr int kN = 200000;
+  for (int i = 0; i < kN; ++i) {
+    const float u = rng.Noise(StochasticRounding::kUniform, i);
+    const float l = rng.Noise(StochasticRounding::kLowBitUniform, i);
+    ASSERT_GE(u, -0.5f);
+    ASSERT_LT(u, 0.5f);
+    ASSERT_GT(l, -0.5f);
+    ASSERT_LT(l, 0.5f);
+    sum_uniform += u;
+    sum_low += l;
+  }
+  EXPECT_NEAR(sum_uniform / kN, 0.0, 0.005);
+  EXPECT_NEAR(sum_low / kN, 0.0, 0.005);
+}
+
+bool CpuHasVnni() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("avx512_vnni") != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(QDotTest, Int8MatmulStaysOnTheVnniBrgemmKernel) {
+  // The descriptors qdot issues: untiled with both scales, tiles accumulating into dst, u8 src,
+  // QT's dw (column scales only) and dx (row scales only).
+  std::vector<Int8MatmulDesc> descs(5);
+  descs[0].mm = MatmulDesc{256, 1024, 1024};
+  descs[1].mm = MatmulDesc{256, 128, 1024};
+  descs[1].mm.accumulate = true;
+  descs[2].mm = MatmulDesc{256, 1024, 1024};
+  descs[2].a_unsigned = true;
+  descs[3].mm = MatmulDesc{1024, 256, 1024};
+  descs[4].mm = MatmulDesc{32, 4096, 4096};
+  if (!CpuHasVnni()) {
+    GTEST_SKIP() << "this CPU has no AVX512-VNNI, so oneDNN cannot pick its VNNI kernel";
+  }
+  for (const auto& d : descs) {
+    for (auto [row, col] : {std::pair{true, true}, {true, false}, {false, true}}) {
+      auto impl = OnednnInt8MatmulImpl(d, row, col);
+      ASSERT_TRUE(impl.ok()) << impl.status();
+      EXPECT_THAT(*impl, HasSubstr("brg:avx512_core_vnni"))
+          << "M=" << d.mm.m << " K=" << d.mm.k << " N=" << d.mm.n << " row=" << row
+          << " col=" << col;
+    }
+  }
+}
+
+struct BadCase {
+  const char* name;
+  Shape x, w;
+  QDotConfig config;
+  const char* error_part;
+};
+
+QDotConfig With(std::function<void(QDotConfig&)> f) {
+  QDotConfig c = Int8Config();
+  f(c);
+  return c;
+}
+
+TEST(QDotTest, BadRequestsAreInvalidArguments) {
+  const std::vector<BadCase> cases = {
+      {"rank mismatch", {4, 8}, {2, 8, 3}, Int8Config(), "x (M,K)"},
+      {"rank 4", {1, 2, 4, 8}, {1, 2, 8, 3}, Int8Config(), "x (M,K)"},
+      {"K mismatch", {4, 8}, {9, 3}, Int8Config(), "contracting"},
+      {"batch mismatch", {2, 4, 8}, {3, 8, 3}, Int8Config(), "batch"},
+      {"tile", {4, 8}, {8, 3}, With([](QDotConfig& c) { c.tile_size = 3; }), "tile_size 3"},
+      {"bwd tile", {4, 8}, {8, 3},
+       With([](QDotConfig& c) { c.bwd_weight_grad_tile_size = 3; }), "bwd_weight_grad"},
+      {"asymmetric uint8", {4, 8}, {8, 3},
+       With([](QDotConfig& c) {
+         c.lhs.qtype = QType::kUint8;
+         c.lhs.method = *ParseCalibrationMethod("minmax");
+       }),
+       "symmetric only"},
+      {"sr fp8", {4, 8}, {8, 3},
+       With([](QDotConfig& c) {
+         c.bwd_qtype = QType::kFloat8E4M3FN;
+         c.stochastic_rounding = StochasticRounding::kUniform;
+       }),
+       "integer bwd_qtype"},
+  };
+  auto backend = testing::Onednn();
+  for (const BadCase& bc : cases) {
+    Tensor x = Tensor::Zeros(DType::kF32, bc.x);
+    Tensor w = Tensor::Zeros(DType::kF32, bc.w);
+    auto r = QDotForward(*backend, x, w, bc.config);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bc.name;
+    EXPECT_THAT(r.status().message(), HasSubstr(bc.error_part)) << bc.name;
+  }
+  Tensor x = RandomTensor({4, 8}, 1), w = RandomTensor({8, 3}, 2);
+  auto y = *QDotForward(*backend, x, w, Int8Config());
+  Tensor bad_g = Tensor::Zeros(DType::kF32, {4, 4});
+  auto grads = QDotBackward(*backend, x, w, bad_g, y.residuals, Int8Config());
+  EXPECT_EQ(grads.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(grads.status().message(), HasSubstr("[4, 4]"));
+}
+
+}  // namespace
+}  // namespace qtrain
