@@ -4,7 +4,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(QTRAIN_NO_TARGET_CLONES)
-#define QTRAIN_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define QTRAIN_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define QTRAIN_TARGET_CLONES
 #endif
