@@ -47,9 +47,9 @@ QDotConfig Int8(QDotImpl impl) {
 }
 
 void SetFlops(benchmark::State& state, const Problem& p, double dots) {
-  state.counters["GOPS"] = benchmark::Counter(2.0 * p.m * p.k * p.n * dots * state.iterations(),
-                                              benchmark::Counter::kIsRate,
-                                              benchmark::Counter::kIs1000);
+  state.counters["GOPS"] =
+      benchmark::Counter(2.0 * p.m * p.k * p.n * dots * state.iterations(),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
 void BM_MatmulF32(benchmark::State& state) {

@@ -170,9 +170,7 @@ Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMe
             lo[s] = mn < lo[s] ? mn : lo[s];
             hi[s] = mx > hi[s] ? mx : hi[s];
           },
-          [&](const float* p, int64_t n, int64_t s) {
-            rowops::MinMaxInto(p, n, lo + s, hi + s);
-          });
+          [&](const float* p, int64_t n, int64_t s) { rowops::MinMaxInto(p, n, lo + s, hi + s); });
       for (int64_t i = 0; i < l.num_scales; ++i) {
         lo[i] *= k;
         hi[i] *= k;

@@ -30,14 +30,14 @@ absl::StatusOr<ConvDesc> MakeConvDesc(const Shape& x, const Shape& w, const QCon
     return absl::InvalidArgumentError(absl::StrCat("convolution input channels differ: x ",
                                                    ShapeString(x), ", w ", ShapeString(w)));
   }
-  ConvDesc d{x[0], x[1], x[2], x[3], w[3], w[0], w[1], c.stride_h, c.stride_w,
-             c.pad_top, c.pad_left, c.pad_bottom, c.pad_right};
+  ConvDesc d{x[0],       x[1],       x[2],      x[3],       w[3],         w[0],       w[1],
+             c.stride_h, c.stride_w, c.pad_top, c.pad_left, c.pad_bottom, c.pad_right};
   QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
   return d;
 }
 
-absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& x,
-                                                const Tensor& w, const QConvConfig& c) {
+absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& x, const Tensor& w,
+                                                const QConvConfig& c) {
   QTRAIN_ASSIGN_OR_RETURN(ConvDesc d, MakeConvDesc(x.shape(), w.shape(), c));
   if (x.dtype() != DType::kF32 || w.dtype() != DType::kF32) {
     return absl::InvalidArgumentError("quantized convolution takes f32 operands");
@@ -46,14 +46,12 @@ absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& 
   if (c.rhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.rhs.qtype, c.rhs.method));
   std::optional<qdot_internal::QuantizedOperand> xq, wq;
   if (c.lhs.qtype) {
-    QTRAIN_ASSIGN_OR_RETURN(
-        xq, qdot_internal::QuantizeOperand(x, c.lhs, ConvSpec({1, 2, 3}, c.disable_channelwise),
-                                           -1));
+    QTRAIN_ASSIGN_OR_RETURN(xq, qdot_internal::QuantizeOperand(
+                                    x, c.lhs, ConvSpec({1, 2, 3}, c.disable_channelwise), -1));
   }
   if (c.rhs.qtype) {
-    QTRAIN_ASSIGN_OR_RETURN(
-        wq, qdot_internal::QuantizeOperand(w, c.rhs, ConvSpec({0, 1, 2}, c.disable_channelwise),
-                                           -1));
+    QTRAIN_ASSIGN_OR_RETURN(wq, qdot_internal::QuantizeOperand(
+                                    w, c.rhs, ConvSpec({0, 1, 2}, c.disable_channelwise), -1));
   }
   QConvForwardResult out;
   out.y = Tensor::Empty(DType::kF32, {d.n, d.out_h(), d.out_w(), d.o});
@@ -96,10 +94,10 @@ absl::StatusOr<QDotGradients> QConvBackward(Backend& backend, const Tensor& g,
   }
   QDotGradients out{Tensor::Empty(DType::kF32, r.x_used.shape()),
                     Tensor::Empty(DType::kF32, r.w_used.shape())};
-  QTRAIN_RETURN_IF_ERROR(backend.ConvBwdData(d, g.data<float>(), r.w_used.data<float>(),
-                                             out.dx.data<float>()));
-  QTRAIN_RETURN_IF_ERROR(backend.ConvBwdWeights(d, r.x_used.data<float>(), g.data<float>(),
-                                                out.dw.data<float>()));
+  QTRAIN_RETURN_IF_ERROR(
+      backend.ConvBwdData(d, g.data<float>(), r.w_used.data<float>(), out.dx.data<float>()));
+  QTRAIN_RETURN_IF_ERROR(
+      backend.ConvBwdWeights(d, r.x_used.data<float>(), g.data<float>(), out.dw.data<float>()));
   return out;
 }
 

@@ -37,8 +37,8 @@ struct QConvForwardResult {
   std::optional<Calibration> x_dynamic_calibration;  // per example, for SRQ statistics
 };
 
-absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& x,
-                                                const Tensor& w, const QConvConfig& config);
+absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& x, const Tensor& w,
+                                                const QConvConfig& config);
 
 // dx = conv_bwd_data(g, w_used), dw = conv_bwd_weights(x_used, g).
 absl::StatusOr<QDotGradients> QConvBackward(Backend& backend, const Tensor& g,

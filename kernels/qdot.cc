@@ -64,12 +64,10 @@ void ApplyClipMask(const Tensor& orig, const ScaleLayout& l, const Calibration& 
 
 // The layout implied by a static (SRQ) calibration's shape: dims equal to the operand's are
 // channelwise, 1s are reduced, and the contracting axis may be tiled.
-absl::StatusOr<ScaleLayout> LayoutFromCalibration(const Shape& x, const Shape& cal,
-                                                  int tile_axis) {
+absl::StatusOr<ScaleLayout> LayoutFromCalibration(const Shape& x, const Shape& cal, int tile_axis) {
   if (cal.size() != x.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("static calibration of shape ",
-                                                   ShapeString(cal), " does not match operand ",
-                                                   ShapeString(x)));
+    return absl::InvalidArgumentError(absl::StrCat("static calibration of shape ", ShapeString(cal),
+                                                   " does not match operand ", ShapeString(x)));
   }
   ReduceSpec spec;
   for (int a = 0; a < static_cast<int>(x.size()); ++a) {
@@ -156,8 +154,7 @@ ReduceSpec OperandSpec(int rank, int contracting_axis, const QDotConfig& c) {
 }
 
 // True when the contract lets both operands run on the int8 kernels (whatever c.impl says).
-bool IntegerEligible(const QDotConfig& c, const QuantizedOperand* xq,
-                     const QuantizedOperand* wq) {
+bool IntegerEligible(const QDotConfig& c, const QuantizedOperand* xq, const QuantizedOperand* wq) {
   if (xq == nullptr || wq == nullptr) return false;
   if (c.tile_size > 0 && c.tile_size < kMinIntegerTile) return false;
   if (!xq->q.params.symmetric() || !wq->q.params.symmetric()) return false;
@@ -201,9 +198,9 @@ absl::Status IntegerForward(Backend& backend, const DotDims& d, const QuantizedT
 absl::Status ValidateQDot(const Shape& x, const Shape& w, const QDotConfig& c) {
   const bool ranks_ok = (x.size() == 2 && w.size() == 2) || (x.size() == 3 && w.size() == 3);
   if (!ranks_ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantized dot needs x (M,K)·w (K,N) or x (B,M,K)·w (B,K,N); got x ", ShapeString(x),
-        " and w ", ShapeString(w)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantized dot needs x (M,K)·w (K,N) or x (B,M,K)·w (B,K,N); got x ",
+                     ShapeString(x), " and w ", ShapeString(w)));
   }
   for (int64_t v : x) {
     if (v <= 0) return absl::InvalidArgumentError("x " + ShapeString(x) + " has an empty dim");
@@ -213,18 +210,18 @@ absl::Status ValidateQDot(const Shape& x, const Shape& w, const QDotConfig& c) {
   }
   const DotDims d = GetDims(x, w);
   if (w[w.size() - 2] != d.k || (d.batched && w[0] != d.b)) {
-    return absl::InvalidArgumentError(absl::StrCat("contracting/batch dims differ: x ",
-                                                   ShapeString(x), ", w ", ShapeString(w)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("contracting/batch dims differ: x ", ShapeString(x), ", w ", ShapeString(w)));
   }
   if (c.tile_size < 0 || (c.tile_size > 0 && d.k % c.tile_size != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("tile_size ", c.tile_size,
-                                                   " does not divide the contracting dim K=", d.k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tile_size ", c.tile_size, " does not divide the contracting dim K=", d.k));
   }
   if (c.bwd_weight_grad_tile_size < 0 ||
       (c.bwd_weight_grad_tile_size > 0 && d.m % c.bwd_weight_grad_tile_size != 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bwd_weight_grad_tile_size ", c.bwd_weight_grad_tile_size,
-                     " does not divide the token dim M=", d.m));
+    return absl::InvalidArgumentError(absl::StrCat("bwd_weight_grad_tile_size ",
+                                                   c.bwd_weight_grad_tile_size,
+                                                   " does not divide the token dim M=", d.m));
   }
   if (c.lhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.lhs.qtype, c.lhs.method));
   if (c.rhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.rhs.qtype, c.rhs.method));
@@ -248,10 +245,12 @@ absl::StatusOr<QDotForwardResult> QDotForward(Backend& backend, const Tensor& x,
   const DotDims d = GetDims(x.shape(), w.shape());
   std::optional<QuantizedOperand> xq, wq;
   if (c.lhs.qtype) {
-    QTRAIN_ASSIGN_OR_RETURN(xq, QuantizeOperand(x, c.lhs, OperandSpec(x.rank(), x.rank() - 1, c), x.rank() - 1));
+    QTRAIN_ASSIGN_OR_RETURN(
+        xq, QuantizeOperand(x, c.lhs, OperandSpec(x.rank(), x.rank() - 1, c), x.rank() - 1));
   }
   if (c.rhs.qtype) {
-    QTRAIN_ASSIGN_OR_RETURN(wq, QuantizeOperand(w, c.rhs, OperandSpec(w.rank(), w.rank() - 2, c), w.rank() - 2));
+    QTRAIN_ASSIGN_OR_RETURN(
+        wq, QuantizeOperand(w, c.rhs, OperandSpec(w.rank(), w.rank() - 2, c), w.rank() - 2));
   }
 
   QDotForwardResult out;
@@ -265,9 +264,9 @@ absl::StatusOr<QDotForwardResult> QDotForward(Backend& backend, const Tensor& x,
     const Tensor wd = wq ? Dequantize(wq->q) : Tensor();
     const float* a = xq ? xd.data<float>() : x.data<float>();
     const float* b = wq ? wd.data<float>() : w.data<float>();
-    QTRAIN_RETURN_IF_ERROR(qdot_internal::BatchedMatmulF32(
-        backend, d, MatmulDesc{d.m, d.k, d.n}, a, d.m * d.k, b, d.k * d.n, out.y.data<float>(),
-        d.m * d.n));
+    QTRAIN_RETURN_IF_ERROR(qdot_internal::BatchedMatmulF32(backend, d, MatmulDesc{d.m, d.k, d.n}, a,
+                                                           d.m * d.k, b, d.k * d.n,
+                                                           out.y.data<float>(), d.m * d.n));
   }
   out.residuals.scale_shifting = eligible && c.tile_size == 0;
   if (xq) {

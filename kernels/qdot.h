@@ -37,8 +37,8 @@ struct QOperand {
 };
 
 struct QDotConfig {
-  QOperand lhs;  // x, the activation: channelwise over M (and B)
-  QOperand rhs;  // w, the weight (or the second activation): channelwise over N (and B)
+  QOperand lhs;           // x, the activation: channelwise over M (and B)
+  QOperand rhs;           // w, the weight (or the second activation): channelwise over N (and B)
   int64_t tile_size = 0;  // sub-channel tile on K; 0 = none
   bool disable_channelwise = false;
   std::optional<QType> bwd_qtype;  // set: QT backward

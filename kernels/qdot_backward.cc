@@ -18,8 +18,8 @@ absl::Status FloatGradients(Backend& backend, const DotDims& d, const float* g_f
                             QDotGradients& out) {
   MatmulDesc dx_desc{d.m, d.n, d.k};
   dx_desc.trans_b = true;  // w (K,N) read as (N,K)
-  QTRAIN_RETURN_IF_ERROR(BatchedMatmulF32(backend, d, dx_desc, g_for_dx, d.m * d.n, w,
-                                          d.k * d.n, out.dx.data<float>(), d.m * d.k));
+  QTRAIN_RETURN_IF_ERROR(BatchedMatmulF32(backend, d, dx_desc, g_for_dx, d.m * d.n, w, d.k * d.n,
+                                          out.dx.data<float>(), d.m * d.k));
   MatmulDesc dw_desc{d.k, d.m, d.n};
   dw_desc.trans_a = true;  // x (M,K) read as (K,M)
   return BatchedMatmulF32(backend, d, dw_desc, x, d.m * d.k, g_for_dw, d.m * d.n,
@@ -50,8 +50,7 @@ absl::StatusOr<QuantizedTensor> QuantizeGrad(const Tensor& t, const ReduceSpec& 
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(t.shape(), spec));
   QTRAIN_ASSIGN_OR_RETURN(QuantParams params,
                           ComputeQuantParams(Calibrate(t, layout, c.bwd_method), *c.bwd_qtype));
-  return Quantize(t, layout, params, *c.bwd_qtype,
-                  RoundingNoise{noise.empty() ? nullptr : &noise});
+  return Quantize(t, layout, params, *c.bwd_qtype, RoundingNoise{noise.empty() ? nullptr : &noise});
 }
 
 ReduceSpec RowSpec(int rank) { return ReduceSpec{{rank - 1}}; }
@@ -85,8 +84,8 @@ Tensor ShiftScales(const Tensor& g, const DotDims& d, const QuantizedTensor& q, 
   const float* pg = g.data<float>();
   float* po = out.data<float>();
   for (int64_t b = 0; b < d.b; ++b) {
-    const std::vector<float> s = per_column ? GatherScales(q, {0, b, 0, 0}, 3, d.n)
-                                            : GatherScales(q, {0, b, 0, 0}, 2, d.m);
+    const std::vector<float> s =
+        per_column ? GatherScales(q, {0, b, 0, 0}, 3, d.n) : GatherScales(q, {0, b, 0, 0}, 2, d.m);
     for (int64_t i = 0; i < d.m; ++i) {
       const int64_t row = (b * d.m + i) * d.n;
       for (int64_t j = 0; j < d.n; ++j) {
@@ -105,9 +104,9 @@ absl::Status QtInteger(Backend& backend, const DotDims& d, const QuantizedTensor
   const Tensor g2 = ShiftScales(g, d, xq, /*per_column=*/false);
   QTRAIN_ASSIGN_OR_RETURN(QuantizedTensor g1q, QuantizeGrad(g1, RowSpec(g.rank()), c, noise));
   const int64_t t = c.bwd_weight_grad_tile_size > 0 ? c.bwd_weight_grad_tile_size : d.m;
-  QTRAIN_ASSIGN_OR_RETURN(QuantizedTensor g2q,
-                          QuantizeGrad(g2, ColSpec(g.rank(), c.bwd_weight_grad_tile_size), c,
-                                       noise));
+  QTRAIN_ASSIGN_OR_RETURN(
+      QuantizedTensor g2q,
+      QuantizeGrad(g2, ColSpec(g.rank(), c.bwd_weight_grad_tile_size), c, noise));
   const bool int_kernel =
       c.impl == QDotImpl::kInteger && g1q.q.dtype() == DType::kS8 && g2q.q.dtype() == DType::kS8;
   if (!int_kernel) {
@@ -121,17 +120,17 @@ absl::Status QtInteger(Backend& backend, const DotDims& d, const QuantizedTensor
                           g2d.data<float>(), out);
   }
 
-  std::vector<uint8_t> w_t(d.n * d.k), x_t(d.k * t);
+  std::vector<uint8_t> x_t(d.k * t);
   const bool x_unsigned = xq.q.dtype() == DType::kU8;
   for (int64_t b = 0; b < d.b; ++b) {
-    // dx (M,K) = float(g1_q (M,N) · w_qᵀ (N,K)) ⊙ s_g1 per row.
-    qdot_internal::TransposeBytes(wq.q.data<int8_t>() + b * d.k * d.n, d.k, d.n, w_t.data());
+    // dx (M,K) = float(g1_q (M,N) · w_qᵀ (N,K)) ⊙ s_g1 per row; w_q is read transposed.
     const std::vector<float> s_g1 = GatherScales(g1q, {0, b, 0, 0}, 2, d.m);
     Int8MatmulDesc dx_desc;
     dx_desc.mm = MatmulDesc{d.m, d.n, d.k};
-    QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(
-        dx_desc, g1q.q.data<int8_t>() + b * d.m * d.n, reinterpret_cast<int8_t*>(w_t.data()),
-        s_g1.data(), nullptr, out.dx.data<float>() + b * d.m * d.k));
+    dx_desc.mm.trans_b = true;
+    QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(dx_desc, g1q.q.data<int8_t>() + b * d.m * d.n,
+                                              wq.q.data<int8_t>() + b * d.k * d.n, s_g1.data(),
+                                              nullptr, out.dx.data<float>() + b * d.m * d.k));
 
     // dw (K,N) = Σ_tiles float(x_qᵀ (K,t) · g2_q (t,N)) ⊙ s_g2 per column. Each tile of x_q's
     // rows is transposed into a dense (K,t) block: the VNNI kernel needs a dense src.

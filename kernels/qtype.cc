@@ -10,8 +10,8 @@ namespace qtrain {
 namespace {
 
 constexpr std::array<QType, 11> kAllQTypes = {
-    QType::kInt2,  QType::kInt3,  QType::kInt4,        QType::kInt5,
-    QType::kInt6,  QType::kInt7,  QType::kInt8,        QType::kInt16,
+    QType::kInt2,  QType::kInt3,         QType::kInt4,      QType::kInt5,
+    QType::kInt6,  QType::kInt7,         QType::kInt8,      QType::kInt16,
     QType::kUint8, QType::kFloat8E4M3FN, QType::kFloat8E5M2};
 
 constexpr QTypeInfo IntInfo(const char* name, int bits) {
@@ -59,10 +59,10 @@ absl::StatusOr<QType> ParseQType(absl::string_view name) {
   for (QType q : kAllQTypes) {
     if (lower == GetQTypeInfo(q).name) return q;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown qtype \"", name,
-      "\"; expected one of int2, int3, int4, int5, int6, int7, int8, int16, uint8, "
-      "float8_e4m3fn, float8_e5m2"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown qtype \"", name,
+                   "\"; expected one of int2, int3, int4, int5, int6, int7, int8, int16, uint8, "
+                   "float8_e4m3fn, float8_e5m2"));
 }
 
 bool RunsOnInt8Kernel(QType qtype) {

@@ -11,9 +11,9 @@ namespace {
 
 absl::StatusOr<ScaleLayout> NoiseLayout(const Shape& x_shape, const Tensor& noise) {
   if (noise.dtype() != DType::kF32 || noise.rank() != static_cast<int>(x_shape.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("rounding noise of shape ",
-                                                   ShapeString(noise.shape()),
-                                                   " does not broadcast to ", ShapeString(x_shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rounding noise of shape ", ShapeString(noise.shape()),
+                     " does not broadcast to ", ShapeString(x_shape)));
   }
   ReduceSpec spec;
   for (int a = 0; a < noise.rank(); ++a) {
@@ -115,8 +115,8 @@ absl::StatusOr<QuantizedTensor> Quantize(const Tensor& x, const ScaleLayout& l,
     ForEachRow(nl, [&](int64_t, int64_t base) { noise_bases.push_back(base); });
   }
   ForEachRow(sl, [&](int64_t offset, int64_t base) {
-    rowops::QuantRowArgs a{px + offset, n, ps + base, 0, pz ? pz + base : nullptr,
-                           nullptr, 0, info.qmin, info.qmax};
+    rowops::QuantRowArgs a{px + offset, n, ps + base, 0,        pz ? pz + base : nullptr,
+                           nullptr,     0, info.qmin, info.qmax};
     if (pn) {
       a.noise = pn + noise_bases[row];
       a.noise_stride = noise_mode == InnerMode::kPerElement ? 1 : 0;

@@ -94,8 +94,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void QuantizeBytesAvx512(
 
 bool CpuHasAvx512() {
   static const bool kHas = __builtin_cpu_supports("avx512f") &&
-                           __builtin_cpu_supports("avx512bw") &&
-                           __builtin_cpu_supports("avx512vl");
+                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   return kHas;
 }
 #endif

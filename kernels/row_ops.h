@@ -26,7 +26,7 @@ struct QuantRowArgs {
   const float* x;
   int64_t n;
   const float* scale;
-  int64_t scale_stride;  // 0: one scale for the row; 1: one per element
+  int64_t scale_stride;     // 0: one scale for the row; 1: one per element
   const float* zero_point;  // null for symmetric
   const float* noise;       // null for none
   int64_t noise_stride;

@@ -21,8 +21,9 @@ absl::StatusOr<ScaleLayout> MakeScaleLayout(const Shape& shape, const ReduceSpec
   for (int a : spec.axes) {
     const int axis = a < 0 ? a + rank : a;
     if (axis < 0 || axis >= rank) {
-      return absl::InvalidArgumentError(absl::StrCat("reduce axis ", a, " is out of range for rank ",
-                                                     rank, " (shape ", ShapeString(shape), ")"));
+      return absl::InvalidArgumentError(absl::StrCat("reduce axis ", a,
+                                                     " is out of range for rank ", rank, " (shape ",
+                                                     ShapeString(shape), ")"));
     }
     if (reduced[axis]) {
       return absl::InvalidArgumentError(absl::StrCat("reduce axis ", a, " is repeated"));

@@ -15,10 +15,10 @@
 namespace qtrain {
 
 struct ReduceSpec {
-  std::vector<int> axes;   // reduced axes; negative values count from the end
-  int tile_axis = -1;      // axis split into tiles (must also be reduced), -1 for none
-  int64_t tile_size = 0;   // tile length along tile_axis
-  bool per_tensor = false; // one scale for everything (fixed calibration)
+  std::vector<int> axes;    // reduced axes; negative values count from the end
+  int tile_axis = -1;       // axis split into tiles (must also be reduced), -1 for none
+  int64_t tile_size = 0;    // tile length along tile_axis
+  bool per_tensor = false;  // one scale for everything (fixed calibration)
 };
 
 struct ScaleLayout {
@@ -29,7 +29,7 @@ struct ScaleLayout {
   std::array<int64_t, kMaxRank> scale_stride{0, 0, 0, 0};
   // Index divisor per axis: tile_size on the tiled axis, else 1.
   std::array<int64_t, kMaxRank> divisor{1, 1, 1, 1};
-  Shape scale_shape;      // same rank as the input
+  Shape scale_shape;  // same rank as the input
   int64_t num_scales = 1;
   int64_t group_size = 1;  // input elements per scale
 

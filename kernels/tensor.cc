@@ -47,9 +47,7 @@ int64_t NumElements(const Shape& shape) {
   return n;
 }
 
-std::string ShapeString(const Shape& shape) {
-  return "[" + absl::StrJoin(shape, ", ") + "]";
-}
+std::string ShapeString(const Shape& shape) { return "[" + absl::StrJoin(shape, ", ") + "]"; }
 
 void Tensor::FreeDeleter::operator()(std::byte* p) const { std::free(p); }
 

@@ -22,12 +22,12 @@ absl::Status ValidateMatmulDesc(const MatmulDesc& d) {
 
 absl::Status ValidateConvDesc(const ConvDesc& d) {
   if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0 || d.o <= 0 || d.kh <= 0 || d.kw <= 0 ||
-      d.stride_h <= 0 || d.stride_w <= 0 || d.pad_top < 0 || d.pad_left < 0 ||
-      d.pad_bottom < 0 || d.pad_right < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "convolution dims must be positive (padding non-negative): src (", d.n, ",", d.h, ",",
-        d.w, ",", d.c, ") kernel (", d.kh, ",", d.kw, ",", d.c, ",", d.o, ") stride (",
-        d.stride_h, ",", d.stride_w, ")"));
+      d.stride_h <= 0 || d.stride_w <= 0 || d.pad_top < 0 || d.pad_left < 0 || d.pad_bottom < 0 ||
+      d.pad_right < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("convolution dims must be positive (padding non-negative): src (", d.n, ",",
+                     d.h, ",", d.w, ",", d.c, ") kernel (", d.kh, ",", d.kw, ",", d.c, ",", d.o,
+                     ") stride (", d.stride_h, ",", d.stride_w, ")"));
   }
   if (d.h + d.pad_top + d.pad_bottom < d.kh || d.w + d.pad_left + d.pad_right < d.kw) {
     return absl::InvalidArgumentError(absl::StrCat("convolution kernel ", d.kh, "x", d.kw,

@@ -27,7 +27,8 @@ struct MatmulDesc {
 };
 
 // Integer matmul: C(M,N) [+]= float(A·B as int32) · row_scale[i] · col_scale[j].
-// A is s8 or (a_unsigned) u8, B is s8; neither is transposed. Scales may be null (= 1).
+// A is s8 or (a_unsigned) u8, B is s8. A is never transposed (oneDNN's VNNI kernel needs a dense
+// src); B may be (trans_b). Scales may be null (= 1).
 struct Int8MatmulDesc {
   MatmulDesc mm;
   bool a_unsigned = false;
@@ -48,8 +49,7 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
 
-  virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b,
-                                 float* c) = 0;
+  virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) = 0;
   virtual absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
                                   const float* row_scale, const float* col_scale, float* c) = 0;
 

@@ -4,6 +4,7 @@
 // backend instance; per-step values (scales, pointers) are passed at execute time, scales as
 // binary_mul post-op tensors so the int8 matmul keeps the brgemm VNNI kernel. Scratchpads are
 // user-managed: one growable buffer per backend (one backend per executor thread).
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <string>
@@ -34,8 +35,9 @@ memory::desc MatrixDesc(int64_t rows, int64_t cols, dt type, int64_t ld, bool tr
 // Int8 matmuls use rank-3 descriptors with a batch of 1: oneDNN 2.6's brgemm kernel takes a
 // (1,M,1) binary post-op (per_oc broadcast) but not the rank-2 (M,1) one, which falls back to
 // ref_int8. Element (r, c) at r*ld + c.
-memory::desc Matrix3d(int64_t rows, int64_t cols, dt type, int64_t ld) {
-  return memory::desc({1, rows, cols}, type, memory::dims{rows * ld, ld, 1});
+memory::desc Matrix3d(int64_t rows, int64_t cols, dt type, int64_t ld, bool transposed = false) {
+  return transposed ? memory::desc({1, rows, cols}, type, memory::dims{cols * ld, 1, ld})
+                    : memory::desc({1, rows, cols}, type, memory::dims{rows * ld, ld, 1});
 }
 
 struct CachedPrimitive {
@@ -58,16 +60,16 @@ class OnednnBackend final : public Backend {
   absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) override {
     QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(d));
     try {
-      const std::string key = absl::StrCat("mmf32:", d.m, ",", d.k, ",", d.n, ",", Lda(d), ",",
-                                           Ldb(d), ",", Ldc(d), ",", d.trans_a, d.trans_b,
-                                           d.accumulate);
+      const std::string key =
+          absl::StrCat("mmf32:", d.m, ",", d.k, ",", d.n, ",", Lda(d), ",", Ldb(d), ",", Ldc(d),
+                       ",", d.trans_a, d.trans_b, d.accumulate);
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
-        dnnl::post_ops po;
-        if (d.accumulate) po.append_sum(1.0f);
-        return MakeMatmul(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a),
-                          MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b),
-                          MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), po);
-      }));
+                                dnnl::post_ops po;
+                                if (d.accumulate) po.append_sum(1.0f);
+                                return MakeMatmul(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a),
+                                                  MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b),
+                                                  MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), po);
+                              }));
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_SRC] = Mem(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a), a);
       args[DNNL_ARG_WEIGHTS] = Mem(MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b), b);
@@ -83,8 +85,8 @@ class OnednnBackend final : public Backend {
                           const float* row_scale, const float* col_scale, float* c) override {
     const MatmulDesc& m = d.mm;
     QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(m));
-    if (m.trans_a || m.trans_b) {
-      return absl::InvalidArgumentError("int8 matmul takes no transposed operands");
+    if (m.trans_a) {
+      return absl::InvalidArgumentError("int8 matmul takes no transposed src");
     }
     try {
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
@@ -92,7 +94,7 @@ class OnednnBackend final : public Backend {
       const dt a_type = d.a_unsigned ? dt::u8 : dt::s8;
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_SRC] = Mem(Matrix3d(m.m, m.k, a_type, Lda(m)), a);
-      args[DNNL_ARG_WEIGHTS] = Mem(Matrix3d(m.k, m.n, dt::s8, Ldb(m)), b);
+      args[DNNL_ARG_WEIGHTS] = Mem(Matrix3d(m.k, m.n, dt::s8, Ldb(m), m.trans_b), b);
       args[DNNL_ARG_DST] = Mem(Matrix3d(m.m, m.n, dt::f32, Ldc(m)), c);
       int post_op = 0;
       if (row_scale) {
@@ -115,20 +117,18 @@ class OnednnBackend final : public Backend {
     const MatmulDesc& m = d.mm;
     const std::string key =
         absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m), ",",
-                     d.a_unsigned, row_scale, col_scale, m.accumulate);
+                     d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b);
     return GetOrCreate(key, [&] {
       dnnl::post_ops po;
       if (row_scale) {
-        po.append_binary(dnnl::algorithm::binary_mul,
-                         memory::desc({1, m.m, 1}, dt::f32, tag::abc));
+        po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, m.m, 1}, dt::f32, tag::abc));
       }
       if (col_scale) {
-        po.append_binary(dnnl::algorithm::binary_mul,
-                         memory::desc({1, 1, m.n}, dt::f32, tag::abc));
+        po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, 1, m.n}, dt::f32, tag::abc));
       }
       if (m.accumulate) po.append_sum(1.0f);
       return MakeMatmul(Matrix3d(m.m, m.k, d.a_unsigned ? dt::u8 : dt::s8, Lda(m)),
-                        Matrix3d(m.k, m.n, dt::s8, Ldb(m)), Matrix3d(m.m, m.n, dt::f32, Ldc(m)),
+                        Matrix3d(m.k, m.n, dt::s8, Ldb(m), m.trans_b), Matrix3d(m.m, m.n, dt::f32, Ldc(m)),
                         po);
     });
   }
@@ -148,16 +148,17 @@ class OnednnBackend final : public Backend {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
     try {
       const std::string key = absl::StrCat("convbd:", ConvKey(d));
-      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
-        auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
-        dnnl::convolution_backward_data::desc bd(
-            dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
-            DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
-        dnnl::convolution_backward_data::primitive_desc pd(bd, UserAttr(), engine_, fwd);
-        CachedPrimitive cp = Finish(dnnl::convolution_backward_data(pd), pd);
-        SetWeightsReorder(cp, pd.weights_desc(), d, dt::f32, /*to_user=*/false);
-        return cp;
-      }));
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(key, [&] {
+            auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
+            dnnl::convolution_backward_data::desc bd(
+                dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
+                DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
+            dnnl::convolution_backward_data::primitive_desc pd(bd, UserAttr(), engine_, fwd);
+            CachedPrimitive cp = Finish(dnnl::convolution_backward_data(pd), pd);
+            SetWeightsReorder(cp, pd.weights_desc(), d, dt::f32, /*to_user=*/false);
+            return cp;
+          }));
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_DIFF_DST] = Mem(DstMd(d, dt::f32), diff_dst);
       args[DNNL_ARG_WEIGHTS] = WeightsIn(*p, d, dt::f32, weights);
@@ -174,16 +175,17 @@ class OnednnBackend final : public Backend {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
     try {
       const std::string key = absl::StrCat("convbw:", ConvKey(d));
-      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
-        auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
-        dnnl::convolution_backward_weights::desc bd(
-            dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
-            DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
-        dnnl::convolution_backward_weights::primitive_desc pd(bd, UserAttr(), engine_, fwd);
-        CachedPrimitive cp = Finish(dnnl::convolution_backward_weights(pd), pd);
-        SetWeightsReorder(cp, pd.diff_weights_desc(), d, dt::f32, /*to_user=*/true);
-        return cp;
-      }));
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(key, [&] {
+            auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
+            dnnl::convolution_backward_weights::desc bd(
+                dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
+                DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
+            dnnl::convolution_backward_weights::primitive_desc pd(bd, UserAttr(), engine_, fwd);
+            CachedPrimitive cp = Finish(dnnl::convolution_backward_weights(pd), pd);
+            SetWeightsReorder(cp, pd.diff_weights_desc(), d, dt::f32, /*to_user=*/true);
+            return cp;
+          }));
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_SRC] = Mem(SrcMd(d, dt::f32), src);
       args[DNNL_ARG_DIFF_DST] = Mem(DstMd(d, dt::f32), diff_dst);
@@ -207,8 +209,11 @@ class OnednnBackend final : public Backend {
   }
 
  private:
+  // oneDNN fixes a primitive's parallelization when it is created, so the thread count is part
+  // of the key: a primitive made for 1 thread would otherwise run on 1 thread forever.
   template <typename Make>
-  absl::StatusOr<CachedPrimitive*> GetOrCreate(const std::string& key, Make&& make) {
+  absl::StatusOr<CachedPrimitive*> GetOrCreate(const std::string& base_key, Make&& make) {
+    const std::string key = absl::StrCat(base_key, "@t", omp_get_max_threads());
     auto it = cache_.find(key);
     if (it != cache_.end()) return &it->second;
     try {
@@ -264,28 +269,25 @@ class OnednnBackend final : public Backend {
   static memory::dims PadL(const ConvDesc& d) { return {d.pad_top, d.pad_left}; }
   static memory::dims PadR(const ConvDesc& d) { return {d.pad_bottom, d.pad_right}; }
 
-  dnnl::convolution_forward::primitive_desc ConvFwdPd(const ConvDesc& d, dt src_type,
-                                                      dt dst_type) {
-    dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training,
-                                       dnnl::algorithm::convolution_direct, SrcMd(d, src_type),
-                                       AnyWeightsMd(d, src_type), DstMd(d, dst_type), Strides(d),
-                                       PadL(d), PadR(d));
+  dnnl::convolution_forward::primitive_desc ConvFwdPd(const ConvDesc& d, dt src_type, dt dst_type) {
+    dnnl::convolution_forward::desc fd(
+        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, SrcMd(d, src_type),
+        AnyWeightsMd(d, src_type), DstMd(d, dst_type), Strides(d), PadL(d), PadR(d));
     return dnnl::convolution_forward::primitive_desc(fd, UserAttr(), engine_);
   }
 
   // Weights change every step: reorder between the user's HWIO layout and oneDNN's preferred one
   // on each call (cheap next to the convolution) when they differ.
-  void SetWeightsReorder(CachedPrimitive& cp, const memory::desc& inner, const ConvDesc& d,
-                         dt type, bool to_user) {
+  void SetWeightsReorder(CachedPrimitive& cp, const memory::desc& inner, const ConvDesc& d, dt type,
+                         bool to_user) {
     cp.weights_md = inner;
     cp.user_weights_md = UserWeightsMd(d, type);
     cp.reorder_weights = inner != cp.user_weights_md;
     if (cp.reorder_weights) {
-      cp.weights_reorder =
-          to_user ? dnnl::reorder(dnnl::reorder::primitive_desc(engine_, inner, engine_,
-                                                                cp.user_weights_md))
-                  : dnnl::reorder(dnnl::reorder::primitive_desc(engine_, cp.user_weights_md,
-                                                                engine_, inner));
+      cp.weights_reorder = to_user ? dnnl::reorder(dnnl::reorder::primitive_desc(
+                                         engine_, inner, engine_, cp.user_weights_md))
+                                   : dnnl::reorder(dnnl::reorder::primitive_desc(
+                                         engine_, cp.user_weights_md, engine_, inner));
     }
   }
 
@@ -303,11 +305,12 @@ class OnednnBackend final : public Backend {
     try {
       const std::string key = absl::StrCat("convf:", static_cast<int>(src_type), ":", ConvKey(d));
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
-        auto pd = ConvFwdPd(d, src_type, dst_type);
-        CachedPrimitive cp = Finish(dnnl::convolution_forward(pd), pd);
-        SetWeightsReorder(cp, pd.weights_desc(), d, src_type, /*to_user=*/false);
-        return cp;
-      }));
+                                auto pd = ConvFwdPd(d, src_type, dst_type);
+                                CachedPrimitive cp = Finish(dnnl::convolution_forward(pd), pd);
+                                SetWeightsReorder(cp, pd.weights_desc(), d, src_type,
+                                                  /*to_user=*/false);
+                                return cp;
+                              }));
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_SRC] = Mem(SrcMd(d, src_type), src);
       args[DNNL_ARG_WEIGHTS] = WeightsIn(*p, d, src_type, weights);
@@ -327,8 +330,8 @@ class OnednnBackend final : public Backend {
     if (p.scratchpad_bytes > scratchpad_.size()) scratchpad_.resize(p.scratchpad_bytes);
     if (p.scratchpad_bytes > 0) {
       args[DNNL_ARG_SCRATCHPAD] =
-          memory(memory::desc({static_cast<int64_t>(p.scratchpad_bytes)}, dt::u8, tag::a),
-                 engine_, scratchpad_.data());
+          memory(memory::desc({static_cast<int64_t>(p.scratchpad_bytes)}, dt::u8, tag::a), engine_,
+                 scratchpad_.data());
     }
     p.prim.execute(stream_, args);
     stream_.wait();

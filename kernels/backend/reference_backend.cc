@@ -33,8 +33,8 @@ class ReferenceBackend final : public Backend {
                           const float* row_scale, const float* col_scale, float* c) override {
     const MatmulDesc& m = d.mm;
     QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(m));
-    if (m.trans_a || m.trans_b) {
-      return absl::InvalidArgumentError("int8 matmul takes no transposed operands");
+    if (m.trans_a) {
+      return absl::InvalidArgumentError("int8 matmul takes no transposed src");
     }
     const int64_t lda = Lda(m), ldb = Ldb(m), ldc = Ldc(m);
     const auto* a_s8 = static_cast<const int8_t*>(a);
@@ -44,7 +44,7 @@ class ReferenceBackend final : public Backend {
         int32_t acc = 0;
         for (int64_t p = 0; p < m.k; ++p) {
           const int32_t av = d.a_unsigned ? a_u8[i * lda + p] : a_s8[i * lda + p];
-          acc += av * b[p * ldb + j];
+          acc += av * (m.trans_b ? b[j * ldb + p] : b[p * ldb + j]);
         }
         float v = static_cast<float>(acc);
         if (row_scale) v *= row_scale[i];
@@ -58,20 +58,26 @@ class ReferenceBackend final : public Backend {
   absl::Status ConvFwdF32(const ConvDesc& d, const float* src, const float* weights,
                           float* dst) override {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
-    ForEachOutput(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-      if (src_index < 0) return;
-      dst[dst_index] += src[src_index] * weights[w_index * d.o + o];
-    }, dst);
+    ForEachOutput(
+        d,
+        [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
+          if (src_index < 0) return;
+          dst[dst_index] += src[src_index] * weights[w_index * d.o + o];
+        },
+        dst);
     return absl::OkStatus();
   }
 
   absl::Status ConvFwdInt8(const ConvDesc& d, const int8_t* src, const int8_t* weights,
                            int32_t* dst) override {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
-    ForEachOutput(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-      if (src_index < 0) return;
-      dst[dst_index] += static_cast<int32_t>(src[src_index]) * weights[w_index * d.o + o];
-    }, dst);
+    ForEachOutput(
+        d,
+        [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
+          if (src_index < 0) return;
+          dst[dst_index] += static_cast<int32_t>(src[src_index]) * weights[w_index * d.o + o];
+        },
+        dst);
     return absl::OkStatus();
   }
 

@@ -63,11 +63,10 @@ TEST(BackendConformance, MatmulF32) {
       Tensor want = RandomTensor({c.m, c.n}, 3);
       Tensor got = want;
       ASSERT_TRUE(ref->MatmulF32(d, a.data<float>(), b.data<float>(), want.data<float>()).ok());
-      ASSERT_TRUE(
-          backend->MatmulF32(d, a.data<float>(), b.data<float>(), got.data<float>()).ok());
+      ASSERT_TRUE(backend->MatmulF32(d, a.data<float>(), b.data<float>(), got.data<float>()).ok());
       EXPECT_LT(MaxRelativeToPeak(got, want), 1e-5)
-          << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n
-          << " ta=" << c.trans_a << " tb=" << c.trans_b << " acc=" << c.accumulate;
+          << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n << " ta=" << c.trans_a
+          << " tb=" << c.trans_b << " acc=" << c.accumulate;
     }
   }
 }
@@ -76,28 +75,29 @@ TEST(BackendConformance, MatmulInt8) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {
     for (const MatmulCase& c : MatmulCases()) {
-      if (c.trans_a || c.trans_b) continue;
+      if (c.trans_a) continue;  // int8 src is never transposed
       for (int variant = 0; variant < 4; ++variant) {
         Int8MatmulDesc d;
         d.mm = MatmulDesc{c.m, c.k, c.n};
         d.mm.accumulate = c.accumulate;
+        d.mm.trans_b = c.trans_b;
         d.a_unsigned = (variant & 1) != 0;
         const bool scales = (variant & 2) != 0;
         Tensor a = d.a_unsigned ? RandomInts({c.m, c.k}, 0, 255, 4, DType::kU8)
                                 : RandomInts({c.m, c.k}, -128, 127, 4, DType::kS8);
-        Tensor b = RandomInts({c.k, c.n}, -128, 127, 5, DType::kS8);
+        Tensor b = RandomInts(c.trans_b ? Shape{c.n, c.k} : Shape{c.k, c.n}, -128, 127, 5,
+                              DType::kS8);
         Tensor rs = RandomTensor({c.m}, 6), cs = RandomTensor({c.n}, 7);
         Tensor want = RandomTensor({c.m, c.n}, 8);
         Tensor got = want;
         const float* r = scales ? rs.data<float>() : nullptr;
         const float* s = scales ? cs.data<float>() : nullptr;
-        ASSERT_TRUE(
-            ref->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, want.data<float>()).ok());
+        ASSERT_TRUE(ref->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, want.data<float>()).ok());
         ASSERT_TRUE(
             backend->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, got.data<float>()).ok());
         EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6)
             << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n
-            << " u8=" << d.a_unsigned << " scales=" << scales << " acc=" << c.accumulate;
+            << " tb=" << c.trans_b << " u8=" << d.a_unsigned << " scales=" << scales << " acc=" << c.accumulate;
       }
     }
   }
@@ -124,10 +124,10 @@ TEST(BackendConformance, MatmulRejectsBadDescriptors) {
 
 std::vector<ConvDesc> ConvCases() {
   return {
-      ConvDesc{2, 8, 8, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1},  // same padding
-      ConvDesc{1, 9, 7, 5, 6, 3, 3, 2, 2, 0, 0, 0, 0},  // valid, stride 2, odd sizes
+      ConvDesc{2, 8, 8, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1},   // same padding
+      ConvDesc{1, 9, 7, 5, 6, 3, 3, 2, 2, 0, 0, 0, 0},   // valid, stride 2, odd sizes
       ConvDesc{3, 5, 5, 16, 8, 1, 1, 1, 1, 0, 0, 0, 0},  // 1x1
-      ConvDesc{1, 6, 6, 1, 1, 5, 5, 1, 1, 2, 1, 2, 1},  // asymmetric padding
+      ConvDesc{1, 6, 6, 1, 1, 5, 5, 1, 1, 2, 1, 2, 1},   // asymmetric padding
   };
 }
 
@@ -144,10 +144,8 @@ TEST(BackendConformance, Convolution) {
       EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << backend->name() << " fwd";
 
       Tensor dx_ref = Tensor::Empty(DType::kF32, src), dx = dx_ref;
-      ASSERT_TRUE(
-          ref->ConvBwdData(d, g.data<float>(), w.data<float>(), dx_ref.data<float>()).ok());
-      ASSERT_TRUE(
-          backend->ConvBwdData(d, g.data<float>(), w.data<float>(), dx.data<float>()).ok());
+      ASSERT_TRUE(ref->ConvBwdData(d, g.data<float>(), w.data<float>(), dx_ref.data<float>()).ok());
+      ASSERT_TRUE(backend->ConvBwdData(d, g.data<float>(), w.data<float>(), dx.data<float>()).ok());
       EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5) << backend->name() << " bwd data";
 
       Tensor dw_ref = Tensor::Empty(DType::kF32, wts), dw = dw_ref;
@@ -160,12 +158,10 @@ TEST(BackendConformance, Convolution) {
       Tensor xq = RandomInts(src, -128, 127, 4, DType::kS8);
       Tensor wq = RandomInts(wts, -128, 127, 5, DType::kS8);
       Tensor acc_ref = Tensor::Empty(DType::kS32, dst), acc = acc_ref;
-      ASSERT_TRUE(ref->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(),
-                                   acc_ref.data<int32_t>())
-                      .ok());
       ASSERT_TRUE(
-          backend->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(), acc.data<int32_t>())
-              .ok());
+          ref->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(), acc_ref.data<int32_t>()).ok());
+      ASSERT_TRUE(
+          backend->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(), acc.data<int32_t>()).ok());
       for (int64_t i = 0; i < acc.numel(); ++i) {
         ASSERT_EQ(acc.data<int32_t>()[i], acc_ref.data<int32_t>()[i]) << backend->name() << i;
       }

@@ -34,10 +34,9 @@ TEST(GoldenTest, MalformedFilesAreErrorsNotCrashes) {
   auto backend = MakeReferenceBackend();
   EXPECT_EQ(conformance::RunGoldenText("{", *backend).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(conformance::RunGoldenText(R"({"format": "other", "cases": []})", *backend)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      conformance::RunGoldenText(R"({"format": "other", "cases": []})", *backend).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(conformance::RunGoldenFile("/nonexistent.json", *backend).status().code(),
             absl::StatusCode::kNotFound);
 }

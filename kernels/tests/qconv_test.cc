@@ -55,9 +55,9 @@ TEST(QConvTest, BackwardUsesTheQuantizedResiduals) {
   auto ref = MakeReferenceBackend();
   auto desc = *MakeConvDesc(x.shape(), w.shape(), c);
   Tensor dx = Tensor::Empty(DType::kF32, x.shape());
-  ASSERT_TRUE(ref->ConvBwdData(desc, g.data<float>(), fwd.residuals.w_used.data<float>(),
-                               dx.data<float>())
-                  .ok());
+  ASSERT_TRUE(
+      ref->ConvBwdData(desc, g.data<float>(), fwd.residuals.w_used.data<float>(), dx.data<float>())
+          .ok());
   EXPECT_LT(MaxRelativeToPeak(grads->dx, dx), 1e-5);
   EXPECT_GT(MaxRelativeToPeak(fwd.residuals.w_used, w), 0.0);  // really quantized
 }

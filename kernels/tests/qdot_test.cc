@@ -205,7 +205,7 @@ bool CpuHasVnni() {
 TEST(QDotTest, Int8MatmulStaysOnTheVnniBrgemmKernel) {
   // The descriptors qdot issues: untiled with both scales, tiles accumulating into dst, u8 src,
   // QT's dw (column scales only) and dx (row scales only).
-  std::vector<Int8MatmulDesc> descs(5);
+  std::vector<Int8MatmulDesc> descs(6);
   descs[0].mm = MatmulDesc{256, 1024, 1024};
   descs[1].mm = MatmulDesc{256, 128, 1024};
   descs[1].mm.accumulate = true;
@@ -213,6 +213,8 @@ TEST(QDotTest, Int8MatmulStaysOnTheVnniBrgemmKernel) {
   descs[2].a_unsigned = true;
   descs[3].mm = MatmulDesc{1024, 256, 1024};
   descs[4].mm = MatmulDesc{32, 4096, 4096};
+  descs[5].mm = MatmulDesc{1024, 1024, 1024};
+  descs[5].mm.trans_b = true;  // QT's dx reads w_q transposed
   if (!CpuHasVnni()) {
     GTEST_SKIP() << "this CPU has no AVX512-VNNI, so oneDNN cannot pick its VNNI kernel";
   }
@@ -247,15 +249,22 @@ TEST(QDotTest, BadRequestsAreInvalidArguments) {
       {"K mismatch", {4, 8}, {9, 3}, Int8Config(), "contracting"},
       {"batch mismatch", {2, 4, 8}, {3, 8, 3}, Int8Config(), "batch"},
       {"tile", {4, 8}, {8, 3}, With([](QDotConfig& c) { c.tile_size = 3; }), "tile_size 3"},
-      {"bwd tile", {4, 8}, {8, 3},
-       With([](QDotConfig& c) { c.bwd_weight_grad_tile_size = 3; }), "bwd_weight_grad"},
-      {"asymmetric uint8", {4, 8}, {8, 3},
+      {"bwd tile",
+       {4, 8},
+       {8, 3},
+       With([](QDotConfig& c) { c.bwd_weight_grad_tile_size = 3; }),
+       "bwd_weight_grad"},
+      {"asymmetric uint8",
+       {4, 8},
+       {8, 3},
        With([](QDotConfig& c) {
          c.lhs.qtype = QType::kUint8;
          c.lhs.method = *ParseCalibrationMethod("minmax");
        }),
        "symmetric only"},
-      {"sr fp8", {4, 8}, {8, 3},
+      {"sr fp8",
+       {4, 8},
+       {8, 3},
        With([](QDotConfig& c) {
          c.bwd_qtype = QType::kFloat8E4M3FN;
          c.stochastic_rounding = StochasticRounding::kUniform;

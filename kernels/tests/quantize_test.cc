@@ -30,11 +30,11 @@ TEST(QTypeTest, BoundsAndRanges) {
 
 TEST(QTypeTest, Float8Grid) {
   EXPECT_EQ(RoundToFloat8E4M3FN(1000.0f), 448.0f);
-  EXPECT_EQ(RoundToFloat8E4M3FN(0x1p-9f), 0x1p-9f);        // smallest subnormal
-  EXPECT_EQ(RoundToFloat8E4M3FN(0x1p-10f), 0.0f);          // tie to even (0)
-  EXPECT_EQ(RoundToFloat8E4M3FN(1.0625f), 1.0f);           // tie to even
+  EXPECT_EQ(RoundToFloat8E4M3FN(0x1p-9f), 0x1p-9f);  // smallest subnormal
+  EXPECT_EQ(RoundToFloat8E4M3FN(0x1p-10f), 0.0f);    // tie to even (0)
+  EXPECT_EQ(RoundToFloat8E4M3FN(1.0625f), 1.0f);     // tie to even
   EXPECT_EQ(RoundToFloat8E5M2(1e6f), 57344.0f);
-  EXPECT_EQ(RoundToFloat8E5M2(0x1p-16f), 0x1p-16f);         // smallest subnormal
+  EXPECT_EQ(RoundToFloat8E5M2(0x1p-16f), 0x1p-16f);        // smallest subnormal
   EXPECT_TRUE(std::signbit(RoundToFloat8E4M3FN(-1e-6f)));  // keeps the sign of zero
 }
 
@@ -126,19 +126,18 @@ TEST_P(LayoutTest, ScaleShapeOrError) {
 
 INSTANTIATE_TEST_SUITE_P(
     Table, LayoutTest,
-    ::testing::Values(
-        LayoutCase{{7}, {{0}}, true, {1}, ""},
-        LayoutCase{{4, 6}, {{1}}, true, {4, 1}, ""},
-        LayoutCase{{4, 6}, {{-2}}, true, {1, 6}, ""},
-        LayoutCase{{2, 3, 8}, {{2}, 2, 4}, true, {2, 3, 2}, ""},
-        LayoutCase{{2, 3, 4, 5}, {{1, 2, 3}}, true, {2, 1, 1, 1}, ""},
-        LayoutCase{{2, 3, 4, 5}, {{0, 1, 2}}, true, {1, 1, 1, 5}, ""},
-        LayoutCase{{2, 3, 4, 5, 6}, {{0}}, false, {}, "rank 5"},
-        LayoutCase{{4, 6}, {{2}}, false, {}, "out of range"},
-        LayoutCase{{4, 6}, {{1, 1}}, false, {}, "repeated"},
-        LayoutCase{{4, 6}, {{1}, 1, 4}, false, {}, "does not divide"},
-        LayoutCase{{4, 6}, {{1}, 0, 2}, false, {}, "not a reduced axis"},
-        LayoutCase{{4, 0}, {{1}}, false, {}, "dimension <= 0"}));
+    ::testing::Values(LayoutCase{{7}, {{0}}, true, {1}, ""},
+                      LayoutCase{{4, 6}, {{1}}, true, {4, 1}, ""},
+                      LayoutCase{{4, 6}, {{-2}}, true, {1, 6}, ""},
+                      LayoutCase{{2, 3, 8}, {{2}, 2, 4}, true, {2, 3, 2}, ""},
+                      LayoutCase{{2, 3, 4, 5}, {{1, 2, 3}}, true, {2, 1, 1, 1}, ""},
+                      LayoutCase{{2, 3, 4, 5}, {{0, 1, 2}}, true, {1, 1, 1, 5}, ""},
+                      LayoutCase{{2, 3, 4, 5, 6}, {{0}}, false, {}, "rank 5"},
+                      LayoutCase{{4, 6}, {{2}}, false, {}, "out of range"},
+                      LayoutCase{{4, 6}, {{1, 1}}, false, {}, "repeated"},
+                      LayoutCase{{4, 6}, {{1}, 1, 4}, false, {}, "does not divide"},
+                      LayoutCase{{4, 6}, {{1}, 0, 2}, false, {}, "not a reduced axis"},
+                      LayoutCase{{4, 0}, {{1}}, false, {}, "dimension <= 0"}));
 
 // Generic loops (every element's scale looked up by index) as the reference for the row loops.
 Tensor NaiveDequantized(const Tensor& x, const ScaleLayout& l, const QuantParams& p, QType q) {
@@ -208,12 +207,12 @@ TEST(QuantizeTest, NoiseShiftsRoundingAndIsRejectedForFp8) {
   ASSERT_TRUE(qt.ok());
   const Tensor v = QValuesAsFloat(*qt);
   EXPECT_EQ(v.data<float>()[0], 0.0f);
-  EXPECT_EQ(v.data<float>()[1], 1.0f);   // 0.4 + 0.2 rounds up
-  EXPECT_EQ(v.data<float>()[2], 0.0f);   // -0.05 rounds to 0
+  EXPECT_EQ(v.data<float>()[1], 1.0f);    // 0.4 + 0.2 rounds up
+  EXPECT_EQ(v.data<float>()[2], 0.0f);    // -0.05 rounds to 0
   EXPECT_EQ(v.data<float>()[3], 127.0f);  // saturates
-  auto fp8 = Quantize(x, l, *ComputeQuantParams(Calibrate(x, l, CalibrationMethod{}),
-                                                QType::kFloat8E4M3FN),
-                      QType::kFloat8E4M3FN, RoundingNoise{&noise});
+  auto fp8 = Quantize(
+      x, l, *ComputeQuantParams(Calibrate(x, l, CalibrationMethod{}), QType::kFloat8E4M3FN),
+      QType::kFloat8E4M3FN, RoundingNoise{&noise});
   EXPECT_EQ(fp8.status().code(), absl::StatusCode::kInvalidArgument);
   Tensor bad_noise = Tensor::Zeros(DType::kF32, {1, 3});
   EXPECT_EQ(Quantize(x, l, p, QType::kInt8, RoundingNoise{&bad_noise}).status().code(),

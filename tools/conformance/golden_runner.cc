@@ -140,8 +140,7 @@ absl::Status RunQDot(const json& c, Backend& backend, Comparer& cmp) {
 
   QTRAIN_ASSIGN_OR_RETURN(QDotForwardResult fwd, QDotForward(backend, x, w, config));
   cmp.Compare("y", fwd.y, e.at("y"), kIntegerDot);
-  QTRAIN_ASSIGN_OR_RETURN(QDotGradients qat,
-                          QDotBackward(backend, x, w, g, fwd.residuals, config));
+  QTRAIN_ASSIGN_OR_RETURN(QDotGradients qat, QDotBackward(backend, x, w, g, fwd.residuals, config));
   cmp.Compare("qat_dx", qat.dx, e.at("qat_dx"), kFloatGrad);
   cmp.Compare("qat_dw", qat.dw, e.at("qat_dw"), kFloatGrad);
   if (e.contains("qt_int8_dx")) {

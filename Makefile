@@ -1,0 +1,56 @@
+# qtrain: one entry point. Every target installs missing Debian packages first
+# (scripts/install_deps.sh, idempotent). Binaries land in build/bin/, tests in build/tests/.
+#
+#   make build    Release build (portable x86-64; hot loops dispatch to AVX-512 at run time)
+#   make test     build + every test (ctest prints the counts)
+#   make asan     ASan+UBSan build of the unit tests, run (CI runs it too)
+#   make bench    benchmarks + ratio tables (numbers recorded in docs/PERFORMANCE.md)
+#   make format   clang-format in place;  make format-check  fails on unformatted files
+#   make tidy     clang-tidy over the sources (uses build/compile_commands.json)
+
+BUILD_DIR ?= build
+ASAN_DIR  ?= build-asan
+JOBS      ?= $(shell nproc)
+CMAKE_FLAGS ?=
+SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
+
+.PHONY: all deps build test asan bench format format-check tidy clean
+
+all: build
+
+deps:
+	@bash scripts/install_deps.sh
+
+$(BUILD_DIR)/build.ninja: | deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+build: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+asan: deps
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+	  -DQTRAIN_SANITIZE_ADDRESS=ON -DQTRAIN_SANITIZE_UNDEFINED=ON -DQTRAIN_BUILD_BENCHMARKS=OFF
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -L unit -j $(JOBS)
+
+bench: build
+	@mkdir -p $(BUILD_DIR)/bench
+	$(BUILD_DIR)/bin/qtrain-bench-qdot --benchmark_min_time=0.5 \
+	  --benchmark_out=$(BUILD_DIR)/bench/qdot.json --benchmark_out_format=json
+	/usr/bin/python3 scripts/bench_report.py $(BUILD_DIR)/bench/qdot.json
+
+format: deps
+	clang-format -i $(SOURCES)
+
+format-check: deps
+	clang-format --dry-run -Werror $(SOURCES)
+
+tidy: build
+	clang-tidy -p $(BUILD_DIR) --quiet $(filter %.cc,$(SOURCES))
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR)

@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""Turns a Google Benchmark JSON file from qtrain-bench-qdot into ratio tables.
+
+Each row is a shape and thread count; each column the time of one benchmark and its speed-up
+over the baseline measured in the same run (f32 matmul for forward numbers, the float backward
+for backward numbers). Usage: bench_report.py build/bench/qdot.json
+"""
+import json
+import re
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        doc = json.load(f)
+    rows = {}
+    for b in doc["benchmarks"]:
+        m = re.match(r"BM_(\w+)/M:(\d+)/K:(\d+)/N:(\d+)/threads:(\d+)", b["name"])
+        if not m or b.get("error_occurred"):
+            continue
+        name, mm, k, n, t = m.group(1), *map(int, m.groups()[1:])
+        rows.setdefault((t, mm, k, n), {})[name] = b
+    return doc.get("context", {}), rows
+
+
+def ms(b):
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+    return b["real_time"] * scale
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    context, rows = load(sys.argv[1])
+    print(f"host: {context.get('host_name', '?')}, {context.get('num_cpus', '?')} CPUs, "
+          f"date {context.get('date', '?')}\n")
+    print("| threads | M×K×N | f32 matmul ms | int8 kernel ms (×) | QAT fwd int8 ms (× f32) "
+          "| fake-quant fwd ms (× f32) | int8 fwd vs fake-quant | float bwd ms | QT bwd int8 ms (×) "
+          "| quantize GB/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (t, m, k, n), r in sorted(rows.items()):
+        need = ["MatmulF32", "MatmulInt8Kernel", "QatForwardInt8", "QatForwardFakeQuant",
+                "FloatBackward", "QtBackwardInt8", "QuantizeRows"]
+        if any(x not in r for x in need):
+            continue
+        f32 = ms(r["MatmulF32"])
+        i8 = ms(r["MatmulInt8Kernel"])
+        qat = ms(r["QatForwardInt8"])
+        fake = ms(r["QatForwardFakeQuant"])
+        fbwd = ms(r["FloatBackward"])
+        qt = ms(r["QtBackwardInt8"])
+        gbs = r["QuantizeRows"].get("bytes_per_second", 0) / 1e9
+        print(f"| {t} | {m}×{k}×{n} | {f32:.2f} | {i8:.2f} ({f32 / i8:.2f}×) "
+              f"| {qat:.2f} ({f32 / qat:.2f}×) | {fake:.2f} ({f32 / fake:.2f}×) "
+              f"| {fake / qat:.2f}× faster | {fbwd:.2f} | {qt:.2f} ({fbwd / qt:.2f}×) | {gbs:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
