@@ -1,5 +1,6 @@
 #include "kernels/calibration.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <vector>
@@ -20,28 +21,42 @@ absl::Status MethodError(absl::string_view text, absl::string_view why) {
                    " (expected absmax[,k], minmax[,k], rms,k, fixed,a[,b])"));
 }
 
-// Reduces every scale group of x with the three row loops; `row`, `tile` and `elementwise`
-// receive (x pointer, length, scale index).
+// Reduces every scale group of x: `row(p, n, s)` folds a run of n elements into scale s,
+// `elementwise(p, n, s)` folds n elements into scales s..s+n-1. Large tensors are split across
+// OpenMP threads so that no two threads write the same scale entry.
 template <typename RowFn, typename ElemFn>
 void ReduceGroups(const Tensor& x, const ScaleLayout& l, RowFn&& row, ElemFn&& elementwise) {
   const float* px = x.data<float>();
   const int64_t n = l.dims[3];
   const InnerMode mode = GetInnerMode(l);
-  ForEachRow(l, [&](int64_t offset, int64_t base) {
-    switch (mode) {
-      case InnerMode::kOneScale:
-        row(px + offset, n, base);
-        break;
-      case InnerMode::kTiled:
-        for (int64_t t = 0; t < n / l.divisor[3]; ++t) {
-          row(px + offset + t * l.divisor[3], l.divisor[3], base + t);
-        }
-        break;
-      case InnerMode::kPerElement:
-        elementwise(px + offset, n, base);
-        break;
+  if (mode == InnerMode::kPerElement) {
+    // Scales run along the last axis: threads take disjoint column chunks over all rows.
+    const int64_t chunk = 256;
+    const int64_t chunks = (n + chunk - 1) / chunk;
+    const bool parallel = chunks > 1 && x.numel() >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t c0 = c * chunk, len = std::min(chunk, n - c0);
+      ForEachRow(l, [&](int64_t offset, int64_t base) {
+        elementwise(px + offset + c0, len, base + c0);
+      });
     }
-  });
+    return;
+  }
+  auto fold_row = [&](int64_t offset, int64_t base) {
+    if (mode == InnerMode::kOneScale) {
+      row(px + offset, n, base);
+      return;
+    }
+    for (int64_t t = 0; t < n / l.divisor[3]; ++t) {
+      row(px + offset + t * l.divisor[3], l.divisor[3], base + t);
+    }
+  };
+  if (RowsHaveDistinctScales(l)) {
+    ParallelForEachRow(l, [&](int64_t, int64_t offset, int64_t base) { fold_row(offset, base); });
+  } else {
+    ForEachRow(l, fold_row);
+  }
 }
 
 }  // namespace

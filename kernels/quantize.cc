@@ -109,14 +109,13 @@ absl::StatusOr<QuantizedTensor> Quantize(const Tensor& x, const ScaleLayout& l,
   const InnerMode noise_mode = pn ? GetInnerMode(nl) : InnerMode::kOneScale;
   const int64_t n = sl.dims[3];
 
-  int64_t row = 0;
   std::vector<int64_t> noise_bases;
   if (pn) {
     ForEachRow(nl, [&](int64_t, int64_t base) { noise_bases.push_back(base); });
   }
-  ForEachRow(sl, [&](int64_t offset, int64_t base) {
-    rowops::QuantRowArgs a{px + offset, n, ps + base, 0,        pz ? pz + base : nullptr,
-                           nullptr,     0, info.qmin, info.qmax};
+  ParallelForEachRow(sl, [&](int64_t row, int64_t offset, int64_t base) {
+    rowops::QuantRowArgs a{px + offset, n,         ps + base, 0, pz ? pz + base : nullptr,
+                           nullptr,     0,         info.qmin, info.qmax};
     if (pn) {
       a.noise = pn + noise_bases[row];
       a.noise_stride = noise_mode == InnerMode::kPerElement ? 1 : 0;
@@ -136,7 +135,6 @@ absl::StatusOr<QuantizedTensor> Quantize(const Tensor& x, const ScaleLayout& l,
       a.scale_stride = mode == InnerMode::kPerElement ? 1 : 0;
       QuantizeRun(a, qtype, out.q, offset);
     }
-    ++row;
   });
   return out;
 }
@@ -182,7 +180,7 @@ Tensor Dequantize(const QuantizedTensor& qt) {
   float* po = out.data<float>();
   if (qt.q.dtype() == DType::kS8 && mode != InnerMode::kTiled) {
     const int64_t stride = mode == InnerMode::kPerElement ? 1 : 0;
-    ForEachRow(l, [&](int64_t offset, int64_t base) {
+    ParallelForEachRow(l, [&](int64_t, int64_t offset, int64_t base) {
       rowops::DequantizeRowS8(qt.q.data<int8_t>() + offset, n, ps + base, stride,
                               pz ? pz + base : nullptr, po + offset);
     });

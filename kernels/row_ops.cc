@@ -176,6 +176,12 @@ QTRAIN_TARGET_CLONES void DequantizeRowS8(const int8_t* q, int64_t n, const floa
     for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(qr[i]) * s;
     return;
   }
+  if (zero_point == nullptr) {
+    const float* __restrict s = scale;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(qr[i]) * s[i];
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const float zp = zero_point ? zero_point[i * scale_stride] : 0.0f;
     o[i] = (static_cast<float>(qr[i]) - zp) * scale[i * scale_stride];

@@ -80,4 +80,11 @@ InnerMode GetInnerMode(const ScaleLayout& layout) {
   return InnerMode::kPerElement;
 }
 
+bool RowsHaveDistinctScales(const ScaleLayout& l) {
+  for (int a = 0; a < 3; ++a) {
+    if (l.dims[a] != 1 && l.scale_stride[a] == 0) return false;
+  }
+  return true;
+}
+
 }  // namespace qtrain

@@ -1,14 +1,70 @@
 #include "kernels/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain {
 namespace {
+
 constexpr size_t kAlignment = 64;
+constexpr size_t kMinPooledBytes = 256 << 10;
+constexpr size_t kMaxPooledBytes = size_t{512} << 20;
+
+// Recycles large buffers by exact capacity. Capacities are rounded up to 64 KiB so that tensors
+// of nearby sizes share buffers.
+class BufferPool {
+ public:
+  static BufferPool& Get() {
+    static BufferPool* pool = new BufferPool();  // never destroyed: tensors may outlive main
+    return *pool;
+  }
+
+  static size_t Capacity(size_t bytes) {
+    if (bytes < kMinPooledBytes) return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+    constexpr size_t kGranule = 64 << 10;
+    return (bytes + kGranule - 1) / kGranule * kGranule;
+  }
+
+  std::byte* Allocate(size_t capacity) {
+    if (capacity >= kMinPooledBytes) {
+      absl::MutexLock lock(&mu_);
+      auto it = free_.find(capacity);
+      if (it != free_.end()) {
+        std::byte* p = it->second;
+        free_.erase(it);
+        cached_bytes_ -= capacity;
+        return p;
+      }
+    }
+    return static_cast<std::byte*>(std::aligned_alloc(kAlignment, capacity));
+  }
+
+  void Release(std::byte* p, size_t capacity) {
+    if (capacity >= kMinPooledBytes) {
+      absl::MutexLock lock(&mu_);
+      if (cached_bytes_ + capacity <= kMaxPooledBytes) {
+        free_.emplace(capacity, p);
+        cached_bytes_ += capacity;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::multimap<size_t, std::byte*> free_ ABSL_GUARDED_BY(mu_);
+  size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 }  // namespace
 
 size_t DTypeSize(DType dtype) {
@@ -49,7 +105,9 @@ int64_t NumElements(const Shape& shape) {
 
 std::string ShapeString(const Shape& shape) { return "[" + absl::StrJoin(shape, ", ") + "]"; }
 
-void Tensor::FreeDeleter::operator()(std::byte* p) const { std::free(p); }
+void Tensor::FreeDeleter::operator()(std::byte* p) const {
+  BufferPool::Get().Release(p, capacity);
+}
 
 Tensor Tensor::Empty(DType dtype, Shape shape) {
   Tensor t;
@@ -57,9 +115,9 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   t.numel_ = NumElements(shape);
   t.shape_ = std::move(shape);
   QTRAIN_CHECK(t.numel_ >= 0);
-  size_t bytes = (t.nbytes() + kAlignment - 1) / kAlignment * kAlignment;
-  if (bytes == 0) bytes = kAlignment;
-  t.buffer_.reset(static_cast<std::byte*>(std::aligned_alloc(kAlignment, bytes)));
+  const size_t capacity = BufferPool::Capacity(std::max<size_t>(t.nbytes(), 1));
+  t.buffer_ = std::unique_ptr<std::byte[], FreeDeleter>(BufferPool::Get().Allocate(capacity),
+                                                        FreeDeleter{capacity});
   QTRAIN_CHECK(t.buffer_ != nullptr);
   return t;
 }
