@@ -1,5 +1,7 @@
 #include "kernels/calibration.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -30,13 +32,15 @@ void ReduceGroups(const Tensor& x, const ScaleLayout& l, RowFn&& row, ElemFn&& e
   const int64_t n = l.dims[3];
   const InnerMode mode = GetInnerMode(l);
   if (mode == InnerMode::kPerElement) {
-    // Scales run along the last axis: threads take disjoint column chunks over all rows.
-    const int64_t chunk = 256;
-    const int64_t chunks = (n + chunk - 1) / chunk;
-    const bool parallel = chunks > 1 && x.numel() >= kParallelMinElements;
+    // Scales run along the last axis: each thread takes one contiguous column range over all
+    // rows (long contiguous runs keep the hardware prefetcher streaming).
+    const bool parallel = x.numel() >= kParallelMinElements && n >= 64;
+    const int64_t chunks = parallel ? std::min<int64_t>(omp_get_max_threads(), n / 32) : 1;
+    const int64_t chunk = (n + chunks - 1) / chunks;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t c0 = c * chunk, len = std::min(chunk, n - c0);
+      if (len <= 0) continue;
       ForEachRow(l, [&](int64_t offset, int64_t base) {
         elementwise(px + offset + c0, len, base + c0);
       });
