@@ -91,9 +91,8 @@ void RunForward(benchmark::State& state, QDotImpl impl) {
 void BM_QatForwardInt8(benchmark::State& state) { RunForward(state, QDotImpl::kInteger); }
 void BM_QatForwardFakeQuant(benchmark::State& state) { RunForward(state, QDotImpl::kFakeQuant); }
 
-void BM_FloatBackward(benchmark::State& state) {
+void RunBackward(benchmark::State& state, const QDotConfig& c) {
   Problem p(state);
-  const QDotConfig c;  // float
   auto fwd = *QDotForward(OnednnBackend(), p.x, p.w, c);
   for (auto _ : state) {
     auto r = QDotBackward(OnednnBackend(), p.x, p.w, p.g, fwd.residuals, c);
@@ -102,18 +101,10 @@ void BM_FloatBackward(benchmark::State& state) {
   }
   SetFlops(state, p, 2);
 }
-
-void BM_QtBackwardInt8(benchmark::State& state) {
-  Problem p(state);
-  const QDotConfig c = Int8(QDotImpl::kInteger);
-  auto fwd = *QDotForward(OnednnBackend(), p.x, p.w, c);
-  for (auto _ : state) {
-    auto r = QDotBackward(OnednnBackend(), p.x, p.w, p.g, fwd.residuals, c);
-    if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
-    benchmark::DoNotOptimize(r);
-  }
-  SetFlops(state, p, 2);
-}
+// Both gradients of a float dot: the two f32 matmuls dx = g·wᵀ, dw = xᵀ·g.
+void BM_FloatBackward(benchmark::State& state) { RunBackward(state, QDotConfig{}); }
+// Both gradients under int8 QT, everything included (scale shifting, gradient quantization).
+void BM_QtBackwardInt8(benchmark::State& state) { RunBackward(state, Int8(QDotImpl::kInteger)); }
 
 // Calibrate + quantize one (M,K) activation per row: reads 4 bytes, writes 1 per element.
 void BM_QuantizeRows(benchmark::State& state) {

@@ -24,6 +24,8 @@ function(qtrain_cc_test)
   add_executable(${Q_NAME} ${Q_SRCS})
   target_link_libraries(${Q_NAME} PRIVATE ${Q_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   target_include_directories(${Q_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+  # GCC 12 reports false maybe-uninitialized warnings on GoogleTest parameter tables.
+  target_compile_options(${Q_NAME} PRIVATE -Wno-maybe-uninitialized)
   set_target_properties(${Q_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   add_test(NAME ${Q_NAME} COMMAND ${Q_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   if(Q_LABELS)

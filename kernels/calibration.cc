@@ -41,9 +41,8 @@ void ReduceGroups(const Tensor& x, const ScaleLayout& l, RowFn&& row, ElemFn&& e
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t c0 = c * chunk, len = std::min(chunk, n - c0);
       if (len <= 0) continue;
-      ForEachRow(l, [&](int64_t offset, int64_t base) {
-        elementwise(px + offset + c0, len, base + c0);
-      });
+      ForEachRow(
+          l, [&](int64_t offset, int64_t base) { elementwise(px + offset + c0, len, base + c0); });
     }
     return;
   }

@@ -114,8 +114,8 @@ absl::StatusOr<QuantizedTensor> Quantize(const Tensor& x, const ScaleLayout& l,
     ForEachRow(nl, [&](int64_t, int64_t base) { noise_bases.push_back(base); });
   }
   ParallelForEachRow(sl, [&](int64_t row, int64_t offset, int64_t base) {
-    rowops::QuantRowArgs a{px + offset, n,         ps + base, 0, pz ? pz + base : nullptr,
-                           nullptr,     0,         info.qmin, info.qmax};
+    rowops::QuantRowArgs a{px + offset, n, ps + base, 0,        pz ? pz + base : nullptr,
+                           nullptr,     0, info.qmin, info.qmax};
     if (pn) {
       a.noise = pn + noise_bases[row];
       a.noise_stride = noise_mode == InnerMode::kPerElement ? 1 : 0;

@@ -80,6 +80,19 @@ InnerMode GetInnerMode(const ScaleLayout& layout) {
   return InnerMode::kPerElement;
 }
 
+void ParallelForEachRow(const ScaleLayout& l,
+                        absl::FunctionRef<void(int64_t row, int64_t offset, int64_t base)> fn) {
+  const int64_t rows = l.dims[0] * l.dims[1] * l.dims[2];
+  const bool parallel = rows > 1 && rows * l.dims[3] >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i2 = r % l.dims[2];
+    const int64_t i1 = (r / l.dims[2]) % l.dims[1];
+    const int64_t i0 = r / (l.dims[2] * l.dims[1]);
+    fn(r, r * l.dims[3], l.ScaleIndex(i0, i1, i2, 0));
+  }
+}
+
 bool RowsHaveDistinctScales(const ScaleLayout& l) {
   for (int a = 0; a < 3; ++a) {
     if (l.dims[a] != 1 && l.scale_stride[a] == 0) return false;

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/tensor.h"
@@ -79,17 +80,7 @@ inline constexpr int64_t kParallelMinElements = 1 << 16;
 
 // Calls fn(row, row_offset, scale_base) for every row along the last axis, split across the
 // OpenMP threads when the tensor is large. fn must only write state owned by its row.
-template <typename Fn>
-void ParallelForEachRow(const ScaleLayout& l, Fn&& fn) {
-  const int64_t rows = l.dims[0] * l.dims[1] * l.dims[2];
-  const bool parallel = rows > 1 && rows * l.dims[3] >= kParallelMinElements;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i2 = r % l.dims[2];
-    const int64_t i1 = (r / l.dims[2]) % l.dims[1];
-    const int64_t i0 = r / (l.dims[2] * l.dims[1]);
-    fn(r, r * l.dims[3], l.ScaleIndex(i0, i1, i2, 0));
-  }
-}
+void ParallelForEachRow(const ScaleLayout& l,
+                        absl::FunctionRef<void(int64_t row, int64_t offset, int64_t base)> fn);
 
 }  // namespace qtrain

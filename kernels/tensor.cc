@@ -105,9 +105,7 @@ int64_t NumElements(const Shape& shape) {
 
 std::string ShapeString(const Shape& shape) { return "[" + absl::StrJoin(shape, ", ") + "]"; }
 
-void Tensor::FreeDeleter::operator()(std::byte* p) const {
-  BufferPool::Get().Release(p, capacity);
-}
+void Tensor::FreeDeleter::operator()(std::byte* p) const { BufferPool::Get().Release(p, capacity); }
 
 Tensor Tensor::Empty(DType dtype, Shape shape) {
   Tensor t;

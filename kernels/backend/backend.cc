@@ -20,6 +20,11 @@ absl::Status ValidateMatmulDesc(const MatmulDesc& d) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d) {
+  if (d.mm.trans_a) return absl::InvalidArgumentError("int8 matmul takes no transposed src");
+  return ValidateMatmulDesc(d.mm);
+}
+
 absl::Status ValidateConvDesc(const ConvDesc& d) {
   if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0 || d.o <= 0 || d.kh <= 0 || d.kw <= 0 ||
       d.stride_h <= 0 || d.stride_w <= 0 || d.pad_top < 0 || d.pad_left < 0 || d.pad_bottom < 0 ||

@@ -78,6 +78,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeOnednnBackend();
 // convolution output non-empty). InvalidArgument naming the field otherwise.
 absl::Status ValidateMatmulDesc(const MatmulDesc& d);
 absl::Status ValidateConvDesc(const ConvDesc& d);
+// ValidateMatmulDesc plus: the int8 src is never transposed.
+absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d);
 
 // Effective leading dimensions (the `0 = dense` convention resolved).
 int64_t Lda(const MatmulDesc& d);

@@ -84,10 +84,7 @@ class OnednnBackend final : public Backend {
   absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
                           const float* row_scale, const float* col_scale, float* c) override {
     const MatmulDesc& m = d.mm;
-    QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(m));
-    if (m.trans_a) {
-      return absl::InvalidArgumentError("int8 matmul takes no transposed src");
-    }
+    QTRAIN_RETURN_IF_ERROR(ValidateInt8MatmulDesc(d));
     try {
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
                               GetInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
@@ -128,8 +125,8 @@ class OnednnBackend final : public Backend {
       }
       if (m.accumulate) po.append_sum(1.0f);
       return MakeMatmul(Matrix3d(m.m, m.k, d.a_unsigned ? dt::u8 : dt::s8, Lda(m)),
-                        Matrix3d(m.k, m.n, dt::s8, Ldb(m), m.trans_b), Matrix3d(m.m, m.n, dt::f32, Ldc(m)),
-                        po);
+                        Matrix3d(m.k, m.n, dt::s8, Ldb(m), m.trans_b),
+                        Matrix3d(m.m, m.n, dt::f32, Ldc(m)), po);
     });
   }
 

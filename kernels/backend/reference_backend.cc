@@ -32,10 +32,7 @@ class ReferenceBackend final : public Backend {
   absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
                           const float* row_scale, const float* col_scale, float* c) override {
     const MatmulDesc& m = d.mm;
-    QTRAIN_RETURN_IF_ERROR(ValidateMatmulDesc(m));
-    if (m.trans_a) {
-      return absl::InvalidArgumentError("int8 matmul takes no transposed src");
-    }
+    QTRAIN_RETURN_IF_ERROR(ValidateInt8MatmulDesc(d));
     const int64_t lda = Lda(m), ldb = Ldb(m), ldc = Ldc(m);
     const auto* a_s8 = static_cast<const int8_t*>(a);
     const auto* a_u8 = static_cast<const uint8_t*>(a);

@@ -85,8 +85,8 @@ TEST(BackendConformance, MatmulInt8) {
         const bool scales = (variant & 2) != 0;
         Tensor a = d.a_unsigned ? RandomInts({c.m, c.k}, 0, 255, 4, DType::kU8)
                                 : RandomInts({c.m, c.k}, -128, 127, 4, DType::kS8);
-        Tensor b = RandomInts(c.trans_b ? Shape{c.n, c.k} : Shape{c.k, c.n}, -128, 127, 5,
-                              DType::kS8);
+        Tensor b =
+            RandomInts(c.trans_b ? Shape{c.n, c.k} : Shape{c.k, c.n}, -128, 127, 5, DType::kS8);
         Tensor rs = RandomTensor({c.m}, 6), cs = RandomTensor({c.n}, 7);
         Tensor want = RandomTensor({c.m, c.n}, 8);
         Tensor got = want;
@@ -97,7 +97,8 @@ TEST(BackendConformance, MatmulInt8) {
             backend->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, got.data<float>()).ok());
         EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6)
             << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n
-            << " tb=" << c.trans_b << " u8=" << d.a_unsigned << " scales=" << scales << " acc=" << c.accumulate;
+            << " tb=" << c.trans_b << " u8=" << d.a_unsigned << " scales=" << scales
+            << " acc=" << c.accumulate;
       }
     }
   }
