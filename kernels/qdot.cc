@@ -1,5 +1,7 @@
 #include "kernels/qdot.h"
 
+#include <emmintrin.h>
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -111,17 +113,58 @@ absl::StatusOr<QuantizedOperand> QuantizeOperand(const Tensor& t, const QOperand
   return out;
 }
 
+namespace {
+
+// Transposes one 16x16 byte block (SSE2, baseline x86-64) through four unpack stages.
+void Transpose16x16(const uint8_t* src, int64_t src_stride, uint8_t* dst, int64_t dst_stride) {
+  __m128i x[16], t[16];
+  for (int i = 0; i < 16; ++i) {
+    x[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * src_stride));
+  }
+  for (int i = 0; i < 8; ++i) {  // byte pairs of rows (2i, 2i+1)
+    t[i] = _mm_unpacklo_epi8(x[2 * i], x[2 * i + 1]);
+    t[i + 8] = _mm_unpackhi_epi8(x[2 * i], x[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // 4-byte column pieces of rows 4i..4i+3
+    for (int i = 0; i < 4; ++i) {
+      x[h * 8 + i] = _mm_unpacklo_epi16(t[h * 8 + 2 * i], t[h * 8 + 2 * i + 1]);
+      x[h * 8 + 4 + i] = _mm_unpackhi_epi16(t[h * 8 + 2 * i], t[h * 8 + 2 * i + 1]);
+    }
+  }
+  for (int g = 0; g < 4; ++g) {  // group g holds columns 4g..4g+3
+    t[g * 4 + 0] = _mm_unpacklo_epi32(x[g * 4 + 0], x[g * 4 + 1]);
+    t[g * 4 + 1] = _mm_unpackhi_epi32(x[g * 4 + 0], x[g * 4 + 1]);
+    t[g * 4 + 2] = _mm_unpacklo_epi32(x[g * 4 + 2], x[g * 4 + 3]);
+    t[g * 4 + 3] = _mm_unpackhi_epi32(x[g * 4 + 2], x[g * 4 + 3]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    const __m128i c[4] = {_mm_unpacklo_epi64(t[g * 4 + 0], t[g * 4 + 2]),
+                          _mm_unpackhi_epi64(t[g * 4 + 0], t[g * 4 + 2]),
+                          _mm_unpacklo_epi64(t[g * 4 + 1], t[g * 4 + 3]),
+                          _mm_unpackhi_epi64(t[g * 4 + 1], t[g * 4 + 3])};
+    for (int k = 0; k < 4; ++k) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (g * 4 + k) * dst_stride), c[k]);
+    }
+  }
+}
+
+}  // namespace
+
 void TransposeBytes(const void* src, int64_t rows, int64_t cols, void* dst) {
   const auto* s = static_cast<const uint8_t*>(src);
   auto* d = static_cast<uint8_t*>(dst);
-  constexpr int64_t kBlock = 64;
-  for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
-    for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
-      const int64_t r1 = std::min(rows, r0 + kBlock), c1 = std::min(cols, c0 + kBlock);
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t c = c0; c < c1; ++c) d[c * rows + r] = s[r * cols + c];
-      }
+  constexpr int64_t kBlock = 16;
+  const int64_t full_rows = rows / kBlock * kBlock, full_cols = cols / kBlock * kBlock;
+  const bool parallel = rows * cols >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t r0 = 0; r0 < full_rows; r0 += kBlock) {
+    for (int64_t c0 = 0; c0 < full_cols; c0 += kBlock) {
+      Transpose16x16(s + r0 * cols + c0, cols, d + c0 * rows + r0, rows);
     }
+  }
+  for (int64_t r = 0; r < rows; ++r) {  // ragged right and bottom edges
+    const int64_t c_begin = r < full_rows ? full_cols : 0;
+    for (int64_t c = c_begin; c < cols; ++c) d[c * rows + r] = s[r * cols + c];
   }
 }
 

@@ -84,12 +84,21 @@ Tensor ShiftScales(const Tensor& g, const DotDims& d, const QuantizedTensor& q, 
   const float* pg = g.data<float>();
   float* po = out.data<float>();
   for (int64_t b = 0; b < d.b; ++b) {
-    const std::vector<float> s =
-        per_column ? GatherScales(q, {0, b, 0, 0}, 3, d.n) : GatherScales(q, {0, b, 0, 0}, 2, d.m);
+    const std::vector<float> s = per_column ? GatherScales(q, {0, b, 0, 0}, 3, d.n)
+                                            : GatherScales(q, {0, b, 0, 0}, 2, d.m);
+    const bool parallel = d.m * d.n >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t i = 0; i < d.m; ++i) {
-      const int64_t row = (b * d.m + i) * d.n;
-      for (int64_t j = 0; j < d.n; ++j) {
-        po[row + j] = pg[row + j] * (per_column ? s[j] : s[i]);
+      const float* __restrict gr = pg + (b * d.m + i) * d.n;
+      float* __restrict orow = po + (b * d.m + i) * d.n;
+      if (per_column) {
+        const float* __restrict sc = s.data();
+#pragma omp simd
+        for (int64_t j = 0; j < d.n; ++j) orow[j] = gr[j] * sc[j];
+      } else {
+        const float si = s[i];
+#pragma omp simd
+        for (int64_t j = 0; j < d.n; ++j) orow[j] = gr[j] * si;
       }
     }
   }

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend/onednn_backend.h"
+#include "kernels/qdot_internal.h"
 #include "kernels/tests/test_util.h"
 
 namespace qtrain {
@@ -289,3 +290,24 @@ TEST(QDotTest, BadRequestsAreInvalidArguments) {
 
 }  // namespace
 }  // namespace qtrain
+
+namespace qtrain::qdot_internal {
+namespace {
+
+TEST(TransposeBytesTest, MatchesTheNaiveTransposeOnRaggedShapes) {
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {16, 16}, {17, 33}, {3, 100}, {64, 48}, {300, 257}}) {
+    std::vector<uint8_t> src(rows * cols), dst(rows * cols);
+    for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 31 + 7);
+    TransposeBytes(src.data(), rows, cols, dst.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(dst[c * rows + r], src[r * cols + c]) << rows << "x" << cols << " " << r << ","
+                                                       << c;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qtrain::qdot_internal
