@@ -39,7 +39,8 @@ asan: deps
 
 bench: build
 	@mkdir -p $(BUILD_DIR)/bench
-	$(BUILD_DIR)/bin/qtrain-bench-qdot --benchmark_min_time=0.5 \
+	$(BUILD_DIR)/bin/qtrain-bench-qdot --benchmark_min_time=0.3 --benchmark_repetitions=3 \
+	  --benchmark_report_aggregates_only=true \
 	  --benchmark_out=$(BUILD_DIR)/bench/qdot.json --benchmark_out_format=json
 	/usr/bin/python3 scripts/bench_report.py $(BUILD_DIR)/bench/qdot.json
 

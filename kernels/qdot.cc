@@ -93,23 +93,21 @@ absl::StatusOr<QuantizedOperand> QuantizeOperand(const Tensor& t, const QOperand
                                                  const ReduceSpec& spec, int tile_axis) {
   QuantizedOperand out;
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(t.shape(), spec));
-  Calibration cal;
-  if (op.method.kind != CalibrationKind::kFixed) {
-    out.dynamic = Calibrate(t, layout, op.method);
+  if (op.static_calibration == nullptr) {
+    Calibration cal;
+    QTRAIN_ASSIGN_OR_RETURN(out.q, CalibrateAndQuantize(t, layout, *op.qtype, op.method, &cal));
+    if (op.method.kind != CalibrationKind::kFixed) out.dynamic = cal;
+    if (op.method.Clips()) out.clip = std::move(cal);
+    return out;
   }
-  if (op.static_calibration != nullptr) {
-    const Calibration& sc = *op.static_calibration;
-    const Tensor& any = sc.symmetric ? sc.absmax : sc.lo;
-    QTRAIN_ASSIGN_OR_RETURN(layout, LayoutFromCalibration(t.shape(), any.shape(), tile_axis));
-    cal = sc;
-  } else if (out.dynamic) {
-    cal = *out.dynamic;
-  } else {
-    cal = Calibrate(t, layout, op.method);
-  }
+  // SRQ: the static calibration decides the layout; the dynamic one still feeds the statistics.
+  if (op.method.kind != CalibrationKind::kFixed) out.dynamic = Calibrate(t, layout, op.method);
+  const Calibration& cal = *op.static_calibration;
+  const Tensor& any = cal.symmetric ? cal.absmax : cal.lo;
+  QTRAIN_ASSIGN_OR_RETURN(layout, LayoutFromCalibration(t.shape(), any.shape(), tile_axis));
   QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(cal, *op.qtype));
   QTRAIN_ASSIGN_OR_RETURN(out.q, Quantize(t, layout, params, *op.qtype));
-  if (op.method.Clips()) out.clip = std::move(cal);
+  if (op.method.Clips()) out.clip = cal;
   return out;
 }
 

@@ -139,12 +139,51 @@ absl::StatusOr<QuantizedTensor> Quantize(const Tensor& x, const ScaleLayout& l,
   return out;
 }
 
+absl::StatusOr<QuantizedTensor> CalibrateAndQuantize(const Tensor& x, const ScaleLayout& l,
+                                                     QType qtype, const CalibrationMethod& method,
+                                                     Calibration* calibration) {
+  const DType storage = StorageDType(qtype);
+  const bool fused = x.dtype() == DType::kF32 && method.kind == CalibrationKind::kAbsMax &&
+                     GetInnerMode(l) == InnerMode::kOneScale && RowsHaveDistinctScales(l) &&
+                     (storage == DType::kS8 || storage == DType::kU8);
+  if (!fused) {
+    Calibration c = Calibrate(x, l, method);
+    QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(c, qtype));
+    if (calibration != nullptr) *calibration = std::move(c);
+    return Quantize(x, l, params, qtype);
+  }
+  const QTypeInfo& info = GetQTypeInfo(qtype);
+  const float min_scale = MinScale();
+  QuantizedTensor out;
+  out.qtype = qtype;
+  out.q = Tensor::Empty(storage, x.shape());
+  out.layout = l;
+  out.params.scale = Tensor::Empty(DType::kF32, l.scale_shape);
+  Tensor absmax = Tensor::Empty(DType::kF32, l.scale_shape);
+  const float* px = x.data<float>();
+  float* ps = out.params.scale.data<float>();
+  float* pa = absmax.data<float>();
+  const int64_t n = l.dims[3];
+  ParallelForEachRow(l, [&](int64_t, int64_t offset, int64_t base) {
+    // Same operations as Calibrate + ComputeQuantParams, row by row.
+    pa[base] = rowops::AbsMax(px + offset, n) * method.k;
+    const float s = pa[base] / info.bound;
+    ps[base] = s < min_scale ? 1.0f : s;
+    const rowops::QuantRowArgs a{px + offset, n,       ps + base, 0,        nullptr,
+                                 nullptr,     0,       info.qmin, info.qmax};
+    QuantizeRun(a, qtype, out.q, offset);
+  });
+  if (calibration != nullptr) {
+    calibration->symmetric = true;
+    calibration->absmax = std::move(absmax);
+  }
+  return out;
+}
+
 absl::StatusOr<QuantizedTensor> QuantizeDynamic(const Tensor& x, const ReduceSpec& spec,
                                                 QType qtype, const CalibrationMethod& method) {
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(x.shape(), spec));
-  QTRAIN_ASSIGN_OR_RETURN(QuantParams params,
-                          ComputeQuantParams(Calibrate(x, layout, method), qtype));
-  return Quantize(x, layout, params, qtype);
+  return CalibrateAndQuantize(x, layout, qtype, method);
 }
 
 Tensor QValuesAsFloat(const QuantizedTensor& qt) {

@@ -36,6 +36,15 @@ absl::StatusOr<QuantizedTensor> Quantize(const Tensor& x, const ScaleLayout& lay
                                          const QuantParams& params, QType qtype,
                                          RoundingNoise noise = {});
 
+// Calibrates x with `method` under `layout` and quantizes it; the calibration (the statistic
+// before scale computation) is stored in `*calibration` when non-null. Per-row absmax into 8-bit
+// storage runs as one fused pass per row (the row is still in L1 when it is quantized); the
+// results equal Calibrate → ComputeQuantParams → Quantize bit for bit.
+// Errors: those of ComputeQuantParams and Quantize.
+absl::StatusOr<QuantizedTensor> CalibrateAndQuantize(const Tensor& x, const ScaleLayout& layout,
+                                                     QType qtype, const CalibrationMethod& method,
+                                                     Calibration* calibration = nullptr);
+
 // Calibrates x with `method` over `spec` and quantizes it (the dynamic-range path).
 // Errors: those of MakeScaleLayout, ComputeQuantParams and Quantize.
 absl::StatusOr<QuantizedTensor> QuantizeDynamic(const Tensor& x, const ReduceSpec& spec,

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Turns a Google Benchmark JSON file from qtrain-bench-qdot into ratio tables.
 
-Each row is a shape and thread count; each column the time of one benchmark and its speed-up
+Each row is a shape and thread count (medians when the run has repetitions); each column the time of one benchmark and its speed-up
 over the baseline measured in the same run (f32 matmul for forward numbers, the float backward
 for backward numbers). Usage: bench_report.py build/bench/qdot.json
 """
@@ -14,7 +14,10 @@ def load(path):
     with open(path) as f:
         doc = json.load(f)
     rows = {}
+    aggregated = any(b.get("run_type") == "aggregate" for b in doc["benchmarks"])
     for b in doc["benchmarks"]:
+        if aggregated and b.get("aggregate_name") != "median":
+            continue
         m = re.match(r"BM_(\w+)/M:(\d+)/K:(\d+)/N:(\d+)/threads:(\d+)", b["name"])
         if not m or b.get("error_occurred"):
             continue
