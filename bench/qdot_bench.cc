@@ -4,6 +4,7 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <cstring>
 #include <random>
 
 #include "kernels/backend/backend.h"
@@ -117,6 +118,33 @@ void BM_QuantizeRows(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * p.m * p.k * 5);
 }
 
+// Memory bandwidth yardstick for the quantize pass: stream-read a 64 MiB float array (sum) and
+// copy it (memcpy), single-threaded.
+void BM_MemoryReadBandwidth(benchmark::State& state) {
+  omp_set_num_threads(1);
+  const int64_t n = int64_t{16} << 20;
+  Tensor x = Random({n}, 6, 1.0f);
+  const float* p = x.data<float>();
+  for (auto _ : state) {
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) sum += p[i];
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+
+void BM_MemoryCopyBandwidth(benchmark::State& state) {
+  const int64_t n = int64_t{16} << 20;
+  Tensor x = Random({n}, 7, 1.0f);
+  Tensor y = Tensor::Empty(DType::kF32, {n});
+  for (auto _ : state) {
+    std::memcpy(y.raw(), x.raw(), x.nbytes());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * n * 8);  // read + write
+}
+
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2}) {
     b->Args({256, 1024, 1024, threads});
@@ -134,6 +162,8 @@ BENCHMARK(BM_QatForwardFakeQuant)->Apply(Shapes);
 BENCHMARK(BM_FloatBackward)->Apply(Shapes);
 BENCHMARK(BM_QtBackwardInt8)->Apply(Shapes);
 BENCHMARK(BM_QuantizeRows)->Apply(Shapes);
+BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MemoryCopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace qtrain

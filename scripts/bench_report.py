@@ -26,6 +26,17 @@ def load(path):
     return doc.get("context", {}), rows
 
 
+def bandwidth(doc_path):
+    with open(doc_path) as f:
+        doc = json.load(f)
+    out = {}
+    for b in doc["benchmarks"]:
+        for name in ("MemoryReadBandwidth", "MemoryCopyBandwidth"):
+            if b["name"].startswith("BM_" + name) and b.get("aggregate_name", "median") == "median":
+                out[name] = b.get("bytes_per_second", 0) / 1e9
+    return out
+
+
 def ms(b):
     scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
     return b["real_time"] * scale
@@ -58,5 +69,14 @@ def main():
               f"| {fake / qat:.2f}× faster | {fbwd:.2f} | {qt:.2f} ({fbwd / qt:.2f}×) | {gbs:.1f} |")
 
 
+def print_bandwidth(path):
+    bw = bandwidth(path)
+    if bw:
+        print(f"\nMemory bandwidth, 1 thread, 64 MiB: read {bw.get('MemoryReadBandwidth', 0):.1f} GB/s, "
+              f"copy {bw.get('MemoryCopyBandwidth', 0):.1f} GB/s (read + write). The quantize column "
+              "counts 4 bytes read + 1 written per element.")
+
+
 if __name__ == "__main__":
     main()
+    print_bandwidth(sys.argv[1])
