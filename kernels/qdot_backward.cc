@@ -84,8 +84,8 @@ Tensor ShiftScales(const Tensor& g, const DotDims& d, const QuantizedTensor& q, 
   const float* pg = g.data<float>();
   float* po = out.data<float>();
   for (int64_t b = 0; b < d.b; ++b) {
-    const std::vector<float> s = per_column ? GatherScales(q, {0, b, 0, 0}, 3, d.n)
-                                            : GatherScales(q, {0, b, 0, 0}, 2, d.m);
+    const std::vector<float> s =
+        per_column ? GatherScales(q, {0, b, 0, 0}, 3, d.n) : GatherScales(q, {0, b, 0, 0}, 2, d.m);
     const bool parallel = d.m * d.n >= kParallelMinElements;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t i = 0; i < d.m; ++i) {

@@ -169,8 +169,8 @@ absl::StatusOr<QuantizedTensor> CalibrateAndQuantize(const Tensor& x, const Scal
     pa[base] = rowops::AbsMax(px + offset, n) * method.k;
     const float s = pa[base] / info.bound;
     ps[base] = s < min_scale ? 1.0f : s;
-    const rowops::QuantRowArgs a{px + offset, n,       ps + base, 0,        nullptr,
-                                 nullptr,     0,       info.qmin, info.qmax};
+    const rowops::QuantRowArgs a{px + offset, n, ps + base, 0,        nullptr,
+                                 nullptr,     0, info.qmin, info.qmax};
     QuantizeRun(a, qtype, out.q, offset);
   });
   if (calibration != nullptr) {

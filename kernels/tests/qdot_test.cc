@@ -302,8 +302,8 @@ TEST(TransposeBytesTest, MatchesTheNaiveTransposeOnRaggedShapes) {
     TransposeBytes(src.data(), rows, cols, dst.data());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
-        ASSERT_EQ(dst[c * rows + r], src[r * cols + c]) << rows << "x" << cols << " " << r << ","
-                                                       << c;
+        ASSERT_EQ(dst[c * rows + r], src[r * cols + c])
+            << rows << "x" << cols << " " << r << "," << c;
       }
     }
   }
