@@ -42,4 +42,19 @@ absl::Status ValidateConvDesc(const ConvDesc& d) {
   return absl::OkStatus();
 }
 
+absl::Status ValidatePoolDesc(const PoolDesc& d) {
+  if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0 || d.kh <= 0 || d.kw <= 0 || d.stride_h <= 0 ||
+      d.stride_w <= 0 || d.pad_top < 0 || d.pad_left < 0 || d.pad_bottom < 0 || d.pad_right < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pooling dims must be positive (padding non-negative): src (", d.n, ",", d.h,
+                     ",", d.w, ",", d.c, ") window (", d.kh, ",", d.kw, ")"));
+  }
+  if (d.h + d.pad_top + d.pad_bottom < d.kh || d.w + d.pad_left + d.pad_right < d.kw ||
+      d.pad_top >= d.kh || d.pad_bottom >= d.kh || d.pad_left >= d.kw || d.pad_right >= d.kw) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pooling window ", d.kh, "x", d.kw, " does not fit the padded input ", d.h, "x", d.w));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace qtrain

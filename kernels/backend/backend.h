@@ -44,6 +44,25 @@ struct ConvDesc {
   int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride_w + 1; }
 };
 
+enum class EltwiseKind : uint8_t {
+  kRelu,
+  kGeluTanh,  // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as flax.linen.gelu
+  kSilu,      // x·sigmoid(x)
+  kTanh,
+};
+
+// Max / average pooling over NHWC windows. Average pooling divides by the number of in-bounds
+// elements of each window (padding excluded).
+struct PoolDesc {
+  int64_t n = 0, h = 0, w = 0, c = 0;
+  int64_t kh = 1, kw = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  bool max = true;
+  int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride_h + 1; }
+  int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride_w + 1; }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -65,6 +84,37 @@ class Backend {
   // diff_weights (kh, kw, c, o) from src and diff_dst.
   virtual absl::Status ConvBwdWeights(const ConvDesc& d, const float* src, const float* diff_dst,
                                       float* diff_weights) = 0;
+
+  // dst[i] = f(src[i]) for n elements.
+  virtual absl::Status EltwiseFwd(EltwiseKind kind, int64_t n, const float* src, float* dst) = 0;
+  // diff_src[i] = f'(src[i]) · diff_dst[i].
+  virtual absl::Status EltwiseBwd(EltwiseKind kind, int64_t n, const float* src,
+                                  const float* diff_dst, float* diff_src) = 0;
+
+  // Layer normalization over the last axis of a (rows, cols) matrix:
+  // dst = (src - mean) / sqrt(var + eps) · gamma + beta; mean and var (rows) are saved for the
+  // backward.
+  virtual absl::Status LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
+                                    const float* gamma, const float* beta, float* dst, float* mean,
+                                    float* var) = 0;
+  // diff_src, and diff_gamma / diff_beta (cols) from the forward's src, mean, var.
+  virtual absl::Status LayerNormBwd(int64_t rows, int64_t cols, float eps, const float* src,
+                                    const float* mean, const float* var, const float* gamma,
+                                    const float* diff_dst, float* diff_src, float* diff_gamma,
+                                    float* diff_beta) = 0;
+
+  // Softmax (or log-softmax) over the last axis of a (rows, cols) matrix.
+  virtual absl::Status SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src,
+                                  float* dst) = 0;
+  // diff_src from the forward's dst (softmax output) and diff_dst.
+  virtual absl::Status SoftmaxBwd(int64_t rows, int64_t cols, const float* dst,
+                                  const float* diff_dst, float* diff_src) = 0;
+
+  // dst (n, oh, ow, c) = pool(src).
+  virtual absl::Status PoolFwd(const PoolDesc& d, const float* src, float* dst) = 0;
+  // diff_src (n, h, w, c) from src (max pooling routes to the arg-max) and diff_dst.
+  virtual absl::Status PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst,
+                               float* diff_src) = 0;
 };
 
 // Plain-loop implementation: slow, obviously correct, the yardstick of every other backend.
@@ -78,6 +128,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeOnednnBackend();
 // convolution output non-empty). InvalidArgument naming the field otherwise.
 absl::Status ValidateMatmulDesc(const MatmulDesc& d);
 absl::Status ValidateConvDesc(const ConvDesc& d);
+absl::Status ValidatePoolDesc(const PoolDesc& d);
 // ValidateMatmulDesc plus: the int8 src is never transposed.
 absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d);
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend/onednn_backend.h"
 #include "kernels/status_macros.h"
+#include "kernels/tensor.h"
 
 namespace qtrain {
 namespace {
@@ -49,6 +50,7 @@ struct CachedPrimitive {
   memory::desc user_weights_md;
   bool reorder_weights = false;
   dnnl::reorder weights_reorder;
+  memory::desc workspace_md;  // max pooling's arg-max workspace
 };
 
 class OnednnBackend final : public Backend {
@@ -200,6 +202,201 @@ class OnednnBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status EltwiseFwd(EltwiseKind kind, int64_t n, const float* src, float* dst) override {
+    if (n <= 0) return absl::OkStatus();
+    try {
+      const memory::desc md({n}, dt::f32, tag::a);
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(EltKey("eltf", kind, n), [&] {
+                                auto pd = EltwiseFwdPd(kind, md);
+                                return Finish(dnnl::eltwise_forward(pd), pd);
+                              }));
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, Mem(md, src)},
+                                           {DNNL_ARG_DST, Mem(md, dst)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "eltwise forward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status EltwiseBwd(EltwiseKind kind, int64_t n, const float* src, const float* diff_dst,
+                          float* diff_src) override {
+    if (n <= 0) return absl::OkStatus();
+    try {
+      const memory::desc md({n}, dt::f32, tag::a);
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(EltKey("eltb", kind, n), [&] {
+                                auto [algo, alpha] = EltAlgo(kind);
+                                dnnl::eltwise_backward::desc bd(algo, md, md, alpha, 0.0f);
+                                dnnl::eltwise_backward::primitive_desc pd(bd, UserAttr(), engine_,
+                                                                          EltwiseFwdPd(kind, md));
+                                return Finish(dnnl::eltwise_backward(pd), pd);
+                              }));
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, Mem(md, src)},
+                                           {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
+                                           {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "eltwise backward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
+                            const float* gamma, const float* beta, float* dst, float* mean,
+                            float* var) override {
+    try {
+      const memory::desc md({rows, cols}, dt::f32, tag::ab);
+      const memory::desc stat({rows}, dt::f32, tag::a), vec({cols}, dt::f32, tag::a);
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
+                              GetOrCreate(absl::StrCat("lnf:", rows, ",", cols, ",", eps), [&] {
+                                auto pd = LayerNormFwdPd(md, stat, eps);
+                                return Finish(dnnl::layer_normalization_forward(pd), pd);
+                              }));
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, Mem(md, src)},      {DNNL_ARG_DST, Mem(md, dst)},
+          {DNNL_ARG_SCALE, Mem(vec, gamma)}, {DNNL_ARG_SHIFT, Mem(vec, beta)},
+          {DNNL_ARG_MEAN, Mem(stat, mean)},  {DNNL_ARG_VARIANCE, Mem(stat, var)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "layer normalization forward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status LayerNormBwd(int64_t rows, int64_t cols, float eps, const float* src,
+                            const float* mean, const float* var, const float* gamma,
+                            const float* diff_dst, float* diff_src, float* diff_gamma,
+                            float* diff_beta) override {
+    try {
+      const memory::desc md({rows, cols}, dt::f32, tag::ab);
+      const memory::desc stat({rows}, dt::f32, tag::a), vec({cols}, dt::f32, tag::a);
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(absl::StrCat("lnb:", rows, ",", cols, ",", eps), [&] {
+            dnnl::layer_normalization_backward::desc bd(
+                dnnl::prop_kind::backward, md, md, stat, eps,
+                dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift);
+            dnnl::layer_normalization_backward::primitive_desc pd(bd, UserAttr(), engine_,
+                                                                  LayerNormFwdPd(md, stat, eps));
+            return Finish(dnnl::layer_normalization_backward(pd), pd);
+          }));
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, Mem(md, src)},
+          {DNNL_ARG_MEAN, Mem(stat, mean)},
+          {DNNL_ARG_VARIANCE, Mem(stat, var)},
+          {DNNL_ARG_SCALE, Mem(vec, gamma)},
+          // oneDNN 2.6 wants a shift argument with use_shift even though the backward never
+          // reads it; gamma (same shape, read-only) stands in.
+          {DNNL_ARG_SHIFT, Mem(vec, gamma)},
+          {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
+          {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)},
+          {DNNL_ARG_DIFF_SCALE, Mem(vec, diff_gamma)},
+          {DNNL_ARG_DIFF_SHIFT, Mem(vec, diff_beta)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "layer normalization backward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src,
+                          float* dst) override {
+    try {
+      const memory::desc md({rows, cols}, dt::f32, tag::ab);
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
+                              GetOrCreate(absl::StrCat("smf:", rows, ",", cols, ",", log), [&] {
+                                auto pd = SoftmaxFwdPd(md, log);
+                                return Finish(dnnl::softmax_v2_forward(pd), pd);
+                              }));
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, Mem(md, src)},
+                                           {DNNL_ARG_DST, Mem(md, dst)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "softmax forward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SoftmaxBwd(int64_t rows, int64_t cols, const float* dst, const float* diff_dst,
+                          float* diff_src) override {
+    try {
+      const memory::desc md({rows, cols}, dt::f32, tag::ab);
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(absl::StrCat("smb:", rows, ",", cols), [&] {
+            dnnl::softmax_v2_backward::desc bd(dnnl::algorithm::softmax_accurate, md, md, md, 1);
+            dnnl::softmax_v2_backward::primitive_desc pd(bd, UserAttr(), engine_,
+                                                         SoftmaxFwdPd(md, false));
+            return Finish(dnnl::softmax_v2_backward(pd), pd);
+          }));
+      std::unordered_map<int, memory> args{{DNNL_ARG_DST, Mem(md, dst)},
+                                           {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
+                                           {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "softmax backward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status PoolFwd(const PoolDesc& d, const float* src, float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
+    try {
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(PoolKey("poolf", d), [&] {
+                                auto pd = PoolFwdPd(d);
+                                CachedPrimitive cp = Finish(dnnl::pooling_forward(pd), pd);
+                                cp.workspace_md = pd.workspace_desc();
+                                return cp;
+                              }));
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, Mem(PoolSrcMd(d), src)},
+                                           {DNNL_ARG_DST, Mem(PoolDstMd(d), dst)}};
+      if (p->workspace_md.get_size() > 0) {
+        args[DNNL_ARG_WORKSPACE] = memory(p->workspace_md, engine_);
+      }
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "pooling forward");
+    }
+    return absl::OkStatus();
+  }
+
+  // Max pooling needs the forward's workspace (arg-max positions): the forward is re-run here so
+  // that callers keep only src, as for every other op.
+  absl::Status PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst,
+                       float* diff_src) override {
+    QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
+    try {
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * fwd, GetOrCreate(PoolKey("poolf", d), [&] {
+                                auto pd = PoolFwdPd(d);
+                                CachedPrimitive cp = Finish(dnnl::pooling_forward(pd), pd);
+                                cp.workspace_md = pd.workspace_desc();
+                                return cp;
+                              }));
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(PoolKey("poolb", d), [&] {
+            dnnl::pooling_backward::desc bd(PoolAlgo(d), PoolSrcMd(d), PoolDstMd(d),
+                                            {d.stride_h, d.stride_w}, {d.kh, d.kw},
+                                            {d.pad_top, d.pad_left}, {d.pad_bottom, d.pad_right});
+            dnnl::pooling_backward::primitive_desc pd(bd, UserAttr(), engine_, PoolFwdPd(d));
+            return Finish(dnnl::pooling_backward(pd), pd);
+          }));
+      memory workspace;
+      if (fwd->workspace_md.get_size() > 0) {
+        workspace = memory(fwd->workspace_md, engine_);
+        memory scratch_dst(PoolDstMd(d), engine_);
+        std::unordered_map<int, memory> fargs{{DNNL_ARG_SRC, Mem(PoolSrcMd(d), src)},
+                                              {DNNL_ARG_DST, scratch_dst},
+                                              {DNNL_ARG_WORKSPACE, workspace}};
+        Execute(*fwd, fargs);
+      }
+      std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, Mem(PoolDstMd(d), diff_dst)},
+                                           {DNNL_ARG_DIFF_SRC, Mem(PoolSrcMd(d), diff_src)}};
+      if (fwd->workspace_md.get_size() > 0) args[DNNL_ARG_WORKSPACE] = workspace;
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "pooling backward");
+    }
+    return absl::OkStatus();
+  }
+
   std::string ImplOf(const std::string& key) {
     auto it = cache_.find(key);
     return it == cache_.end() ? "" : it->second.impl;
@@ -243,6 +440,62 @@ class OnednnBackend final : public Backend {
     dnnl::matmul::desc md(a, b, c);
     dnnl::matmul::primitive_desc pd(md, attr, engine_);
     return Finish(dnnl::matmul(pd), pd);
+  }
+
+  static std::pair<dnnl::algorithm, float> EltAlgo(EltwiseKind kind) {
+    switch (kind) {
+      case EltwiseKind::kRelu:
+        return {dnnl::algorithm::eltwise_relu, 0.0f};
+      case EltwiseKind::kGeluTanh:
+        return {dnnl::algorithm::eltwise_gelu_tanh, 0.0f};
+      case EltwiseKind::kSilu:
+        return {dnnl::algorithm::eltwise_swish, 1.0f};
+      case EltwiseKind::kTanh:
+        return {dnnl::algorithm::eltwise_tanh, 0.0f};
+    }
+    return {dnnl::algorithm::eltwise_relu, 0.0f};
+  }
+  static std::string EltKey(const char* op, EltwiseKind kind, int64_t n) {
+    return absl::StrCat(op, ":", static_cast<int>(kind), ",", n);
+  }
+  dnnl::eltwise_forward::primitive_desc EltwiseFwdPd(EltwiseKind kind, const memory::desc& md) {
+    auto [algo, alpha] = EltAlgo(kind);
+    dnnl::eltwise_forward::desc fd(dnnl::prop_kind::forward_training, algo, md, alpha, 0.0f);
+    return dnnl::eltwise_forward::primitive_desc(fd, UserAttr(), engine_);
+  }
+  dnnl::layer_normalization_forward::primitive_desc LayerNormFwdPd(const memory::desc& md,
+                                                                   const memory::desc& stat,
+                                                                   float eps) {
+    dnnl::layer_normalization_forward::desc fd(
+        dnnl::prop_kind::forward_training, md, stat, eps,
+        dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift);
+    return dnnl::layer_normalization_forward::primitive_desc(fd, UserAttr(), engine_);
+  }
+  dnnl::softmax_v2_forward::primitive_desc SoftmaxFwdPd(const memory::desc& md, bool log) {
+    dnnl::softmax_v2_forward::desc fd(
+        dnnl::prop_kind::forward_training,
+        log ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate, md, md, 1);
+    return dnnl::softmax_v2_forward::primitive_desc(fd, UserAttr(), engine_);
+  }
+  static std::string PoolKey(const char* op, const PoolDesc& d) {
+    return absl::StrCat(op, ":", d.n, ",", d.h, ",", d.w, ",", d.c, ",", d.kh, ",", d.kw, ",",
+                        d.stride_h, ",", d.stride_w, ",", d.pad_top, ",", d.pad_left, ",",
+                        d.pad_bottom, ",", d.pad_right, ",", d.max);
+  }
+  static dnnl::algorithm PoolAlgo(const PoolDesc& d) {
+    return d.max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding;
+  }
+  static memory::desc PoolSrcMd(const PoolDesc& d) {
+    return memory::desc({d.n, d.c, d.h, d.w}, dt::f32, tag::nhwc);
+  }
+  static memory::desc PoolDstMd(const PoolDesc& d) {
+    return memory::desc({d.n, d.c, d.out_h(), d.out_w()}, dt::f32, tag::nhwc);
+  }
+  dnnl::pooling_forward::primitive_desc PoolFwdPd(const PoolDesc& d) {
+    dnnl::pooling_forward::desc fd(dnnl::prop_kind::forward_training, PoolAlgo(d), PoolSrcMd(d),
+                                   PoolDstMd(d), {d.stride_h, d.stride_w}, {d.kh, d.kw},
+                                   {d.pad_top, d.pad_left}, {d.pad_bottom, d.pad_right});
+    return dnnl::pooling_forward::primitive_desc(fd, UserAttr(), engine_);
   }
 
   static std::string ConvKey(const ConvDesc& d) {
@@ -324,11 +577,12 @@ class OnednnBackend final : public Backend {
   }
 
   void Execute(CachedPrimitive& p, std::unordered_map<int, memory>& args) {
-    if (p.scratchpad_bytes > scratchpad_.size()) scratchpad_.resize(p.scratchpad_bytes);
-    if (p.scratchpad_bytes > 0) {
+    const auto bytes = static_cast<int64_t>(p.scratchpad_bytes);
+    // oneDNN's JIT kernels use aligned loads on the scratchpad: Tensor storage is 64-byte aligned.
+    if (bytes > scratchpad_.numel()) scratchpad_ = Tensor::Empty(DType::kU8, {bytes});
+    if (bytes > 0) {
       args[DNNL_ARG_SCRATCHPAD] =
-          memory(memory::desc({static_cast<int64_t>(p.scratchpad_bytes)}, dt::u8, tag::a), engine_,
-                 scratchpad_.data());
+          memory(memory::desc({bytes}, dt::u8, tag::a), engine_, scratchpad_.raw());
     }
     p.prim.execute(stream_, args);
     stream_.wait();
@@ -337,7 +591,7 @@ class OnednnBackend final : public Backend {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::unordered_map<std::string, CachedPrimitive> cache_;
-  std::vector<uint8_t> scratchpad_;
+  Tensor scratchpad_;  // grown on demand, shared by every primitive of this backend
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/backend/backend.h"
+#include "kernels/backend/reference_ops.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain {
@@ -95,6 +96,51 @@ class ReferenceBackend final : public Backend {
     ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
       diff_weights[w_index * d.o + o] += src[src_index] * diff_dst[dst_index];
     });
+    return absl::OkStatus();
+  }
+
+  absl::Status EltwiseFwd(EltwiseKind kind, int64_t n, const float* src, float* dst) override {
+    reference::EltwiseFwd(kind, n, src, dst);
+    return absl::OkStatus();
+  }
+  absl::Status EltwiseBwd(EltwiseKind kind, int64_t n, const float* src, const float* diff_dst,
+                          float* diff_src) override {
+    reference::EltwiseBwd(kind, n, src, diff_dst, diff_src);
+    return absl::OkStatus();
+  }
+  absl::Status LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
+                            const float* gamma, const float* beta, float* dst, float* mean,
+                            float* var) override {
+    reference::LayerNormFwd(rows, cols, eps, src, gamma, beta, dst, mean, var);
+    return absl::OkStatus();
+  }
+  absl::Status LayerNormBwd(int64_t rows, int64_t cols, float eps, const float* src,
+                            const float* mean, const float* var, const float* gamma,
+                            const float* diff_dst, float* diff_src, float* diff_gamma,
+                            float* diff_beta) override {
+    reference::LayerNormBwd(rows, cols, eps, src, mean, var, gamma, diff_dst, diff_src, diff_gamma,
+                            diff_beta);
+    return absl::OkStatus();
+  }
+  absl::Status SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src,
+                          float* dst) override {
+    reference::SoftmaxFwd(rows, cols, log, src, dst);
+    return absl::OkStatus();
+  }
+  absl::Status SoftmaxBwd(int64_t rows, int64_t cols, const float* dst, const float* diff_dst,
+                          float* diff_src) override {
+    reference::SoftmaxBwd(rows, cols, dst, diff_dst, diff_src);
+    return absl::OkStatus();
+  }
+  absl::Status PoolFwd(const PoolDesc& d, const float* src, float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
+    reference::PoolFwd(d, src, dst);
+    return absl::OkStatus();
+  }
+  absl::Status PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst,
+                       float* diff_src) override {
+    QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
+    reference::PoolBwd(d, src, diff_dst, diff_src);
     return absl::OkStatus();
   }
 

@@ -184,3 +184,108 @@ TEST(BackendConformance, ConvolutionRejectsBadDescriptors) {
 
 }  // namespace
 }  // namespace qtrain
+
+namespace qtrain {
+namespace {
+
+using testing::MaxRelativeToPeak;
+using testing::RandomTensor;
+
+TEST(BackendConformance, Eltwise) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (EltwiseKind kind :
+         {EltwiseKind::kRelu, EltwiseKind::kGeluTanh, EltwiseKind::kSilu, EltwiseKind::kTanh}) {
+      for (int64_t n : {1, 17, 1000}) {
+        Tensor x = RandomTensor({n}, 1, 2.0f), g = RandomTensor({n}, 2);
+        Tensor y_ref = Tensor::Empty(DType::kF32, {n}), y = y_ref, dx_ref = y_ref, dx = y_ref;
+        ASSERT_TRUE(ref->EltwiseFwd(kind, n, x.data<float>(), y_ref.data<float>()).ok());
+        ASSERT_TRUE(backend->EltwiseFwd(kind, n, x.data<float>(), y.data<float>()).ok());
+        EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << static_cast<int>(kind);
+        ASSERT_TRUE(
+            ref->EltwiseBwd(kind, n, x.data<float>(), g.data<float>(), dx_ref.data<float>()).ok());
+        ASSERT_TRUE(
+            backend->EltwiseBwd(kind, n, x.data<float>(), g.data<float>(), dx.data<float>()).ok());
+        EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5) << static_cast<int>(kind);
+      }
+    }
+  }
+}
+
+TEST(BackendConformance, LayerNorm) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 8}, {7, 33}, {64, 512}}) {
+      Tensor x = RandomTensor({rows, cols}, 3, 3.0f), gamma = RandomTensor({cols}, 4);
+      Tensor beta = RandomTensor({cols}, 5), g = RandomTensor({rows, cols}, 6);
+      auto run = [&](Backend& b, Tensor& y, Tensor& dx, Tensor& dg, Tensor& db) {
+        Tensor mean = Tensor::Empty(DType::kF32, {rows}), var = mean;
+        ASSERT_TRUE(b.LayerNormFwd(rows, cols, 1e-6f, x.data<float>(), gamma.data<float>(),
+                                   beta.data<float>(), y.data<float>(), mean.data<float>(),
+                                   var.data<float>())
+                        .ok());
+        absl::Status s = b.LayerNormBwd(rows, cols, 1e-6f, x.data<float>(), mean.data<float>(),
+                                        var.data<float>(), gamma.data<float>(), g.data<float>(),
+                                        dx.data<float>(), dg.data<float>(), db.data<float>());
+        ASSERT_TRUE(s.ok()) << s;
+      };
+      Tensor y_ref = Tensor::Empty(DType::kF32, {rows, cols}), y = y_ref, dx_ref = y_ref,
+             dx = y_ref;
+      Tensor dg_ref = Tensor::Empty(DType::kF32, {cols}), dg = dg_ref, db_ref = dg_ref, db = dg_ref;
+      run(*ref, y_ref, dx_ref, dg_ref, db_ref);
+      run(*backend, y, dx, dg, db);
+      EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5);
+      EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-4);
+      EXPECT_LT(MaxRelativeToPeak(dg, dg_ref), 1e-4);
+      EXPECT_LT(MaxRelativeToPeak(db, db_ref), 1e-5);
+    }
+  }
+}
+
+TEST(BackendConformance, Softmax) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (bool log : {false, true}) {
+      Tensor x = RandomTensor({9, 37}, 7, 4.0f), g = RandomTensor({9, 37}, 8);
+      Tensor y_ref = Tensor::Empty(DType::kF32, {9, 37}), y = y_ref;
+      ASSERT_TRUE(ref->SoftmaxFwd(9, 37, log, x.data<float>(), y_ref.data<float>()).ok());
+      ASSERT_TRUE(backend->SoftmaxFwd(9, 37, log, x.data<float>(), y.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << log;
+      if (log) continue;
+      Tensor dx_ref = y_ref, dx = y_ref;
+      ASSERT_TRUE(
+          ref->SoftmaxBwd(9, 37, y_ref.data<float>(), g.data<float>(), dx_ref.data<float>()).ok());
+      ASSERT_TRUE(
+          backend->SoftmaxBwd(9, 37, y_ref.data<float>(), g.data<float>(), dx.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5);
+    }
+  }
+}
+
+TEST(BackendConformance, Pooling) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (bool max : {true, false}) {
+      for (PoolDesc d : {PoolDesc{2, 8, 8, 3, 2, 2, 2, 2, 0, 0, 0, 0, max},
+                         PoolDesc{1, 7, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, max},
+                         PoolDesc{3, 4, 4, 2, 4, 4, 1, 1, 0, 0, 0, 0, max}}) {
+        const Shape src{d.n, d.h, d.w, d.c}, dst{d.n, d.out_h(), d.out_w(), d.c};
+        Tensor x = RandomTensor(src, 9), g = RandomTensor(dst, 10);
+        Tensor y_ref = Tensor::Empty(DType::kF32, dst), y = y_ref;
+        ASSERT_TRUE(ref->PoolFwd(d, x.data<float>(), y_ref.data<float>()).ok());
+        ASSERT_TRUE(backend->PoolFwd(d, x.data<float>(), y.data<float>()).ok());
+        EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-6) << max;
+        Tensor dx_ref = Tensor::Empty(DType::kF32, src), dx = dx_ref;
+        ASSERT_TRUE(ref->PoolBwd(d, x.data<float>(), g.data<float>(), dx_ref.data<float>()).ok());
+        ASSERT_TRUE(backend->PoolBwd(d, x.data<float>(), g.data<float>(), dx.data<float>()).ok());
+        EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-6) << max;
+      }
+    }
+    float dummy[4] = {};
+    PoolDesc too_big{1, 2, 2, 1, 3, 3, 1, 1, 0, 0, 0, 0, true};
+    EXPECT_EQ(backend->PoolFwd(too_big, dummy, dummy).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+}  // namespace
+}  // namespace qtrain

@@ -1,0 +1,26 @@
+// Plain-loop elementwise, normalization, softmax and pooling ops behind the reference backend;
+// also used where oneDNN has no primitive. Arguments as in backend.h; descriptors are validated
+// by the caller.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/backend/backend.h"
+
+namespace qtrain::reference {
+
+void EltwiseFwd(EltwiseKind kind, int64_t n, const float* src, float* dst);
+void EltwiseBwd(EltwiseKind kind, int64_t n, const float* src, const float* diff_dst,
+                float* diff_src);
+void LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src, const float* gamma,
+                  const float* beta, float* dst, float* mean, float* var);
+void LayerNormBwd(int64_t rows, int64_t cols, float eps, const float* src, const float* mean,
+                  const float* var, const float* gamma, const float* diff_dst, float* diff_src,
+                  float* diff_gamma, float* diff_beta);
+void SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src, float* dst);
+void SoftmaxBwd(int64_t rows, int64_t cols, const float* dst, const float* diff_dst,
+                float* diff_src);
+void PoolFwd(const PoolDesc& d, const float* src, float* dst);
+void PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst, float* diff_src);
+
+}  // namespace qtrain::reference
