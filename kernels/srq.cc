@@ -92,7 +92,7 @@ absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic
       AddInto(stat.sum_of_max, mean.hi);
     }
   }
-  if (stat.count == 0) return mean;
+  if (stat.count == 0) return dynamic;
   return SrqCalibration(stat);
 }
 

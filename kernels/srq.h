@@ -25,8 +25,8 @@ struct SrqStat {
 SrqStat MakeSrqStat(const Shape& stat_shape, bool symmetric);
 
 // Averages `dynamic` (the calibration with normal channelwise axes) over `batch_axes` (keepdims);
-// when `update`, adds it to the stat (count += 1); returns sum / count, or the averaged dynamic
-// calibration while count is 0.
+// when `update`, adds it to the stat (count += 1); returns sum / count (the statistic's shape),
+// or `dynamic` itself (its own shape) while count is 0 (updating off and never updated).
 // InvalidArgument: a batch axis out of range, or an averaged shape that differs from the stat's
 // (e.g. another sequence length under act_batch_axes=(0,): the message suggests (0, 1)).
 // FailedPrecondition: symmetry of `dynamic` differs from the stat's.

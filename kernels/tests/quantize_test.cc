@@ -242,8 +242,14 @@ TEST(SrqTest, NoUpdateUsesDynamicUntilCounted) {
   dyn.absmax = Tensor::FromFloats({2, 1}, {1.0f, 3.0f});
   auto used = SrqObserve(s, dyn, {0}, /*update=*/false);
   ASSERT_TRUE(used.ok());
-  EXPECT_EQ(used->absmax.data<float>()[0], 2.0f);
+  ASSERT_EQ(used->absmax.shape(), (Shape{2, 1}));  // the dynamic, per-row calibration
+  EXPECT_EQ(used->absmax.data<float>()[0], 1.0f);
+  EXPECT_EQ(used->absmax.data<float>()[1], 3.0f);
   EXPECT_EQ(s.count, 0);
+  auto counted = SrqObserve(s, dyn, {0}, /*update=*/true);
+  ASSERT_TRUE(counted.ok());
+  EXPECT_EQ(counted->absmax.shape(), (Shape{1, 1}));
+  EXPECT_EQ(counted->absmax.data<float>()[0], 2.0f);
 }
 
 TEST(SrqTest, ShapeChangeSuggestsBatchAxes) {

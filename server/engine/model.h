@@ -1,0 +1,61 @@
+// Model: a module tree built from a proto ModelSpec, with shape checking at build time, the
+// list of its parameters, and the quantization plan of its ops under a rule set.
+//
+// Owned by a Trainer; not thread-safe (one step at a time).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/engine/config.h"
+#include "server/engine/module.h"
+#include "server/engine/rules.h"
+
+namespace qtrain::engine {
+
+// Limits that keep a hostile spec from exhausting memory. Errors name the limit.
+inline constexpr int64_t kMaxParameters = int64_t{1} << 30;       // elements
+inline constexpr int64_t kMaxExampleActivation = int64_t{1} << 26;  // elements per example
+inline constexpr int64_t kMaxDim = int64_t{1} << 24;
+inline constexpr int kMaxDepth = 64;
+
+class Model {
+ public:
+  // Builds and initialises (seeded) the model of `spec`. InvalidArgument naming the module path
+  // and field: no input shape, unknown or empty module, shape mismatches (e.g. a Conv2D after a
+  // flat input), non-positive or absurd sizes; ResourceExhausted over the limits above.
+  static absl::StatusOr<std::unique_ptr<Model>> Build(const proto::ModelSpec& spec, uint64_t seed);
+
+  const proto::ModelSpec& spec() const { return spec_; }
+  Module& root() { return *root_; }
+  const std::vector<Param*>& params() const { return params_; }
+  int64_t num_parameters() const;
+  // The per-example output shape (without the batch axis).
+  const Shape& output_shape() const { return output_shape_; }
+
+  // Checks a batch of inputs: (N, input shape...), f32 or int32 per the spec, N >= 1, finite.
+  absl::Status ValidateInputs(const Tensor& inputs) const;
+
+  // Plans every quantizable op with `rules` (nullptr: float). On error the model keeps its
+  // previous plan.
+  absl::Status SetRules(std::shared_ptr<const CompiledRules> rules);
+  const CompiledRules* rules() const { return rules_.get(); }
+  // Indices of rules that no op matched (Qwix get_unused_rules).
+  std::vector<int> UnusedRules() const;
+  // (rule index or -1, "module_path:op_id") for every quantizable op.
+  std::vector<std::pair<int, std::string>> Ops() const;
+
+ private:
+  Model() = default;
+
+  proto::ModelSpec spec_;
+  std::unique_ptr<Module> root_;
+  std::vector<Param*> params_;
+  Shape output_shape_;
+  std::shared_ptr<const CompiledRules> rules_;
+};
+
+}  // namespace qtrain::engine

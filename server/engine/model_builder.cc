@@ -1,0 +1,315 @@
+// Model::Build: proto ModelSpec → module tree, with per-example shape inference so that shape
+// mistakes surface when the session is created, naming the module path.
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/status_macros.h"
+#include "server/engine/layers.h"
+#include "server/engine/model.h"
+
+namespace qtrain::engine {
+namespace {
+
+class Builder {
+ public:
+  explicit Builder(uint64_t seed) : seed_(seed) {}
+
+  // Builds `m` as a child of `parent` (Linen naming), mapping the per-example `shape`.
+  absl::StatusOr<std::unique_ptr<Module>> Build(const proto::Module& m, const std::string& parent,
+                                                std::map<std::string, int>& counters,
+                                                Shape& shape, int depth) {
+    if (depth > kMaxDepth) {
+      return absl::InvalidArgumentError(absl::StrCat("module tree deeper than ", kMaxDepth,
+                                                     " at \"", parent, "\""));
+    }
+    const std::string type = TypeName(m);
+    if (type.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "module under \"", parent, "\" has no kind (set one of linear, conv2d, embedding, "
+          "layer_norm, rms_norm, activation, attention, pool, flatten, dropout, sequential, "
+          "residual)"));
+    }
+    std::string name = m.name();
+    if (name.empty()) name = absl::StrCat(type, "_", counters[type]++);
+    if (name.find('/') != std::string::npos || name.find(':') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("module name \"", name, "\" under \"", parent, "\" contains '/' or ':'"));
+    }
+    const std::string path = parent.empty() ? name : parent + "/" + name;
+    QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> module, BuildKind(m, path, shape, depth));
+    if (NumElements(shape) > kMaxExampleActivation) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "module \"", path, "\" outputs ", NumElements(shape), " elements per example (shape ",
+          ShapeString(shape), "); the limit is ", kMaxExampleActivation));
+    }
+    return module;
+  }
+
+  int64_t parameters() const { return parameters_; }
+
+ private:
+  static std::string TypeName(const proto::Module& m) {
+    switch (m.kind_case()) {
+      case proto::Module::kLinear: return "Dense";
+      case proto::Module::kConv2D: return "Conv";
+      case proto::Module::kEmbedding: return "Embed";
+      case proto::Module::kLayerNorm: return "LayerNorm";
+      case proto::Module::kRmsNorm: return "RMSNorm";
+      case proto::Module::kActivation: return "Activation";
+      case proto::Module::kAttention: return "MultiHeadAttention";
+      case proto::Module::kPool: return "Pool";
+      case proto::Module::kFlatten: return "Flatten";
+      case proto::Module::kDropout: return "Dropout";
+      case proto::Module::kSequential: return "Sequential";
+      case proto::Module::kResidual: return "Residual";
+      case proto::Module::KIND_NOT_SET: break;
+    }
+    return "";
+  }
+
+  static absl::Status Bad(const std::string& path, absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("module \"", path, "\": ", what));
+  }
+
+  absl::Status CheckSize(const std::string& path, const char* field, int64_t v) {
+    if (v <= 0 || v > kMaxDim) {
+      return Bad(path, absl::StrCat(field, " = ", v, " must be in [1, ", kMaxDim, "]"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddParameters(const std::string& path, int64_t n) {
+    parameters_ += n;
+    if (parameters_ > kMaxParameters) {
+      return absl::ResourceExhaustedError(absl::StrCat("module \"", path, "\" brings the model to ",
+                                                       parameters_, " parameters; the limit is ",
+                                                       kMaxParameters));
+    }
+    return absl::OkStatus();
+  }
+
+  // SAME / VALID padding of one spatial axis (JAX convention: extra padding at the end).
+  static std::pair<int64_t, int64_t> Pads(int64_t in, int64_t k, int64_t s, bool same) {
+    if (!same) return {0, 0};
+    const int64_t out = (in + s - 1) / s;
+    const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
+    return {total / 2, total - total / 2};
+  }
+
+  absl::StatusOr<std::unique_ptr<Module>> BuildKind(const proto::Module& m,
+                                                    const std::string& path, Shape& shape,
+                                                    int depth) {
+    switch (m.kind_case()) {
+      case proto::Module::kLinear: {
+        const auto& l = m.linear();
+        if (shape.empty()) return Bad(path, "linear needs an input with a feature axis");
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", l.features()));
+        const int64_t in = shape.back();
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, in * l.features() + l.features()));
+        shape.back() = l.features();
+        return MakeLinear(path, in, l.features(), !l.no_bias(), seed_);
+      }
+      case proto::Module::kConv2D: {
+        const auto& c = m.conv2d();
+        if (shape.size() != 3) {
+          return Bad(path, absl::StrCat("conv2d needs (H, W, C) examples, got ",
+                                        ShapeString(shape), " (add no flatten before it)"));
+        }
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", c.features()));
+        if (c.kernel_size_size() != 2) return Bad(path, "kernel_size must be [kh, kw]");
+        if (c.strides_size() != 0 && c.strides_size() != 2) {
+          return Bad(path, "strides must be [sh, sw] or unset");
+        }
+        ConvDesc d;
+        d.n = 1;
+        d.h = shape[0];
+        d.w = shape[1];
+        d.c = shape[2];
+        d.o = c.features();
+        d.kh = c.kernel_size(0);
+        d.kw = c.kernel_size(1);
+        d.stride_h = c.strides_size() ? c.strides(0) : 1;
+        d.stride_w = c.strides_size() ? c.strides(1) : 1;
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "kernel_size", std::min(d.kh, d.kw)));
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", std::min(d.stride_h, d.stride_w)));
+        const bool same = c.padding() == proto::SAME;
+        std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
+        std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
+        absl::Status valid = ValidateConvDesc(d);
+        if (!valid.ok()) return Bad(path, valid.message());
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, d.kh * d.kw * d.c * d.o + d.o));
+        shape = {d.out_h(), d.out_w(), d.o};
+        return MakeConv2D(path, d, !c.no_bias(), seed_);
+      }
+      case proto::Module::kEmbedding: {
+        const auto& e = m.embedding();
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "num_embeddings", e.num_embeddings()));
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", e.features()));
+        if (!tokens_) return Bad(path, "embedding needs TOKENS input (input.kind)");
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, e.num_embeddings() * e.features()));
+        shape.push_back(e.features());
+        tokens_ = false;
+        return MakeEmbedding(path, e.num_embeddings(), e.features(), seed_);
+      }
+      case proto::Module::kLayerNorm:
+      case proto::Module::kRmsNorm: {
+        if (shape.empty()) return Bad(path, "normalization needs a feature axis");
+        const bool ln = m.kind_case() == proto::Module::kLayerNorm;
+        const float eps = ln ? m.layer_norm().epsilon() : m.rms_norm().epsilon();
+        if (eps < 0 || !std::isfinite(eps)) return Bad(path, "epsilon must be >= 0");
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, 2 * shape.back()));
+        const float e = eps > 0 ? eps : 1e-6f;
+        return ln ? MakeLayerNorm(path, shape.back(), e) : MakeRmsNorm(path, shape.back(), e);
+      }
+      case proto::Module::kActivation: {
+        static const EltwiseKind kKinds[] = {EltwiseKind::kRelu, EltwiseKind::kGeluTanh,
+                                             EltwiseKind::kSilu, EltwiseKind::kTanh};
+        const int k = m.activation().kind();
+        if (k < 0 || k > 3) return Bad(path, absl::StrCat("unknown activation kind ", k));
+        return MakeActivation(path, kKinds[k]);
+      }
+      case proto::Module::kAttention: {
+        const auto& a = m.attention();
+        if (shape.size() != 2) {
+          return Bad(path, absl::StrCat("attention needs (T, D) examples, got ",
+                                        ShapeString(shape)));
+        }
+        const int64_t d = shape[1];
+        const int64_t qkv = a.qkv_features() ? a.qkv_features() : d;
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "num_heads", a.num_heads()));
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "qkv_features", qkv));
+        if (qkv % a.num_heads() != 0) {
+          return Bad(path, absl::StrCat("qkv_features ", qkv, " is not divisible by num_heads ",
+                                        a.num_heads()));
+        }
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, 4 * d * qkv + 3 * qkv + d));
+        return MakeAttention(path, d, a.num_heads(), qkv, a.causal(), seed_);
+      }
+      case proto::Module::kPool: {
+        const auto& p = m.pool();
+        if (shape.size() != 3) {
+          return Bad(path, absl::StrCat("pool needs (H, W, C) examples, got ", ShapeString(shape)));
+        }
+        if (p.kind() == proto::Pool::GLOBAL_AVG) {
+          shape = {shape[2]};
+          return MakePool(path, PoolDesc{}, true);
+        }
+        if (p.window_size() != 2) return Bad(path, "window must be [wh, ww]");
+        PoolDesc d;
+        d.max = p.kind() == proto::Pool::MAX;
+        d.h = shape[0];
+        d.w = shape[1];
+        d.c = shape[2];
+        d.n = 1;
+        d.kh = p.window(0);
+        d.kw = p.window(1);
+        d.stride_h = p.strides_size() == 2 ? p.strides(0) : d.kh;
+        d.stride_w = p.strides_size() == 2 ? p.strides(1) : d.kw;
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "window", std::min(d.kh, d.kw)));
+        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", std::min(d.stride_h, d.stride_w)));
+        const bool same = p.padding() == proto::SAME;
+        std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
+        std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
+        absl::Status valid = ValidatePoolDesc(d);
+        if (!valid.ok()) return Bad(path, valid.message());
+        shape = {d.out_h(), d.out_w(), d.c};
+        return MakePool(path, d, false);
+      }
+      case proto::Module::kFlatten:
+        shape = {NumElements(shape)};
+        return MakeFlatten(path);
+      case proto::Module::kDropout: {
+        const float r = m.dropout().rate();
+        if (!(r >= 0.0f && r < 1.0f)) return Bad(path, absl::StrCat("dropout rate ", r,
+                                                                     " must be in [0, 1)"));
+        return MakeDropout(path, r);
+      }
+      case proto::Module::kSequential:
+        return BuildSequential(m.sequential(), path, shape, depth);
+      case proto::Module::kResidual: {
+        if (!m.residual().has_body()) return Bad(path, "residual needs a body");
+        const Shape in = shape;
+        std::unique_ptr<Module> body;
+        if (m.residual().body().has_sequential() && m.residual().body().name().empty()) {
+          // An unnamed Sequential body is transparent: its layers live under the residual.
+          QTRAIN_ASSIGN_OR_RETURN(body,
+                                  BuildSequential(m.residual().body().sequential(), path, shape,
+                                                  depth));
+        } else {
+          std::map<std::string, int> counters;
+          QTRAIN_ASSIGN_OR_RETURN(body, Build(m.residual().body(), path, counters, shape,
+                                              depth + 1));
+        }
+        if (shape != in) {
+          return Bad(path, absl::StrCat("residual body maps ", ShapeString(in), " to ",
+                                        ShapeString(shape)));
+        }
+        return MakeResidual(path, std::move(body));
+      }
+      case proto::Module::KIND_NOT_SET:
+        break;
+    }
+    return Bad(path, "no kind");
+  }
+
+ public:
+  absl::StatusOr<std::unique_ptr<Module>> BuildSequential(const proto::Sequential& s,
+                                                          const std::string& path, Shape& shape,
+                                                          int depth) {
+    std::vector<std::unique_ptr<Module>> layers;
+    std::map<std::string, int> counters;
+    for (const proto::Module& layer : s.layers()) {
+      QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> m,
+                              Build(layer, path, counters, shape, depth + 1));
+      layers.push_back(std::move(m));
+    }
+    return MakeSequential(path, std::move(layers));
+  }
+
+  void set_tokens(bool tokens) { tokens_ = tokens; }
+
+ private:
+  uint64_t seed_;
+  int64_t parameters_ = 0;
+  bool tokens_ = false;  // the current activation is still token ids
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec, uint64_t seed) {
+  if (spec.input().shape_size() == 0) {
+    return absl::InvalidArgumentError("model spec: input.shape is empty (e.g. [784])");
+  }
+  Shape shape(spec.input().shape().begin(), spec.input().shape().end());
+  for (int64_t d : shape) {
+    if (d <= 0 || d > kMaxDim) {
+      return absl::InvalidArgumentError(absl::StrCat("model spec: input.shape ",
+                                                     ShapeString(shape),
+                                                     " needs dims in [1, ", kMaxDim, "]"));
+    }
+  }
+  if (!spec.has_body()) return absl::InvalidArgumentError("model spec: body is not set");
+  Builder builder(seed);
+  builder.set_tokens(spec.input().kind() == proto::InputSpec::TOKENS);
+  auto model = std::unique_ptr<Model>(new Model());
+  model->spec_ = spec;
+  // The root body is transparent: its children are named at the top level (Dense_0, ...).
+  if (spec.body().has_sequential() && spec.body().name().empty()) {
+    QTRAIN_ASSIGN_OR_RETURN(model->root_,
+                            builder.BuildSequential(spec.body().sequential(), "", shape, 0));
+  } else {
+    std::map<std::string, int> counters;
+    QTRAIN_ASSIGN_OR_RETURN(model->root_, builder.Build(spec.body(), "", counters, shape, 0));
+  }
+  model->output_shape_ = shape;
+  if (spec.loss().kind() == proto::Loss::SOFTMAX_CROSS_ENTROPY && shape.empty()) {
+    return absl::InvalidArgumentError("model spec: cross-entropy needs a class axis in the output");
+  }
+  model->root_->CollectParams(&model->params_);
+  QTRAIN_RETURN_IF_ERROR(model->SetRules(nullptr));
+  return model;
+}
+
+}  // namespace qtrain::engine

@@ -1,0 +1,91 @@
+// Module: one node of a model's module tree (Flax-style). Modules own their parameters and the
+// residuals of their last forward pass; a model runs one step at a time on its session's
+// executor thread, so modules are not thread-safe and need not be.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend/backend.h"
+#include "kernels/rng.h"
+#include "kernels/srq.h"
+#include "kernels/tensor.h"
+#include "server/engine/rules.h"
+
+namespace qtrain::engine {
+
+// A trainable tensor and its gradient (same shape; accumulated by Backward).
+struct Param {
+  std::string name;  // "<module path>/<leaf>", e.g. "Dense_0/kernel"
+  Tensor value;
+  Tensor grad;
+};
+
+// quant_stats: (module path, "<op_id>_lhs|rhs") → running SRQ statistic.
+using QuantStatsMap = std::map<std::pair<std::string, std::string>, SrqStat>;
+
+// What one forward/backward pass needs besides the data. Borrowed pointers live for the step.
+struct StepContext {
+  Backend* backend = nullptr;
+  bool training = false;      // dropout active; residuals kept for Backward
+  bool update_stats = false;  // SRQ statistics are updated (training, calibration)
+  QuantStatsMap* stats = nullptr;
+  const CounterRng* rng = nullptr;  // session-seeded; dropout masks and rounding noise
+  uint64_t step = 0;                // the session step (noise counters derive from it)
+};
+
+class Module {
+ public:
+  explicit Module(std::string path) : path_(std::move(path)) {}
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // "" for the root, else "parent/name".
+  const std::string& path() const { return path_; }
+
+  // y = f(x) for a batch. InvalidArgument for inputs of the wrong shape or dtype.
+  virtual absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) = 0;
+  // dx for dy (the gradient of the last Forward's output); adds parameter gradients to
+  // Param::grad. FailedPrecondition without a training Forward first.
+  virtual absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) = 0;
+
+  // Appends this module's parameters, then its children's, in a stable order.
+  virtual void CollectParams(std::vector<Param*>* out) {
+    for (Module* child : Children()) child->CollectParams(out);
+  }
+  virtual std::vector<Module*> Children() { return {}; }
+
+  // Resolves this module's quantizable ops against `rules` (nullptr: all float), recursively.
+  // InvalidArgument as CompiledRules::Plan; on error the previous plans may be partly replaced,
+  // so callers re-plan with the old rules.
+  virtual absl::Status PlanOps(const CompiledRules* rules) {
+    for (Module* child : Children()) {
+      absl::Status s = child->PlanOps(rules);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // Appends (rule index or -1, "path:op_id") for every quantizable op, recursively.
+  virtual void ReportOps(std::vector<std::pair<int, std::string>>* out) {
+    for (Module* child : Children()) child->ReportOps(out);
+  }
+
+ protected:
+  std::string ChildPath(const std::string& name) const {
+    return path_.empty() ? name : path_ + "/" + name;
+  }
+
+ private:
+  std::string path_;
+};
+
+// Error for Backward without a kept forward.
+absl::Status NoForwardError(const std::string& path);
+
+}  // namespace qtrain::engine

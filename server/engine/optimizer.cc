@@ -1,0 +1,140 @@
+#include "server/engine/optimizer.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace qtrain::engine {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+absl::Status Bad(absl::string_view field, double value, absl::string_view rule) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("optimizer.", field, " = ", value, ": ", rule));
+}
+
+bool In01(float v) { return std::isfinite(v) && v >= 0.0f && v < 1.0f; }
+
+}  // namespace
+
+float LearningRate(const proto::LrSchedule& s, int64_t step) {
+  const float peak = s.learning_rate();
+  if (s.kind() == proto::LrSchedule::CONSTANT) return peak;
+  if (step < s.warmup_steps()) {
+    return peak * static_cast<float>(step + 1) / static_cast<float>(s.warmup_steps());
+  }
+  if (s.decay_steps() <= 0) return peak;
+  const double progress =
+      std::min(1.0, static_cast<double>(step - s.warmup_steps()) / s.decay_steps());
+  const double end = s.end_learning_rate();
+  if (s.kind() == proto::LrSchedule::WARMUP_COSINE) {
+    return static_cast<float>(end + (peak - end) * 0.5 * (1.0 + std::cos(kPi * progress)));
+  }
+  return static_cast<float>(peak + (end - peak) * progress);
+}
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::OptimizerConfig& in) {
+  proto::OptimizerConfig c = in;
+  if (c.kind_case() == proto::OptimizerConfig::KIND_NOT_SET) c.mutable_adamw();
+  if (c.schedule().learning_rate() == 0.0f) c.mutable_schedule()->set_learning_rate(1e-3f);
+  const auto& s = c.schedule();
+  if (!(std::isfinite(s.learning_rate()) && s.learning_rate() > 0)) {
+    return Bad("schedule.learning_rate", s.learning_rate(), "must be a positive number");
+  }
+  if (!(std::isfinite(s.end_learning_rate()) && s.end_learning_rate() >= 0)) {
+    return Bad("schedule.end_learning_rate", s.end_learning_rate(), "must be >= 0");
+  }
+  if (s.warmup_steps() < 0) return Bad("schedule.warmup_steps", s.warmup_steps(), "must be >= 0");
+  if (s.decay_steps() < 0) return Bad("schedule.decay_steps", s.decay_steps(), "must be >= 0");
+  if (!(std::isfinite(c.weight_decay()) && c.weight_decay() >= 0)) {
+    return Bad("weight_decay", c.weight_decay(), "must be >= 0");
+  }
+  if (!(std::isfinite(c.clip_global_norm()) && c.clip_global_norm() >= 0)) {
+    return Bad("clip_global_norm", c.clip_global_norm(), "must be >= 0 (0: off)");
+  }
+  if (c.has_sgd()) {
+    if (!In01(c.sgd().momentum())) return Bad("sgd.momentum", c.sgd().momentum(), "in [0, 1)");
+  } else {
+    auto* a = c.mutable_adamw();
+    if (a->beta1() == 0.0f) a->set_beta1(0.9f);
+    if (a->beta2() == 0.0f) a->set_beta2(0.999f);
+    if (a->epsilon() == 0.0f) a->set_epsilon(1e-8f);
+    if (!In01(a->beta1())) return Bad("adamw.beta1", a->beta1(), "must be in [0, 1)");
+    if (!In01(a->beta2())) return Bad("adamw.beta2", a->beta2(), "must be in [0, 1)");
+    if (!(std::isfinite(a->epsilon()) && a->epsilon() > 0)) {
+      return Bad("adamw.epsilon", a->epsilon(), "must be > 0");
+    }
+  }
+  return std::unique_ptr<Optimizer>(new Optimizer(std::move(c)));
+}
+
+Tensor& Optimizer::Slot(const Param& p, const char* slot) {
+  const std::string key = absl::StrCat(p.name, "/", slot);
+  auto it = slots_.find(key);
+  if (it == slots_.end()) it = slots_.emplace(key, Tensor::Zeros(DType::kF32, p.value.shape())).first;
+  return it->second;
+}
+
+std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& params) {
+  std::map<std::string, Tensor*> out;
+  for (const Param* p : params) {
+    if (config_.has_sgd()) {
+      if (config_.sgd().momentum() > 0) out[p->name + "/momentum"] = &Slot(*p, "momentum");
+    } else {
+      out[p->name + "/m"] = &Slot(*p, "m");
+      out[p->name + "/v"] = &Slot(*p, "v");
+    }
+  }
+  return out;
+}
+
+Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t step) {
+  StepInfo info;
+  double sq = 0;
+  for (const Param* p : params) {
+    for (float g : p->grad.span<float>()) sq += static_cast<double>(g) * g;
+  }
+  info.grad_norm = static_cast<float>(std::sqrt(sq));
+  float clip = 1.0f;
+  if (config_.clip_global_norm() > 0 && info.grad_norm > config_.clip_global_norm()) {
+    clip = config_.clip_global_norm() / info.grad_norm;
+  }
+  const float lr = LearningRate(config_.schedule(), step);
+  info.learning_rate = lr;
+  const float wd = config_.weight_decay();
+  for (Param* p : params) {
+    float* w = p->value.data<float>();
+    const float* g = p->grad.data<float>();
+    const int64_t n = p->value.numel();
+    if (config_.has_sgd()) {
+      const float mu = config_.sgd().momentum();
+      float* m = mu > 0 ? Slot(*p, "momentum").data<float>() : nullptr;
+      for (int64_t i = 0; i < n; ++i) {
+        float grad = g[i] * clip + wd * w[i];
+        if (m) {
+          m[i] = mu * m[i] + grad;
+          grad = config_.sgd().nesterov() ? grad + mu * m[i] : m[i];
+        }
+        w[i] -= lr * grad;
+      }
+      continue;
+    }
+    const auto& a = config_.adamw();
+    float* m = Slot(*p, "m").data<float>();
+    float* v = Slot(*p, "v").data<float>();
+    const double t = static_cast<double>(step + 1);
+    const float c1 = static_cast<float>(1.0 - std::pow(a.beta1(), t));
+    const float c2 = static_cast<float>(1.0 - std::pow(a.beta2(), t));
+    for (int64_t i = 0; i < n; ++i) {
+      const float grad = g[i] * clip;
+      m[i] = a.beta1() * m[i] + (1 - a.beta1()) * grad;
+      v[i] = a.beta2() * v[i] + (1 - a.beta2()) * grad * grad;
+      const float update = (m[i] / c1) / (std::sqrt(v[i] / c2) + a.epsilon());
+      w[i] -= lr * (update + wd * w[i]);  // decoupled weight decay (optax.adamw)
+    }
+  }
+  return info;
+}
+
+}  // namespace qtrain::engine

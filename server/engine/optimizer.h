@@ -1,0 +1,45 @@
+// Optimizers (SGD with momentum / Nesterov, AdamW), weight decay, global-norm gradient clipping
+// and learning-rate schedules. Owned by a Trainer; not thread-safe.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/engine/config.h"
+#include "server/engine/module.h"
+
+namespace qtrain::engine {
+
+// Learning rate of `schedule` at (0-based) `step`.
+float LearningRate(const proto::LrSchedule& schedule, int64_t step);
+
+class Optimizer {
+ public:
+  // Validates and fills defaults (an unset kind is AdamW; AdamW betas 0.9 / 0.999, eps 1e-8;
+  // an unset learning rate is 1e-3). InvalidArgument naming the field: negative or non-finite
+  // rates, momentum / betas outside [0, 1), negative clip or weight decay, negative step counts.
+  static absl::StatusOr<std::unique_ptr<Optimizer>> Create(const proto::OptimizerConfig& config);
+
+  struct StepInfo {
+    float learning_rate = 0;
+    float grad_norm = 0;  // global L2 norm of the gradients before clipping
+  };
+  // Updates every parameter from its gradient; `step` is the 0-based update count.
+  StepInfo Apply(const std::vector<Param*>& params, int64_t step);
+
+  // Optimizer state as named tensors ("<param>/<slot>"), created lazily for `params`.
+  std::map<std::string, Tensor*> State(const std::vector<Param*>& params);
+  const proto::OptimizerConfig& config() const { return config_; }
+
+ private:
+  explicit Optimizer(proto::OptimizerConfig config) : config_(std::move(config)) {}
+  Tensor& Slot(const Param& p, const char* slot);
+
+  proto::OptimizerConfig config_;
+  std::map<std::string, Tensor> slots_;
+};
+
+}  // namespace qtrain::engine

@@ -1,0 +1,222 @@
+#include "server/engine/quant_op.h"
+
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain::engine {
+namespace {
+
+// Stochastic-rounding counters: distinct per op and per step.
+uint64_t NoiseCounter(const std::string& path, const std::string& op_id, uint64_t step) {
+  const uint64_t h = std::hash<std::string>{}(path + ":" + op_id);
+  return (h ^ (step * 0x9E3779B97F4A7C15ull)) & ~uint64_t{0xFFFFFFFF};
+}
+
+// The shape of `cal` (a calibration of a flattened operand) in the operand's Qwix shape: leading
+// dims restored when the calibration is per row, all ones when it is per tensor.
+Shape QwixCalibrationShape(const Tensor& cal, const Shape& qwix) {
+  if (cal.rank() == static_cast<int>(qwix.size())) return cal.shape();  // not flattened
+  Shape out(qwix.size(), 1);
+  out.back() = cal.shape().back();
+  const int64_t rows = cal.numel() / cal.shape().back();
+  if (rows > 1) {
+    for (size_t a = 0; a + 1 < qwix.size(); ++a) out[a] = qwix[a];
+  }
+  return out;
+}
+
+Calibration Reshaped(const Calibration& c, const Shape& shape) {
+  Calibration out = c;
+  for (Tensor* t : {&out.absmax, &out.lo, &out.hi}) {
+    if (!t->empty()) t->Reshape(shape);
+  }
+  return out;
+}
+
+ReduceSpec OperandSpec(int rank, int contracting_axis, const QDotConfig& c) {
+  ReduceSpec spec;
+  if (c.disable_channelwise) {
+    for (int a = 0; a < rank; ++a) spec.axes.push_back(a);
+  } else {
+    spec.axes.push_back(contracting_axis);
+  }
+  if (c.tile_size > 0) {
+    spec.tile_axis = contracting_axis;
+    spec.tile_size = c.tile_size;
+  }
+  return spec;
+}
+
+}  // namespace
+
+absl::Status NoForwardError(const std::string& path) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("module \"", path, "\": backward without a training forward"));
+}
+
+Tensor BroadcastTo(const Tensor& t, const Shape& shape) {
+  if (t.shape() == shape) return t;
+  ReduceSpec spec;
+  for (int a = 0; a < t.rank(); ++a) {
+    if (t.dim(a) == 1 && shape[a] != 1) spec.axes.push_back(a);
+  }
+  // Reuse the scale layout machinery: `t` is a "scale tensor" of `shape`.
+  const ScaleLayout l = *MakeScaleLayout(shape, spec);
+  Tensor out = Tensor::Empty(DType::kF32, shape);
+  const float* src = t.data<float>();
+  float* dst = out.data<float>();
+  int64_t offset = 0;
+  for (int64_t i0 = 0; i0 < l.dims[0]; ++i0)
+    for (int64_t i1 = 0; i1 < l.dims[1]; ++i1)
+      for (int64_t i2 = 0; i2 < l.dims[2]; ++i2)
+        for (int64_t i3 = 0; i3 < l.dims[3]; ++i3) dst[offset++] = src[l.ScaleIndex(i0, i1, i2, i3)];
+  return out;
+}
+
+absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& module_path,
+                                       const std::string& stat_name, const Tensor& operand,
+                                       const Shape& qwix_shape, const ReduceSpec& spec,
+                                       const CalibrationMethod& method,
+                                       const std::vector<int>& batch_axes) {
+  QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(operand.shape(), spec));
+  const Calibration dynamic = Calibrate(operand, layout, method);
+  const Tensor& any = dynamic.symmetric ? dynamic.absmax : dynamic.lo;
+  const Shape kernel_shape = any.shape();
+  const Shape view = QwixCalibrationShape(any, qwix_shape);
+  const Calibration dyn_view = Reshaped(dynamic, view);
+
+  Shape stat_shape = view;
+  for (int a : batch_axes) {
+    const int axis = a < 0 ? a + static_cast<int>(view.size()) : a;
+    if (axis < 0 || axis >= static_cast<int>(view.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("act_batch_axes: axis ", a,
+                                                     " is out of range for the operand of ",
+                                                     module_path, " with shape ",
+                                                     ShapeString(qwix_shape)));
+    }
+    stat_shape[axis] = 1;
+  }
+  auto key = std::make_pair(module_path, stat_name);
+  auto it = ctx.stats->find(key);
+  if (it == ctx.stats->end()) {
+    it = ctx.stats->emplace(key, MakeSrqStat(stat_shape, dynamic.symmetric)).first;
+  }
+  absl::StatusOr<Calibration> used = SrqObserve(it->second, dyn_view, batch_axes,
+                                                ctx.update_stats);
+  if (!used.ok()) {
+    return absl::Status(used.status().code(),
+                        absl::StrCat(module_path, " ", stat_name, ": ", used.status().message()));
+  }
+  Calibration out;
+  out.symmetric = used->symmetric;
+  for (auto [src, dst] : {std::pair{&used->absmax, &out.absmax}, {&used->lo, &out.lo},
+                          {&used->hi, &out.hi}}) {
+    if (src->empty()) continue;
+    *dst = BroadcastTo(*src, view);
+    dst->Reshape(kernel_shape);
+  }
+  return out;
+}
+
+absl::Status QuantizedDot::Plan(const CompiledRules* rules, int64_t contracting) {
+  residuals_.reset();
+  if (rules == nullptr) {
+    plan_ = OpPlan{};
+    return absl::OkStatus();
+  }
+  QTRAIN_ASSIGN_OR_RETURN(
+      plan_, rules->Plan(module_path_, OpShape{op_name_, rhs_is_weight_, contracting, 0}));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, const Tensor& w,
+                                             const Shape& x_qwix, const Shape& w_qwix) {
+  QDotConfig config = plan_.dot;  // float when no rule quantizes this op
+  std::optional<Calibration> x_static, w_static;
+  if (plan_.quantized() && plan_.lhs_static) {
+    QTRAIN_ASSIGN_OR_RETURN(
+        x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
+                             OperandSpec(x.rank(), x.rank() - 1, config), config.lhs.method,
+                             plan_.rule->act_batch_axes));
+    config.lhs.static_calibration = &*x_static;
+  }
+  if (plan_.quantized() && plan_.rhs_static) {
+    QTRAIN_ASSIGN_OR_RETURN(
+        w_static, ObserveSrq(ctx, module_path_, op_id_ + "_rhs", w, w_qwix,
+                             OperandSpec(w.rank(), w.rank() - 2, config), config.rhs.method,
+                             plan_.rule->act_batch_axes));
+    config.rhs.static_calibration = &*w_static;
+  }
+  absl::StatusOr<QDotForwardResult> r = QDotForward(*ctx.backend, x, w, config);
+  if (!r.ok()) {
+    return absl::Status(r.status().code(),
+                        absl::StrCat(module_path_, " ", op_id_, ": ", r.status().message()));
+  }
+  if (ctx.training) {
+    residuals_ = std::move(r->residuals);
+  } else {
+    residuals_.reset();
+  }
+  return std::move(r->y);
+}
+
+absl::StatusOr<QDotGradients> QuantizedDot::Backward(StepContext& ctx, const Tensor& x,
+                                                     const Tensor& w, const Tensor& g) {
+  if (!residuals_) return NoForwardError(module_path_);
+  absl::StatusOr<QDotGradients> grads =
+      QDotBackward(*ctx.backend, x, w, g, *residuals_, plan_.dot, ctx.rng,
+                   NoiseCounter(module_path_, op_id_, ctx.step));
+  residuals_.reset();
+  return grads;
+}
+
+absl::Status QuantizedConv::Plan(const CompiledRules* rules, const QConvConfig& geometry) {
+  residuals_.reset();
+  plan_ = OpPlan{};
+  if (rules != nullptr) {
+    QTRAIN_ASSIGN_OR_RETURN(plan_, rules->Plan(module_path_, OpShape{kConv, true, 0, 0}));
+  }
+  QConvConfig conv = geometry;
+  conv.lhs = plan_.quantized() ? plan_.conv.lhs : QOperand{};
+  conv.rhs = plan_.quantized() ? plan_.conv.rhs : QOperand{};
+  conv.disable_channelwise = plan_.quantized() && plan_.conv.disable_channelwise;
+  plan_.conv = conv;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
+                                              const Tensor& w) {
+  QConvConfig config = plan_.conv;
+  std::optional<Calibration> x_static;
+  if (plan_.quantized() && plan_.lhs_static) {
+    ReduceSpec spec;
+    spec.axes = config.disable_channelwise ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{1, 2, 3};
+    QTRAIN_ASSIGN_OR_RETURN(x_static,
+                            ObserveSrq(ctx, module_path_, std::string(kOpId) + "_lhs", x,
+                                       x.shape(), spec, config.lhs.method,
+                                       plan_.rule->act_batch_axes));
+    config.lhs.static_calibration = &*x_static;
+  }
+  absl::StatusOr<QConvForwardResult> r = QConvForward(*ctx.backend, x, w, config);
+  if (!r.ok()) {
+    return absl::Status(r.status().code(),
+                        absl::StrCat(module_path_, " ", kOpId, ": ", r.status().message()));
+  }
+  if (ctx.training) {
+    residuals_ = std::move(r->residuals);
+  } else {
+    residuals_.reset();
+  }
+  return std::move(r->y);
+}
+
+absl::StatusOr<QDotGradients> QuantizedConv::Backward(StepContext& ctx, const Tensor& g) {
+  if (!residuals_) return NoForwardError(module_path_);
+  absl::StatusOr<QDotGradients> grads = QConvBackward(*ctx.backend, g, *residuals_, plan_.conv);
+  residuals_.reset();
+  return grads;
+}
+
+}  // namespace qtrain::engine

@@ -1,0 +1,218 @@
+#include "server/engine/trainer.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain::engine {
+namespace {
+
+constexpr char kParams[] = "params/";
+constexpr char kOpt[] = "opt/";
+constexpr char kStats[] = "quant_stats/";
+
+void ZeroGrads(const std::vector<Param*>& params) {
+  for (Param* p : params) p->grad.SetZero();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const proto::ModelSpec& spec,
+                                                         const proto::RuleSet& rules,
+                                                         const proto::OptimizerConfig& optimizer,
+                                                         uint64_t seed,
+                                                         std::unique_ptr<Backend> backend) {
+  auto t = std::unique_ptr<Trainer>(new Trainer());
+  t->backend_ = std::move(backend);
+  t->seed_ = seed;
+  t->rng_ = std::make_unique<CounterRng>(seed, 0);
+  QTRAIN_ASSIGN_OR_RETURN(t->model_, Model::Build(spec, seed));
+  QTRAIN_ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(optimizer));
+  QTRAIN_RETURN_IF_ERROR(t->SetRules(rules));
+  return t;
+}
+
+absl::Status Trainer::SetRules(const proto::RuleSet& rules) {
+  QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledRules> compiled,
+                          CompiledRules::Create(rules));
+  return model_->SetRules(std::move(compiled));
+}
+
+StepContext Trainer::Context(bool training, bool update_stats) {
+  StepContext ctx;
+  ctx.backend = backend_.get();
+  ctx.training = training;
+  ctx.update_stats = update_stats;
+  ctx.stats = &stats_;
+  ctx.rng = rng_.get();
+  ctx.step = static_cast<uint64_t>(step_);
+  return ctx;
+}
+
+absl::StatusOr<Tensor> Trainer::RunForward(StepContext& ctx, const Tensor& inputs) {
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
+  return model_->root().Forward(ctx, inputs);
+}
+
+absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
+  QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
+                                         batch.inputs.dim(0), batch.targets));
+  const QuantStatsMap saved_stats = stats_;
+  auto fail = [&](absl::Status s) {
+    stats_ = saved_stats;
+    return s;
+  };
+  ZeroGrads(model_->params());
+  StepContext ctx = Context(/*training=*/true, /*update_stats=*/true);
+  absl::StatusOr<Tensor> out = model_->root().Forward(ctx, batch.inputs);
+  if (!out.ok()) return fail(out.status());
+  absl::StatusOr<LossResult> loss =
+      ComputeLoss(*backend_, model_->spec().loss(), *out, batch.targets, /*want_grad=*/true);
+  if (!loss.ok()) return fail(loss.status());
+  absl::StatusOr<Tensor> dx = model_->root().Backward(ctx, loss->grad);
+  if (!dx.ok()) return fail(dx.status());
+  double sq = 0;
+  for (const Param* p : model_->params()) {
+    for (float g : p->grad.span<float>()) sq += static_cast<double>(g) * g;
+  }
+  if (!std::isfinite(sq)) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "step ", step_, ": gradients are not finite (loss ", loss->loss,
+        "); the update was skipped — lower the learning rate or enable clip_global_norm")));
+  }
+  const Optimizer::StepInfo info = optimizer_->Apply(model_->params(), step_);
+  ++step_;
+  StepResult r;
+  r.step = step_;
+  r.loss = loss->loss;
+  r.accuracy = loss->accuracy;
+  r.grad_norm = info.grad_norm;
+  r.learning_rate = info.learning_rate;
+  r.examples = batch.inputs.dim(0);
+  return r;
+}
+
+absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_stats) {
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
+  QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
+                                         batch.inputs.dim(0), batch.targets));
+  const QuantStatsMap saved_stats = stats_;
+  StepContext ctx = Context(/*training=*/false, update_stats);
+  absl::StatusOr<Tensor> out = model_->root().Forward(ctx, batch.inputs);
+  if (!out.ok()) {
+    stats_ = saved_stats;
+    return out.status();
+  }
+  QTRAIN_ASSIGN_OR_RETURN(LossResult loss, ComputeLoss(*backend_, model_->spec().loss(), *out,
+                                                       batch.targets, /*want_grad=*/false));
+  StepResult r;
+  r.step = step_;
+  r.loss = loss.loss;
+  r.accuracy = loss.accuracy;
+  r.examples = batch.inputs.dim(0);
+  return r;
+}
+
+absl::StatusOr<Tensor> Trainer::Predict(const Tensor& inputs) {
+  StepContext ctx = Context(/*training=*/false, /*update_stats=*/false);
+  return RunForward(ctx, inputs);
+}
+
+absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
+  const QuantStatsMap saved_stats = stats_;
+  StepContext ctx = Context(/*training=*/false, /*update_stats=*/true);
+  absl::StatusOr<Tensor> out = RunForward(ctx, inputs);
+  if (!out.ok()) {
+    stats_ = saved_stats;
+    return out.status();
+  }
+  return absl::OkStatus();
+}
+
+std::map<std::string, Tensor> Trainer::ExportState() {
+  std::map<std::string, Tensor> out;
+  for (const Param* p : model_->params()) out[kParams + p->name] = p->value;
+  for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
+    out[kOpt + name] = *tensor;
+  }
+  for (const auto& [key, stat] : stats_) {
+    const std::string prefix = absl::StrCat(kStats, key.first, "/", key.second, "/");
+    Tensor count = Tensor::Empty(DType::kS32, {1});
+    count.data<int32_t>()[0] = static_cast<int32_t>(stat.count);
+    out[prefix + "count"] = std::move(count);
+    if (stat.symmetric) {
+      out[prefix + "sum_of_absmax"] = stat.sum_of_absmax;
+    } else {
+      out[prefix + "sum_of_min"] = stat.sum_of_min;
+      out[prefix + "sum_of_max"] = stat.sum_of_max;
+    }
+  }
+  return out;
+}
+
+absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, int64_t step) {
+  auto find = [&](const std::string& key, const Shape& shape) -> absl::StatusOr<const Tensor*> {
+    auto it = state.find(key);
+    if (it == state.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("state: tensor \"", key, "\" is missing"));
+    }
+    if (it->second.dtype() != DType::kF32 || it->second.shape() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "state: tensor \"", key, "\" is ", DTypeName(it->second.dtype()), " ",
+          ShapeString(it->second.shape()), ", the model needs f32 ", ShapeString(shape)));
+    }
+    return &it->second;
+  };
+  if (step < 0) return absl::InvalidArgumentError(absl::StrCat("state: step ", step, " < 0"));
+  // Validate everything first, then copy: nothing changes on error.
+  std::vector<std::pair<Tensor*, const Tensor*>> copies;
+  for (Param* p : model_->params()) {
+    QTRAIN_ASSIGN_OR_RETURN(const Tensor* t, find(kParams + p->name, p->value.shape()));
+    copies.emplace_back(&p->value, t);
+  }
+  for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
+    if (state.count(kOpt + name)) {
+      QTRAIN_ASSIGN_OR_RETURN(const Tensor* t, find(kOpt + name, tensor->shape()));
+      copies.emplace_back(tensor, t);
+    }
+  }
+  QuantStatsMap stats;
+  for (const auto& [key, tensor] : state) {
+    if (key.rfind(kStats, 0) != 0 || key.size() < 6 || key.substr(key.size() - 6) != "/count") {
+      continue;
+    }
+    const std::string base = key.substr(0, key.size() - 6);  // quant_stats/<module>/<stat>
+    const std::string rest = base.substr(sizeof(kStats) - 1);
+    const size_t slash = rest.rfind('/');
+    if (slash == std::string::npos || tensor.dtype() != DType::kS32 || tensor.numel() != 1 ||
+        tensor.data<int32_t>()[0] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("state: \"", key,
+                                                     "\" must be one non-negative int32 count"));
+    }
+    SrqStat stat;
+    stat.count = tensor.data<int32_t>()[0];
+    auto sum = state.find(base + "/sum_of_absmax");
+    if (sum != state.end()) {
+      stat.symmetric = true;
+      stat.sum_of_absmax = sum->second;
+    } else {
+      auto lo = state.find(base + "/sum_of_min"), hi = state.find(base + "/sum_of_max");
+      if (lo == state.end() || hi == state.end() || lo->second.shape() != hi->second.shape()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state: \"", base, "\" needs sum_of_absmax or sum_of_min/sum_of_max"));
+      }
+      stat.symmetric = false;
+      stat.sum_of_min = lo->second;
+      stat.sum_of_max = hi->second;
+    }
+    stats[{rest.substr(0, slash), rest.substr(slash + 1)}] = std::move(stat);
+  }
+  for (auto& [dst, src] : copies) *dst = *src;
+  stats_ = std::move(stats);
+  step_ = step;
+  return absl::OkStatus();
+}
+
+}  // namespace qtrain::engine

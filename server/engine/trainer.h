@@ -1,0 +1,91 @@
+// Trainer: the state of one training session — model (float master weights), optimizer state,
+// quant_stats, step counter and seed — and the steps that change it: train, evaluate, forward
+// (predict) and calibrate (numerics.md §5–6).
+//
+// Not thread-safe: a session's executor runs one call at a time. Every call validates its whole
+// request before touching state, and restores quant_stats if a step fails midway, so a bad
+// request never changes the session.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend/backend.h"
+#include "server/engine/config.h"
+#include "server/engine/loss.h"
+#include "server/engine/model.h"
+#include "server/engine/optimizer.h"
+
+namespace qtrain::engine {
+
+struct Batch {
+  Tensor inputs;   // (N, input shape...), f32 or int32 tokens
+  Tensor targets;  // int32 labels (cross-entropy) or f32 (MSE)
+};
+
+struct StepResult {
+  int64_t step = 0;       // the session's step count after this call
+  double loss = 0;
+  double accuracy = -1;   // -1 when the loss has none (MSE)
+  float grad_norm = 0;    // training steps only
+  float learning_rate = 0;
+  int64_t examples = 0;
+};
+
+class Trainer {
+ public:
+  // Builds the model, compiles the rules, creates the optimizer. Errors: those of Model::Build,
+  // CompiledRules::Create / Plan and Optimizer::Create, unchanged.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const proto::ModelSpec& spec,
+                                                         const proto::RuleSet& rules,
+                                                         const proto::OptimizerConfig& optimizer,
+                                                         uint64_t seed,
+                                                         std::unique_ptr<Backend> backend);
+
+  // Forward, loss, backward, optimizer update, quant_stats update. InvalidArgument for a bad
+  // batch; FailedPrecondition when the gradients are not finite (the update is skipped).
+  absl::StatusOr<StepResult> TrainStep(const Batch& batch);
+  // Loss and accuracy without an update; quant_stats change only when `update_stats`.
+  absl::StatusOr<StepResult> EvalStep(const Batch& batch, bool update_stats = false);
+  // The model's outputs (logits) for a batch.
+  absl::StatusOr<Tensor> Predict(const Tensor& inputs);
+  // Forward only, updating quant_stats (standalone calibration).
+  absl::Status CalibrateStep(const Tensor& inputs);
+
+  // Replaces the rules between steps; weights, optimizer state and stats carry over. On error
+  // the old rules stay.
+  absl::Status SetRules(const proto::RuleSet& rules);
+  std::vector<int> UnusedRules() const { return model_->UnusedRules(); }
+
+  const QuantStatsMap& quant_stats() const { return stats_; }
+  int64_t step() const { return step_; }
+  uint64_t seed() const { return seed_; }
+  Model& model() { return *model_; }
+  const proto::OptimizerConfig& optimizer_config() const { return optimizer_->config(); }
+
+  // The whole numeric state as named f32/s32 tensors: "params/<name>", "opt/<name>/<slot>",
+  // "quant_stats/<module path>/<stat>/{count,sum_of_absmax,sum_of_min,sum_of_max}".
+  std::map<std::string, Tensor> ExportState();
+  // Loads a state dict (e.g. from a checkpoint of a float, QAT or QT session): every parameter
+  // must be present with its shape; optimizer slots and quant_stats are loaded when present.
+  // InvalidArgument naming the tensor otherwise; nothing changes on error.
+  absl::Status ImportState(const std::map<std::string, Tensor>& state, int64_t step);
+
+ private:
+  Trainer() = default;
+  StepContext Context(bool training, bool update_stats);
+  absl::StatusOr<Tensor> RunForward(StepContext& ctx, const Tensor& inputs);
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  QuantStatsMap stats_;
+  uint64_t seed_ = 0;
+  std::unique_ptr<CounterRng> rng_;
+  int64_t step_ = 0;
+};
+
+}  // namespace qtrain::engine
