@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend/backend.h"
+#include "kernels/qdot.h"
 #include "kernels/rng.h"
 #include "kernels/srq.h"
 #include "kernels/tensor.h"
@@ -36,6 +37,8 @@ struct StepContext {
   QuantStatsMap* stats = nullptr;
   const CounterRng* rng = nullptr;  // session-seeded; dropout masks and rounding noise
   uint64_t step = 0;                // the session step (noise counters derive from it)
+  // kFakeQuant runs every quantized op as quantize → dequantize → float (tests, comparisons).
+  QDotImpl impl = QDotImpl::kInteger;
 };
 
 class Module {

@@ -49,6 +49,11 @@ ReduceSpec OperandSpec(int rank, int contracting_axis, const QDotConfig& c) {
   return spec;
 }
 
+QDotConfig WithImpl(QDotConfig c, QDotImpl impl) {
+  c.impl = impl;
+  return c;
+}
+
 }  // namespace
 
 absl::Status NoForwardError(const std::string& path) {
@@ -134,6 +139,7 @@ absl::Status QuantizedDot::Plan(const CompiledRules* rules, int64_t contracting)
 absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, const Tensor& w,
                                              const Shape& x_qwix, const Shape& w_qwix) {
   QDotConfig config = plan_.dot;  // float when no rule quantizes this op
+  config.impl = ctx.impl;
   std::optional<Calibration> x_static, w_static;
   if (plan_.quantized() && plan_.lhs_static) {
     QTRAIN_ASSIGN_OR_RETURN(
@@ -166,7 +172,7 @@ absl::StatusOr<QDotGradients> QuantizedDot::Backward(StepContext& ctx, const Ten
                                                      const Tensor& w, const Tensor& g) {
   if (!residuals_) return NoForwardError(module_path_);
   absl::StatusOr<QDotGradients> grads =
-      QDotBackward(*ctx.backend, x, w, g, *residuals_, plan_.dot, ctx.rng,
+      QDotBackward(*ctx.backend, x, w, g, *residuals_, WithImpl(plan_.dot, ctx.impl), ctx.rng,
                    NoiseCounter(module_path_, op_id_, ctx.step));
   residuals_.reset();
   return grads;
@@ -189,6 +195,7 @@ absl::Status QuantizedConv::Plan(const CompiledRules* rules, const QConvConfig& 
 absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
                                               const Tensor& w) {
   QConvConfig config = plan_.conv;
+  config.impl = ctx.impl;
   std::optional<Calibration> x_static;
   if (plan_.quantized() && plan_.lhs_static) {
     ReduceSpec spec;

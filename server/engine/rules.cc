@@ -152,6 +152,7 @@ absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path,
   if (rule == nullptr || !rule->weight_qtype) {
     return plan;  // weight_qtype none leaves the whole op in float (§1)
   }
+  plan.quantize = true;
   const std::string where = absl::StrCat("rules[", rule->index, "] at ", module_path, " (",
                                          op.op_name, ")");
   int64_t tile = rule->tile_size;

@@ -48,12 +48,13 @@ struct Rule {
 
 // How one quantizable op runs: float (rule == nullptr) or with the matched rule's configs.
 struct OpPlan {
-  const Rule* rule = nullptr;  // owned by the CompiledRules, which outlives the plan
+  const Rule* rule = nullptr;  // the matched rule (owned by the CompiledRules), or none
+  bool quantize = false;       // false: float (no rule, or the rule has no weight_qtype)
   QDotConfig dot;              // dot_general / einsum
   QConvConfig conv;            // conv_general_dilated (padding filled in by the module)
   bool lhs_static = false;     // SRQ on the lhs (activation) operand
   bool rhs_static = false;     // SRQ on the rhs operand (act×act einsums)
-  bool quantized() const { return rule != nullptr; }
+  bool quantized() const { return quantize; }
 };
 
 // Shape facts an op gives the planner.
