@@ -1,1 +1,286 @@
+// Model building, validation, naming, QAT == fake quantization at model level, SRQ statistics
+// against the golden vectors, determinism, state dicts, and bad requests leaving state alone.
+#include <fstream>
+#include <sstream>
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "server/engine/tests/test_models.h"
+
+namespace qtrain::engine {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::FromJson;
+
+constexpr char kMlp[] = R"({"input": {"shape": [12]}, "body": {"sequential": {"layers": [
+    {"linear": {"features": 16}}, {"activation": {"kind": "RELU"}},
+    {"linear": {"features": 3}}]}}})";
+
+struct BadSpec {
+  const char* json;
+  absl::StatusCode code;
+  const char* part;
+};
+
+TEST(ModelTest, BadSpecsNameTheModuleAndField) {
+  const std::vector<BadSpec> cases = {
+      {R"({"body": {"linear": {"features": 2}}})", absl::StatusCode::kInvalidArgument,
+       "input.shape is empty"},
+      {R"({"input": {"shape": [4]}})", absl::StatusCode::kInvalidArgument, "body is not set"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [{}]}}})",
+       absl::StatusCode::kInvalidArgument, "has no kind"},
+      {R"({"input": {"shape": [784]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 8, "kernel_size": [3, 3]}}]}}})",
+       absl::StatusCode::kInvalidArgument, "\"Conv_0\": conv2d needs (H, W, C)"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"linear": {"features": 0}}]}}})",
+       absl::StatusCode::kInvalidArgument, "\"Dense_0\": features = 0"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"linear": {"features": 16000000}}, {"linear": {"features": 16000000}}]}}})",
+       absl::StatusCode::kResourceExhausted, "the limit is"},
+      {R"({"input": {"shape": [6, 8]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 3}}]}}})",
+       absl::StatusCode::kInvalidArgument, "not divisible by num_heads"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"residual": {"body": {"linear": {"features": 3}}}}]}}})",
+       absl::StatusCode::kInvalidArgument, "residual body maps"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"embedding": {"num_embeddings": 5, "features": 3}}]}}})",
+       absl::StatusCode::kInvalidArgument, "needs TOKENS input"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"dropout": {"rate": 1.5}}]}}})",
+       absl::StatusCode::kInvalidArgument, "dropout rate 1.5"},
+  };
+  for (const BadSpec& c : cases) {
+    auto m = Model::Build(FromJson<proto::ModelSpec>(c.json), 1);
+    ASSERT_FALSE(m.ok()) << c.json;
+    EXPECT_EQ(m.status().code(), c.code) << m.status();
+    EXPECT_THAT(m.status().message(), HasSubstr(c.part));
+  }
+}
+
+TEST(ModelTest, LinenNamesAndParameters) {
+  auto m = Model::Build(FromJson<proto::ModelSpec>(R"({"input": {"shape": [8, 8, 1]},
+      "body": {"sequential": {"layers": [
+        {"conv2d": {"features": 4, "kernel_size": [3, 3]}},
+        {"sequential": {"layers": [{"conv2d": {"features": 4, "kernel_size": [3, 3]}}]}},
+        {"flatten": {}}, {"linear": {"features": 10}}, {"name": "head", "linear": {"features": 2}}
+      ]}}})"),
+                        1);
+  ASSERT_TRUE(m.ok()) << m.status();
+  std::vector<std::string> names;
+  for (Param* p : (*m)->params()) names.push_back(p->name);
+  EXPECT_THAT(names, ::testing::ElementsAre("Conv_0/kernel", "Conv_0/bias",
+                                            "Sequential_0/Conv_0/kernel",
+                                            "Sequential_0/Conv_0/bias", "Dense_0/kernel",
+                                            "Dense_0/bias", "head/kernel", "head/bias"));
+  EXPECT_EQ((*m)->output_shape(), (Shape{2}));
+  EXPECT_EQ((*m)->num_parameters(), 3 * 3 * 4 + 4 + 3 * 3 * 4 * 4 + 4 + 256 * 10 + 10 + 22);
+}
+
+StepContext Ctx(Backend& b, QuantStatsMap& stats, bool update, QDotImpl impl) {
+  StepContext ctx;
+  ctx.backend = &b;
+  ctx.stats = &stats;
+  ctx.update_stats = update;
+  ctx.impl = impl;
+  return ctx;
+}
+
+TEST(ModelTest, QatOutputsEqualTheFakeQuantizedModel) {
+  auto backend = testing::OnednnBackend();
+  auto m = Model::Build(FromJson<proto::ModelSpec>(R"({"input": {"shape": [8, 8, 1]},
+      "body": {"sequential": {"layers": [
+        {"conv2d": {"features": 8, "kernel_size": [3, 3]}}, {"activation": {"kind": "RELU"}},
+        {"flatten": {}}, {"linear": {"features": 32}}, {"activation": {"kind": "GELU"}},
+        {"linear": {"features": 5}}]}}})"),
+                        3);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE((*m)->SetRules(*CompiledRules::Create(testing::Int8Rules(false))).ok());
+  Tensor x = Tensor::Empty(DType::kF32, {6, 8, 8, 1});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.37f * i);
+  QuantStatsMap stats;
+  StepContext integer = Ctx(*backend, stats, false, QDotImpl::kInteger);
+  StepContext fake = Ctx(*backend, stats, false, QDotImpl::kFakeQuant);
+  auto yi = (*m)->root().Forward(integer, x);
+  auto yf = (*m)->root().Forward(fake, x);
+  ASSERT_TRUE(yi.ok() && yf.ok());
+  double peak = 0, err = 0;
+  for (int64_t i = 0; i < yi->numel(); ++i) {
+    peak = std::max(peak, std::fabs(static_cast<double>(yf->data<float>()[i])));
+    err = std::max(err, std::fabs(static_cast<double>(yi->data<float>()[i]) -
+                                  yf->data<float>()[i]));
+  }
+  EXPECT_LT(err / peak, 1e-5);
+  // And quantization is really on: a float model differs.
+  ASSERT_TRUE((*m)->SetRules(nullptr).ok());
+  auto yfloat = (*m)->root().Forward(integer, x);
+  double diff = 0;
+  for (int64_t i = 0; i < yi->numel(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(yi->data<float>()[i]) -
+                                    yfloat->data<float>()[i]));
+  }
+  EXPECT_GT(diff / peak, 1e-4);
+}
+
+TEST(ModelTest, SrqStatisticsFollowTheGoldenVectors) {
+  std::ifstream in("../shared/golden/numerics_cases.json");
+  ASSERT_TRUE(in) << "tests run from the project root, with shared/ beside it";
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto doc = nlohmann::json::parse(text.str());
+  int checked = 0;
+  for (const auto& c : doc["cases"]) {
+    if (c["op"] != "srq") continue;
+    const std::string method = c["method"];
+    auto spec = FromJson<proto::ModelSpec>(R"({"input": {"shape": [12]},
+        "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})");
+    auto rules = FromJson<proto::RuleSet>(absl::StrCat(
+        R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": true,
+            "act_calibration_method": ")",
+        method, R"("}]})"));
+    auto trainer = Trainer::Create(spec, rules, {}, 1, testing::OnednnBackend());
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    for (const auto& b : c["batches"]) {
+      std::vector<float> data = b["data"].get<std::vector<float>>();
+      ASSERT_TRUE((*trainer)->CalibrateStep(Tensor::FromFloats({5, 12}, data)).ok());
+    }
+    const auto& stats = (*trainer)->quant_stats();
+    auto it = stats.find({"Dense_0", "dot_general0_lhs"});
+    ASSERT_NE(it, stats.end()) << method;
+    EXPECT_EQ(it->second.count, c["expect"]["count"].get<int64_t>());
+    const auto& sums = c["expect"]["sums"];
+    if (it->second.symmetric) {
+      EXPECT_NEAR(it->second.sum_of_absmax.data<float>()[0],
+                  sums["absmax"]["data"][0].get<float>(), 1e-6 * 30)
+          << method;
+    } else {
+      EXPECT_EQ(it->second.sum_of_min.data<float>()[0], sums["min"]["data"][0].get<float>());
+      EXPECT_EQ(it->second.sum_of_max.data<float>()[0], sums["max"]["data"][0].get<float>());
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
+}
+
+Batch RandomBatch(int64_t n, uint32_t seed) {
+  Batch b{Tensor::Empty(DType::kF32, {n, 12}), Tensor::Empty(DType::kS32, {n})};
+  for (int64_t i = 0; i < b.inputs.numel(); ++i) {
+    b.inputs.data<float>()[i] = std::cos(0.1f * i + seed);
+  }
+  for (int64_t i = 0; i < n; ++i) b.targets.data<int32_t>()[i] = (i + seed) % 3;
+  return b;
+}
+
+TEST(TrainerTest, SameSeedAndBatchesGiveBitIdenticalWeights) {
+  auto spec = FromJson<proto::ModelSpec>(kMlp);
+  auto opt = FromJson<proto::OptimizerConfig>(R"({"sgd": {"momentum": 0.9},
+                                                  "schedule": {"learning_rate": 0.05}})");
+  std::vector<std::map<std::string, Tensor>> states;
+  for (int run = 0; run < 2; ++run) {
+    auto t = Trainer::Create(spec, testing::Int8Rules(true), opt, 42, testing::OnednnBackend());
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (int s = 0; s < 5; ++s) ASSERT_TRUE((*t)->TrainStep(RandomBatch(16, s)).ok());
+    states.push_back((*t)->ExportState());
+  }
+  for (const auto& [name, tensor] : states[0]) {
+    ASSERT_EQ(std::memcmp(tensor.raw(), states[1].at(name).raw(), tensor.nbytes()), 0) << name;
+  }
+}
+
+TEST(TrainerTest, BadBatchesChangeNothing) {
+  auto t = Trainer::Create(FromJson<proto::ModelSpec>(kMlp), testing::Int8Rules(false), {}, 1,
+                           testing::OnednnBackend());
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*t)->TrainStep(RandomBatch(4, 0)).ok());
+  const auto before = (*t)->ExportState();
+  Batch nan = RandomBatch(4, 1);
+  nan.inputs.data<float>()[5] = NAN;
+  Batch bad_label = RandomBatch(4, 1);
+  bad_label.targets.data<int32_t>()[2] = 7;
+  Batch bad_shape{Tensor::Zeros(DType::kF32, {4, 11}), Tensor::Zeros(DType::kS32, {4})};
+  Batch bad_dtype{Tensor::Zeros(DType::kF32, {4, 12}), Tensor::Zeros(DType::kF32, {4})};
+  for (const auto& [batch, part] : std::vector<std::pair<Batch, const char*>>{
+           {nan, "element 5 is nan"}, {bad_label, "label 7"}, {bad_shape, "[4, 11]"},
+           {bad_dtype, "int32 labels"}}) {
+    auto r = (*t)->TrainStep(batch);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr(part));
+  }
+  EXPECT_EQ((*t)->step(), 1);
+  const auto after = (*t)->ExportState();
+  for (const auto& [name, tensor] : before) {
+    EXPECT_EQ(std::memcmp(tensor.raw(), after.at(name).raw(), tensor.nbytes()), 0) << name;
+  }
+}
+
+TEST(TrainerTest, FloatQatAndQtShareStateDicts) {
+  auto spec = FromJson<proto::ModelSpec>(kMlp);
+  auto fp = Trainer::Create(spec, {}, {}, 5, testing::OnednnBackend());
+  ASSERT_TRUE(fp.ok());
+  for (int s = 0; s < 3; ++s) ASSERT_TRUE((*fp)->TrainStep(RandomBatch(8, s)).ok());
+  auto qt = Trainer::Create(spec, testing::Int8Rules(true), {}, 9, testing::OnednnBackend());
+  ASSERT_TRUE(qt.ok());
+  ASSERT_TRUE((*qt)->ImportState((*fp)->ExportState(), (*fp)->step()).ok());
+  EXPECT_EQ((*qt)->step(), 3);
+  auto exported = (*qt)->ExportState();
+  const Tensor& w = exported.at("params/Dense_0/kernel");
+  EXPECT_EQ(std::memcmp(w.raw(), (*fp)->ExportState().at("params/Dense_0/kernel").raw(),
+                        w.nbytes()),
+            0);
+  auto r = (*qt)->TrainStep(RandomBatch(8, 7));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->step, 4);
+  // A state dict that misses a parameter or has the wrong shape is refused, changing nothing.
+  auto broken = (*fp)->ExportState();
+  broken.erase("params/Dense_1/bias");
+  auto s = (*qt)->ImportState(broken, 0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("params/Dense_1/bias"));
+  broken = (*fp)->ExportState();
+  broken["params/Dense_0/kernel"] = Tensor::Zeros(DType::kF32, {3, 3});
+  EXPECT_THAT((*qt)->ImportState(broken, 0).message(), HasSubstr("[12, 16]"));
+  EXPECT_EQ((*qt)->step(), 4);
+}
+
+TEST(TrainerTest, RulesChangeBetweenStepsAndBadRulesKeepTheOld) {
+  auto t = Trainer::Create(FromJson<proto::ModelSpec>(kMlp), {}, {}, 1, testing::OnednnBackend());
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*t)->TrainStep(RandomBatch(8, 0)).ok());
+  ASSERT_TRUE((*t)->SetRules(testing::Int8Rules(false)).ok());
+  ASSERT_TRUE((*t)->TrainStep(RandomBatch(8, 1)).ok());
+  auto bad = (*t)->SetRules(FromJson<proto::RuleSet>(
+      R"({"rules": [{"module_path": "[", "weight_qtype": "int8"}]})"));
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->model().Ops()[0].first, 0);  // still planned with the int8 rule
+  ASSERT_TRUE((*t)->SetRules(testing::Int8Rules(true)).ok());
+  auto r = (*t)->TrainStep(RandomBatch(8, 2));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->step, 3);
+}
+
+TEST(TrainerTest, OptimizerValidation) {
+  for (const auto& [json, part] : std::vector<std::pair<const char*, const char*>>{
+           {R"({"schedule": {"learning_rate": -1}})", "schedule.learning_rate"},
+           {R"({"sgd": {"momentum": 1.5}})", "sgd.momentum"},
+           {R"({"adamw": {"beta2": 1.0}})", "adamw.beta2"},
+           {R"({"clip_global_norm": -3})", "clip_global_norm"}}) {
+    auto t = Trainer::Create(FromJson<proto::ModelSpec>(kMlp), {},
+                             FromJson<proto::OptimizerConfig>(json), 1, testing::OnednnBackend());
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_THAT(t.status().message(), HasSubstr(part));
+  }
+  proto::LrSchedule s = FromJson<proto::LrSchedule>(
+      R"({"kind": "WARMUP_COSINE", "learning_rate": 1.0, "warmup_steps": 10,
+          "decay_steps": 100, "end_learning_rate": 0.1})");
+  EXPECT_FLOAT_EQ(LearningRate(s, 0), 0.1f);
+  EXPECT_FLOAT_EQ(LearningRate(s, 9), 1.0f);
+  EXPECT_NEAR(LearningRate(s, 60), 0.55f, 1e-5);
+  EXPECT_FLOAT_EQ(LearningRate(s, 500), 0.1f);
+}
+
+}  // namespace
+}  // namespace qtrain::engine
