@@ -90,8 +90,8 @@ class Attention final : public Module {
           for (int64_t j = i + 1; j < t; ++j) s[(n * t + i) * t + j] = kMasked;
     }
     Tensor attn = Tensor::Empty(DType::kF32, scores.shape());
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->SoftmaxFwd(b * h * t, t, false, scores.data<float>(),
-                                                   attn.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(
+        ctx.backend->SoftmaxFwd(b * h * t, t, false, scores.data<float>(), attn.data<float>()));
     QTRAIN_ASSIGN_OR_RETURN(Tensor ctx_heads,
                             einsum1_.Forward(ctx, attn, vh, {b, h, t, t}, {b, h, t, dh}));
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, out_->Forward(ctx, MergeHeads(ctx_heads, b, t, h, dh)));
@@ -112,14 +112,13 @@ class Attention final : public Module {
                             einsum1_.Backward(ctx, saved_->attn, saved_->v, d_ctx));
     Tensor d_scores = Tensor::Empty(DType::kF32, saved_->attn.shape());
     QTRAIN_RETURN_IF_ERROR(ctx.backend->SoftmaxBwd(b * h * t, t, saved_->attn.data<float>(),
-                                                   g1.dx.data<float>(),
-                                                   d_scores.data<float>()));
+                                                   g1.dx.data<float>(), d_scores.data<float>()));
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients g0,
                             einsum0_.Backward(ctx, saved_->q, saved_->kt, d_scores));
     Scale(g0.dx, 1.0f / std::sqrt(static_cast<float>(dh)));
     QTRAIN_ASSIGN_OR_RETURN(Tensor dx, query_->Backward(ctx, MergeHeads(g0.dx, b, t, h, dh)));
-    QTRAIN_ASSIGN_OR_RETURN(
-        Tensor dxk, key_->Backward(ctx, MergeHeads(TransposeLast2(g0.dw), b, t, h, dh)));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dxk,
+                            key_->Backward(ctx, MergeHeads(TransposeLast2(g0.dw), b, t, h, dh)));
     QTRAIN_ASSIGN_OR_RETURN(Tensor dxv, value_->Backward(ctx, MergeHeads(g1.dw, b, t, h, dh)));
     for (int64_t i = 0; i < dx.numel(); ++i) {
       dx.data<float>()[i] += dxk.data<float>()[i] + dxv.data<float>()[i];

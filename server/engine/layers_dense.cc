@@ -10,10 +10,9 @@ namespace {
 
 absl::Status CheckInput(const std::string& path, const Tensor& x, int64_t features, int min_rank) {
   if (x.dtype() != DType::kF32 || x.rank() < min_rank || x.shape().back() != features) {
-    return absl::InvalidArgumentError(absl::StrCat("module \"", path, "\": expected f32 input with ",
-                                                   features, " features in the last axis, got ",
-                                                   DTypeName(x.dtype()), " ",
-                                                   ShapeString(x.shape())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "module \"", path, "\": expected f32 input with ", features,
+        " features in the last axis, got ", DTypeName(x.dtype()), " ", ShapeString(x.shape())));
   }
   return absl::OkStatus();
 }
@@ -47,8 +46,10 @@ void AddInto(Tensor& acc, const Tensor& v) {
 class Linear final : public Module {
  public:
   Linear(std::string path, int64_t in, int64_t out, bool bias, uint64_t seed)
-      : Module(std::move(path)), in_(in), out_(out), dot_(this->path(), kDotGeneral,
-                                                         "dot_general0", true) {
+      : Module(std::move(path)),
+        in_(in),
+        out_(out),
+        dot_(this->path(), kDotGeneral, "dot_general0", true) {
     kernel_.name = ChildPath("kernel");
     kernel_.value = LecunNormal({in, out}, in, seed, kernel_.name);
     kernel_.grad = Tensor::Zeros(DType::kF32, {in, out});

@@ -19,10 +19,9 @@ Param MakeParam(const std::string& name, Tensor value) {
 
 absl::Status CheckFeatures(const std::string& path, const Tensor& x, int64_t features) {
   if (x.dtype() != DType::kF32 || x.rank() < 2 || x.shape().back() != features) {
-    return absl::InvalidArgumentError(absl::StrCat("module \"", path, "\": expected f32 input with ",
-                                                   features, " features in the last axis, got ",
-                                                   DTypeName(x.dtype()), " ",
-                                                   ShapeString(x.shape())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "module \"", path, "\": expected f32 input with ", features,
+        " features in the last axis, got ", DTypeName(x.dtype()), " ", ShapeString(x.shape())));
   }
   return absl::OkStatus();
 }
@@ -53,10 +52,10 @@ class LayerNorm final : public Module {
     const int64_t rows = dy.numel() / features_;
     Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
     Tensor dscale = Tensor::Empty(DType::kF32, {features_}), dbias = dscale;
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->LayerNormBwd(
-        rows, features_, eps_, input_.data<float>(), mean_.data<float>(), var_.data<float>(),
-        scale_.value.data<float>(), dy.data<float>(), dx.data<float>(), dscale.data<float>(),
-        dbias.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(
+        ctx.backend->LayerNormBwd(rows, features_, eps_, input_.data<float>(), mean_.data<float>(),
+                                  var_.data<float>(), scale_.value.data<float>(), dy.data<float>(),
+                                  dx.data<float>(), dscale.data<float>(), dbias.data<float>()));
     for (int64_t j = 0; j < features_; ++j) {
       scale_.grad.data<float>()[j] += dscale.data<float>()[j];
       bias_.grad.data<float>()[j] += dbias.data<float>()[j];
@@ -146,24 +145,22 @@ class Embedding final : public Module {
       : Module(std::move(path)), num_(num), features_(features) {
     // flax.linen.Embed: variance_scaling(1.0, "fan_in", "normal", out_axis=0) → std 1/sqrt(F).
     const std::string name = ChildPath("embedding");
-    table_ = MakeParam(name, NormalInit({num, features}, 1.0f / std::sqrt(static_cast<float>(
-                                                                     features)),
-                                        seed, name));
+    table_ = MakeParam(
+        name,
+        NormalInit({num, features}, 1.0f / std::sqrt(static_cast<float>(features)), seed, name));
   }
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& ids) override {
     if (ids.dtype() != DType::kS32) {
-      return absl::InvalidArgumentError(absl::StrCat("module \"", path(),
-                                                     "\": expected int32 token ids, got ",
-                                                     DTypeName(ids.dtype())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "module \"", path(), "\": expected int32 token ids, got ", DTypeName(ids.dtype())));
     }
     const int32_t* p = ids.data<int32_t>();
     for (int64_t i = 0; i < ids.numel(); ++i) {
       if (p[i] < 0 || p[i] >= num_) {
-        return absl::InvalidArgumentError(absl::StrCat("module \"", path(), "\": token id ", p[i],
-                                                       " at position ", i,
-                                                       " is outside the vocabulary [0, ", num_,
-                                                       ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("module \"", path(), "\": token id ", p[i], " at position ", i,
+                         " is outside the vocabulary [0, ", num_, ")"));
       }
     }
     Shape out_shape = ids.shape();

@@ -13,28 +13,26 @@ absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape,
   if (loss.kind() == proto::Loss::SOFTMAX_CROSS_ENTROPY) {
     want.insert(want.end(), output_shape.begin(), output_shape.end() - 1);
     if (targets.dtype() != DType::kS32 || targets.shape() != want) {
-      return absl::InvalidArgumentError(absl::StrCat("targets: expected int32 labels of shape ",
-                                                     ShapeString(want), ", got ",
-                                                     DTypeName(targets.dtype()), " ",
-                                                     ShapeString(targets.shape())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("targets: expected int32 labels of shape ", ShapeString(want), ", got ",
+                       DTypeName(targets.dtype()), " ", ShapeString(targets.shape())));
     }
     const int64_t classes = output_shape.back();
     const int32_t* p = targets.data<int32_t>();
     for (int64_t i = 0; i < targets.numel(); ++i) {
       const bool ignored = loss.has_ignore_index() && p[i] == loss.ignore_index();
       if (!ignored && (p[i] < 0 || p[i] >= classes)) {
-        return absl::InvalidArgumentError(absl::StrCat("targets: label ", p[i], " at position ",
-                                                       i, " is outside [0, ", classes, ")"));
+        return absl::InvalidArgumentError(absl::StrCat("targets: label ", p[i], " at position ", i,
+                                                       " is outside [0, ", classes, ")"));
       }
     }
     return absl::OkStatus();
   }
   want.insert(want.end(), output_shape.begin(), output_shape.end());
   if (targets.dtype() != DType::kF32 || targets.shape() != want) {
-    return absl::InvalidArgumentError(absl::StrCat("targets: expected f32 of shape ",
-                                                   ShapeString(want), ", got ",
-                                                   DTypeName(targets.dtype()), " ",
-                                                   ShapeString(targets.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("targets: expected f32 of shape ", ShapeString(want), ", got ",
+                     DTypeName(targets.dtype()), " ", ShapeString(targets.shape())));
   }
   const float* p = targets.data<float>();
   for (int64_t i = 0; i < targets.numel(); ++i) {

@@ -24,7 +24,6 @@ absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape,
 
 // Loss (and its gradient when `want_grad`) of `output` against validated `targets`.
 absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss,
-                                       const Tensor& output, const Tensor& targets,
-                                       bool want_grad);
+                                       const Tensor& output, const Tensor& targets, bool want_grad);
 
 }  // namespace qtrain::engine

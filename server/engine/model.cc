@@ -19,8 +19,8 @@ absl::Status Model::ValidateInputs(const Tensor& inputs) const {
   const DType want = tokens ? DType::kS32 : DType::kF32;
   Shape expected{-1};
   expected.insert(expected.end(), spec_.input().shape().begin(), spec_.input().shape().end());
-  bool shape_ok = inputs.rank() == static_cast<int>(expected.size()) && inputs.rank() > 0 &&
-                  inputs.dim(0) >= 1;
+  bool shape_ok =
+      inputs.rank() == static_cast<int>(expected.size()) && inputs.rank() > 0 && inputs.dim(0) >= 1;
   for (int a = 1; shape_ok && a < inputs.rank(); ++a) shape_ok = inputs.dim(a) == expected[a];
   if (inputs.dtype() != want || !shape_ok) {
     Shape shown = expected;

@@ -17,7 +17,7 @@
 namespace qtrain::engine {
 
 // Limits that keep a hostile spec from exhausting memory. Errors name the limit.
-inline constexpr int64_t kMaxParameters = int64_t{1} << 30;       // elements
+inline constexpr int64_t kMaxParameters = int64_t{1} << 30;         // elements
 inline constexpr int64_t kMaxExampleActivation = int64_t{1} << 26;  // elements per example
 inline constexpr int64_t kMaxDim = int64_t{1} << 24;
 inline constexpr int kMaxDepth = 64;

@@ -18,16 +18,17 @@ class Builder {
 
   // Builds `m` as a child of `parent` (Linen naming), mapping the per-example `shape`.
   absl::StatusOr<std::unique_ptr<Module>> Build(const proto::Module& m, const std::string& parent,
-                                                std::map<std::string, int>& counters,
-                                                Shape& shape, int depth) {
+                                                std::map<std::string, int>& counters, Shape& shape,
+                                                int depth) {
     if (depth > kMaxDepth) {
-      return absl::InvalidArgumentError(absl::StrCat("module tree deeper than ", kMaxDepth,
-                                                     " at \"", parent, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("module tree deeper than ", kMaxDepth, " at \"", parent, "\""));
     }
     const std::string type = TypeName(m);
     if (type.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "module under \"", parent, "\" has no kind (set one of linear, conv2d, embedding, "
+          "module under \"", parent,
+          "\" has no kind (set one of linear, conv2d, embedding, "
           "layer_norm, rms_norm, activation, attention, pool, flatten, dropout, sequential, "
           "residual)"));
     }
@@ -52,19 +53,32 @@ class Builder {
  private:
   static std::string TypeName(const proto::Module& m) {
     switch (m.kind_case()) {
-      case proto::Module::kLinear: return "Dense";
-      case proto::Module::kConv2D: return "Conv";
-      case proto::Module::kEmbedding: return "Embed";
-      case proto::Module::kLayerNorm: return "LayerNorm";
-      case proto::Module::kRmsNorm: return "RMSNorm";
-      case proto::Module::kActivation: return "Activation";
-      case proto::Module::kAttention: return "MultiHeadAttention";
-      case proto::Module::kPool: return "Pool";
-      case proto::Module::kFlatten: return "Flatten";
-      case proto::Module::kDropout: return "Dropout";
-      case proto::Module::kSequential: return "Sequential";
-      case proto::Module::kResidual: return "Residual";
-      case proto::Module::KIND_NOT_SET: break;
+      case proto::Module::kLinear:
+        return "Dense";
+      case proto::Module::kConv2D:
+        return "Conv";
+      case proto::Module::kEmbedding:
+        return "Embed";
+      case proto::Module::kLayerNorm:
+        return "LayerNorm";
+      case proto::Module::kRmsNorm:
+        return "RMSNorm";
+      case proto::Module::kActivation:
+        return "Activation";
+      case proto::Module::kAttention:
+        return "MultiHeadAttention";
+      case proto::Module::kPool:
+        return "Pool";
+      case proto::Module::kFlatten:
+        return "Flatten";
+      case proto::Module::kDropout:
+        return "Dropout";
+      case proto::Module::kSequential:
+        return "Sequential";
+      case proto::Module::kResidual:
+        return "Residual";
+      case proto::Module::KIND_NOT_SET:
+        break;
     }
     return "";
   }
@@ -98,9 +112,8 @@ class Builder {
     return {total / 2, total - total / 2};
   }
 
-  absl::StatusOr<std::unique_ptr<Module>> BuildKind(const proto::Module& m,
-                                                    const std::string& path, Shape& shape,
-                                                    int depth) {
+  absl::StatusOr<std::unique_ptr<Module>> BuildKind(const proto::Module& m, const std::string& path,
+                                                    Shape& shape, int depth) {
     switch (m.kind_case()) {
       case proto::Module::kLinear: {
         const auto& l = m.linear();
@@ -114,8 +127,8 @@ class Builder {
       case proto::Module::kConv2D: {
         const auto& c = m.conv2d();
         if (shape.size() != 3) {
-          return Bad(path, absl::StrCat("conv2d needs (H, W, C) examples, got ",
-                                        ShapeString(shape), " (add no flatten before it)"));
+          return Bad(path, absl::StrCat("conv2d needs (H, W, C) examples, got ", ShapeString(shape),
+                                        " (add no flatten before it)"));
         }
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", c.features()));
         if (c.kernel_size_size() != 2) return Bad(path, "kernel_size must be [kh, kw]");
@@ -173,8 +186,8 @@ class Builder {
       case proto::Module::kAttention: {
         const auto& a = m.attention();
         if (shape.size() != 2) {
-          return Bad(path, absl::StrCat("attention needs (T, D) examples, got ",
-                                        ShapeString(shape)));
+          return Bad(path,
+                     absl::StrCat("attention needs (T, D) examples, got ", ShapeString(shape)));
         }
         const int64_t d = shape[1];
         const int64_t qkv = a.qkv_features() ? a.qkv_features() : d;
@@ -222,8 +235,8 @@ class Builder {
         return MakeFlatten(path);
       case proto::Module::kDropout: {
         const float r = m.dropout().rate();
-        if (!(r >= 0.0f && r < 1.0f)) return Bad(path, absl::StrCat("dropout rate ", r,
-                                                                     " must be in [0, 1)"));
+        if (!(r >= 0.0f && r < 1.0f))
+          return Bad(path, absl::StrCat("dropout rate ", r, " must be in [0, 1)"));
         return MakeDropout(path, r);
       }
       case proto::Module::kSequential:
@@ -234,13 +247,12 @@ class Builder {
         std::unique_ptr<Module> body;
         if (m.residual().body().has_sequential() && m.residual().body().name().empty()) {
           // An unnamed Sequential body is transparent: its layers live under the residual.
-          QTRAIN_ASSIGN_OR_RETURN(body,
-                                  BuildSequential(m.residual().body().sequential(), path, shape,
-                                                  depth));
+          QTRAIN_ASSIGN_OR_RETURN(
+              body, BuildSequential(m.residual().body().sequential(), path, shape, depth));
         } else {
           std::map<std::string, int> counters;
-          QTRAIN_ASSIGN_OR_RETURN(body, Build(m.residual().body(), path, counters, shape,
-                                              depth + 1));
+          QTRAIN_ASSIGN_OR_RETURN(body,
+                                  Build(m.residual().body(), path, counters, shape, depth + 1));
         }
         if (shape != in) {
           return Bad(path, absl::StrCat("residual body maps ", ShapeString(in), " to ",
@@ -285,8 +297,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
   Shape shape(spec.input().shape().begin(), spec.input().shape().end());
   for (int64_t d : shape) {
     if (d <= 0 || d > kMaxDim) {
-      return absl::InvalidArgumentError(absl::StrCat("model spec: input.shape ",
-                                                     ShapeString(shape),
+      return absl::InvalidArgumentError(absl::StrCat("model spec: input.shape ", ShapeString(shape),
                                                      " needs dims in [1, ", kMaxDim, "]"));
     }
   }

@@ -10,8 +10,7 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 
 absl::Status Bad(absl::string_view field, double value, absl::string_view rule) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("optimizer.", field, " = ", value, ": ", rule));
+  return absl::InvalidArgumentError(absl::StrCat("optimizer.", field, " = ", value, ": ", rule));
 }
 
 bool In01(float v) { return std::isfinite(v) && v >= 0.0f && v < 1.0f; }
@@ -72,7 +71,8 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::Optimi
 Tensor& Optimizer::Slot(const Param& p, const char* slot) {
   const std::string key = absl::StrCat(p.name, "/", slot);
   auto it = slots_.find(key);
-  if (it == slots_.end()) it = slots_.emplace(key, Tensor::Zeros(DType::kF32, p.value.shape())).first;
+  if (it == slots_.end())
+    it = slots_.emplace(key, Tensor::Zeros(DType::kF32, p.value.shape())).first;
   return it->second;
 }
 

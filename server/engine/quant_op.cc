@@ -76,7 +76,8 @@ Tensor BroadcastTo(const Tensor& t, const Shape& shape) {
   for (int64_t i0 = 0; i0 < l.dims[0]; ++i0)
     for (int64_t i1 = 0; i1 < l.dims[1]; ++i1)
       for (int64_t i2 = 0; i2 < l.dims[2]; ++i2)
-        for (int64_t i3 = 0; i3 < l.dims[3]; ++i3) dst[offset++] = src[l.ScaleIndex(i0, i1, i2, i3)];
+        for (int64_t i3 = 0; i3 < l.dims[3]; ++i3)
+          dst[offset++] = src[l.ScaleIndex(i0, i1, i2, i3)];
   return out;
 }
 
@@ -96,10 +97,9 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   for (int a : batch_axes) {
     const int axis = a < 0 ? a + static_cast<int>(view.size()) : a;
     if (axis < 0 || axis >= static_cast<int>(view.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("act_batch_axes: axis ", a,
-                                                     " is out of range for the operand of ",
-                                                     module_path, " with shape ",
-                                                     ShapeString(qwix_shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("act_batch_axes: axis ", a, " is out of range for the operand of ",
+                       module_path, " with shape ", ShapeString(qwix_shape)));
     }
     stat_shape[axis] = 1;
   }
@@ -108,16 +108,15 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   if (it == ctx.stats->end()) {
     it = ctx.stats->emplace(key, MakeSrqStat(stat_shape, dynamic.symmetric)).first;
   }
-  absl::StatusOr<Calibration> used = SrqObserve(it->second, dyn_view, batch_axes,
-                                                ctx.update_stats);
+  absl::StatusOr<Calibration> used = SrqObserve(it->second, dyn_view, batch_axes, ctx.update_stats);
   if (!used.ok()) {
     return absl::Status(used.status().code(),
                         absl::StrCat(module_path, " ", stat_name, ": ", used.status().message()));
   }
   Calibration out;
   out.symmetric = used->symmetric;
-  for (auto [src, dst] : {std::pair{&used->absmax, &out.absmax}, {&used->lo, &out.lo},
-                          {&used->hi, &out.hi}}) {
+  for (auto [src, dst] :
+       {std::pair{&used->absmax, &out.absmax}, {&used->lo, &out.lo}, {&used->hi, &out.hi}}) {
     if (src->empty()) continue;
     *dst = BroadcastTo(*src, view);
     dst->Reshape(kernel_shape);
@@ -142,17 +141,15 @@ absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, 
   config.impl = ctx.impl;
   std::optional<Calibration> x_static, w_static;
   if (plan_.quantized() && plan_.lhs_static) {
-    QTRAIN_ASSIGN_OR_RETURN(
-        x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
-                             OperandSpec(x.rank(), x.rank() - 1, config), config.lhs.method,
-                             plan_.rule->act_batch_axes));
+    QTRAIN_ASSIGN_OR_RETURN(x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
+                                                 OperandSpec(x.rank(), x.rank() - 1, config),
+                                                 config.lhs.method, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
   if (plan_.quantized() && plan_.rhs_static) {
-    QTRAIN_ASSIGN_OR_RETURN(
-        w_static, ObserveSrq(ctx, module_path_, op_id_ + "_rhs", w, w_qwix,
-                             OperandSpec(w.rank(), w.rank() - 2, config), config.rhs.method,
-                             plan_.rule->act_batch_axes));
+    QTRAIN_ASSIGN_OR_RETURN(w_static, ObserveSrq(ctx, module_path_, op_id_ + "_rhs", w, w_qwix,
+                                                 OperandSpec(w.rank(), w.rank() - 2, config),
+                                                 config.rhs.method, plan_.rule->act_batch_axes));
     config.rhs.static_calibration = &*w_static;
   }
   absl::StatusOr<QDotForwardResult> r = QDotForward(*ctx.backend, x, w, config);
@@ -192,18 +189,17 @@ absl::Status QuantizedConv::Plan(const CompiledRules* rules, const QConvConfig& 
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
-                                              const Tensor& w) {
+absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x, const Tensor& w) {
   QConvConfig config = plan_.conv;
   config.impl = ctx.impl;
   std::optional<Calibration> x_static;
   if (plan_.quantized() && plan_.lhs_static) {
     ReduceSpec spec;
-    spec.axes = config.disable_channelwise ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{1, 2, 3};
-    QTRAIN_ASSIGN_OR_RETURN(x_static,
-                            ObserveSrq(ctx, module_path_, std::string(kOpId) + "_lhs", x,
-                                       x.shape(), spec, config.lhs.method,
-                                       plan_.rule->act_batch_axes));
+    spec.axes =
+        config.disable_channelwise ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{1, 2, 3};
+    QTRAIN_ASSIGN_OR_RETURN(
+        x_static, ObserveSrq(ctx, module_path_, std::string(kOpId) + "_lhs", x, x.shape(), spec,
+                             config.lhs.method, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
   absl::StatusOr<QConvForwardResult> r = QConvForward(*ctx.backend, x, w, config);

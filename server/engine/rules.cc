@@ -40,15 +40,15 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
   options.set_log_errors(false);
   rule.module_path = std::make_unique<RE2>(pattern, options);
   if (!rule.module_path->ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("rules[", index, "].module_path \"", pattern,
-                                                   "\" is not a valid RE2 regex: ",
-                                                   rule.module_path->error()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rules[", index, "].module_path \"", pattern,
+                     "\" is not a valid RE2 regex: ", rule.module_path->error()));
   }
   for (const std::string& op : r.op_names()) {
     if (op != kDotGeneral && op != kEinsum && op != kConv) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "rules[", index, "].op_names: unknown op \"", op,
-          "\"; expected dot_general, einsum or conv_general_dilated"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("rules[", index, "].op_names: unknown op \"", op,
+                       "\"; expected dot_general, einsum or conv_general_dilated"));
     }
     rule.op_names.push_back(op);
   }
@@ -99,8 +99,7 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
                                        r.channelwise_noise_axes().axes().end());
   }
   if (r.bwd_weight_grad_tile_size() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("rules[", index,
-                                                   "].bwd_weight_grad_tile_size ",
+    return absl::InvalidArgumentError(absl::StrCat("rules[", index, "].bwd_weight_grad_tile_size ",
                                                    r.bwd_weight_grad_tile_size(), " is negative"));
   }
   rule.bwd_weight_grad_tile_size = r.bwd_weight_grad_tile_size();
@@ -110,9 +109,9 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
   rule.stochastic_rounding = *sr;
   if (rule.stochastic_rounding != StochasticRounding::kNone && rule.bwd_qtype &&
       GetQTypeInfo(*rule.bwd_qtype).is_float8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rules[", index, "].bwd_stochastic_rounding needs an integer bwd_qtype, got ",
-        QTypeName(*rule.bwd_qtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rules[", index, "].bwd_stochastic_rounding needs an integer bwd_qtype, got ",
+                     QTypeName(*rule.bwd_qtype)));
   }
   return rule;
 }
@@ -144,8 +143,7 @@ const Rule* CompiledRules::Match(absl::string_view module_path, absl::string_vie
   return nullptr;
 }
 
-absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path,
-                                           const OpShape& op) const {
+absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path, const OpShape& op) const {
   OpPlan plan;
   const Rule* rule = Match(module_path, op.op_name);
   plan.rule = rule;
@@ -153,15 +151,15 @@ absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path,
     return plan;  // weight_qtype none leaves the whole op in float (§1)
   }
   plan.quantize = true;
-  const std::string where = absl::StrCat("rules[", rule->index, "] at ", module_path, " (",
-                                         op.op_name, ")");
+  const std::string where =
+      absl::StrCat("rules[", rule->index, "] at ", module_path, " (", op.op_name, ")");
   int64_t tile = rule->tile_size;
   if (rule->tile_fraction > 0.0f && op.contracting > 0) {
     const double t = static_cast<double>(op.contracting) * rule->tile_fraction;
     tile = static_cast<int64_t>(t + 0.5);
     if (tile <= 0 || std::abs(t - static_cast<double>(tile)) > 1e-6 * t) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": tile_fraction ",
-                                                     rule->tile_fraction, " of K=", op.contracting,
+      return absl::InvalidArgumentError(absl::StrCat(where, ": tile_fraction ", rule->tile_fraction,
+                                                     " of K=", op.contracting,
                                                      " is not a whole tile length"));
     }
   }
@@ -170,15 +168,14 @@ absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path,
       return absl::InvalidArgumentError(absl::StrCat(where, ": convolutions take no tiles"));
     }
   } else if (tile > 0 && op.contracting % tile != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": tile ", tile,
-                                                   " does not divide the contracting axis K=",
-                                                   op.contracting));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": tile ", tile, " does not divide the contracting axis K=", op.contracting));
   }
   if (rule->bwd_weight_grad_tile_size > 0 && op.tokens > 0 &&
       op.tokens % rule->bwd_weight_grad_tile_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": bwd_weight_grad_tile_size ", rule->bwd_weight_grad_tile_size,
-        " does not divide the token axis M=", op.tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": bwd_weight_grad_tile_size ", rule->bwd_weight_grad_tile_size,
+                     " does not divide the token axis M=", op.tokens));
   }
 
   QDotConfig& d = plan.dot;

@@ -15,8 +15,8 @@
 #include "absl/strings/string_view.h"
 #include "kernels/qconv.h"
 #include "kernels/qdot.h"
-#include "server/engine/config.h"
 #include "re2/re2.h"
+#include "server/engine/config.h"
 
 namespace qtrain::engine {
 
@@ -59,10 +59,10 @@ struct OpPlan {
 
 // Shape facts an op gives the planner.
 struct OpShape {
-  absl::string_view op_name;     // kDotGeneral, kEinsum or kConv
-  bool rhs_is_weight = true;     // false for act×act einsums
-  int64_t contracting = 0;       // K of the dot (the tiled axis); 0 for conv
-  int64_t tokens = 0;            // M of the dot (bwd_weight_grad_tile_size axis); 0 if unknown
+  absl::string_view op_name;  // kDotGeneral, kEinsum or kConv
+  bool rhs_is_weight = true;  // false for act×act einsums
+  int64_t contracting = 0;    // K of the dot (the tiled axis); 0 for conv
+  int64_t tokens = 0;         // M of the dot (bwd_weight_grad_tile_size axis); 0 if unknown
 };
 
 class CompiledRules {

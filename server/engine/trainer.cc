@@ -188,8 +188,8 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
     const size_t slash = rest.rfind('/');
     if (slash == std::string::npos || tensor.dtype() != DType::kS32 || tensor.numel() != 1 ||
         tensor.data<int32_t>()[0] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("state: \"", key,
-                                                     "\" must be one non-negative int32 count"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("state: \"", key, "\" must be one non-negative int32 count"));
     }
     SrqStat stat;
     stat.count = tensor.data<int32_t>()[0];

@@ -27,10 +27,10 @@ struct Batch {
 };
 
 struct StepResult {
-  int64_t step = 0;       // the session's step count after this call
+  int64_t step = 0;  // the session's step count after this call
   double loss = 0;
-  double accuracy = -1;   // -1 when the loss has none (MSE)
-  float grad_norm = 0;    // training steps only
+  double accuracy = -1;  // -1 when the loss has none (MSE)
+  float grad_norm = 0;   // training steps only
   float learning_rate = 0;
   int64_t examples = 0;
 };

@@ -73,8 +73,7 @@ Tensor SliceRows(const Tensor& t, int64_t begin, int64_t count) {
   shape[0] = count;
   Tensor out = Tensor::Empty(t.dtype(), shape);
   const size_t row_bytes = t.nbytes() / static_cast<size_t>(t.dim(0));
-  std::memcpy(out.raw(), static_cast<const char*>(t.raw()) + begin * row_bytes,
-              count * row_bytes);
+  std::memcpy(out.raw(), static_cast<const char*>(t.raw()) + begin * row_bytes, count * row_bytes);
   return out;
 }
 

@@ -12,8 +12,8 @@
 namespace qtrain::engine {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FromJson;
+using ::testing::HasSubstr;
 
 constexpr char kMlp[] = R"({"input": {"shape": [12]}, "body": {"sequential": {"layers": [
     {"linear": {"features": 16}}, {"activation": {"kind": "RELU"}},
@@ -73,10 +73,10 @@ TEST(ModelTest, LinenNamesAndParameters) {
   ASSERT_TRUE(m.ok()) << m.status();
   std::vector<std::string> names;
   for (Param* p : (*m)->params()) names.push_back(p->name);
-  EXPECT_THAT(names, ::testing::ElementsAre("Conv_0/kernel", "Conv_0/bias",
-                                            "Sequential_0/Conv_0/kernel",
-                                            "Sequential_0/Conv_0/bias", "Dense_0/kernel",
-                                            "Dense_0/bias", "head/kernel", "head/bias"));
+  EXPECT_THAT(names,
+              ::testing::ElementsAre("Conv_0/kernel", "Conv_0/bias", "Sequential_0/Conv_0/kernel",
+                                     "Sequential_0/Conv_0/bias", "Dense_0/kernel", "Dense_0/bias",
+                                     "head/kernel", "head/bias"));
   EXPECT_EQ((*m)->output_shape(), (Shape{2}));
   EXPECT_EQ((*m)->num_parameters(), 3 * 3 * 4 + 4 + 3 * 3 * 4 * 4 + 4 + 256 * 10 + 10 + 22);
 }
@@ -111,8 +111,8 @@ TEST(ModelTest, QatOutputsEqualTheFakeQuantizedModel) {
   double peak = 0, err = 0;
   for (int64_t i = 0; i < yi->numel(); ++i) {
     peak = std::max(peak, std::fabs(static_cast<double>(yf->data<float>()[i])));
-    err = std::max(err, std::fabs(static_cast<double>(yi->data<float>()[i]) -
-                                  yf->data<float>()[i]));
+    err =
+        std::max(err, std::fabs(static_cast<double>(yi->data<float>()[i]) - yf->data<float>()[i]));
   }
   EXPECT_LT(err / peak, 1e-5);
   // And quantization is really on: a float model differs.
@@ -120,8 +120,8 @@ TEST(ModelTest, QatOutputsEqualTheFakeQuantizedModel) {
   auto yfloat = (*m)->root().Forward(integer, x);
   double diff = 0;
   for (int64_t i = 0; i < yi->numel(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(yi->data<float>()[i]) -
-                                    yfloat->data<float>()[i]));
+    diff = std::max(
+        diff, std::fabs(static_cast<double>(yi->data<float>()[i]) - yfloat->data<float>()[i]));
   }
   EXPECT_GT(diff / peak, 1e-4);
 }
@@ -154,8 +154,8 @@ TEST(ModelTest, SrqStatisticsFollowTheGoldenVectors) {
     EXPECT_EQ(it->second.count, c["expect"]["count"].get<int64_t>());
     const auto& sums = c["expect"]["sums"];
     if (it->second.symmetric) {
-      EXPECT_NEAR(it->second.sum_of_absmax.data<float>()[0],
-                  sums["absmax"]["data"][0].get<float>(), 1e-6 * 30)
+      EXPECT_NEAR(it->second.sum_of_absmax.data<float>()[0], sums["absmax"]["data"][0].get<float>(),
+                  1e-6 * 30)
           << method;
     } else {
       EXPECT_EQ(it->second.sum_of_min.data<float>()[0], sums["min"]["data"][0].get<float>());
@@ -203,9 +203,11 @@ TEST(TrainerTest, BadBatchesChangeNothing) {
   bad_label.targets.data<int32_t>()[2] = 7;
   Batch bad_shape{Tensor::Zeros(DType::kF32, {4, 11}), Tensor::Zeros(DType::kS32, {4})};
   Batch bad_dtype{Tensor::Zeros(DType::kF32, {4, 12}), Tensor::Zeros(DType::kF32, {4})};
-  for (const auto& [batch, part] : std::vector<std::pair<Batch, const char*>>{
-           {nan, "element 5 is nan"}, {bad_label, "label 7"}, {bad_shape, "[4, 11]"},
-           {bad_dtype, "int32 labels"}}) {
+  for (const auto& [batch, part] :
+       std::vector<std::pair<Batch, const char*>>{{nan, "element 5 is nan"},
+                                                  {bad_label, "label 7"},
+                                                  {bad_shape, "[4, 11]"},
+                                                  {bad_dtype, "int32 labels"}}) {
     auto r = (*t)->TrainStep(batch);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(r.status().message(), HasSubstr(part));
@@ -228,9 +230,8 @@ TEST(TrainerTest, FloatQatAndQtShareStateDicts) {
   EXPECT_EQ((*qt)->step(), 3);
   auto exported = (*qt)->ExportState();
   const Tensor& w = exported.at("params/Dense_0/kernel");
-  EXPECT_EQ(std::memcmp(w.raw(), (*fp)->ExportState().at("params/Dense_0/kernel").raw(),
-                        w.nbytes()),
-            0);
+  EXPECT_EQ(
+      std::memcmp(w.raw(), (*fp)->ExportState().at("params/Dense_0/kernel").raw(), w.nbytes()), 0);
   auto r = (*qt)->TrainStep(RandomBatch(8, 7));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->step, 4);
@@ -252,8 +253,8 @@ TEST(TrainerTest, RulesChangeBetweenStepsAndBadRulesKeepTheOld) {
   ASSERT_TRUE((*t)->TrainStep(RandomBatch(8, 0)).ok());
   ASSERT_TRUE((*t)->SetRules(testing::Int8Rules(false)).ok());
   ASSERT_TRUE((*t)->TrainStep(RandomBatch(8, 1)).ok());
-  auto bad = (*t)->SetRules(FromJson<proto::RuleSet>(
-      R"({"rules": [{"module_path": "[", "weight_qtype": "int8"}]})"));
+  auto bad = (*t)->SetRules(
+      FromJson<proto::RuleSet>(R"({"rules": [{"module_path": "[", "weight_qtype": "int8"}]})"));
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*t)->model().Ops()[0].first, 0);  // still planned with the int8 rule
   ASSERT_TRUE((*t)->SetRules(testing::Int8Rules(true)).ok());

@@ -10,8 +10,8 @@
 namespace qtrain::engine {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FromJson;
+using ::testing::HasSubstr;
 
 std::shared_ptr<const CompiledRules> Compile(const std::string& json) {
   auto r = CompiledRules::Create(FromJson<proto::RuleSet>(json));
