@@ -20,6 +20,7 @@ struct QConvConfig {
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
   QDotImpl impl = QDotImpl::kInteger;
+  bool skip_dx = false;  // as QDotConfig::skip_dx
 };
 
 // The backend descriptor of x ⊛ w under `config`; InvalidArgument for ranks other than 4,

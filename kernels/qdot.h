@@ -49,6 +49,9 @@ struct QDotConfig {
   bool noise_varies_rows = true;
   bool noise_varies_cols = false;
   QDotImpl impl = QDotImpl::kInteger;
+  // The caller needs no dx (the op reads the model's input): QDotBackward skips its dot and
+  // returns dx empty.
+  bool skip_dx = false;
 };
 
 // Validates shapes and config (ranks 2/2 or 3/3, matching K and B, tiles dividing K, asymmetric

@@ -16,10 +16,12 @@ using qdot_internal::GetDims;
 absl::Status FloatGradients(Backend& backend, const DotDims& d, const float* g_for_dx,
                             const float* w, const float* x, const float* g_for_dw,
                             QDotGradients& out) {
-  MatmulDesc dx_desc{d.m, d.n, d.k};
-  dx_desc.trans_b = true;  // w (K,N) read as (N,K)
-  QTRAIN_RETURN_IF_ERROR(BatchedMatmulF32(backend, d, dx_desc, g_for_dx, d.m * d.n, w, d.k * d.n,
-                                          out.dx.data<float>(), d.m * d.k));
+  if (!out.dx.empty()) {  // empty: the caller needs no dx (QDotConfig::skip_dx)
+    MatmulDesc dx_desc{d.m, d.n, d.k};
+    dx_desc.trans_b = true;  // w (K,N) read as (N,K)
+    QTRAIN_RETURN_IF_ERROR(BatchedMatmulF32(backend, d, dx_desc, g_for_dx, d.m * d.n, w, d.k * d.n,
+                                            out.dx.data<float>(), d.m * d.k));
+  }
   MatmulDesc dw_desc{d.k, d.m, d.n};
   dw_desc.trans_a = true;  // x (M,K) read as (K,M)
   return BatchedMatmulF32(backend, d, dw_desc, x, d.m * d.k, g_for_dw, d.m * d.n,
@@ -68,14 +70,17 @@ ReduceSpec ColSpec(int rank, int64_t tile) {
 absl::Status QtFloatFallback(Backend& backend, const DotDims& d, const Tensor& x, const Tensor& w,
                              const Tensor& g, const Tensor& noise, const QDotConfig& c,
                              QDotGradients& out) {
-  QTRAIN_ASSIGN_OR_RETURN(QuantizedTensor g_rows, QuantizeGrad(g, RowSpec(g.rank()), c, noise));
+  Tensor gr;
+  if (!out.dx.empty()) {
+    QTRAIN_ASSIGN_OR_RETURN(QuantizedTensor g_rows, QuantizeGrad(g, RowSpec(g.rank()), c, noise));
+    gr = Dequantize(g_rows);
+  }
   QTRAIN_ASSIGN_OR_RETURN(
       QuantizedTensor g_cols,
       QuantizeGrad(g, ColSpec(g.rank(), c.bwd_weight_grad_tile_size), c, noise));
-  const Tensor gr = Dequantize(g_rows);
   const Tensor gc = Dequantize(g_cols);
-  return FloatGradients(backend, d, gr.data<float>(), w.data<float>(), x.data<float>(),
-                        gc.data<float>(), out);
+  return FloatGradients(backend, d, gr.empty() ? nullptr : gr.data<float>(), w.data<float>(),
+                        x.data<float>(), gc.data<float>(), out);
 }
 
 // g ⊙ s (s broadcast along rows when `per_column`, along columns otherwise), per batch.
@@ -109,37 +114,43 @@ Tensor ShiftScales(const Tensor& g, const DotDims& d, const QuantizedTensor& q, 
 absl::Status QtInteger(Backend& backend, const DotDims& d, const QuantizedTensor& xq,
                        const QuantizedTensor& wq, const Tensor& g, const Tensor& noise,
                        const QDotConfig& c, QDotGradients& out) {
-  const Tensor g1 = ShiftScales(g, d, wq, /*per_column=*/true);
+  const bool need_dx = !out.dx.empty();
   const Tensor g2 = ShiftScales(g, d, xq, /*per_column=*/false);
-  QTRAIN_ASSIGN_OR_RETURN(QuantizedTensor g1q, QuantizeGrad(g1, RowSpec(g.rank()), c, noise));
+  QuantizedTensor g1q;
+  if (need_dx) {
+    const Tensor g1 = ShiftScales(g, d, wq, /*per_column=*/true);
+    QTRAIN_ASSIGN_OR_RETURN(g1q, QuantizeGrad(g1, RowSpec(g.rank()), c, noise));
+  }
   const int64_t t = c.bwd_weight_grad_tile_size > 0 ? c.bwd_weight_grad_tile_size : d.m;
   QTRAIN_ASSIGN_OR_RETURN(
       QuantizedTensor g2q,
       QuantizeGrad(g2, ColSpec(g.rank(), c.bwd_weight_grad_tile_size), c, noise));
-  const bool int_kernel =
-      c.impl == QDotImpl::kInteger && g1q.q.dtype() == DType::kS8 && g2q.q.dtype() == DType::kS8;
+  const bool int_kernel = c.impl == QDotImpl::kInteger && g2q.q.dtype() == DType::kS8 &&
+                          (!need_dx || g1q.q.dtype() == DType::kS8);
   if (!int_kernel) {
     // Same math in float: deq(g1q) · w_qᵀ and x_qᵀ · deq(g2q), then the operand scales shifted
     // back are already folded into g's scales.
-    const Tensor g1d = Dequantize(g1q);
+    const Tensor g1d = need_dx ? Dequantize(g1q) : Tensor();
     const Tensor g2d = Dequantize(g2q);
     const Tensor wv = QValuesAsFloat(wq);
     const Tensor xv = QValuesAsFloat(xq);
-    return FloatGradients(backend, d, g1d.data<float>(), wv.data<float>(), xv.data<float>(),
-                          g2d.data<float>(), out);
+    return FloatGradients(backend, d, need_dx ? g1d.data<float>() : nullptr, wv.data<float>(),
+                          xv.data<float>(), g2d.data<float>(), out);
   }
 
   std::vector<uint8_t> x_t(d.k * t);
   const bool x_unsigned = xq.q.dtype() == DType::kU8;
   for (int64_t b = 0; b < d.b; ++b) {
     // dx (M,K) = float(g1_q (M,N) · w_qᵀ (N,K)) ⊙ s_g1 per row; w_q is read transposed.
-    const std::vector<float> s_g1 = GatherScales(g1q, {0, b, 0, 0}, 2, d.m);
-    Int8MatmulDesc dx_desc;
-    dx_desc.mm = MatmulDesc{d.m, d.n, d.k};
-    dx_desc.mm.trans_b = true;
-    QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(dx_desc, g1q.q.data<int8_t>() + b * d.m * d.n,
-                                              wq.q.data<int8_t>() + b * d.k * d.n, s_g1.data(),
-                                              nullptr, out.dx.data<float>() + b * d.m * d.k));
+    if (need_dx) {
+      const std::vector<float> s_g1 = GatherScales(g1q, {0, b, 0, 0}, 2, d.m);
+      Int8MatmulDesc dx_desc;
+      dx_desc.mm = MatmulDesc{d.m, d.n, d.k};
+      dx_desc.mm.trans_b = true;
+      QTRAIN_RETURN_IF_ERROR(backend.MatmulInt8(dx_desc, g1q.q.data<int8_t>() + b * d.m * d.n,
+                                                wq.q.data<int8_t>() + b * d.k * d.n, s_g1.data(),
+                                                nullptr, out.dx.data<float>() + b * d.m * d.k));
+    }
 
     // dw (K,N) = Σ_tiles float(x_qᵀ (K,t) · g2_q (t,N)) ⊙ s_g2 per column. Each tile of x_q's
     // rows is transposed into a dense (K,t) block: the VNNI kernel needs a dense src.
@@ -176,7 +187,8 @@ absl::StatusOr<QDotGradients> QDotBackward(Backend& backend, const Tensor& x, co
   if (c.stochastic_rounding != StochasticRounding::kNone && c.bwd_qtype && rng == nullptr) {
     return absl::InvalidArgumentError("stochastic rounding needs a random generator");
   }
-  QDotGradients out{Tensor::Empty(DType::kF32, x.shape()), Tensor::Empty(DType::kF32, w.shape())};
+  QDotGradients out{c.skip_dx ? Tensor() : Tensor::Empty(DType::kF32, x.shape()),
+                    Tensor::Empty(DType::kF32, w.shape())};
   if (!c.bwd_qtype) {
     QTRAIN_RETURN_IF_ERROR(FloatGradients(backend, d, g.data<float>(), w.data<float>(),
                                           x.data<float>(), g.data<float>(), out));
@@ -188,7 +200,9 @@ absl::StatusOr<QDotGradients> QDotBackward(Backend& backend, const Tensor& x, co
       QTRAIN_RETURN_IF_ERROR(QtFloatFallback(backend, d, x, w, g, noise, c, out));
     }
   }
-  if (res.x_clip && res.xq) qdot_internal::ApplyClipMask(x, res.xq->layout, *res.x_clip, out.dx);
+  if (res.x_clip && res.xq && !out.dx.empty()) {
+    qdot_internal::ApplyClipMask(x, res.xq->layout, *res.x_clip, out.dx);
+  }
   if (res.w_clip && res.wq) qdot_internal::ApplyClipMask(w, res.wq->layout, *res.w_clip, out.dw);
   return out;
 }

@@ -57,6 +57,7 @@ class Flatten final : public Module {
     return y;
   }
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+    if (dy.empty()) return Tensor();
     Tensor dx = dy;
     dx.Reshape(in_shape_);
     return dx;
@@ -186,6 +187,8 @@ class Sequential final : public Module {
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     Tensor g = dy;
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
+      // An empty gradient means nothing before this point needs one (SetInputGradNeeded).
+      if (g.empty()) break;
       QTRAIN_ASSIGN_OR_RETURN(g, (*it)->Backward(ctx, g));
     }
     return g;
@@ -194,6 +197,16 @@ class Sequential final : public Module {
     std::vector<Module*> out;
     for (auto& l : layers_) out.push_back(l.get());
     return out;
+  }
+  // The first layers see the sequence's input; past a parameter-free layer (flatten,
+  // activation...) the next one's input gradient is unused too.
+  void SetInputGradNeeded(bool needed) override {
+    for (auto& layer : layers_) {
+      layer->SetInputGradNeeded(needed);
+      std::vector<Param*> params;
+      layer->CollectParams(&params);
+      if (needed || !params.empty()) break;
+    }
   }
 
  private:
@@ -217,14 +230,20 @@ class Residual final : public Module {
   }
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     QTRAIN_ASSIGN_OR_RETURN(Tensor dx, body_->Backward(ctx, dy));
+    if (!needed_) return Tensor();
     if (dx.empty()) return dy;
     for (int64_t i = 0; i < dx.numel(); ++i) dx.data<float>()[i] += dy.data<float>()[i];
     return dx;
   }
   std::vector<Module*> Children() override { return {body_.get()}; }
+  void SetInputGradNeeded(bool needed) override {
+    needed_ = needed;
+    body_->SetInputGradNeeded(needed);
+  }
 
  private:
   std::unique_ptr<Module> body_;
+  bool needed_ = true;
 };
 
 }  // namespace

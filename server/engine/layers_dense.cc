@@ -22,8 +22,11 @@ void AddBias(Tensor& y, const Tensor& bias) {
   const int64_t n = bias.numel(), rows = y.numel() / n;
   float* py = y.data<float>();
   const float* pb = bias.data<float>();
+#pragma omp parallel for if (rows * n >= (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < n; ++j) py[r * n + j] += pb[j];
+    float* __restrict row = py + r * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) row[j] += pb[j];
   }
 }
 
@@ -33,14 +36,10 @@ void AccumulateBiasGrad(const Tensor& dy, Tensor& grad) {
   const float* pd = dy.data<float>();
   float* pg = grad.data<float>();
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < n; ++j) pg[j] += pd[r * n + j];
+    const float* __restrict row = pd + r * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) pg[j] += row[j];
   }
-}
-
-void AddInto(Tensor& acc, const Tensor& v) {
-  float* a = acc.data<float>();
-  const float* b = v.data<float>();
-  for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
 }
 
 class Linear final : public Module {
@@ -83,12 +82,13 @@ class Linear final : public Module {
     Tensor g = dy;
     g.Reshape({dy.numel() / out_, out_});
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, dot_.Backward(ctx, input_, kernel_.value, g));
-    AddInto(kernel_.grad, grads.dw);
+    kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step
     if (bias_) AccumulateBiasGrad(g, bias_->grad);
+    input_ = Tensor();
+    if (grads.dx.empty()) return Tensor();
     Shape in_shape = dy.shape();
     in_shape.back() = in_;
     grads.dx.Reshape(in_shape);
-    input_ = Tensor();
     return std::move(grads.dx);
   }
 
@@ -97,6 +97,7 @@ class Linear final : public Module {
     if (bias_) out->push_back(bias_.get());
   }
   absl::Status PlanOps(const CompiledRules* rules) override { return dot_.Plan(rules, in_); }
+  void SetInputGradNeeded(bool needed) override { dot_.set_skip_dx(!needed); }
   void ReportOps(std::vector<std::pair<int, std::string>>* out) override {
     out->emplace_back(dot_.rule_index(), path() + ":" + dot_.op_id());
   }
@@ -135,7 +136,7 @@ class Conv2D final : public Module {
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (!kept_) return NoForwardError(path());
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, conv_.Backward(ctx, dy));
-    AddInto(kernel_.grad, grads.dw);
+    kernel_.grad = std::move(grads.dw);
     if (bias_) AccumulateBiasGrad(dy, bias_->grad);
     kept_ = false;
     return std::move(grads.dx);
@@ -158,6 +159,7 @@ class Conv2D final : public Module {
   void ReportOps(std::vector<std::pair<int, std::string>>* out) override {
     out->emplace_back(conv_.rule_index(), path() + ":" + QuantizedConv::kOpId);
   }
+  void SetInputGradNeeded(bool needed) override { conv_.set_skip_dx(!needed); }
 
  private:
   ConvDesc geometry_;

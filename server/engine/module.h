@@ -74,6 +74,10 @@ class Module {
     return absl::OkStatus();
   }
 
+  // Declares whether Backward's dx is used. The trainer turns it off for the modules that read
+  // the model's input, which then skip their input-gradient dots (and return dx empty).
+  virtual void SetInputGradNeeded(bool needed) { (void)needed; }
+
   // Appends (rule index or -1, "path:op_id") for every quantizable op, recursively.
   virtual void ReportOps(std::vector<std::pair<int, std::string>>* out) {
     for (Module* child : Children()) child->ReportOps(out);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/row_ops.h"
+
 #include "absl/strings/str_cat.h"
 
 namespace qtrain::engine {
@@ -89,13 +91,16 @@ std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& param
   return out;
 }
 
-Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t step) {
-  StepInfo info;
+float GlobalGradNorm(const std::vector<Param*>& params) {
   double sq = 0;
-  for (const Param* p : params) {
-    for (float g : p->grad.span<float>()) sq += static_cast<double>(g) * g;
-  }
-  info.grad_norm = static_cast<float>(std::sqrt(sq));
+  for (const Param* p : params) sq += rowops::SumSquares(p->grad.data<float>(), p->grad.numel());
+  return static_cast<float>(std::sqrt(sq));
+}
+
+Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t step,
+                                     float grad_norm) {
+  StepInfo info;
+  info.grad_norm = grad_norm;
   float clip = 1.0f;
   if (config_.clip_global_norm() > 0 && info.grad_norm > config_.clip_global_norm()) {
     clip = config_.clip_global_norm() / info.grad_norm;
@@ -107,16 +112,21 @@ Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t 
     float* w = p->value.data<float>();
     const float* g = p->grad.data<float>();
     const int64_t n = p->value.numel();
+    const bool parallel = n >= (1 << 16);
     if (config_.has_sgd()) {
       const float mu = config_.sgd().momentum();
-      float* m = mu > 0 ? Slot(*p, "momentum").data<float>() : nullptr;
+      if (mu == 0.0f) {
+#pragma omp parallel for simd if (parallel)
+        for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] * clip + wd * w[i]);
+        continue;
+      }
+      float* m = Slot(*p, "momentum").data<float>();
+      const bool nesterov = config_.sgd().nesterov();
+#pragma omp parallel for simd if (parallel)
       for (int64_t i = 0; i < n; ++i) {
-        float grad = g[i] * clip + wd * w[i];
-        if (m) {
-          m[i] = mu * m[i] + grad;
-          grad = config_.sgd().nesterov() ? grad + mu * m[i] : m[i];
-        }
-        w[i] -= lr * grad;
+        const float grad = g[i] * clip + wd * w[i];
+        m[i] = mu * m[i] + grad;
+        w[i] -= lr * (nesterov ? grad + mu * m[i] : m[i]);
       }
       continue;
     }
@@ -126,11 +136,13 @@ Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t 
     const double t = static_cast<double>(step + 1);
     const float c1 = static_cast<float>(1.0 - std::pow(a.beta1(), t));
     const float c2 = static_cast<float>(1.0 - std::pow(a.beta2(), t));
+    const float b1 = a.beta1(), b2 = a.beta2(), eps = a.epsilon();
+#pragma omp parallel for simd if (parallel)
     for (int64_t i = 0; i < n; ++i) {
       const float grad = g[i] * clip;
-      m[i] = a.beta1() * m[i] + (1 - a.beta1()) * grad;
-      v[i] = a.beta2() * v[i] + (1 - a.beta2()) * grad * grad;
-      const float update = (m[i] / c1) / (std::sqrt(v[i] / c2) + a.epsilon());
+      m[i] = b1 * m[i] + (1 - b1) * grad;
+      v[i] = b2 * v[i] + (1 - b2) * grad * grad;
+      const float update = (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
       w[i] -= lr * (update + wd * w[i]);  // decoupled weight decay (optax.adamw)
     }
   }

@@ -16,6 +16,9 @@ namespace qtrain::engine {
 // Learning rate of `schedule` at (0-based) `step`.
 float LearningRate(const proto::LrSchedule& schedule, int64_t step);
 
+// The global L2 norm of the parameters' gradients (inf / nan when any gradient is).
+float GlobalGradNorm(const std::vector<Param*>& params);
+
 class Optimizer {
  public:
   // Validates and fills defaults (an unset kind is AdamW; AdamW betas 0.9 / 0.999, eps 1e-8;
@@ -27,8 +30,9 @@ class Optimizer {
     float learning_rate = 0;
     float grad_norm = 0;  // global L2 norm of the gradients before clipping
   };
-  // Updates every parameter from its gradient; `step` is the 0-based update count.
-  StepInfo Apply(const std::vector<Param*>& params, int64_t step);
+  // Updates every parameter from its gradient; `step` is the 0-based update count and
+  // `grad_norm` the gradients' global norm (GlobalGradNorm), used for clipping.
+  StepInfo Apply(const std::vector<Param*>& params, int64_t step, float grad_norm);
 
   // Optimizer state as named tensors ("<param>/<slot>"), created lazily for `params`.
   std::map<std::string, Tensor*> State(const std::vector<Param*>& params);

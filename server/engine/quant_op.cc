@@ -49,8 +49,9 @@ ReduceSpec OperandSpec(int rank, int contracting_axis, const QDotConfig& c) {
   return spec;
 }
 
-QDotConfig WithImpl(QDotConfig c, QDotImpl impl) {
+QDotConfig ForBackward(QDotConfig c, QDotImpl impl, bool skip_dx) {
   c.impl = impl;
+  c.skip_dx = skip_dx;
   return c;
 }
 
@@ -169,8 +170,8 @@ absl::StatusOr<QDotGradients> QuantizedDot::Backward(StepContext& ctx, const Ten
                                                      const Tensor& w, const Tensor& g) {
   if (!residuals_) return NoForwardError(module_path_);
   absl::StatusOr<QDotGradients> grads =
-      QDotBackward(*ctx.backend, x, w, g, *residuals_, WithImpl(plan_.dot, ctx.impl), ctx.rng,
-                   NoiseCounter(module_path_, op_id_, ctx.step));
+      QDotBackward(*ctx.backend, x, w, g, *residuals_, ForBackward(plan_.dot, ctx.impl, skip_dx_),
+                   ctx.rng, NoiseCounter(module_path_, op_id_, ctx.step));
   residuals_.reset();
   return grads;
 }
@@ -217,7 +218,9 @@ absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
 
 absl::StatusOr<QDotGradients> QuantizedConv::Backward(StepContext& ctx, const Tensor& g) {
   if (!residuals_) return NoForwardError(module_path_);
-  absl::StatusOr<QDotGradients> grads = QConvBackward(*ctx.backend, g, *residuals_, plan_.conv);
+  QConvConfig config = plan_.conv;
+  config.skip_dx = skip_dx_;
+  absl::StatusOr<QDotGradients> grads = QConvBackward(*ctx.backend, g, *residuals_, config);
   residuals_.reset();
   return grads;
 }

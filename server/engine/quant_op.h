@@ -52,6 +52,7 @@ class QuantizedDot {
 
   int rule_index() const { return plan_.rule ? plan_.rule->index : -1; }
   const std::string& op_id() const { return op_id_; }
+  void set_skip_dx(bool skip) { skip_dx_ = skip; }
 
  private:
   std::string module_path_;
@@ -60,6 +61,7 @@ class QuantizedDot {
   bool rhs_is_weight_;
   OpPlan plan_;
   std::optional<QDotResiduals> residuals_;
+  bool skip_dx_ = false;
 };
 
 class QuantizedConv {
@@ -73,11 +75,13 @@ class QuantizedConv {
 
   int rule_index() const { return plan_.rule ? plan_.rule->index : -1; }
   static constexpr const char* kOpId = "conv_general_dilated0";
+  void set_skip_dx(bool skip) { skip_dx_ = skip; }
 
  private:
   std::string module_path_;
   OpPlan plan_;
   std::optional<QConvResiduals> residuals_;
+  bool skip_dx_ = false;
 };
 
 }  // namespace qtrain::engine

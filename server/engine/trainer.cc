@@ -30,6 +30,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const proto::ModelSpec&
   QTRAIN_ASSIGN_OR_RETURN(t->model_, Model::Build(spec, seed));
   QTRAIN_ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(optimizer));
   QTRAIN_RETURN_IF_ERROR(t->SetRules(rules));
+  t->model_->root().SetInputGradNeeded(false);  // nothing consumes d loss / d inputs
   return t;
 }
 
@@ -73,16 +74,13 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
   if (!loss.ok()) return fail(loss.status());
   absl::StatusOr<Tensor> dx = model_->root().Backward(ctx, loss->grad);
   if (!dx.ok()) return fail(dx.status());
-  double sq = 0;
-  for (const Param* p : model_->params()) {
-    for (float g : p->grad.span<float>()) sq += static_cast<double>(g) * g;
-  }
-  if (!std::isfinite(sq)) {
+  const float grad_norm = GlobalGradNorm(model_->params());
+  if (!std::isfinite(grad_norm)) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "step ", step_, ": gradients are not finite (loss ", loss->loss,
         "); the update was skipped — lower the learning rate or enable clip_global_norm")));
   }
-  const Optimizer::StepInfo info = optimizer_->Apply(model_->params(), step_);
+  const Optimizer::StepInfo info = optimizer_->Apply(model_->params(), step_, grad_norm);
   ++step_;
   StepResult r;
   r.step = step_;
