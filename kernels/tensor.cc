@@ -114,8 +114,8 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   t.shape_ = std::move(shape);
   QTRAIN_CHECK(t.numel_ >= 0);
   const size_t capacity = BufferPool::Capacity(std::max<size_t>(t.nbytes(), 1));
-  t.buffer_ = std::unique_ptr<std::byte[], FreeDeleter>(BufferPool::Get().Allocate(capacity),
-                                                        FreeDeleter{capacity});
+  t.buffer_ = std::shared_ptr<std::byte>(BufferPool::Get().Allocate(capacity),
+                                         FreeDeleter{capacity});
   QTRAIN_CHECK(t.buffer_ != nullptr);
   return t;
 }
@@ -145,6 +145,15 @@ Tensor& Tensor::operator=(const Tensor& other) {
   std::memcpy(copy.raw(), other.raw(), other.nbytes());
   *this = std::move(copy);
   return *this;
+}
+
+Tensor Tensor::Share() const {
+  Tensor t;
+  t.dtype_ = dtype_;
+  t.shape_ = shape_;
+  t.numel_ = numel_;
+  t.buffer_ = buffer_;
+  return t;
 }
 
 void Tensor::Reshape(Shape shape) {

@@ -1,6 +1,6 @@
 // Tensor: the dense, row-major, 64-byte aligned array that kernels and the engine exchange.
 //
-// A Tensor owns its storage; copies are deep, moves are cheap. Buffers of 256 KiB and more are
+// A Tensor owns its storage; copies are deep, moves are cheap, Share() aliases explicitly. Buffers of 256 KiB and more are
 // recycled through a bounded, thread-safe process-wide pool (at most 512 MiB kept), because fresh
 // large allocations page-fault on first touch every training step. Element access is typed and
 // checked against the dtype in debug-style invariants (QTRAIN_CHECK): a dtype mismatch is a
@@ -99,6 +99,10 @@ class Tensor {
     return absl::Span<const T>(data<T>(), static_cast<size_t>(numel_));
   }
 
+  // A second handle on the same storage, without copying: for keeping a read-only reference
+  // (e.g. a module's residual). Neither handle may be written while both are alive.
+  Tensor Share() const;
+
   // Reinterprets the same elements with another shape; NumElements must match (invariant).
   void Reshape(Shape shape);
   // Sets every byte to zero.
@@ -115,7 +119,7 @@ class Tensor {
   DType dtype_ = DType::kF32;
   Shape shape_;
   int64_t numel_ = 0;
-  std::unique_ptr<std::byte[], FreeDeleter> buffer_;
+  std::shared_ptr<std::byte> buffer_;  // shared only through Share()
 };
 
 }  // namespace qtrain

@@ -27,7 +27,7 @@ class Activation final : public Module {
     Tensor y = Tensor::Empty(DType::kF32, x.shape());
     QTRAIN_RETURN_IF_ERROR(
         ctx.backend->EltwiseFwd(kind_, x.numel(), x.data<float>(), y.data<float>()));
-    input_ = ctx.training ? x : Tensor();
+    input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
 
@@ -52,13 +52,13 @@ class Flatten final : public Module {
   absl::StatusOr<Tensor> Forward(StepContext&, const Tensor& x) override {
     if (x.rank() < 1) return absl::InvalidArgumentError("flatten needs a batch axis");
     in_shape_ = x.shape();
-    Tensor y = x;
+    Tensor y = x.Share();
     y.Reshape({x.dim(0), x.numel() / std::max<int64_t>(x.dim(0), 1)});
     return y;
   }
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
     if (dy.empty()) return Tensor();
-    Tensor dx = dy;
+    Tensor dx = dy.Share();
     dx.Reshape(in_shape_);
     return dx;
   }
@@ -75,7 +75,7 @@ class Dropout final : public Module {
     QTRAIN_RETURN_IF_ERROR(CheckF32(path(), x, 0));
     if (!ctx.training || rate_ <= 0.0f) {
       mask_ = Tensor();
-      return x;
+      return x.Share();
     }
     // Keep with probability 1 - rate, scaled by 1 / (1 - rate); the mask is a pure function of
     // (session seed, step, module path, element), so runs are reproducible.
@@ -94,9 +94,13 @@ class Dropout final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
-    if (mask_.empty()) return dy;
-    Tensor dx = dy;
-    for (int64_t i = 0; i < dx.numel(); ++i) dx.data<float>()[i] *= mask_.data<float>()[i];
+    if (mask_.empty()) return dy.Share();
+    Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
+    const float* __restrict g = dy.data<float>();
+    const float* __restrict m = mask_.data<float>();
+    float* __restrict out = dx.data<float>();
+#pragma omp simd
+    for (int64_t i = 0; i < dx.numel(); ++i) out[i] = g[i] * m[i];
     mask_ = Tensor();
     return dx;
   }
@@ -131,7 +135,7 @@ class Pool final : public Module {
     QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
     Tensor y = Tensor::Empty(DType::kF32, {d.n, d.out_h(), d.out_w(), d.c});
     QTRAIN_RETURN_IF_ERROR(ctx.backend->PoolFwd(d, x.data<float>(), y.data<float>()));
-    input_ = ctx.training ? x : Tensor();
+    input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
 
@@ -213,6 +217,18 @@ class Sequential final : public Module {
   std::vector<std::unique_ptr<Module>> layers_;
 };
 
+// a + b into a new tensor (inputs may be shared with other modules' residuals).
+Tensor Sum(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::Empty(DType::kF32, a.shape());
+  const float* __restrict pa = a.data<float>();
+  const float* __restrict pb = b.data<float>();
+  float* __restrict po = out.data<float>();
+  const int64_t n = a.numel();
+#pragma omp parallel for simd if (n >= (1 << 16))
+  for (int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
+  return out;
+}
+
 class Residual final : public Module {
  public:
   Residual(std::string path, std::unique_ptr<Module> body)
@@ -225,15 +241,13 @@ class Residual final : public Module {
                                                      ShapeString(x.shape()), " to ",
                                                      ShapeString(y.shape())));
     }
-    for (int64_t i = 0; i < y.numel(); ++i) y.data<float>()[i] += x.data<float>()[i];
-    return y;
+    return Sum(y, x);
   }
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     QTRAIN_ASSIGN_OR_RETURN(Tensor dx, body_->Backward(ctx, dy));
     if (!needed_) return Tensor();
-    if (dx.empty()) return dy;
-    for (int64_t i = 0; i < dx.numel(); ++i) dx.data<float>()[i] += dy.data<float>()[i];
-    return dx;
+    if (dx.empty()) return dy.Share();
+    return Sum(dx, dy);
   }
   std::vector<Module*> Children() override { return {body_.get()}; }
   void SetInputGradNeeded(bool needed) override {

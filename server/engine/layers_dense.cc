@@ -62,7 +62,7 @@ class Linear final : public Module {
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckInput(path(), x, in_, 2));
-    Tensor rows = x;
+    Tensor rows = x.Share();  // kept for the backward; nobody writes x
     rows.Reshape({x.numel() / in_, in_});
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, dot_.Forward(ctx, rows, kernel_.value, x.shape(), {}));
     if (bias_) AddBias(y, bias_->value);
@@ -79,7 +79,7 @@ class Linear final : public Module {
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (input_.empty()) return NoForwardError(path());
-    Tensor g = dy;
+    Tensor g = dy.Share();
     g.Reshape({dy.numel() / out_, out_});
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, dot_.Backward(ctx, input_, kernel_.value, g));
     kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step

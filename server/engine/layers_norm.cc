@@ -43,7 +43,7 @@ class LayerNorm final : public Module {
     QTRAIN_RETURN_IF_ERROR(ctx.backend->LayerNormFwd(
         rows, features_, eps_, x.data<float>(), scale_.value.data<float>(),
         bias_.value.data<float>(), y.data<float>(), mean_.data<float>(), var_.data<float>()));
-    input_ = ctx.training ? x : Tensor();
+    input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
 
@@ -100,7 +100,7 @@ class RmsNorm final : public Module {
         y.data<float>()[r * features_ + j] = px[r * features_ + j] * rstd * s[j];
       }
     }
-    input_ = ctx.training ? x : Tensor();
+    input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
 
@@ -170,7 +170,7 @@ class Embedding final : public Module {
       std::copy_n(table_.value.data<float>() + p[i] * features_, features_,
                   y.data<float>() + i * features_);
     }
-    ids_ = ctx.training ? ids : Tensor();
+    ids_ = ctx.training ? ids.Share() : Tensor();
     return y;
   }
 
