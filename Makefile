@@ -38,11 +38,13 @@ asan: deps
 	  ctest --output-on-failure -L unit -j $(JOBS)
 
 bench: build
+	@bash scripts/install_deps.sh --bench
 	@mkdir -p $(BUILD_DIR)/bench
 	$(BUILD_DIR)/bin/qtrain-bench-qdot --benchmark_min_time=0.3 --benchmark_repetitions=3 \
 	  --benchmark_report_aggregates_only=true \
 	  --benchmark_out=$(BUILD_DIR)/bench/qdot.json --benchmark_out_format=json
 	/usr/bin/python3 scripts/bench_report.py $(BUILD_DIR)/bench/qdot.json
+	bash scripts/bench_train.sh $(BUILD_DIR)
 
 format: deps
 	clang-format -i $(SOURCES)

@@ -35,7 +35,8 @@ M Parse(const std::string& json) {
 proto::RuleSet Rules(int mode) {  // 0 float, 1 QAT int8, 2 QT int8
   if (mode == 0) return {};
   return Parse<proto::RuleSet>(std::string(R"({"rules": [{"weight_qtype": "int8",
-      "act_qtype": "int8")") + (mode == 2 ? R"(, "bwd_qtype": "int8")" : "") + "}]}");
+      "act_qtype": "int8")") + (mode == 2 ? R"(, "bwd_qtype": "int8")" : "") +
+                               "}]}");
 }
 
 void Run(benchmark::State& state, const char* spec, Batch batch) {

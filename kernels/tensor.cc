@@ -114,8 +114,8 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   t.shape_ = std::move(shape);
   QTRAIN_CHECK(t.numel_ >= 0);
   const size_t capacity = BufferPool::Capacity(std::max<size_t>(t.nbytes(), 1));
-  t.buffer_ = std::shared_ptr<std::byte>(BufferPool::Get().Allocate(capacity),
-                                         FreeDeleter{capacity});
+  t.buffer_ =
+      std::shared_ptr<std::byte>(BufferPool::Get().Allocate(capacity), FreeDeleter{capacity});
   QTRAIN_CHECK(t.buffer_ != nullptr);
   return t;
 }

@@ -1,10 +1,10 @@
 // Tensor: the dense, row-major, 64-byte aligned array that kernels and the engine exchange.
 //
-// A Tensor owns its storage; copies are deep, moves are cheap, Share() aliases explicitly. Buffers of 256 KiB and more are
-// recycled through a bounded, thread-safe process-wide pool (at most 512 MiB kept), because fresh
-// large allocations page-fault on first touch every training step. Element access is typed and
-// checked against the dtype in debug-style invariants (QTRAIN_CHECK): a dtype mismatch is a
-// programmer error, not an input error. Not thread-safe for concurrent mutation.
+// A Tensor owns its storage; copies are deep, moves are cheap, Share() aliases explicitly. Buffers
+// of 256 KiB and more are recycled through a bounded, thread-safe process-wide pool (at most 512
+// MiB kept), because fresh large allocations page-fault on first touch every training step. Element
+// access is typed and checked against the dtype in debug-style invariants (QTRAIN_CHECK): a dtype
+// mismatch is a programmer error, not an input error. Not thread-safe for concurrent mutation.
 #pragma once
 
 #include <cstddef>

@@ -14,6 +14,10 @@ PACKAGES=(
   dataset-fashion-mnist bible-kjv
 )
 
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(python3-torch python3-numpy libopenblas0-openmp)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

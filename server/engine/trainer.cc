@@ -129,6 +129,34 @@ absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
   return absl::OkStatus();
 }
 
+std::vector<QuantStatReport> Trainer::QuantStatsReport() const {
+  std::map<std::string, int> op_rules;  // "path:op_id" → rule index
+  for (const auto& [rule, op] : model_->Ops()) op_rules[op] = rule;
+  std::vector<QuantStatReport> out;
+  for (const auto& [key, stat] : stats_) {
+    QuantStatReport r;
+    r.module_path = key.first;
+    r.stat_name = key.second;
+    r.stat = &stat;
+    const std::string op_id = key.second.substr(0, key.second.rfind('_'));
+    auto it = op_rules.find(key.first + ":" + op_id);
+    const Rule* rule = it != op_rules.end() && it->second >= 0 && model_->rules()
+                           ? &model_->rules()->rules()[it->second]
+                           : nullptr;
+    if (rule == nullptr || !rule->act_qtype) {
+      r.params = absl::NotFoundError(
+          absl::StrCat("no rule quantizes the activations of ", key.first, ":", op_id, " now"));
+    } else {
+      r.qtype = rule->act_qtype;
+      absl::StatusOr<Calibration> cal = SrqCalibration(stat);
+      r.params = cal.ok() ? ComputeQuantParams(*cal, *rule->act_qtype)
+                          : absl::StatusOr<QuantParams>(cal.status());
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 std::map<std::string, Tensor> Trainer::ExportState() {
   std::map<std::string, Tensor> out;
   for (const Param* p : model_->params()) out[kParams + p->name] = p->value;

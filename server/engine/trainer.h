@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,17 @@ namespace qtrain::engine {
 struct Batch {
   Tensor inputs;   // (N, input shape...), f32 or int32 tokens
   Tensor targets;  // int32 labels (cross-entropy) or f32 (MSE)
+};
+
+// One quant_stats entry with the static scale it implies (numerics.md §6).
+struct QuantStatReport {
+  std::string module_path;
+  std::string stat_name;          // "<op_id>_lhs" / "<op_id>_rhs"
+  const SrqStat* stat = nullptr;  // owned by the Trainer; valid until its next step
+  std::optional<QType> qtype;     // act_qtype of the rule that plans the op, if any
+  // scale / zero point from sum / count with the rule's act calibration; FailedPrecondition when
+  // count is 0, NotFound when no rule quantizes the op any more.
+  absl::StatusOr<QuantParams> params = absl::NotFoundError("not computed");
 };
 
 struct StepResult {
@@ -61,6 +73,8 @@ class Trainer {
   std::vector<int> UnusedRules() const { return model_->UnusedRules(); }
 
   const QuantStatsMap& quant_stats() const { return stats_; }
+  // Every statistic with its derived scale and zero point, sorted by (module path, name).
+  std::vector<QuantStatReport> QuantStatsReport() const;
   int64_t step() const { return step_; }
   uint64_t seed() const { return seed_; }
   Model& model() { return *model_; }

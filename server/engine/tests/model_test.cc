@@ -161,6 +161,12 @@ TEST(ModelTest, SrqStatisticsFollowTheGoldenVectors) {
       EXPECT_EQ(it->second.sum_of_min.data<float>()[0], sums["min"]["data"][0].get<float>());
       EXPECT_EQ(it->second.sum_of_max.data<float>()[0], sums["max"]["data"][0].get<float>());
     }
+    // The derived static scale: sum / count through the rule's calibration.
+    auto report = (*trainer)->QuantStatsReport();
+    ASSERT_EQ(report.size(), 1u);
+    ASSERT_TRUE(report[0].params.ok()) << report[0].params.status();
+    EXPECT_EQ(*report[0].qtype, QType::kInt8);
+    EXPECT_EQ(report[0].params->symmetric(), method != "minmax");
     ++checked;
   }
   EXPECT_EQ(checked, 3);
@@ -261,6 +267,28 @@ TEST(TrainerTest, RulesChangeBetweenStepsAndBadRulesKeepTheOld) {
   auto r = (*t)->TrainStep(RandomBatch(8, 2));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->step, 3);
+}
+
+TEST(TrainerTest, StaticScalesNeedACount) {
+  auto rules = FromJson<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int8",
+      "act_qtype": "int8", "act_static_scale": true}]})");
+  auto t =
+      Trainer::Create(FromJson<proto::ModelSpec>(kMlp), rules, {}, 1, testing::OnednnBackend());
+  ASSERT_TRUE(t.ok());
+  // Evaluation does not update the statistics: they exist with count 0, and a static scale
+  // cannot be derived from them yet.
+  ASSERT_TRUE((*t)->EvalStep(RandomBatch(4, 0)).ok());
+  auto report = (*t)->QuantStatsReport();
+  ASSERT_EQ(report.size(), 2u);
+  EXPECT_EQ(report[0].stat->count, 0);
+  EXPECT_EQ(report[0].params.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*t)->CalibrateStep(RandomBatch(4, 0).inputs).ok());
+  report = (*t)->QuantStatsReport();
+  EXPECT_EQ(report[0].stat->count, 1);
+  EXPECT_TRUE(report[0].params.ok());
+  // Switching the op back to float leaves the statistic without a static scale.
+  ASSERT_TRUE((*t)->SetRules({}).ok());
+  EXPECT_EQ((*t)->QuantStatsReport()[0].params.status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(TrainerTest, OptimizerValidation) {

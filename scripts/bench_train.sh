@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Training-step comparison, qtrain vs PyTorch, in one run on this machine: runs
+# build/bin/qtrain-bench-train and bench/torch_train_bench.py (OpenBLAS, OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE unset for that command only) and prints a markdown table with the ratios.
+# Usage: scripts/bench_train.sh [BUILD_DIR]
+set -euo pipefail
+build=${1:-build}
+out=$build/bench
+mkdir -p "$out"
+"$build/bin/qtrain-bench-train" --benchmark_min_time=0.5 --benchmark_repetitions=3 \
+  --benchmark_report_aggregates_only=true \
+  --benchmark_out="$out/train.json" --benchmark_out_format=json >/dev/null
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 -W ignore \
+  bench/torch_train_bench.py 1 2 >"$out/torch_train.jsonl"
+/usr/bin/python3 - "$out/train.json" "$out/torch_train.jsonl" <<'PY'
+import json, re, sys
+ours = {}
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    if b.get("aggregate_name") != "median":
+        continue
+    m = re.match(r"BM_TrainStep(\w+)/mode:(\d)/threads:(\d)", b["name"])
+    model = "mlp" if m.group(1) == "Mlp" else "block"
+    ours[(model, int(m.group(2)), int(m.group(3)))] = b["real_time"]
+torch = {}
+for line in open(sys.argv[2]):
+    r = json.loads(line)
+    torch[(r["model"], r["mode"], r["threads"])] = r["ms"]
+print("| model | threads | PyTorch float ms | PyTorch fake-quant QAT ms | qtrain float ms (vs PyTorch float) | qtrain QAT int8 ms (vs PyTorch QAT) | qtrain QT int8 ms (vs PyTorch float) |")
+print("|---|---|---|---|---|---|---|")
+for model, name in (("mlp", "MLP 784-1024-1024-10, batch 256"),
+                    ("block", "transformer block d512 h8 ff2048, seq 128, batch 16")):
+    for t in (1, 2):
+        tf, tq = torch[(model, "float", t)], torch[(model, "qat", t)]
+        f, q, qt = ours[(model, 0, t)], ours[(model, 1, t)], ours[(model, 2, t)]
+        print(f"| {name} | {t} | {tf:.1f} | {tq:.1f} | {f:.1f} ({tf / f:.2f}× faster) | "
+              f"{q:.1f} ({tq / q:.2f}× faster) | {qt:.1f} ({tf / qt:.2f}× faster) |")
+PY
