@@ -51,6 +51,7 @@ class Linear final : public Module {
         dot_(this->path(), kDotGeneral, "dot_general0", true) {
     kernel_.name = ChildPath("kernel");
     kernel_.value = LecunNormal({in, out}, in, seed, kernel_.name);
+    kernel_.accumulates = false;
     kernel_.grad = Tensor::Zeros(DType::kF32, {in, out});
     if (bias) {
       bias_ = std::make_unique<Param>();
@@ -116,6 +117,7 @@ class Conv2D final : public Module {
       : Module(std::move(path)), geometry_(g), conv_(this->path()) {
     kernel_.name = ChildPath("kernel");
     kernel_.value = LecunNormal({g.kh, g.kw, g.c, g.o}, g.kh * g.kw * g.c, seed, kernel_.name);
+    kernel_.accumulates = false;
     kernel_.grad = Tensor::Zeros(DType::kF32, kernel_.value.shape());
     if (bias) {
       bias_ = std::make_unique<Param>();

@@ -24,6 +24,9 @@ struct Param {
   std::string name;  // "<module path>/<leaf>", e.g. "Dense_0/kernel"
   Tensor value;
   Tensor grad;
+  // false when Backward assigns the whole gradient (matmul / conv kernels), so the trainer need
+  // not zero it before each step; true when Backward adds into it.
+  bool accumulates = true;
 };
 
 // quant_stats: (module path, "<op_id>_lhs|rhs") → running SRQ statistic.

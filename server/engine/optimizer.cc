@@ -1,6 +1,8 @@
 #include "server/engine/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/row_ops.h"
 
@@ -92,8 +94,21 @@ std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& param
 }
 
 float GlobalGradNorm(const std::vector<Param*>& params) {
+  // Fixed-size chunks summed in a fixed order: the same bits whatever the thread count.
+  constexpr int64_t kChunk = 1 << 16;
+  std::vector<std::pair<const float*, int64_t>> chunks;
+  for (const Param* p : params) {
+    for (int64_t i = 0; i < p->grad.numel(); i += kChunk) {
+      chunks.emplace_back(p->grad.data<float>() + i, std::min(kChunk, p->grad.numel() - i));
+    }
+  }
+  std::vector<double> partial(chunks.size());
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    partial[c] = rowops::SumSquares(chunks[c].first, chunks[c].second);
+  }
   double sq = 0;
-  for (const Param* p : params) sq += rowops::SumSquares(p->grad.data<float>(), p->grad.numel());
+  for (double v : partial) sq += v;
   return static_cast<float>(std::sqrt(sq));
 }
 

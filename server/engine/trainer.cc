@@ -13,7 +13,9 @@ constexpr char kOpt[] = "opt/";
 constexpr char kStats[] = "quant_stats/";
 
 void ZeroGrads(const std::vector<Param*>& params) {
-  for (Param* p : params) p->grad.SetZero();
+  for (Param* p : params) {
+    if (p->accumulates) p->grad.SetZero();
+  }
 }
 
 }  // namespace
