@@ -6,7 +6,9 @@
 #include <google/protobuf/util/json_util.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <random>
+#include <vector>
 
 #include "server/engine/trainer.h"
 
@@ -79,7 +81,13 @@ void Modes(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2}) {
     for (int mode : {0, 1, 2}) b->Args({mode, threads});
   }
-  b->ArgNames({"mode", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  // The fastest repetition: on a shared VM, interference only ever adds time.
+  b->ArgNames({"mode", "threads"})
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime()
+      ->ComputeStatistics("min", [](const std::vector<double>& v) {
+        return *std::min_element(v.begin(), v.end());
+      });
 }
 
 BENCHMARK(BM_TrainStepMlp)->Apply(Modes);
