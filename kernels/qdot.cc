@@ -179,21 +179,6 @@ using qdot_internal::QuantizeOperand;
 // The minimum tile length for which the forward runs one integer dot per tile (§5.1).
 constexpr int64_t kMinIntegerTile = 128;
 
-// Normal reduction of an operand: the contracting axis (or everything), tile on it.
-ReduceSpec OperandSpec(int rank, int contracting_axis, const QDotConfig& c) {
-  ReduceSpec spec;
-  if (c.disable_channelwise) {
-    for (int a = 0; a < rank; ++a) spec.axes.push_back(a);
-  } else {
-    spec.axes.push_back(contracting_axis);
-  }
-  if (c.tile_size > 0) {
-    spec.tile_axis = contracting_axis;
-    spec.tile_size = c.tile_size;
-  }
-  return spec;
-}
-
 // True when the contract lets both operands run on the int8 kernels (whatever c.impl says).
 bool IntegerEligible(const QDotConfig& c, const QuantizedOperand* xq, const QuantizedOperand* wq) {
   if (xq == nullptr || wq == nullptr) return false;
@@ -235,6 +220,20 @@ absl::Status IntegerForward(Backend& backend, const DotDims& d, const QuantizedT
 }
 
 }  // namespace
+
+ReduceSpec OperandReduceSpec(int rank, int contracting_axis, const QDotConfig& c) {
+  ReduceSpec spec;
+  if (c.disable_channelwise) {
+    for (int a = 0; a < rank; ++a) spec.axes.push_back(a);
+  } else {
+    spec.axes.push_back(contracting_axis);
+  }
+  if (c.tile_size > 0) {
+    spec.tile_axis = contracting_axis;
+    spec.tile_size = c.tile_size;
+  }
+  return spec;
+}
 
 absl::Status ValidateQDot(const Shape& x, const Shape& w, const QDotConfig& c) {
   const bool ranks_ok = (x.size() == 2 && w.size() == 2) || (x.size() == 3 && w.size() == 3);
@@ -287,11 +286,11 @@ absl::StatusOr<QDotForwardResult> QDotForward(Backend& backend, const Tensor& x,
   std::optional<QuantizedOperand> xq, wq;
   if (c.lhs.qtype) {
     QTRAIN_ASSIGN_OR_RETURN(
-        xq, QuantizeOperand(x, c.lhs, OperandSpec(x.rank(), x.rank() - 1, c), x.rank() - 1));
+        xq, QuantizeOperand(x, c.lhs, OperandReduceSpec(x.rank(), x.rank() - 1, c), x.rank() - 1));
   }
   if (c.rhs.qtype) {
     QTRAIN_ASSIGN_OR_RETURN(
-        wq, QuantizeOperand(w, c.rhs, OperandSpec(w.rank(), w.rank() - 2, c), w.rank() - 2));
+        wq, QuantizeOperand(w, c.rhs, OperandReduceSpec(w.rank(), w.rank() - 2, c), w.rank() - 2));
   }
 
   QDotForwardResult out;

@@ -54,6 +54,10 @@ struct QDotConfig {
   bool skip_dx = false;
 };
 
+// How an operand of rank `rank` contracted on `contracting_axis` is reduced into scales under
+// `config`: the contracting axis (every axis with disable_channelwise), tiled by tile_size.
+ReduceSpec OperandReduceSpec(int rank, int contracting_axis, const QDotConfig& config);
+
 // Validates shapes and config (ranks 2/2 or 3/3, matching K and B, tiles dividing K, asymmetric
 // methods only for qtypes that support them, stochastic rounding only for integer bwd_qtype).
 absl::Status ValidateQDot(const Shape& x, const Shape& w, const QDotConfig& config);

@@ -35,20 +35,6 @@ Calibration Reshaped(const Calibration& c, const Shape& shape) {
   return out;
 }
 
-ReduceSpec OperandSpec(int rank, int contracting_axis, const QDotConfig& c) {
-  ReduceSpec spec;
-  if (c.disable_channelwise) {
-    for (int a = 0; a < rank; ++a) spec.axes.push_back(a);
-  } else {
-    spec.axes.push_back(contracting_axis);
-  }
-  if (c.tile_size > 0) {
-    spec.tile_axis = contracting_axis;
-    spec.tile_size = c.tile_size;
-  }
-  return spec;
-}
-
 QDotConfig ForBackward(QDotConfig c, QDotImpl impl, bool skip_dx) {
   c.impl = impl;
   c.skip_dx = skip_dx;
@@ -143,13 +129,13 @@ absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, 
   std::optional<Calibration> x_static, w_static;
   if (plan_.quantized() && plan_.lhs_static) {
     QTRAIN_ASSIGN_OR_RETURN(x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
-                                                 OperandSpec(x.rank(), x.rank() - 1, config),
+                                                 OperandReduceSpec(x.rank(), x.rank() - 1, config),
                                                  config.lhs.method, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
   if (plan_.quantized() && plan_.rhs_static) {
     QTRAIN_ASSIGN_OR_RETURN(w_static, ObserveSrq(ctx, module_path_, op_id_ + "_rhs", w, w_qwix,
-                                                 OperandSpec(w.rank(), w.rank() - 2, config),
+                                                 OperandReduceSpec(w.rank(), w.rank() - 2, config),
                                                  config.rhs.method, plan_.rule->act_batch_axes));
     config.rhs.static_calibration = &*w_static;
   }
