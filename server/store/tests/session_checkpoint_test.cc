@@ -1,0 +1,106 @@
+// Sessions through checkpoint bytes: a float session's checkpoint rebuilds an identical session
+// and loads into QAT/QT sessions; foreign or damaged checkpoints are refused with reasons.
+#include "server/store/session_checkpoint.h"
+
+#include <cstring>
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include "server/store/checkpoint_io.h"
+
+namespace qtrain::store {
+namespace {
+
+using ::testing::HasSubstr;
+namespace proto = engine::proto;
+
+template <typename M>
+M Json(const std::string& s) {
+  M m;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(s, &m).ok()) << s;
+  return m;
+}
+
+std::unique_ptr<engine::Trainer> MakeTrainer(const proto::ModelSpec& spec,
+                                             const proto::RuleSet& rules, uint64_t seed) {
+  auto t = engine::Trainer::Create(spec, rules, {}, seed, *MakeOnednnBackend());
+  EXPECT_TRUE(t.ok()) << t.status();
+  return std::move(*t);
+}
+
+engine::Batch Batch(int seed) {
+  engine::Batch b{Tensor::Empty(DType::kF32, {8, 6}), Tensor::Empty(DType::kS32, {8})};
+  for (int64_t i = 0; i < 48; ++i) b.inputs.data<float>()[i] = std::sin(0.3f * i + seed);
+  for (int64_t i = 0; i < 8; ++i) b.targets.data<int32_t>()[i] = (i + seed) % 4;
+  return b;
+}
+
+const char kSpec[] = R"({"input": {"shape": [6]}, "body": {"sequential": {"layers": [
+    {"linear": {"features": 16}}, {"activation": {"kind": "GELU"}},
+    {"linear": {"features": 4}}]}}})";
+
+TEST(SessionCheckpointTest, RebuildsAnIdenticalSession) {
+  auto rules = Json<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+      "act_static_scale": true}]})");
+  auto t = MakeTrainer(Json<proto::ModelSpec>(kSpec), rules, 3);
+  for (int s = 0; s < 4; ++s) ASSERT_TRUE(t->TrainStep(Batch(s)).ok());
+  const std::string bytes = EncodeCheckpoint(CheckpointFromTrainer(*t));
+
+  auto file = DecodeCheckpoint(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto config = ConfigFromCheckpoint(*file);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->step, 4);
+  EXPECT_EQ(config->seed, 3u);
+  EXPECT_EQ(config->rules.rules_size(), 1);
+  auto restored = MakeTrainer(config->spec, config->rules, config->seed);
+  ASSERT_TRUE(LoadCheckpoint(*file, *restored).ok());
+  EXPECT_EQ(restored->step(), 4);
+  EXPECT_EQ(restored->quant_stats().size(), t->quant_stats().size());
+  auto a = t->Predict(Batch(9).inputs), b = restored->Predict(Batch(9).inputs);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(std::memcmp(a->raw(), b->raw(), a->nbytes()), 0);
+  // And the next step is identical too (same seed, step, optimizer state).
+  auto ra = t->TrainStep(Batch(5)), rb = restored->TrainStep(Batch(5));
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  EXPECT_EQ(ra->loss, rb->loss);
+}
+
+TEST(SessionCheckpointTest, FloatCheckpointsLoadIntoQtSessions) {
+  auto fp = MakeTrainer(Json<proto::ModelSpec>(kSpec), {}, 1);
+  ASSERT_TRUE(fp->TrainStep(Batch(0)).ok());
+  auto file = DecodeCheckpoint(EncodeCheckpoint(CheckpointFromTrainer(*fp)));
+  ASSERT_TRUE(file.ok());
+  auto qt = MakeTrainer(Json<proto::ModelSpec>(kSpec),
+                        Json<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int8",
+                            "act_qtype": "int8", "bwd_qtype": "int8"}]})"),
+                        2);
+  ASSERT_TRUE(LoadCheckpoint(*file, *qt).ok());
+  auto r = qt->TrainStep(Batch(1));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->step, 2);
+}
+
+TEST(SessionCheckpointTest, ForeignAndMismatchedCheckpointsAreRefused) {
+  SafetensorsFile foreign;
+  foreign.tensors["w"] = Tensor::Zeros(DType::kF32, {2});
+  auto c = ConfigFromCheckpoint(foreign);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("model_spec"));
+
+  auto t = MakeTrainer(Json<proto::ModelSpec>(kSpec), {}, 1);
+  auto other = MakeTrainer(Json<proto::ModelSpec>(R"({"input": {"shape": [6]},
+      "body": {"sequential": {"layers": [{"linear": {"features": 5}}]}}})"),
+                           {}, 1);
+  absl::Status s = LoadCheckpoint(CheckpointFromTrainer(*other), *t);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("params/Dense_0/kernel"));
+  SafetensorsFile bad_step = CheckpointFromTrainer(*t);
+  bad_step.metadata["step"] = "-3";
+  EXPECT_THAT(LoadCheckpoint(bad_step, *t).message(), HasSubstr("\"step\""));
+}
+
+}  // namespace
+}  // namespace qtrain::store
