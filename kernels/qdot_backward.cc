@@ -125,8 +125,10 @@ absl::Status QtInteger(Backend& backend, const DotDims& d, const QuantizedTensor
   QTRAIN_ASSIGN_OR_RETURN(
       QuantizedTensor g2q,
       QuantizeGrad(g2, ColSpec(g.rank(), c.bwd_weight_grad_tile_size), c, noise));
+  // The int8 dots take symmetric gradients only; zero points go through the float path.
   const bool int_kernel = c.impl == QDotImpl::kInteger && g2q.q.dtype() == DType::kS8 &&
-                          (!need_dx || g1q.q.dtype() == DType::kS8);
+                          g2q.params.symmetric() &&
+                          (!need_dx || (g1q.q.dtype() == DType::kS8 && g1q.params.symmetric()));
   if (!int_kernel) {
     // Same math in float: deq(g1q) · w_qᵀ and x_qᵀ · deq(g2q), then the operand scales shifted
     // back are already folded into g's scales.

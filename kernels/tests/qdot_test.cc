@@ -99,6 +99,25 @@ TEST(QDotTest, QuantizedResultsApproximateFloat) {
   EXPECT_GT(MeanRelativeDifference(gq.dx, gf.dx), 1e-4);
 }
 
+TEST(QDotTest, AsymmetricGradientCalibrationMatchesFakeQuant) {
+  // Zero points cannot ride on the int8 dots: the integer path must fall back, not drop them.
+  auto backend = testing::Onednn();
+  Tensor x = RandomTensor({32, 64}, 20);
+  Tensor w = RandomTensor({64, 16}, 21, 0.1f);
+  Tensor g = RandomTensor({32, 16}, 22, 0.01f);
+  for (float& v : g.span<float>()) v += 0.01f;  // skewed, so minmax differs from absmax
+  QDotConfig c = Int8Config();
+  c.bwd_qtype = QType::kInt8;
+  c.bwd_method = *ParseCalibrationMethod("minmax");
+  auto y = *QDotForward(*backend, x, w, c);
+  auto gi = *QDotBackward(*backend, x, w, g, y.residuals, c);
+  QDotConfig fake = c;
+  fake.impl = QDotImpl::kFakeQuant;
+  auto gf = *QDotBackward(*backend, x, w, g, y.residuals, fake);
+  EXPECT_LT(MaxRelativeToPeak(gi.dx, gf.dx), 2e-6);
+  EXPECT_LT(MaxRelativeToPeak(gi.dw, gf.dw), 2e-6);
+}
+
 TEST(QDotTest, WeightGradTileStaysCloseToUntiled) {
   auto backend = testing::Onednn();
   Tensor x = RandomTensor({256, 64}, 7);

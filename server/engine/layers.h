@@ -33,8 +33,9 @@ std::unique_ptr<Module> MakeSequential(std::string path,
                                        std::vector<std::unique_ptr<Module>> layers);
 std::unique_ptr<Module> MakeResidual(std::string path, std::unique_ptr<Module> body);
 // Self-attention over (B, T, d_model) with children query/key/value/out. Ops: einsum0 (q·kᵀ),
-// einsum1 (attention·v).
+// einsum1 (attention·v, contracting over the sequence length `seq_len`).
 std::unique_ptr<Module> MakeAttention(std::string path, int64_t d_model, int64_t num_heads,
-                                      int64_t qkv_features, bool causal, uint64_t seed);
+                                      int64_t qkv_features, bool causal, int64_t seq_len,
+                                      uint64_t seed);
 
 }  // namespace qtrain::engine

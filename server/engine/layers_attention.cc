@@ -53,8 +53,9 @@ void Scale(Tensor& t, float s) {
 class Attention final : public Module {
  public:
   Attention(std::string path, int64_t d_model, int64_t heads, int64_t qkv, bool causal,
-            uint64_t seed)
+            int64_t seq_len, uint64_t seed)
       : Module(std::move(path)),
+        seq_len_(seq_len),
         d_model_(d_model),
         heads_(heads),
         head_dim_(qkv / heads),
@@ -132,7 +133,7 @@ class Attention final : public Module {
   }
   absl::Status PlanOps(const CompiledRules* rules) override {
     QTRAIN_RETURN_IF_ERROR(einsum0_.Plan(rules, head_dim_));
-    QTRAIN_RETURN_IF_ERROR(einsum1_.Plan(rules, 0));
+    QTRAIN_RETURN_IF_ERROR(einsum1_.Plan(rules, seq_len_));
     return Module::PlanOps(rules);
   }
   void ReportOps(std::vector<std::pair<int, std::string>>* out) override {
@@ -148,7 +149,7 @@ class Attention final : public Module {
     int64_t b, t;
   };
 
-  int64_t d_model_, heads_, head_dim_;
+  int64_t seq_len_, d_model_, heads_, head_dim_;
   bool causal_;
   QuantizedDot einsum0_, einsum1_;
   std::unique_ptr<Module> query_, key_, value_, out_;
@@ -158,9 +159,10 @@ class Attention final : public Module {
 }  // namespace
 
 std::unique_ptr<Module> MakeAttention(std::string path, int64_t d_model, int64_t num_heads,
-                                      int64_t qkv_features, bool causal, uint64_t seed) {
+                                      int64_t qkv_features, bool causal, int64_t seq_len,
+                                      uint64_t seed) {
   return std::make_unique<Attention>(std::move(path), d_model, num_heads, qkv_features, causal,
-                                     seed);
+                                     seq_len, seed);
 }
 
 }  // namespace qtrain::engine

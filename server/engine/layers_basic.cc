@@ -140,6 +140,7 @@ class Pool final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
+    if (in_shape_.size() != 4) return NoForwardError(path());
     Tensor dx = Tensor::Empty(DType::kF32, in_shape_);
     if (global_) {
       const int64_t n = in_shape_[0], hw = in_shape_[1] * in_shape_[2], c = in_shape_[3];

@@ -2,6 +2,7 @@
 // mistakes surface when the session is created, naming the module path.
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -39,6 +40,12 @@ class Builder {
           absl::StrCat("module name \"", name, "\" under \"", parent, "\" contains '/' or ':'"));
     }
     const std::string path = parent.empty() ? name : parent + "/" + name;
+    // Paths name parameters, optimizer slots and statistics: they must be unique.
+    if (!paths_.insert(path).second) {
+      return absl::InvalidArgumentError(absl::StrCat("module path \"", path,
+                                                     "\" is used twice; give modules distinct "
+                                                     "names"));
+    }
     QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> module, BuildKind(m, path, shape, depth));
     if (NumElements(shape) > kMaxExampleActivation) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -49,6 +56,7 @@ class Builder {
   }
 
   int64_t parameters() const { return parameters_; }
+  bool tokens() const { return tokens_; }
 
  private:
   static std::string TypeName(const proto::Module& m) {
@@ -94,7 +102,17 @@ class Builder {
     return absl::OkStatus();
   }
 
-  absl::Status AddParameters(const std::string& path, int64_t n) {
+  // `factors` multiply to the parameter count; overflow counts as over the limit.
+  absl::Status AddParameters(const std::string& path, std::initializer_list<int64_t> factors,
+                             int64_t extra = 0) {
+    int64_t n = 1;
+    bool overflow = false;
+    for (int64_t f : factors) overflow |= __builtin_mul_overflow(n, f, &n);
+    overflow |= __builtin_add_overflow(n, extra, &n) || __builtin_add_overflow(parameters_, n, &n);
+    if (overflow)
+      n = kMaxParameters + 1;
+    else
+      n -= parameters_;
     parameters_ += n;
     if (parameters_ > kMaxParameters) {
       return absl::ResourceExhaustedError(absl::StrCat("module \"", path, "\" brings the model to ",
@@ -120,7 +138,7 @@ class Builder {
         if (shape.empty()) return Bad(path, "linear needs an input with a feature axis");
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", l.features()));
         const int64_t in = shape.back();
-        QTRAIN_RETURN_IF_ERROR(AddParameters(path, in * l.features() + l.features()));
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, {in, l.features()}, l.features()));
         shape.back() = l.features();
         return MakeLinear(path, in, l.features(), !l.no_bias(), seed_);
       }
@@ -145,14 +163,16 @@ class Builder {
         d.kw = c.kernel_size(1);
         d.stride_h = c.strides_size() ? c.strides(0) : 1;
         d.stride_w = c.strides_size() ? c.strides(1) : 1;
-        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "kernel_size", std::min(d.kh, d.kw)));
-        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", std::min(d.stride_h, d.stride_w)));
+        for (int64_t v : {d.kh, d.kw}) QTRAIN_RETURN_IF_ERROR(CheckSize(path, "kernel_size", v));
+        for (int64_t v : {d.stride_h, d.stride_w}) {
+          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
+        }
         const bool same = c.padding() == proto::SAME;
         std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
         std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
         absl::Status valid = ValidateConvDesc(d);
         if (!valid.ok()) return Bad(path, valid.message());
-        QTRAIN_RETURN_IF_ERROR(AddParameters(path, d.kh * d.kw * d.c * d.o + d.o));
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, {d.kh, d.kw, d.c, d.o}, d.o));
         shape = {d.out_h(), d.out_w(), d.o};
         return MakeConv2D(path, d, !c.no_bias(), seed_);
       }
@@ -161,7 +181,7 @@ class Builder {
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "num_embeddings", e.num_embeddings()));
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", e.features()));
         if (!tokens_) return Bad(path, "embedding needs TOKENS input (input.kind)");
-        QTRAIN_RETURN_IF_ERROR(AddParameters(path, e.num_embeddings() * e.features()));
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, {e.num_embeddings(), e.features()}));
         shape.push_back(e.features());
         tokens_ = false;
         return MakeEmbedding(path, e.num_embeddings(), e.features(), seed_);
@@ -172,7 +192,7 @@ class Builder {
         const bool ln = m.kind_case() == proto::Module::kLayerNorm;
         const float eps = ln ? m.layer_norm().epsilon() : m.rms_norm().epsilon();
         if (eps < 0 || !std::isfinite(eps)) return Bad(path, "epsilon must be >= 0");
-        QTRAIN_RETURN_IF_ERROR(AddParameters(path, 2 * shape.back()));
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, {2, shape.back()}));
         const float e = eps > 0 ? eps : 1e-6f;
         return ln ? MakeLayerNorm(path, shape.back(), e) : MakeRmsNorm(path, shape.back(), e);
       }
@@ -197,8 +217,15 @@ class Builder {
           return Bad(path, absl::StrCat("qkv_features ", qkv, " is not divisible by num_heads ",
                                         a.num_heads()));
         }
-        QTRAIN_RETURN_IF_ERROR(AddParameters(path, 4 * d * qkv + 3 * qkv + d));
-        return MakeAttention(path, d, a.num_heads(), qkv, a.causal(), seed_);
+        QTRAIN_RETURN_IF_ERROR(AddParameters(path, {4, d, qkv}, 3 * qkv + d));
+        // The (heads, T, T) attention scores are the largest activation of the block.
+        const int64_t t = shape[0];
+        if (a.num_heads() * t > kMaxExampleActivation / t) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "module \"", path, "\": attention scores of ", a.num_heads(), " x ", t, " x ", t,
+              " per example exceed the limit of ", kMaxExampleActivation, " elements"));
+        }
+        return MakeAttention(path, d, a.num_heads(), qkv, a.causal(), t, seed_);
       }
       case proto::Module::kPool: {
         const auto& p = m.pool();
@@ -220,8 +247,10 @@ class Builder {
         d.kw = p.window(1);
         d.stride_h = p.strides_size() == 2 ? p.strides(0) : d.kh;
         d.stride_w = p.strides_size() == 2 ? p.strides(1) : d.kw;
-        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "window", std::min(d.kh, d.kw)));
-        QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", std::min(d.stride_h, d.stride_w)));
+        for (int64_t v : {d.kh, d.kw}) QTRAIN_RETURN_IF_ERROR(CheckSize(path, "window", v));
+        for (int64_t v : {d.stride_h, d.stride_w}) {
+          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
+        }
         const bool same = p.padding() == proto::SAME;
         std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
         std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
@@ -284,6 +313,7 @@ class Builder {
 
  private:
   uint64_t seed_;
+  std::set<std::string> paths_;
   int64_t parameters_ = 0;
   bool tokens_ = false;  // the current activation is still token ids
 };
@@ -313,6 +343,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
   } else {
     std::map<std::string, int> counters;
     QTRAIN_ASSIGN_OR_RETURN(model->root_, builder.Build(spec.body(), "", counters, shape, 0));
+  }
+  if (builder.tokens()) {
+    return absl::InvalidArgumentError(
+        "model spec: TOKENS input needs an embedding before any other computation");
   }
   model->output_shape_ = shape;
   if (spec.loss().kind() == proto::Loss::SOFTMAX_CROSS_ENTROPY && shape.empty()) {

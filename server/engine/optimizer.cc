@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/row_ops.h"
+#include "kernels/status_macros.h"
 
 #include "absl/strings/str_cat.h"
 

@@ -14,16 +14,16 @@ uint64_t NoiseCounter(const std::string& path, const std::string& op_id, uint64_
   return (h ^ (step * 0x9E3779B97F4A7C15ull)) & ~uint64_t{0xFFFFFFFF};
 }
 
-// The shape of `cal` (a calibration of a flattened operand) in the operand's Qwix shape: leading
-// dims restored when the calibration is per row, all ones when it is per tensor.
-Shape QwixCalibrationShape(const Tensor& cal, const Shape& qwix) {
-  if (cal.rank() == static_cast<int>(qwix.size())) return cal.shape();  // not flattened
-  Shape out(qwix.size(), 1);
-  out.back() = cal.shape().back();
-  const int64_t rows = cal.numel() / cal.shape().back();
-  if (rows > 1) {
-    for (size_t a = 0; a + 1 < qwix.size(); ++a) out[a] = qwix[a];
-  }
+// The shape of `cal`, a calibration of the kernel-view operand of shape `kernel`, in the
+// operand's Qwix shape `qwix`: kernel axis 0 folds the leading Qwix axes [0, q - k]; the other
+// kernel axes are the trailing Qwix axes. Folded axes are restored when the calibration keeps
+// axis 0 (per row / per batch) and are ones when it reduces it.
+Shape QwixCalibrationShape(const Shape& cal, const Shape& kernel, const Shape& qwix) {
+  const int k = static_cast<int>(kernel.size()), q = static_cast<int>(qwix.size());
+  if (k == q) return cal;
+  Shape out;
+  for (int a = 0; a <= q - k; ++a) out.push_back(cal[0] == 1 ? 1 : qwix[a]);
+  for (int a = 1; a < k; ++a) out.push_back(cal[a]);
   return out;
 }
 
@@ -77,7 +77,7 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   const Calibration dynamic = Calibrate(operand, layout, method);
   const Tensor& any = dynamic.symmetric ? dynamic.absmax : dynamic.lo;
   const Shape kernel_shape = any.shape();
-  const Shape view = QwixCalibrationShape(any, qwix_shape);
+  const Shape view = QwixCalibrationShape(kernel_shape, operand.shape(), qwix_shape);
   const Calibration dyn_view = Reshaped(dynamic, view);
 
   Shape stat_shape = view;

@@ -105,12 +105,16 @@ absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_sta
     stats_ = saved_stats;
     return out.status();
   }
-  QTRAIN_ASSIGN_OR_RETURN(LossResult loss, ComputeLoss(*backend_, model_->spec().loss(), *out,
-                                                       batch.targets, /*want_grad=*/false));
+  absl::StatusOr<LossResult> loss =
+      ComputeLoss(*backend_, model_->spec().loss(), *out, batch.targets, /*want_grad=*/false);
+  if (!loss.ok()) {
+    stats_ = saved_stats;
+    return loss.status();
+  }
   StepResult r;
   r.step = step_;
-  r.loss = loss.loss;
-  r.accuracy = loss.accuracy;
+  r.loss = loss->loss;
+  r.accuracy = loss->accuracy;
   r.examples = batch.inputs.dim(0);
   return r;
 }
@@ -234,6 +238,17 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
       stat.symmetric = false;
       stat.sum_of_min = lo->second;
       stat.sum_of_max = hi->second;
+    }
+    for (const Tensor* sum : {&stat.sum_of_absmax, &stat.sum_of_min, &stat.sum_of_max}) {
+      if (sum->empty()) continue;
+      bool finite = sum->dtype() == DType::kF32 && sum->rank() >= 1 && sum->rank() <= 4;
+      for (int64_t i = 0; finite && i < sum->numel(); ++i) {
+        finite = std::isfinite(sum->data<float>()[i]);
+      }
+      if (!finite) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "state: the sums of \"", base, "\" must be finite f32 tensors of rank 1 to 4"));
+      }
     }
     stats[{rest.substr(0, slash), rest.substr(slash + 1)}] = std::move(stat);
   }

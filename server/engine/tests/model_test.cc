@@ -53,6 +53,22 @@ TEST(ModelTest, BadSpecsNameTheModuleAndField) {
       {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
            {"dropout": {"rate": 1.5}}]}}})",
        absl::StatusCode::kInvalidArgument, "dropout rate 1.5"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"name": "fc", "linear": {"features": 8}}, {"name": "fc", "linear": {"features": 9}}]}}})",
+       absl::StatusCode::kInvalidArgument, "\"fc\" is used twice"},
+      {R"({"input": {"shape": [4]}, "body": {"sequential": {"layers": [
+           {"name": "Dense_1", "linear": {"features": 8}}, {"linear": {"features": 9}},
+           {"linear": {"features": 9}}]}}})",
+       absl::StatusCode::kInvalidArgument, "\"Dense_1\" is used twice"},
+      {R"({"input": {"kind": "TOKENS", "shape": [4]}, "body": {"sequential": {"layers": [
+           {"flatten": {}}]}}})",
+       absl::StatusCode::kInvalidArgument, "needs an embedding"},
+      {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 1, "kernel_size": [1, 4611686018427387904]}}]}}})",
+       absl::StatusCode::kInvalidArgument, "kernel_size = 4611686018427387904"},
+      {R"({"input": {"shape": [16384, 64]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 64}}]}}})",
+       absl::StatusCode::kResourceExhausted, "attention scores"},
   };
   for (const BadSpec& c : cases) {
     auto m = Model::Build(FromJson<proto::ModelSpec>(c.json), 1);
@@ -250,6 +266,12 @@ TEST(TrainerTest, FloatQatAndQtShareStateDicts) {
   broken = (*fp)->ExportState();
   broken["params/Dense_0/kernel"] = Tensor::Zeros(DType::kF32, {3, 3});
   EXPECT_THAT((*qt)->ImportState(broken, 0).message(), HasSubstr("[12, 16]"));
+  broken = (*fp)->ExportState();
+  Tensor count = Tensor::Empty(DType::kS32, {1});
+  count.data<int32_t>()[0] = 2;
+  broken["quant_stats/Dense_0/dot_general0_lhs/count"] = count;
+  broken["quant_stats/Dense_0/dot_general0_lhs/sum_of_absmax"] = Tensor::Zeros(DType::kS32, {1, 1});
+  EXPECT_THAT((*qt)->ImportState(broken, 0).message(), HasSubstr("finite f32"));
   EXPECT_EQ((*qt)->step(), 4);
 }
 
@@ -267,6 +289,35 @@ TEST(TrainerTest, RulesChangeBetweenStepsAndBadRulesKeepTheOld) {
   auto r = (*t)->TrainStep(RandomBatch(8, 2));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->step, 3);
+}
+
+TEST(TrainerTest, SrqOnAttentionEinsums) {
+  auto spec = FromJson<proto::ModelSpec>(R"({"input": {"kind": "TOKENS", "shape": [6]},
+      "body": {"sequential": {"layers": [
+        {"embedding": {"num_embeddings": 10, "features": 8}},
+        {"name": "attn", "attention": {"num_heads": 2, "causal": true}},
+        {"linear": {"features": 10}}]}}})");
+  auto rules = FromJson<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int8",
+      "act_qtype": "int8", "act_static_scale": true, "tile_fraction": 0.5}]})");
+  auto t = Trainer::Create(spec, rules, {}, 1, testing::OnednnBackend());
+  ASSERT_TRUE(t.ok()) << t.status();
+  Batch b{Tensor::Empty(DType::kS32, {3, 6}), Tensor::Empty(DType::kS32, {3, 6})};
+  for (int64_t i = 0; i < 18; ++i) {
+    b.inputs.data<int32_t>()[i] = i % 10;
+    b.targets.data<int32_t>()[i] = (i + 1) % 10;
+  }
+  for (int s = 0; s < 2; ++s) {
+    auto r = (*t)->TrainStep(b);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  const auto& stats = (*t)->quant_stats();
+  // (B, H, rows, cols) statistics averaged over the batch axis.
+  const auto& lhs = stats.at({"attn", "einsum0_lhs"});
+  const auto& rhs = stats.at({"attn", "einsum0_rhs"});
+  EXPECT_EQ(lhs.count, 2);
+  EXPECT_EQ(lhs.sum_of_absmax.shape(), (Shape{1, 2, 6, 2}));  // tile 0.5 of dh=4 → 2 tiles
+  EXPECT_EQ(rhs.sum_of_absmax.shape(), (Shape{1, 2, 2, 6}));
+  EXPECT_EQ(stats.at({"attn", "einsum1_rhs"}).sum_of_absmax.shape(), (Shape{1, 2, 2, 4}));
 }
 
 TEST(TrainerTest, StaticScalesNeedACount) {
