@@ -17,7 +17,9 @@ Tensor Random(const Shape& shape, uint32_t seed, float stddev) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist(0.0f, stddev);
   Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) v = dist(gen);
+  for (float& v : t.span<float>()) {
+    v = dist(gen);
+  }
   return t;
 }
 
@@ -59,7 +61,9 @@ void BM_MatmulF32(benchmark::State& state) {
   for (auto _ : state) {
     auto s = OnednnBackend().MatmulF32(MatmulDesc{p.m, p.k, p.n}, p.x.data<float>(),
                                        p.w.data<float>(), y.data<float>());
-    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+    }
   }
   SetFlops(state, p, 1);
 }
@@ -74,7 +78,9 @@ void BM_MatmulInt8Kernel(benchmark::State& state) {
   for (auto _ : state) {
     auto s = OnednnBackend().MatmulInt8(d, xq.raw(), wq.data<int8_t>(), rs.data<float>(),
                                         cs.data<float>(), y.data<float>());
-    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+    }
   }
   SetFlops(state, p, 1);
 }
@@ -84,7 +90,9 @@ void RunForward(benchmark::State& state, QDotImpl impl) {
   const QDotConfig c = Int8(impl);
   for (auto _ : state) {
     auto r = QDotForward(OnednnBackend(), p.x, p.w, c);
-    if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+    }
     benchmark::DoNotOptimize(r);
   }
   SetFlops(state, p, 1);
@@ -97,7 +105,9 @@ void RunBackward(benchmark::State& state, const QDotConfig& c) {
   auto fwd = *QDotForward(OnednnBackend(), p.x, p.w, c);
   for (auto _ : state) {
     auto r = QDotBackward(OnednnBackend(), p.x, p.w, p.g, fwd.residuals, c);
-    if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+    }
     benchmark::DoNotOptimize(r);
   }
   SetFlops(state, p, 2);
@@ -128,7 +138,9 @@ void BM_MemoryReadBandwidth(benchmark::State& state) {
   for (auto _ : state) {
     float sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) sum += p[i];
+    for (int64_t i = 0; i < n; ++i) {
+      sum += p[i];
+    }
     benchmark::DoNotOptimize(sum);
   }
   state.SetBytesProcessed(state.iterations() * n * 4);

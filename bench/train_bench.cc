@@ -35,7 +35,9 @@ M Parse(const std::string& json) {
 }
 
 proto::RuleSet Rules(int mode) {  // 0 float, 1 QAT int8, 2 QT int8
-  if (mode == 0) return {};
+  if (mode == 0) {
+    return {};
+  }
   return Parse<proto::RuleSet>(std::string(R"({"rules": [{"weight_qtype": "int8",
       "act_qtype": "int8")") + (mode == 2 ? R"(, "bwd_qtype": "int8")" : "") +
                                "}]}");
@@ -50,10 +52,14 @@ void Run(benchmark::State& state, const char* spec, Batch batch) {
     state.SkipWithError(trainer.status().ToString().c_str());
     return;
   }
-  for (int i = 0; i < 2; ++i) (void)(*trainer)->TrainStep(batch);  // create primitives
+  for (int i = 0; i < 2; ++i) {
+    (void)(*trainer)->TrainStep(batch);  // create primitives
+  }
   for (auto _ : state) {
     auto r = (*trainer)->TrainStep(batch);
-    if (!r.ok()) state.SkipWithError(r.status().ToString().c_str());
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+    }
   }
   state.counters["steps_per_s"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
@@ -63,13 +69,17 @@ Tensor Random(const Shape& shape, uint32_t seed) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist;
   Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) v = dist(gen);
+  for (float& v : t.span<float>()) {
+    v = dist(gen);
+  }
   return t;
 }
 
 void BM_TrainStepMlp(benchmark::State& state) {
   Batch b{Random({256, 784}, 1), Tensor::Empty(DType::kS32, {256})};
-  for (int i = 0; i < 256; ++i) b.targets.data<int32_t>()[i] = i % 10;
+  for (int i = 0; i < 256; ++i) {
+    b.targets.data<int32_t>()[i] = i % 10;
+  }
   Run(state, kMlp, std::move(b));
 }
 
@@ -79,7 +89,9 @@ void BM_TrainStepTransformerBlock(benchmark::State& state) {
 
 void Modes(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2}) {
-    for (int mode : {0, 1, 2}) b->Args({mode, threads});
+    for (int mode : {0, 1, 2}) {
+      b->Args({mode, threads});
+    }
   }
   // The fastest repetition: on a shared VM, interference only ever adds time.
   b->ArgNames({"mode", "threads"})

@@ -40,7 +40,9 @@ void ReduceGroups(const Tensor& x, const ScaleLayout& l, RowFn&& row, ElemFn&& e
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t c0 = c * chunk, len = std::min(chunk, n - c0);
-      if (len <= 0) continue;
+      if (len <= 0) {
+        continue;
+      }
       ForEachRow(
           l, [&](int64_t offset, int64_t base) { elementwise(px + offset + c0, len, base + c0); });
     }
@@ -125,18 +127,26 @@ absl::StatusOr<CalibrationMethod> ParseCalibrationMethod(absl::string_view text)
       return MethodError(text, absl::StrCat(name, " takes ", min_args == 1 ? "exactly" : "at most",
                                             " one argument k, got ", args.size()));
     }
-    if (!args.empty()) m.k = args[0];
-    if (m.k <= 0.0f) return MethodError(text, "k must be > 0");
+    if (!args.empty()) {
+      m.k = args[0];
+    }
+    if (m.k <= 0.0f) {
+      return MethodError(text, "k must be > 0");
+    }
     return m;
   }
   if (name == "fixed") {
     m.kind = CalibrationKind::kFixed;
     if (args.size() == 1) {
-      if (args[0] <= 0.0f) return MethodError(text, "fixed,a needs a > 0");
+      if (args[0] <= 0.0f) {
+        return MethodError(text, "fixed,a needs a > 0");
+      }
       m.fixed_lo = -args[0];
       m.fixed_hi = args[0];
     } else if (args.size() == 2) {
-      if (args[0] >= args[1]) return MethodError(text, "fixed,a,b needs a < b");
+      if (args[0] >= args[1]) {
+        return MethodError(text, "fixed,a,b needs a < b");
+      }
       m.fixed_lo = args[0];
       m.fixed_hi = args[1];
     } else {
@@ -172,7 +182,9 @@ Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMe
             a[s] = m > a[s] ? m : a[s];
           },
           [&](const float* p, int64_t n, int64_t s) { rowops::AbsMaxInto(p, n, a + s); });
-      for (int64_t i = 0; i < l.num_scales; ++i) a[i] *= k;
+      for (int64_t i = 0; i < l.num_scales; ++i) {
+        a[i] *= k;
+      }
       return c;
     }
     case CalibrationKind::kMinMax: {
@@ -258,7 +270,9 @@ absl::StatusOr<QuantParams> ComputeQuantParams(const Calibration& c, QType qtype
   float* zp = p.zero_point.data<float>();
   for (int64_t i = 0; i < p.scale.numel(); ++i) {
     float v = (hi[i] - lo[i]) / (info.qmax - info.qmin);
-    if (v < min_scale) v = 1.0f;
+    if (v < min_scale) {
+      v = 1.0f;
+    }
     s[i] = v;
     zp[i] = ConvertValue(info.qmin - lo[i] / v, qtype);
   }

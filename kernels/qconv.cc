@@ -42,8 +42,12 @@ absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& 
   if (x.dtype() != DType::kF32 || w.dtype() != DType::kF32) {
     return absl::InvalidArgumentError("quantized convolution takes f32 operands");
   }
-  if (c.lhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.lhs.qtype, c.lhs.method));
-  if (c.rhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.rhs.qtype, c.rhs.method));
+  if (c.lhs.qtype) {
+    QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.lhs.qtype, c.lhs.method));
+  }
+  if (c.rhs.qtype) {
+    QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.rhs.qtype, c.rhs.method));
+  }
   std::optional<qdot_internal::QuantizedOperand> xq, wq;
   if (c.lhs.qtype) {
     QTRAIN_ASSIGN_OR_RETURN(xq, qdot_internal::QuantizeOperand(
@@ -79,7 +83,9 @@ absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& 
                                               out.residuals.w_used.data<float>(),
                                               out.y.data<float>()));
   }
-  if (xq) out.x_dynamic_calibration = std::move(xq->dynamic);
+  if (xq) {
+    out.x_dynamic_calibration = std::move(xq->dynamic);
+  }
   return out;
 }
 

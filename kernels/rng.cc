@@ -7,9 +7,15 @@ namespace qtrain {
 
 absl::StatusOr<StochasticRounding> ParseStochasticRounding(absl::string_view name) {
   const std::string lower = absl::AsciiStrToLower(name);
-  if (lower.empty() || lower == "none") return StochasticRounding::kNone;
-  if (lower == "uniform") return StochasticRounding::kUniform;
-  if (lower == "low_bit_uniform") return StochasticRounding::kLowBitUniform;
+  if (lower.empty() || lower == "none") {
+    return StochasticRounding::kNone;
+  }
+  if (lower == "uniform") {
+    return StochasticRounding::kUniform;
+  }
+  if (lower == "low_bit_uniform") {
+    return StochasticRounding::kLowBitUniform;
+  }
   return absl::InvalidArgumentError(absl::StrCat("bwd_stochastic_rounding \"", name,
                                                  "\" is unknown; expected uniform or "
                                                  "low_bit_uniform"));

@@ -33,7 +33,9 @@ QTRAIN_TARGET_CLONES void MinMax0(const float* x, int64_t n, float* lo, float* h
 QTRAIN_TARGET_CLONES double SumSquares(const float* x, int64_t n) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+  for (int64_t i = 0; i < n; ++i) {
+    s += static_cast<double>(x[i]) * x[i];
+  }
   return s;
 }
 
@@ -55,7 +57,9 @@ QTRAIN_TARGET_CLONES void MinMaxInto(const float* x, int64_t n, float* lo, float
 
 QTRAIN_TARGET_CLONES void SumSquaresInto(const float* x, int64_t n, double* acc) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<double>(x[i]) * x[i];
+  for (int64_t i = 0; i < n; ++i) {
+    acc[i] += static_cast<double>(x[i]) * x[i];
+  }
 }
 
 namespace {
@@ -102,8 +106,12 @@ bool CpuHasAvx512() {
 // One element of numerics.md §3: division (not reciprocal), then zero point, then noise.
 inline float QuantValue(const QuantRowArgs& a, int64_t i) {
   float v = a.x[i] / a.scale[i * a.scale_stride];
-  if (a.zero_point != nullptr) v += a.zero_point[i * a.scale_stride];
-  if (a.noise != nullptr) v += a.noise[i * a.noise_stride];
+  if (a.zero_point != nullptr) {
+    v += a.zero_point[i * a.scale_stride];
+  }
+  if (a.noise != nullptr) {
+    v += a.noise[i * a.noise_stride];
+  }
   v = v < a.qmin ? a.qmin : (v > a.qmax ? a.qmax : v);
   return RoundHalfEvenSmall(v);
 }
@@ -162,7 +170,9 @@ QTRAIN_TARGET_CLONES void QuantizeRowU8(const QuantRowArgs& a, uint8_t* out) {
 }
 
 void QuantizeRowF32(const QuantRowArgs& a, float* out) {
-  for (int64_t i = 0; i < a.n; ++i) out[i] = QuantValue(a, i);
+  for (int64_t i = 0; i < a.n; ++i) {
+    out[i] = QuantValue(a, i);
+  }
 }
 
 QTRAIN_TARGET_CLONES void DequantizeRowS8(const int8_t* q, int64_t n, const float* scale,
@@ -173,13 +183,17 @@ QTRAIN_TARGET_CLONES void DequantizeRowS8(const int8_t* q, int64_t n, const floa
   if (zero_point == nullptr && scale_stride == 0) {
     const float s = scale[0];
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(qr[i]) * s;
+    for (int64_t i = 0; i < n; ++i) {
+      o[i] = static_cast<float>(qr[i]) * s;
+    }
     return;
   }
   if (zero_point == nullptr) {
     const float* __restrict s = scale;
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(qr[i]) * s[i];
+    for (int64_t i = 0; i < n; ++i) {
+      o[i] = static_cast<float>(qr[i]) * s[i];
+    }
     return;
   }
   for (int64_t i = 0; i < n; ++i) {

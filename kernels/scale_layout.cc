@@ -75,8 +75,12 @@ absl::StatusOr<ScaleLayout> MakeScaleLayout(const Shape& shape, const ReduceSpec
 namespace qtrain {
 
 InnerMode GetInnerMode(const ScaleLayout& layout) {
-  if (layout.divisor[3] > 1) return InnerMode::kTiled;
-  if (layout.scale_stride[3] == 0) return InnerMode::kOneScale;
+  if (layout.divisor[3] > 1) {
+    return InnerMode::kTiled;
+  }
+  if (layout.scale_stride[3] == 0) {
+    return InnerMode::kOneScale;
+  }
   return InnerMode::kPerElement;
 }
 
@@ -95,7 +99,9 @@ void ParallelForEachRow(const ScaleLayout& l,
 
 bool RowsHaveDistinctScales(const ScaleLayout& l) {
   for (int a = 0; a < 3; ++a) {
-    if (l.dims[a] != 1 && l.scale_stride[a] == 0) return false;
+    if (l.dims[a] != 1 && l.scale_stride[a] == 0) {
+      return false;
+    }
   }
   return true;
 }

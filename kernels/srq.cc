@@ -26,21 +26,27 @@ absl::StatusOr<Tensor> MeanOver(const Tensor& t, absl::Span<const int> axes) {
     }
   }
   const float n = static_cast<float>(l.group_size);
-  for (int64_t i = 0; i < sum.numel(); ++i) ps[i] /= n;
+  for (int64_t i = 0; i < sum.numel(); ++i) {
+    ps[i] /= n;
+  }
   return sum;
 }
 
 void AddInto(Tensor& acc, const Tensor& v) {
   float* a = acc.data<float>();
   const float* b = v.data<float>();
-  for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
+  for (int64_t i = 0; i < acc.numel(); ++i) {
+    a[i] += b[i];
+  }
 }
 
 Tensor Divide(const Tensor& sum, int64_t count) {
   Tensor out = sum;
   float* p = out.data<float>();
   const float c = static_cast<float>(count);
-  for (int64_t i = 0; i < out.numel(); ++i) p[i] /= c;
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    p[i] /= c;
+  }
   return out;
 }
 
@@ -92,7 +98,9 @@ absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic
       AddInto(stat.sum_of_max, mean.hi);
     }
   }
-  if (stat.count == 0) return dynamic;
+  if (stat.count == 0) {
+    return dynamic;
+  }
   return SrqCalibration(stat);
 }
 

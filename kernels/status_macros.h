@@ -18,6 +18,7 @@
 // `lhs = value of rexpr` (a StatusOr), or returns its status when not OK.
 #define QTRAIN_ASSIGN_OR_RETURN(lhs, rexpr) \
   QTRAIN_ASSIGN_OR_RETURN_IMPL_(QTRAIN_STATUS_CONCAT_(qtrain_sor_, __LINE__), lhs, rexpr)
+// NOLINTNEXTLINE(bugprone-macro-parentheses): lhs is a declaration, it cannot be parenthesized.
 #define QTRAIN_ASSIGN_OR_RETURN_IMPL_(sor, lhs, rexpr) \
   auto sor = (rexpr);                                  \
   if (!sor.ok()) return std::move(sor).status();       \

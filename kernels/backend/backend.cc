@@ -21,7 +21,9 @@ absl::Status ValidateMatmulDesc(const MatmulDesc& d) {
 }
 
 absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d) {
-  if (d.mm.trans_a) return absl::InvalidArgumentError("int8 matmul takes no transposed src");
+  if (d.mm.trans_a) {
+    return absl::InvalidArgumentError("int8 matmul takes no transposed src");
+  }
   return ValidateMatmulDesc(d.mm);
 }
 

@@ -125,7 +125,9 @@ class OnednnBackend final : public Backend {
       if (col_scale) {
         po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, 1, m.n}, dt::f32, tag::abc));
       }
-      if (m.accumulate) po.append_sum(1.0f);
+      if (m.accumulate) {
+        po.append_sum(1.0f);
+      }
       return MakeMatmul(Matrix3d(m.m, m.k, d.a_unsigned ? dt::u8 : dt::s8, Lda(m)),
                         Matrix3d(m.k, m.n, dt::s8, Ldb(m), m.trans_b),
                         Matrix3d(m.m, m.n, dt::f32, Ldc(m)), po);
@@ -203,7 +205,9 @@ class OnednnBackend final : public Backend {
   }
 
   absl::Status EltwiseFwd(EltwiseKind kind, int64_t n, const float* src, float* dst) override {
-    if (n <= 0) return absl::OkStatus();
+    if (n <= 0) {
+      return absl::OkStatus();
+    }
     try {
       const memory::desc md({n}, dt::f32, tag::a);
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(EltKey("eltf", kind, n), [&] {
@@ -221,7 +225,9 @@ class OnednnBackend final : public Backend {
 
   absl::Status EltwiseBwd(EltwiseKind kind, int64_t n, const float* src, const float* diff_dst,
                           float* diff_src) override {
-    if (n <= 0) return absl::OkStatus();
+    if (n <= 0) {
+      return absl::OkStatus();
+    }
     try {
       const memory::desc md({n}, dt::f32, tag::a);
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(EltKey("eltb", kind, n), [&] {
@@ -389,7 +395,9 @@ class OnednnBackend final : public Backend {
       }
       std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, Mem(PoolDstMd(d), diff_dst)},
                                            {DNNL_ARG_DIFF_SRC, Mem(PoolSrcMd(d), diff_src)}};
-      if (fwd->workspace_md.get_size() > 0) args[DNNL_ARG_WORKSPACE] = workspace;
+      if (fwd->workspace_md.get_size() > 0) {
+        args[DNNL_ARG_WORKSPACE] = workspace;
+      }
       Execute(*p, args);
     } catch (const dnnl::error& e) {
       return DnnlError(e, "pooling backward");
@@ -409,7 +417,9 @@ class OnednnBackend final : public Backend {
   absl::StatusOr<CachedPrimitive*> GetOrCreate(const std::string& base_key, Make&& make) {
     const std::string key = absl::StrCat(base_key, "@t", omp_get_max_threads());
     auto it = cache_.find(key);
-    if (it != cache_.end()) return &it->second;
+    if (it != cache_.end()) {
+      return &it->second;
+    }
     try {
       auto [pos, inserted] = cache_.emplace(key, make());
       return &pos->second;
@@ -543,7 +553,9 @@ class OnednnBackend final : public Backend {
 
   memory WeightsIn(CachedPrimitive& p, const ConvDesc& d, dt type, const void* weights) {
     memory user = Mem(UserWeightsMd(d, type), weights);
-    if (!p.reorder_weights) return user;
+    if (!p.reorder_weights) {
+      return user;
+    }
     memory inner(p.weights_md, engine_);
     p.weights_reorder.execute(stream_, user, inner);
     return inner;
@@ -579,7 +591,9 @@ class OnednnBackend final : public Backend {
   void Execute(CachedPrimitive& p, std::unordered_map<int, memory>& args) {
     const auto bytes = static_cast<int64_t>(p.scratchpad_bytes);
     // oneDNN's JIT kernels use aligned loads on the scratchpad: Tensor storage is 64-byte aligned.
-    if (bytes > scratchpad_.numel()) scratchpad_ = Tensor::Empty(DType::kU8, {bytes});
+    if (bytes > scratchpad_.numel()) {
+      scratchpad_ = Tensor::Empty(DType::kU8, {bytes});
+    }
     if (bytes > 0) {
       args[DNNL_ARG_SCRATCHPAD] =
           memory(memory::desc({bytes}, dt::u8, tag::a), engine_, scratchpad_.raw());

@@ -45,8 +45,12 @@ class ReferenceBackend final : public Backend {
           acc += av * (m.trans_b ? b[j * ldb + p] : b[p * ldb + j]);
         }
         float v = static_cast<float>(acc);
-        if (row_scale) v *= row_scale[i];
-        if (col_scale) v *= col_scale[j];
+        if (row_scale) {
+          v *= row_scale[i];
+        }
+        if (col_scale) {
+          v *= col_scale[j];
+        }
         c[i * ldc + j] = m.accumulate ? c[i * ldc + j] + v : v;
       }
     }
@@ -59,7 +63,9 @@ class ReferenceBackend final : public Backend {
     ForEachOutput(
         d,
         [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-          if (src_index < 0) return;
+          if (src_index < 0) {
+            return;
+          }
           dst[dst_index] += src[src_index] * weights[w_index * d.o + o];
         },
         dst);
@@ -72,7 +78,9 @@ class ReferenceBackend final : public Backend {
     ForEachOutput(
         d,
         [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-          if (src_index < 0) return;
+          if (src_index < 0) {
+            return;
+          }
           dst[dst_index] += static_cast<int32_t>(src[src_index]) * weights[w_index * d.o + o];
         },
         dst);
@@ -162,10 +170,14 @@ class ReferenceBackend final : public Backend {
         for (int64_t x = 0; x < ow; ++x) {
           for (int64_t ky = 0; ky < d.kh; ++ky) {
             const int64_t iy = y * d.stride_h - d.pad_top + ky;
-            if (iy < 0 || iy >= d.h) continue;
+            if (iy < 0 || iy >= d.h) {
+              continue;
+            }
             for (int64_t kx = 0; kx < d.kw; ++kx) {
               const int64_t ix = x * d.stride_w - d.pad_left + kx;
-              if (ix < 0 || ix >= d.w) continue;
+              if (ix < 0 || ix >= d.w) {
+                continue;
+              }
               for (int64_t ci = 0; ci < d.c; ++ci) {
                 const int64_t src_index = ((b * d.h + iy) * d.w + ix) * d.c + ci;
                 const int64_t tap = (ky * d.kw + kx) * d.c + ci;

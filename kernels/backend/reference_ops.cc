@@ -27,10 +27,14 @@ void ForEachWindow(const PoolDesc& d, Begin&& begin, Fn&& fn, End&& end) {
           int64_t count = 0;
           for (int64_t ky = 0; ky < d.kh; ++ky) {
             const int64_t iy = y * d.stride_h - d.pad_top + ky;
-            if (iy < 0 || iy >= d.h) continue;
+            if (iy < 0 || iy >= d.h) {
+              continue;
+            }
             for (int64_t kx = 0; kx < d.kw; ++kx) {
               const int64_t ix = x * d.stride_w - d.pad_left + kx;
-              if (ix < 0 || ix >= d.w) continue;
+              if (ix < 0 || ix >= d.w) {
+                continue;
+              }
               fn(out, ((b * d.h + iy) * d.w + ix) * d.c + ch);
               ++count;
             }
@@ -98,12 +102,18 @@ void LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src, const
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = src + r * cols;
     double sum = 0, sq = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += x[c];
+    for (int64_t c = 0; c < cols; ++c) {
+      sum += x[c];
+    }
     const float m = static_cast<float>(sum / cols);
-    for (int64_t c = 0; c < cols; ++c) sq += (x[c] - m) * (x[c] - m);
+    for (int64_t c = 0; c < cols; ++c) {
+      sq += (x[c] - m) * (x[c] - m);
+    }
     const float v = static_cast<float>(sq / cols);
     const float rstd = 1.0f / std::sqrt(v + eps);
-    for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = (x[c] - m) * rstd * gamma[c] + beta[c];
+    for (int64_t c = 0; c < cols; ++c) {
+      dst[r * cols + c] = (x[c] - m) * rstd * gamma[c] + beta[c];
+    }
     mean[r] = m;
     var[r] = v;
   }
@@ -141,9 +151,13 @@ void SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src, float* d
     const float* x = src + r * cols;
     float* y = dst + r * cols;
     float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < cols; ++c) mx = std::max(mx, x[c]);
+    for (int64_t c = 0; c < cols; ++c) {
+      mx = std::max(mx, x[c]);
+    }
     double sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += std::exp(x[c] - mx);
+    for (int64_t c = 0; c < cols; ++c) {
+      sum += std::exp(x[c] - mx);
+    }
     const float lse = static_cast<float>(std::log(sum));
     for (int64_t c = 0; c < cols; ++c) {
       y[c] = log ? x[c] - mx - lse : static_cast<float>(std::exp(x[c] - mx) / sum);
@@ -157,7 +171,9 @@ void SoftmaxBwd(int64_t rows, int64_t cols, const float* dst, const float* diff_
     const float* y = dst + r * cols;
     const float* dy = diff_dst + r * cols;
     double dot = 0;
-    for (int64_t c = 0; c < cols; ++c) dot += dy[c] * y[c];
+    for (int64_t c = 0; c < cols; ++c) {
+      dot += dy[c] * y[c];
+    }
     for (int64_t c = 0; c < cols; ++c) {
       diff_src[r * cols + c] = y[c] * (dy[c] - static_cast<float>(dot));
     }
@@ -171,7 +187,9 @@ void PoolFwd(const PoolDesc& d, const float* src, float* dst) {
         dst[out] = d.max ? std::max(dst[out], src[in]) : dst[out] + src[in];
       },
       [&](int64_t out, int64_t count) {
-        if (!d.max) dst[out] /= static_cast<float>(count);
+        if (!d.max) {
+          dst[out] /= static_cast<float>(count);
+        }
       });
 }
 
@@ -197,7 +215,9 @@ void PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst, float* 
         if (d.max) {
           diff_src[arg] += diff_dst[out];
         } else {
-          for (int64_t in : window) diff_src[in] += diff_dst[out] / static_cast<float>(count);
+          for (int64_t in : window) {
+            diff_src[in] += diff_dst[out] / static_cast<float>(count);
+          }
         }
       });
 }

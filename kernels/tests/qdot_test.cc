@@ -43,7 +43,9 @@ TEST_P(IntegerVsFakeQuantTest, ForwardAndQtBackwardAgree) {
   auto backend = testing::Onednn();
   Tensor x = RandomTensor(sc.x, 1);
   if (sc.xq == QType::kUint8) {
-    for (float& v : x.span<float>()) v = std::fabs(v);
+    for (float& v : x.span<float>()) {
+      v = std::fabs(v);
+    }
   }
   Tensor w = RandomTensor(sc.w, 2, 0.05f);
   QDotConfig c = Int8Config();
@@ -105,7 +107,9 @@ TEST(QDotTest, AsymmetricGradientCalibrationMatchesFakeQuant) {
   Tensor x = RandomTensor({32, 64}, 20);
   Tensor w = RandomTensor({64, 16}, 21, 0.1f);
   Tensor g = RandomTensor({32, 16}, 22, 0.01f);
-  for (float& v : g.span<float>()) v += 0.01f;  // skewed, so minmax differs from absmax
+  for (float& v : g.span<float>()) {
+    v += 0.01f;  // skewed, so minmax differs from absmax
+  }
   QDotConfig c = Int8Config();
   c.bwd_qtype = QType::kInt8;
   c.bwd_method = *ParseCalibrationMethod("minmax");
@@ -217,7 +221,9 @@ bool CpuHasVnni() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.find("avx512_vnni") != std::string::npos) return true;
+    if (line.find("avx512_vnni") != std::string::npos) {
+      return true;
+    }
   }
   return false;
 }
@@ -317,7 +323,9 @@ TEST(TransposeBytesTest, MatchesTheNaiveTransposeOnRaggedShapes) {
   for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 1}, {16, 16}, {17, 33}, {3, 100}, {64, 48}, {300, 257}}) {
     std::vector<uint8_t> src(rows * cols), dst(rows * cols);
-    for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 31 + 7);
+    for (size_t i = 0; i < src.size(); ++i) {
+      src[i] = static_cast<uint8_t>(i * 31 + 7);
+    }
     TransposeBytes(src.data(), rows, cols, dst.data());
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {

@@ -144,15 +144,18 @@ Tensor NaiveDequantized(const Tensor& x, const ScaleLayout& l, const QuantParams
   Tensor out = x;
   const float* s = p.scale.data<float>();
   int64_t off = 0;
-  for (int64_t a = 0; a < l.dims[0]; ++a)
-    for (int64_t b = 0; b < l.dims[1]; ++b)
-      for (int64_t c = 0; c < l.dims[2]; ++c)
+  for (int64_t a = 0; a < l.dims[0]; ++a) {
+    for (int64_t b = 0; b < l.dims[1]; ++b) {
+      for (int64_t c = 0; c < l.dims[2]; ++c) {
         for (int64_t d = 0; d < l.dims[3]; ++d, ++off) {
           const int64_t i = p.scale.numel() == 1 ? 0 : l.ScaleIndex(a, b, c, d);
           const float zp = p.symmetric() ? 0.0f : p.zero_point.data<float>()[i];
           const float v = ConvertValue(x.data<float>()[off] / s[i] + zp, q);
           out.data<float>()[off] = (v - zp) * s[i];
         }
+      }
+    }
+  }
   return out;
 }
 
@@ -173,7 +176,9 @@ TEST(QuantizeTest, EveryRankAndLayoutMatchesTheNaiveLoop) {
     for (const char* method : {"absmax", "minmax", "rms,2", "absmax,0.7"}) {
       for (QType q : {QType::kInt8, QType::kInt4, QType::kInt16}) {
         Tensor x = Tensor::Empty(DType::kF32, shape);
-        for (float& v : x.span<float>()) v = dist(gen);
+        for (float& v : x.span<float>()) {
+          v = dist(gen);
+        }
         auto m = *ParseCalibrationMethod(method);
         auto l = *MakeScaleLayout(shape, spec);
         auto p = ComputeQuantParams(Calibrate(x, l, m), q);

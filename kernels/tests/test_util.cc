@@ -10,7 +10,9 @@ Tensor RandomTensor(const Shape& shape, uint32_t seed, float stddev) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist(0.0f, stddev);
   Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) v = dist(gen);
+  for (float& v : t.span<float>()) {
+    v = dist(gen);
+  }
   return t;
 }
 

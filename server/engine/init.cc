@@ -18,7 +18,9 @@ Tensor NormalInit(const Shape& shape, float stddev, uint64_t seed, const std::st
   std::mt19937_64 gen(StreamSeed(seed, name));
   std::normal_distribution<double> dist(0.0, 1.0);
   Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) v = static_cast<float>(dist(gen) * stddev);
+  for (float& v : t.span<float>()) {
+    v = static_cast<float>(dist(gen) * stddev);
+  }
   return t;
 }
 
@@ -31,7 +33,9 @@ Tensor LecunNormal(const Shape& shape, int64_t fan_in, uint64_t seed, const std:
   Tensor t = Tensor::Empty(DType::kF32, shape);
   for (float& v : t.span<float>()) {
     double z = dist(gen);
-    while (std::fabs(z) > 2.0) z = dist(gen);
+    while (std::fabs(z) > 2.0) {
+      z = dist(gen);
+    }
     v = static_cast<float>(z * stddev);
   }
   return t;
@@ -39,7 +43,9 @@ Tensor LecunNormal(const Shape& shape, int64_t fan_in, uint64_t seed, const std:
 
 Tensor Constant(const Shape& shape, float value) {
   Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) v = value;
+  for (float& v : t.span<float>()) {
+    v = value;
+  }
   return t;
 }
 

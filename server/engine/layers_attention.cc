@@ -16,10 +16,13 @@ Tensor SplitHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) 
   Tensor out = Tensor::Empty(DType::kF32, {b * h, t, dh});
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t j = 0; j < t; ++j)
-      for (int64_t k = 0; k < h; ++k)
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j < t; ++j) {
+      for (int64_t k = 0; k < h; ++k) {
         std::copy_n(src + ((i * t + j) * h + k) * dh, dh, dst + ((i * h + k) * t + j) * dh);
+      }
+    }
+  }
   return out;
 }
 
@@ -27,10 +30,13 @@ Tensor MergeHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) 
   Tensor out = Tensor::Empty(DType::kF32, {b, t, h * dh});
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t j = 0; j < t; ++j)
-      for (int64_t k = 0; k < h; ++k)
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j < t; ++j) {
+      for (int64_t k = 0; k < h; ++k) {
         std::copy_n(src + ((i * h + k) * t + j) * dh, dh, dst + ((i * t + j) * h + k) * dh);
+      }
+    }
+  }
   return out;
 }
 
@@ -40,14 +46,20 @@ Tensor TransposeLast2(const Tensor& x) {
   Tensor out = Tensor::Empty(DType::kF32, {n, c, r});
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < r; ++j)
-      for (int64_t k = 0; k < c; ++k) dst[(i * c + k) * r + j] = src[(i * r + j) * c + k];
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < r; ++j) {
+      for (int64_t k = 0; k < c; ++k) {
+        dst[(i * c + k) * r + j] = src[(i * r + j) * c + k];
+      }
+    }
+  }
   return out;
 }
 
 void Scale(Tensor& t, float s) {
-  for (float& v : t.span<float>()) v *= s;
+  for (float& v : t.span<float>()) {
+    v *= s;
+  }
 }
 
 class Attention final : public Module {
@@ -86,9 +98,13 @@ class Attention final : public Module {
                             einsum0_.Forward(ctx, qh, kt, {b, h, t, dh}, {b, h, dh, t}));
     if (causal_) {
       float* s = scores.data<float>();
-      for (int64_t n = 0; n < b * h; ++n)
-        for (int64_t i = 0; i < t; ++i)
-          for (int64_t j = i + 1; j < t; ++j) s[(n * t + i) * t + j] = kMasked;
+      for (int64_t n = 0; n < b * h; ++n) {
+        for (int64_t i = 0; i < t; ++i) {
+          for (int64_t j = i + 1; j < t; ++j) {
+            s[(n * t + i) * t + j] = kMasked;
+          }
+        }
+      }
     }
     Tensor attn = Tensor::Empty(DType::kF32, scores.shape());
     QTRAIN_RETURN_IF_ERROR(
@@ -105,7 +121,9 @@ class Attention final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    if (!saved_) return NoForwardError(path());
+    if (!saved_) {
+      return NoForwardError(path());
+    }
     const int64_t b = saved_->b, t = saved_->t, h = heads_, dh = head_dim_;
     QTRAIN_ASSIGN_OR_RETURN(Tensor d_merged, out_->Backward(ctx, dy));
     Tensor d_ctx = SplitHeads(d_merged, b, t, h, dh);

@@ -32,7 +32,9 @@ class Activation final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    if (input_.empty()) return NoForwardError(path());
+    if (input_.empty()) {
+      return NoForwardError(path());
+    }
     Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
     QTRAIN_RETURN_IF_ERROR(ctx.backend->EltwiseBwd(kind_, dy.numel(), input_.data<float>(),
                                                    dy.data<float>(), dx.data<float>()));
@@ -50,14 +52,18 @@ class Flatten final : public Module {
   using Module::Module;
 
   absl::StatusOr<Tensor> Forward(StepContext&, const Tensor& x) override {
-    if (x.rank() < 1) return absl::InvalidArgumentError("flatten needs a batch axis");
+    if (x.rank() < 1) {
+      return absl::InvalidArgumentError("flatten needs a batch axis");
+    }
     in_shape_ = x.shape();
     Tensor y = x.Share();
     y.Reshape({x.dim(0), x.numel() / std::max<int64_t>(x.dim(0), 1)});
     return y;
   }
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
-    if (dy.empty()) return Tensor();
+    if (dy.empty()) {
+      return Tensor();
+    }
     Tensor dx = dy.Share();
     dx.Reshape(in_shape_);
     return dx;
@@ -79,7 +85,9 @@ class Dropout final : public Module {
     }
     // Keep with probability 1 - rate, scaled by 1 / (1 - rate); the mask is a pure function of
     // (session seed, step, module path, element), so runs are reproducible.
-    if (ctx.rng == nullptr) return absl::InternalError("dropout needs the session's generator");
+    if (ctx.rng == nullptr) {
+      return absl::InternalError("dropout needs the session's generator");
+    }
     mask_ = Tensor::Empty(DType::kF32, x.shape());
     Tensor y = Tensor::Empty(DType::kF32, x.shape());
     const float scale = 1.0f / (1.0f - rate_);
@@ -94,13 +102,17 @@ class Dropout final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
-    if (mask_.empty()) return dy.Share();
+    if (mask_.empty()) {
+      return dy.Share();
+    }
     Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
     const float* __restrict g = dy.data<float>();
     const float* __restrict m = mask_.data<float>();
     float* __restrict out = dx.data<float>();
 #pragma omp simd
-    for (int64_t i = 0; i < dx.numel(); ++i) out[i] = g[i] * m[i];
+    for (int64_t i = 0; i < dx.numel(); ++i) {
+      out[i] = g[i] * m[i];
+    }
     mask_ = Tensor();
     return dx;
   }
@@ -128,7 +140,9 @@ class Pool final : public Module {
           }
         }
       }
-      for (float& v : y.span<float>()) v /= static_cast<float>(hw);
+      for (float& v : y.span<float>()) {
+        v /= static_cast<float>(hw);
+      }
       return y;
     }
     PoolDesc d = Desc(x.shape());
@@ -140,7 +154,9 @@ class Pool final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    if (in_shape_.size() != 4) return NoForwardError(path());
+    if (in_shape_.size() != 4) {
+      return NoForwardError(path());
+    }
     Tensor dx = Tensor::Empty(DType::kF32, in_shape_);
     if (global_) {
       const int64_t n = in_shape_[0], hw = in_shape_[1] * in_shape_[2], c = in_shape_[3];
@@ -154,7 +170,9 @@ class Pool final : public Module {
       }
       return dx;
     }
-    if (input_.empty()) return NoForwardError(path());
+    if (input_.empty()) {
+      return NoForwardError(path());
+    }
     QTRAIN_RETURN_IF_ERROR(ctx.backend->PoolBwd(Desc(in_shape_), input_.data<float>(),
                                                 dy.data<float>(), dx.data<float>()));
     input_ = Tensor();
@@ -193,14 +211,18 @@ class Sequential final : public Module {
     Tensor g = dy;
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
       // An empty gradient means nothing before this point needs one (SetInputGradNeeded).
-      if (g.empty()) break;
+      if (g.empty()) {
+        break;
+      }
       QTRAIN_ASSIGN_OR_RETURN(g, (*it)->Backward(ctx, g));
     }
     return g;
   }
   std::vector<Module*> Children() override {
     std::vector<Module*> out;
-    for (auto& l : layers_) out.push_back(l.get());
+    for (auto& l : layers_) {
+      out.push_back(l.get());
+    }
     return out;
   }
   // The first layers see the sequence's input; past a parameter-free layer (flatten,
@@ -210,7 +232,9 @@ class Sequential final : public Module {
       layer->SetInputGradNeeded(needed);
       std::vector<Param*> params;
       layer->CollectParams(&params);
-      if (needed || !params.empty()) break;
+      if (needed || !params.empty()) {
+        break;
+      }
     }
   }
 
@@ -226,7 +250,9 @@ Tensor Sum(const Tensor& a, const Tensor& b) {
   float* __restrict po = out.data<float>();
   const int64_t n = a.numel();
 #pragma omp parallel for simd if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
+  for (int64_t i = 0; i < n; ++i) {
+    po[i] = pa[i] + pb[i];
+  }
   return out;
 }
 
@@ -246,8 +272,12 @@ class Residual final : public Module {
   }
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     QTRAIN_ASSIGN_OR_RETURN(Tensor dx, body_->Backward(ctx, dy));
-    if (!needed_) return Tensor();
-    if (dx.empty()) return dy.Share();
+    if (!needed_) {
+      return Tensor();
+    }
+    if (dx.empty()) {
+      return dy.Share();
+    }
     return Sum(dx, dy);
   }
   std::vector<Module*> Children() override { return {body_.get()}; }

@@ -26,7 +26,9 @@ void AddBias(Tensor& y, const Tensor& bias) {
   for (int64_t r = 0; r < rows; ++r) {
     float* __restrict row = py + r * n;
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) row[j] += pb[j];
+    for (int64_t j = 0; j < n; ++j) {
+      row[j] += pb[j];
+    }
   }
 }
 
@@ -38,7 +40,9 @@ void AccumulateBiasGrad(const Tensor& dy, Tensor& grad) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* __restrict row = pd + r * n;
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) pg[j] += row[j];
+    for (int64_t j = 0; j < n; ++j) {
+      pg[j] += row[j];
+    }
   }
 }
 
@@ -66,7 +70,9 @@ class Linear final : public Module {
     Tensor rows = x.Share();  // kept for the backward; nobody writes x
     rows.Reshape({x.numel() / in_, in_});
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, dot_.Forward(ctx, rows, kernel_.value, x.shape(), {}));
-    if (bias_) AddBias(y, bias_->value);
+    if (bias_) {
+      AddBias(y, bias_->value);
+    }
     Shape out_shape = x.shape();
     out_shape.back() = out_;
     y.Reshape(out_shape);
@@ -79,14 +85,20 @@ class Linear final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    if (input_.empty()) return NoForwardError(path());
+    if (input_.empty()) {
+      return NoForwardError(path());
+    }
     Tensor g = dy.Share();
     g.Reshape({dy.numel() / out_, out_});
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, dot_.Backward(ctx, input_, kernel_.value, g));
     kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step
-    if (bias_) AccumulateBiasGrad(g, bias_->grad);
+    if (bias_) {
+      AccumulateBiasGrad(g, bias_->grad);
+    }
     input_ = Tensor();
-    if (grads.dx.empty()) return Tensor();
+    if (grads.dx.empty()) {
+      return Tensor();
+    }
     Shape in_shape = dy.shape();
     in_shape.back() = in_;
     grads.dx.Reshape(in_shape);
@@ -95,7 +107,9 @@ class Linear final : public Module {
 
   void CollectParams(std::vector<Param*>* out) override {
     out->push_back(&kernel_);
-    if (bias_) out->push_back(bias_.get());
+    if (bias_) {
+      out->push_back(bias_.get());
+    }
   }
   absl::Status PlanOps(const CompiledRules* rules) override { return dot_.Plan(rules, in_); }
   void SetInputGradNeeded(bool needed) override { dot_.set_skip_dx(!needed); }
@@ -130,23 +144,31 @@ class Conv2D final : public Module {
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckInput(path(), x, geometry_.c, 4));
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, conv_.Forward(ctx, x, kernel_.value));
-    if (bias_) AddBias(y, bias_->value);
+    if (bias_) {
+      AddBias(y, bias_->value);
+    }
     kept_ = ctx.training;
     return y;
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    if (!kept_) return NoForwardError(path());
+    if (!kept_) {
+      return NoForwardError(path());
+    }
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, conv_.Backward(ctx, dy));
     kernel_.grad = std::move(grads.dw);
-    if (bias_) AccumulateBiasGrad(dy, bias_->grad);
+    if (bias_) {
+      AccumulateBiasGrad(dy, bias_->grad);
+    }
     kept_ = false;
     return std::move(grads.dx);
   }
 
   void CollectParams(std::vector<Param*>* out) override {
     out->push_back(&kernel_);
-    if (bias_) out->push_back(bias_.get());
+    if (bias_) {
+      out->push_back(bias_.get());
+    }
   }
   absl::Status PlanOps(const CompiledRules* rules) override {
     QConvConfig g;

@@ -48,7 +48,9 @@ class LayerNorm final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    if (input_.empty()) return NoForwardError(path());
+    if (input_.empty()) {
+      return NoForwardError(path());
+    }
     const int64_t rows = dy.numel() / features_;
     Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
     Tensor dscale = Tensor::Empty(DType::kF32, {features_}), dbias = dscale;
@@ -93,7 +95,9 @@ class RmsNorm final : public Module {
     const float* s = scale_.value.data<float>();
     for (int64_t r = 0; r < rows; ++r) {
       double sq = 0;
-      for (int64_t j = 0; j < features_; ++j) sq += px[r * features_ + j] * px[r * features_ + j];
+      for (int64_t j = 0; j < features_; ++j) {
+        sq += px[r * features_ + j] * px[r * features_ + j];
+      }
       const float rstd = 1.0f / std::sqrt(static_cast<float>(sq / features_) + eps_);
       rstd_.data<float>()[r] = rstd;
       for (int64_t j = 0; j < features_; ++j) {
@@ -105,7 +109,9 @@ class RmsNorm final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
-    if (input_.empty()) return NoForwardError(path());
+    if (input_.empty()) {
+      return NoForwardError(path());
+    }
     const int64_t rows = dy.numel() / features_;
     Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
     const float* px = input_.data<float>();
@@ -175,12 +181,16 @@ class Embedding final : public Module {
   }
 
   absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
-    if (ids_.empty()) return NoForwardError(path());
+    if (ids_.empty()) {
+      return NoForwardError(path());
+    }
     const int32_t* p = ids_.data<int32_t>();
     for (int64_t i = 0; i < ids_.numel(); ++i) {
       float* row = table_.grad.data<float>() + p[i] * features_;
       const float* g = dy.data<float>() + i * features_;
-      for (int64_t j = 0; j < features_; ++j) row[j] += g[j];
+      for (int64_t j = 0; j < features_; ++j) {
+        row[j] += g[j];
+      }
     }
     ids_ = Tensor();
     return Tensor();  // no gradient flows into integer ids

@@ -52,7 +52,9 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
     const float* y = output.data<float>();
     const float* t = targets.data<float>();
     double sum = 0;
-    if (want_grad) r.grad = Tensor::Empty(DType::kF32, output.shape());
+    if (want_grad) {
+      r.grad = Tensor::Empty(DType::kF32, output.shape());
+    }
     for (int64_t i = 0; i < output.numel(); ++i) {
       const double d = static_cast<double>(y[i]) - t[i];
       sum += d * d;
@@ -73,12 +75,16 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
   double sum = 0;
   int64_t correct = 0;
   for (int64_t i = 0; i < rows; ++i) {
-    if (loss.has_ignore_index() && labels[i] == loss.ignore_index()) continue;
+    if (loss.has_ignore_index() && labels[i] == loss.ignore_index()) {
+      continue;
+    }
     const float* lp = logp.data<float>() + i * classes;
     sum -= lp[labels[i]];
     int64_t arg = 0;
     for (int64_t c = 1; c < classes; ++c) {
-      if (lp[c] > lp[arg]) arg = c;
+      if (lp[c] > lp[arg]) {
+        arg = c;
+      }
     }
     correct += arg == labels[i];
     ++r.count;
@@ -89,10 +95,14 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
     r.grad = Tensor::Zeros(DType::kF32, output.shape());
     const float inv = r.count ? 1.0f / static_cast<float>(r.count) : 0.0f;
     for (int64_t i = 0; i < rows; ++i) {
-      if (loss.has_ignore_index() && labels[i] == loss.ignore_index()) continue;
+      if (loss.has_ignore_index() && labels[i] == loss.ignore_index()) {
+        continue;
+      }
       const float* lp = logp.data<float>() + i * classes;
       float* g = r.grad.data<float>() + i * classes;
-      for (int64_t c = 0; c < classes; ++c) g[c] = std::exp(lp[c]) * inv;
+      for (int64_t c = 0; c < classes; ++c) {
+        g[c] = std::exp(lp[c]) * inv;
+      }
       g[labels[i]] -= inv;
     }
   }

@@ -10,7 +10,9 @@ namespace qtrain::engine {
 
 int64_t Model::num_parameters() const {
   int64_t n = 0;
-  for (const Param* p : params_) n += p->value.numel();
+  for (const Param* p : params_) {
+    n += p->value.numel();
+  }
   return n;
 }
 
@@ -21,7 +23,9 @@ absl::Status Model::ValidateInputs(const Tensor& inputs) const {
   expected.insert(expected.end(), spec_.input().shape().begin(), spec_.input().shape().end());
   bool shape_ok =
       inputs.rank() == static_cast<int>(expected.size()) && inputs.rank() > 0 && inputs.dim(0) >= 1;
-  for (int a = 1; shape_ok && a < inputs.rank(); ++a) shape_ok = inputs.dim(a) == expected[a];
+  for (int a = 1; shape_ok && a < inputs.rank(); ++a) {
+    shape_ok = inputs.dim(a) == expected[a];
+  }
   if (inputs.dtype() != want || !shape_ok) {
     Shape shown = expected;
     return absl::InvalidArgumentError(absl::StrCat(
@@ -60,11 +64,17 @@ std::vector<std::pair<int, std::string>> Model::Ops() const {
 
 std::vector<int> Model::UnusedRules() const {
   std::vector<int> unused;
-  if (!rules_) return unused;
+  if (!rules_) {
+    return unused;
+  }
   std::set<int> used;
-  for (const auto& [rule, op] : Ops()) used.insert(rule);
+  for (const auto& [rule, op] : Ops()) {
+    used.insert(rule);
+  }
   for (const Rule& r : rules_->rules()) {
-    if (!used.count(r.index)) unused.push_back(r.index);
+    if (!used.count(r.index)) {
+      unused.push_back(r.index);
+    }
   }
   return unused;
 }

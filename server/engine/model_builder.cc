@@ -34,7 +34,9 @@ class Builder {
           "residual)"));
     }
     std::string name = m.name();
-    if (name.empty()) name = absl::StrCat(type, "_", counters[type]++);
+    if (name.empty()) {
+      name = absl::StrCat(type, "_", counters[type]++);
+    }
     if (name.find('/') != std::string::npos || name.find(':') != std::string::npos) {
       return absl::InvalidArgumentError(
           absl::StrCat("module name \"", name, "\" under \"", parent, "\" contains '/' or ':'"));
@@ -107,12 +109,15 @@ class Builder {
                              int64_t extra = 0) {
     int64_t n = 1;
     bool overflow = false;
-    for (int64_t f : factors) overflow |= __builtin_mul_overflow(n, f, &n);
+    for (int64_t f : factors) {
+      overflow |= __builtin_mul_overflow(n, f, &n);
+    }
     overflow |= __builtin_add_overflow(n, extra, &n) || __builtin_add_overflow(parameters_, n, &n);
-    if (overflow)
+    if (overflow) {
       n = kMaxParameters + 1;
-    else
+    } else {
       n -= parameters_;
+    }
     parameters_ += n;
     if (parameters_ > kMaxParameters) {
       return absl::ResourceExhaustedError(absl::StrCat("module \"", path, "\" brings the model to ",
@@ -124,7 +129,9 @@ class Builder {
 
   // SAME / VALID padding of one spatial axis (JAX convention: extra padding at the end).
   static std::pair<int64_t, int64_t> Pads(int64_t in, int64_t k, int64_t s, bool same) {
-    if (!same) return {0, 0};
+    if (!same) {
+      return {0, 0};
+    }
     const int64_t out = (in + s - 1) / s;
     const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
     return {total / 2, total - total / 2};
@@ -135,7 +142,9 @@ class Builder {
     switch (m.kind_case()) {
       case proto::Module::kLinear: {
         const auto& l = m.linear();
-        if (shape.empty()) return Bad(path, "linear needs an input with a feature axis");
+        if (shape.empty()) {
+          return Bad(path, "linear needs an input with a feature axis");
+        }
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", l.features()));
         const int64_t in = shape.back();
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {in, l.features()}, l.features()));
@@ -149,7 +158,9 @@ class Builder {
                                         " (add no flatten before it)"));
         }
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", c.features()));
-        if (c.kernel_size_size() != 2) return Bad(path, "kernel_size must be [kh, kw]");
+        if (c.kernel_size_size() != 2) {
+          return Bad(path, "kernel_size must be [kh, kw]");
+        }
         if (c.strides_size() != 0 && c.strides_size() != 2) {
           return Bad(path, "strides must be [sh, sw] or unset");
         }
@@ -163,7 +174,9 @@ class Builder {
         d.kw = c.kernel_size(1);
         d.stride_h = c.strides_size() ? c.strides(0) : 1;
         d.stride_w = c.strides_size() ? c.strides(1) : 1;
-        for (int64_t v : {d.kh, d.kw}) QTRAIN_RETURN_IF_ERROR(CheckSize(path, "kernel_size", v));
+        for (int64_t v : {d.kh, d.kw}) {
+          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "kernel_size", v));
+        }
         for (int64_t v : {d.stride_h, d.stride_w}) {
           QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
         }
@@ -171,7 +184,9 @@ class Builder {
         std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
         std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
         absl::Status valid = ValidateConvDesc(d);
-        if (!valid.ok()) return Bad(path, valid.message());
+        if (!valid.ok()) {
+          return Bad(path, valid.message());
+        }
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {d.kh, d.kw, d.c, d.o}, d.o));
         shape = {d.out_h(), d.out_w(), d.o};
         return MakeConv2D(path, d, !c.no_bias(), seed_);
@@ -180,7 +195,9 @@ class Builder {
         const auto& e = m.embedding();
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "num_embeddings", e.num_embeddings()));
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", e.features()));
-        if (!tokens_) return Bad(path, "embedding needs TOKENS input (input.kind)");
+        if (!tokens_) {
+          return Bad(path, "embedding needs TOKENS input (input.kind)");
+        }
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {e.num_embeddings(), e.features()}));
         shape.push_back(e.features());
         tokens_ = false;
@@ -188,10 +205,14 @@ class Builder {
       }
       case proto::Module::kLayerNorm:
       case proto::Module::kRmsNorm: {
-        if (shape.empty()) return Bad(path, "normalization needs a feature axis");
+        if (shape.empty()) {
+          return Bad(path, "normalization needs a feature axis");
+        }
         const bool ln = m.kind_case() == proto::Module::kLayerNorm;
         const float eps = ln ? m.layer_norm().epsilon() : m.rms_norm().epsilon();
-        if (eps < 0 || !std::isfinite(eps)) return Bad(path, "epsilon must be >= 0");
+        if (eps < 0 || !std::isfinite(eps)) {
+          return Bad(path, "epsilon must be >= 0");
+        }
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {2, shape.back()}));
         const float e = eps > 0 ? eps : 1e-6f;
         return ln ? MakeLayerNorm(path, shape.back(), e) : MakeRmsNorm(path, shape.back(), e);
@@ -200,7 +221,9 @@ class Builder {
         static const EltwiseKind kKinds[] = {EltwiseKind::kRelu, EltwiseKind::kGeluTanh,
                                              EltwiseKind::kSilu, EltwiseKind::kTanh};
         const int k = m.activation().kind();
-        if (k < 0 || k > 3) return Bad(path, absl::StrCat("unknown activation kind ", k));
+        if (k < 0 || k > 3) {
+          return Bad(path, absl::StrCat("unknown activation kind ", k));
+        }
         return MakeActivation(path, kKinds[k]);
       }
       case proto::Module::kAttention: {
@@ -236,7 +259,9 @@ class Builder {
           shape = {shape[2]};
           return MakePool(path, PoolDesc{}, true);
         }
-        if (p.window_size() != 2) return Bad(path, "window must be [wh, ww]");
+        if (p.window_size() != 2) {
+          return Bad(path, "window must be [wh, ww]");
+        }
         PoolDesc d;
         d.max = p.kind() == proto::Pool::MAX;
         d.h = shape[0];
@@ -247,7 +272,9 @@ class Builder {
         d.kw = p.window(1);
         d.stride_h = p.strides_size() == 2 ? p.strides(0) : d.kh;
         d.stride_w = p.strides_size() == 2 ? p.strides(1) : d.kw;
-        for (int64_t v : {d.kh, d.kw}) QTRAIN_RETURN_IF_ERROR(CheckSize(path, "window", v));
+        for (int64_t v : {d.kh, d.kw}) {
+          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "window", v));
+        }
         for (int64_t v : {d.stride_h, d.stride_w}) {
           QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
         }
@@ -255,7 +282,9 @@ class Builder {
         std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
         std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
         absl::Status valid = ValidatePoolDesc(d);
-        if (!valid.ok()) return Bad(path, valid.message());
+        if (!valid.ok()) {
+          return Bad(path, valid.message());
+        }
         shape = {d.out_h(), d.out_w(), d.c};
         return MakePool(path, d, false);
       }
@@ -264,14 +293,17 @@ class Builder {
         return MakeFlatten(path);
       case proto::Module::kDropout: {
         const float r = m.dropout().rate();
-        if (!(r >= 0.0f && r < 1.0f))
+        if (!(r >= 0.0f && r < 1.0f)) {
           return Bad(path, absl::StrCat("dropout rate ", r, " must be in [0, 1)"));
+        }
         return MakeDropout(path, r);
       }
       case proto::Module::kSequential:
         return BuildSequential(m.sequential(), path, shape, depth);
       case proto::Module::kResidual: {
-        if (!m.residual().has_body()) return Bad(path, "residual needs a body");
+        if (!m.residual().has_body()) {
+          return Bad(path, "residual needs a body");
+        }
         const Shape in = shape;
         std::unique_ptr<Module> body;
         if (m.residual().body().has_sequential() && m.residual().body().name().empty()) {
@@ -331,7 +363,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
                                                      " needs dims in [1, ", kMaxDim, "]"));
     }
   }
-  if (!spec.has_body()) return absl::InvalidArgumentError("model spec: body is not set");
+  if (!spec.has_body()) {
+    return absl::InvalidArgumentError("model spec: body is not set");
+  }
   Builder builder(seed);
   builder.set_tokens(spec.input().kind() == proto::InputSpec::TOKENS);
   auto model = std::unique_ptr<Model>(new Model());

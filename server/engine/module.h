@@ -62,7 +62,9 @@ class Module {
 
   // Appends this module's parameters, then its children's, in a stable order.
   virtual void CollectParams(std::vector<Param*>* out) {
-    for (Module* child : Children()) child->CollectParams(out);
+    for (Module* child : Children()) {
+      child->CollectParams(out);
+    }
   }
   virtual std::vector<Module*> Children() { return {}; }
 
@@ -72,7 +74,9 @@ class Module {
   virtual absl::Status PlanOps(const CompiledRules* rules) {
     for (Module* child : Children()) {
       absl::Status s = child->PlanOps(rules);
-      if (!s.ok()) return s;
+      if (!s.ok()) {
+        return s;
+      }
     }
     return absl::OkStatus();
   }
@@ -83,7 +87,9 @@ class Module {
 
   // Appends (rule index or -1, "path:op_id") for every quantizable op, recursively.
   virtual void ReportOps(std::vector<std::pair<int, std::string>>* out) {
-    for (Module* child : Children()) child->ReportOps(out);
+    for (Module* child : Children()) {
+      child->ReportOps(out);
+    }
   }
 
  protected:

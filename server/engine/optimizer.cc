@@ -24,11 +24,15 @@ bool In01(float v) { return std::isfinite(v) && v >= 0.0f && v < 1.0f; }
 
 float LearningRate(const proto::LrSchedule& s, int64_t step) {
   const float peak = s.learning_rate();
-  if (s.kind() == proto::LrSchedule::CONSTANT) return peak;
+  if (s.kind() == proto::LrSchedule::CONSTANT) {
+    return peak;
+  }
   if (step < s.warmup_steps()) {
     return peak * static_cast<float>(step + 1) / static_cast<float>(s.warmup_steps());
   }
-  if (s.decay_steps() <= 0) return peak;
+  if (s.decay_steps() <= 0) {
+    return peak;
+  }
   const double progress =
       std::min(1.0, static_cast<double>(step - s.warmup_steps()) / s.decay_steps());
   const double end = s.end_learning_rate();
@@ -40,8 +44,12 @@ float LearningRate(const proto::LrSchedule& s, int64_t step) {
 
 absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::OptimizerConfig& in) {
   proto::OptimizerConfig c = in;
-  if (c.kind_case() == proto::OptimizerConfig::KIND_NOT_SET) c.mutable_adamw();
-  if (c.schedule().learning_rate() == 0.0f) c.mutable_schedule()->set_learning_rate(1e-3f);
+  if (c.kind_case() == proto::OptimizerConfig::KIND_NOT_SET) {
+    c.mutable_adamw();
+  }
+  if (c.schedule().learning_rate() == 0.0f) {
+    c.mutable_schedule()->set_learning_rate(1e-3f);
+  }
   const auto& s = c.schedule();
   if (!(std::isfinite(s.learning_rate()) && s.learning_rate() > 0)) {
     return Bad("schedule.learning_rate", s.learning_rate(), "must be a positive number");
@@ -49,8 +57,12 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::Optimi
   if (!(std::isfinite(s.end_learning_rate()) && s.end_learning_rate() >= 0)) {
     return Bad("schedule.end_learning_rate", s.end_learning_rate(), "must be >= 0");
   }
-  if (s.warmup_steps() < 0) return Bad("schedule.warmup_steps", s.warmup_steps(), "must be >= 0");
-  if (s.decay_steps() < 0) return Bad("schedule.decay_steps", s.decay_steps(), "must be >= 0");
+  if (s.warmup_steps() < 0) {
+    return Bad("schedule.warmup_steps", s.warmup_steps(), "must be >= 0");
+  }
+  if (s.decay_steps() < 0) {
+    return Bad("schedule.decay_steps", s.decay_steps(), "must be >= 0");
+  }
   if (!(std::isfinite(c.weight_decay()) && c.weight_decay() >= 0)) {
     return Bad("weight_decay", c.weight_decay(), "must be >= 0");
   }
@@ -58,14 +70,26 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::Optimi
     return Bad("clip_global_norm", c.clip_global_norm(), "must be >= 0 (0: off)");
   }
   if (c.has_sgd()) {
-    if (!In01(c.sgd().momentum())) return Bad("sgd.momentum", c.sgd().momentum(), "in [0, 1)");
+    if (!In01(c.sgd().momentum())) {
+      return Bad("sgd.momentum", c.sgd().momentum(), "in [0, 1)");
+    }
   } else {
     auto* a = c.mutable_adamw();
-    if (a->beta1() == 0.0f) a->set_beta1(0.9f);
-    if (a->beta2() == 0.0f) a->set_beta2(0.999f);
-    if (a->epsilon() == 0.0f) a->set_epsilon(1e-8f);
-    if (!In01(a->beta1())) return Bad("adamw.beta1", a->beta1(), "must be in [0, 1)");
-    if (!In01(a->beta2())) return Bad("adamw.beta2", a->beta2(), "must be in [0, 1)");
+    if (a->beta1() == 0.0f) {
+      a->set_beta1(0.9f);
+    }
+    if (a->beta2() == 0.0f) {
+      a->set_beta2(0.999f);
+    }
+    if (a->epsilon() == 0.0f) {
+      a->set_epsilon(1e-8f);
+    }
+    if (!In01(a->beta1())) {
+      return Bad("adamw.beta1", a->beta1(), "must be in [0, 1)");
+    }
+    if (!In01(a->beta2())) {
+      return Bad("adamw.beta2", a->beta2(), "must be in [0, 1)");
+    }
     if (!(std::isfinite(a->epsilon()) && a->epsilon() > 0)) {
       return Bad("adamw.epsilon", a->epsilon(), "must be > 0");
     }
@@ -76,8 +100,9 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::Optimi
 Tensor& Optimizer::Slot(const Param& p, const char* slot) {
   const std::string key = absl::StrCat(p.name, "/", slot);
   auto it = slots_.find(key);
-  if (it == slots_.end())
+  if (it == slots_.end()) {
     it = slots_.emplace(key, Tensor::Zeros(DType::kF32, p.value.shape())).first;
+  }
   return it->second;
 }
 
@@ -85,7 +110,9 @@ std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& param
   std::map<std::string, Tensor*> out;
   for (const Param* p : params) {
     if (config_.has_sgd()) {
-      if (config_.sgd().momentum() > 0) out[p->name + "/momentum"] = &Slot(*p, "momentum");
+      if (config_.sgd().momentum() > 0) {
+        out[p->name + "/momentum"] = &Slot(*p, "momentum");
+      }
     } else {
       out[p->name + "/m"] = &Slot(*p, "m");
       out[p->name + "/v"] = &Slot(*p, "v");
@@ -109,7 +136,9 @@ float GlobalGradNorm(const std::vector<Param*>& params) {
     partial[c] = rowops::SumSquares(chunks[c].first, chunks[c].second);
   }
   double sq = 0;
-  for (double v : partial) sq += v;
+  for (double v : partial) {
+    sq += v;
+  }
   return static_cast<float>(std::sqrt(sq));
 }
 
@@ -133,7 +162,9 @@ Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t 
       const float mu = config_.sgd().momentum();
       if (mu == 0.0f) {
 #pragma omp parallel for simd if (parallel)
-        for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] * clip + wd * w[i]);
+        for (int64_t i = 0; i < n; ++i) {
+          w[i] -= lr * (g[i] * clip + wd * w[i]);
+        }
         continue;
       }
       float* m = Slot(*p, "momentum").data<float>();

@@ -20,17 +20,25 @@ uint64_t NoiseCounter(const std::string& path, const std::string& op_id, uint64_
 // axis 0 (per row / per batch) and are ones when it reduces it.
 Shape QwixCalibrationShape(const Shape& cal, const Shape& kernel, const Shape& qwix) {
   const int k = static_cast<int>(kernel.size()), q = static_cast<int>(qwix.size());
-  if (k == q) return cal;
+  if (k == q) {
+    return cal;
+  }
   Shape out;
-  for (int a = 0; a <= q - k; ++a) out.push_back(cal[0] == 1 ? 1 : qwix[a]);
-  for (int a = 1; a < k; ++a) out.push_back(cal[a]);
+  for (int a = 0; a <= q - k; ++a) {
+    out.push_back(cal[0] == 1 ? 1 : qwix[a]);
+  }
+  for (int a = 1; a < k; ++a) {
+    out.push_back(cal[a]);
+  }
   return out;
 }
 
 Calibration Reshaped(const Calibration& c, const Shape& shape) {
   Calibration out = c;
   for (Tensor* t : {&out.absmax, &out.lo, &out.hi}) {
-    if (!t->empty()) t->Reshape(shape);
+    if (!t->empty()) {
+      t->Reshape(shape);
+    }
   }
   return out;
 }
@@ -49,10 +57,14 @@ absl::Status NoForwardError(const std::string& path) {
 }
 
 Tensor BroadcastTo(const Tensor& t, const Shape& shape) {
-  if (t.shape() == shape) return t;
+  if (t.shape() == shape) {
+    return t;
+  }
   ReduceSpec spec;
   for (int a = 0; a < t.rank(); ++a) {
-    if (t.dim(a) == 1 && shape[a] != 1) spec.axes.push_back(a);
+    if (t.dim(a) == 1 && shape[a] != 1) {
+      spec.axes.push_back(a);
+    }
   }
   // Reuse the scale layout machinery: `t` is a "scale tensor" of `shape`.
   const ScaleLayout l = *MakeScaleLayout(shape, spec);
@@ -60,11 +72,15 @@ Tensor BroadcastTo(const Tensor& t, const Shape& shape) {
   const float* src = t.data<float>();
   float* dst = out.data<float>();
   int64_t offset = 0;
-  for (int64_t i0 = 0; i0 < l.dims[0]; ++i0)
-    for (int64_t i1 = 0; i1 < l.dims[1]; ++i1)
-      for (int64_t i2 = 0; i2 < l.dims[2]; ++i2)
-        for (int64_t i3 = 0; i3 < l.dims[3]; ++i3)
+  for (int64_t i0 = 0; i0 < l.dims[0]; ++i0) {
+    for (int64_t i1 = 0; i1 < l.dims[1]; ++i1) {
+      for (int64_t i2 = 0; i2 < l.dims[2]; ++i2) {
+        for (int64_t i3 = 0; i3 < l.dims[3]; ++i3) {
           dst[offset++] = src[l.ScaleIndex(i0, i1, i2, i3)];
+        }
+      }
+    }
+  }
   return out;
 }
 
@@ -104,7 +120,9 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   out.symmetric = used->symmetric;
   for (auto [src, dst] :
        {std::pair{&used->absmax, &out.absmax}, {&used->lo, &out.lo}, {&used->hi, &out.hi}}) {
-    if (src->empty()) continue;
+    if (src->empty()) {
+      continue;
+    }
     *dst = BroadcastTo(*src, view);
     dst->Reshape(kernel_shape);
   }
@@ -154,7 +172,9 @@ absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, 
 
 absl::StatusOr<QDotGradients> QuantizedDot::Backward(StepContext& ctx, const Tensor& x,
                                                      const Tensor& w, const Tensor& g) {
-  if (!residuals_) return NoForwardError(module_path_);
+  if (!residuals_) {
+    return NoForwardError(module_path_);
+  }
   absl::StatusOr<QDotGradients> grads =
       QDotBackward(*ctx.backend, x, w, g, *residuals_, ForBackward(plan_.dot, ctx.impl, skip_dx_),
                    ctx.rng, NoiseCounter(module_path_, op_id_, ctx.step));
@@ -203,7 +223,9 @@ absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
 }
 
 absl::StatusOr<QDotGradients> QuantizedConv::Backward(StepContext& ctx, const Tensor& g) {
-  if (!residuals_) return NoForwardError(module_path_);
+  if (!residuals_) {
+    return NoForwardError(module_path_);
+  }
   QConvConfig config = plan_.conv;
   config.skip_dx = skip_dx_;
   absl::StatusOr<QDotGradients> grads = QConvBackward(*ctx.backend, g, *residuals_, config);

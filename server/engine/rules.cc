@@ -16,18 +16,26 @@ absl::Status RuleError(int index, absl::string_view field, const absl::Status& c
 
 absl::Status ParseQType(int index, absl::string_view field, const std::string& text,
                         std::optional<QType>& out) {
-  if (text.empty()) return absl::OkStatus();
+  if (text.empty()) {
+    return absl::OkStatus();
+  }
   absl::StatusOr<QType> q = qtrain::ParseQType(text);
-  if (!q.ok()) return RuleError(index, field, q.status());
+  if (!q.ok()) {
+    return RuleError(index, field, q.status());
+  }
   out = *q;
   return absl::OkStatus();
 }
 
 absl::Status ParseMethod(int index, absl::string_view field, const std::string& text,
                          CalibrationMethod& out) {
-  if (text.empty()) return absl::OkStatus();  // absmax
+  if (text.empty()) {
+    return absl::OkStatus();  // absmax
+  }
   absl::StatusOr<CalibrationMethod> m = ParseCalibrationMethod(text);
-  if (!m.ok()) return RuleError(index, field, m.status());
+  if (!m.ok()) {
+    return RuleError(index, field, m.status());
+  }
   out = *m;
   return absl::OkStatus();
 }
@@ -63,15 +71,21 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
       ParseMethod(index, "bwd_calibration_method", r.bwd_calibration_method(), rule.bwd_method));
   if (rule.weight_qtype) {
     absl::Status s = ValidateQTypeMethod(*rule.weight_qtype, rule.weight_method);
-    if (!s.ok()) return RuleError(index, "weight_calibration_method", s);
+    if (!s.ok()) {
+      return RuleError(index, "weight_calibration_method", s);
+    }
   }
   if (rule.act_qtype) {
     absl::Status s = ValidateQTypeMethod(*rule.act_qtype, rule.act_method);
-    if (!s.ok()) return RuleError(index, "act_calibration_method", s);
+    if (!s.ok()) {
+      return RuleError(index, "act_calibration_method", s);
+    }
   }
   if (rule.bwd_qtype) {
     absl::Status s = ValidateQTypeMethod(*rule.bwd_qtype, rule.bwd_method);
-    if (!s.ok()) return RuleError(index, "bwd_calibration_method", s);
+    if (!s.ok()) {
+      return RuleError(index, "bwd_calibration_method", s);
+    }
   }
   if (r.tile_case() == proto::QuantRule::kTileSize) {
     if (r.tile_size() <= 0) {
@@ -105,7 +119,9 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
   rule.bwd_weight_grad_tile_size = r.bwd_weight_grad_tile_size();
   rule.disable_channelwise_axes = r.disable_channelwise_axes();
   absl::StatusOr<StochasticRounding> sr = ParseStochasticRounding(r.bwd_stochastic_rounding());
-  if (!sr.ok()) return RuleError(index, "bwd_stochastic_rounding", sr.status());
+  if (!sr.ok()) {
+    return RuleError(index, "bwd_stochastic_rounding", sr.status());
+  }
   rule.stochastic_rounding = *sr;
   if (rule.stochastic_rounding != StochasticRounding::kNone && rule.bwd_qtype &&
       GetQTypeInfo(*rule.bwd_qtype).is_float8) {

@@ -14,7 +14,9 @@ constexpr char kStats[] = "quant_stats/";
 
 void ZeroGrads(const std::vector<Param*>& params) {
   for (Param* p : params) {
-    if (p->accumulates) p->grad.SetZero();
+    if (p->accumulates) {
+      p->grad.SetZero();
+    }
   }
 }
 
@@ -70,12 +72,18 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
   ZeroGrads(model_->params());
   StepContext ctx = Context(/*training=*/true, /*update_stats=*/true);
   absl::StatusOr<Tensor> out = model_->root().Forward(ctx, batch.inputs);
-  if (!out.ok()) return fail(out.status());
+  if (!out.ok()) {
+    return fail(out.status());
+  }
   absl::StatusOr<LossResult> loss =
       ComputeLoss(*backend_, model_->spec().loss(), *out, batch.targets, /*want_grad=*/true);
-  if (!loss.ok()) return fail(loss.status());
+  if (!loss.ok()) {
+    return fail(loss.status());
+  }
   absl::StatusOr<Tensor> dx = model_->root().Backward(ctx, loss->grad);
-  if (!dx.ok()) return fail(dx.status());
+  if (!dx.ok()) {
+    return fail(dx.status());
+  }
   const float grad_norm = GlobalGradNorm(model_->params());
   if (!std::isfinite(grad_norm)) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
@@ -137,7 +145,9 @@ absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
 
 std::vector<QuantStatReport> Trainer::QuantStatsReport() const {
   std::map<std::string, int> op_rules;  // "path:op_id" → rule index
-  for (const auto& [rule, op] : model_->Ops()) op_rules[op] = rule;
+  for (const auto& [rule, op] : model_->Ops()) {
+    op_rules[op] = rule;
+  }
   std::vector<QuantStatReport> out;
   for (const auto& [key, stat] : stats_) {
     QuantStatReport r;
@@ -165,7 +175,9 @@ std::vector<QuantStatReport> Trainer::QuantStatsReport() const {
 
 std::map<std::string, Tensor> Trainer::ExportState() {
   std::map<std::string, Tensor> out;
-  for (const Param* p : model_->params()) out[kParams + p->name] = p->value;
+  for (const Param* p : model_->params()) {
+    out[kParams + p->name] = p->value;
+  }
   for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
     out[kOpt + name] = *tensor;
   }
@@ -197,7 +209,9 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
     }
     return &it->second;
   };
-  if (step < 0) return absl::InvalidArgumentError(absl::StrCat("state: step ", step, " < 0"));
+  if (step < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("state: step ", step, " < 0"));
+  }
   // Validate everything first, then copy: nothing changes on error.
   std::vector<std::pair<Tensor*, const Tensor*>> copies;
   for (Param* p : model_->params()) {
@@ -240,7 +254,9 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
       stat.sum_of_max = hi->second;
     }
     for (const Tensor* sum : {&stat.sum_of_absmax, &stat.sum_of_min, &stat.sum_of_max}) {
-      if (sum->empty()) continue;
+      if (sum->empty()) {
+        continue;
+      }
       bool finite = sum->dtype() == DType::kF32 && sum->rank() >= 1 && sum->rank() <= 4;
       for (int64_t i = 0; finite && i < sum->numel(); ++i) {
         finite = std::isfinite(sum->data<float>()[i]);
@@ -252,7 +268,9 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
     }
     stats[{rest.substr(0, slash), rest.substr(slash + 1)}] = std::move(stat);
   }
-  for (auto& [dst, src] : copies) *dst = *src;
+  for (auto& [dst, src] : copies) {
+    *dst = *src;
+  }
   stats_ = std::move(stats);
   step_ = step;
   return absl::OkStatus();

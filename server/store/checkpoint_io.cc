@@ -21,7 +21,9 @@ namespace {
 std::string Crc32Hex(const SafetensorsFile& file) {
   std::string described;
   for (const auto& [key, value] : file.metadata) {
-    if (key != kChecksumKey) absl::StrAppend(&described, key, "=", value, "\n");
+    if (key != kChecksumKey) {
+      absl::StrAppend(&described, key, "=", value, "\n");
+    }
   }
   for (const auto& [name, t] : file.tensors) {
     absl::StrAppend(&described, name, ":", DTypeName(t.dtype()), ShapeString(t.shape()), "\n");
@@ -44,8 +46,12 @@ std::string Crc32Hex(const SafetensorsFile& file) {
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   const int e = errno;
   const std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  if (e == ENOENT) return absl::NotFoundError(msg);
+  if (e == ENOSPC || e == EDQUOT) {
+    return absl::ResourceExhaustedError(msg);
+  }
+  if (e == ENOENT) {
+    return absl::NotFoundError(msg);
+  }
   return absl::InternalError(msg);
 }
 
@@ -69,11 +75,15 @@ absl::StatusOr<SafetensorsFile> DecodeCheckpoint(absl::string_view bytes) {
 absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError("cannot create", tmp);
+  if (fd < 0) {
+    return ErrnoError("cannot create", tmp);
+  }
   size_t written = 0;
   while (written < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
     if (n <= 0) {
       absl::Status s = ErrnoError("cannot write", tmp);
       ::close(fd);
@@ -106,7 +116,9 @@ absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) 
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, uint64_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("cannot open", path);
+  if (fd < 0) {
+    return ErrnoError("cannot open", path);
+  }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     absl::Status s = ErrnoError("cannot stat", path);
@@ -122,12 +134,18 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, uint64_t max_
   size_t got = 0;
   while (got < out.size()) {
     const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
     got += static_cast<size_t>(n);
   }
   ::close(fd);
-  if (got != out.size()) return absl::DataLossError(absl::StrCat(path, " changed while reading"));
+  if (got != out.size()) {
+    return absl::DataLossError(absl::StrCat(path, " changed while reading"));
+  }
   return out;
 }
 

@@ -59,12 +59,16 @@ std::string SerializeSafetensors(const SafetensorsFile& file) {
                     {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
-  if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
+  if (!file.metadata.empty()) {
+    header["__metadata__"] = file.metadata;
+  }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes
   std::string out(8, '\0');
   const uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  for (int i = 0; i < 8; ++i) {
+    out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  }
   out += text;
   out.reserve(out.size() + offset);
   for (const auto& [name, t] : file.tensors) {
@@ -74,16 +78,21 @@ std::string SerializeSafetensors(const SafetensorsFile& file) {
 }
 
 absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
-  if (bytes.size() < 8)
+  if (bytes.size() < 8) {
     return Corrupt(absl::StrCat("file of ", bytes.size(), " bytes is truncated"));
+  }
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i) {
+    n |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
+  }
   if (n > kMaxHeaderBytes || n > bytes.size() - 8) {
     return Corrupt(absl::StrCat("header length ", n, " exceeds the file (", bytes.size(),
                                 " bytes) or the limit of ", kMaxHeaderBytes));
   }
   json header = json::parse(bytes.substr(8, n), nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) return Corrupt("header is not a JSON object");
+  if (header.is_discarded() || !header.is_object()) {
+    return Corrupt("header is not a JSON object");
+  }
   const absl::string_view data = bytes.substr(8 + n);
 
   SafetensorsFile file;
@@ -92,7 +101,9 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
     const std::string& name = it.key();
     const json& v = it.value();
     if (name == "__metadata__") {
-      if (!v.is_object()) return Corrupt("__metadata__ is not an object");
+      if (!v.is_object()) {
+        return Corrupt("__metadata__ is not an object");
+      }
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string()) {
           return Corrupt(absl::StrCat("__metadata__.", m.key(), " is not a string"));
@@ -119,7 +130,9 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
     Shape shape;
     uint64_t elements = 1;
     for (const json& d : v["shape"]) {
-      if (!d.is_number_unsigned()) return Corrupt(absl::StrCat(where, ": bad shape"));
+      if (!d.is_number_unsigned()) {
+        return Corrupt(absl::StrCat(where, ": bad shape"));
+      }
       const uint64_t dim = d.get<uint64_t>();
       if (dim != 0 && elements > (uint64_t{1} << 40) / dim) {
         return Corrupt(absl::StrCat(where, ": shape is too large"));
@@ -139,14 +152,18 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
     }
     ranges.emplace_back(begin, end);
     Tensor t = Tensor::Empty(dtype, shape);
-    if (size > 0) std::memcpy(t.raw(), data.data() + begin, size);
+    if (size > 0) {
+      std::memcpy(t.raw(), data.data() + begin, size);
+    }
     file.tensors.emplace(name, std::move(t));
   }
   // The data must be indexed entirely: sorted ranges tile [0, size) without holes or overlap.
   std::sort(ranges.begin(), ranges.end());
   uint64_t covered = 0;
   for (const auto& [begin, end] : ranges) {
-    if (begin != covered) return Corrupt("tensor data ranges overlap or leave holes");
+    if (begin != covered) {
+      return Corrupt("tensor data ranges overlap or leave holes");
+    }
     covered = end;
   }
   if (covered != data.size()) {

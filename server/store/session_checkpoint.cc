@@ -35,7 +35,9 @@ absl::Status FromJson(const SafetensorsFile& file, const char* key, Message* out
 
 absl::StatusOr<int64_t> IntMetadata(const SafetensorsFile& file, const char* key) {
   auto it = file.metadata.find(key);
-  if (it == file.metadata.end()) return int64_t{0};
+  if (it == file.metadata.end()) {
+    return int64_t{0};
+  }
   int64_t v = 0;
   if (!absl::SimpleAtoi(it->second, &v) || v < 0) {
     return absl::InvalidArgumentError(

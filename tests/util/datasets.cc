@@ -14,14 +14,20 @@ namespace {
 
 absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
-  if (f == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  if (f == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  }
   std::string out;
   char buf[1 << 16];
   int n = 0;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) {
+    out.append(buf, static_cast<size_t>(n));
+  }
   const bool failed = n < 0;
   gzclose(f);
-  if (failed) return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path));
+  if (failed) {
+    return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path));
+  }
   return out;
 }
 
@@ -50,12 +56,16 @@ absl::StatusOr<LabeledImages> LoadIdx(const std::string& images_path,
     return absl::InvalidArgumentError(
         absl::StrCat(images_path, " and ", labels_path, " disagree or are truncated"));
   }
-  if (limit > 0 && limit < n) n = limit;
+  if (limit > 0 && limit < n) {
+    n = limit;
+  }
   LabeledImages out;
   out.images = Tensor::Empty(DType::kF32, {n, rows, cols, 1});
   out.labels = Tensor::Empty(DType::kS32, {n});
   const auto* px = reinterpret_cast<const unsigned char*>(images.data() + 16);
-  for (int64_t i = 0; i < n * rows * cols; ++i) out.images.data<float>()[i] = px[i] / 255.0f;
+  for (int64_t i = 0; i < n * rows * cols; ++i) {
+    out.images.data<float>()[i] = px[i] / 255.0f;
+  }
   for (int64_t i = 0; i < n; ++i) {
     out.labels.data<int32_t>()[i] = static_cast<unsigned char>(labels[8 + i]);
   }
@@ -80,11 +90,15 @@ Tensor SliceRows(const Tensor& t, int64_t begin, int64_t count) {
 absl::StatusOr<std::string> LoadBibleText(const std::string& range) {
   const std::string cmd = absl::StrCat("bible -f '", range, "' 2>/dev/null");
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  if (!pipe) return absl::NotFoundError("cannot run `bible` (install bible-kjv)");
+  if (!pipe) {
+    return absl::NotFoundError("cannot run `bible` (install bible-kjv)");
+  }
   std::string out;
   char buf[1 << 16];
   size_t n = 0;
-  while ((n = fread(buf, 1, sizeof(buf), pipe.get())) > 0) out.append(buf, n);
+  while ((n = fread(buf, 1, sizeof(buf), pipe.get())) > 0) {
+    out.append(buf, n);
+  }
   if (out.size() < 1000) {
     return absl::NotFoundError(absl::StrCat("`bible -f ", range, "` printed too little text"));
   }

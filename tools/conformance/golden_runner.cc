@@ -58,7 +58,9 @@ class Comparer {
   void Compare(const std::string& what, const Tensor& got, const json& expect_tensor,
                Tolerance tol) {
     absl::StatusOr<Tensor> want = ToTensor(expect_tensor, what);
-    if (!want.ok()) return Fail(std::string(want.status().message()));
+    if (!want.ok()) {
+      return Fail(std::string(want.status().message()));
+    }
     if (got.shape() != want->shape()) {
       return Fail(absl::StrCat(what, ": shape ", ShapeString(got.shape()), ", expected ",
                                ShapeString(want->shape())));
@@ -80,7 +82,9 @@ class Comparer {
   }
 
   void Fail(const std::string& message) {
-    if (r_.passed) r_.message = message;
+    if (r_.passed) {
+      r_.message = message;
+    }
     r_.passed = false;
   }
 
@@ -92,7 +96,9 @@ absl::Status RunConvert(const json& c, Comparer& cmp) {
   QTRAIN_ASSIGN_OR_RETURN(QType qtype, ParseQType(c.at("qtype").get<std::string>()));
   QTRAIN_ASSIGN_OR_RETURN(Tensor x, Field(c, "x"));
   Tensor q = x;
-  for (float& v : q.span<float>()) v = ConvertValue(v, qtype);
+  for (float& v : q.span<float>()) {
+    v = ConvertValue(v, qtype);
+  }
   cmp.Compare("q", q, c.at("expect").at("q"), kExact);
   return absl::OkStatus();
 }
@@ -169,7 +175,9 @@ absl::Status RunSrq(const json& c, Comparer& cmp) {
     const Calibration dynamic = Calibrate(x, layout, method);
     if (!stat) {
       Shape stat_shape = layout.scale_shape;
-      for (int a : batch_axes) stat_shape[a < 0 ? a + x.rank() : a] = 1;
+      for (int a : batch_axes) {
+        stat_shape[a < 0 ? a + x.rank() : a] = 1;
+      }
       stat = MakeSrqStat(stat_shape, dynamic.symmetric);
     }
     QTRAIN_ASSIGN_OR_RETURN(Calibration used, SrqObserve(*stat, dynamic, batch_axes, true));
@@ -183,7 +191,9 @@ absl::Status RunSrq(const json& c, Comparer& cmp) {
     }
     ++step;
   }
-  if (!stat) return absl::InvalidArgumentError("srq case has no batches");
+  if (!stat) {
+    return absl::InvalidArgumentError("srq case has no batches");
+  }
   if (stat->count != e.at("count").get<int64_t>()) {
     cmp.Fail(absl::StrCat("count = ", stat->count, ", expected ", e.at("count").get<int64_t>()));
   }
@@ -219,7 +229,9 @@ CaseResult RunCase(const json& c, Backend& backend) {
   } catch (const json::exception& e) {
     status = absl::InvalidArgumentError(absl::StrCat("malformed case: ", e.what()));
   }
-  if (!status.ok()) cmp.Fail(status.ToString());
+  if (!status.ok()) {
+    cmp.Fail(status.ToString());
+  }
   return r;
 }
 
@@ -227,7 +239,9 @@ CaseResult RunCase(const json& c, Backend& backend) {
 
 absl::StatusOr<std::vector<CaseResult>> RunGoldenText(const std::string& text, Backend& backend) {
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return absl::InvalidArgumentError("golden file is not valid JSON");
+  if (doc.is_discarded()) {
+    return absl::InvalidArgumentError("golden file is not valid JSON");
+  }
   if (!doc.is_object() || doc.value("format", "") != "qtrain-golden-v1") {
     return absl::InvalidArgumentError(
         "golden file: expected an object with \"format\": \"qtrain-golden-v1\"");
@@ -236,13 +250,17 @@ absl::StatusOr<std::vector<CaseResult>> RunGoldenText(const std::string& text, B
     return absl::InvalidArgumentError("golden file: \"cases\" must be an array");
   }
   std::vector<CaseResult> results;
-  for (const json& c : doc.at("cases")) results.push_back(RunCase(c, backend));
+  for (const json& c : doc.at("cases")) {
+    results.push_back(RunCase(c, backend));
+  }
   return results;
 }
 
 absl::StatusOr<std::vector<CaseResult>> RunGoldenFile(const std::string& path, Backend& backend) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open golden file \"", path, "\""));
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot open golden file \"", path, "\""));
+  }
   std::stringstream buffer;
   buffer << in.rdbuf();
   return RunGoldenText(buffer.str(), backend);

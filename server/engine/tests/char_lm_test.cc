@@ -22,9 +22,13 @@ std::string StripReferences(const std::string& raw) {
   size_t pos = 0;
   while (pos < raw.size()) {
     size_t end = raw.find('\n', pos);
-    if (end == std::string::npos) end = raw.size();
+    if (end == std::string::npos) {
+      end = raw.size();
+    }
     const size_t space = raw.find(' ', pos);
-    if (space != std::string::npos && space < end) out.append(raw, space + 1, end - space - 1);
+    if (space != std::string::npos && space < end) {
+      out.append(raw, space + 1, end - space - 1);
+    }
     out.push_back(' ');
     pos = end + 1;
   }
@@ -36,14 +40,22 @@ TEST(CharLmTest, Int8QtTransformerLearnsTheText) {
   ASSERT_TRUE(raw.ok()) << raw.status() << " (apt-get install bible-kjv)";
   const std::string text = StripReferences(*raw);
   std::map<char, int> vocab;
-  for (char c : text) vocab.emplace(c, 0);
+  for (char c : text) {
+    vocab.emplace(c, 0);
+  }
   int next_id = 0;
-  for (auto& [c, id] : vocab) id = next_id++;
+  for (auto& [c, id] : vocab) {
+    id = next_id++;
+  }
   std::vector<double> counts(vocab.size());
-  for (char c : text) counts[vocab[c]] += 1;
+  for (char c : text) {
+    counts[vocab[c]] += 1;
+  }
   double entropy = 0;
   for (double n : counts) {
-    if (n > 0) entropy -= n / text.size() * std::log(n / text.size());
+    if (n > 0) {
+      entropy -= n / text.size() * std::log(n / text.size());
+    }
   }
 
   constexpr int64_t kSeq = 64, kBatch = 32, kSteps = 300;

@@ -25,12 +25,16 @@ Tensor RandomInputs(const Model& m, int64_t batch, uint32_t seed) {
   if (m.spec().input().kind() == proto::InputSpec::TOKENS) {
     Tensor t = Tensor::Empty(DType::kS32, shape);
     std::uniform_int_distribution<int> dist(0, 9);
-    for (int32_t& v : t.span<int32_t>()) v = dist(gen);
+    for (int32_t& v : t.span<int32_t>()) {
+      v = dist(gen);
+    }
     return t;
   }
   Tensor t = Tensor::Empty(DType::kF32, shape);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (float& v : t.span<float>()) v = dist(gen);
+  for (float& v : t.span<float>()) {
+    v = dist(gen);
+  }
   return t;
 }
 
@@ -42,13 +46,17 @@ Tensor RandomTargets(const Model& m, int64_t batch, uint32_t seed) {
     shape.insert(shape.end(), out.begin(), out.end());
     Tensor t = Tensor::Empty(DType::kF32, shape);
     std::normal_distribution<float> dist;
-    for (float& v : t.span<float>()) v = dist(gen);
+    for (float& v : t.span<float>()) {
+      v = dist(gen);
+    }
     return t;
   }
   shape.insert(shape.end(), out.begin(), out.end() - 1);
   Tensor t = Tensor::Empty(DType::kS32, shape);
   std::uniform_int_distribution<int> dist(0, static_cast<int>(out.back()) - 1);
-  for (int32_t& v : t.span<int32_t>()) v = dist(gen);
+  for (int32_t& v : t.span<int32_t>()) {
+    v = dist(gen);
+  }
   if (m.spec().loss().has_ignore_index() && t.numel() > 1) {
     t.data<int32_t>()[1] = static_cast<int32_t>(m.spec().loss().ignore_index());
   }
@@ -70,7 +78,9 @@ double Loss(Model& m, Backend& b, const Tensor& x, const Tensor& t, Tensor* dx) 
   auto loss = ComputeLoss(b, m.spec().loss(), *y, t, dx != nullptr);
   EXPECT_TRUE(loss.ok()) << loss.status();
   if (dx != nullptr) {
-    for (Param* p : m.params()) p->grad.SetZero();
+    for (Param* p : m.params()) {
+      p->grad.SetZero();
+    }
     auto g = m.root().Backward(ctx, loss->grad);
     EXPECT_TRUE(g.ok()) << g.status();
     *dx = std::move(*g);

@@ -88,7 +88,9 @@ TEST(ModelTest, LinenNamesAndParameters) {
                         1);
   ASSERT_TRUE(m.ok()) << m.status();
   std::vector<std::string> names;
-  for (Param* p : (*m)->params()) names.push_back(p->name);
+  for (Param* p : (*m)->params()) {
+    names.push_back(p->name);
+  }
   EXPECT_THAT(names,
               ::testing::ElementsAre("Conv_0/kernel", "Conv_0/bias", "Sequential_0/Conv_0/kernel",
                                      "Sequential_0/Conv_0/bias", "Dense_0/kernel", "Dense_0/bias",
@@ -117,7 +119,9 @@ TEST(ModelTest, QatOutputsEqualTheFakeQuantizedModel) {
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_TRUE((*m)->SetRules(*CompiledRules::Create(testing::Int8Rules(false))).ok());
   Tensor x = Tensor::Empty(DType::kF32, {6, 8, 8, 1});
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = std::sin(0.37f * i);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    x.data<float>()[i] = std::sin(0.37f * i);
+  }
   QuantStatsMap stats;
   StepContext integer = Ctx(*backend, stats, false, QDotImpl::kInteger);
   StepContext fake = Ctx(*backend, stats, false, QDotImpl::kFakeQuant);
@@ -150,7 +154,9 @@ TEST(ModelTest, SrqStatisticsFollowTheGoldenVectors) {
   const auto doc = nlohmann::json::parse(text.str());
   int checked = 0;
   for (const auto& c : doc["cases"]) {
-    if (c["op"] != "srq") continue;
+    if (c["op"] != "srq") {
+      continue;
+    }
     const std::string method = c["method"];
     auto spec = FromJson<proto::ModelSpec>(R"({"input": {"shape": [12]},
         "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})");
@@ -193,7 +199,9 @@ Batch RandomBatch(int64_t n, uint32_t seed) {
   for (int64_t i = 0; i < b.inputs.numel(); ++i) {
     b.inputs.data<float>()[i] = std::cos(0.1f * i + seed);
   }
-  for (int64_t i = 0; i < n; ++i) b.targets.data<int32_t>()[i] = (i + seed) % 3;
+  for (int64_t i = 0; i < n; ++i) {
+    b.targets.data<int32_t>()[i] = (i + seed) % 3;
+  }
   return b;
 }
 
@@ -205,7 +213,9 @@ TEST(TrainerTest, SameSeedAndBatchesGiveBitIdenticalWeights) {
   for (int run = 0; run < 2; ++run) {
     auto t = Trainer::Create(spec, testing::Int8Rules(true), opt, 42, testing::OnednnBackend());
     ASSERT_TRUE(t.ok()) << t.status();
-    for (int s = 0; s < 5; ++s) ASSERT_TRUE((*t)->TrainStep(RandomBatch(16, s)).ok());
+    for (int s = 0; s < 5; ++s) {
+      ASSERT_TRUE((*t)->TrainStep(RandomBatch(16, s)).ok());
+    }
     states.push_back((*t)->ExportState());
   }
   for (const auto& [name, tensor] : states[0]) {
@@ -245,7 +255,9 @@ TEST(TrainerTest, FloatQatAndQtShareStateDicts) {
   auto spec = FromJson<proto::ModelSpec>(kMlp);
   auto fp = Trainer::Create(spec, {}, {}, 5, testing::OnednnBackend());
   ASSERT_TRUE(fp.ok());
-  for (int s = 0; s < 3; ++s) ASSERT_TRUE((*fp)->TrainStep(RandomBatch(8, s)).ok());
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_TRUE((*fp)->TrainStep(RandomBatch(8, s)).ok());
+  }
   auto qt = Trainer::Create(spec, testing::Int8Rules(true), {}, 9, testing::OnednnBackend());
   ASSERT_TRUE(qt.ok());
   ASSERT_TRUE((*qt)->ImportState((*fp)->ExportState(), (*fp)->step()).ok());

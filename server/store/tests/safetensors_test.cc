@@ -32,7 +32,9 @@ SafetensorsFile Sample() {
 TEST(SafetensorsTest, RoundTrip) {
   const std::string bytes = SerializeSafetensors(Sample());
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i) {
+    n |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);
+  }
   EXPECT_EQ(n % 8, 0u);  // data aligned
   auto parsed = ParseSafetensors(bytes);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -69,7 +71,9 @@ struct Bad {
 
 std::string WithHeader(const std::string& header, size_t data_bytes) {
   std::string bytes(8, '\0');
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  for (int i = 0; i < 8; ++i) {
+    bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  }
   return bytes + header + std::string(data_bytes, '\0');
 }
 

@@ -32,8 +32,12 @@ std::unique_ptr<engine::Trainer> MakeTrainer(const proto::ModelSpec& spec,
 
 engine::Batch Batch(int seed) {
   engine::Batch b{Tensor::Empty(DType::kF32, {8, 6}), Tensor::Empty(DType::kS32, {8})};
-  for (int64_t i = 0; i < 48; ++i) b.inputs.data<float>()[i] = std::sin(0.3f * i + seed);
-  for (int64_t i = 0; i < 8; ++i) b.targets.data<int32_t>()[i] = (i + seed) % 4;
+  for (int64_t i = 0; i < 48; ++i) {
+    b.inputs.data<float>()[i] = std::sin(0.3f * i + seed);
+  }
+  for (int64_t i = 0; i < 8; ++i) {
+    b.targets.data<int32_t>()[i] = (i + seed) % 4;
+  }
   return b;
 }
 
@@ -45,7 +49,9 @@ TEST(SessionCheckpointTest, RebuildsAnIdenticalSession) {
   auto rules = Json<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
       "act_static_scale": true}]})");
   auto t = MakeTrainer(Json<proto::ModelSpec>(kSpec), rules, 3);
-  for (int s = 0; s < 4; ++s) ASSERT_TRUE(t->TrainStep(Batch(s)).ok());
+  for (int s = 0; s < 4; ++s) {
+    ASSERT_TRUE(t->TrainStep(Batch(s)).ok());
+  }
   const std::string bytes = EncodeCheckpoint(CheckpointFromTrainer(*t));
 
   auto file = DecodeCheckpoint(bytes);
