@@ -1,0 +1,168 @@
+#include "server/engine/session.h"
+
+#include <omp.h>
+
+#include <cctype>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain::engine {
+
+absl::StatusOr<std::shared_ptr<Session>> Session::Create(
+    std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
+    const proto::OptimizerConfig& optimizer, uint64_t seed, const SessionOptions& options) {
+  if (options.threads < 1 || options.max_queued < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("session options: threads ", options.threads,
+                                                   " and max_queued ", options.max_queued,
+                                                   " must be >= 1"));
+  }
+  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeOnednnBackend());
+  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
+                          Trainer::Create(spec, rules, optimizer, seed, std::move(backend)));
+  return std::shared_ptr<Session>(new Session(std::move(id), std::move(trainer), options));
+}
+
+Session::Session(std::string id, std::unique_ptr<Trainer> trainer, const SessionOptions& options)
+    : id_(std::move(id)), options_(options), trainer_(std::move(trainer)) {
+  info_.id = id_;
+  info_.step = trainer_->step();
+  info_.parameters = trainer_->model().num_parameters();
+  executor_ = std::thread([this] { Run(); });
+}
+
+Session::~Session() { Shutdown(); }
+
+absl::Status Session::Submit(std::function<void(Trainer&)> task) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      return absl::UnavailableError(absl::StrCat("session ", id_, " is shutting down"));
+    }
+    if (static_cast<int>(queue_.size()) >= options_.max_queued) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session ", id_, " already has ", queue_.size(), " queued operations (max_queued)"));
+    }
+    queue_.push_back(std::move(task));
+    info_.queued = static_cast<int64_t>(queue_.size());
+  }
+  return absl::OkStatus();
+}
+
+void Session::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (executor_.joinable() && executor_.get_id() != std::this_thread::get_id()) {
+    executor_.join();
+  }
+}
+
+SessionInfo Session::info() const {
+  absl::MutexLock lock(&mu_);
+  return info_;
+}
+
+void Session::Run() {
+  omp_set_num_threads(options_.threads);  // OpenMP's thread count is per calling thread
+  for (;;) {
+    std::function<void(Trainer&)> task;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Session* s)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stopping_ || !s->queue_.empty(); },
+          this));
+      if (queue_.empty()) return;  // stopping, and everything accepted has run
+      task = std::move(queue_.front());
+      queue_.pop_front();
+      info_.queued = static_cast<int64_t>(queue_.size());
+    }
+    task(*trainer_);
+    absl::MutexLock lock(&mu_);
+    info_.step = trainer_->step();
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
+    std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
+    const proto::OptimizerConfig& optimizer, uint64_t seed) {
+  if (!id.empty()) {
+    bool ok = id.size() <= 64;
+    for (char c : id)
+      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("session id \"", id, "\" must be 1 to 64 of [A-Za-z0-9_-]"));
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server already hosts ", sessions_.size(), " sessions (max_sessions)"));
+    }
+    if (id.empty()) {
+      do {
+        id = absl::StrCat("s", next_id_++);
+      } while (sessions_.count(id));
+    } else if (sessions_.count(id)) {
+      return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
+    }
+  }
+  // Building the model can take a while: outside the lock, then re-checked.
+  QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                          Session::Create(id, spec, rules, optimizer, seed, options_.session));
+  absl::MutexLock lock(&mu_);
+  if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server already hosts ", sessions_.size(), " sessions (max_sessions)"));
+  }
+  if (!sessions_.emplace(id, session).second) {
+    return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
+  }
+  return session;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    return absl::NotFoundError(absl::StrCat("session \"", id, "\" does not exist"));
+  }
+  return it->second;
+}
+
+std::vector<SessionInfo> SessionManager::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<SessionInfo> out;
+  for (const auto& [id, s] : sessions_) out.push_back(s->info());
+  return out;
+}
+
+absl::Status SessionManager::Delete(const std::string& id) {
+  std::shared_ptr<Session> session;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) {
+      return absl::NotFoundError(absl::StrCat("session \"", id, "\" does not exist"));
+    }
+    session = std::move(it->second);
+    sessions_.erase(it);
+  }
+  session->Shutdown();  // outside the lock: queued tasks finish first
+  return absl::OkStatus();
+}
+
+void SessionManager::ShutdownAll() {
+  std::map<std::string, std::shared_ptr<Session>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    sessions.swap(sessions_);
+  }
+  for (auto& [id, s] : sessions) s->Shutdown();
+}
+
+}  // namespace qtrain::engine

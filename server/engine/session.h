@@ -1,0 +1,107 @@
+// Session: one training session's Trainer plus the executor thread that runs every operation on
+// it, in submission order, with a bounded queue (a slow session pushes back instead of buffering
+// without limit). gRPC threads only Submit; kernels run on the executor (architecture.md).
+//
+// Thread-safety: Submit, info() and Shutdown may be called from any thread. Tasks run one at a
+// time on the executor thread and are the only code that touches the Trainer.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/engine/trainer.h"
+
+namespace qtrain::engine {
+
+struct SessionOptions {
+  int threads = 1;     // OpenMP threads of this session's kernels
+  int max_queued = 8;  // tasks waiting behind the running one
+};
+
+// A snapshot of a session for listings; refreshed after every task.
+struct SessionInfo {
+  std::string id;
+  int64_t step = 0;
+  int64_t queued = 0;
+  int64_t parameters = 0;
+};
+
+class Session {
+ public:
+  // Builds the trainer on the calling thread (errors: Trainer::Create's) and starts the
+  // executor. The session owns its backend (one oneDNN stream and primitive cache per executor).
+  static absl::StatusOr<std::shared_ptr<Session>> Create(
+      std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
+      const proto::OptimizerConfig& optimizer, uint64_t seed, const SessionOptions& options);
+  ~Session();  // Shutdown()
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Queues `task` to run on the executor with the trainer. ResourceExhausted when max_queued
+  // tasks are already waiting, Unavailable after Shutdown. A task that was accepted always runs.
+  absl::Status Submit(std::function<void(Trainer&)> task);
+
+  // Stops accepting tasks, runs the queued ones, joins the executor. Idempotent.
+  void Shutdown();
+
+  const std::string& id() const { return id_; }
+  SessionInfo info() const;
+
+ private:
+  Session(std::string id, std::unique_ptr<Trainer> trainer, const SessionOptions& options);
+  void Run();
+
+  const std::string id_;
+  const SessionOptions options_;
+  std::unique_ptr<Trainer> trainer_;  // touched only by the executor after construction
+
+  mutable absl::Mutex mu_;
+  std::deque<std::function<void(Trainer&)>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  SessionInfo info_ ABSL_GUARDED_BY(mu_);
+  std::thread executor_;
+};
+
+struct SessionManagerOptions {
+  int max_sessions = 16;
+  SessionOptions session;
+};
+
+// The server's sessions by id. Thread-safe.
+class SessionManager {
+ public:
+  explicit SessionManager(SessionManagerOptions options) : options_(std::move(options)) {}
+  ~SessionManager() { ShutdownAll(); }
+
+  // Creates a session (id generated when `id` is empty). ResourceExhausted at max_sessions,
+  // AlreadyExists for a taken id, InvalidArgument for an id that is not [A-Za-z0-9_-]{1,64},
+  // and the errors of Session::Create.
+  absl::StatusOr<std::shared_ptr<Session>> Create(std::string id, const proto::ModelSpec& spec,
+                                                  const proto::RuleSet& rules,
+                                                  const proto::OptimizerConfig& optimizer,
+                                                  uint64_t seed);
+  // NotFound naming the id.
+  absl::StatusOr<std::shared_ptr<Session>> Get(const std::string& id) const;
+  std::vector<SessionInfo> List() const;
+  // Removes the session; its accepted tasks still run. NotFound naming the id.
+  absl::Status Delete(const std::string& id);
+  // Stops every session (graceful shutdown: queued work finishes).
+  void ShutdownAll();
+
+ private:
+  const SessionManagerOptions options_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace qtrain::engine
