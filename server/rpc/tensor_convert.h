@@ -1,0 +1,25 @@
+// Wire tensors (qtrain.v1.Tensor) ⇄ engine tensors. The only place raw request bytes become
+// engine tensors, so every check a hostile client could trip lives here.
+//
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/tensor.h"
+#include "qtrain/v1/tensor.pb.h"
+
+namespace qtrain::rpc {
+
+// Validates and converts. InvalidArgument naming `field` and the value: unspecified or unknown
+// dtype, negative dims, rank above 8, a byte count that does not match dtype × shape, or (f32) a
+// NaN / infinity; ResourceExhausted above `max_bytes`.
+absl::StatusOr<Tensor> FromWire(const v1::Tensor& wire, const std::string& field,
+                                int64_t max_bytes);
+
+// The wire form of `t` (little-endian hosts only, as qtrain's targets are).
+v1::Tensor ToWire(const Tensor& t);
+
+}  // namespace qtrain::rpc
