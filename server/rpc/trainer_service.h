@@ -1,0 +1,55 @@
+// TrainerService: qtrain.v1.Trainer on gRPC's callback API. Handlers are thin — validate and
+// convert the request, hand the work to the session's executor (engine::Session), and finish
+// the call from the executor when it is done — so gRPC threads never run kernels.
+//
+// Thread-safety: gRPC calls the handlers concurrently; all session state is touched only by the
+// sessions' executors. The service borrows the SessionManager, which must outlive the server.
+#pragma once
+
+#include <cstdint>
+
+#include "qtrain/v1/trainer_service.grpc.pb.h"
+#include "server/engine/session.h"
+
+namespace qtrain::rpc {
+
+struct ServiceLimits {
+  int64_t max_batch_bytes = int64_t{256} << 20;  // per tensor of a request
+  int max_inflight_batches = 4;                  // per Train stream, ahead of the results
+};
+
+class TrainerService final : public v1::Trainer::CallbackService {
+ public:
+  TrainerService(engine::SessionManager* sessions, ServiceLimits limits)
+      : sessions_(sessions), limits_(limits) {}
+
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
+                                          const v1::CreateSessionRequest* request,
+                                          v1::Session* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
+                                       const v1::GetSessionRequest* request,
+                                       v1::Session* response) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
+                                         const v1::ListSessionsRequest* request,
+                                         v1::ListSessionsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
+                                          const v1::DeleteSessionRequest* request,
+                                          v1::DeleteSessionResponse* response) override;
+  grpc::ServerUnaryReactor* UpdateRules(grpc::CallbackServerContext* ctx,
+                                        const v1::UpdateRulesRequest* request,
+                                        v1::Session* response) override;
+  grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* Train(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
+                                    const v1::ForwardRequest* request,
+                                    v1::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* GetQuantStats(grpc::CallbackServerContext* ctx,
+                                          const v1::GetQuantStatsRequest* request,
+                                          v1::QuantStats* response) override;
+
+ private:
+  engine::SessionManager* sessions_;  // not owned
+  ServiceLimits limits_;
+};
+
+}  // namespace qtrain::rpc

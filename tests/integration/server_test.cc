@@ -1,0 +1,306 @@
+// The real server on 127.0.0.1:0 through the generated C++ stubs: session lifecycle, a
+// pipelined Train stream, rule switches, Forward, quant stats, bad requests answered with the
+// right codes while the server keeps serving, concurrent sessions, health and reflection.
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include <cmath>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include "qtrain/v1/trainer_service.grpc.pb.h"
+#include "server/rpc/tensor_convert.h"
+#include "server/server_main.h"
+
+namespace qtrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+template <typename M>
+M Json(const std::string& s) {
+  M m;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(s, &m).ok()) << s;
+  return m;
+}
+
+constexpr char kSpec[] = R"({"input": {"shape": [6]}, "body": {"sequential": {"layers": [
+    {"linear": {"features": 32}}, {"activation": {"kind": "RELU"}},
+    {"linear": {"features": 3}}]}}})";
+
+// A learnable toy problem: the class is the argmax of three input features.
+v1::Batch MakeBatch(int seed, int n = 32) {
+  Tensor x = Tensor::Empty(DType::kF32, {n, 6});
+  Tensor y = Tensor::Empty(DType::kS32, {n});
+  for (int i = 0; i < n; ++i) {
+    int best = 0;
+    for (int j = 0; j < 6; ++j) {
+      x.data<float>()[i * 6 + j] = std::sin(1.7f * (i + 1) * (j + 1) + seed);
+      if (j < 3 && x.data<float>()[i * 6 + j] > x.data<float>()[i * 6 + best]) best = j;
+    }
+    y.data<int32_t>()[i] = best;
+  }
+  v1::Batch b;
+  *b.mutable_inputs() = rpc::ToWire(x);
+  *b.mutable_targets() = rpc::ToWire(y);
+  return b;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.sessions.max_sessions = 4;
+    options.limits.max_batch_bytes = 1 << 20;
+    auto s = server::RunningServer::Start(options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::Trainer::NewStub(channel_);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  v1::Session Create(const std::string& id, const std::string& rules = "{}") {
+    v1::CreateSessionRequest req;
+    req.set_session_id(id);
+    *req.mutable_model() = Json<v1::ModelSpec>(kSpec);
+    *req.mutable_rules() = Json<v1::RuleSet>(rules);
+    *req.mutable_optimizer() =
+        Json<v1::OptimizerConfig>(R"({"adamw": {}, "schedule": {"learning_rate": 0.01}})");
+    req.set_seed(7);
+    v1::Session resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub_->CreateSession(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+
+  // Streams `steps` batches (all written before reading, exercising flow control) and returns
+  // the responses and the final status.
+  std::pair<std::vector<v1::TrainResponse>, grpc::Status> Train(
+      const std::string& id, int steps, const std::function<v1::Batch(int)>& batch = nullptr) {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Train(&ctx);
+    std::vector<v1::TrainResponse> out;
+    std::thread writer([&] {
+      for (int i = 0; i < steps; ++i) {
+        v1::TrainRequest req;
+        if (i == 0) req.set_session_id(id);
+        *req.mutable_batch() = batch ? batch(i) : MakeBatch(i);
+        if (!stream->Write(req)) break;
+      }
+      stream->WritesDone();
+    });
+    v1::TrainResponse resp;
+    while (stream->Read(&resp)) out.push_back(resp);
+    writer.join();
+    return {out, stream->Finish()};
+  }
+
+  std::unique_ptr<server::RunningServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Trainer::Stub> stub_;
+};
+
+TEST_F(ServerTest, LifecycleFloatThenQatThenQtWithStats) {
+  v1::Session created = Create("mlp");
+  EXPECT_EQ(created.session_id(), "mlp");
+  EXPECT_EQ(created.parameters(), 6 * 32 + 32 + 32 * 3 + 3);
+  ASSERT_EQ(created.ops_size(), 2);
+  EXPECT_EQ(created.ops(0).module_path(), "Dense_0");
+  EXPECT_EQ(created.ops(0).rule_index(), -1);
+
+  auto [float_steps, s1] = Train("mlp", 40);
+  ASSERT_TRUE(s1.ok()) << s1.error_message();
+  ASSERT_EQ(float_steps.size(), 40u);
+  for (size_t i = 0; i < float_steps.size(); ++i)
+    EXPECT_EQ(float_steps[i].step(), static_cast<int64_t>(i + 1));
+  EXPECT_LT(float_steps.back().loss(), float_steps.front().loss());
+
+  v1::UpdateRulesRequest update;
+  update.set_session_id("mlp");
+  *update.mutable_rules() = Json<v1::RuleSet>(R"({"rules": [
+      {"module_path": "nothing", "weight_qtype": "int8"},
+      {"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": true}]})");
+  v1::Session updated;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->UpdateRules(&ctx, update, &updated).ok());
+  }
+  EXPECT_EQ(updated.step(), 40);
+  EXPECT_THAT(updated.unused_rules(), ::testing::ElementsAre(0));
+  EXPECT_EQ(updated.ops(0).rule_index(), 1);
+  auto [qat_steps, s2] = Train("mlp", 10);
+  ASSERT_TRUE(s2.ok()) << s2.error_message();
+  EXPECT_EQ(qat_steps.back().step(), 50);
+
+  v1::GetQuantStatsRequest stats_req;
+  stats_req.set_session_id("mlp");
+  v1::QuantStats stats;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetQuantStats(&ctx, stats_req, &stats).ok());
+  }
+  ASSERT_EQ(stats.stats_size(), 2);
+  EXPECT_EQ(stats.stats(0).module_path(), "Dense_0");
+  EXPECT_EQ(stats.stats(0).name(), "dot_general0_lhs");
+  EXPECT_EQ(stats.stats(0).count(), 10);
+  EXPECT_EQ(stats.stats(0).qtype(), "int8");
+  EXPECT_EQ(stats.stats(0).scale().shape_size(), 2);
+
+  v1::ForwardRequest fwd;
+  fwd.set_session_id("mlp");
+  *fwd.mutable_inputs() = MakeBatch(99).inputs();
+  v1::ForwardResponse out;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->Forward(&ctx, fwd, &out).ok());
+  }
+  EXPECT_THAT(out.outputs().shape(), ::testing::ElementsAre(32, 3));
+
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteSessionRequest del;
+    del.set_session_id("mlp");
+    v1::DeleteSessionResponse r;
+    EXPECT_TRUE(stub_->DeleteSession(&ctx, del, &r).ok());
+  }
+}
+
+TEST_F(ServerTest, BadRequestsGetCodesAndChangeNothing) {
+  Create("s");
+  auto [ok_steps, s0] = Train("s", 3);
+  ASSERT_TRUE(s0.ok());
+
+  struct Case {
+    const char* name;
+    std::function<v1::Batch(int)> batch;
+    grpc::StatusCode code;
+    const char* part;
+  };
+  const std::vector<Case> cases = {
+      {"nan",
+       [](int) {
+         v1::Batch b = MakeBatch(0);
+         float nan = NAN;
+         std::string data = b.inputs().data();
+         std::memcpy(data.data() + 8, &nan, 4);
+         b.mutable_inputs()->set_data(data);
+         return b;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "element 2 is nan"},
+      {"dtype",
+       [](int) {
+         v1::Batch b = MakeBatch(0);
+         b.mutable_inputs()->set_dtype(v1::Tensor::I32);
+         return b;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "inputs: expected f32"},
+      {"shape", [](int) { return MakeBatch(0, 0); }, grpc::StatusCode::INVALID_ARGUMENT, "N >= 1"},
+      {"label",
+       [](int) {
+         v1::Batch b = MakeBatch(0);
+         std::string data = b.targets().data();
+         int32_t bad = 9;
+         std::memcpy(data.data(), &bad, 4);
+         b.mutable_targets()->set_data(data);
+         return b;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "label 9"},
+      {"oversize",
+       [](int) {
+         v1::Batch b = MakeBatch(0);
+         b.mutable_inputs()->clear_shape();
+         b.mutable_inputs()->add_shape(1 << 20);
+         b.mutable_inputs()->add_shape(6);
+         return b;
+       },
+       grpc::StatusCode::RESOURCE_EXHAUSTED, "exceeds the limit"},
+  };
+  for (const Case& c : cases) {
+    auto [steps, status] = Train("s", 1, c.batch);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.part)) << c.name;
+    EXPECT_TRUE(steps.empty()) << c.name;
+  }
+  // Unknown session, bad spec, bad rules.
+  auto [none, s_unknown] = Train("nope", 1);
+  EXPECT_EQ(s_unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  {
+    v1::CreateSessionRequest req;
+    *req.mutable_model() = Json<v1::ModelSpec>(R"({"input": {"shape": [6]},
+        "body": {"sequential": {"layers": [{"conv2d": {"features": 2}}]}}})");
+    grpc::ClientContext ctx;
+    v1::Session resp;
+    grpc::Status s = stub_->CreateSession(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("Conv_0"));
+  }
+  {
+    v1::UpdateRulesRequest req;
+    req.set_session_id("s");
+    *req.mutable_rules() =
+        Json<v1::RuleSet>(R"({"rules": [{"module_path": "(", "weight_qtype": "int8"}]})");
+    grpc::ClientContext ctx;
+    v1::Session resp;
+    grpc::Status s = stub_->UpdateRules(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("rules[0].module_path"));
+  }
+  // The session is untouched and still trains.
+  auto [more, s_more] = Train("s", 2);
+  ASSERT_TRUE(s_more.ok()) << s_more.error_message();
+  EXPECT_EQ(more.back().step(), 5);
+}
+
+TEST_F(ServerTest, SessionsTrainConcurrentlyAndLimitsHold) {
+  Create("a");
+  Create("b", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8", "bwd_qtype": "int8"}]})");
+  std::pair<std::vector<v1::TrainResponse>, grpc::Status> ra, rb;
+  std::thread ta([&] { ra = Train("a", 20); });
+  std::thread tb([&] { rb = Train("b", 20); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra.second.ok() && rb.second.ok());
+  EXPECT_EQ(ra.first.back().step(), 20);
+  EXPECT_EQ(rb.first.back().step(), 20);
+  Create("c");
+  Create("d");
+  v1::CreateSessionRequest req;
+  *req.mutable_model() = Json<v1::ModelSpec>(kSpec);
+  grpc::ClientContext ctx;
+  v1::Session resp;
+  EXPECT_EQ(stub_->CreateSession(&ctx, req, &resp).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  grpc::ClientContext lctx;
+  v1::ListSessionsResponse list;
+  ASSERT_TRUE(stub_->ListSessions(&lctx, v1::ListSessionsRequest(), &list).ok());
+  EXPECT_EQ(list.sessions_size(), 4);
+}
+
+TEST_F(ServerTest, CancelledStreamLeavesTheSessionUsable) {
+  Create("c");
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Train(&ctx);
+    v1::TrainRequest req;
+    req.set_session_id("c");
+    *req.mutable_batch() = MakeBatch(0);
+    ASSERT_TRUE(stream->Write(req));
+    v1::TrainResponse resp;
+    ASSERT_TRUE(stream->Read(&resp));
+    ctx.TryCancel();
+    stream->Finish();
+  }
+  auto [steps, s] = Train("c", 2);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GE(steps.back().step(), 3);
+}
+
+}  // namespace
+}  // namespace qtrain
