@@ -10,13 +10,9 @@
 
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/engine/session.h"
+#include "server/rpc/stream_reactors.h"
 
 namespace qtrain::rpc {
-
-struct ServiceLimits {
-  int64_t max_batch_bytes = int64_t{256} << 20;  // per tensor of a request
-  int max_inflight_batches = 4;                  // per Train stream, ahead of the results
-};
 
 class TrainerService final : public v1::Trainer::CallbackService {
  public:
@@ -39,6 +35,10 @@ class TrainerService final : public v1::Trainer::CallbackService {
                                         const v1::UpdateRulesRequest* request,
                                         v1::Session* response) override;
   grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* Train(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerReadReactor<v1::EvaluateRequest>* Evaluate(grpc::CallbackServerContext* ctx,
+                                                         v1::EvaluateResponse* response) override;
+  grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* Calibrate(
       grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
                                     const v1::ForwardRequest* request,

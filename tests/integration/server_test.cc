@@ -283,6 +283,54 @@ TEST_F(ServerTest, SessionsTrainConcurrentlyAndLimitsHold) {
   EXPECT_EQ(list.sessions_size(), 4);
 }
 
+TEST_F(ServerTest, EvaluateAndCalibrationAsAService) {
+  Create("cal", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+                                "act_static_scale": true}]})");
+  // Evaluate: no weight update, no statistics update unless asked.
+  {
+    grpc::ClientContext ctx;
+    v1::EvaluateResponse resp;
+    auto writer = stub_->Evaluate(&ctx, &resp);
+    for (int i = 0; i < 3; ++i) {
+      v1::EvaluateRequest req;
+      if (i == 0) req.set_session_id("cal");
+      *req.mutable_batch() = MakeBatch(i);
+      ASSERT_TRUE(writer->Write(req));
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.examples(), 96);
+    EXPECT_EQ(resp.step(), 0);
+    EXPECT_GT(resp.loss(), 0.0);
+    EXPECT_GE(resp.accuracy(), 0.0);
+  }
+  // Calibrate: progress per batch, then the statistics.
+  grpc::ClientContext ctx;
+  auto stream = stub_->Calibrate(&ctx);
+  for (int i = 0; i < 4; ++i) {
+    v1::CalibrateRequest req;
+    if (i == 0) req.set_session_id("cal");
+    *req.mutable_inputs() = MakeBatch(i).inputs();
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  std::vector<v1::CalibrateResponse> out;
+  v1::CalibrateResponse resp;
+  while (stream->Read(&resp)) out.push_back(resp);
+  grpc::Status s = stream->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_EQ(out[3].batches(), 4);
+  EXPECT_EQ(out[3].examples(), 128);
+  EXPECT_FALSE(out[3].has_stats());
+  ASSERT_TRUE(out[4].has_stats());
+  ASSERT_EQ(out[4].stats().stats_size(), 2);
+  EXPECT_EQ(out[4].stats().stats(0).count(), 4);
+  EXPECT_EQ(out[4].stats().stats(0).scale().shape_size(), 2);
+  EXPECT_TRUE(out[4].stats().stats(0).scale_error().empty());
+}
+
 TEST_F(ServerTest, CancelledStreamLeavesTheSessionUsable) {
   Create("c");
   {

@@ -1,0 +1,32 @@
+// Reactors of the streaming RPCs (Train, Calibrate, Evaluate). Each reads requests on gRPC
+// threads, converts and validates them there, and hands the numeric work to the session's
+// executor; results go back in order. At most `max_inflight_batches` batches are queued ahead of
+// their results, so a slow session pushes back through gRPC flow control instead of buffering.
+// A stream finishes only once every accepted batch has run, so executors never touch a deleted
+// reactor. Reactors delete themselves in OnDone.
+#pragma once
+
+#include <cstdint>
+
+#include <grpcpp/support/server_callback.h>
+
+#include "qtrain/v1/trainer_service.pb.h"
+#include "server/engine/session.h"
+
+namespace qtrain::rpc {
+
+struct ServiceLimits {
+  int64_t max_batch_bytes = int64_t{256} << 20;  // per tensor of a request
+  int max_inflight_batches = 4;                  // per stream, ahead of the results
+};
+
+grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
+    engine::SessionManager* sessions, ServiceLimits limits);
+grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
+    engine::SessionManager* sessions, ServiceLimits limits);
+// `response` is gRPC's, valid until the reactor finishes.
+grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,
+                                                                 ServiceLimits limits,
+                                                                 v1::EvaluateResponse* response);
+
+}  // namespace qtrain::rpc
