@@ -14,11 +14,15 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address (host:port; port 0 picks a free one)");
+ABSL_FLAG(std::string, data_dir, "qtrain-data",
+          "directory of durable sessions (restored at start, saved at shutdown); empty: none");
+ABSL_FLAG(int64_t, autosave_steps, 100, "save each session every N training steps (0: off)");
 ABSL_FLAG(int, threads, 1, "OpenMP threads per session executor");
 ABSL_FLAG(int, max_sessions, 16, "most sessions hosted at once (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(int, max_queued, 8, "most operations queued per session before pushing back");
 ABSL_FLAG(int, max_inflight, 4, "batches a Train stream may send ahead of its results");
 ABSL_FLAG(int64_t, max_batch_bytes, int64_t{256} << 20, "largest tensor accepted in a request");
+ABSL_FLAG(int64_t, max_checkpoint_bytes, int64_t{4} << 30, "largest checkpoint upload accepted");
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
@@ -42,9 +46,13 @@ int main(int argc, char** argv) {
   options.sessions.session.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.limits.max_inflight_batches = absl::GetFlag(FLAGS_max_inflight);
   options.limits.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
+  options.limits.max_checkpoint_bytes = absl::GetFlag(FLAGS_max_checkpoint_bytes);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
   if (options.sessions.max_sessions < 1 || options.sessions.session.threads < 1 ||
       options.sessions.session.max_queued < 1 || options.limits.max_inflight_batches < 1 ||
-      options.limits.max_batch_bytes < 1) {
+      options.limits.max_batch_bytes < 1 || options.limits.max_checkpoint_bytes < 1 ||
+      options.autosave_steps < 0) {
     std::fprintf(stderr, "qtrain-server: every limit flag must be >= 1\n");
     return 2;
   }
@@ -55,7 +63,11 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  std::printf("qtrain-server listening on port %d\n", (*server)->port());
+  for (const std::string& e : (*server)->restore_errors()) {
+    std::fprintf(stderr, "qtrain-server: not restored: %s\n", e.c_str());
+  }
+  std::printf("qtrain-server listening on port %d (%zu sessions restored from %s)\n",
+              (*server)->port(), (*server)->restored().size(), options.data_dir.c_str());
   std::fflush(stdout);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::printf("qtrain-server: shutting down\n");

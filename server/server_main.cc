@@ -1,6 +1,8 @@
 #include "server/server_main.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -13,8 +15,30 @@ namespace qtrain::server {
 
 absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const ServerOptions& o) {
   auto s = std::unique_ptr<RunningServer>(new RunningServer());
-  s->sessions_ = std::make_unique<engine::SessionManager>(o.sessions);
-  s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), o.limits);
+  engine::SessionManagerOptions session_options = o.sessions;
+  if (!o.data_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<store::SessionStore>> store =
+        store::SessionStore::Open(o.data_dir);
+    if (!store.ok()) return store.status();
+    s->store_ = std::move(*store);
+    if (o.autosave_steps > 0) {
+      store::SessionStore* st = s->store_.get();
+      const int64_t every = o.autosave_steps;
+      session_options.session.after_task = [st, every](const std::string& id, engine::Trainer& t) {
+        if (t.step() - std::max<int64_t>(st->LastDurableStep(id), 0) >= every) {
+          absl::StatusOr<store::SavedCheckpoint> saved = st->Save(id, t);
+          if (!saved.ok()) {
+            std::fprintf(stderr, "qtrain-server: autosave of %s failed: %s\n", id.c_str(),
+                         saved.status().ToString().c_str());
+          }
+        }
+      };
+    }
+  }
+  s->sessions_ = std::make_unique<engine::SessionManager>(session_options);
+  if (s->store_) s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_);
+  s->service_ =
+      std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), o.limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -37,6 +61,19 @@ void RunningServer::Shutdown(int deadline_ms) {
   if (shut_down_) return;
   shut_down_ = true;
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  if (store_) {
+    for (const engine::SessionInfo& info : sessions_->List()) {
+      absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions_->Get(info.id);
+      if (!session.ok()) continue;
+      absl::Status saved;
+      absl::Status ran = store::RunAndWait(
+          **session, [&](engine::Trainer& t) { saved = store_->Save(info.id, t).status(); });
+      if (!ran.ok() || !saved.ok()) {
+        std::fprintf(stderr, "qtrain-server: saving %s at shutdown failed: %s\n", info.id.c_str(),
+                     (ran.ok() ? saved : ran).ToString().c_str());
+      }
+    }
+  }
   sessions_->ShutdownAll();
 }
 

@@ -6,17 +6,21 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
 #include "server/engine/session.h"
 #include "server/rpc/trainer_service.h"
+#include "server/store/session_store.h"
 
 namespace qtrain::server {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
+  std::string data_dir;        // empty: no durable sessions (tests)
+  int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   engine::SessionManagerOptions sessions;
   rpc::ServiceLimits limits;
 };
@@ -28,18 +32,24 @@ class RunningServer {
   ~RunningServer();  // Shutdown()
 
   int port() const { return port_; }
-  // Graceful: stop accepting calls, let in-flight steps finish (up to `deadline_ms`), then stop
-  // every session's executor. Idempotent.
+  // Sessions restored from the data dir at start, and files that could not be restored.
+  const std::vector<std::string>& restored() const { return restored_; }
+  const std::vector<std::string>& restore_errors() const { return restore_errors_; }
+  // Graceful: stop accepting calls, let in-flight steps finish (up to `deadline_ms`), save every
+  // session to the data dir, then stop the executors. Idempotent.
   void Shutdown(int deadline_ms = 5000);
   void Wait() { server_->Wait(); }
 
  private:
   RunningServer() = default;
+  std::unique_ptr<store::SessionStore> store_;
   std::unique_ptr<engine::SessionManager> sessions_;
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;
+  std::vector<std::string> restored_;
+  std::vector<std::string> restore_errors_;
 };
 
 }  // namespace qtrain::server

@@ -80,6 +80,7 @@ void Session::Run() {
       info_.queued = static_cast<int64_t>(queue_.size());
     }
     task(*trainer_);
+    if (options_.after_task) options_.after_task(id_, *trainer_);
     absl::MutexLock lock(&mu_);
     info_.step = trainer_->step();
   }

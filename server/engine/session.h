@@ -25,6 +25,8 @@ namespace qtrain::engine {
 struct SessionOptions {
   int threads = 1;     // OpenMP threads of this session's kernels
   int max_queued = 8;  // tasks waiting behind the running one
+  // Runs on the executor after every task (e.g. autosave every N steps); may be empty.
+  std::function<void(const std::string& session_id, Trainer&)> after_task;
 };
 
 // A snapshot of a session for listings; refreshed after every task.

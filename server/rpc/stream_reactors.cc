@@ -33,6 +33,12 @@ absl::Status BindSession(engine::SessionManager* sessions, const std::string& re
   return absl::OkStatus();
 }
 
+// What a policy's Run may consult besides the trainer.
+struct RunContext {
+  std::string session_id;
+  const store::SessionStore* store = nullptr;  // may be null
+};
+
 struct TrainPolicy {
   using Request = v1::TrainRequest;
   using Response = v1::TrainResponse;
@@ -44,7 +50,7 @@ struct TrainPolicy {
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
     return BatchFromWire(r.batch(), l.max_batch_bytes);
   }
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State&) {
+  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State&, const RunContext& c) {
     absl::StatusOr<engine::StepResult> r = t.TrainStep(w);
     if (!r.ok()) return r.status();
     Response resp;
@@ -54,9 +60,10 @@ struct TrainPolicy {
     resp.set_grad_norm(r->grad_norm);
     resp.set_learning_rate(r->learning_rate);
     resp.set_examples(r->examples);
+    resp.set_last_durable_step(c.store ? c.store->LastDurableStep(c.session_id) : -1);
     return resp;
   }
-  static Response Final(Trainer&, const std::string&, State&) { return {}; }
+  static Response Final(Trainer&, const RunContext&, State&) { return {}; }
 };
 
 struct CalibratePolicy {
@@ -73,7 +80,7 @@ struct CalibratePolicy {
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
     return FromWire(r.inputs(), "inputs", l.max_batch_bytes);
   }
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state) {
+  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state, const RunContext&) {
     absl::Status s = t.CalibrateStep(w);
     if (!s.ok()) return s;
     ++state.batches;
@@ -83,11 +90,11 @@ struct CalibratePolicy {
     resp.set_examples(state.examples);
     return resp;
   }
-  static Response Final(Trainer& t, const std::string& id, State& state) {
+  static Response Final(Trainer& t, const RunContext& c, State& state) {
     Response resp;
     resp.set_batches(state.batches);
     resp.set_examples(state.examples);
-    FillQuantStats(id, t, resp.mutable_stats());
+    FillQuantStats(c.session_id, t, resp.mutable_stats());
     return resp;
   }
 };
@@ -102,8 +109,10 @@ class StepStream final
   using Response = typename Policy::Response;
 
  public:
-  StepStream(engine::SessionManager* sessions, ServiceLimits limits)
+  StepStream(engine::SessionManager* sessions, ServiceLimits limits,
+             const store::SessionStore* store)
       : sessions_(sessions), limits_(limits) {
+    context_.store = store;
     this->StartRead(&request_);
   }
 
@@ -159,8 +168,9 @@ class StepStream final
     absl::StatusOr<typename Policy::Work> work = Policy::Parse(request_, limits_);
     if (!work.ok()) return work.status();
     auto shared = std::make_shared<typename Policy::Work>(std::move(*work));
+    context_.session_id = session_->id();
     return SubmitLocked([this, shared](Trainer& t) {
-      return Policy::Run(t, *shared, state_);  // state_: touched by the executor only
+      return Policy::Run(t, *shared, state_, context_);  // executor only
     });
   }
 
@@ -213,9 +223,9 @@ class StepStream final
     const bool drained = reads_done_ && !reading_ && inflight_ == 0;
     if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr) {
       final_submitted_ = true;
-      const std::string id = session_->id();
-      absl::Status s = SubmitLocked([this, id](Trainer& t) -> absl::StatusOr<Response> {
-        return Policy::Final(t, id, state_);
+      context_.session_id = session_->id();
+      absl::Status s = SubmitLocked([this](Trainer& t) -> absl::StatusOr<Response> {
+        return Policy::Final(t, context_, state_);
       });
       if (!s.ok()) FailLocked(s);
     }
@@ -241,6 +251,7 @@ class StepStream final
   engine::SessionManager* sessions_;
   const ServiceLimits limits_;
   typename Policy::State state_;  // executor only
+  RunContext context_;            // set under mu_ before any task that reads it is submitted
   absl::Mutex mu_;
   Request request_;    // written by gRPC while reading_
   Response response_;  // read by gRPC while writing_
@@ -373,13 +384,13 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
 }  // namespace
 
 grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
-    engine::SessionManager* sessions, ServiceLimits limits) {
-  return new StepStream<TrainPolicy>(sessions, limits);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store) {
+  return new StepStream<TrainPolicy>(sessions, limits, store);
 }
 
 grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
-    engine::SessionManager* sessions, ServiceLimits limits) {
-  return new StepStream<CalibratePolicy>(sessions, limits);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store) {
+  return new StepStream<CalibratePolicy>(sessions, limits, store);
 }
 
 grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,

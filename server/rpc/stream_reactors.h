@@ -12,18 +12,21 @@
 
 #include "qtrain/v1/trainer_service.pb.h"
 #include "server/engine/session.h"
+#include "server/store/session_store.h"
 
 namespace qtrain::rpc {
 
 struct ServiceLimits {
-  int64_t max_batch_bytes = int64_t{256} << 20;  // per tensor of a request
-  int max_inflight_batches = 4;                  // per stream, ahead of the results
+  int64_t max_batch_bytes = int64_t{256} << 20;     // per tensor of a request
+  int max_inflight_batches = 4;                     // per stream, ahead of the results
+  int64_t max_checkpoint_bytes = int64_t{4} << 30;  // per uploaded checkpoint
 };
 
+// `store` (may be null: no data dir) reports the last durable step in Train results.
 grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
-    engine::SessionManager* sessions, ServiceLimits limits);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store);
 grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
-    engine::SessionManager* sessions, ServiceLimits limits);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store);
 // `response` is gRPC's, valid until the reactor finishes.
 grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,
                                                                  ServiceLimits limits,

@@ -84,7 +84,9 @@ grpc::ServerUnaryReactor* TrainerService::DeleteSession(grpc::CallbackServerCont
                                                         const v1::DeleteSessionRequest* request,
                                                         v1::DeleteSessionResponse*) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(sessions_->Delete(request->session_id())));
+  absl::Status s = sessions_->Delete(request->session_id());
+  if (s.ok() && store_ != nullptr) store_->Forget(request->session_id());
+  reactor->Finish(ToGrpcStatus(s));
   return reactor;
 }
 
@@ -101,7 +103,7 @@ grpc::ServerUnaryReactor* TrainerService::UpdateRules(grpc::CallbackServerContex
 
 grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* TrainerService::Train(
     grpc::CallbackServerContext*) {
-  return NewTrainReactor(sessions_, limits_);
+  return NewTrainReactor(sessions_, limits_, store_);
 }
 
 grpc::ServerReadReactor<v1::EvaluateRequest>* TrainerService::Evaluate(
@@ -111,7 +113,7 @@ grpc::ServerReadReactor<v1::EvaluateRequest>* TrainerService::Evaluate(
 
 grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* TrainerService::Calibrate(
     grpc::CallbackServerContext*) {
-  return NewCalibrateReactor(sessions_, limits_);
+  return NewCalibrateReactor(sessions_, limits_, store_);
 }
 
 grpc::ServerUnaryReactor* TrainerService::Forward(grpc::CallbackServerContext* ctx,

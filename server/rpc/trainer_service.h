@@ -16,8 +16,9 @@ namespace qtrain::rpc {
 
 class TrainerService final : public v1::Trainer::CallbackService {
  public:
-  TrainerService(engine::SessionManager* sessions, ServiceLimits limits)
-      : sessions_(sessions), limits_(limits) {}
+  // `store` may be null (no data dir): checkpoints are then download / upload only.
+  TrainerService(engine::SessionManager* sessions, store::SessionStore* store, ServiceLimits limits)
+      : sessions_(sessions), store_(store), limits_(limits) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -46,9 +47,17 @@ class TrainerService final : public v1::Trainer::CallbackService {
   grpc::ServerUnaryReactor* GetQuantStats(grpc::CallbackServerContext* ctx,
                                           const v1::GetQuantStatsRequest* request,
                                           v1::QuantStats* response) override;
+  grpc::ServerUnaryReactor* SaveCheckpoint(grpc::CallbackServerContext* ctx,
+                                           const v1::SaveCheckpointRequest* request,
+                                           v1::CheckpointInfo* response) override;
+  grpc::ServerWriteReactor<v1::CheckpointChunk>* DownloadCheckpoint(
+      grpc::CallbackServerContext* ctx, const v1::DownloadCheckpointRequest* request) override;
+  grpc::ServerReadReactor<v1::CheckpointChunk>* UploadCheckpoint(
+      grpc::CallbackServerContext* ctx, v1::CheckpointInfo* response) override;
 
  private:
   engine::SessionManager* sessions_;  // not owned
+  store::SessionStore* store_;        // not owned; may be null
   ServiceLimits limits_;
 };
 

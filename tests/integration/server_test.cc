@@ -5,6 +5,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -329,6 +330,155 @@ TEST_F(ServerTest, EvaluateAndCalibrationAsAService) {
   EXPECT_EQ(out[4].stats().stats(0).count(), 4);
   EXPECT_EQ(out[4].stats().stats(0).scale().shape_size(), 2);
   EXPECT_TRUE(out[4].stats().stats(0).scale_error().empty());
+}
+
+std::string Download(v1::Trainer::Stub* stub, const std::string& id, grpc::Status* status) {
+  grpc::ClientContext ctx;
+  v1::DownloadCheckpointRequest req;
+  req.set_session_id(id);
+  auto reader = stub->DownloadCheckpoint(&ctx, req);
+  std::string bytes;
+  v1::CheckpointChunk chunk;
+  while (reader->Read(&chunk)) bytes += chunk.data();
+  *status = reader->Finish();
+  return bytes;
+}
+
+grpc::Status Upload(v1::Trainer::Stub* stub, const std::string& id, const std::string& bytes,
+                    v1::CheckpointInfo* info) {
+  grpc::ClientContext ctx;
+  auto writer = stub->UploadCheckpoint(&ctx, info);
+  for (size_t off = 0; off < bytes.size() || off == 0; off += 4096) {
+    v1::CheckpointChunk chunk;
+    if (off == 0) chunk.set_session_id(id);
+    chunk.set_data(bytes.substr(off, 4096));
+    if (!writer->Write(chunk)) break;
+    if (bytes.empty()) break;
+  }
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+v1::ForwardResponse ForwardOf(v1::Trainer::Stub* stub, const std::string& id) {
+  v1::ForwardRequest fwd;
+  fwd.set_session_id(id);
+  *fwd.mutable_inputs() = MakeBatch(42).inputs();
+  v1::ForwardResponse out;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(stub->Forward(&ctx, fwd, &out).ok());
+  return out;
+}
+
+TEST_F(ServerTest, CheckpointDownloadUploadRoundTrip) {
+  Create("src", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]})");
+  ASSERT_TRUE(Train("src", 6).second.ok());
+  grpc::Status s;
+  const std::string bytes = Download(stub_.get(), "src", &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_GT(bytes.size(), 1000u);
+  // Into a new session (created from the checkpoint's configuration) ...
+  v1::CheckpointInfo info;
+  s = Upload(stub_.get(), "copy", bytes, &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.step(), 6);
+  EXPECT_EQ(ForwardOf(stub_.get(), "copy").outputs().data(),
+            ForwardOf(stub_.get(), "src").outputs().data());
+  // ... and into an existing float session of the same architecture.
+  Create("float");
+  s = Upload(stub_.get(), "float", bytes, &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  auto [steps, ts] = Train("float", 1);
+  ASSERT_TRUE(ts.ok());
+  EXPECT_EQ(steps.back().step(), 7);
+  // Damaged uploads are refused and change nothing.
+  std::string corrupt = bytes;
+  corrupt[corrupt.size() - 5] ^= 0x40;
+  s = Upload(stub_.get(), "float", corrupt, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(s.error_message(), HasSubstr("checksum"));
+  s = Upload(stub_.get(), "new", bytes.substr(0, bytes.size() / 2), &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS);
+  grpc::ClientContext gctx;
+  v1::GetSessionRequest get;
+  get.set_session_id("new");
+  v1::Session got;
+  EXPECT_EQ(stub_->GetSession(&gctx, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  auto [after, as] = Train("float", 1);
+  ASSERT_TRUE(as.ok());
+  EXPECT_EQ(after.back().step(), 8);
+  // No data dir on this server: SaveCheckpoint says so.
+  grpc::ClientContext sctx;
+  v1::SaveCheckpointRequest save;
+  save.set_session_id("src");
+  EXPECT_EQ(stub_->SaveCheckpoint(&sctx, save, &info).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST(DurableServerTest, RestartRestoresSessionsAtTheirDurableStep) {
+  char dir[] = "/tmp/qtrain_data_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = dir;
+  options.autosave_steps = 4;
+  std::string before;
+  {
+    auto s = server::RunningServer::Start(options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*s)->port()),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = v1::Trainer::NewStub(channel);
+    v1::CreateSessionRequest req;
+    req.set_session_id("kept");
+    *req.mutable_model() = Json<v1::ModelSpec>(kSpec);
+    v1::Session created;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->CreateSession(&ctx, req, &created).ok());
+    grpc::ClientContext tctx;
+    auto stream = stub->Train(&tctx);
+    std::vector<int64_t> durable;
+    for (int i = 0; i < 9; ++i) {
+      v1::TrainRequest r;
+      if (i == 0) r.set_session_id("kept");
+      *r.mutable_batch() = MakeBatch(i);
+      ASSERT_TRUE(stream->Write(r));
+      v1::TrainResponse resp;
+      ASSERT_TRUE(stream->Read(&resp));
+      durable.push_back(resp.last_durable_step());
+    }
+    stream->WritesDone();
+    ASSERT_TRUE(stream->Finish().ok());
+    // Autosave every 4 steps: the responses report the durable step as it advances.
+    EXPECT_EQ(durable.front(), -1);
+    EXPECT_EQ(durable.back(), 8);
+    before = ForwardOf(stub.get(), "kept").outputs().data();
+    (*s)->Shutdown();  // graceful: saves step 9
+  }
+  auto s = server::RunningServer::Start(options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_THAT((*s)->restored(), ::testing::ElementsAre("kept"));
+  EXPECT_TRUE((*s)->restore_errors().empty());
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*s)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::Trainer::NewStub(channel);
+  grpc::ClientContext ctx;
+  v1::GetSessionRequest get;
+  get.set_session_id("kept");
+  v1::Session got;
+  ASSERT_TRUE(stub->GetSession(&ctx, get, &got).ok());
+  EXPECT_EQ(got.step(), 9);
+  EXPECT_EQ(ForwardOf(stub.get(), "kept").outputs().data(), before);
+  // Deleting a session removes its checkpoint: a restart does not bring it back.
+  grpc::ClientContext dctx;
+  v1::DeleteSessionRequest del;
+  del.set_session_id("kept");
+  v1::DeleteSessionResponse dresp;
+  ASSERT_TRUE(stub->DeleteSession(&dctx, del, &dresp).ok());
+  (*s)->Shutdown();
+  auto again = server::RunningServer::Start(options);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE((*again)->restored().empty());
+  (*again)->Shutdown();
 }
 
 TEST_F(ServerTest, CancelledStreamLeavesTheSessionUsable) {

@@ -1,0 +1,185 @@
+// TrainerService's checkpoint RPCs: SaveCheckpoint (durable, in the data dir),
+// DownloadCheckpoint (safetensors bytes in chunks) and UploadCheckpoint (chunks → an existing
+// session, or a new one built from the checkpoint's configuration).
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/rpc/grpc_status.h"
+#include "server/rpc/trainer_service.h"
+#include "server/store/checkpoint_io.h"
+#include "server/store/session_checkpoint.h"
+
+namespace qtrain::rpc {
+namespace {
+
+using engine::Session;
+using engine::Trainer;
+
+constexpr size_t kChunkBytes = 1 << 20;
+
+// Streams one checkpoint's bytes, produced on the session's executor.
+class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
+ public:
+  DownloadStream(engine::SessionManager* sessions, const std::string& id) {
+    absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(id);
+    if (!session.ok()) {
+      Finish(ToGrpcStatus(session.status()));
+      return;
+    }
+    absl::Status s = (*session)->Submit([this](Trainer& t) {
+      bytes_ = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
+      WriteNext();  // the first write; later ones come from OnWriteDone
+    });
+    if (!s.ok()) Finish(ToGrpcStatus(s));
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading"));
+      return;
+    }
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // Only one write is ever in flight, so no lock is needed.
+  void WriteNext() {
+    if (offset_ >= bytes_.size() && offset_ > 0) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
+    chunk_.set_data(bytes_.substr(offset_, n));
+    offset_ += n;
+    if (n == 0) offset_ = 1;  // empty file: one empty chunk, then finish
+    StartWrite(&chunk_);
+  }
+
+  std::string bytes_;
+  size_t offset_ = 0;
+  v1::CheckpointChunk chunk_;
+};
+
+// Collects chunks, then loads them into the named session (creating it when new).
+class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
+ public:
+  UploadStream(engine::SessionManager* sessions, ServiceLimits limits, v1::CheckpointInfo* response)
+      : sessions_(sessions), limits_(limits), response_(response) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      if (id_.empty()) id_ = chunk_.session_id();
+      if (bytes_.size() + chunk_.data().size() >
+          static_cast<size_t>(limits_.max_checkpoint_bytes)) {
+        Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+            "checkpoint upload exceeds max_checkpoint_bytes = ", limits_.max_checkpoint_bytes))));
+        return;
+      }
+      bytes_ += chunk_.data();
+      StartRead(&chunk_);
+      return;
+    }
+    Load();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Load() {
+    if (id_.empty()) {
+      Finish(ToGrpcStatus(
+          absl::InvalidArgumentError("the first CheckpointChunk must set session_id")));
+      return;
+    }
+    absl::StatusOr<store::SafetensorsFile> decoded = store::DecodeCheckpoint(bytes_);
+    if (!decoded.ok()) {
+      Finish(ToGrpcStatus(decoded.status()));
+      return;
+    }
+    auto file = std::make_shared<store::SafetensorsFile>(std::move(*decoded));
+    absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id_);
+    if (!session.ok()) {  // a new session from the checkpoint's own configuration
+      absl::StatusOr<store::SessionConfig> config = store::ConfigFromCheckpoint(*file);
+      if (!config.ok()) {
+        Finish(ToGrpcStatus(config.status()));
+        return;
+      }
+      session =
+          sessions_->Create(id_, config->spec, config->rules, config->optimizer, config->seed);
+      if (!session.ok()) {
+        Finish(ToGrpcStatus(session.status()));
+        return;
+      }
+      created_ = true;
+    }
+    const size_t size = bytes_.size();
+    absl::Status s = (*session)->Submit([this, file, size](Trainer& t) {
+      absl::Status loaded = store::LoadCheckpoint(*file, t);
+      if (loaded.ok()) {
+        response_->set_session_id(id_);
+        response_->set_step(t.step());
+        response_->set_bytes(static_cast<int64_t>(size));
+        response_->set_crc32(file->metadata[store::kChecksumKey]);
+      } else if (created_) {
+        (void)sessions_->Delete(id_);  // nothing half-made stays behind
+      }
+      Finish(ToGrpcStatus(loaded));
+    });
+    if (!s.ok()) Finish(ToGrpcStatus(s));
+  }
+
+  engine::SessionManager* sessions_;
+  const ServiceLimits limits_;
+  v1::CheckpointInfo* response_;
+  v1::CheckpointChunk chunk_;
+  std::string id_;
+  std::string bytes_;
+  bool created_ = false;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(grpc::CallbackServerContext* ctx,
+                                                         const v1::SaveCheckpointRequest* request,
+                                                         v1::CheckpointInfo* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (store_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(
+        "this server runs without a data dir; use DownloadCheckpoint")));
+    return reactor;
+  }
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request->session_id());
+  if (!session.ok()) {
+    reactor->Finish(ToGrpcStatus(session.status()));
+    return reactor;
+  }
+  const std::string id = request->session_id();
+  absl::Status s = (*session)->Submit([this, reactor, response, id](Trainer& t) {
+    absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+    if (saved.ok()) {
+      response->set_session_id(id);
+      response->set_step(saved->step);
+      response->set_bytes(saved->bytes);
+      response->set_crc32(saved->crc32);
+      response->set_path(saved->path);
+    }
+    reactor->Finish(ToGrpcStatus(saved.status()));
+  });
+  if (!s.ok()) reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::CheckpointChunk>* TrainerService::DownloadCheckpoint(
+    grpc::CallbackServerContext*, const v1::DownloadCheckpointRequest* request) {
+  return new DownloadStream(sessions_, request->session_id());
+}
+
+grpc::ServerReadReactor<v1::CheckpointChunk>* TrainerService::UploadCheckpoint(
+    grpc::CallbackServerContext*, v1::CheckpointInfo* response) {
+  return new UploadStream(sessions_, limits_, response);
+}
+
+}  // namespace qtrain::rpc

@@ -1,0 +1,121 @@
+#include "server/store/session_store.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "kernels/status_macros.h"
+#include "server/store/checkpoint_io.h"
+#include "server/store/session_checkpoint.h"
+
+namespace qtrain::store {
+namespace {
+
+constexpr char kSuffix[] = ".safetensors";
+constexpr uint64_t kMaxCheckpointBytes = uint64_t{64} << 30;
+
+absl::Status MakeDir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunAndWait(engine::Session& session, std::function<void(engine::Trainer&)> fn) {
+  absl::Notification done;
+  QTRAIN_RETURN_IF_ERROR(session.Submit([&](engine::Trainer& t) {
+    fn(t);
+    done.Notify();
+  }));
+  done.WaitForNotification();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Open(const std::string& data_dir) {
+  QTRAIN_RETURN_IF_ERROR(MakeDir(data_dir));
+  const std::string dir = data_dir + "/sessions";
+  QTRAIN_RETURN_IF_ERROR(MakeDir(dir));
+  return std::unique_ptr<SessionStore>(new SessionStore(dir));
+}
+
+std::string SessionStore::PathFor(const std::string& id) const {
+  return absl::StrCat(dir_, "/", id, kSuffix);
+}
+
+absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id,
+                                                   engine::Trainer& trainer) {
+  SafetensorsFile file = CheckpointFromTrainer(trainer);
+  const std::string bytes = EncodeCheckpoint(file);
+  SavedCheckpoint saved;
+  saved.path = PathFor(id);
+  saved.step = trainer.step();
+  saved.bytes = static_cast<int64_t>(bytes.size());
+  QTRAIN_ASSIGN_OR_RETURN(SafetensorsFile parsed, ParseSafetensors(bytes));
+  saved.crc32 = parsed.metadata[kChecksumKey];
+  QTRAIN_RETURN_IF_ERROR(WriteFileDurably(saved.path, bytes));
+  absl::MutexLock lock(&mu_);
+  durable_[id] = saved.step;
+  return saved;
+}
+
+int64_t SessionStore::LastDurableStep(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = durable_.find(id);
+  return it == durable_.end() ? -1 : it->second;
+}
+
+void SessionStore::Forget(const std::string& id) {
+  ::unlink(PathFor(id).c_str());
+  absl::MutexLock lock(&mu_);
+  durable_.erase(id);
+}
+
+std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessions,
+                                                  std::vector<std::string>* errors) {
+  std::vector<std::string> restored;
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return restored;
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (absl::EndsWith(name, kSuffix)) names.push_back(name);
+  }
+  ::closedir(d);
+  for (const std::string& name : names) {
+    const std::string id = name.substr(0, name.size() - std::strlen(kSuffix));
+    const std::string path = absl::StrCat(dir_, "/", name);
+    absl::Status s = [&]() -> absl::Status {
+      QTRAIN_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path, kMaxCheckpointBytes));
+      QTRAIN_ASSIGN_OR_RETURN(SafetensorsFile file, DecodeCheckpoint(bytes));
+      QTRAIN_ASSIGN_OR_RETURN(SessionConfig config, ConfigFromCheckpoint(file));
+      QTRAIN_ASSIGN_OR_RETURN(
+          std::shared_ptr<engine::Session> session,
+          sessions.Create(id, config.spec, config.rules, config.optimizer, config.seed));
+      absl::Status loaded;
+      QTRAIN_RETURN_IF_ERROR(
+          RunAndWait(*session, [&](engine::Trainer& t) { loaded = LoadCheckpoint(file, t); }));
+      if (!loaded.ok()) {
+        (void)sessions.Delete(id);
+        return loaded;
+      }
+      absl::MutexLock lock(&mu_);
+      durable_[id] = config.step;
+      return absl::OkStatus();
+    }();
+    if (s.ok()) {
+      restored.push_back(id);
+    } else if (errors != nullptr) {
+      errors->push_back(absl::StrCat(path, ": ", s.ToString()));
+    }
+  }
+  return restored;
+}
+
+}  // namespace qtrain::store
