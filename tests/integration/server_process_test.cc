@@ -1,0 +1,202 @@
+// The qtrain-server binary as users run it: --help, health checking, kill -9 during training
+// and a restart that brings sessions back at their last durable step, bit-identical.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "qtrain/v1/trainer_service.grpc.pb.h"
+#include "server/rpc/tensor_convert.h"
+#include "server/store/checkpoint_io.h"
+#include "server/store/session_checkpoint.h"
+
+namespace qtrain {
+namespace {
+
+constexpr char kServer[] = "build/bin/qtrain-server";  // tests run from the project root
+
+// A child qtrain-server; its port comes from the "listening on port N" line.
+class ServerProcess {
+ public:
+  explicit ServerProcess(const std::string& data_dir) {
+    const std::string log = data_dir + "/server.log";
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      const std::string dir = "--data_dir=" + data_dir;
+      execl(kServer, kServer, "--listen=127.0.0.1:0", dir.c_str(), "--autosave_steps=5",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    // Wait (bounded) for the "listening on port N" line.
+    for (int attempt = 0; attempt < 400 && port_ == 0; ++attempt) {
+      usleep(50 * 1000);
+      FILE* f = fopen(log.c_str(), "r");
+      if (f == nullptr) continue;
+      char line[256];
+      while (fgets(line, sizeof(line), f) != nullptr) {
+        if (std::sscanf(line, "qtrain-server listening on port %d", &port_) == 1) break;
+      }
+      fclose(f);
+    }
+    EXPECT_GT(port_, 0) << "qtrain-server did not start; see " << log;
+  }
+  ~ServerProcess() { Kill(SIGKILL); }
+
+  int Kill(int signal) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, signal);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  std::unique_ptr<v1::Trainer::Stub> Stub() { return v1::Trainer::NewStub(Channel()); }
+  std::shared_ptr<grpc::Channel> Channel() {
+    return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
+                               grpc::InsecureChannelCredentials());
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+v1::Batch MakeBatch(int seed) {
+  Tensor x = Tensor::Empty(DType::kF32, {16, 6});
+  Tensor y = Tensor::Empty(DType::kS32, {16});
+  for (int i = 0; i < 96; ++i) x.data<float>()[i] = std::sin(0.9f * i + seed);
+  for (int i = 0; i < 16; ++i) y.data<int32_t>()[i] = (i + seed) % 3;
+  v1::Batch b;
+  *b.mutable_inputs() = rpc::ToWire(x);
+  *b.mutable_targets() = rpc::ToWire(y);
+  return b;
+}
+
+TEST(ServerProcessTest, HelpDocumentsTheFlags) {
+  FILE* p = popen((std::string(kServer) + " --help 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  pclose(p);
+  for (const char* flag : {"--listen", "--data_dir", "--autosave_steps", "--threads",
+                           "--max_sessions", "--max_batch_bytes", "--max_queued"}) {
+    EXPECT_THAT(out, ::testing::HasSubstr(flag));
+  }
+}
+
+TEST(ServerProcessTest, HealthCheckAnswersServing) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  ServerProcess server(dir);
+  grpc::GenericStub generic(server.Channel());
+  grpc::ClientContext ctx;
+  grpc::Slice empty(std::string(""));  // HealthCheckRequest{} serializes to no bytes
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  absl::Notification done;
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      status = s;
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+  const int exit = server.Kill(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);  // graceful shutdown
+}
+
+TEST(ServerProcessTest, KillDashNineThenRestartComesBackAtTheDurableStep) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  int64_t durable = -1;
+  {
+    ServerProcess server(dir);
+    auto stub = server.Stub();
+    v1::CreateSessionRequest req;
+    req.set_session_id("crash");
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                    R"({"input": {"shape": [6]}, "body": {"sequential": {"layers": [
+                        {"linear": {"features": 16}}, {"activation": {"kind": "RELU"}},
+                        {"linear": {"features": 3}}]}}})",
+                    req.mutable_model())
+                    .ok());
+    v1::Session created;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->CreateSession(&ctx, req, &created).ok());
+    grpc::ClientContext tctx;
+    auto stream = stub->Train(&tctx);
+    for (int i = 0; i < 12; ++i) {
+      v1::TrainRequest r;
+      if (i == 0) r.set_session_id("crash");
+      *r.mutable_batch() = MakeBatch(i);
+      ASSERT_TRUE(stream->Write(r));
+      v1::TrainResponse resp;
+      ASSERT_TRUE(stream->Read(&resp));
+      durable = resp.last_durable_step();
+    }
+    EXPECT_EQ(durable, 10);                   // autosave every 5 steps
+    const int status = server.Kill(SIGKILL);  // no chance to save step 12
+    EXPECT_TRUE(WIFSIGNALED(status));
+  }
+  // The durable checkpoint on disk is intact and at step 10.
+  auto bytes = store::ReadWholeFile(std::string(dir) + "/sessions/crash.safetensors", 1 << 30);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto file = store::DecodeCheckpoint(*bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->metadata.at("step"), "10");
+
+  ServerProcess restarted(dir);
+  auto stub = restarted.Stub();
+  grpc::ClientContext gctx;
+  v1::GetSessionRequest get;
+  get.set_session_id("crash");
+  v1::Session got;
+  ASSERT_TRUE(stub->GetSession(&gctx, get, &got).ok());
+  EXPECT_EQ(got.step(), 10);
+  // Weights bit-identical to that checkpoint.
+  grpc::ClientContext dctx;
+  v1::DownloadCheckpointRequest dreq;
+  dreq.set_session_id("crash");
+  auto reader = stub->DownloadCheckpoint(&dctx, dreq);
+  std::string downloaded;
+  v1::CheckpointChunk chunk;
+  while (reader->Read(&chunk)) downloaded += chunk.data();
+  ASSERT_TRUE(reader->Finish().ok());
+  auto restored = store::DecodeCheckpoint(downloaded);
+  ASSERT_TRUE(restored.ok());
+  for (const auto& [name, t] : file->tensors) {
+    ASSERT_TRUE(restored->tensors.count(name)) << name;
+    const Tensor& r = restored->tensors.at(name);
+    ASSERT_EQ(r.nbytes(), t.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(r.raw(), t.raw(), t.nbytes()), 0) << name;
+  }
+  const int exit = restarted.Kill(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);  // graceful shutdown exits 0
+}
+
+}  // namespace
+}  // namespace qtrain
