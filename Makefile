@@ -1,6 +1,7 @@
 # qtrain: one entry point. Every target installs missing Debian packages first
 # (scripts/install_deps.sh, idempotent). Binaries land in build/bin/, tests in build/tests/.
 #
+#   make demo     the main job: qtrain-server + the quantized-training tour (scripts/demo.sh)
 #   make build    Release build (portable x86-64; hot loops dispatch to AVX-512 at run time)
 #   make test     build + every test (ctest prints the counts)
 #   make asan     ASan+UBSan build of the unit tests, run (CI runs it too)
@@ -14,7 +15,7 @@ JOBS      ?= $(shell nproc)
 CMAKE_FLAGS ?=
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all deps build test asan bench format format-check tidy clean
+.PHONY: all deps build test asan bench demo format format-check tidy clean
 
 all: build
 
@@ -26,6 +27,9 @@ $(BUILD_DIR)/build.ninja: | deps
 
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: build
+	bash scripts/demo.sh $(BUILD_DIR)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

@@ -1,0 +1,261 @@
+// qtrain-demo: the README's tour against a running qtrain-server. Trains a Fashion-MNIST MLP in
+// float, fine-tunes it with int8 QAT and int8 QT from the float weights (rules switched between
+// steps), calibrates static activation scales, prints the statistics, downloads the checkpoint,
+// and ends with a table of accuracy and steps/s per mode.
+//
+//   qtrain-demo [--server=127.0.0.1:50051] [--epochs=1] [--train_examples=60000]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "qtrain/v1/trainer_service.grpc.pb.h"
+#include "server/rpc/tensor_convert.h"
+#include "tests/util/datasets.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qtrain-server address");
+ABSL_FLAG(int, epochs, 1, "float pre-training epochs (fine-tunes run one epoch each)");
+ABSL_FLAG(int64_t, train_examples, 60000, "Fashion-MNIST training examples to use");
+ABSL_FLAG(std::string, checkpoint, "qtrain-demo.safetensors", "where to save the download");
+
+namespace {
+
+using qtrain::Tensor;
+namespace v1 = qtrain::v1;
+
+constexpr int64_t kBatch = 128;
+
+template <typename M>
+M Json(const std::string& s) {
+  M m;
+  if (!google::protobuf::util::JsonStringToMessage(s, &m).ok()) {
+    std::fprintf(stderr, "bad JSON: %s\n", s.c_str());
+    std::exit(2);
+  }
+  return m;
+}
+
+void Check(const grpc::Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "qtrain-demo: %s failed: %s (%d)\n", what, s.error_message().c_str(),
+                 s.error_code());
+    std::exit(1);
+  }
+}
+
+struct Mode {
+  double accuracy = 0;
+  double steps_per_s = 0;
+};
+
+class Demo {
+ public:
+  Demo(std::shared_ptr<grpc::Channel> channel, const qtrain::testing::LabeledImages& train,
+       const qtrain::testing::LabeledImages& test)
+      : stub_(v1::Trainer::NewStub(channel)), train_(train), test_(test) {}
+
+  void CreateSession(const std::string& id) {
+    v1::CreateSessionRequest req;
+    req.set_session_id(id);
+    *req.mutable_model() = Json<v1::ModelSpec>(R"({"input": {"shape": [28, 28, 1]},
+        "body": {"sequential": {"layers": [{"flatten": {}},
+          {"linear": {"features": 256}}, {"activation": {"kind": "RELU"}},
+          {"name": "head", "linear": {"features": 10}}]}}})");
+    *req.mutable_optimizer() =
+        Json<v1::OptimizerConfig>(R"({"adamw": {}, "schedule": {"learning_rate": 1e-3}})");
+    req.set_seed(1);
+    v1::Session resp;
+    grpc::ClientContext ctx;
+    Check(stub_->CreateSession(&ctx, req, &resp), "CreateSession");
+    std::printf("session %s: %lld parameters, ops:", resp.session_id().c_str(),
+                static_cast<long long>(resp.parameters()));
+    for (const auto& op : resp.ops())
+      std::printf(" %s:%s", op.module_path().c_str(), op.op_id().c_str());
+    std::printf("\n");
+  }
+
+  void SetRules(const std::string& id, const std::string& rules) {
+    v1::UpdateRulesRequest req;
+    req.set_session_id(id);
+    *req.mutable_rules() = Json<v1::RuleSet>(rules);
+    v1::Session resp;
+    grpc::ClientContext ctx;
+    Check(stub_->UpdateRules(&ctx, req, &resp), "UpdateRules");
+  }
+
+  // Streams `epochs` epochs of batches (pipelined) and returns steps/s.
+  double Train(const std::string& id, int epochs, const char* label) {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Train(&ctx);
+    const int64_t n = train_.images.dim(0) / kBatch * kBatch;
+    const int64_t steps = epochs * (n / kBatch);
+    const auto start = std::chrono::steady_clock::now();
+    std::thread writer([&] {
+      for (int64_t s = 0; s < steps; ++s) {
+        const int64_t at = (s * kBatch) % n;
+        v1::TrainRequest req;
+        if (s == 0) req.set_session_id(id);
+        *req.mutable_batch()->mutable_inputs() =
+            qtrain::rpc::ToWire(qtrain::testing::SliceRows(train_.images, at, kBatch));
+        *req.mutable_batch()->mutable_targets() =
+            qtrain::rpc::ToWire(qtrain::testing::SliceRows(train_.labels, at, kBatch));
+        if (!stream->Write(req)) break;
+      }
+      stream->WritesDone();
+    });
+    v1::TrainResponse resp;
+    int64_t done = 0;
+    double loss = 0;
+    while (stream->Read(&resp)) {
+      ++done;
+      loss = 0.95 * loss + 0.05 * resp.loss();
+      if (done % 100 == 0 || done == steps) {
+        std::printf("  %-9s step %6lld  loss %.4f  acc %.3f  durable %lld\n", label,
+                    static_cast<long long>(resp.step()), done < 20 ? resp.loss() : loss,
+                    resp.accuracy(), static_cast<long long>(resp.last_durable_step()));
+      }
+    }
+    writer.join();
+    Check(stream->Finish(), "Train");
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return static_cast<double>(done) / secs;
+  }
+
+  double Evaluate(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::EvaluateResponse resp;
+    auto writer = stub_->Evaluate(&ctx, &resp);
+    for (int64_t at = 0; at + 500 <= test_.images.dim(0); at += 500) {
+      v1::EvaluateRequest req;
+      if (at == 0) req.set_session_id(id);
+      *req.mutable_batch()->mutable_inputs() =
+          qtrain::rpc::ToWire(qtrain::testing::SliceRows(test_.images, at, 500));
+      *req.mutable_batch()->mutable_targets() =
+          qtrain::rpc::ToWire(qtrain::testing::SliceRows(test_.labels, at, 500));
+      writer->Write(req);
+    }
+    writer->WritesDone();
+    Check(writer->Finish(), "Evaluate");
+    return resp.accuracy();
+  }
+
+  v1::QuantStats Calibrate(const std::string& id, int batches) {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Calibrate(&ctx);
+    for (int b = 0; b < batches; ++b) {
+      v1::CalibrateRequest req;
+      if (b == 0) req.set_session_id(id);
+      *req.mutable_inputs() =
+          qtrain::rpc::ToWire(qtrain::testing::SliceRows(train_.images, b * kBatch, kBatch));
+      stream->Write(req);
+    }
+    stream->WritesDone();
+    v1::CalibrateResponse resp, last;
+    while (stream->Read(&resp)) last = resp;
+    Check(stream->Finish(), "Calibrate");
+    return last.stats();
+  }
+
+  void Delete(const std::string& id) {
+    v1::DeleteSessionRequest req;
+    req.set_session_id(id);
+    v1::DeleteSessionResponse resp;
+    grpc::ClientContext ctx;
+    Check(stub_->DeleteSession(&ctx, req, &resp), "DeleteSession");
+  }
+
+  int64_t Download(const std::string& id, const std::string& path) {
+    grpc::ClientContext ctx;
+    v1::DownloadCheckpointRequest req;
+    req.set_session_id(id);
+    auto reader = stub_->DownloadCheckpoint(&ctx, req);
+    std::ofstream out(path, std::ios::binary);
+    v1::CheckpointChunk chunk;
+    int64_t bytes = 0;
+    while (reader->Read(&chunk)) {
+      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      bytes += static_cast<int64_t>(chunk.data().size());
+    }
+    Check(reader->Finish(), "DownloadCheckpoint");
+    return bytes;
+  }
+
+ private:
+  std::unique_ptr<v1::Trainer::Stub> stub_;
+  const qtrain::testing::LabeledImages& train_;
+  const qtrain::testing::LabeledImages& test_;
+};
+
+float FirstFloat(const v1::Tensor& t) {
+  float v = 0;
+  if (t.data().size() >= sizeof(float)) std::memcpy(&v, t.data().data(), sizeof(float));
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  auto train = qtrain::testing::LoadFashionMnist("train", absl::GetFlag(FLAGS_train_examples));
+  auto test = qtrain::testing::LoadFashionMnist("t10k");
+  if (!train.ok() || !test.ok()) {
+    std::fprintf(stderr, "qtrain-demo: %s (apt-get install dataset-fashion-mnist)\n",
+                 (train.ok() ? test.status() : train.status()).ToString().c_str());
+    return 2;
+  }
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  Demo demo(channel, *train, *test);
+  const std::string id = absl::StrCat("demo-", std::time(nullptr));
+  demo.CreateSession(id);
+
+  Mode fp, qat, qt;
+  std::printf("1. float pre-training\n");
+  fp.steps_per_s = demo.Train(id, absl::GetFlag(FLAGS_epochs), "float");
+  fp.accuracy = demo.Evaluate(id);
+  std::printf("2. int8 QAT fine-tune (rules switched between steps)\n");
+  demo.SetRules(id, R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]})");
+  qat.steps_per_s = demo.Train(id, 1, "QAT int8");
+  qat.accuracy = demo.Evaluate(id);
+  std::printf("3. int8 QT fine-tune (integer backward too)\n");
+  demo.SetRules(id, R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+                                    "bwd_qtype": "int8"}]})");
+  qt.steps_per_s = demo.Train(id, 1, "QT int8");
+  qt.accuracy = demo.Evaluate(id);
+
+  const int calibration_batches =
+      static_cast<int>(std::min<int64_t>(20, train->images.dim(0) / kBatch));
+  std::printf("4. calibration of static activation scales (SRQ), %d batches\n",
+              calibration_batches);
+  demo.SetRules(id, R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+                                    "act_static_scale": true}]})");
+  const v1::QuantStats stats = demo.Calibrate(id, calibration_batches);
+  const int64_t bytes = demo.Download(id, absl::GetFlag(FLAGS_checkpoint));
+  demo.Delete(id);  // the tour leaves no session behind
+
+  std::printf("\n| mode | test accuracy | train steps/s (batch %lld) |\n|---|---|---|\n",
+              static_cast<long long>(kBatch));
+  std::printf("| float | %.4f | %.1f |\n", fp.accuracy, fp.steps_per_s);
+  std::printf("| QAT int8 | %.4f | %.1f |\n", qat.accuracy, qat.steps_per_s);
+  std::printf("| QT int8 | %.4f | %.1f |\n", qt.accuracy, qt.steps_per_s);
+  std::printf("\n| module | stat | count | scale (first) | qtype |\n|---|---|---|---|---|\n");
+  for (const auto& s : stats.stats()) {
+    std::printf("| %s | %s | %lld | %.6g | %s |\n", s.module_path().c_str(), s.name().c_str(),
+                static_cast<long long>(s.count()), FirstFloat(s.scale()), s.qtype().c_str());
+  }
+  std::printf("\ncheckpoint: %s (%lld bytes, safetensors)\n",
+              absl::GetFlag(FLAGS_checkpoint).c_str(), static_cast<long long>(bytes));
+  return 0;
+}
