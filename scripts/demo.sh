@@ -8,7 +8,8 @@ set -euo pipefail
 build=${1:-build}
 shift || true
 log=$(mktemp)
-"$build/bin/qtrain-server" --listen=127.0.0.1:0 --data_dir="${QTRAIN_DATA_DIR:-qtrain-data}" \
+"$build/bin/qtrain-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
+  --data_dir="${QTRAIN_DATA_DIR:-qtrain-data}" \
   >"$log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$log"' EXIT
@@ -20,5 +21,5 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 [ -n "$port" ] || { echo "qtrain-server did not start"; cat "$log"; exit 1; }
-head -n 1 "$log"
+head -n 2 "$log"
 "$build/bin/qtrain-demo" --server="127.0.0.1:$port" "$@"

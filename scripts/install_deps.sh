@@ -10,8 +10,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev
   libbenchmark-dev nlohmann-json3-dev zlib1g-dev libre2-dev
-  # data for tests and the demo
-  dataset-fashion-mnist bible-kjv
+  # data for tests and the demo; promtool checks the /metrics scrape
+  dataset-fashion-mnist bible-kjv prometheus
 )
 
 if [ "${1:-}" = "--bench" ]; then

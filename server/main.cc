@@ -17,6 +17,8 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
 ABSL_FLAG(std::string, data_dir, "qtrain-data",
           "directory of durable sessions (restored at start, saved at shutdown); empty: none");
 ABSL_FLAG(int64_t, autosave_steps, 100, "save each session every N training steps (0: off)");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
+          "Prometheus /metrics address (empty: no metrics endpoint)");
 ABSL_FLAG(int, threads, 1, "OpenMP threads per session executor");
 ABSL_FLAG(int, max_sessions, 16, "most sessions hosted at once (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(int, max_queued, 8, "most operations queued per session before pushing back");
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   options.limits.max_checkpoint_bytes = absl::GetFlag(FLAGS_max_checkpoint_bytes);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (options.sessions.max_sessions < 1 || options.sessions.session.threads < 1 ||
       options.sessions.session.max_queued < 1 || options.limits.max_inflight_batches < 1 ||
       options.limits.max_batch_bytes < 1 || options.limits.max_checkpoint_bytes < 1 ||
@@ -68,6 +71,10 @@ int main(int argc, char** argv) {
   }
   std::printf("qtrain-server listening on port %d (%zu sessions restored from %s)\n",
               (*server)->port(), (*server)->restored().size(), options.data_dir.c_str());
+  if ((*server)->metrics().port() > 0) {
+    std::printf("qtrain-server metrics on http://127.0.0.1:%d/metrics\n",
+                (*server)->metrics().port());
+  }
   std::fflush(stdout);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::printf("qtrain-server: shutting down\n");

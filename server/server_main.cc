@@ -15,6 +15,13 @@ namespace qtrain::server {
 
 absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const ServerOptions& o) {
   auto s = std::unique_ptr<RunningServer>(new RunningServer());
+  if (o.metrics_listen.empty()) {
+    s->metrics_ = std::make_unique<rpc::Metrics>();
+  } else {
+    absl::StatusOr<std::unique_ptr<rpc::Metrics>> m = rpc::Metrics::Serve(o.metrics_listen);
+    if (!m.ok()) return m.status();
+    s->metrics_ = std::move(*m);
+  }
   engine::SessionManagerOptions session_options = o.sessions;
   if (!o.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<store::SessionStore>> store =
@@ -37,13 +44,17 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   }
   s->sessions_ = std::make_unique<engine::SessionManager>(session_options);
   if (s->store_) s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_);
-  s->service_ =
-      std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), o.limits);
+  s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), o.limits,
+                                                      s->metrics_.get());
+  s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(s->metrics_->InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Batches arrive as raw bytes; the server's own limit (max_batch_bytes) is the one that
   // matters, so gRPC's message limit is set above it.
   builder.SetMaxReceiveMessageSize(

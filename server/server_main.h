@@ -21,6 +21,7 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir;        // empty: no durable sessions (tests)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
+  std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())
   engine::SessionManagerOptions sessions;
   rpc::ServiceLimits limits;
 };
@@ -39,9 +40,11 @@ class RunningServer {
   // session to the data dir, then stop the executors. Idempotent.
   void Shutdown(int deadline_ms = 5000);
   void Wait() { server_->Wait(); }
+  rpc::Metrics& metrics() { return *metrics_; }
 
  private:
   RunningServer() = default;
+  std::unique_ptr<rpc::Metrics> metrics_;  // outlives the server (declared first)
   std::unique_ptr<store::SessionStore> store_;
   std::unique_ptr<engine::SessionManager> sessions_;
   std::unique_ptr<rpc::TrainerService> service_;

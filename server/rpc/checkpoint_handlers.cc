@@ -1,6 +1,7 @@
 // TrainerService's checkpoint RPCs: SaveCheckpoint (durable, in the data dir),
 // DownloadCheckpoint (safetensors bytes in chunks) and UploadCheckpoint (chunks → an existing
 // session, or a new one built from the checkpoint's configuration).
+#include <chrono>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -158,7 +159,13 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(grpc::CallbackServerCon
   }
   const std::string id = request->session_id();
   absl::Status s = (*session)->Submit([this, reactor, response, id](Trainer& t) {
+    const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+    if (saved.ok() && metrics_ != nullptr) {
+      metrics_->RecordCheckpoint(
+          "save", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+          saved->bytes);
+    }
     if (saved.ok()) {
       response->set_session_id(id);
       response->set_step(saved->step);

@@ -1,5 +1,6 @@
 #include "server/rpc/stream_reactors.h"
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -37,7 +38,26 @@ absl::Status BindSession(engine::SessionManager* sessions, const std::string& re
 struct RunContext {
   std::string session_id;
   const store::SessionStore* store = nullptr;  // may be null
+  Metrics* metrics = nullptr;                  // may be null
 };
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// "float", "qat" or "qt": how the session's rules run its ops now.
+std::string ModeOf(Trainer& t) {
+  std::string mode = "float";
+  if (t.model().rules() == nullptr) return mode;
+  for (const auto& [rule, op] : t.model().Ops()) {
+    if (rule < 0) continue;
+    const engine::Rule& r = t.model().rules()->rules()[rule];
+    if (!r.weight_qtype) continue;
+    if (r.bwd_qtype) return "qt";
+    mode = "qat";
+  }
+  return mode;
+}
 
 struct TrainPolicy {
   using Request = v1::TrainRequest;
@@ -51,8 +71,13 @@ struct TrainPolicy {
     return BatchFromWire(r.batch(), l.max_batch_bytes);
   }
   static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State&, const RunContext& c) {
+    const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<engine::StepResult> r = t.TrainStep(w);
     if (!r.ok()) return r.status();
+    if (c.metrics != nullptr) {
+      c.metrics->RecordStep(ModeOf(t), SecondsSince(start), r->examples);
+      c.metrics->SetLoss(c.session_id, r->loss);
+    }
     Response resp;
     resp.set_step(r->step);
     resp.set_loss(r->loss);
@@ -110,9 +135,10 @@ class StepStream final
 
  public:
   StepStream(engine::SessionManager* sessions, ServiceLimits limits,
-             const store::SessionStore* store)
+             const store::SessionStore* store, Metrics* metrics)
       : sessions_(sessions), limits_(limits) {
     context_.store = store;
+    context_.metrics = metrics;
     this->StartRead(&request_);
   }
 
@@ -272,8 +298,8 @@ class StepStream final
 class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest> {
  public:
   EvaluateStream(engine::SessionManager* sessions, ServiceLimits limits,
-                 v1::EvaluateResponse* response)
-      : sessions_(sessions), limits_(limits), response_(response) {
+                 v1::EvaluateResponse* response, Metrics* metrics)
+      : sessions_(sessions), limits_(limits), response_(response), metrics_(metrics) {
     StartRead(&request_);
   }
 
@@ -319,7 +345,11 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
     const bool update = request_.update_stats();
     ++inflight_;
     absl::Status s = session_->Submit([this, shared, update](Trainer& t) {
+      const auto start = std::chrono::steady_clock::now();
       absl::StatusOr<engine::StepResult> r = t.EvalStep(*shared, update);
+      if (r.ok() && metrics_ != nullptr) {
+        metrics_->RecordStep("evaluate", SecondsSince(start), r->examples);
+      }
       bool read = false, finish = false;
       grpc::Status status;
       {
@@ -367,6 +397,7 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
   engine::SessionManager* sessions_;
   const ServiceLimits limits_;
   v1::EvaluateResponse* response_;
+  Metrics* metrics_;  // may be null
   absl::Mutex mu_;
   v1::EvaluateRequest request_;
   std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
@@ -384,19 +415,22 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
 }  // namespace
 
 grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store) {
-  return new StepStream<TrainPolicy>(sessions, limits, store);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
+    Metrics* metrics) {
+  return new StepStream<TrainPolicy>(sessions, limits, store, metrics);
 }
 
 grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store) {
-  return new StepStream<CalibratePolicy>(sessions, limits, store);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
+    Metrics* metrics) {
+  return new StepStream<CalibratePolicy>(sessions, limits, store, metrics);
 }
 
 grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,
                                                                  ServiceLimits limits,
-                                                                 v1::EvaluateResponse* response) {
-  return new EvaluateStream(sessions, limits, response);
+                                                                 v1::EvaluateResponse* response,
+                                                                 Metrics* metrics) {
+  return new EvaluateStream(sessions, limits, response, metrics);
 }
 
 }  // namespace qtrain::rpc

@@ -12,6 +12,7 @@
 
 #include "qtrain/v1/trainer_service.pb.h"
 #include "server/engine/session.h"
+#include "server/rpc/metrics.h"
 #include "server/store/session_store.h"
 
 namespace qtrain::rpc {
@@ -22,14 +23,18 @@ struct ServiceLimits {
   int64_t max_checkpoint_bytes = int64_t{4} << 30;  // per uploaded checkpoint
 };
 
-// `store` (may be null: no data dir) reports the last durable step in Train results.
+// `store` (may be null: no data dir) reports the last durable step in Train results; `metrics`
+// (may be null) counts steps.
 grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
+    Metrics* metrics);
 grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store);
+    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
+    Metrics* metrics);
 // `response` is gRPC's, valid until the reactor finishes.
 grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,
                                                                  ServiceLimits limits,
-                                                                 v1::EvaluateResponse* response);
+                                                                 v1::EvaluateResponse* response,
+                                                                 Metrics* metrics);
 
 }  // namespace qtrain::rpc

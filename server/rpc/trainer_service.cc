@@ -47,6 +47,7 @@ grpc::ServerUnaryReactor* TrainerService::CreateSession(grpc::CallbackServerCont
     reactor->Finish(ToGrpcStatus(session.status()));
     return reactor;
   }
+  if (metrics_ != nullptr) metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   const std::string id = (*session)->id();
   absl::Status submitted = (*session)->Submit([reactor, response, id](Trainer& t) {
     FillSession(id, t, response);
@@ -86,6 +87,7 @@ grpc::ServerUnaryReactor* TrainerService::DeleteSession(grpc::CallbackServerCont
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::Status s = sessions_->Delete(request->session_id());
   if (s.ok() && store_ != nullptr) store_->Forget(request->session_id());
+  if (metrics_ != nullptr) metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   reactor->Finish(ToGrpcStatus(s));
   return reactor;
 }
@@ -103,17 +105,17 @@ grpc::ServerUnaryReactor* TrainerService::UpdateRules(grpc::CallbackServerContex
 
 grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* TrainerService::Train(
     grpc::CallbackServerContext*) {
-  return NewTrainReactor(sessions_, limits_, store_);
+  return NewTrainReactor(sessions_, limits_, store_, metrics_);
 }
 
 grpc::ServerReadReactor<v1::EvaluateRequest>* TrainerService::Evaluate(
     grpc::CallbackServerContext*, v1::EvaluateResponse* response) {
-  return NewEvaluateReactor(sessions_, limits_, response);
+  return NewEvaluateReactor(sessions_, limits_, response, metrics_);
 }
 
 grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* TrainerService::Calibrate(
     grpc::CallbackServerContext*) {
-  return NewCalibrateReactor(sessions_, limits_, store_);
+  return NewCalibrateReactor(sessions_, limits_, store_, metrics_);
 }
 
 grpc::ServerUnaryReactor* TrainerService::Forward(grpc::CallbackServerContext* ctx,

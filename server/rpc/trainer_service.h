@@ -17,8 +17,10 @@ namespace qtrain::rpc {
 class TrainerService final : public v1::Trainer::CallbackService {
  public:
   // `store` may be null (no data dir): checkpoints are then download / upload only.
-  TrainerService(engine::SessionManager* sessions, store::SessionStore* store, ServiceLimits limits)
-      : sessions_(sessions), store_(store), limits_(limits) {}
+  // `metrics` may be null.
+  TrainerService(engine::SessionManager* sessions, store::SessionStore* store, ServiceLimits limits,
+                 Metrics* metrics = nullptr)
+      : sessions_(sessions), store_(store), limits_(limits), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,
@@ -59,6 +61,7 @@ class TrainerService final : public v1::Trainer::CallbackService {
   engine::SessionManager* sessions_;  // not owned
   store::SessionStore* store_;        // not owned; may be null
   ServiceLimits limits_;
+  Metrics* metrics_;  // not owned; may be null
 };
 
 }  // namespace qtrain::rpc

@@ -1,7 +1,10 @@
 // The qtrain-server binary as users run it: --help, health checking, kill -9 during training
 // and a restart that brings sessions back at their last durable step, bit-identical.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,18 +43,19 @@ class ServerProcess {
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
       const std::string dir = "--data_dir=" + data_dir;
-      execl(kServer, kServer, "--listen=127.0.0.1:0", dir.c_str(), "--autosave_steps=5",
-            static_cast<char*>(nullptr));
+      execl(kServer, kServer, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", dir.c_str(),
+            "--autosave_steps=5", static_cast<char*>(nullptr));
       _exit(127);
     }
-    // Wait (bounded) for the "listening on port N" line.
-    for (int attempt = 0; attempt < 400 && port_ == 0; ++attempt) {
+    // Wait (bounded) for the "listening on port N" and "metrics on ...:M" lines.
+    for (int attempt = 0; attempt < 400 && (port_ == 0 || metrics_port_ == 0); ++attempt) {
       usleep(50 * 1000);
       FILE* f = fopen(log.c_str(), "r");
       if (f == nullptr) continue;
       char line[256];
       while (fgets(line, sizeof(line), f) != nullptr) {
-        if (std::sscanf(line, "qtrain-server listening on port %d", &port_) == 1) break;
+        std::sscanf(line, "qtrain-server listening on port %d", &port_);
+        std::sscanf(line, "qtrain-server metrics on http://127.0.0.1:%d", &metrics_port_);
       }
       fclose(f);
     }
@@ -76,6 +80,9 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+
+ public:
+  int metrics_port_ = 0;
 };
 
 v1::Batch MakeBatch(int seed) {
@@ -127,6 +134,83 @@ TEST(ServerProcessTest, HealthCheckAnswersServing) {
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
   const int exit = server.Kill(SIGTERM);
   EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);  // graceful shutdown
+}
+
+// GET /metrics over a plain socket.
+std::string Scrape(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  (void)write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  const size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+TEST(ServerProcessTest, MetricsScrapePassesPromtool) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  ServerProcess server(dir);
+  ASSERT_GT(server.metrics_port_, 0);
+  auto stub = server.Stub();
+  v1::CreateSessionRequest req;
+  req.set_session_id("m");
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  R"({"input": {"shape": [6]}, "body": {"sequential": {"layers": [
+                      {"linear": {"features": 3}}]}}})",
+                  req.mutable_model())
+                  .ok());
+  v1::Session created;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->CreateSession(&ctx, req, &created).ok());
+  grpc::ClientContext tctx;
+  auto stream = stub->Train(&tctx);
+  for (int i = 0; i < 3; ++i) {
+    v1::TrainRequest r;
+    if (i == 0) r.set_session_id("m");
+    *r.mutable_batch() = MakeBatch(i);
+    ASSERT_TRUE(stream->Write(r));
+  }
+  stream->WritesDone();
+  v1::TrainResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  grpc::ClientContext bad;
+  v1::GetSessionRequest get;
+  get.set_session_id("missing");
+  v1::Session none;
+  EXPECT_EQ(stub->GetSession(&bad, get, &none).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  const std::string text = Scrape(server.metrics_port_);
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_steps_total{mode=\"float\"} 3"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_samples_total{mode=\"float\"} 48"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_sessions 1"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_loss{session=\"m\"}"));
+  EXPECT_THAT(text,
+              ::testing::HasSubstr(
+                  "qtrain_rpcs_total{code=\"5\",method=\"/qtrain.v1.Trainer/GetSession\"} 1"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_step_seconds_bucket{mode=\"float\""));
+  const std::string path = std::string(dir) + "/metrics.txt";
+  FILE* f = fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fputs(text.c_str(), f);
+  fclose(f);
+  ASSERT_EQ(system("command -v promtool > /dev/null"), 0)
+      << "promtool is missing: scripts/install_deps.sh installs Debian's prometheus";
+  const int rc = system(("promtool check metrics < " + path).c_str());
+  EXPECT_EQ(rc, 0) << text;
 }
 
 TEST(ServerProcessTest, KillDashNineThenRestartComesBackAtTheDurableStep) {

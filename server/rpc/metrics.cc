@@ -1,0 +1,162 @@
+#include "server/rpc/metrics.h"
+
+#include <google/protobuf/message.h>
+#include <prometheus/text_serializer.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace qtrain::rpc {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& StepBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  return *b;
+}
+
+// Counts each call once, when its status is sent, and the bytes of its messages.
+class CountingInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  CountingInterceptor(Metrics* metrics, grpc::experimental::ServerRpcInfo* info)
+      : metrics_(metrics),
+        method_(info->method()),
+        own_service_(absl::StartsWith(method_, "/qtrain.v1.")) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using Point = grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(Point::PRE_SEND_STATUS)) {
+      metrics_->RecordRpc(method_, static_cast<int>(methods->GetSendStatus().error_code()));
+    }
+    if (methods->QueryInterceptionHookPoint(Point::PRE_SEND_MESSAGE)) {
+      if (grpc::ByteBuffer* b = methods->GetSerializedSendMessage()) {
+        metrics_->RecordBytes(0, static_cast<int64_t>(b->Length()));
+      }
+    }
+    // Received messages are only typed for our own (protobuf) service; the health and
+    // reflection services use other types.
+    if (own_service_ && methods->QueryInterceptionHookPoint(Point::POST_RECV_MESSAGE)) {
+      if (void* m = methods->GetRecvMessage()) {
+        metrics_->RecordBytes(
+            static_cast<int64_t>(static_cast<google::protobuf::Message*>(m)->ByteSizeLong()), 0);
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Metrics* metrics_;
+  std::string method_;
+  bool own_service_;
+};
+
+class CountingFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit CountingFactory(Metrics* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new CountingInterceptor(metrics_, info);
+  }
+
+ private:
+  Metrics* metrics_;
+};
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  steps_ = &prometheus::BuildCounter()
+                .Name("qtrain_steps_total")
+                .Help("Steps run, by mode (float, qat, qt, evaluate, calibrate)")
+                .Register(*registry_);
+  samples_ = &prometheus::BuildCounter()
+                  .Name("qtrain_samples_total")
+                  .Help("Examples processed, by mode")
+                  .Register(*registry_);
+  step_seconds_ = &prometheus::BuildHistogram()
+                       .Name("qtrain_step_seconds")
+                       .Help("Step latency on the session executor, by mode")
+                       .Register(*registry_);
+  loss_ = &prometheus::BuildGauge()
+               .Name("qtrain_loss")
+               .Help("Loss of the last training step, by session")
+               .Register(*registry_);
+  sessions_ = &prometheus::BuildGauge()
+                   .Name("qtrain_sessions")
+                   .Help("Sessions hosted")
+                   .Register(*registry_)
+                   .Add({});
+  rpcs_ = &prometheus::BuildCounter()
+               .Name("qtrain_rpcs_total")
+               .Help("RPCs finished, by method and gRPC status code")
+               .Register(*registry_);
+  auto& bytes = prometheus::BuildCounter()
+                    .Name("qtrain_message_bytes_total")
+                    .Help("Serialized message bytes, by direction")
+                    .Register(*registry_);
+  bytes_in_ = &bytes.Add({{"direction", "in"}});
+  bytes_out_ = &bytes.Add({{"direction", "out"}});
+  checkpoint_seconds_ = &prometheus::BuildHistogram()
+                             .Name("qtrain_checkpoint_seconds")
+                             .Help("Checkpoint save / load time, by kind")
+                             .Register(*registry_);
+  checkpoint_bytes_ = &prometheus::BuildCounter()
+                           .Name("qtrain_checkpoint_bytes_total")
+                           .Help("Checkpoint bytes saved / loaded, by kind")
+                           .Register(*registry_);
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Serve(const std::string& address) {
+  auto m = std::make_unique<Metrics>();
+  try {
+    m->exposer_ = std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+  }
+  m->exposer_->RegisterCollectable(m->registry_);
+  return m;
+}
+
+void Metrics::RecordStep(const std::string& mode, double seconds, int64_t examples) {
+  steps_->Add({{"mode", mode}}).Increment();
+  samples_->Add({{"mode", mode}}).Increment(static_cast<double>(examples));
+  step_seconds_->Add({{"mode", mode}}, StepBuckets()).Observe(seconds);
+}
+
+void Metrics::SetLoss(const std::string& session_id, double loss) {
+  loss_->Add({{"session", session_id}}).Set(loss);
+}
+
+void Metrics::SetSessions(int64_t n) { sessions_->Set(static_cast<double>(n)); }
+
+void Metrics::RecordRpc(const std::string& method, int code) {
+  rpcs_->Add({{"method", method}, {"code", absl::StrCat(code)}}).Increment();
+}
+
+void Metrics::RecordBytes(int64_t in, int64_t out) {
+  if (in > 0) bytes_in_->Increment(static_cast<double>(in));
+  if (out > 0) bytes_out_->Increment(static_cast<double>(out));
+}
+
+void Metrics::RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes) {
+  checkpoint_seconds_->Add({{"kind", kind}}, StepBuckets()).Observe(seconds);
+  checkpoint_bytes_->Add({{"kind", kind}}).Increment(static_cast<double>(bytes));
+}
+
+int Metrics::port() const {
+  if (exposer_ == nullptr) return 0;
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+std::string Metrics::Serialize() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+Metrics::InterceptorFactory() {
+  return std::make_unique<CountingFactory>(this);
+}
+
+}  // namespace qtrain::rpc

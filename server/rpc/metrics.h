@@ -1,0 +1,63 @@
+// Prometheus metrics of qtrain-server, served by prometheus-cpp's pull exposer on /metrics.
+// Families are created once at startup; handlers and executors only increment (style.md §17).
+//
+// Thread-safe (prometheus-cpp metrics are atomic). The Metrics object must outlive the server.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/support/server_interceptor.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+
+namespace qtrain::rpc {
+
+class Metrics {
+ public:
+  // Metrics registered but not exposed (tests read them through Serialize).
+  Metrics();
+  // Also starts the HTTP exposer on `address` ("127.0.0.1:9464"). Unavailable when it cannot
+  // bind.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Serve(const std::string& address);
+
+  // One training / evaluation / calibration step of `mode` ("float", "qat", "qt",
+  // "calibrate", "evaluate") over `examples` examples.
+  void RecordStep(const std::string& mode, double seconds, int64_t examples);
+  void SetLoss(const std::string& session_id, double loss);
+  void SetSessions(int64_t n);
+  void RecordRpc(const std::string& method, int code);
+  void RecordBytes(int64_t in, int64_t out);
+  void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);
+
+  // The port the /metrics exposer listens on (0 when not serving).
+  int port() const;
+
+  // The text exposition format (what /metrics serves).
+  std::string Serialize() const;
+
+  // A server interceptor factory counting RPCs by method and status code and message bytes.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>* steps_;
+  prometheus::Family<prometheus::Counter>* samples_;
+  prometheus::Family<prometheus::Histogram>* step_seconds_;
+  prometheus::Family<prometheus::Gauge>* loss_;
+  prometheus::Gauge* sessions_;
+  prometheus::Family<prometheus::Counter>* rpcs_;
+  prometheus::Counter* bytes_in_;
+  prometheus::Counter* bytes_out_;
+  prometheus::Family<prometheus::Histogram>* checkpoint_seconds_;
+  prometheus::Family<prometheus::Counter>* checkpoint_bytes_;
+};
+
+}  // namespace qtrain::rpc
