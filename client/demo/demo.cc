@@ -14,13 +14,11 @@
 #include <thread>
 
 #include <google/protobuf/util/json_util.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "qtrain/v1/trainer_service.grpc.pb.h"
+#include "client/cpp/client.h"
 #include "server/rpc/tensor_convert.h"
 #include "tests/util/datasets.h"
 
@@ -32,6 +30,8 @@ ABSL_FLAG(std::string, checkpoint, "qtrain-demo.safetensors", "where to save the
 namespace {
 
 using qtrain::Tensor;
+using qtrain::rpc::ToWire;
+using qtrain::testing::SliceRows;
 namespace v1 = qtrain::v1;
 
 constexpr int64_t kBatch = 128;
@@ -46,24 +46,17 @@ M Json(const std::string& s) {
   return m;
 }
 
-void Check(const grpc::Status& s, const char* what) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "qtrain-demo: %s failed: %s (%d)\n", what, s.error_message().c_str(),
-                 s.error_code());
-    std::exit(1);
-  }
-}
-
 struct Mode {
   double accuracy = 0;
   double steps_per_s = 0;
 };
 
+// The tour's steps over qtrain::client::Client, with Fashion-MNIST batches.
 class Demo {
  public:
-  Demo(std::shared_ptr<grpc::Channel> channel, const qtrain::testing::LabeledImages& train,
+  Demo(qtrain::client::Client* client, const qtrain::testing::LabeledImages& train,
        const qtrain::testing::LabeledImages& test)
-      : stub_(v1::Trainer::NewStub(channel)), train_(train), test_(test) {}
+      : client_(client), train_(train), test_(test) {}
 
   void CreateSession(const std::string& id) {
     v1::CreateSessionRequest req;
@@ -75,125 +68,102 @@ class Demo {
     *req.mutable_optimizer() =
         Json<v1::OptimizerConfig>(R"({"adamw": {}, "schedule": {"learning_rate": 1e-3}})");
     req.set_seed(1);
-    v1::Session resp;
-    grpc::ClientContext ctx;
-    Check(stub_->CreateSession(&ctx, req, &resp), "CreateSession");
-    std::printf("session %s: %lld parameters, ops:", resp.session_id().c_str(),
-                static_cast<long long>(resp.parameters()));
-    for (const auto& op : resp.ops())
+    const v1::Session s = Check(client_->CreateSession(req), "CreateSession");
+    std::printf("session %s: %lld parameters, ops:", s.session_id().c_str(),
+                static_cast<long long>(s.parameters()));
+    for (const auto& op : s.ops()) {
       std::printf(" %s:%s", op.module_path().c_str(), op.op_id().c_str());
+    }
     std::printf("\n");
   }
 
   void SetRules(const std::string& id, const std::string& rules) {
-    v1::UpdateRulesRequest req;
-    req.set_session_id(id);
-    *req.mutable_rules() = Json<v1::RuleSet>(rules);
-    v1::Session resp;
-    grpc::ClientContext ctx;
-    Check(stub_->UpdateRules(&ctx, req, &resp), "UpdateRules");
+    Check(client_->UpdateRules(id, Json<v1::RuleSet>(rules)), "UpdateRules");
   }
 
   // Streams `epochs` epochs of batches (pipelined) and returns steps/s.
   double Train(const std::string& id, int epochs, const char* label) {
-    grpc::ClientContext ctx;
-    auto stream = stub_->Train(&ctx);
     const int64_t n = train_.images.dim(0) / kBatch * kBatch;
     const int64_t steps = epochs * (n / kBatch);
-    const auto start = std::chrono::steady_clock::now();
-    std::thread writer([&] {
-      for (int64_t s = 0; s < steps; ++s) {
-        const int64_t at = (s * kBatch) % n;
-        v1::TrainRequest req;
-        if (s == 0) req.set_session_id(id);
-        *req.mutable_batch()->mutable_inputs() =
-            qtrain::rpc::ToWire(qtrain::testing::SliceRows(train_.images, at, kBatch));
-        *req.mutable_batch()->mutable_targets() =
-            qtrain::rpc::ToWire(qtrain::testing::SliceRows(train_.labels, at, kBatch));
-        if (!stream->Write(req)) break;
-      }
-      stream->WritesDone();
-    });
-    v1::TrainResponse resp;
-    int64_t done = 0;
+    int64_t sent = 0, done = 0;
     double loss = 0;
-    while (stream->Read(&resp)) {
-      ++done;
-      loss = 0.95 * loss + 0.05 * resp.loss();
-      if (done % 100 == 0 || done == steps) {
-        std::printf("  %-9s step %6lld  loss %.4f  acc %.3f  durable %lld\n", label,
-                    static_cast<long long>(resp.step()), done < 20 ? resp.loss() : loss,
-                    resp.accuracy(), static_cast<long long>(resp.last_durable_step()));
-      }
-    }
-    writer.join();
-    Check(stream->Finish(), "Train");
+    const auto start = std::chrono::steady_clock::now();
+    Check(client_->Train(
+              id,
+              [&](v1::Batch* b) {
+                if (sent == steps) return false;
+                const int64_t at = (sent++ * kBatch) % n;
+                *b->mutable_inputs() = ToWire(SliceRows(train_.images, at, kBatch));
+                *b->mutable_targets() = ToWire(SliceRows(train_.labels, at, kBatch));
+                return true;
+              },
+              [&](const v1::TrainResponse& r) {
+                ++done;
+                loss = 0.95 * loss + 0.05 * r.loss();
+                if (done % 100 == 0 || done == steps) {
+                  std::printf("  %-9s step %6lld  loss %.4f  acc %.3f  durable %lld\n", label,
+                              static_cast<long long>(r.step()), done < 20 ? r.loss() : loss,
+                              r.accuracy(), static_cast<long long>(r.last_durable_step()));
+                }
+              }),
+          "Train");
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return static_cast<double>(done) / secs;
   }
 
   double Evaluate(const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::EvaluateResponse resp;
-    auto writer = stub_->Evaluate(&ctx, &resp);
-    for (int64_t at = 0; at + 500 <= test_.images.dim(0); at += 500) {
-      v1::EvaluateRequest req;
-      if (at == 0) req.set_session_id(id);
-      *req.mutable_batch()->mutable_inputs() =
-          qtrain::rpc::ToWire(qtrain::testing::SliceRows(test_.images, at, 500));
-      *req.mutable_batch()->mutable_targets() =
-          qtrain::rpc::ToWire(qtrain::testing::SliceRows(test_.labels, at, 500));
-      writer->Write(req);
-    }
-    writer->WritesDone();
-    Check(writer->Finish(), "Evaluate");
-    return resp.accuracy();
+    int64_t at = 0;
+    const v1::EvaluateResponse r =
+        Check(client_->Evaluate(id,
+                                [&](v1::Batch* b) {
+                                  if (at + 500 > test_.images.dim(0)) {
+                                    return false;
+                                  }
+                                  *b->mutable_inputs() = ToWire(SliceRows(test_.images, at, 500));
+                                  *b->mutable_targets() = ToWire(SliceRows(test_.labels, at, 500));
+                                  at += 500;
+                                  return true;
+                                }),
+              "Evaluate");
+    return r.accuracy();
   }
 
   v1::QuantStats Calibrate(const std::string& id, int batches) {
-    grpc::ClientContext ctx;
-    auto stream = stub_->Calibrate(&ctx);
-    for (int b = 0; b < batches; ++b) {
-      v1::CalibrateRequest req;
-      if (b == 0) req.set_session_id(id);
-      *req.mutable_inputs() =
-          qtrain::rpc::ToWire(qtrain::testing::SliceRows(train_.images, b * kBatch, kBatch));
-      stream->Write(req);
-    }
-    stream->WritesDone();
-    v1::CalibrateResponse resp, last;
-    while (stream->Read(&resp)) last = resp;
-    Check(stream->Finish(), "Calibrate");
-    return last.stats();
-  }
-
-  void Delete(const std::string& id) {
-    v1::DeleteSessionRequest req;
-    req.set_session_id(id);
-    v1::DeleteSessionResponse resp;
-    grpc::ClientContext ctx;
-    Check(stub_->DeleteSession(&ctx, req, &resp), "DeleteSession");
+    int b = 0;
+    return Check(client_->Calibrate(id,
+                                    [&](v1::Tensor* inputs) {
+                                      if (b == batches) return false;
+                                      *inputs =
+                                          ToWire(SliceRows(train_.images, kBatch * b++, kBatch));
+                                      return true;
+                                    }),
+                 "Calibrate");
   }
 
   int64_t Download(const std::string& id, const std::string& path) {
-    grpc::ClientContext ctx;
-    v1::DownloadCheckpointRequest req;
-    req.set_session_id(id);
-    auto reader = stub_->DownloadCheckpoint(&ctx, req);
-    std::ofstream out(path, std::ios::binary);
-    v1::CheckpointChunk chunk;
-    int64_t bytes = 0;
-    while (reader->Read(&chunk)) {
-      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      bytes += static_cast<int64_t>(chunk.data().size());
-    }
-    Check(reader->Finish(), "DownloadCheckpoint");
-    return bytes;
+    return Check(client_->DownloadCheckpoint(id, path), "DownloadCheckpoint");
   }
 
+  void Delete(const std::string& id) { Check(client_->DeleteSession(id), "DeleteSession"); }
+
  private:
-  std::unique_ptr<v1::Trainer::Stub> stub_;
+  template <typename T>
+  static T Check(absl::StatusOr<T> r, const char* what) {
+    if (!r.ok()) {
+      std::fprintf(stderr, "qtrain-demo: %s failed: %s\n", what, r.status().ToString().c_str());
+      std::exit(1);
+    }
+    return std::move(*r);
+  }
+  static void Check(const absl::Status& s, const char* what) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "qtrain-demo: %s failed: %s\n", what, s.ToString().c_str());
+      std::exit(1);
+    }
+  }
+
+  qtrain::client::Client* client_;
   const qtrain::testing::LabeledImages& train_;
   const qtrain::testing::LabeledImages& test_;
 };
@@ -215,9 +185,9 @@ int main(int argc, char** argv) {
                  (train.ok() ? test.status() : train.status()).ToString().c_str());
     return 2;
   }
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
-  Demo demo(channel, *train, *test);
+  std::unique_ptr<qtrain::client::Client> client =
+      qtrain::client::Client::Connect(absl::GetFlag(FLAGS_server));
+  Demo demo(client.get(), *train, *test);
   const std::string id = absl::StrCat("demo-", std::time(nullptr));
   demo.CreateSession(id);
 

@@ -1,0 +1,222 @@
+#include "client/cpp/client.h"
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace qtrain::client {
+namespace {
+
+constexpr size_t kChunkBytes = 1 << 20;
+
+}  // namespace
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& address) {
+  return std::unique_ptr<Client>(new Client(
+      v1::Trainer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))));
+}
+
+absl::StatusOr<v1::Session> Client::CreateSession(const v1::CreateSessionRequest& request) {
+  grpc::ClientContext ctx;
+  v1::Session out;
+  absl::Status s = FromGrpc(stub_->CreateSession(&ctx, request, &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<v1::Session> Client::GetSession(const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::GetSessionRequest req;
+  req.set_session_id(id);
+  v1::Session out;
+  absl::Status s = FromGrpc(stub_->GetSession(&ctx, req, &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
+  grpc::ClientContext ctx;
+  v1::ListSessionsResponse out;
+  absl::Status s = FromGrpc(stub_->ListSessions(&ctx, v1::ListSessionsRequest(), &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status Client::DeleteSession(const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::DeleteSessionRequest req;
+  req.set_session_id(id);
+  v1::DeleteSessionResponse out;
+  return FromGrpc(stub_->DeleteSession(&ctx, req, &out));
+}
+
+absl::StatusOr<v1::Session> Client::UpdateRules(const std::string& id, const v1::RuleSet& rules) {
+  grpc::ClientContext ctx;
+  v1::UpdateRulesRequest req;
+  req.set_session_id(id);
+  *req.mutable_rules() = rules;
+  v1::Session out;
+  absl::Status s = FromGrpc(stub_->UpdateRules(&ctx, req, &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status Client::Train(const std::string& id, const std::function<bool(v1::Batch*)>& next,
+                           const std::function<void(const v1::TrainResponse&)>& on_step) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->Train(&ctx);
+  std::thread writer([&] {
+    bool first = true;
+    v1::TrainRequest req;
+    while (next(req.mutable_batch())) {
+      if (first) req.set_session_id(id);
+      first = false;
+      if (!stream->Write(req)) break;  // the server ended the stream; Finish says why
+      req.Clear();
+    }
+    if (first) {  // no batch at all: still name the session
+      req.set_session_id(id);
+      req.clear_batch();
+      stream->Write(req);
+    }
+    stream->WritesDone();
+  });
+  v1::TrainResponse resp;
+  while (stream->Read(&resp)) {
+    if (on_step) on_step(resp);
+  }
+  writer.join();
+  return FromGrpc(stream->Finish());
+}
+
+absl::StatusOr<v1::EvaluateResponse> Client::Evaluate(const std::string& id,
+                                                      const std::function<bool(v1::Batch*)>& next,
+                                                      bool update_stats) {
+  grpc::ClientContext ctx;
+  v1::EvaluateResponse out;
+  auto writer = stub_->Evaluate(&ctx, &out);
+  v1::EvaluateRequest req;
+  req.set_session_id(id);
+  req.set_update_stats(update_stats);
+  while (next(req.mutable_batch())) {
+    if (!writer->Write(req)) break;
+    req.Clear();
+    req.set_update_stats(update_stats);
+  }
+  if (!req.session_id().empty()) writer->Write(req);  // no batch at all: name the session
+  writer->WritesDone();
+  absl::Status s = FromGrpc(writer->Finish());
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<v1::QuantStats> Client::Calibrate(
+    const std::string& id, const std::function<bool(v1::Tensor*)>& next,
+    const std::function<void(const v1::CalibrateResponse&)>& on_progress) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->Calibrate(&ctx);
+  std::thread writer([&] {
+    v1::CalibrateRequest req;
+    req.set_session_id(id);
+    while (next(req.mutable_inputs())) {
+      if (!stream->Write(req)) break;
+      req.Clear();
+    }
+    if (!req.session_id().empty()) stream->Write(req);
+    stream->WritesDone();
+  });
+  v1::CalibrateResponse resp, last;
+  while (stream->Read(&resp)) {
+    if (!resp.has_stats() && on_progress) on_progress(resp);
+    last = resp;
+  }
+  writer.join();
+  absl::Status s = FromGrpc(stream->Finish());
+  if (!s.ok()) return s;
+  return last.stats();
+}
+
+absl::StatusOr<v1::QuantStats> Client::GetQuantStats(const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::GetQuantStatsRequest req;
+  req.set_session_id(id);
+  v1::QuantStats out;
+  absl::Status s = FromGrpc(stub_->GetQuantStats(&ctx, req, &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<v1::Tensor> Client::Forward(const std::string& id, const v1::Tensor& inputs) {
+  grpc::ClientContext ctx;
+  v1::ForwardRequest req;
+  req.set_session_id(id);
+  *req.mutable_inputs() = inputs;
+  v1::ForwardResponse out;
+  absl::Status s = FromGrpc(stub_->Forward(&ctx, req, &out));
+  if (!s.ok()) return s;
+  return out.outputs();
+}
+
+absl::StatusOr<v1::CheckpointInfo> Client::SaveCheckpoint(const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::SaveCheckpointRequest req;
+  req.set_session_id(id);
+  v1::CheckpointInfo out;
+  absl::Status s = FromGrpc(stub_->SaveCheckpoint(&ctx, req, &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const std::string& path) {
+  grpc::ClientContext ctx;
+  v1::DownloadCheckpointRequest req;
+  req.set_session_id(id);
+  auto reader = stub_->DownloadCheckpoint(&ctx, req);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::NotFoundError(absl::StrCat("cannot write ", path));
+  v1::CheckpointChunk chunk;
+  int64_t bytes = 0;
+  while (reader->Read(&chunk)) {
+    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    bytes += static_cast<int64_t>(chunk.data().size());
+  }
+  absl::Status s = FromGrpc(reader->Finish());
+  if (!s.ok()) return s;
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
+  return bytes;
+}
+
+absl::StatusOr<v1::CheckpointInfo> Client::UploadCheckpoint(const std::string& id,
+                                                            const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  grpc::ClientContext ctx;
+  v1::CheckpointInfo out;
+  auto writer = stub_->UploadCheckpoint(&ctx, &out);
+  std::string buf(kChunkBytes, '\0');
+  v1::CheckpointChunk chunk;
+  chunk.set_session_id(id);
+  do {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    chunk.set_data(buf.data(), static_cast<size_t>(in.gcount()));
+    if (!writer->Write(chunk)) break;
+    chunk.clear_session_id();
+  } while (in);
+  writer->WritesDone();
+  absl::Status s = FromGrpc(writer->Finish());
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace qtrain::client

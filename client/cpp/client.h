@@ -1,0 +1,59 @@
+// qtrain::client::Client — a small C++ client of qtrain-server over the generated stubs.
+// Errors come back as absl::Status with the server's code and message.
+//
+// Thread-safety: a Client may be shared by threads (gRPC stubs are thread-safe); each call blocks
+// until its RPC completes. Streaming calls pull batches from a callback on a writer thread while
+// results arrive on the calling thread, so the server's flow control paces the client.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "qtrain/v1/trainer_service.grpc.pb.h"
+
+namespace qtrain::client {
+
+// The server's status as an absl::Status (same code, same message).
+absl::Status FromGrpc(const grpc::Status& status);
+
+class Client {
+ public:
+  // An insecure channel to `address` ("127.0.0.1:50051"). Connection errors surface per call.
+  static std::unique_ptr<Client> Connect(const std::string& address);
+
+  absl::StatusOr<v1::Session> CreateSession(const v1::CreateSessionRequest& request);
+  absl::StatusOr<v1::Session> GetSession(const std::string& id);
+  absl::StatusOr<v1::ListSessionsResponse> ListSessions();
+  absl::Status DeleteSession(const std::string& id);
+  absl::StatusOr<v1::Session> UpdateRules(const std::string& id, const v1::RuleSet& rules);
+
+  // Trains on the batches `next` fills (it returns false when there are no more), calling
+  // `on_step` for every result, in order. Returns the stream's final status.
+  absl::Status Train(const std::string& id, const std::function<bool(v1::Batch*)>& next,
+                     const std::function<void(const v1::TrainResponse&)>& on_step);
+  absl::StatusOr<v1::EvaluateResponse> Evaluate(const std::string& id,
+                                                const std::function<bool(v1::Batch*)>& next,
+                                                bool update_stats = false);
+  // Standalone calibration over the inputs `next` fills; `on_progress` sees each batch's
+  // progress. Returns the statistics the server sends last.
+  absl::StatusOr<v1::QuantStats> Calibrate(
+      const std::string& id, const std::function<bool(v1::Tensor*)>& next,
+      const std::function<void(const v1::CalibrateResponse&)>& on_progress = nullptr);
+  absl::StatusOr<v1::QuantStats> GetQuantStats(const std::string& id);
+  absl::StatusOr<v1::Tensor> Forward(const std::string& id, const v1::Tensor& inputs);
+
+  absl::StatusOr<v1::CheckpointInfo> SaveCheckpoint(const std::string& id);
+  // Writes the session's checkpoint (safetensors) to `path`; returns its size in bytes.
+  absl::StatusOr<int64_t> DownloadCheckpoint(const std::string& id, const std::string& path);
+  // Sends the safetensors file at `path` into session `id` (created from the file when new).
+  absl::StatusOr<v1::CheckpointInfo> UploadCheckpoint(const std::string& id,
+                                                      const std::string& path);
+
+ private:
+  explicit Client(std::unique_ptr<v1::Trainer::Stub> stub) : stub_(std::move(stub)) {}
+  std::unique_ptr<v1::Trainer::Stub> stub_;
+};
+
+}  // namespace qtrain::client
