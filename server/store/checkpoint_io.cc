@@ -57,8 +57,9 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path) {
 
 }  // namespace
 
-std::string EncodeCheckpoint(SafetensorsFile file) {
+std::string EncodeCheckpoint(SafetensorsFile file, std::string* crc32) {
   file.metadata[kChecksumKey] = Crc32Hex(file);
+  if (crc32 != nullptr) *crc32 = file.metadata[kChecksumKey];
   return SerializeSafetensors(file);
 }
 

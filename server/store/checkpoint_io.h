@@ -14,8 +14,9 @@ namespace qtrain::store {
 
 inline constexpr char kChecksumKey[] = "qtrain.crc32";
 
-// Serializes `file` with its checksum added to the metadata.
-std::string EncodeCheckpoint(SafetensorsFile file);
+// Serializes `file` with its checksum added to the metadata (also stored in `*crc32` when
+// non-null).
+std::string EncodeCheckpoint(SafetensorsFile file, std::string* crc32 = nullptr);
 // Parses and, when the checksum key is present, verifies it (DataLoss on mismatch). Files
 // without the key (written by other tools) load unverified.
 absl::StatusOr<SafetensorsFile> DecodeCheckpoint(absl::string_view bytes);

@@ -51,14 +51,11 @@ std::string SessionStore::PathFor(const std::string& id) const {
 
 absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id,
                                                    engine::Trainer& trainer) {
-  SafetensorsFile file = CheckpointFromTrainer(trainer);
-  const std::string bytes = EncodeCheckpoint(file);
   SavedCheckpoint saved;
+  const std::string bytes = EncodeCheckpoint(CheckpointFromTrainer(trainer), &saved.crc32);
   saved.path = PathFor(id);
   saved.step = trainer.step();
   saved.bytes = static_cast<int64_t>(bytes.size());
-  QTRAIN_ASSIGN_OR_RETURN(SafetensorsFile parsed, ParseSafetensors(bytes));
-  saved.crc32 = parsed.metadata[kChecksumKey];
   QTRAIN_RETURN_IF_ERROR(WriteFileDurably(saved.path, bytes));
   absl::MutexLock lock(&mu_);
   durable_[id] = saved.step;
