@@ -137,6 +137,22 @@ class Builder {
     return {total / 2, total - total / 2};
   }
 
+  // Window, strides and SAME / VALID padding of a convolution or pooling descriptor (ConvDesc
+  // or PoolDesc, whose h and w are set), each size checked.
+  template <typename Desc>
+  absl::Status SetWindow(const std::string& path, const char* field, int64_t kh, int64_t kw,
+                         int64_t sh, int64_t sw, bool same, Desc& d) {
+    for (int64_t v : {kh, kw}) QTRAIN_RETURN_IF_ERROR(CheckSize(path, field, v));
+    for (int64_t v : {sh, sw}) QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
+    d.kh = kh;
+    d.kw = kw;
+    d.stride_h = sh;
+    d.stride_w = sw;
+    std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, kh, sh, same);
+    std::tie(d.pad_left, d.pad_right) = Pads(d.w, kw, sw, same);
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::unique_ptr<Module>> BuildKind(const proto::Module& m, const std::string& path,
                                                     Shape& shape, int depth) {
     switch (m.kind_case()) {
@@ -170,19 +186,10 @@ class Builder {
         d.w = shape[1];
         d.c = shape[2];
         d.o = c.features();
-        d.kh = c.kernel_size(0);
-        d.kw = c.kernel_size(1);
-        d.stride_h = c.strides_size() ? c.strides(0) : 1;
-        d.stride_w = c.strides_size() ? c.strides(1) : 1;
-        for (int64_t v : {d.kh, d.kw}) {
-          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "kernel_size", v));
-        }
-        for (int64_t v : {d.stride_h, d.stride_w}) {
-          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
-        }
-        const bool same = c.padding() == proto::SAME;
-        std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
-        std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
+        QTRAIN_RETURN_IF_ERROR(SetWindow(path, "kernel_size", c.kernel_size(0), c.kernel_size(1),
+                                         c.strides_size() ? c.strides(0) : 1,
+                                         c.strides_size() ? c.strides(1) : 1,
+                                         c.padding() == proto::SAME, d));
         absl::Status valid = ValidateConvDesc(d);
         if (!valid.ok()) {
           return Bad(path, valid.message());
@@ -268,19 +275,10 @@ class Builder {
         d.w = shape[1];
         d.c = shape[2];
         d.n = 1;
-        d.kh = p.window(0);
-        d.kw = p.window(1);
-        d.stride_h = p.strides_size() == 2 ? p.strides(0) : d.kh;
-        d.stride_w = p.strides_size() == 2 ? p.strides(1) : d.kw;
-        for (int64_t v : {d.kh, d.kw}) {
-          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "window", v));
-        }
-        for (int64_t v : {d.stride_h, d.stride_w}) {
-          QTRAIN_RETURN_IF_ERROR(CheckSize(path, "strides", v));
-        }
-        const bool same = p.padding() == proto::SAME;
-        std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, d.kh, d.stride_h, same);
-        std::tie(d.pad_left, d.pad_right) = Pads(d.w, d.kw, d.stride_w, same);
+        QTRAIN_RETURN_IF_ERROR(SetWindow(path, "window", p.window(0), p.window(1),
+                                         p.strides_size() == 2 ? p.strides(0) : p.window(0),
+                                         p.strides_size() == 2 ? p.strides(1) : p.window(1),
+                                         p.padding() == proto::SAME, d));
         absl::Status valid = ValidatePoolDesc(d);
         if (!valid.ok()) {
           return Bad(path, valid.message());
