@@ -14,6 +14,16 @@ namespace {
 
 constexpr size_t kChunkBytes = 1 << 20;
 
+// Runs one unary call `call(ctx, response)` and returns the response or the server's status.
+template <typename Response, typename Call>
+absl::StatusOr<Response> Unary(Call&& call) {
+  grpc::ClientContext ctx;
+  Response out;
+  absl::Status s = FromGrpc(call(&ctx, &out));
+  if (!s.ok()) return s;
+  return out;
+}
+
 }  // namespace
 
 absl::Status FromGrpc(const grpc::Status& status) {
@@ -27,48 +37,39 @@ std::unique_ptr<Client> Client::Connect(const std::string& address) {
 }
 
 absl::StatusOr<v1::Session> Client::CreateSession(const v1::CreateSessionRequest& request) {
-  grpc::ClientContext ctx;
-  v1::Session out;
-  absl::Status s = FromGrpc(stub_->CreateSession(&ctx, request, &out));
-  if (!s.ok()) return s;
-  return out;
+  return Unary<v1::Session>(
+      [&](grpc::ClientContext* c, v1::Session* r) { return stub_->CreateSession(c, request, r); });
 }
 
 absl::StatusOr<v1::Session> Client::GetSession(const std::string& id) {
-  grpc::ClientContext ctx;
   v1::GetSessionRequest req;
   req.set_session_id(id);
-  v1::Session out;
-  absl::Status s = FromGrpc(stub_->GetSession(&ctx, req, &out));
-  if (!s.ok()) return s;
-  return out;
+  return Unary<v1::Session>(
+      [&](grpc::ClientContext* c, v1::Session* r) { return stub_->GetSession(c, req, r); });
 }
 
 absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
-  grpc::ClientContext ctx;
-  v1::ListSessionsResponse out;
-  absl::Status s = FromGrpc(stub_->ListSessions(&ctx, v1::ListSessionsRequest(), &out));
-  if (!s.ok()) return s;
-  return out;
+  return Unary<v1::ListSessionsResponse>([&](grpc::ClientContext* c, v1::ListSessionsResponse* r) {
+    return stub_->ListSessions(c, v1::ListSessionsRequest(), r);
+  });
 }
 
 absl::Status Client::DeleteSession(const std::string& id) {
-  grpc::ClientContext ctx;
   v1::DeleteSessionRequest req;
   req.set_session_id(id);
-  v1::DeleteSessionResponse out;
-  return FromGrpc(stub_->DeleteSession(&ctx, req, &out));
+  return Unary<v1::DeleteSessionResponse>(
+             [&](grpc::ClientContext* c, v1::DeleteSessionResponse* r) {
+               return stub_->DeleteSession(c, req, r);
+             })
+      .status();
 }
 
 absl::StatusOr<v1::Session> Client::UpdateRules(const std::string& id, const v1::RuleSet& rules) {
-  grpc::ClientContext ctx;
   v1::UpdateRulesRequest req;
   req.set_session_id(id);
   *req.mutable_rules() = rules;
-  v1::Session out;
-  absl::Status s = FromGrpc(stub_->UpdateRules(&ctx, req, &out));
-  if (!s.ok()) return s;
-  return out;
+  return Unary<v1::Session>(
+      [&](grpc::ClientContext* c, v1::Session* r) { return stub_->UpdateRules(c, req, r); });
 }
 
 absl::Status Client::Train(const std::string& id, const std::function<bool(v1::Batch*)>& next,
@@ -147,34 +148,28 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
 }
 
 absl::StatusOr<v1::QuantStats> Client::GetQuantStats(const std::string& id) {
-  grpc::ClientContext ctx;
   v1::GetQuantStatsRequest req;
   req.set_session_id(id);
-  v1::QuantStats out;
-  absl::Status s = FromGrpc(stub_->GetQuantStats(&ctx, req, &out));
-  if (!s.ok()) return s;
-  return out;
+  return Unary<v1::QuantStats>(
+      [&](grpc::ClientContext* c, v1::QuantStats* r) { return stub_->GetQuantStats(c, req, r); });
 }
 
 absl::StatusOr<v1::Tensor> Client::Forward(const std::string& id, const v1::Tensor& inputs) {
-  grpc::ClientContext ctx;
   v1::ForwardRequest req;
   req.set_session_id(id);
   *req.mutable_inputs() = inputs;
-  v1::ForwardResponse out;
-  absl::Status s = FromGrpc(stub_->Forward(&ctx, req, &out));
-  if (!s.ok()) return s;
-  return out.outputs();
+  absl::StatusOr<v1::ForwardResponse> out = Unary<v1::ForwardResponse>(
+      [&](grpc::ClientContext* c, v1::ForwardResponse* r) { return stub_->Forward(c, req, r); });
+  if (!out.ok()) return out.status();
+  return out->outputs();
 }
 
 absl::StatusOr<v1::CheckpointInfo> Client::SaveCheckpoint(const std::string& id) {
-  grpc::ClientContext ctx;
   v1::SaveCheckpointRequest req;
   req.set_session_id(id);
-  v1::CheckpointInfo out;
-  absl::Status s = FromGrpc(stub_->SaveCheckpoint(&ctx, req, &out));
-  if (!s.ok()) return s;
-  return out;
+  return Unary<v1::CheckpointInfo>([&](grpc::ClientContext* c, v1::CheckpointInfo* r) {
+    return stub_->SaveCheckpoint(c, req, r);
+  });
 }
 
 absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const std::string& path) {
