@@ -96,6 +96,19 @@ v1::Batch MakeBatch(int seed) {
   return b;
 }
 
+// Creates session `id` with the model of `spec_json`.
+grpc::Status CreateSession(v1::Trainer::Stub* stub, const std::string& id,
+                           const std::string& spec_json) {
+  v1::CreateSessionRequest req;
+  req.set_session_id(id);
+  if (!google::protobuf::util::JsonStringToMessage(spec_json, req.mutable_model()).ok()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad spec JSON in the test");
+  }
+  v1::Session created;
+  grpc::ClientContext ctx;
+  return stub->CreateSession(&ctx, req, &created);
+}
+
 TEST(ServerProcessTest, HelpDocumentsTheFlags) {
   FILE* p = popen((std::string(kServer) + " --help 2>&1").c_str(), "r");
   ASSERT_NE(p, nullptr);
@@ -164,16 +177,9 @@ TEST(ServerProcessTest, MetricsScrapePassesPromtool) {
   ServerProcess server(dir);
   ASSERT_GT(server.metrics_port_, 0);
   auto stub = server.Stub();
-  v1::CreateSessionRequest req;
-  req.set_session_id("m");
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
-                  R"({"input": {"shape": [6]}, "body": {"sequential": {"layers": [
-                      {"linear": {"features": 3}}]}}})",
-                  req.mutable_model())
+  ASSERT_TRUE(CreateSession(stub.get(), "m", R"({"input": {"shape": [6]},
+      "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})")
                   .ok());
-  v1::Session created;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(stub->CreateSession(&ctx, req, &created).ok());
   grpc::ClientContext tctx;
   auto stream = stub->Train(&tctx);
   for (int i = 0; i < 3; ++i) {
@@ -220,17 +226,10 @@ TEST(ServerProcessTest, KillDashNineThenRestartComesBackAtTheDurableStep) {
   {
     ServerProcess server(dir);
     auto stub = server.Stub();
-    v1::CreateSessionRequest req;
-    req.set_session_id("crash");
-    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
-                    R"({"input": {"shape": [6]}, "body": {"sequential": {"layers": [
-                        {"linear": {"features": 16}}, {"activation": {"kind": "RELU"}},
-                        {"linear": {"features": 3}}]}}})",
-                    req.mutable_model())
+    ASSERT_TRUE(CreateSession(stub.get(), "crash", R"({"input": {"shape": [6]},
+        "body": {"sequential": {"layers": [{"linear": {"features": 16}},
+          {"activation": {"kind": "RELU"}}, {"linear": {"features": 3}}]}}})")
                     .ok());
-    v1::Session created;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(stub->CreateSession(&ctx, req, &created).ok());
     grpc::ClientContext tctx;
     auto stream = stub->Train(&tctx);
     for (int i = 0; i < 12; ++i) {
