@@ -7,7 +7,10 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace qtrain::client {
 namespace {
@@ -31,9 +34,25 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+Client::Client(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)), stub_(v1::Trainer::NewStub(channel_)) {}
+
 std::unique_ptr<Client> Client::Connect(const std::string& address) {
-  return std::unique_ptr<Client>(new Client(
-      v1::Trainer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))));
+  return std::unique_ptr<Client>(
+      new Client(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+}
+
+absl::StatusOr<std::string> Client::Health(const std::string& service, absl::Duration timeout) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  ctx.set_wait_for_ready(true);  // ride out a server that is still starting, up to the deadline
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  absl::Status s = FromGrpc(health->Check(&ctx, req, &resp));
+  if (!s.ok()) return s;
+  return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
 }
 
 absl::StatusOr<v1::Session> Client::CreateSession(const v1::CreateSessionRequest& request) {
@@ -177,8 +196,9 @@ absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const 
   v1::DownloadCheckpointRequest req;
   req.set_session_id(id);
   auto reader = stub_->DownloadCheckpoint(&ctx, req);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::NotFoundError(absl::StrCat("cannot write ", path));
+  const std::string tmp = absl::StrCat(path, ".part");
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::NotFoundError(absl::StrCat("cannot write ", tmp));
   v1::CheckpointChunk chunk;
   int64_t bytes = 0;
   while (reader->Read(&chunk)) {
@@ -186,9 +206,15 @@ absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const 
     bytes += static_cast<int64_t>(chunk.data().size());
   }
   absl::Status s = FromGrpc(reader->Finish());
-  if (!s.ok()) return s;
   out.close();
-  if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
+  if (s.ok() && !out) s = absl::DataLossError(absl::StrCat("writing ", tmp, " failed"));
+  if (s.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = absl::DataLossError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  if (!s.ok()) {
+    std::remove(tmp.c_str());
+    return s;
+  }
   return bytes;
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 
 namespace qtrain::client {
@@ -22,6 +23,10 @@ class Client {
  public:
   // An insecure channel to `address` ("127.0.0.1:50051"). Connection errors surface per call.
   static std::unique_ptr<Client> Connect(const std::string& address);
+
+  // grpc.health.v1 Check of `service` ("" = the whole server): "SERVING", "NOT_SERVING", ...
+  // Unavailable / DeadlineExceeded when the server cannot be reached within `timeout`.
+  absl::StatusOr<std::string> Health(const std::string& service, absl::Duration timeout);
 
   absl::StatusOr<v1::Session> CreateSession(const v1::CreateSessionRequest& request);
   absl::StatusOr<v1::Session> GetSession(const std::string& id);
@@ -45,14 +50,16 @@ class Client {
   absl::StatusOr<v1::Tensor> Forward(const std::string& id, const v1::Tensor& inputs);
 
   absl::StatusOr<v1::CheckpointInfo> SaveCheckpoint(const std::string& id);
-  // Writes the session's checkpoint (safetensors) to `path`; returns its size in bytes.
+  // Writes the session's checkpoint (safetensors) to `path` (through a temporary file renamed
+  // on success, so a failed download never leaves a partial file); returns its size in bytes.
   absl::StatusOr<int64_t> DownloadCheckpoint(const std::string& id, const std::string& path);
   // Sends the safetensors file at `path` into session `id` (created from the file when new).
   absl::StatusOr<v1::CheckpointInfo> UploadCheckpoint(const std::string& id,
                                                       const std::string& path);
 
  private:
-  explicit Client(std::unique_ptr<v1::Trainer::Stub> stub) : stub_(std::move(stub)) {}
+  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Trainer::Stub> stub_;
 };
 

@@ -1,0 +1,128 @@
+#include "client/cli/cli.h"
+
+#include <cstdio>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/cli/flags.h"
+#include "nlohmann/json.hpp"
+
+namespace qtrain::cli {
+
+int ExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kOk;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+      return kUnavailable;
+    case absl::StatusCode::kNotFound:
+      return kNotFound;
+    case absl::StatusCode::kAlreadyExists:
+      return kAlreadyExists;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return kRejected;
+    case absl::StatusCode::kResourceExhausted:
+      return kResourceExhausted;
+    default:
+      return kServerError;
+  }
+}
+
+namespace {
+
+int Report(const Invocation& inv, const std::string& code, const std::string& message,
+           int exit_code) {
+  if (inv.json) {
+    nlohmann::json j = {{"error", {{"code", code}, {"message", message}, {"exit", exit_code}}}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  std::fprintf(stderr, "qtrain: %s: %s\n", code.c_str(), message.c_str());
+  return exit_code;
+}
+
+}  // namespace
+
+int Fail(const Invocation& inv, const std::string& what, const absl::Status& status) {
+  std::string message = absl::StrCat(what, ": ", status.message());
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    absl::StrAppend(&message, " (is qtrain-server running at ", absl::GetFlag(FLAGS_server),
+                    "? set --server or $QTRAIN_SERVER)");
+  }
+  return Report(inv, absl::StatusCodeToString(status.code()), message, ExitCodeFor(status));
+}
+
+int Usage(const Invocation& inv, const std::string& message) {
+  return Report(inv, "USAGE", absl::StrCat(message, " (see `qtrain help`)"), kUsage);
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  std::printf("%s\n", out.c_str());
+}
+
+absl::Status LoadJsonMessage(const std::string& flag, const std::string& text_or_path,
+                             google::protobuf::Message* out) {
+  std::string text = text_or_path, where = "inline JSON";
+  if (text.find('{') == std::string::npos) {
+    auto file = client::ReadMaybeGzip(text_or_path);
+    if (!file.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", file.status().message()));
+    }
+    text = *file;
+    where = text_or_path;
+  }
+  auto s = google::protobuf::util::JsonStringToMessage(text, out);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", where, " is not a valid ",
+                                                   out->GetTypeName(), ": ",
+                                                   s.message().as_string()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag() {
+  const std::string shape = absl::GetFlag(FLAGS_input_shape);
+  std::vector<int64_t> out;
+  if (shape.empty()) return out;
+  for (absl::string_view d : absl::StrSplit(shape, ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(d, &v) || v < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input_shape=", shape, ": \"", d, "\" is not a positive integer"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::StatusOr<client::Dataset> LoadDataFromFlags() {
+  client::DataOptions o;
+  o.path = absl::GetFlag(FLAGS_data);
+  o.format = absl::GetFlag(FLAGS_format);
+  o.split = absl::GetFlag(FLAGS_split);
+  o.labels_path = absl::GetFlag(FLAGS_labels);
+  o.label_column = absl::GetFlag(FLAGS_label_column);
+  o.input_scale = absl::GetFlag(FLAGS_input_scale);
+  o.seq_len = absl::GetFlag(FLAGS_seq_len);
+  o.limit = absl::GetFlag(FLAGS_limit);
+  auto shape = InputShapeFromFlag();
+  if (!shape.ok()) return shape.status();
+  o.input_shape = *shape;
+  return client::LoadDataset(o);
+}
+
+std::string Arg(const Invocation& inv, size_t i) {
+  return i < inv.args.size() ? inv.args[i] : std::string();
+}
+
+}  // namespace qtrain::cli

@@ -1,0 +1,64 @@
+// Shared pieces of the `qtrain` command-line client: the invocation context, exit codes, error
+// reporting and the JSON loading of configuration messages.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "client/cpp/client.h"
+#include "client/data/dataset.h"
+
+namespace qtrain::cli {
+
+// Exit codes scripts can rely on (documented in `qtrain --help` and docs/cli.md).
+enum ExitCode : int {
+  kOk = 0,
+  kServerError = 1,        // any other error the server answered
+  kUsage = 2,              // bad command line, or a local file that cannot be read
+  kUnavailable = 3,        // the server cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED)
+  kNotFound = 4,           // NOT_FOUND: no such session
+  kAlreadyExists = 5,      // ALREADY_EXISTS: the session id is taken
+  kRejected = 6,           // INVALID_ARGUMENT / FAILED_PRECONDITION / OUT_OF_RANGE
+  kResourceExhausted = 7,  // RESOURCE_EXHAUSTED: a server limit (sessions, queue, sizes)
+  kNotServing = 8,         // `health`: the server answered, but is not SERVING
+};
+
+// One invocation: the connection, the output mode and the positional arguments after the command
+// words (`qtrain session get ID` → args = {"ID"}).
+struct Invocation {
+  std::unique_ptr<client::Client> client;
+  bool json = false;
+  std::vector<std::string> args;
+};
+
+// The exit code for an error status the server (or the channel) returned.
+int ExitCodeFor(const absl::Status& status);
+
+// Reports a server error ("qtrain: <what>: NOT_FOUND: session ...", or a JSON object with --json)
+// and returns its exit code.
+int Fail(const Invocation& inv, const std::string& what, const absl::Status& status);
+
+// Reports a usage or local-input error and returns kUsage.
+int Usage(const Invocation& inv, const std::string& message);
+
+// Prints a protobuf message as JSON (one object, fields in proto order).
+void PrintJson(const google::protobuf::Message& message);
+
+// Parses a message from inline JSON (text starting with '{') or from a JSON file's path.
+// InvalidArgument names the flag, the file and the parser's complaint.
+absl::Status LoadJsonMessage(const std::string& flag, const std::string& text_or_path,
+                             google::protobuf::Message* out);
+
+// --input_shape as dimensions (empty when unset).
+absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag();
+
+// The dataset the --data family of flags describes.
+absl::StatusOr<client::Dataset> LoadDataFromFlags();
+
+// Positional argument `i`, or "" when absent.
+std::string Arg(const Invocation& inv, size_t i);
+
+}  // namespace qtrain::cli

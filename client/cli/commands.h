@@ -1,0 +1,30 @@
+// The subcommands of `qtrain`. Each takes the invocation (connection, --json, positional
+// arguments after the command words) and returns the process exit code (cli.h).
+#pragma once
+
+#include "client/cli/cli.h"
+
+namespace qtrain::cli {
+
+int SessionCreate(Invocation& inv);
+int SessionGet(Invocation& inv);
+int SessionList(Invocation& inv);
+int SessionDelete(Invocation& inv);
+int RulesSet(Invocation& inv);
+int Stats(Invocation& inv);
+int CheckpointSave(Invocation& inv);
+int CheckpointPull(Invocation& inv);
+int CheckpointPush(Invocation& inv);
+int Health(Invocation& inv);
+
+int Train(Invocation& inv);
+int Eval(Invocation& inv);
+int Calibrate(Invocation& inv);
+int Forward(Invocation& inv);
+
+// Helpers shared by the command files.
+void PrintQuantStats(const v1::QuantStats& stats);
+// --rules as a preset name, inline JSON or a JSON file.
+absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value);
+
+}  // namespace qtrain::cli

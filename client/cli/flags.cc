@@ -1,0 +1,36 @@
+#include "client/cli/flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, server, "",
+          "qtrain-server address (default: $QTRAIN_SERVER, else 127.0.0.1:50051)");
+ABSL_FLAG(bool, json, false, "print JSON for scripts instead of text");
+ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm");
+ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");
+ABSL_FLAG(std::string, rules, "",
+          "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, a JSON file or inline JSON");
+ABSL_FLAG(std::string, optimizer, "", "optimizer config: a JSON file or inline JSON");
+ABSL_FLAG(double, lr, 1e-3, "learning rate of the default optimizer (AdamW)");
+ABSL_FLAG(uint64_t, seed, 1, "seed for initialisation (session create) and shuffling");
+ABSL_FLAG(int, classes, 10, "classes of the mlp / cnn presets");
+ABSL_FLAG(std::string, data, "", "IDX directory or images file, .csv[.gz] file, or text file");
+ABSL_FLAG(std::string, format, "", "data format: idx, csv or text (default: from --data)");
+ABSL_FLAG(std::string, split, "train", "IDX directory split: train or t10k");
+ABSL_FLAG(std::string, labels, "", "IDX labels file (default: derived from the images file)");
+ABSL_FLAG(std::string, label_column, "",
+          "CSV label column: name or index (negative from the end), or none");
+ABSL_FLAG(std::string, input_shape, "",
+          "shape of one example, e.g. 28,28,1 (CSV data; mlp / cnn presets)");
+ABSL_FLAG(float, input_scale, 0, "multiply input features (default: 1/255 for IDX, 1 for CSV)");
+ABSL_FLAG(int64_t, seq_len, 64, "text data and transformer-lm: tokens per example");
+ABSL_FLAG(int64_t, limit, 0, "use the first N examples only (0: all)");
+ABSL_FLAG(int64_t, batch_size, 128, "examples per batch");
+ABSL_FLAG(int, epochs, 1, "passes over the data (train)");
+ABSL_FLAG(int64_t, steps, 0, "stop after N batches (0: all)");
+ABSL_FLAG(bool, shuffle, true, "shuffle the training data each epoch");
+ABSL_FLAG(bool, update_stats, false, "eval: also update the quant stats");
+ABSL_FLAG(std::string, progress, "auto",
+          "auto (a bar on a terminal, lines otherwise), bar, lines or none");
+ABSL_FLAG(int64_t, log_every, 0, "progress lines every N batches (0: about 10 lines)");
+ABSL_FLAG(std::string, service, "", "health: the service to check (\"\": the server)");
+ABSL_FLAG(double, timeout, 5, "health: seconds to wait for the server");

@@ -1,0 +1,251 @@
+// session create|get|list|delete, rules set, stats, checkpoint save|pull|push, health.
+#include <cstdio>
+#include <cstring>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "client/cli/commands.h"
+#include "client/cli/flags.h"
+#include "client/cli/output.h"
+#include "client/cli/presets.h"
+#include "nlohmann/json.hpp"
+
+namespace qtrain::cli {
+namespace {
+
+std::string DescribeRule(const v1::Session& s, int index) {
+  if (index < 0 || index >= s.rules().rules_size()) return "float";
+  const v1::QuantRule& r = s.rules().rules(index);
+  if (r.weight_qtype().empty()) return absl::StrCat("rule ", index, ": float");
+  std::string out = absl::StrCat("rule ", index, ": ", r.bwd_qtype().empty() ? "QAT" : "QT",
+                                 " weights ", r.weight_qtype());
+  if (!r.act_qtype().empty()) absl::StrAppend(&out, ", activations ", r.act_qtype());
+  if (r.act_static_scale()) absl::StrAppend(&out, " (static scale)");
+  if (!r.bwd_qtype().empty()) absl::StrAppend(&out, ", gradients ", r.bwd_qtype());
+  return out;
+}
+
+void PrintSession(const Invocation& inv, const v1::Session& s) {
+  if (inv.json) {
+    PrintJson(s);
+    return;
+  }
+  std::printf("session %s: step %lld, %lld parameters, %d rule%s\n", s.session_id().c_str(),
+              static_cast<long long>(s.step()), static_cast<long long>(s.parameters()),
+              s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s");
+  Table t({"  op", "quantization"});
+  for (const auto& op : s.ops()) {
+    t.Add(
+        {absl::StrCat("  ", op.module_path(), ":", op.op_id()), DescribeRule(s, op.rule_index())});
+  }
+  t.Print();
+  for (int unused : s.unused_rules()) {
+    std::printf("  warning: rule %d matches no op\n", unused);
+  }
+}
+
+std::string FloatsSummary(const v1::Tensor& t) {
+  const size_t n = t.data().size() / sizeof(float);
+  if (n == 0) return "-";
+  std::vector<float> v(n);
+  std::memcpy(v.data(), t.data().data(), n * sizeof(float));
+  if (n == 1) return Num(v[0]);
+  auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return absl::StrCat(Num(*lo), "..", Num(*hi), " (", n, " values)");
+}
+
+int NeedSession(const Invocation& inv, const char* command) {
+  return Usage(inv, absl::StrCat(command, " needs a SESSION id"));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value) {
+  if (IsRulesPreset(value)) return RulesPreset(value);
+  if (value.find('{') == std::string::npos && value.find('.') == std::string::npos &&
+      value.find('/') == std::string::npos) {
+    return RulesPreset(value);  // a word that is no preset: say which presets exist
+  }
+  v1::RuleSet rules;
+  absl::Status s = LoadJsonMessage("rules", value, &rules);
+  if (!s.ok()) return s;
+  return rules;
+}
+
+void PrintQuantStats(const v1::QuantStats& stats) {
+  std::printf("quant stats of session %s at step %lld\n", stats.session_id().c_str(),
+              static_cast<long long>(stats.step()));
+  Table t({"module", "stat", "count", "qtype", "scale", "zero_point"});
+  for (const auto& s : stats.stats()) {
+    t.Add({s.module_path(), s.name(), absl::StrCat(s.count()), s.qtype().empty() ? "-" : s.qtype(),
+           s.scale_error().empty() ? FloatsSummary(s.scale()) : s.scale_error(),
+           FloatsSummary(s.zero_point())});
+  }
+  t.Print();
+}
+
+int SessionCreate(Invocation& inv) {
+  v1::CreateSessionRequest req;
+  req.set_session_id(Arg(inv, 0));
+  req.set_seed(absl::GetFlag(FLAGS_seed));
+  const std::string preset = absl::GetFlag(FLAGS_preset), model = absl::GetFlag(FLAGS_model);
+  if (preset.empty() == model.empty()) {
+    return Usage(inv, "session create needs one of --preset=mlp|cnn|transformer-lm or --model");
+  }
+  if (!model.empty()) {
+    absl::Status s = LoadJsonMessage("model", model, req.mutable_model());
+    if (!s.ok()) return Usage(inv, std::string(s.message()));
+  } else {
+    PresetOptions o;
+    o.classes = absl::GetFlag(FLAGS_classes);
+    o.seq_len = absl::GetFlag(FLAGS_seq_len);
+    auto shape = InputShapeFromFlag();
+    if (!shape.ok()) return Usage(inv, std::string(shape.status().message()));
+    if (!shape->empty()) o.input_shape = *shape;
+    auto spec = ModelPreset(preset, o);
+    if (!spec.ok()) return Usage(inv, std::string(spec.status().message()));
+    *req.mutable_model() = *spec;
+  }
+  if (!absl::GetFlag(FLAGS_rules).empty()) {
+    auto rules = RulesFromFlag(absl::GetFlag(FLAGS_rules));
+    if (!rules.ok()) return Usage(inv, std::string(rules.status().message()));
+    *req.mutable_rules() = *rules;
+  }
+  if (!absl::GetFlag(FLAGS_optimizer).empty()) {
+    absl::Status s =
+        LoadJsonMessage("optimizer", absl::GetFlag(FLAGS_optimizer), req.mutable_optimizer());
+    if (!s.ok()) return Usage(inv, std::string(s.message()));
+  } else {
+    *req.mutable_optimizer() = DefaultOptimizer(absl::GetFlag(FLAGS_lr));
+  }
+  auto s = inv.client->CreateSession(req);
+  if (!s.ok()) return Fail(inv, "session create", s.status());
+  PrintSession(inv, *s);
+  return kOk;
+}
+
+int SessionGet(Invocation& inv) {
+  if (inv.args.empty()) return NeedSession(inv, "session get");
+  auto s = inv.client->GetSession(Arg(inv, 0));
+  if (!s.ok()) return Fail(inv, "session get", s.status());
+  PrintSession(inv, *s);
+  return kOk;
+}
+
+int SessionList(Invocation& inv) {
+  auto list = inv.client->ListSessions();
+  if (!list.ok()) return Fail(inv, "session list", list.status());
+  if (inv.json) {
+    PrintJson(*list);
+    return kOk;
+  }
+  Table t({"session", "step", "parameters"});
+  for (const auto& s : list->sessions()) {
+    t.Add({s.session_id(), absl::StrCat(s.step()), absl::StrCat(s.parameters())});
+  }
+  t.Print();
+  return kOk;
+}
+
+int SessionDelete(Invocation& inv) {
+  if (inv.args.empty()) return NeedSession(inv, "session delete");
+  absl::Status s = inv.client->DeleteSession(Arg(inv, 0));
+  if (!s.ok()) return Fail(inv, "session delete", s);
+  if (inv.json) {
+    std::printf("%s\n", nlohmann::json({{"deleted", Arg(inv, 0)}}).dump().c_str());
+  } else {
+    std::printf("deleted session %s\n", Arg(inv, 0).c_str());
+  }
+  return kOk;
+}
+
+int RulesSet(Invocation& inv) {
+  if (inv.args.empty()) return NeedSession(inv, "rules set");
+  const std::string value = inv.args.size() > 1 ? inv.args[1] : absl::GetFlag(FLAGS_rules);
+  if (value.empty()) return Usage(inv, "rules set SESSION needs RULES (a preset, JSON or a file)");
+  auto rules = RulesFromFlag(value);
+  if (!rules.ok()) return Usage(inv, std::string(rules.status().message()));
+  auto s = inv.client->UpdateRules(Arg(inv, 0), *rules);
+  if (!s.ok()) return Fail(inv, "rules set", s.status());
+  PrintSession(inv, *s);
+  return kOk;
+}
+
+int Stats(Invocation& inv) {
+  if (inv.args.empty()) return NeedSession(inv, "stats");
+  auto stats = inv.client->GetQuantStats(Arg(inv, 0));
+  if (!stats.ok()) return Fail(inv, "stats", stats.status());
+  if (inv.json) {
+    PrintJson(*stats);
+  } else {
+    PrintQuantStats(*stats);
+  }
+  return kOk;
+}
+
+int CheckpointSave(Invocation& inv) {
+  if (inv.args.empty()) return NeedSession(inv, "checkpoint save");
+  auto info = inv.client->SaveCheckpoint(Arg(inv, 0));
+  if (!info.ok()) return Fail(inv, "checkpoint save", info.status());
+  if (inv.json) {
+    PrintJson(*info);
+  } else {
+    std::printf("saved session %s at step %lld on the server: %s (%lld bytes, crc32 %s)\n",
+                info->session_id().c_str(), static_cast<long long>(info->step()),
+                info->path().c_str(), static_cast<long long>(info->bytes()), info->crc32().c_str());
+  }
+  return kOk;
+}
+
+int CheckpointPull(Invocation& inv) {
+  if (inv.args.size() != 2) return Usage(inv, "checkpoint pull needs SESSION FILE");
+  auto bytes = inv.client->DownloadCheckpoint(inv.args[0], inv.args[1]);
+  if (!bytes.ok()) return Fail(inv, "checkpoint pull", bytes.status());
+  if (inv.json) {
+    std::printf("%s\n", nlohmann::json(
+                            {{"session_id", inv.args[0]}, {"path", inv.args[1]}, {"bytes", *bytes}})
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf("pulled session %s into %s (%lld bytes, safetensors)\n", inv.args[0].c_str(),
+                inv.args[1].c_str(), static_cast<long long>(*bytes));
+  }
+  return kOk;
+}
+
+int CheckpointPush(Invocation& inv) {
+  if (inv.args.size() != 2) return Usage(inv, "checkpoint push needs SESSION FILE");
+  if (FILE* f = std::fopen(inv.args[1].c_str(), "rb")) {
+    std::fclose(f);
+  } else {
+    return Usage(inv, absl::StrCat("cannot read ", inv.args[1], ": ", std::strerror(errno)));
+  }
+  auto info = inv.client->UploadCheckpoint(inv.args[0], inv.args[1]);
+  if (!info.ok()) return Fail(inv, "checkpoint push", info.status());
+  if (inv.json) {
+    PrintJson(*info);
+  } else {
+    std::printf("pushed %s into session %s at step %lld (%lld bytes, crc32 %s)\n",
+                inv.args[1].c_str(), info->session_id().c_str(),
+                static_cast<long long>(info->step()), static_cast<long long>(info->bytes()),
+                info->crc32().c_str());
+  }
+  return kOk;
+}
+
+int Health(Invocation& inv) {
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  auto status =
+      inv.client->Health(absl::GetFlag(FLAGS_service), absl::Seconds(timeout > 0 ? timeout : 5));
+  if (!status.ok()) return Fail(inv, "health", status.status());
+  if (inv.json) {
+    std::printf("%s\n", nlohmann::json({{"status", *status}}).dump().c_str());
+  } else {
+    std::printf("%s\n", status->c_str());
+  }
+  return *status == "SERVING" ? kOk : kNotServing;
+}
+
+}  // namespace qtrain::cli

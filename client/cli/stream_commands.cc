@@ -1,0 +1,232 @@
+// train, eval, calibrate and forward: the commands that stream data from a local dataset.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <numeric>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/cli/commands.h"
+#include "client/cli/flags.h"
+#include "client/cli/output.h"
+#include "nlohmann/json.hpp"
+
+namespace qtrain::cli {
+namespace {
+
+// The session id and the dataset of a streaming command, or the exit code of a usage error.
+struct StreamSetup {
+  std::string session;
+  client::Dataset data;
+  int exit_code = kOk;
+};
+
+StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
+  StreamSetup out;
+  if (inv.args.size() != 1) {
+    out.exit_code = Usage(inv, absl::StrCat(command, " needs a SESSION id and --data"));
+    return out;
+  }
+  out.session = inv.args[0];
+  auto data = LoadDataFromFlags();
+  if (!data.ok()) {
+    out.exit_code = Usage(inv, std::string(data.status().message()));
+    return out;
+  }
+  if (need_labels && data->labels.empty()) {
+    out.exit_code = Usage(inv, absl::StrCat(command, " needs labelled data (--label_column)"));
+    return out;
+  }
+  if (data->size() == 0) {
+    out.exit_code = Usage(inv, absl::StrCat("--data=", absl::GetFlag(FLAGS_data), " is empty"));
+    return out;
+  }
+  out.data = *std::move(data);
+  if (!inv.json && absl::GetFlag(FLAGS_progress) != "none") {
+    std::printf("data: %s\n", out.data.description.c_str());
+  }
+  // --rules with a streaming command switches the rules first (UpdateRules), as between steps.
+  if (!absl::GetFlag(FLAGS_rules).empty()) {
+    auto rules = RulesFromFlag(absl::GetFlag(FLAGS_rules));
+    if (!rules.ok()) {
+      out.exit_code = Usage(inv, std::string(rules.status().message()));
+      return out;
+    }
+    auto s = inv.client->UpdateRules(out.session, *rules);
+    if (!s.ok()) out.exit_code = Fail(inv, "rules set", s.status());
+  }
+  return out;
+}
+
+Progress MakeProgress(const Invocation& inv, const char* label, int64_t total) {
+  return Progress(label, total, Progress::ParseMode(absl::GetFlag(FLAGS_progress), inv.json),
+                  absl::GetFlag(FLAGS_log_every));
+}
+
+// Mean of the last `kWindow` values: the loss and accuracy that the progress and summary show.
+class Window {
+ public:
+  void Add(double v) {
+    values_.push_back(v);
+    if (values_.size() > kWindow) values_.pop_front();
+  }
+  double Mean() const {
+    return values_.empty() ? -1
+                           : std::accumulate(values_.begin(), values_.end(), 0.0) / values_.size();
+  }
+  size_t size() const { return values_.size(); }
+
+ private:
+  static constexpr size_t kWindow = 50;
+  std::deque<double> values_;
+};
+
+}  // namespace
+
+int Train(Invocation& inv) {
+  StreamSetup setup = Setup(inv, "train", /*need_labels=*/true);
+  if (setup.exit_code != kOk) return setup.exit_code;
+  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
+                                absl::GetFlag(FLAGS_epochs), absl::GetFlag(FLAGS_shuffle),
+                                absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_steps));
+  Progress progress = MakeProgress(inv, "train", batches.total_batches());
+  Window loss, accuracy;
+  int64_t done = 0, first_step = -1, last_step = -1, durable = -1, examples = 0;
+  absl::Status s = inv.client->Train(
+      setup.session, [&](v1::Batch* b) { return batches.NextBatch(b); },
+      [&](const v1::TrainResponse& r) {
+        ++done;
+        if (first_step < 0) first_step = r.step();
+        last_step = r.step();
+        durable = r.last_durable_step();
+        examples += r.examples();
+        loss.Add(r.loss());
+        if (r.accuracy() >= 0) accuracy.Add(r.accuracy());
+        progress.Update(done, loss.Mean(), accuracy.Mean());
+      });
+  progress.Finish();
+  const double secs = progress.seconds();
+  if (!s.ok()) {
+    return Fail(inv,
+                absl::StrCat("train (after ", done, " steps; session at step ", last_step, ")"), s);
+  }
+  const double rate = secs > 0 ? done / secs : 0;
+  if (inv.json) {
+    nlohmann::json j = {{"session_id", setup.session}, {"steps", done},
+                        {"first_step", first_step},    {"last_step", last_step},
+                        {"examples", examples},        {"seconds", secs},
+                        {"steps_per_s", rate},         {"loss", loss.Mean()},
+                        {"accuracy", accuracy.Mean()}, {"last_durable_step", durable}};
+    std::printf("%s\n", j.dump().c_str());
+    return kOk;
+  }
+  std::printf("trained session %s: steps %lld-%lld (%lld examples) in %.1f s, %.1f steps/s\n",
+              setup.session.c_str(), static_cast<long long>(first_step),
+              static_cast<long long>(last_step), static_cast<long long>(examples), secs, rate);
+  std::printf(
+      "  loss %.4f%s over the last %zu steps; last durable step %lld\n", loss.Mean(),
+      accuracy.size() > 0 ? absl::StrFormat(", accuracy %.4f", accuracy.Mean()).c_str() : "",
+      loss.size(), static_cast<long long>(durable));
+  return kOk;
+}
+
+int Eval(Invocation& inv) {
+  StreamSetup setup = Setup(inv, "eval", /*need_labels=*/true);
+  if (setup.exit_code != kOk) return setup.exit_code;
+  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size), 1, false, 0,
+                                absl::GetFlag(FLAGS_steps));
+  Progress progress = MakeProgress(inv, "eval", batches.total_batches());
+  int64_t sent = 0;
+  auto r = inv.client->Evaluate(
+      setup.session,
+      [&](v1::Batch* b) {
+        if (!batches.NextBatch(b)) return false;
+        progress.Update(++sent, -1, -1);  // batches handed to the stream
+        return true;
+      },
+      absl::GetFlag(FLAGS_update_stats));
+  progress.Finish();
+  if (!r.ok()) return Fail(inv, "eval", r.status());
+  if (inv.json) {
+    PrintJson(*r);
+    return kOk;
+  }
+  std::printf("evaluated session %s at step %lld: %lld examples, loss %.4f", setup.session.c_str(),
+              static_cast<long long>(r->step()), static_cast<long long>(r->examples()), r->loss());
+  if (r->accuracy() >= 0) std::printf(", accuracy %.4f", r->accuracy());
+  std::printf("\n");
+  return kOk;
+}
+
+int Calibrate(Invocation& inv) {
+  StreamSetup setup = Setup(inv, "calibrate", /*need_labels=*/false);
+  if (setup.exit_code != kOk) return setup.exit_code;
+  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size), 1,
+                                absl::GetFlag(FLAGS_shuffle), absl::GetFlag(FLAGS_seed),
+                                absl::GetFlag(FLAGS_steps));
+  Progress progress = MakeProgress(inv, "calibrate", batches.total_batches());
+  auto stats = inv.client->Calibrate(
+      setup.session, [&](v1::Tensor* t) { return batches.NextInputs(t); },
+      [&](const v1::CalibrateResponse& r) {
+        progress.Update(r.batches(), -1, -1, absl::StrCat(r.examples(), " examples"));
+      });
+  progress.Finish();
+  if (!stats.ok()) return Fail(inv, "calibrate", stats.status());
+  if (inv.json) {
+    PrintJson(*stats);
+  } else {
+    PrintQuantStats(*stats);
+  }
+  return kOk;
+}
+
+int Forward(Invocation& inv) {
+  StreamSetup setup = Setup(inv, "forward", /*need_labels=*/false);
+  if (setup.exit_code != kOk) return setup.exit_code;
+  const int64_t n =
+      std::min(setup.data.size(), std::max<int64_t>(1, absl::GetFlag(FLAGS_batch_size)));
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  std::iota(rows.begin(), rows.end(), 0);
+  v1::Tensor inputs;
+  setup.data.FillInputs(rows, &inputs);
+  auto out = inv.client->Forward(setup.session, inputs);
+  if (!out.ok()) return Fail(inv, "forward", out.status());
+  // Outputs are f32 (N, ..., classes): report the argmax over the last axis per position.
+  const int64_t classes = out->shape_size() > 0 ? out->shape(out->shape_size() - 1) : 1;
+  std::vector<float> values(out->data().size() / sizeof(float));
+  std::memcpy(values.data(), out->data().data(), values.size() * sizeof(float));
+  std::vector<int64_t> argmax;
+  for (size_t i = 0; classes > 0 && i + classes <= values.size(); i += classes) {
+    argmax.push_back(std::max_element(values.begin() + i, values.begin() + i + classes) -
+                     (values.begin() + i));
+  }
+  int64_t correct = 0;
+  const bool labelled = setup.data.labels.size() >= argmax.size() && !setup.data.labels.empty();
+  for (size_t i = 0; labelled && i < argmax.size(); ++i)
+    correct += argmax[i] == setup.data.labels[i];
+  if (inv.json) {
+    nlohmann::json j = {{"shape", std::vector<int64_t>(out->shape().begin(), out->shape().end())},
+                        {"outputs", values},
+                        {"argmax", argmax}};
+    if (labelled) j["accuracy"] = static_cast<double>(correct) / argmax.size();
+    std::printf("%s\n", j.dump().c_str());
+    return kOk;
+  }
+  std::printf("outputs (%s) of %lld examples; argmax per row:\n",
+              absl::StrJoin(out->shape(), "x").c_str(), static_cast<long long>(n));
+  for (size_t i = 0; i < std::min<size_t>(argmax.size(), 10); ++i) {
+    std::printf("  %zu: %lld%s\n", i, static_cast<long long>(argmax[i]),
+                labelled ? absl::StrCat("  (label ", setup.data.labels[i], ")").c_str() : "");
+  }
+  if (argmax.size() > 10) std::printf("  ... %zu more\n", argmax.size() - 10);
+  if (labelled) {
+    std::printf("accuracy %.4f (%lld/%zu)\n", static_cast<double>(correct) / argmax.size(),
+                static_cast<long long>(correct), argmax.size());
+  }
+  return kOk;
+}
+
+}  // namespace qtrain::cli

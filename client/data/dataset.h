@@ -1,0 +1,83 @@
+// Datasets a client streams to qtrain-server: Fashion-MNIST / MNIST IDX files (gzipped or not),
+// CSV tables and plain text as character-level (byte) tokens. Everything is loaded into memory
+// once; BatchIterator then cuts wire batches (qtrain.v1.Batch) in order or shuffled.
+//
+// Errors: NotFound (missing file), DataLoss (corrupt gzip), InvalidArgument (a malformed file or
+// option, naming the file, line or option and the value).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "qtrain/v1/trainer_service.pb.h"
+
+namespace qtrain::client {
+
+struct Dataset {
+  std::string description;             // "60000 examples of 28x28x1 from …"
+  std::vector<int64_t> example_shape;  // shape of one input example
+  bool tokens = false;                 // I32 token inputs (text) instead of F32 features
+  std::vector<float> features;         // F32 inputs, examples × prod(example_shape)
+  std::vector<int32_t> token_ids;      // I32 inputs, examples × prod(example_shape)
+  std::vector<int32_t> labels;         // per example, or per token for text; empty: unlabeled
+  int64_t labels_per_example = 1;
+
+  int64_t size() const;
+  int64_t example_elements() const;
+  // Writes examples `rows` as one (N, example_shape...) tensor, and their labels as targets.
+  void FillInputs(const std::vector<int64_t>& rows, v1::Tensor* out) const;
+  void FillTargets(const std::vector<int64_t>& rows, v1::Tensor* out) const;
+};
+
+struct DataOptions {
+  std::string path;                  // IDX directory or images file, .csv[.gz], or a text file
+  std::string format;                // "", "idx", "csv" or "text" ("": from the path)
+  std::string split = "train";       // IDX directories: "train" or "t10k"
+  std::string labels_path;           // IDX images file: its labels file ("": derived from the name)
+  std::string label_column;          // CSV: a header name or an index (negative from the end);
+                                     // "": a column named label/target/class/y, else the last;
+                                     // "none": unlabeled
+  std::vector<int64_t> input_shape;  // reshape each example (CSV; default: flat)
+  float input_scale = 0;             // multiply features (0: 1/255 for IDX, 1 for CSV)
+  int64_t seq_len = 64;              // text: tokens per example
+  int64_t limit = 0;                 // keep the first `limit` examples (0: all)
+};
+
+absl::StatusOr<Dataset> LoadDataset(const DataOptions& options);
+
+// Reads a whole file, transparently gunzipping it when it is gzip data.
+absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path);
+
+// One IDX array (http://yann.lecun.com/exdb/mnist/): unsigned-byte data and its dimensions.
+struct IdxArray {
+  std::vector<int64_t> dims;
+  std::string bytes;
+};
+absl::StatusOr<IdxArray> ReadIdx(const std::string& path);
+
+// Cuts a dataset into batches of `batch_size` (the last may be smaller) for `epochs` passes,
+// shuffling each pass when `shuffle`; stops early after `max_batches` (0: no limit).
+class BatchIterator {
+ public:
+  BatchIterator(const Dataset& data, int64_t batch_size, int epochs, bool shuffle, uint64_t seed,
+                int64_t max_batches = 0);
+  int64_t total_batches() const { return total_; }
+  int64_t examples_sent() const { return examples_; }
+  // The next batch's rows; false after the last.
+  bool Next(std::vector<int64_t>* rows);
+  bool NextBatch(v1::Batch* batch);
+  bool NextInputs(v1::Tensor* inputs);
+
+ private:
+  const Dataset& data_;
+  int64_t batch_size_;
+  int64_t total_ = 0, sent_ = 0, examples_ = 0, offset_ = 0;
+  bool shuffle_;
+  std::mt19937_64 rng_;
+  std::vector<int64_t> order_;
+};
+
+}  // namespace qtrain::client

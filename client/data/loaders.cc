@@ -1,0 +1,286 @@
+// The file formats: IDX, CSV and text. LoadDataset picks one from the options.
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/data/dataset.h"
+
+namespace qtrain::client {
+namespace {
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+// "<dir>/<split>-images-idx3-ubyte[.gz]" and its labels file.
+absl::StatusOr<std::string> FindInDir(const std::string& dir, const std::string& split,
+                                      const std::string& kind) {
+  for (const char* ext : {".gz", ""}) {
+    const std::string p = absl::StrCat(dir, "/", split, "-", kind, "-ubyte", ext);
+    if (Exists(p)) return p;
+  }
+  return absl::NotFoundError(absl::StrCat("no ", split, "-", kind, "-ubyte[.gz] in ", dir,
+                                          " (--split is \"", split, "\")"));
+}
+
+void Truncate(Dataset& d, int64_t limit) {
+  if (limit <= 0 || limit >= d.size()) return;
+  const auto elements = static_cast<size_t>(limit * d.example_elements());
+  if (d.tokens) {
+    d.token_ids.resize(elements);
+  } else {
+    d.features.resize(elements);
+  }
+  if (!d.labels.empty()) d.labels.resize(static_cast<size_t>(limit * d.labels_per_example));
+}
+
+absl::StatusOr<Dataset> LoadIdx(const DataOptions& o) {
+  std::string images = o.path, labels = o.labels_path;
+  if (IsDirectory(o.path)) {
+    auto found = FindInDir(o.path, o.split, "images-idx3");
+    if (!found.ok()) return found.status();
+    images = *found;
+    if (labels.empty()) {
+      auto l = FindInDir(o.path, o.split, "labels-idx1");
+      if (!l.ok()) return l.status();
+      labels = *l;
+    }
+  } else if (labels.empty()) {
+    labels = images;
+    const size_t at = labels.rfind("images-idx3");
+    if (at == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot derive the labels file from ", images, "; pass --labels"));
+    }
+    labels.replace(at, 11, "labels-idx1");
+  }
+  auto img = ReadIdx(images);
+  if (!img.ok()) return img.status();
+  auto lab = ReadIdx(labels);
+  if (!lab.ok()) return lab.status();
+  if (img->dims.size() < 2 || lab->dims.size() != 1 || lab->dims[0] != img->dims[0]) {
+    return absl::InvalidArgumentError(absl::StrCat(images, " (", absl::StrJoin(img->dims, "x"),
+                                                   ") and ", labels, " (",
+                                                   absl::StrJoin(lab->dims, "x"), ") disagree"));
+  }
+  Dataset d;
+  d.example_shape.assign(img->dims.begin() + 1, img->dims.end());
+  if (d.example_shape.size() == 2) d.example_shape.push_back(1);  // HWC with one channel
+  const float scale = o.input_scale != 0 ? o.input_scale : 1.0f / 255.0f;
+  d.features.resize(img->bytes.size());
+  for (size_t i = 0; i < img->bytes.size(); ++i) {
+    d.features[i] = static_cast<unsigned char>(img->bytes[i]) * scale;
+  }
+  d.labels.resize(lab->bytes.size());
+  for (size_t i = 0; i < lab->bytes.size(); ++i) {
+    d.labels[i] = static_cast<unsigned char>(lab->bytes[i]);
+  }
+  Truncate(d, o.limit);
+  d.description = absl::StrCat(d.size(), " examples of ", absl::StrJoin(d.example_shape, "x"),
+                               " from ", images);
+  return d;
+}
+
+bool ParseFloat(absl::string_view s, float* out) {
+  return absl::SimpleAtof(absl::StripAsciiWhitespace(s), out);
+}
+
+// The label column: by name or index, "" picks a conventional name or the last column.
+absl::StatusOr<int64_t> LabelColumn(const DataOptions& o, const std::vector<std::string>& header,
+                                    int64_t columns) {
+  if (o.label_column == "none") return -1;
+  int64_t index = 0;
+  if (!o.label_column.empty() && absl::SimpleAtoi(o.label_column, &index)) {
+    if (index < 0) index += columns;
+    if (index < 0 || index >= columns) {
+      return absl::InvalidArgumentError(absl::StrCat("--label_column=", o.label_column, " but ",
+                                                     o.path, " has ", columns, " columns"));
+    }
+    return index;
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(header.size()); ++i) {
+    const std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(header[i]));
+    if (o.label_column.empty()
+            ? (name == "label" || name == "target" || name == "class" || name == "y")
+            : name == absl::AsciiStrToLower(o.label_column)) {
+      return i;
+    }
+  }
+  if (!o.label_column.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--label_column=", o.label_column, ": no such column in ", o.path));
+  }
+  return columns - 1;
+}
+
+absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
+  auto text = ReadMaybeGzip(o.path);
+  if (!text.ok()) return text.status();
+  std::vector<absl::string_view> lines = absl::StrSplit(*text, '\n', absl::SkipWhitespace());
+  if (lines.empty()) return absl::InvalidArgumentError(absl::StrCat(o.path, " is empty"));
+  std::vector<std::string> header;
+  size_t first = 0;
+  float probe = 0;
+  std::vector<absl::string_view> cells = absl::StrSplit(lines[0], ',');
+  if (!ParseFloat(cells[0], &probe)) {  // a header row
+    for (auto c : cells) header.emplace_back(c);
+    first = 1;
+  }
+  const auto columns = static_cast<int64_t>(cells.size());
+  auto label = LabelColumn(o, header, columns);
+  if (!label.ok()) return label.status();
+  Dataset d;
+  const int64_t features = *label >= 0 ? columns - 1 : columns;
+  if (features < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(o.path, " has no feature columns"));
+  }
+  const float scale = o.input_scale != 0 ? o.input_scale : 1.0f;
+  for (size_t li = first; li < lines.size(); ++li) {
+    if (o.limit > 0 && d.size() >= o.limit) break;
+    cells = absl::StrSplit(lines[li], ',');
+    if (static_cast<int64_t>(cells.size()) != columns) {
+      return absl::InvalidArgumentError(absl::StrCat(o.path, " line ", li + 1, ": ", cells.size(),
+                                                     " columns, expected ", columns));
+    }
+    for (int64_t c = 0; c < columns; ++c) {
+      float v = 0;
+      if (!ParseFloat(cells[c], &v)) {
+        return absl::InvalidArgumentError(absl::StrCat(o.path, " line ", li + 1, " column ", c + 1,
+                                                       ": \"", cells[c], "\" is not a number"));
+      }
+      if (c != *label) {
+        d.features.push_back(v * scale);
+      } else if (v != static_cast<float>(static_cast<int32_t>(v)) || v < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(o.path, " line ", li + 1, ": label \"",
+                                                       cells[c], "\" is not a class index"));
+      } else {
+        d.labels.push_back(static_cast<int32_t>(v));
+      }
+    }
+  }
+  d.example_shape = {features};
+  if (!o.input_shape.empty()) {
+    int64_t n = 1;
+    for (int64_t s : o.input_shape) n *= s;
+    if (n != features) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input_shape=", absl::StrJoin(o.input_shape, ","), " has ", n,
+                       " elements but ", o.path, " has ", features, " feature columns"));
+    }
+    d.example_shape = o.input_shape;
+  }
+  d.description = absl::StrCat(d.size(), " examples of ", features, " features",
+                               *label >= 0 ? absl::StrCat(" (label: column ", *label + 1, ")") : "",
+                               " from ", o.path);
+  return d;
+}
+
+// Bytes as tokens (vocabulary 256), cut into windows of seq_len; targets are the next bytes.
+absl::StatusOr<Dataset> LoadText(const DataOptions& o) {
+  auto text = ReadMaybeGzip(o.path);
+  if (!text.ok()) return text.status();
+  if (o.seq_len < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--seq_len=", o.seq_len, " must be >= 1"));
+  }
+  const auto n = static_cast<int64_t>(text->size());
+  int64_t examples = n > o.seq_len ? (n - 1) / o.seq_len : 0;
+  if (examples == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.path, " has ", n, " bytes, fewer than --seq_len=", o.seq_len, " + 1"));
+  }
+  if (o.limit > 0 && o.limit < examples) examples = o.limit;
+  Dataset d;
+  d.tokens = true;
+  d.example_shape = {o.seq_len};
+  d.labels_per_example = o.seq_len;
+  const auto tokens = static_cast<size_t>(examples * o.seq_len);
+  d.token_ids.resize(tokens);
+  d.labels.resize(tokens);
+  for (size_t i = 0; i < tokens; ++i) {
+    d.token_ids[i] = static_cast<unsigned char>((*text)[i]);
+    d.labels[i] = static_cast<unsigned char>((*text)[i + 1]);
+  }
+  d.description = absl::StrCat(examples, " sequences of ", o.seq_len, " byte tokens from ", o.path);
+  return d;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
+  if (IsDirectory(path)) return absl::InvalidArgumentError(absl::StrCat(path, " is a directory"));
+  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
+  if (f == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::string out;
+  char buf[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  const bool failed = n < 0;
+  gzclose(f);
+  if (failed) return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path));
+  return out;
+}
+
+absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
+  auto raw = ReadMaybeGzip(path);
+  if (!raw.ok()) return raw.status();
+  const auto* p = reinterpret_cast<const unsigned char*>(raw->data());
+  // Magic: two zero bytes, type 0x08 (unsigned byte), then the number of dimensions.
+  if (raw->size() < 4 || p[0] != 0 || p[1] != 0 || p[2] != 0x08 || p[3] == 0 || p[3] > 4) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not an unsigned-byte IDX file"));
+  }
+  IdxArray out;
+  const size_t header = 4 + 4 * size_t{p[3]};
+  if (raw->size() < header) return absl::InvalidArgumentError(absl::StrCat(path, " is truncated"));
+  size_t elements = 1;
+  for (size_t i = 0; i < p[3]; ++i) {
+    const unsigned char* d = p + 4 + 4 * i;
+    const uint32_t dim =
+        (uint32_t{d[0]} << 24) | (uint32_t{d[1]} << 16) | (uint32_t{d[2]} << 8) | d[3];
+    out.dims.push_back(dim);
+    elements *= dim;
+  }
+  if (raw->size() != header + elements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", raw->size() - header, " data bytes, the header says ", elements));
+  }
+  out.bytes = raw->substr(header);
+  return out;
+}
+
+absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
+  if (o.path.empty()) return absl::InvalidArgumentError("--data is required");
+  std::string format = o.format;
+  if (format.empty()) {
+    if (IsDirectory(o.path) || absl::StrContains(o.path, "idx")) {
+      format = "idx";
+    } else if (absl::EndsWith(o.path, ".csv") || absl::EndsWith(o.path, ".csv.gz")) {
+      format = "csv";
+    } else {
+      format = "text";
+    }
+  }
+  if (format == "idx") return LoadIdx(o);
+  if (format == "csv") return LoadCsv(o);
+  if (format == "text") return LoadText(o);
+  return absl::InvalidArgumentError(
+      absl::StrCat("--format=", format, " is not one of idx, csv, text"));
+}
+
+}  // namespace qtrain::client

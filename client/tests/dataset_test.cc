@@ -1,0 +1,207 @@
+// The client's data loaders (IDX, CSV, text) and the batch iterator, on small files written here.
+#include "client/data/dataset.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace qtrain::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DatasetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("qtrain_dataset_test_" +
+            std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string Write(const std::string& name, const std::string& bytes, bool gzip = false) {
+    const std::string path = (dir_ / name).string();
+    if (gzip) {
+      gzFile f = gzopen(path.c_str(), "wb");
+      gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+      gzclose(f);
+    } else {
+      std::ofstream(path, std::ios::binary) << bytes;
+    }
+    return path;
+  }
+
+  // An IDX file of unsigned bytes: magic 0x0000 08 <rank>, big-endian dims, data = i % 251.
+  static std::string Idx(const std::vector<uint32_t>& dims) {
+    std::string s = {0, 0, 8, static_cast<char>(dims.size())};
+    size_t n = 1;
+    for (uint32_t d : dims) {
+      for (int shift = 24; shift >= 0; shift -= 8) s.push_back(static_cast<char>(d >> shift));
+      n *= d;
+    }
+    for (size_t i = 0; i < n; ++i) s.push_back(static_cast<char>(i % 251));
+    return s;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(DatasetTest, IdxDirectoryWithGzipAndPlainFiles) {
+  Write("train-images-idx3-ubyte.gz", Idx({5, 4, 3}), /*gzip=*/true);
+  Write("train-labels-idx1-ubyte", Idx({5}));
+  DataOptions o;
+  o.path = dir_.string();
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->size(), 5);
+  EXPECT_EQ(d->example_shape, (std::vector<int64_t>{4, 3, 1}));
+  EXPECT_FLOAT_EQ(d->features[13], 13 / 255.0f);
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{0, 1, 2, 3, 4}));
+
+  o.split = "t10k";
+  EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DatasetTest, IdxImagesFileFindsItsLabelsAndHonoursLimit) {
+  const std::string images = Write("x-images-idx3-ubyte", Idx({6, 2, 2}));
+  Write("x-labels-idx1-ubyte", Idx({6}));
+  DataOptions o;
+  o.path = images;
+  o.limit = 4;
+  o.input_scale = 1;
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->size(), 4);
+  EXPECT_EQ(d->labels.size(), 4u);
+  EXPECT_FLOAT_EQ(d->features[15], 15.0f);
+}
+
+TEST_F(DatasetTest, IdxRejectsBadFiles) {
+  std::string truncated = Idx({3, 2, 2});
+  truncated.pop_back();
+  auto r = ReadIdx(Write("a-images-idx3-ubyte", truncated));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("header says 12"), std::string::npos) << r.status();
+  EXPECT_EQ(ReadIdx(Write("b", "not idx")).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadIdx((dir_ / "missing").string()).status().code(), absl::StatusCode::kNotFound);
+  // Labels that disagree with the images in count.
+  const std::string images = Write("c-images-idx3-ubyte", Idx({3, 2, 2}));
+  Write("c-labels-idx1-ubyte", Idx({2}));
+  DataOptions o;
+  o.path = images;
+  EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DatasetTest, CsvLabelColumnByHeaderNameIndexOrLast) {
+  const std::string with_header = Write("h.csv", "a,label,b\n1,2,3\n4,5,6\n");
+  DataOptions o;
+  o.path = with_header;
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{2, 5}));
+  EXPECT_EQ(d->features, (std::vector<float>{1, 3, 4, 6}));
+
+  o.path = Write("n.csv.gz", "1,2,3\n4,5,6\n", /*gzip=*/true);
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{3, 6}));  // no header: the last column
+
+  o.label_column = "0";
+  o.input_shape = {2, 1};
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{1, 4}));
+  EXPECT_EQ(d->example_shape, (std::vector<int64_t>{2, 1}));
+
+  o.label_column = "none";
+  o.input_shape = {};
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->labels.empty());
+  EXPECT_EQ(d->example_shape, (std::vector<int64_t>{3}));
+}
+
+TEST_F(DatasetTest, CsvErrorsNameTheLineAndValue) {
+  DataOptions o;
+  o.path = Write("bad.csv", "1,2,3\n4,x,6\n");
+  auto d = LoadDataset(o);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("line 2 column 2: \"x\""), std::string::npos) << d.status();
+
+  o.path = Write("ragged.csv", "1,2,3\n4,5\n");
+  EXPECT_NE(LoadDataset(o).status().message().find("2 columns, expected 3"), std::string::npos);
+
+  o.path = Write("label.csv", "1,2,3.5\n");
+  EXPECT_NE(LoadDataset(o).status().message().find("not a class index"), std::string::npos);
+
+  o.path = Write("ok.csv", "1,2,3\n");
+  o.input_shape = {3};
+  EXPECT_NE(LoadDataset(o).status().message().find("--input_shape=3 has 3 elements"),
+            std::string::npos);
+  o.input_shape = {};
+  o.label_column = "nope";
+  EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DatasetTest, TextIsBytesInWindowsWithNextByteTargets) {
+  DataOptions o;
+  o.path = Write("t.txt", "abcdefghij");
+  o.seq_len = 3;
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), 3);  // (10 - 1) / 3 windows
+  EXPECT_TRUE(d->tokens);
+  EXPECT_EQ(d->token_ids[3], 'd');
+  EXPECT_EQ(d->labels[3], 'e');
+  EXPECT_EQ(d->labels[8], 'j');
+  v1::Batch b;
+  BatchIterator it(*d, 2, 1, false, 0);
+  ASSERT_TRUE(it.NextBatch(&b));
+  EXPECT_EQ(b.inputs().dtype(), v1::Tensor::I32);
+  EXPECT_EQ(b.inputs().shape_size(), 2);
+  EXPECT_EQ(b.targets().shape(1), 3);
+  EXPECT_EQ(b.targets().data().size(), 2 * 3 * sizeof(int32_t));
+
+  o.seq_len = 10;
+  EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DatasetTest, BatchIteratorCoversEveryRowOncePerEpoch) {
+  Dataset d;
+  d.example_shape = {2};
+  for (int i = 0; i < 10; ++i) {
+    d.features.insert(d.features.end(), {float(i), float(-i)});
+    d.labels.push_back(i);
+  }
+  BatchIterator it(d, 4, 2, /*shuffle=*/true, 7);
+  EXPECT_EQ(it.total_batches(), 6);  // 4 + 4 + 2 per epoch
+  std::multiset<int64_t> seen;
+  std::vector<int64_t> rows;
+  std::vector<size_t> sizes;
+  while (it.Next(&rows)) {
+    seen.insert(rows.begin(), rows.end());
+    sizes.push_back(rows.size());
+  }
+  EXPECT_EQ(sizes, (std::vector<size_t>{4, 4, 2, 4, 4, 2}));
+  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(seen.count(i), 2u) << i;
+
+  BatchIterator capped(d, 4, 5, false, 0, /*max_batches=*/3);
+  v1::Batch b;
+  int n = 0;
+  while (capped.NextBatch(&b)) ++n;
+  EXPECT_EQ(n, 3);
+  float first = 0;
+  std::memcpy(&first, b.inputs().data().data(), sizeof(float));
+  EXPECT_EQ(first, 8.0f);  // the third batch of an unshuffled pass starts at row 8
+  EXPECT_EQ(b.inputs().shape(0), 2);
+}
+
+}  // namespace
+}  // namespace qtrain::client

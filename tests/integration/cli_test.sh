@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The `qtrain` CLI against a real qtrain-server: every subcommand, every data format, --json
+# output and the documented exit codes. Usage: cli_test.sh BUILD_DIR
+set -uo pipefail
+BUILD=${1:?usage: cli_test.sh BUILD_DIR}
+source "$(dirname "$0")/server_env.sh"
+TMP=$(mktemp -d)
+start_server "$BUILD" "$TMP/data" || exit 1
+Q="$BUILD/bin/qtrain"
+FM=/usr/share/datasets/fashion-mnist
+FAILS=0
+
+# expect CODE CMD...: runs CMD, checks its exit status, keeps stdout in $OUT.
+expect() {
+  local want=$1
+  shift
+  OUT=$("$@" 2> "$TMP/stderr")
+  local rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL: exit $rc (want $want): $*" >&2
+    echo "$OUT" >&2
+    cat "$TMP/stderr" >&2
+    FAILS=$((FAILS + 1))
+  fi
+}
+# contains TEXT: the last command's stdout contains TEXT.
+contains() {
+  if ! grep -qF -- "$1" <<< "$OUT"; then
+    echo "FAIL: output lacks \"$1\":" >&2
+    echo "$OUT" >&2
+    FAILS=$((FAILS + 1))
+  fi
+}
+# json_check EXPR: a Python expression over the last stdout, parsed as JSON into `j`.
+json_check() {
+  if ! /usr/bin/python3 -c "import json,sys; j=json.loads(sys.stdin.read()); sys.exit(0 if ($1) else 1)" <<< "$OUT"; then
+    echo "FAIL: JSON check $1 on: $OUT" >&2
+    FAILS=$((FAILS + 1))
+  fi
+}
+
+expect 0 "$Q" health
+contains SERVING
+expect 0 "$Q" --help
+contains "exit codes"
+
+# A session from a preset, trained a few steps in float, then QAT, QT, SRQ calibration.
+expect 0 "$Q" session create fm --preset=mlp
+contains "Dense_0:dot_general0"
+expect 0 "$Q" train fm --data=$FM --steps=30 --json
+json_check 'j["steps"] == 30 and j["last_step"] == 30 and 0 < j["loss"] < 3 and 0 <= j["accuracy"] <= 1'
+expect 0 "$Q" train fm --data=$FM --steps=20 --rules=qat-int8 --progress=lines --log_every=10
+contains "train 10/20"
+contains "trained session fm: steps 31-50"
+expect 0 "$Q" rules set fm qt-int8
+contains "QT weights int8, activations int8, gradients int8"
+expect 0 "$Q" train fm --data=$FM --steps=10
+expect 0 "$Q" eval fm --data=$FM --split=t10k --limit=1000 --json
+json_check 'j["examples"] == "1000" and float(j["accuracy"]) > 0.5'
+expect 0 "$Q" calibrate fm --data=$FM --steps=5 --rules=srq-int8
+contains "dot_general0_lhs"
+expect 0 "$Q" stats fm --json
+json_check 'all(s["count"] == "5" and "scale" in s for s in j["stats"])'
+expect 0 "$Q" forward fm --data=$FM --split=t10k --batch_size=50
+contains "accuracy"
+
+# Checkpoints: save on the server, pull, push into a new session, same outputs.
+expect 0 "$Q" checkpoint save fm
+contains "saved session fm at step 60"
+expect 0 "$Q" checkpoint pull fm "$TMP/fm.safetensors"
+[ -s "$TMP/fm.safetensors" ] || { echo "FAIL: no checkpoint file" >&2; FAILS=$((FAILS + 1)); }
+expect 0 "$Q" checkpoint push copy "$TMP/fm.safetensors"
+contains "into session copy at step 60"
+expect 0 "$Q" forward fm --data=$FM --split=t10k --batch_size=20 --json
+A=$OUT
+expect 0 "$Q" forward copy --data=$FM --split=t10k --batch_size=20 --json
+[ "$A" = "$OUT" ] || { echo "FAIL: pushed checkpoint gives other outputs" >&2; FAILS=$((FAILS + 1)); }
+expect 0 "$Q" session list --json
+json_check 'sorted(s["session_id"] for s in j["sessions"]) == ["copy", "fm"]'
+
+# The other presets and data formats: CNN on an uncompressed IDX file, MLP on CSV, LM on text.
+gunzip -c $FM/t10k-images-idx3-ubyte.gz > "$TMP/t10k-images-idx3-ubyte"
+gunzip -c $FM/t10k-labels-idx1-ubyte.gz > "$TMP/t10k-labels-idx1-ubyte"
+expect 0 "$Q" session create cnn --preset=cnn
+expect 0 "$Q" train cnn --data="$TMP/t10k-images-idx3-ubyte" --steps=3 --batch_size=32
+contains "trained session cnn: steps 1-3"
+/usr/bin/python3 -c "
+import random
+random.seed(1)
+print('x1,x2,x3,x4,label')
+for i in range(200):
+    c = i % 3
+    print(','.join(str(round(random.gauss(c, 0.3), 3)) for _ in range(4)) + ',' + str(c))
+" > "$TMP/blobs.csv"
+expect 0 "$Q" session create blobs --preset=mlp --input_shape=4 --classes=3 --lr=0.01
+expect 0 "$Q" train blobs --data="$TMP/blobs.csv" --epochs=20 --batch_size=20 --json
+json_check 'j["accuracy"] > 0.9'
+bible -f Gen1:1-Gen2:25 > "$TMP/genesis.txt" 2>/dev/null || seq 1 3000 > "$TMP/genesis.txt"
+expect 0 "$Q" session create lm --preset=transformer-lm --seq_len=32 --rules=qt-int8
+contains "attn:einsum"
+expect 0 "$Q" train lm --data="$TMP/genesis.txt" --seq_len=32 --steps=3 --batch_size=8 --json
+json_check 'j["steps"] == 3 and j["loss"] > 0'
+
+# Exit codes that scripts rely on.
+expect 4 "$Q" session get nope
+expect 4 "$Q" stats nope --json
+json_check 'j["error"]["code"] == "NOT_FOUND" and j["error"]["exit"] == 4'
+expect 5 "$Q" session create fm --preset=mlp
+expect 6 "$Q" session create bad --model='{"input": {"shape": [4]}, "body": {"linear": {"features": 0}}}'
+expect 6 "$Q" train fm --data="$TMP/blobs.csv"   # 4 features for a 28x28x1 model
+expect 6 "$Q" rules set fm '{"rules": [{"module_path": "(", "weight_qtype": "int8"}]}'
+expect 2 "$Q" rules set fm int3-please
+expect 2 "$Q" train fm --data="$TMP/missing.csv"
+expect 2 "$Q" session create x --model="$TMP/missing.json"
+expect 2 "$Q" session frobnicate
+expect 2 "$Q"
+expect 2 "$Q" checkpoint push fm "$TMP/missing.safetensors"
+expect 3 "$Q" --server=127.0.0.1:1 session list
+expect 3 "$Q" --server=127.0.0.1:1 health --timeout=0.5
+# A failed pull leaves no file behind.
+expect 4 "$Q" checkpoint pull nope "$TMP/nope.safetensors"
+[ ! -e "$TMP/nope.safetensors" ] && [ ! -e "$TMP/nope.safetensors.part" ] ||
+  { echo "FAIL: failed pull left a file" >&2; FAILS=$((FAILS + 1)); }
+expect 0 "$Q" session delete copy
+expect 4 "$Q" session delete copy
+
+rm -rf "$TMP"
+if [ "$FAILS" -ne 0 ]; then
+  echo "cli_test: $FAILS failures" >&2
+  exit 1
+fi
+echo "cli_test: all checks passed"
