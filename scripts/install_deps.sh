@@ -12,7 +12,14 @@ PACKAGES=(
   libbenchmark-dev nlohmann-json3-dev zlib1g-dev libre2-dev
   # data for tests and the demo; promtool checks the /metrics scrape
   dataset-fashion-mnist bible-kjv prometheus
+  # the Python client (Debian's grpcio, protobuf, numpy; health / reflection protos)
+  python3-grpcio python3-protobuf python3-numpy grpc-proto
 )
+
+# The Node.js example needs node and npm; the machine may already have newer ones.
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(python3-torch python3-numpy libopenblas0-openmp)

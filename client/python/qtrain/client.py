@@ -1,0 +1,224 @@
+"""qtrain.Client: the qtrain.v1.Trainer service with numpy arrays and Python dicts.
+
+Every method raises QtrainError (with the server's gRPC status code and message) on failure.
+Configuration (model, rules, optimizer) may be given as protobuf messages, dicts in their JSON
+form, or JSON strings.
+"""
+
+import functools
+import json
+import os
+
+import grpc
+from google.protobuf import json_format
+
+from qtrain.grpc_protos import health_pb2, health_pb2_grpc
+from qtrain.safetensors import load_safetensors
+from qtrain.tensors import from_tensor, to_tensor
+from qtrain.v1 import model_pb2, optimizer_pb2, rules_pb2, trainer_service_pb2 as pb
+from qtrain.v1 import trainer_service_pb2_grpc
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+_CHUNK = 1 << 20
+
+
+class QtrainError(Exception):
+    """A failed call: `code` is the grpc.StatusCode, `message` the server's explanation."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _wrap(fn):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as e:
+            raise QtrainError(e.code(), e.details()) from None
+    return call
+
+
+def _message(value, cls):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        value = json.loads(value)
+    return json_format.ParseDict(value, cls())
+
+
+class Client:
+    """A connection to qtrain-server at `address` (default: $QTRAIN_SERVER, else
+    127.0.0.1:50051). Usable as a context manager; thread-safe like the gRPC channel."""
+
+    def __init__(self, address=None, channel=None):
+        self.address = address or os.environ.get("QTRAIN_SERVER") or DEFAULT_SERVER
+        self._channel = channel or grpc.insecure_channel(
+            self.address, options=[("grpc.max_receive_message_length", 256 << 20),
+                                   ("grpc.max_send_message_length", 256 << 20)])
+        self._stub = trainer_service_pb2_grpc.TrainerStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- health and sessions --------------------------------------------------------------
+
+    @_wrap
+    def health(self, service="", timeout=5.0):
+        """'SERVING', 'NOT_SERVING', ...; waits up to `timeout` seconds for the server."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        r = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout,
+                       wait_for_ready=True)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    @_wrap
+    def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=0):
+        return self._stub.CreateSession(pb.CreateSessionRequest(
+            session_id=session_id, model=_message(model, model_pb2.ModelSpec),
+            rules=_message(rules, rules_pb2.RuleSet),
+            optimizer=_message(optimizer, optimizer_pb2.OptimizerConfig), seed=seed))
+
+    @_wrap
+    def get_session(self, session_id):
+        return self._stub.GetSession(pb.GetSessionRequest(session_id=session_id))
+
+    @_wrap
+    def list_sessions(self):
+        return list(self._stub.ListSessions(pb.ListSessionsRequest()).sessions)
+
+    @_wrap
+    def delete_session(self, session_id):
+        self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id))
+
+    @_wrap
+    def update_rules(self, session_id, rules):
+        """Switches the rules between steps (float -> QAT -> QT share the float weights)."""
+        return self._stub.UpdateRules(pb.UpdateRulesRequest(
+            session_id=session_id, rules=_message(rules, rules_pb2.RuleSet)))
+
+    # -- streams --------------------------------------------------------------------------
+
+    def train(self, session_id, batches):
+        """Streams (inputs, targets) array pairs and yields one TrainResponse per step, in order
+        (step, loss, accuracy, grad_norm, learning_rate, examples, last_durable_step). Batches
+        are pipelined: the server's flow control paces the iterator."""
+        def requests():
+            first = True
+            for x, y in batches:
+                yield pb.TrainRequest(session_id=session_id if first else "",
+                                      batch=pb.Batch(inputs=to_tensor(x), targets=to_tensor(y)))
+                first = False
+            if first:
+                yield pb.TrainRequest(session_id=session_id)
+        try:
+            yield from self._stub.Train(requests())
+        except grpc.RpcError as e:
+            raise QtrainError(e.code(), e.details()) from None
+
+    @_wrap
+    def evaluate(self, session_id, batches, update_stats=False):
+        """Loss and accuracy over (inputs, targets) pairs: an EvaluateResponse."""
+        def requests():
+            first = True
+            for x, y in batches:
+                yield pb.EvaluateRequest(session_id=session_id if first else "",
+                                         update_stats=update_stats,
+                                         batch=pb.Batch(inputs=to_tensor(x), targets=to_tensor(y)))
+                first = False
+            if first:
+                yield pb.EvaluateRequest(session_id=session_id)
+        return self._stub.Evaluate(requests())
+
+    @_wrap
+    def calibrate(self, session_id, inputs, on_progress=None):
+        """Forward-only calibration over input arrays; returns the final QuantStats.
+        `on_progress(batches, examples)` is called as the server reports each batch."""
+        def requests():
+            first = True
+            for x in inputs:
+                yield pb.CalibrateRequest(session_id=session_id if first else "",
+                                          inputs=to_tensor(x))
+                first = False
+            if first:
+                yield pb.CalibrateRequest(session_id=session_id)
+        stats = None
+        for r in self._stub.Calibrate(requests()):
+            if r.HasField("stats"):
+                stats = r.stats
+            elif on_progress:
+                on_progress(r.batches, r.examples)
+        return stats
+
+    # -- one-shot calls -------------------------------------------------------------------
+
+    @_wrap
+    def forward(self, session_id, inputs):
+        """The model's outputs (logits) for an input array, as an array."""
+        r = self._stub.Forward(pb.ForwardRequest(session_id=session_id, inputs=to_tensor(inputs)))
+        return from_tensor(r.outputs)
+
+    @_wrap
+    def quant_stats(self, session_id):
+        """The session's QuantStats message (see stats_rows for plain rows)."""
+        return self._stub.GetQuantStats(pb.GetQuantStatsRequest(session_id=session_id))
+
+    @staticmethod
+    def stats_rows(stats):
+        """QuantStats as a list of dicts with numpy arrays (absent tensors are None)."""
+        rows = []
+        for s in stats.stats:
+            row = {"module_path": s.module_path, "name": s.name, "count": s.count,
+                   "qtype": s.qtype, "scale_error": s.scale_error}
+            for field in ("sum_of_absmax", "sum_of_min", "sum_of_max", "scale", "zero_point"):
+                row[field] = from_tensor(getattr(s, field)) if s.HasField(field) else None
+            rows.append(row)
+        return rows
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    @_wrap
+    def save_checkpoint(self, session_id):
+        """A durable checkpoint in the server's data dir: CheckpointInfo (step, bytes, crc32)."""
+        return self._stub.SaveCheckpoint(pb.SaveCheckpointRequest(session_id=session_id))
+
+    @_wrap
+    def download_checkpoint(self, session_id, path=None):
+        """The session's checkpoint as safetensors bytes; also written to `path` when given
+        (through a temporary file, so a failure leaves no partial file)."""
+        data = b"".join(c.data for c in self._stub.DownloadCheckpoint(
+            pb.DownloadCheckpointRequest(session_id=session_id)))
+        if path is not None:
+            tmp = f"{path}.part"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        return data
+
+    def checkpoint_arrays(self, session_id):
+        """({tensor name: ndarray}, metadata) of the session's checkpoint."""
+        return load_safetensors(self.download_checkpoint(session_id))
+
+    @_wrap
+    def upload_checkpoint(self, session_id, checkpoint):
+        """Sends a checkpoint (bytes or a file path) into session `session_id`, created from it
+        when new; returns CheckpointInfo."""
+        if not isinstance(checkpoint, (bytes, bytearray, memoryview)):
+            with open(checkpoint, "rb") as f:
+                checkpoint = f.read()
+        data = bytes(checkpoint)
+
+        def chunks():
+            yield pb.CheckpointChunk(session_id=session_id, data=data[:_CHUNK])
+            for at in range(_CHUNK, len(data), _CHUNK):
+                yield pb.CheckpointChunk(data=data[at:at + _CHUNK])
+        return self._stub.UploadCheckpoint(chunks())

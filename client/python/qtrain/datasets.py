@@ -1,0 +1,45 @@
+"""Data helpers for examples and tests: IDX files (MNIST / Fashion-MNIST, gzipped or not) and a
+batch iterator over numpy arrays."""
+
+import gzip
+import os
+
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def load_idx(path):
+    """An IDX file of unsigned bytes as a uint8 array of its dimensions."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] != 8 or not 1 <= raw[3] <= 4:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    rank = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(rank))
+    body = raw[4 + 4 * rank:]
+    if len(body) != int(np.prod(dims)):
+        raise ValueError(f"{path}: {len(body)} data bytes, the header says {int(np.prod(dims))}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR):
+    """(images float32 (N, 28, 28, 1) in [0, 1], labels int32 (N,)) of a Fashion-MNIST split."""
+    images = load_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"))
+    labels = load_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"))
+    n = len(labels) if limit is None else min(limit, len(labels))
+    x = images[:n, :, :, None].astype(np.float32) / 255.0
+    return x, labels[:n].astype(np.int32)
+
+
+def batches(x, y=None, batch_size=128, epochs=1, shuffle=False, seed=0):
+    """Yields (x_batch, y_batch) — or x_batch alone when y is None — for `epochs` passes."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    for _ in range(epochs):
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for at in range(0, n, batch_size):
+            rows = order[at:at + batch_size]
+            yield x[rows] if y is None else (x[rows], y[rows])

@@ -1,0 +1,55 @@
+"""A small, dependency-free reader of safetensors files (the format of qtrain checkpoints).
+
+Layout: an 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape,
+data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the tensor bytes.
+"""
+
+import json
+import os
+import struct
+
+import numpy as np
+
+_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "i1", "U8": "u1", "BOOL": "?",
+}
+
+
+def load_safetensors(data):
+    """Parses safetensors bytes (or reads a path) into ({name: ndarray}, metadata dict).
+
+    Raises ValueError for a malformed file: bad header length or JSON, unknown dtype, offsets
+    outside the data or sizes that disagree with the shape.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        with open(data, "rb") as f:
+            data = f.read()
+    data = memoryview(bytes(data))
+    if len(data) < 8:
+        raise ValueError("safetensors: shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError(f"safetensors: header length {n} exceeds the file ({len(data)} bytes)")
+    try:
+        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"safetensors: header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise ValueError("safetensors: header is not a JSON object")
+    metadata = header.pop("__metadata__", {}) or {}
+    body = data[8 + n:]
+    arrays = {}
+    for name, info in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[info["dtype"]])
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"safetensors: bad entry for {name!r}: {info!r}") from None
+        count = int(np.prod(shape, dtype=np.int64))
+        if not 0 <= begin <= end <= len(body) or end - begin != count * dtype.itemsize:
+            raise ValueError(f"safetensors: {name!r} offsets [{begin}, {end}) do not fit "
+                             f"shape {shape} {info['dtype']} in {len(body)} data bytes")
+        arrays[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
+    return arrays, metadata

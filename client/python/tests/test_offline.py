@@ -1,0 +1,79 @@
+"""Tensor conversion and the safetensors reader, without a server."""
+
+import json
+import struct
+import unittest
+
+import numpy as np
+
+import qtrain
+from qtrain.v1 import tensor_pb2
+
+
+def safetensors_bytes(tensors, metadata=None, header_override=None):
+    header, body = {}, b""
+    for name, (dtype, array) in tensors.items():
+        raw = array.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape),
+                        "data_offsets": [len(body), len(body) + len(raw)]}
+        body += raw
+    if metadata:
+        header["__metadata__"] = metadata
+    if header_override is not None:
+        header = header_override
+    h = json.dumps(header).encode()
+    return struct.pack("<Q", len(h)) + h + body
+
+
+class TensorTest(unittest.TestCase):
+    def test_round_trip_keeps_dtype_shape_and_values(self):
+        for a in (np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+                  np.arange(-5, 5, dtype=np.int32).reshape(2, 5),
+                  np.array([[1, 255]], dtype=np.uint8), np.array([-128, 127], dtype=np.int8)):
+            b = qtrain.from_tensor(qtrain.to_tensor(a))
+            self.assertEqual(b.dtype, a.dtype)
+            np.testing.assert_array_equal(a, b)
+
+    def test_wide_types_narrow_to_the_wire_types(self):
+        self.assertEqual(qtrain.to_tensor(np.zeros(3)).dtype, tensor_pb2.Tensor.F32)
+        self.assertEqual(qtrain.to_tensor(np.arange(3)).dtype, tensor_pb2.Tensor.I32)
+        with self.assertRaisesRegex(ValueError, "int32"):
+            qtrain.to_tensor(np.array([2**40]))
+        with self.assertRaisesRegex(ValueError, "no wire type"):
+            qtrain.to_tensor(np.zeros(2, dtype=np.complex64))
+
+    def test_a_short_tensor_is_rejected(self):
+        t = tensor_pb2.Tensor(dtype=tensor_pb2.Tensor.F32, shape=[2, 2], data=b"\0" * 12)
+        with self.assertRaisesRegex(ValueError, "needs 16 bytes"):
+            qtrain.from_tensor(t)
+
+
+class SafetensorsTest(unittest.TestCase):
+    def test_reads_tensors_and_metadata(self):
+        w = np.arange(6, dtype=np.float32).reshape(2, 3)
+        c = np.array([7], dtype=np.int32)
+        arrays, meta = qtrain.load_safetensors(
+            safetensors_bytes({"w": ("F32", w), "c": ("I32", c)}, {"step": "3"}))
+        np.testing.assert_array_equal(arrays["w"], w)
+        np.testing.assert_array_equal(arrays["c"], c)
+        self.assertEqual(meta, {"step": "3"})
+
+    def test_malformed_files_raise_value_error(self):
+        good = safetensors_bytes({"w": ("F32", np.zeros(4, np.float32))})
+        bad = [
+            b"\1\2",
+            struct.pack("<Q", 1000) + b"{}",
+            struct.pack("<Q", 3) + b"{x}",
+            safetensors_bytes({}, header_override={"w": {"dtype": "Q7", "shape": [1],
+                                                         "data_offsets": [0, 4]}}),
+            safetensors_bytes({}, header_override={"w": {"dtype": "F32", "shape": [2],
+                                                         "data_offsets": [0, 4]}}),
+            good[:-1],
+        ]
+        for data in bad:
+            with self.assertRaises(ValueError, msg=data[:40]):
+                qtrain.load_safetensors(data)
+
+
+if __name__ == "__main__":
+    unittest.main()

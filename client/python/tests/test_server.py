@@ -1,0 +1,134 @@
+"""The Python package against the real qtrain-server: sessions, the training iterator, rules
+switched between steps, evaluation, calibration, quant stats, Forward checked against numpy,
+checkpoints as arrays, errors, health, reflection and the example script."""
+
+import os
+import subprocess
+import sys
+import unittest
+
+import grpc
+import numpy as np
+
+import qtrain
+from qtrain.grpc_protos import reflection_pb2, reflection_pb2_grpc
+from tests_server import Server  # noqa: E402  (same folder)
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "finetune_fashion_mnist.py")
+
+
+class ServerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.client = qtrain.Client(cls.server.address)
+        cls.x, cls.y = qtrain.load_fashion_mnist("train", limit=2560)
+        cls.xt, cls.yt = qtrain.load_fashion_mnist("t10k", limit=1000)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.server.stop()
+
+    def test_health_and_reflection(self):
+        self.assertEqual(self.client.health(), "SERVING")
+        channel = grpc.insecure_channel(self.server.address)
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reqs = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="qtrain.v1.Trainer")]
+        responses = list(stub.ServerReflectionInfo(iter(reqs)))
+        services = {s.name for s in responses[0].list_services_response.service}
+        self.assertIn("qtrain.v1.Trainer", services)
+        self.assertIn("grpc.health.v1.Health", services)
+        self.assertTrue(responses[1].file_descriptor_response.file_descriptor_proto)
+        channel.close()
+
+    def test_float_qat_qt_lifecycle(self):
+        c = self.client
+        s = c.create_session("py-life", model=qtrain.presets.MLP, optimizer=qtrain.presets.ADAMW,
+                             seed=3)
+        self.assertEqual(s.parameters, 784 * 256 + 256 + 256 * 10 + 10)
+        steps = [r.step for r in c.train("py-life", qtrain.batches(self.x, self.y, 128, epochs=2,
+                                                                     shuffle=True))]
+        self.assertEqual(steps, list(range(1, 41)))
+        float_acc = c.evaluate("py-life", qtrain.batches(self.xt, self.yt, 250)).accuracy
+        self.assertGreater(float_acc, 0.6)
+
+        for rules in (qtrain.presets.QAT_INT8, qtrain.presets.QT_INT8):
+            s = c.update_rules("py-life", rules)
+            self.assertTrue(all(op.rule_index == 0 for op in s.ops))
+            last = list(c.train("py-life", qtrain.batches(self.x, self.y, 128)))[-1]
+            self.assertTrue(np.isfinite(last.loss))
+        ev = c.evaluate("py-life", qtrain.batches(self.xt, self.yt, 250))
+        self.assertEqual(ev.examples, 1000)
+        self.assertGreater(ev.accuracy, float_acc - 0.1)
+
+        c.update_rules("py-life", qtrain.presets.SRQ_INT8)
+        progress = []
+        stats = c.calibrate("py-life", qtrain.batches(self.x[:640], batch_size=128),
+                            on_progress=lambda b, e: progress.append((b, e)))
+        self.assertEqual(progress[-1], (5, 640))
+        rows = qtrain.Client.stats_rows(stats)
+        self.assertEqual({r["module_path"] for r in rows}, {"Dense_0", "head"})
+        for r in rows:
+            self.assertEqual(r["count"], 5)
+            self.assertEqual(r["qtype"], "int8")
+            # Derived scale = mean absmax / 127.5 (symmetric int8, numerics.md).
+            np.testing.assert_allclose(r["scale"], r["sum_of_absmax"] / 5 / 127.5, rtol=1e-6)
+        self.assertEqual(qtrain.Client.stats_rows(c.quant_stats("py-life"))[0]["count"], 5)
+        c.delete_session("py-life")
+
+    def test_forward_matches_numpy_on_the_downloaded_weights(self):
+        c = self.client
+        c.create_session("py-np", model=qtrain.presets.MLP, seed=5)
+        list(c.train("py-np", qtrain.batches(self.x, self.y, 256)))
+        arrays, meta = c.checkpoint_arrays("py-np")
+        self.assertEqual(meta["step"], "10")
+        p = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        x = self.xt[:64]
+        h = np.maximum(x.reshape(64, -1) @ p["Dense_0/kernel"] + p["Dense_0/bias"], 0)
+        want = h @ p["head/kernel"] + p["head/bias"]
+        got = c.forward("py-np", x)
+        self.assertEqual(got.shape, (64, 10))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+        # The same checkpoint into a new session gives the same outputs, bit for bit.
+        info = c.upload_checkpoint("py-np-copy", c.download_checkpoint("py-np"))
+        self.assertEqual(info.step, 10)
+        np.testing.assert_array_equal(c.forward("py-np-copy", x), got)
+        c.delete_session("py-np")
+        c.delete_session("py-np-copy")
+
+    def test_errors_carry_the_code_and_leave_the_session_usable(self):
+        c = self.client
+        with self.assertRaises(qtrain.QtrainError) as e:
+            c.get_session("py-missing")
+        self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertIn("py-missing", e.exception.message)
+
+        c.create_session("py-err", model=qtrain.presets.MLP)
+        with self.assertRaises(qtrain.QtrainError) as e:
+            list(c.train("py-err", [(np.zeros((4, 10), np.float32), np.zeros(4, np.int32))]))
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(qtrain.QtrainError) as e:
+            c.update_rules("py-err", {"rules": [{"module_path": "(", "weight_qtype": "int8"}]})
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(qtrain.QtrainError) as e:
+            c.upload_checkpoint("py-err-2", b"not a checkpoint")
+        self.assertEqual(c.get_session("py-err").step, 0)
+        self.assertEqual(len(list(c.train("py-err", qtrain.batches(self.x[:256], self.y[:256],
+                                                                   128)))), 2)
+        c.delete_session("py-err")
+
+    def test_example_script(self):
+        out = subprocess.run(
+            [sys.executable, EXAMPLE, "--server", self.server.address, "--limit", "3000"],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        for text in ("float", "QAT int8", "QT int8", "dot_general0_lhs", "scale"):
+            self.assertIn(text, out.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
