@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Installs every Debian package qtrain needs to build, test, benchmark and run its demo.
-# Idempotent: does nothing when all packages are present. Needs root (or sudo).
+# Installs the Debian packages qtrain needs. Idempotent: does nothing when all are present.
+# Needs root (or sudo).
+#   install_deps.sh           build, test and run the demo (the default)
+#   install_deps.sh --build   compile qtrain-server and the qtrain CLI only (the Docker image)
+#   install_deps.sh --bench   the default, plus PyTorch and OpenBLAS for `make bench`
 set -euo pipefail
 
+# Compiling: the toolchain and the -dev libraries (grpc-proto: the health stubs of the CLI).
 PACKAGES=(
-  # toolchain
-  g++ cmake ninja-build make pkg-config ccache clang-format clang-tidy
-  # libraries
+  g++ cmake ninja-build make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev
-  libbenchmark-dev nlohmann-json3-dev zlib1g-dev libre2-dev
-  # data for tests and the demo; promtool checks the /metrics scrape
-  dataset-fashion-mnist bible-kjv prometheus
-  # the Python client (Debian's grpcio, protobuf, numpy; health / reflection protos)
-  python3-grpcio python3-protobuf python3-numpy grpc-proto
+  prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev zlib1g-dev libre2-dev
+  grpc-proto
 )
 
-# The Node.js example needs node and npm; the machine may already have newer ones.
-if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
-  PACKAGES+=(nodejs npm)
+if [ "${1:-}" != "--build" ]; then
+  PACKAGES+=(
+    # developer tools and the test / benchmark frameworks
+    ccache clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
+    # data for tests and the demo; promtool checks the /metrics scrape
+    dataset-fashion-mnist bible-kjv prometheus
+    # the Python client (Debian's grpcio, protobuf, numpy)
+    python3-grpcio python3-protobuf python3-numpy
+  )
+  # The Node.js example needs node and npm; the machine may already have newer ones.
+  if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
+    PACKAGES+=(nodejs npm)
+  fi
 fi
 
 if [ "${1:-}" = "--bench" ]; then

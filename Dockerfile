@@ -1,0 +1,38 @@
+# qtrain-server image. Stage 1 compiles with Debian's -dev packages; stage 2 holds the runtime
+# libraries, qtrain-server and the qtrain CLI (for the health check) only, running as a non-root
+# user with its data dir on a volume. Build and check it offline with scripts/docker_verify.sh.
+#
+#   docker build --network host -t qtrain .
+#   docker run -p 50051:50051 -p 9464:9464 -v qtrain-data:/var/lib/qtrain qtrain
+ARG BASE=debian:bookworm-slim
+
+FROM ${BASE} AS build
+WORKDIR /src
+COPY scripts/install_deps.sh scripts/
+RUN bash scripts/install_deps.sh --build && rm -rf /var/lib/apt/lists/*
+COPY . .
+RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+      -DQTRAIN_BUILD_BENCHMARKS=OFF -DQTRAIN_BUILD_PYTHON=OFF \
+    && cmake --build /build --target qtrain-server qtrain \
+    && strip /build/bin/qtrain-server /build/bin/qtrain
+
+FROM ${BASE}
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+       libabsl20220623 libc-ares2 libcivetweb1 libdnnl2 libgomp1 libgrpc++1.51 libgrpc29 \
+       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprotobuf32 libre2-9 libssl3 \
+       ocl-icd-libopencl1 zlib1g \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/qtrain --create-home qtrain
+COPY --from=build /build/bin/qtrain-server /build/bin/qtrain /usr/local/bin/
+USER qtrain
+WORKDIR /var/lib/qtrain
+VOLUME /var/lib/qtrain
+# gRPC and Prometheus /metrics. The health check asks $QTRAIN_SERVER: set it too when you
+# change --listen.
+EXPOSE 50051 9464
+ENV QTRAIN_SERVER=127.0.0.1:50051
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["qtrain", "health", "--timeout=3"]
+ENTRYPOINT ["qtrain-server"]
+CMD ["--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9464", "--data_dir=/var/lib/qtrain"]
