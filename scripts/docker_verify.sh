@@ -53,7 +53,7 @@ log "built in $(( $(date +%s) - start )) s; image $(docker image inspect -f '{{.
 
 log "the image runs as non-root and carries no compiler"
 docker run --rm --entrypoint sh qtrain:verify -c \
-  'test "$(id -u)" = 10001 && ! command -v g++ && ! command -v cmake && qtrain-server --help > /dev/null'
+  'test "$(id -u)" = 10001 && ! command -v g++ && ! command -v cmake && qtrain --help > /dev/null'
 
 VOL="$WORK/volume"
 mkdir -p "$VOL" && chown 10001:10001 "$VOL"
