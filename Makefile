@@ -8,6 +8,7 @@
 #   make bench    benchmarks + ratio tables (numbers recorded in docs/PERFORMANCE.md)
 #   make format   clang-format in place;  make format-check  fails on unformatted files
 #   make tidy     clang-tidy over the sources (uses build/compile_commands.json)
+#   make docker-verify  build the Docker image and check it end to end (root; no registry needed)
 
 BUILD_DIR ?= build
 ASAN_DIR  ?= build-asan
@@ -15,7 +16,7 @@ JOBS      ?= $(shell nproc)
 CMAKE_FLAGS ?=
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all deps build test asan bench demo format format-check tidy clean
+.PHONY: all deps build test asan bench demo format format-check tidy clean docker-verify
 
 all: build
 
@@ -61,3 +62,6 @@ tidy: build
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+
+docker-verify:
+	bash scripts/docker_verify.sh

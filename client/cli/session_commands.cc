@@ -1,4 +1,6 @@
 // session create|get|list|delete, rules set, stats, checkpoint save|pull|push, health.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 
@@ -64,9 +66,8 @@ int NeedSession(const Invocation& inv, const char* command) {
 
 absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value) {
   if (IsRulesPreset(value)) return RulesPreset(value);
-  if (value.find('{') == std::string::npos && value.find('.') == std::string::npos &&
-      value.find('/') == std::string::npos) {
-    return RulesPreset(value);  // a word that is no preset: say which presets exist
+  if (value.find('{') == std::string::npos && access(value.c_str(), F_OK) != 0) {
+    return RulesPreset(value);  // neither JSON nor a file: say which presets exist
   }
   v1::RuleSet rules;
   absl::Status s = LoadJsonMessage("rules", value, &rules);
