@@ -1,8 +1,10 @@
 // session create|get|list|delete, rules set, stats, checkpoint save|pull|push, health.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
