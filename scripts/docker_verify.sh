@@ -29,10 +29,17 @@ dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
   --data-root "$WORK/data-root" --exec-root "$WORK/exec-root" -H "$DOCKER_HOST" \
   --pidfile "$WORK/dockerd.pid" > "$WORK/dockerd.log" 2>&1 &
 DOCKERD=$!
+# Stops the container and the daemon; keeps the script's exit status.
 cleanup() {
+  local rc=$?
   docker rm -f qtrain-verify > /dev/null 2>&1 || true
   kill $DOCKERD 2> /dev/null && wait $DOCKERD 2> /dev/null || true
-  [ "$KEEP" = "--keep" ] || rm -rf "$WORK"
+  if [ "$KEEP" != "--keep" ]; then
+    # dockerd leaves its network namespace mounted under exec-root.
+    umount "$WORK"/exec-root/netns/* 2> /dev/null || true
+    rm -rf "$WORK" 2> /dev/null || echo "docker_verify: could not remove all of $WORK" >&2
+  fi
+  exit $rc
 }
 trap cleanup EXIT
 for _ in $(seq 1 60); do docker info > /dev/null 2>&1 && break; sleep 0.5; done
