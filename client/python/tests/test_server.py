@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 
 import qtrain
-from qtrain.grpc_protos import reflection_pb2, reflection_pb2_grpc
+from qtrain.grpc_protos import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
 from tests_server import Server  # noqa: E402  (same folder)
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "finetune_fashion_mnist.py")
@@ -41,6 +41,10 @@ class ServerTest(unittest.TestCase):
         self.assertIn("qtrain.v1.Trainer", services)
         self.assertIn("grpc.health.v1.Health", services)
         self.assertTrue(responses[1].file_descriptor_response.file_descriptor_proto)
+        # health Watch streams the current status first.
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        self.assertEqual(next(watch).status, health_pb2.HealthCheckResponse.SERVING)
+        watch.cancel()
         channel.close()
 
     def test_float_qat_qt_lifecycle(self):
