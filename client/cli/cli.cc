@@ -66,6 +66,7 @@ void PrintJson(const google::protobuf::Message& message) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;  // step 0 and accuracy 0 are answers too
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
   std::printf("%s\n", out.c_str());
 }

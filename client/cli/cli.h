@@ -13,7 +13,7 @@
 
 namespace qtrain::cli {
 
-// Exit codes scripts can rely on (documented in `qtrain --help` and docs/cli.md).
+// Exit codes scripts can rely on (documented in `qtrain --help` and docs/clients.md).
 enum ExitCode : int {
   kOk = 0,
   kServerError = 1,        // any other error the server answered

@@ -7,11 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "client/cli/commands.h"
 #include "client/cli/flags.h"
 
@@ -32,7 +35,8 @@ commands:
   session delete ID               delete a session (and its data on the server)
   rules set ID RULES              switch the rules between steps: float, qat-int8, qt-int8,
                                   srq-int8, qat-int4, a JSON file or inline JSON
-  train ID --data=D               train for --epochs (or --steps) batches of --batch_size;
+  train ID --data=D               train for --epochs, or --steps batches (over as many passes
+                                  as they need), of --batch_size;
                                   --rules=R switches the rules first
   eval ID --data=D                loss and accuracy (--update_stats also updates quant stats)
   calibrate ID --data=D           forward-only pass that collects SRQ statistics, then the stats
@@ -56,7 +60,7 @@ common flags:
 exit codes:
   0 ok   1 other server error   2 usage or local file error   3 server unreachable
   4 no such session   5 session exists   6 request rejected (invalid argument, failed
-  precondition)   7 server limit reached   8 health: not serving
+  precondition, out of range)   7 server limit reached   8 health: not serving
 )";
 
 using Command = std::function<int(qtrain::cli::Invocation&)>;
@@ -82,6 +86,36 @@ const std::map<std::string, Command>& Commands() {
   return *commands;
 }
 
+// Unknown flags and bad `--flag=value`s are usage errors (exit 2); absl's parser would exit 1.
+int CheckFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
+    if (arg.empty()) continue;
+    const size_t eq = arg.find('=');
+    absl::string_view name = arg.substr(0, eq);
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::ConsumePrefix(&name, "no")) {
+      flag = absl::FindCommandLineFlag(name);  // --noshuffle
+    }
+    std::string error;
+    if (flag == nullptr) {
+      error = absl::StrCat("unknown flag --", arg.substr(0, eq));
+    } else if (eq != absl::string_view::npos) {
+      if (!flag->ParseFrom(arg.substr(eq + 1), &error))
+        error = absl::StrCat("--", arg, ": ", error);
+    } else if (!flag->IsOfType<bool>()) {
+      ++i;  // "--flag value": the next word is the value (absl's parser checks it)
+    }
+    if (!error.empty()) {
+      std::fprintf(stderr, "qtrain: USAGE: %s (see `qtrain help`)\n", error.c_str());
+      return qtrain::cli::kUsage;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,6 +126,7 @@ int main(int argc, char** argv) {
     }
   }
   absl::SetProgramUsageMessage("command-line client of qtrain-server; see `qtrain help`");
+  if (int rc = CheckFlags(argc, argv); rc != 0) return rc;
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> words(positional.begin() + 1, positional.end());
   if (words.empty() || words[0] == "help") {

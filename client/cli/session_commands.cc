@@ -204,6 +204,14 @@ int CheckpointSave(Invocation& inv) {
 
 int CheckpointPull(Invocation& inv) {
   if (inv.args.size() != 2) return Usage(inv, "checkpoint pull needs SESSION FILE");
+  // A target we cannot write is a local error, found before the download starts.
+  const std::string part = absl::StrCat(inv.args[1], ".part");
+  if (FILE* f = std::fopen(part.c_str(), "wb")) {
+    std::fclose(f);
+    std::remove(part.c_str());
+  } else {
+    return Usage(inv, absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
+  }
   auto bytes = inv.client->DownloadCheckpoint(inv.args[0], inv.args[1]);
   if (!bytes.ok()) return Fail(inv, "checkpoint pull", bytes.status());
   if (inv.json) {
@@ -242,6 +250,9 @@ int Health(Invocation& inv) {
   const double timeout = absl::GetFlag(FLAGS_timeout);
   auto status =
       inv.client->Health(absl::GetFlag(FLAGS_service), absl::Seconds(timeout > 0 ? timeout : 5));
+  if (status.status().code() == absl::StatusCode::kNotFound) {
+    status = std::string("SERVICE_UNKNOWN");  // the server does not know --service
+  }
   if (!status.ok()) return Fail(inv, "health", status.status());
   if (inv.json) {
     std::printf("%s\n", nlohmann::json({{"status", *status}}).dump().c_str());

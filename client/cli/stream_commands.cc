@@ -36,12 +36,23 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     out.exit_code = Usage(inv, std::string(data.status().message()));
     return out;
   }
+  if (data->size() == 0) {
+    out.exit_code = Usage(inv, absl::StrCat("--data=", absl::GetFlag(FLAGS_data), " is empty"));
+    return out;
+  }
   if (need_labels && data->labels.empty()) {
     out.exit_code = Usage(inv, absl::StrCat(command, " needs labelled data (--label_column)"));
     return out;
   }
-  if (data->size() == 0) {
-    out.exit_code = Usage(inv, absl::StrCat("--data=", absl::GetFlag(FLAGS_data), " is empty"));
+  const std::string progress = absl::GetFlag(FLAGS_progress);
+  if (progress != "auto" && progress != "bar" && progress != "lines" && progress != "none") {
+    out.exit_code =
+        Usage(inv, absl::StrCat("--progress=", progress, " is not one of auto, bar, lines, none"));
+    return out;
+  }
+  if (absl::GetFlag(FLAGS_epochs) < 1 || absl::GetFlag(FLAGS_steps) < 0 ||
+      absl::GetFlag(FLAGS_batch_size) < 1) {
+    out.exit_code = Usage(inv, "--epochs and --batch_size must be >= 1, --steps >= 0");
     return out;
   }
   out.data = *std::move(data);
@@ -89,9 +100,15 @@ class Window {
 int Train(Invocation& inv) {
   StreamSetup setup = Setup(inv, "train", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
-  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
-                                absl::GetFlag(FLAGS_epochs), absl::GetFlag(FLAGS_shuffle),
-                                absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_steps));
+  // --steps overrides --epochs: as many passes as the steps need.
+  const int64_t batch = std::min(absl::GetFlag(FLAGS_batch_size), setup.data.size());
+  const int64_t per_epoch = (setup.data.size() + batch - 1) / batch;
+  const int64_t steps = absl::GetFlag(FLAGS_steps);
+  const int epochs =
+      steps > 0 ? static_cast<int>(std::min<int64_t>((steps + per_epoch - 1) / per_epoch, 1 << 30))
+                : absl::GetFlag(FLAGS_epochs);
+  client::BatchIterator batches(setup.data, batch, epochs, absl::GetFlag(FLAGS_shuffle),
+                                absl::GetFlag(FLAGS_seed), steps);
   Progress progress = MakeProgress(inv, "train", batches.total_batches());
   Window loss, accuracy;
   int64_t done = 0, first_step = -1, last_step = -1, durable = -1, examples = 0;

@@ -6,6 +6,7 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <cstdio>
 
@@ -16,6 +17,7 @@ namespace qtrain::client {
 namespace {
 
 constexpr size_t kChunkBytes = 1 << 20;
+constexpr int kMaxMessageBytes = 256 << 20;
 
 // Runs one unary call `call(ctx, response)` and returns the response or the server's status.
 template <typename Response, typename Call>
@@ -38,8 +40,12 @@ Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::Trainer::NewStub(channel_)) {}
 
 std::unique_ptr<Client> Client::Connect(const std::string& address) {
+  // Outputs (e.g. a language model's logits) and stats can exceed gRPC's 4 MiB default.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
   return std::unique_ptr<Client>(
-      new Client(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+      new Client(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
 }
 
 absl::StatusOr<std::string> Client::Health(const std::string& service, absl::Duration timeout) {
@@ -133,7 +139,10 @@ absl::StatusOr<v1::EvaluateResponse> Client::Evaluate(const std::string& id,
     req.Clear();
     req.set_update_stats(update_stats);
   }
-  if (!req.session_id().empty()) writer->Write(req);  // no batch at all: name the session
+  if (!req.session_id().empty()) {  // no batch at all: still name the session
+    req.clear_batch();
+    writer->Write(req);
+  }
   writer->WritesDone();
   absl::Status s = FromGrpc(writer->Finish());
   if (!s.ok()) return s;
@@ -152,7 +161,10 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
       if (!stream->Write(req)) break;
       req.Clear();
     }
-    if (!req.session_id().empty()) stream->Write(req);
+    if (!req.session_id().empty()) {  // no input at all: still name the session
+      req.clear_inputs();
+      stream->Write(req);
+    }
     stream->WritesDone();
   });
   v1::CalibrateResponse resp, last;

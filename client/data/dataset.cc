@@ -55,7 +55,10 @@ void Dataset::FillTargets(const std::vector<int64_t>& rows, v1::Tensor* out) con
 
 BatchIterator::BatchIterator(const Dataset& data, int64_t batch_size, int epochs, bool shuffle,
                              uint64_t seed, int64_t max_batches)
-    : data_(data), batch_size_(std::max<int64_t>(1, batch_size)), shuffle_(shuffle), rng_(seed) {
+    : data_(data),
+      batch_size_(std::clamp<int64_t>(batch_size, 1, std::max<int64_t>(1, data.size()))),
+      shuffle_(shuffle),
+      rng_(seed) {
   const int64_t n = data.size();
   total_ = (n + batch_size_ - 1) / batch_size_ * std::max(0, epochs);
   if (max_batches > 0) total_ = std::min(total_, max_batches);

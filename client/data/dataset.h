@@ -58,8 +58,9 @@ struct IdxArray {
 };
 absl::StatusOr<IdxArray> ReadIdx(const std::string& path);
 
-// Cuts a dataset into batches of `batch_size` (the last may be smaller) for `epochs` passes,
-// shuffling each pass when `shuffle`; stops early after `max_batches` (0: no limit).
+// Cuts a dataset into batches of `batch_size` (the last may be smaller; clamped to [1, size]) for
+// `epochs` passes, shuffling each pass when `shuffle`; stops early after `max_batches` (0: no
+// limit).
 class BatchIterator {
  public:
   BatchIterator(const Dataset& data, int64_t batch_size, int epochs, bool shuffle, uint64_t seed,

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/data/dataset.h"
 
 namespace qtrain::client {
@@ -131,7 +132,9 @@ absl::StatusOr<int64_t> LabelColumn(const DataOptions& o, const std::vector<std:
 absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
   auto text = ReadMaybeGzip(o.path);
   if (!text.ok()) return text.status();
-  std::vector<absl::string_view> lines = absl::StrSplit(*text, '\n', absl::SkipWhitespace());
+  absl::string_view body = *text;
+  absl::ConsumePrefix(&body, "\xEF\xBB\xBF");  // a UTF-8 byte-order mark
+  std::vector<absl::string_view> lines = absl::StrSplit(body, '\n', absl::SkipWhitespace());
   if (lines.empty()) return absl::InvalidArgumentError(absl::StrCat(o.path, " is empty"));
   std::vector<std::string> header;
   size_t first = 0;
@@ -150,8 +153,9 @@ absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(o.path, " has no feature columns"));
   }
   const float scale = o.input_scale != 0 ? o.input_scale : 1.0f;
-  for (size_t li = first; li < lines.size(); ++li) {
-    if (o.limit > 0 && d.size() >= o.limit) break;
+  int64_t rows = 0;
+  for (size_t li = first; li < lines.size(); ++li, ++rows) {
+    if (o.limit > 0 && rows >= o.limit) break;
     cells = absl::StrSplit(lines[li], ',');
     if (static_cast<int64_t>(cells.size()) != columns) {
       return absl::InvalidArgumentError(absl::StrCat(o.path, " line ", li + 1, ": ", cells.size(),
@@ -165,7 +169,8 @@ absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
       }
       if (c != *label) {
         d.features.push_back(v * scale);
-      } else if (v != static_cast<float>(static_cast<int32_t>(v)) || v < 0) {
+      } else if (!(v >= 0 && v < 2147483648.0f) ||
+                 v != static_cast<float>(static_cast<int32_t>(v))) {
         return absl::InvalidArgumentError(absl::StrCat(o.path, " line ", li + 1, ": label \"",
                                                        cells[c], "\" is not a class index"));
       } else {
@@ -231,9 +236,11 @@ absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
   char buf[1 << 16];
   int n = 0;
   while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  // A stream cut short reads as a clean end; gzclose reports it (Z_BUF_ERROR).
   const bool failed = n < 0;
-  gzclose(f);
-  if (failed) return absl::DataLossError(absl::StrCat("corrupt gzip data in ", path));
+  if (gzclose(f) != Z_OK || failed) {
+    return absl::DataLossError(absl::StrCat("corrupt or truncated gzip data in ", path));
+  }
   return out;
 }
 
@@ -268,10 +275,11 @@ absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
   if (o.path.empty()) return absl::InvalidArgumentError("--data is required");
   std::string format = o.format;
   if (format.empty()) {
-    if (IsDirectory(o.path) || absl::StrContains(o.path, "idx")) {
-      format = "idx";
-    } else if (absl::EndsWith(o.path, ".csv") || absl::EndsWith(o.path, ".csv.gz")) {
+    const std::string name = o.path.substr(o.path.find_last_of('/') + 1);
+    if (absl::EndsWith(name, ".csv") || absl::EndsWith(name, ".csv.gz")) {
       format = "csv";
+    } else if (IsDirectory(o.path) || absl::StrContains(name, "-idx")) {
+      format = "idx";
     } else {
       format = "text";
     }

@@ -108,6 +108,13 @@ TEST_F(DatasetTest, CsvLabelColumnByHeaderNameIndexOrLast) {
   EXPECT_EQ(d->labels, (std::vector<int32_t>{2, 5}));
   EXPECT_EQ(d->features, (std::vector<float>{1, 3, 4, 6}));
 
+  o.limit = 1;  // rows, not values
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->size(), 1);
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{2}));
+  o.limit = 0;
+
   o.path = Write("n.csv.gz", "1,2,3\n4,5,6\n", /*gzip=*/true);
   d = LoadDataset(o);
   ASSERT_TRUE(d.ok()) << d.status();
@@ -148,6 +155,33 @@ TEST_F(DatasetTest, CsvErrorsNameTheLineAndValue) {
   o.input_shape = {};
   o.label_column = "nope";
   EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(DatasetTest, TruncatedGzipIsDataLoss) {
+  const std::string path = Write("t.txt.gz", std::string(5000, 'x'), /*gzip=*/true);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  Write("cut.txt.gz", bytes.substr(0, bytes.size() - 6));
+  EXPECT_EQ(ReadMaybeGzip((dir_ / "cut.txt.gz").string()).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ReadMaybeGzip(path).ok());
+}
+
+TEST_F(DatasetTest, FormatComesFromTheFileName) {
+  fs::create_directories(dir_ / "kidx");
+  DataOptions o;
+  o.path = Write("kidx/iris.csv", "1,2,0\n");  // "idx" in a directory name is not IDX
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{0}));
+  o.path = Write("notes_idx.txt", "hello world, hello");
+  o.seq_len = 4;
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->tokens);
 }
 
 TEST_F(DatasetTest, TextIsBytesInWindowsWithNextByteTargets) {
@@ -191,6 +225,9 @@ TEST_F(DatasetTest, BatchIteratorCoversEveryRowOncePerEpoch) {
   }
   EXPECT_EQ(sizes, (std::vector<size_t>{4, 4, 2, 4, 4, 2}));
   for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(seen.count(i), 2u) << i;
+
+  BatchIterator huge(d, int64_t{1} << 62, 1, false, 0);  // clamped to the data: one batch
+  EXPECT_EQ(huge.total_batches(), 1);
 
   BatchIterator capped(d, 4, 5, false, 0, /*max_batches=*/3);
   v1::Batch b;

@@ -95,6 +95,11 @@ for i in range(200):
 expect 0 "$Q" session create blobs --preset=mlp --input_shape=4 --classes=3 --lr=0.01
 expect 0 "$Q" train blobs --data="$TMP/blobs.csv" --epochs=20 --batch_size=20 --json
 json_check 'j["accuracy"] > 0.9'
+# --steps runs past one epoch (--limit=100 rows: batches of 64 and 36 per epoch).
+expect 0 "$Q" train blobs --data="$TMP/blobs.csv" --limit=100 --batch_size=64 --steps=7 --json
+json_check 'j["steps"] == 7 and j["examples"] == 4 * 64 + 3 * 36'
+expect 0 "$Q" session create zero --preset=mlp --json
+json_check 'j["step"] == "0"'
 bible -f Gen1:1-Gen2:25 > "$TMP/genesis.txt" 2>/dev/null || seq 1 3000 > "$TMP/genesis.txt"
 expect 0 "$Q" session create lm --preset=transformer-lm --seq_len=32 --rules=qt-int8
 contains "attn:einsum"
@@ -113,6 +118,12 @@ expect 2 "$Q" rules set fm int3-please
 expect 2 "$Q" train fm --data="$TMP/missing.csv"
 expect 2 "$Q" session create x --model="$TMP/missing.json"
 expect 2 "$Q" session frobnicate
+expect 2 "$Q" session list --no_such_flag
+expect 2 "$Q" train fm --data=$FM --batch_size=abc
+expect 2 "$Q" train fm --data=$FM --progress=off
+expect 2 "$Q" checkpoint pull fm "$TMP/no/such/dir/x.safetensors"
+expect 8 "$Q" health --service=no.such.Service
+contains SERVICE_UNKNOWN
 expect 2 "$Q"
 expect 2 "$Q" checkpoint push fm "$TMP/missing.safetensors"
 expect 3 "$Q" --server=127.0.0.1:1 session list

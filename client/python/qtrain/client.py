@@ -1,8 +1,9 @@
 """qtrain.Client: the qtrain.v1.Trainer service with numpy arrays and Python dicts.
 
-Every method raises QtrainError (with the server's gRPC status code and message) on failure.
-Configuration (model, rules, optimizer) may be given as protobuf messages, dicts in their JSON
-form, or JSON strings.
+Every method raises QtrainError (with the server's gRPC status code and message) when the server
+or the channel fails, and ValueError for local mistakes (a malformed configuration, an array
+without a wire type). Configuration (model, rules, optimizer) may be given as protobuf messages,
+dicts in their JSON form, or JSON strings.
 """
 
 import functools
@@ -46,9 +47,55 @@ def _message(value, cls):
         return cls()
     if isinstance(value, cls):
         return value
-    if isinstance(value, str):
-        value = json.loads(value)
-    return json_format.ParseDict(value, cls())
+    try:
+        if isinstance(value, str):
+            value = json.loads(value)
+        return json_format.ParseDict(value, cls())
+    except (json.JSONDecodeError, json_format.ParseError) as e:
+        raise ValueError(f"not a valid {cls.DESCRIPTOR.full_name}: {e}") from None
+
+
+class _Requests:
+    """Wraps a request generator so that an exception it raises (on gRPC's sending thread) is
+    re-raised to the caller instead of surfacing as a CANCELLED call."""
+
+    def __init__(self, gen):
+        self._gen = gen
+        self.error = None
+
+    def __iter__(self):
+        try:
+            yield from self._gen
+        except Exception as e:  # noqa: BLE001 - re-raised by check()
+            self.error = e
+
+    def check(self, rpc_error=None):
+        if self.error is not None:
+            raise self.error
+        if rpc_error is not None:
+            raise QtrainError(rpc_error.code(), rpc_error.details()) from None
+
+
+def _stream(call_fn):
+    """Decorator for streaming-request methods: `call_fn(self, ..., wrap)` gets `wrap` to wrap
+    its request generator; local errors from the generator win over the resulting RPC error."""
+    @functools.wraps(call_fn)
+    def call(*args, **kwargs):
+        wrapped = []
+
+        def wrap(gen):
+            wrapped.append(_Requests(gen))
+            return iter(wrapped[-1])
+        try:
+            result = call_fn(*args, wrap=wrap, **kwargs)
+        except grpc.RpcError as e:
+            for w in wrapped:
+                w.check()
+            raise QtrainError(e.code(), e.details()) from None
+        for w in wrapped:
+            w.check()
+        return result
+    return call
 
 
 class Client:
@@ -120,13 +167,15 @@ class Client:
                 first = False
             if first:
                 yield pb.TrainRequest(session_id=session_id)
+        reqs = _Requests(requests())
         try:
-            yield from self._stub.Train(requests())
+            yield from self._stub.Train(iter(reqs))
         except grpc.RpcError as e:
-            raise QtrainError(e.code(), e.details()) from None
+            reqs.check(e)
+        reqs.check()
 
-    @_wrap
-    def evaluate(self, session_id, batches, update_stats=False):
+    @_stream
+    def evaluate(self, session_id, batches, update_stats=False, wrap=None):
         """Loss and accuracy over (inputs, targets) pairs: an EvaluateResponse."""
         def requests():
             first = True
@@ -137,10 +186,10 @@ class Client:
                 first = False
             if first:
                 yield pb.EvaluateRequest(session_id=session_id)
-        return self._stub.Evaluate(requests())
+        return self._stub.Evaluate(wrap(requests()))
 
-    @_wrap
-    def calibrate(self, session_id, inputs, on_progress=None):
+    @_stream
+    def calibrate(self, session_id, inputs, on_progress=None, wrap=None):
         """Forward-only calibration over input arrays; returns the final QuantStats.
         `on_progress(batches, examples)` is called as the server reports each batch."""
         def requests():
@@ -152,7 +201,7 @@ class Client:
             if first:
                 yield pb.CalibrateRequest(session_id=session_id)
         stats = None
-        for r in self._stub.Calibrate(requests()):
+        for r in self._stub.Calibrate(wrap(requests())):
             if r.HasField("stats"):
                 stats = r.stats
             elif on_progress:
@@ -199,9 +248,14 @@ class Client:
             pb.DownloadCheckpointRequest(session_id=session_id)))
         if path is not None:
             tmp = f"{path}.part"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except OSError:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
         return data
 
     def checkpoint_arrays(self, session_id):

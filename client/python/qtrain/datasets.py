@@ -29,6 +29,8 @@ def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR):
     """(images float32 (N, 28, 28, 1) in [0, 1], labels int32 (N,)) of a Fashion-MNIST split."""
     images = load_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"))
     labels = load_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"))
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1 (or None for all)")
     n = len(labels) if limit is None else min(limit, len(labels))
     x = images[:n, :, :, None].astype(np.float32) / 255.0
     return x, labels[:n].astype(np.int32)
@@ -36,6 +38,8 @@ def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR):
 
 def batches(x, y=None, batch_size=128, epochs=1, shuffle=False, seed=0):
     """Yields (x_batch, y_batch) — or x_batch alone when y is None — for `epochs` passes."""
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"batch_size={batch_size} must be >= 1 and epochs={epochs} >= 0")
     rng = np.random.default_rng(seed)
     n = len(x)
     for _ in range(epochs):

@@ -1,5 +1,6 @@
-"""Ready-made model specs and rule sets (the same as the `qtrain` CLI's presets), as dicts in the
-JSON form of qtrain.v1.ModelSpec / RuleSet."""
+"""Ready-made configurations as dicts in the JSON form of qtrain.v1.ModelSpec / RuleSet /
+OptimizerConfig: the CLI's `mlp` model preset and its `float`, `qat-int8`, `qt-int8` and
+`srq-int8` rule presets, and its default optimizer (AdamW, learning rate 1e-3)."""
 
 MLP = {
     "input": {"shape": [28, 28, 1]},

@@ -24,11 +24,11 @@ def to_tensor(array) -> tensor_pb2.Tensor:
         if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
             raise ValueError("int64 values do not fit the wire's int32")
         a = a.astype(np.int32)
-    if a.dtype not in _TO_WIRE:
+    native = a.dtype.newbyteorder("=")
+    if native not in _TO_WIRE:
         raise ValueError(f"dtype {a.dtype} has no wire type (float32, int32, int16, int8, uint8)")
-    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return tensor_pb2.Tensor(dtype=_TO_WIRE[a.dtype.newbyteorder("=")], shape=a.shape,
-                             data=a.tobytes())
+    a = np.ascontiguousarray(a, dtype=native.newbyteorder("<"))
+    return tensor_pb2.Tensor(dtype=_TO_WIRE[native], shape=a.shape, data=a.tobytes())
 
 
 def from_tensor(tensor: tensor_pb2.Tensor) -> np.ndarray:

@@ -119,6 +119,13 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         with self.assertRaises(qtrain.QtrainError) as e:
             c.upload_checkpoint("py-err-2", b"not a checkpoint")
+        # A local mistake inside the batch iterator surfaces as itself, not as a CANCELLED call.
+        with self.assertRaisesRegex(ValueError, "int32"):
+            list(c.train("py-err", [(self.x[:4], np.array([2**40] * 4))]))
+        with self.assertRaisesRegex(ValueError, "no wire type"):
+            c.evaluate("py-err", [(self.x[:4].astype(np.complex64), self.y[:4])])
+        with self.assertRaisesRegex(ValueError, "RuleSet"):
+            c.update_rules("py-err", {"rules": [{"no_such_field": 1}]})
         self.assertEqual(c.get_session("py-err").step, 0)
         self.assertEqual(len(list(c.train("py-err", qtrain.batches(self.x[:256], self.y[:256],
                                                                    128)))), 2)
