@@ -9,9 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <string>
-#include <thread>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -19,19 +17,19 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "client/cpp/client.h"
-#include "server/rpc/tensor_convert.h"
-#include "tests/util/datasets.h"
+#include "client/data/dataset.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qtrain-server address");
 ABSL_FLAG(int, epochs, 1, "float pre-training epochs (fine-tunes run one epoch each)");
 ABSL_FLAG(int64_t, train_examples, 60000, "Fashion-MNIST training examples to use");
+ABSL_FLAG(std::string, data, "/usr/share/datasets/fashion-mnist",
+          "Fashion-MNIST IDX directory (Debian's dataset-fashion-mnist)");
 ABSL_FLAG(std::string, checkpoint, "qtrain-demo.safetensors", "where to save the download");
 
 namespace {
 
-using qtrain::Tensor;
-using qtrain::rpc::ToWire;
-using qtrain::testing::SliceRows;
+using qtrain::client::BatchIterator;
+using qtrain::client::Dataset;
 namespace v1 = qtrain::v1;
 
 constexpr int64_t kBatch = 128;
@@ -54,8 +52,7 @@ struct Mode {
 // The tour's steps over qtrain::client::Client, with Fashion-MNIST batches.
 class Demo {
  public:
-  Demo(qtrain::client::Client* client, const qtrain::testing::LabeledImages& train,
-       const qtrain::testing::LabeledImages& test)
+  Demo(qtrain::client::Client* client, const Dataset& train, const Dataset& test)
       : client_(client), train_(train), test_(test) {}
 
   void CreateSession(const std::string& id) {
@@ -83,20 +80,14 @@ class Demo {
 
   // Streams `epochs` epochs of batches (pipelined) and returns steps/s.
   double Train(const std::string& id, int epochs, const char* label) {
-    const int64_t n = train_.images.dim(0) / kBatch * kBatch;
-    const int64_t steps = epochs * (n / kBatch);
-    int64_t sent = 0, done = 0;
+    // Full batches only, in order, so every step costs the same.
+    const int64_t steps = epochs * (train_.size() / kBatch);
+    BatchIterator batches(train_, kBatch, epochs, /*shuffle=*/false, 0, steps);
+    int64_t done = 0;
     double loss = 0;
     const auto start = std::chrono::steady_clock::now();
     Check(client_->Train(
-              id,
-              [&](v1::Batch* b) {
-                if (sent == steps) return false;
-                const int64_t at = (sent++ * kBatch) % n;
-                *b->mutable_inputs() = ToWire(SliceRows(train_.images, at, kBatch));
-                *b->mutable_targets() = ToWire(SliceRows(train_.labels, at, kBatch));
-                return true;
-              },
+              id, [&](v1::Batch* b) { return batches.NextBatch(b); },
               [&](const v1::TrainResponse& r) {
                 ++done;
                 loss = 0.95 * loss + 0.05 * r.loss();
@@ -113,31 +104,15 @@ class Demo {
   }
 
   double Evaluate(const std::string& id) {
-    int64_t at = 0;
-    const v1::EvaluateResponse r =
-        Check(client_->Evaluate(id,
-                                [&](v1::Batch* b) {
-                                  if (at + 500 > test_.images.dim(0)) {
-                                    return false;
-                                  }
-                                  *b->mutable_inputs() = ToWire(SliceRows(test_.images, at, 500));
-                                  *b->mutable_targets() = ToWire(SliceRows(test_.labels, at, 500));
-                                  at += 500;
-                                  return true;
-                                }),
-              "Evaluate");
+    BatchIterator batches(test_, 500, 1, /*shuffle=*/false, 0);
+    const v1::EvaluateResponse r = Check(
+        client_->Evaluate(id, [&](v1::Batch* b) { return batches.NextBatch(b); }), "Evaluate");
     return r.accuracy();
   }
 
   v1::QuantStats Calibrate(const std::string& id, int batches) {
-    int b = 0;
-    return Check(client_->Calibrate(id,
-                                    [&](v1::Tensor* inputs) {
-                                      if (b == batches) return false;
-                                      *inputs =
-                                          ToWire(SliceRows(train_.images, kBatch * b++, kBatch));
-                                      return true;
-                                    }),
+    BatchIterator inputs(train_, kBatch, 1, /*shuffle=*/false, 0, batches);
+    return Check(client_->Calibrate(id, [&](v1::Tensor* t) { return inputs.NextInputs(t); }),
                  "Calibrate");
   }
 
@@ -164,8 +139,8 @@ class Demo {
   }
 
   qtrain::client::Client* client_;
-  const qtrain::testing::LabeledImages& train_;
-  const qtrain::testing::LabeledImages& test_;
+  const Dataset& train_;
+  const Dataset& test_;
 };
 
 float FirstFloat(const v1::Tensor& t) {
@@ -178,8 +153,13 @@ float FirstFloat(const v1::Tensor& t) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  auto train = qtrain::testing::LoadFashionMnist("train", absl::GetFlag(FLAGS_train_examples));
-  auto test = qtrain::testing::LoadFashionMnist("t10k");
+  qtrain::client::DataOptions options;
+  options.path = absl::GetFlag(FLAGS_data);
+  options.limit = absl::GetFlag(FLAGS_train_examples);
+  auto train = qtrain::client::LoadDataset(options);
+  options.split = "t10k";
+  options.limit = 0;
+  auto test = qtrain::client::LoadDataset(options);
   if (!train.ok() || !test.ok()) {
     std::fprintf(stderr, "qtrain-demo: %s (apt-get install dataset-fashion-mnist)\n",
                  (train.ok() ? test.status() : train.status()).ToString().c_str());
@@ -205,8 +185,7 @@ int main(int argc, char** argv) {
   qt.steps_per_s = demo.Train(id, 1, "QT int8");
   qt.accuracy = demo.Evaluate(id);
 
-  const int calibration_batches =
-      static_cast<int>(std::min<int64_t>(20, train->images.dim(0) / kBatch));
+  const int calibration_batches = static_cast<int>(std::min<int64_t>(20, train->size() / kBatch));
   std::printf("4. calibration of static activation scales (SRQ), %d batches\n",
               calibration_batches);
   demo.SetRules(id, R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
