@@ -56,46 +56,50 @@ def _message(value, cls):
 
 
 class _Requests:
-    """Wraps a request generator so that an exception it raises (on gRPC's sending thread) is
-    re-raised to the caller instead of surfacing as a CANCELLED call."""
+    """The request messages of a client stream: `cls(**build(item))` per item, the first also
+    naming the session (a stream without items still sends one message naming it).
 
-    def __init__(self, gen):
-        self._gen = gen
-        self.error = None
+    Requests are built on gRPC's sending thread; an exception raised there (say a ValueError
+    from to_tensor) would surface as a CANCELLED call, so it is kept and re-raised by `check`."""
+
+    def __init__(self, session_id, items, cls, build):
+        self._session_id, self._items, self._cls, self._build = session_id, items, cls, build
+        self._error = None
 
     def __iter__(self):
         try:
-            yield from self._gen
+            first = True
+            for item in self._items:
+                req = self._cls(**self._build(item))
+                if first:
+                    req.session_id = self._session_id
+                first = False
+                yield req
+            if first:
+                yield self._cls(session_id=self._session_id)
         except Exception as e:  # noqa: BLE001 - re-raised by check()
-            self.error = e
+            self._error = e
 
     def check(self, rpc_error=None):
-        if self.error is not None:
-            raise self.error
+        """Raises the error kept from building requests, else `rpc_error` as a QtrainError."""
+        if self._error is not None:
+            raise self._error from None
         if rpc_error is not None:
             raise QtrainError(rpc_error.code(), rpc_error.details()) from None
 
-
-def _stream(call_fn):
-    """Decorator for streaming-request methods: `call_fn(self, ..., wrap)` gets `wrap` to wrap
-    its request generator; local errors from the generator win over the resulting RPC error."""
-    @functools.wraps(call_fn)
-    def call(*args, **kwargs):
-        wrapped = []
-
-        def wrap(gen):
-            wrapped.append(_Requests(gen))
-            return iter(wrapped[-1])
+    def run(self, call):
+        """`call(request_iterator)`, with errors as `check` raises them."""
         try:
-            result = call_fn(*args, wrap=wrap, **kwargs)
+            result = call(iter(self))
         except grpc.RpcError as e:
-            for w in wrapped:
-                w.check()
-            raise QtrainError(e.code(), e.details()) from None
-        for w in wrapped:
-            w.check()
+            self.check(e)
+        self.check()
         return result
-    return call
+
+
+def _batch(pair):
+    x, y = pair
+    return {"batch": pb.Batch(inputs=to_tensor(x), targets=to_tensor(y))}
 
 
 class Client:
@@ -159,54 +163,33 @@ class Client:
         """Streams (inputs, targets) array pairs and yields one TrainResponse per step, in order
         (step, loss, accuracy, grad_norm, learning_rate, examples, last_durable_step). Batches
         are pipelined: the server's flow control paces the iterator."""
-        def requests():
-            first = True
-            for x, y in batches:
-                yield pb.TrainRequest(session_id=session_id if first else "",
-                                      batch=pb.Batch(inputs=to_tensor(x), targets=to_tensor(y)))
-                first = False
-            if first:
-                yield pb.TrainRequest(session_id=session_id)
-        reqs = _Requests(requests())
+        reqs = _Requests(session_id, batches, pb.TrainRequest, _batch)
         try:
             yield from self._stub.Train(iter(reqs))
         except grpc.RpcError as e:
             reqs.check(e)
         reqs.check()
 
-    @_stream
-    def evaluate(self, session_id, batches, update_stats=False, wrap=None):
+    def evaluate(self, session_id, batches, update_stats=False):
         """Loss and accuracy over (inputs, targets) pairs: an EvaluateResponse."""
-        def requests():
-            first = True
-            for x, y in batches:
-                yield pb.EvaluateRequest(session_id=session_id if first else "",
-                                         update_stats=update_stats,
-                                         batch=pb.Batch(inputs=to_tensor(x), targets=to_tensor(y)))
-                first = False
-            if first:
-                yield pb.EvaluateRequest(session_id=session_id)
-        return self._stub.Evaluate(wrap(requests()))
+        reqs = _Requests(session_id, batches, pb.EvaluateRequest,
+                         lambda pair: {**_batch(pair), "update_stats": update_stats})
+        return reqs.run(self._stub.Evaluate)
 
-    @_stream
-    def calibrate(self, session_id, inputs, on_progress=None, wrap=None):
+    def calibrate(self, session_id, inputs, on_progress=None):
         """Forward-only calibration over input arrays; returns the final QuantStats.
         `on_progress(batches, examples)` is called as the server reports each batch."""
-        def requests():
-            first = True
-            for x in inputs:
-                yield pb.CalibrateRequest(session_id=session_id if first else "",
-                                          inputs=to_tensor(x))
-                first = False
-            if first:
-                yield pb.CalibrateRequest(session_id=session_id)
-        stats = None
-        for r in self._stub.Calibrate(wrap(requests())):
-            if r.HasField("stats"):
-                stats = r.stats
-            elif on_progress:
-                on_progress(r.batches, r.examples)
-        return stats
+        def consume(requests):
+            stats = None
+            for r in self._stub.Calibrate(requests):
+                if r.HasField("stats"):
+                    stats = r.stats
+                elif on_progress:
+                    on_progress(r.batches, r.examples)
+            return stats
+        reqs = _Requests(session_id, inputs, pb.CalibrateRequest,
+                         lambda x: {"inputs": to_tensor(x)})
+        return reqs.run(consume)
 
     # -- one-shot calls -------------------------------------------------------------------
 
