@@ -11,27 +11,19 @@
 namespace qtrain::testing {
 absl::StatusOr<LabeledImages> LoadIdx(const std::string& images_path,
                                       const std::string& labels_path, int64_t limit) {
-  QTRAIN_ASSIGN_OR_RETURN(client::IdxArray images, client::ReadIdx(images_path));
-  QTRAIN_ASSIGN_OR_RETURN(client::IdxArray labels, client::ReadIdx(labels_path));
-  if (images.dims.size() != 3 || labels.dims.size() != 1 || labels.dims[0] != images.dims[0]) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(images_path, " and ", labels_path, " are not matching IDX3 / IDX1 files"));
-  }
-  int64_t n = images.dims[0];
-  const int64_t rows = images.dims[1], cols = images.dims[2];
-  if (limit > 0 && limit < n) {
-    n = limit;
-  }
+  client::DataOptions options;  // the clients' IDX loader: pixels / 255, shape H x W x 1
+  options.path = images_path;
+  options.format = "idx";
+  options.labels_path = labels_path;
+  options.limit = limit;
+  QTRAIN_ASSIGN_OR_RETURN(client::Dataset data, client::LoadDataset(options));
+  Shape shape = {data.size()};
+  shape.insert(shape.end(), data.example_shape.begin(), data.example_shape.end());
   LabeledImages out;
-  out.images = Tensor::Empty(DType::kF32, {n, rows, cols, 1});
-  out.labels = Tensor::Empty(DType::kS32, {n});
-  const auto* px = reinterpret_cast<const unsigned char*>(images.bytes.data());
-  for (int64_t i = 0; i < n * rows * cols; ++i) {
-    out.images.data<float>()[i] = px[i] / 255.0f;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    out.labels.data<int32_t>()[i] = static_cast<unsigned char>(labels.bytes[i]);
-  }
+  out.images = Tensor::Empty(DType::kF32, shape);
+  out.labels = Tensor::Empty(DType::kS32, {data.size()});
+  std::memcpy(out.images.raw(), data.features.data(), data.features.size() * sizeof(float));
+  std::memcpy(out.labels.raw(), data.labels.data(), data.labels.size() * sizeof(int32_t));
   return out;
 }
 
