@@ -25,6 +25,11 @@ fi
 
 mkdir -p "$WORK"
 export DOCKER_HOST=unix://$WORK/docker.sock
+# A run that was killed (or kept with --keep) may have left its daemon running: stop it first.
+if [ -s "$WORK/dockerd.pid" ] && kill -0 "$(cat "$WORK/dockerd.pid")" 2> /dev/null; then
+  kill "$(cat "$WORK/dockerd.pid")"
+  for _ in $(seq 1 30); do kill -0 "$(cat "$WORK/dockerd.pid")" 2> /dev/null || break; sleep 1; done
+fi
 dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
   --data-root "$WORK/data-root" --exec-root "$WORK/exec-root" -H "$DOCKER_HOST" \
   --pidfile "$WORK/dockerd.pid" > "$WORK/dockerd.log" 2>&1 &
@@ -62,7 +67,11 @@ log "the image runs as non-root and carries no compiler"
 docker run --rm --entrypoint sh qtrain:verify -c \
   'test "$(id -u)" = 10001 && ! command -v g++ && ! command -v cmake && qtrain --help > /dev/null'
 
+# Every run starts from an empty data volume and no container of an earlier run (the daemon's
+# image cache under $WORK may be reused).
+docker rm -f qtrain-verify > /dev/null 2>&1 || true
 VOL="$WORK/volume"
+rm -rf "$VOL"
 mkdir -p "$VOL" && chown 10001:10001 "$VOL"
 run_server() {
   docker run -d --name qtrain-verify --network host -v "$VOL:/var/lib/qtrain" \
