@@ -9,14 +9,17 @@
 #   make format   clang-format in place;  make format-check  fails on unformatted files
 #   make tidy     clang-tidy over the sources (uses build/compile_commands.json)
 #   make docker-verify  build the Docker image and check it end to end (root; no registry needed)
+#   make install  build, then install into $(PREFIX) (default /usr/local): binaries, the C++ client
+#                 library with its CMake package, the .proto files, the Python package
 
 BUILD_DIR ?= build
 ASAN_DIR  ?= build-asan
 JOBS      ?= $(shell nproc)
+PREFIX    ?= /usr/local
 CMAKE_FLAGS ?=
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all deps build test asan bench demo format format-check tidy clean docker-verify
+.PHONY: all deps build test asan bench demo format format-check tidy clean docker-verify install
 
 all: build
 
@@ -31,6 +34,9 @@ build: deps $(BUILD_DIR)/build.ninja
 
 demo: build
 	bash scripts/demo.sh $(BUILD_DIR)
+
+install: build
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

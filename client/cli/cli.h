@@ -8,8 +8,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "client/cpp/client.h"
 #include "client/data/dataset.h"
+#include "qtrain/client.h"
 
 namespace qtrain::cli {
 

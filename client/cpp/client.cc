@@ -1,4 +1,4 @@
-#include "client/cpp/client.h"
+#include "qtrain/client.h"
 
 #include <fstream>
 #include <sstream>

@@ -16,8 +16,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "client/cpp/client.h"
 #include "client/data/dataset.h"
+#include "qtrain/client.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qtrain-server address");
 ABSL_FLAG(int, epochs, 1, "float pre-training epochs (fine-tunes run one epoch each)");

@@ -1,6 +1,6 @@
 // The C++ client library against the real server on 127.0.0.1:0: every call, the server's errors
 // as absl::Status, checkpoint files round trip.
-#include "client/cpp/client.h"
+#include "qtrain/client.h"
 
 #include <unistd.h>
 #include <cmath>
