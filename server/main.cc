@@ -33,7 +33,7 @@ void OnSignal(int) { g_stop = 1; }
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "qtrain-server: quantized training (Qwix-compatible QAT / QT / SRQ) over gRPC.\n"
+      "quantized training (Qwix-compatible QAT / QT / SRQ) over gRPC.\n"
       "Usage: qtrain-server [--listen=HOST:PORT] [--threads=N] ...");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) {

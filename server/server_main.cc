@@ -30,10 +30,15 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
     s->store_ = std::move(*store);
     if (o.autosave_steps > 0) {
       store::SessionStore* st = s->store_.get();
+      rpc::Metrics* metrics = s->metrics_.get();
       const int64_t every = o.autosave_steps;
-      session_options.session.after_task = [st, every](const std::string& id, engine::Trainer& t) {
+      session_options.session.after_task = [st, metrics, every](const std::string& id,
+                                                                engine::Trainer& t) {
         if (t.step() - std::max<int64_t>(st->LastDurableStep(id), 0) >= every) {
+          const auto start = std::chrono::steady_clock::now();
           absl::StatusOr<store::SavedCheckpoint> saved = st->Save(id, t);
+          if (saved.ok())
+            metrics->RecordCheckpoint("autosave", rpc::SecondsSince(start), saved->bytes);
           if (!saved.ok()) {
             std::fprintf(stderr, "qtrain-server: autosave of %s failed: %s\n", id.c_str(),
                          saved.status().ToString().c_str());
@@ -50,6 +55,9 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // One server per port: without this gRPC sets SO_REUSEPORT, and a second server on a busy
+  // port would start and share its clients with the first.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -61,8 +69,11 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
       static_cast<int>(std::min<int64_t>(2 * o.limits.max_batch_bytes + (1 << 20), INT32_MAX)));
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on --listen=", o.listen, " (address in use or invalid)"));
   }
+  // Health by service name too, as clients that check "qtrain.v1.Trainer" expect.
+  s->server_->GetHealthCheckService()->SetServingStatus(v1::Trainer::service_full_name(), true);
   return s;
 }
 
@@ -71,6 +82,11 @@ RunningServer::~RunningServer() { Shutdown(); }
 void RunningServer::Shutdown(int deadline_ms) {
   if (shut_down_) return;
   shut_down_ = true;
+  // A server that never started (Start failed part-way) has nothing new to save.
+  if (server_ == nullptr) {
+    if (sessions_ != nullptr) sessions_->ShutdownAll();
+    return;
+  }
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
   if (store_) {
     for (const engine::SessionInfo& info : sessions_->List()) {
@@ -86,6 +102,7 @@ void RunningServer::Shutdown(int deadline_ms) {
     }
   }
   sessions_->ShutdownAll();
+  store_.reset();  // releases the data dir's lock for the next server
 }
 
 }  // namespace qtrain::server

@@ -28,7 +28,8 @@ struct ServerOptions {
 
 class RunningServer {
  public:
-  // Starts serving. Unavailable when the address cannot be bound.
+  // Starts serving. Unavailable when --listen or --metrics_listen cannot be bound;
+  // FailedPrecondition when another server holds the data dir; Internal for an unusable data dir.
   static absl::StatusOr<std::unique_ptr<RunningServer>> Start(const ServerOptions& options);
   ~RunningServer();  // Shutdown()
 
@@ -37,7 +38,7 @@ class RunningServer {
   const std::vector<std::string>& restored() const { return restored_; }
   const std::vector<std::string>& restore_errors() const { return restore_errors_; }
   // Graceful: stop accepting calls, let in-flight steps finish (up to `deadline_ms`), save every
-  // session to the data dir, then stop the executors. Idempotent.
+  // session to the data dir, then stop the executors and release the data dir. Idempotent.
   void Shutdown(int deadline_ms = 5000);
   void Wait() { server_->Wait(); }
   rpc::Metrics& metrics() { return *metrics_; }

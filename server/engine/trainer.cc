@@ -140,6 +140,20 @@ absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
     stats_ = saved_stats;
     return out.status();
   }
+  // Only ops under an act_static_scale rule observe their operands: if none did, the pass
+  // calibrated nothing, which is a mistake worth naming rather than an empty result.
+  const auto observed = [](const QuantStatsMap& m) {
+    int64_t n = 0;
+    for (const auto& [key, stat] : m) n += stat.count;
+    return n;
+  };
+  if (observed(stats_) == observed(saved_stats)) {
+    stats_ = saved_stats;
+    return absl::FailedPreconditionError(
+        "calibration has nothing to collect: no op is quantized by a rule with "
+        "\"act_static_scale\": true; update the rules first (e.g. {\"weight_qtype\": \"int8\", "
+        "\"act_qtype\": \"int8\", \"act_static_scale\": true})");
+  }
   return absl::OkStatus();
 }
 

@@ -64,7 +64,8 @@ class Trainer {
   absl::StatusOr<StepResult> EvalStep(const Batch& batch, bool update_stats = false);
   // The model's outputs (logits) for a batch.
   absl::StatusOr<Tensor> Predict(const Tensor& inputs);
-  // Forward only, updating quant_stats (standalone calibration).
+  // Forward only, updating quant_stats (standalone calibration). FailedPrecondition, with the
+  // stats unchanged, when no op is quantized by a rule with act_static_scale (nothing to collect).
   absl::Status CalibrateStep(const Tensor& inputs);
 
   // Replaces the rules between steps; weights, optimizer state and stats carry over. On error

@@ -22,14 +22,19 @@ constexpr size_t kChunkBytes = 1 << 20;
 // Streams one checkpoint's bytes, produced on the session's executor.
 class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
  public:
-  DownloadStream(engine::SessionManager* sessions, const std::string& id) {
+  DownloadStream(engine::SessionManager* sessions, Metrics* metrics, const std::string& id) {
     absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(id);
     if (!session.ok()) {
       Finish(ToGrpcStatus(session.status()));
       return;
     }
-    absl::Status s = (*session)->Submit([this](Trainer& t) {
+    absl::Status s = (*session)->Submit([this, metrics](Trainer& t) {
+      const auto start = std::chrono::steady_clock::now();
       bytes_ = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
+      if (metrics != nullptr) {
+        metrics->RecordCheckpoint("download", SecondsSince(start),
+                                  static_cast<int64_t>(bytes_.size()));
+      }
       WriteNext();  // the first write; later ones come from OnWriteDone
     });
     if (!s.ok()) Finish(ToGrpcStatus(s));
@@ -66,8 +71,9 @@ class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk
 // Collects chunks, then loads them into the named session (creating it when new).
 class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
  public:
-  UploadStream(engine::SessionManager* sessions, ServiceLimits limits, v1::CheckpointInfo* response)
-      : sessions_(sessions), limits_(limits), response_(response) {
+  UploadStream(engine::SessionManager* sessions, Metrics* metrics, ServiceLimits limits,
+               v1::CheckpointInfo* response)
+      : sessions_(sessions), metrics_(metrics), limits_(limits), response_(response) {
     StartRead(&chunk_);
   }
 
@@ -118,7 +124,12 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
     }
     const size_t size = bytes_.size();
     absl::Status s = (*session)->Submit([this, file, size](Trainer& t) {
+      const auto start = std::chrono::steady_clock::now();
       absl::Status loaded = store::LoadCheckpoint(*file, t);
+      if (loaded.ok() && metrics_ != nullptr) {
+        metrics_->RecordCheckpoint("upload", SecondsSince(start), static_cast<int64_t>(size));
+        metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+      }
       if (loaded.ok()) {
         response_->set_session_id(id_);
         response_->set_step(t.step());
@@ -133,6 +144,7 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
   }
 
   engine::SessionManager* sessions_;
+  Metrics* metrics_;
   const ServiceLimits limits_;
   v1::CheckpointInfo* response_;
   v1::CheckpointChunk chunk_;
@@ -162,9 +174,7 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(grpc::CallbackServerCon
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
     if (saved.ok() && metrics_ != nullptr) {
-      metrics_->RecordCheckpoint(
-          "save", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-          saved->bytes);
+      metrics_->RecordCheckpoint("save", SecondsSince(start), saved->bytes);
     }
     if (saved.ok()) {
       response->set_session_id(id);
@@ -181,12 +191,12 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<v1::CheckpointChunk>* TrainerService::DownloadCheckpoint(
     grpc::CallbackServerContext*, const v1::DownloadCheckpointRequest* request) {
-  return new DownloadStream(sessions_, request->session_id());
+  return new DownloadStream(sessions_, metrics_, request->session_id());
 }
 
 grpc::ServerReadReactor<v1::CheckpointChunk>* TrainerService::UploadCheckpoint(
     grpc::CallbackServerContext*, v1::CheckpointInfo* response) {
-  return new UploadStream(sessions_, limits_, response);
+  return new UploadStream(sessions_, metrics_, limits_, response);
 }
 
 }  // namespace qtrain::rpc

@@ -96,13 +96,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                     .Register(*registry_);
   bytes_in_ = &bytes.Add({{"direction", "in"}});
   bytes_out_ = &bytes.Add({{"direction", "out"}});
-  checkpoint_seconds_ = &prometheus::BuildHistogram()
-                             .Name("qtrain_checkpoint_seconds")
-                             .Help("Checkpoint save / load time, by kind")
-                             .Register(*registry_);
+  checkpoint_seconds_ =
+      &prometheus::BuildHistogram()
+           .Name("qtrain_checkpoint_seconds")
+           .Help(
+               "Checkpoint encode / write / load time, by kind (save, autosave, download, upload)")
+           .Register(*registry_);
   checkpoint_bytes_ = &prometheus::BuildCounter()
                            .Name("qtrain_checkpoint_bytes_total")
-                           .Help("Checkpoint bytes saved / loaded, by kind")
+                           .Help("Checkpoint bytes, by kind (save, autosave, download, upload)")
                            .Register(*registry_);
 }
 
@@ -126,6 +128,11 @@ void Metrics::RecordStep(const std::string& mode, double seconds, int64_t exampl
 
 void Metrics::SetLoss(const std::string& session_id, double loss) {
   loss_->Add({{"session", session_id}}).Set(loss);
+}
+
+void Metrics::ForgetSession(const std::string& session_id) {
+  const prometheus::Labels labels = {{"session", session_id}};
+  if (loss_->Has(labels)) loss_->Remove(&loss_->Add(labels));
 }
 
 void Metrics::SetSessions(int64_t n) { sessions_->Set(static_cast<double>(n)); }

@@ -4,6 +4,7 @@
 // Thread-safe (prometheus-cpp metrics are atomic). The Metrics object must outlive the server.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -19,6 +20,11 @@
 
 namespace qtrain::rpc {
 
+// Seconds from `start` to now, for the latency histograms.
+inline double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 class Metrics {
  public:
   // Metrics registered but not exposed (tests read them through Serialize).
@@ -31,9 +37,12 @@ class Metrics {
   // "calibrate", "evaluate") over `examples` examples.
   void RecordStep(const std::string& mode, double seconds, int64_t examples);
   void SetLoss(const std::string& session_id, double loss);
+  // Drops the deleted session's series (its loss gauge), so labels do not pile up.
+  void ForgetSession(const std::string& session_id);
   void SetSessions(int64_t n);
   void RecordRpc(const std::string& method, int code);
   void RecordBytes(int64_t in, int64_t out);
+  // A checkpoint of `kind` ("save", "autosave", "download", "upload") encoded or loaded.
   void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);
 
   // The port the /metrics exposer listens on (0 when not serving).

@@ -41,10 +41,6 @@ struct RunContext {
   Metrics* metrics = nullptr;                  // may be null
 };
 
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // "float", "qat" or "qt": how the session's rules run its ops now.
 std::string ModeOf(Trainer& t) {
   std::string mode = "float";
@@ -105,9 +101,12 @@ struct CalibratePolicy {
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
     return FromWire(r.inputs(), "inputs", l.max_batch_bytes);
   }
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state, const RunContext&) {
+  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
+                                      const RunContext& c) {
+    const auto start = std::chrono::steady_clock::now();
     absl::Status s = t.CalibrateStep(w);
     if (!s.ok()) return s;
+    if (c.metrics != nullptr) c.metrics->RecordStep("calibrate", SecondsSince(start), w.dim(0));
     ++state.batches;
     state.examples += w.dim(0);
     Response resp;

@@ -87,7 +87,10 @@ grpc::ServerUnaryReactor* TrainerService::DeleteSession(grpc::CallbackServerCont
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::Status s = sessions_->Delete(request->session_id());
   if (s.ok() && store_ != nullptr) store_->Forget(request->session_id());
-  if (metrics_ != nullptr) metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+  if (metrics_ != nullptr) {
+    if (s.ok()) metrics_->ForgetSession(request->session_id());
+    metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+  }
   reactor->Finish(ToGrpcStatus(s));
   return reactor;
 }

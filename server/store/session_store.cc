@@ -1,11 +1,15 @@
 #include "server/store/session_store.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -26,6 +30,33 @@ absl::Status MakeDir(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Takes an exclusive flock on <data_dir>/LOCK and writes this process's pid into it; returns the
+// descriptor that holds the lock.
+absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
+  const std::string path = data_dir + "/LOCK";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data dir ", data_dir, " is in use by another qtrain-server (pid ",
+          n > 0 ? absl::StripAsciiWhitespace(pid) : "unknown", "); give each server its own"));
+    }
+    return absl::InternalError(absl::StrCat("cannot lock ", path, ": ", std::strerror(err)));
+  }
+  const std::string me = absl::StrCat(::getpid(), "\n");
+  // The pid only serves the message above: a failed write is not an error.
+  const bool wrote_pid = ::ftruncate(fd, 0) == 0 && ::pwrite(fd, me.data(), me.size(), 0) > 0;
+  (void)wrote_pid;
+  return fd;
+}
+
 }  // namespace
 
 absl::Status RunAndWait(engine::Session& session, std::function<void(engine::Trainer&)> fn) {
@@ -42,8 +73,11 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Open(const std::stri
   QTRAIN_RETURN_IF_ERROR(MakeDir(data_dir));
   const std::string dir = data_dir + "/sessions";
   QTRAIN_RETURN_IF_ERROR(MakeDir(dir));
-  return std::unique_ptr<SessionStore>(new SessionStore(dir));
+  QTRAIN_ASSIGN_OR_RETURN(const int lock_fd, LockDataDir(data_dir));
+  return std::unique_ptr<SessionStore>(new SessionStore(dir, lock_fd));
 }
+
+SessionStore::~SessionStore() { ::close(lock_fd_); }  // releases the flock
 
 std::string SessionStore::PathFor(const std::string& id) const {
   return absl::StrCat(dir_, "/", id, kSuffix);

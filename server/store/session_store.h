@@ -28,8 +28,14 @@ struct SavedCheckpoint {
 
 class SessionStore {
  public:
-  // Creates <data_dir>/sessions if needed. Internal naming the path when it cannot.
+  // Creates <data_dir>/sessions if needed and locks the data dir (an flock on <data_dir>/LOCK,
+  // held until the store is destroyed) so that two servers never share it. Internal naming the
+  // path when it cannot be created; FailedPrecondition naming the other server's pid when the
+  // lock is held.
   static absl::StatusOr<std::unique_ptr<SessionStore>> Open(const std::string& data_dir);
+  ~SessionStore();
+  SessionStore(const SessionStore&) = delete;
+  SessionStore& operator=(const SessionStore&) = delete;
 
   // Encodes the trainer's checkpoint and writes it durably. Run on the session's executor.
   absl::StatusOr<SavedCheckpoint> Save(const std::string& id, engine::Trainer& trainer);
@@ -46,8 +52,9 @@ class SessionStore {
   std::string PathFor(const std::string& id) const;
 
  private:
-  explicit SessionStore(std::string dir) : dir_(std::move(dir)) {}
+  SessionStore(std::string dir, int lock_fd) : dir_(std::move(dir)), lock_fd_(lock_fd) {}
   const std::string dir_;  // <data_dir>/sessions
+  const int lock_fd_;      // holds the flock on <data_dir>/LOCK
   mutable absl::Mutex mu_;
   std::map<std::string, int64_t> durable_ ABSL_GUARDED_BY(mu_);
 };

@@ -71,6 +71,7 @@ class ServerProcess {
     pid_ = -1;
     return status;
   }
+  int port() const { return port_; }
   std::unique_ptr<v1::Trainer::Stub> Stub() { return v1::Trainer::NewStub(Channel()); }
   std::shared_ptr<grpc::Channel> Channel() {
     return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
@@ -122,14 +123,15 @@ TEST(ServerProcessTest, HelpDocumentsTheFlags) {
   }
 }
 
-TEST(ServerProcessTest, HealthCheckAnswersServing) {
-  char dir[] = "/tmp/qtrain_proc_XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  ServerProcess server(dir);
-  grpc::GenericStub generic(server.Channel());
+// grpc.health.v1.Health/Check of `service` through a generic stub; the serialized response.
+std::string HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  grpc::GenericStub generic(channel);
   grpc::ClientContext ctx;
-  grpc::Slice empty(std::string(""));  // HealthCheckRequest{} serializes to no bytes
-  grpc::ByteBuffer request(&empty, 1);
+  // HealthCheckRequest{service}: field 1, length-delimited (names here are < 128 bytes).
+  std::string req =
+      service.empty() ? "" : absl::StrCat("\x0a", std::string(1, service.size()), service);
+  grpc::Slice slice(req);
+  grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   grpc::Status status;
   absl::Notification done;
@@ -139,14 +141,63 @@ TEST(ServerProcessTest, HealthCheckAnswersServing) {
                       done.Notify();
                     });
   done.WaitForNotification();
-  ASSERT_TRUE(status.ok()) << status.error_message();
+  if (!status.ok()) return "error: " + status.error_message();
   std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
+  if (!response.Dump(&slices).ok()) return "error: undecodable response";
   std::string bytes;
   for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+  return bytes;
+}
+
+TEST(ServerProcessTest, HealthCheckAnswersServing) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  ServerProcess server(dir);
+  const std::string serving("\x08\x01", 2);  // status: SERVING
+  EXPECT_EQ(HealthCheck(server.Channel(), ""), serving);
+  EXPECT_EQ(HealthCheck(server.Channel(), "qtrain.v1.Trainer"), serving);
+  EXPECT_THAT(HealthCheck(server.Channel(), "no.such.Service"), ::testing::HasSubstr("error"));
   const int exit = server.Kill(SIGTERM);
   EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);  // graceful shutdown
+}
+
+// Runs qtrain-server with `args` (bounded by timeout(1)); its exit status and output.
+std::pair<int, std::string> RunServer(const std::string& args) {
+  FILE* p = popen(absl::StrCat("timeout 20 ", kServer, " ", args, " 2>&1").c_str(), "r");
+  if (p == nullptr) return {-1, ""};
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  return {pclose(p), out};
+}
+
+// Every way a start can fail ends with exit 1 and the reason: never a crash, never a second
+// server beside the first on its port or data dir.
+TEST(ServerProcessTest, StartupErrorsExitOneWithTheReason) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  ServerProcess first(dir);
+  const std::string other = absl::StrCat("--data_dir=", dir, "/other");
+  struct Case {
+    std::string args, reason;
+  } cases[] = {
+      {absl::StrCat("--listen=127.0.0.1:", first.port(), " --metrics_listen=127.0.0.1:0 ", other),
+       absl::StrCat("cannot listen on --listen=127.0.0.1:", first.port())},
+      {absl::StrCat("--listen=127.0.0.1:0 --metrics_listen=127.0.0.1:", first.metrics_port_, " ",
+                    other),
+       "cannot serve metrics on 127.0.0.1:"},
+      {"--listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --data_dir=" + std::string(dir),
+       absl::StrCat("data dir ", dir, " is in use by another qtrain-server (pid")},
+      {"--listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --data_dir=/proc/qtrain",
+       "cannot create /proc/qtrain"},
+  };
+  for (const Case& c : cases) {
+    const auto [status, out] = RunServer(c.args);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << c.args << ": " << status << out;
+    EXPECT_THAT(out, ::testing::HasSubstr(c.reason)) << c.args;
+  }
+  // The first server is untouched.
+  EXPECT_EQ(HealthCheck(first.Channel(), ""), std::string("\x08\x01", 2));
 }
 
 // GET /metrics over a plain socket.
@@ -177,22 +228,59 @@ TEST(ServerProcessTest, MetricsScrapePassesPromtool) {
   ServerProcess server(dir);
   ASSERT_GT(server.metrics_port_, 0);
   auto stub = server.Stub();
-  ASSERT_TRUE(CreateSession(stub.get(), "m", R"({"input": {"shape": [6]},
-      "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})")
-                  .ok());
-  grpc::ClientContext tctx;
-  auto stream = stub->Train(&tctx);
-  for (int i = 0; i < 3; ++i) {
-    v1::TrainRequest r;
-    if (i == 0) r.set_session_id("m");
-    *r.mutable_batch() = MakeBatch(i);
-    ASSERT_TRUE(stream->Write(r));
+  const char* spec = R"({"input": {"shape": [6]},
+      "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})";
+  // `steps` training steps on session `id`.
+  auto train = [&](const std::string& id, int steps) {
+    grpc::ClientContext tctx;
+    auto stream = stub->Train(&tctx);
+    for (int i = 0; i < steps; ++i) {
+      v1::TrainRequest r;
+      if (i == 0) r.set_session_id(id);
+      *r.mutable_batch() = MakeBatch(i);
+      EXPECT_TRUE(stream->Write(r));
+    }
+    stream->WritesDone();
+    v1::TrainResponse resp;
+    while (stream->Read(&resp)) {
+    }
+    return stream->Finish();
+  };
+  ASSERT_TRUE(CreateSession(stub.get(), "m", spec).ok());
+  ASSERT_TRUE(train("m", 6).ok());  // past --autosave_steps=5
+  ASSERT_TRUE(CreateSession(stub.get(), "gone", spec).ok());
+  ASSERT_TRUE(train("gone", 1).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteSessionRequest del;
+    del.set_session_id("gone");
+    v1::DeleteSessionResponse deleted;
+    ASSERT_TRUE(stub->DeleteSession(&ctx, del, &deleted).ok());
   }
-  stream->WritesDone();
-  v1::TrainResponse resp;
-  while (stream->Read(&resp)) {
+  {  // two calibration batches under an SRQ rule
+    grpc::ClientContext ctx;
+    v1::UpdateRulesRequest rules;
+    rules.set_session_id("m");
+    auto* rule = rules.mutable_rules()->add_rules();
+    rule->set_weight_qtype("int8");
+    rule->set_act_qtype("int8");
+    rule->set_act_static_scale(true);
+    v1::Session updated;
+    ASSERT_TRUE(stub->UpdateRules(&ctx, rules, &updated).ok());
+    grpc::ClientContext cctx;
+    auto cal = stub->Calibrate(&cctx);
+    for (int i = 0; i < 2; ++i) {
+      v1::CalibrateRequest r;
+      r.set_session_id("m");
+      *r.mutable_inputs() = MakeBatch(i).inputs();
+      ASSERT_TRUE(cal->Write(r));
+    }
+    cal->WritesDone();
+    v1::CalibrateResponse progress;
+    while (cal->Read(&progress)) {
+    }
+    ASSERT_TRUE(cal->Finish().ok());
   }
-  ASSERT_TRUE(stream->Finish().ok());
   grpc::ClientContext bad;
   v1::GetSessionRequest get;
   get.set_session_id("missing");
@@ -200,10 +288,13 @@ TEST(ServerProcessTest, MetricsScrapePassesPromtool) {
   EXPECT_EQ(stub->GetSession(&bad, get, &none).error_code(), grpc::StatusCode::NOT_FOUND);
 
   const std::string text = Scrape(server.metrics_port_);
-  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_steps_total{mode=\"float\"} 3"));
-  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_samples_total{mode=\"float\"} 48"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_steps_total{mode=\"float\"} 7"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_samples_total{mode=\"float\"} 112"));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_steps_total{mode=\"calibrate\"} 2"));
   EXPECT_THAT(text, ::testing::HasSubstr("qtrain_sessions 1"));
   EXPECT_THAT(text, ::testing::HasSubstr("qtrain_loss{session=\"m\"}"));
+  EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("session=\"gone\"")));
+  EXPECT_THAT(text, ::testing::HasSubstr("qtrain_checkpoint_bytes_total{kind=\"autosave\"}"));
   EXPECT_THAT(text,
               ::testing::HasSubstr(
                   "qtrain_rpcs_total{code=\"5\",method=\"/qtrain.v1.Trainer/GetSession\"} 1"));

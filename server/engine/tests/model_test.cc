@@ -352,6 +352,13 @@ TEST(TrainerTest, StaticScalesNeedACount) {
   // Switching the op back to float leaves the statistic without a static scale.
   ASSERT_TRUE((*t)->SetRules({}).ok());
   EXPECT_EQ((*t)->QuantStatsReport()[0].params.status().code(), absl::StatusCode::kNotFound);
+  // With no act_static_scale rule left, a calibration pass collects nothing: an error that
+  // says why, and the statistics stay as they were.
+  const int64_t count = (*t)->quant_stats().begin()->second.count;
+  const absl::Status calibrated = (*t)->CalibrateStep(RandomBatch(4, 0).inputs);
+  EXPECT_EQ(calibrated.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(calibrated.message(), HasSubstr("act_static_scale"));
+  EXPECT_EQ((*t)->quant_stats().begin()->second.count, count);
 }
 
 TEST(TrainerTest, OptimizerValidation) {
