@@ -51,7 +51,8 @@ int Report(const Invocation& inv, const std::string& code, const std::string& me
 
 int Fail(const Invocation& inv, const std::string& what, const absl::Status& status) {
   std::string message = absl::StrCat(what, ": ", status.message());
-  if (status.code() == absl::StatusCode::kUnavailable) {
+  if (status.code() == absl::StatusCode::kUnavailable ||
+      status.code() == absl::StatusCode::kDeadlineExceeded) {
     absl::StrAppend(&message, " (is qtrain-server running at ", absl::GetFlag(FLAGS_server),
                     "? set --server or $QTRAIN_SERVER)");
   }
@@ -59,7 +60,10 @@ int Fail(const Invocation& inv, const std::string& what, const absl::Status& sta
 }
 
 int Usage(const Invocation& inv, const std::string& message) {
-  return Report(inv, "USAGE", absl::StrCat(message, " (see `qtrain help`)"), kUsage);
+  return Report(inv, "USAGE",
+                absl::StrCat(message, " (see `qtrain help",
+                             inv.command.empty() ? "" : absl::StrCat(" ", inv.command), "`)"),
+                kUsage);
 }
 
 void PrintJson(const google::protobuf::Message& message) {
@@ -113,6 +117,7 @@ absl::StatusOr<client::Dataset> LoadDataFromFlags() {
   o.split = absl::GetFlag(FLAGS_split);
   o.labels_path = absl::GetFlag(FLAGS_labels);
   o.label_column = absl::GetFlag(FLAGS_label_column);
+  o.targets = absl::GetFlag(FLAGS_targets);
   o.input_scale = absl::GetFlag(FLAGS_input_scale);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.limit = absl::GetFlag(FLAGS_limit);

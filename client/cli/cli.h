@@ -29,6 +29,7 @@ enum ExitCode : int {
 // One invocation: the connection, the output mode and the positional arguments after the command
 // words (`qtrain session get ID` → args = {"ID"}).
 struct Invocation {
+  std::string command;  // "session get"
   std::unique_ptr<client::Client> client;
   bool json = false;
   std::vector<std::string> args;

@@ -9,8 +9,9 @@ ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm")
 ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");
 ABSL_FLAG(std::string, rules, "",
           "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, a JSON file or inline JSON");
-ABSL_FLAG(std::string, optimizer, "", "optimizer config: a JSON file or inline JSON");
-ABSL_FLAG(double, lr, 1e-3, "learning rate of the default optimizer (AdamW)");
+ABSL_FLAG(std::string, optimizer, "adamw",
+          "optimizer: adamw, sgd, momentum (SGD, 0.9), a JSON file or inline JSON");
+ABSL_FLAG(double, lr, 1e-3, "learning rate of the optimizer presets");
 ABSL_FLAG(uint64_t, seed, 1, "seed for initialisation (session create) and shuffling");
 ABSL_FLAG(int, classes, 10, "classes of the mlp / cnn presets");
 ABSL_FLAG(std::string, data, "", "IDX directory or images file, .csv[.gz] file, or text file");
@@ -19,6 +20,9 @@ ABSL_FLAG(std::string, split, "train", "IDX directory split: train or t10k");
 ABSL_FLAG(std::string, labels, "", "IDX labels file (default: derived from the images file)");
 ABSL_FLAG(std::string, label_column, "",
           "CSV label column: name or index (negative from the end), or none");
+ABSL_FLAG(std::string, targets, "",
+          "CSV label column: class (indices) or float (regression, MSE loss); default: class when "
+          "every value is an index");
 ABSL_FLAG(std::string, input_shape, "",
           "shape of one example, e.g. 28,28,1 (CSV data; mlp / cnn presets)");
 ABSL_FLAG(float, input_scale, 0, "multiply input features (default: 1/255 for IDX, 1 for CSV)");

@@ -2,8 +2,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "client/cli/command_table.h"
 #include "client/cli/commands.h"
 #include "client/cli/flags.h"
 
@@ -23,13 +22,14 @@ namespace {
 constexpr char kHelp[] =
     R"(qtrain — command-line client of qtrain-server (quantized training over gRPC)
 
-usage: qtrain COMMAND [ARGS] [--flags]
+usage: qtrain COMMAND [ARGS] [--flags]      (qtrain help COMMAND: its flags)
 
 commands:
   health                          is the server SERVING? (--service, --timeout=5)
   session create [ID]             new session from --preset=mlp|cnn|transformer-lm or
-                                  --model=SPEC (JSON file or inline JSON); --rules, --optimizer
-                                  (default AdamW --lr=0.001), --seed, --classes, --input_shape
+                                  --model=SPEC (JSON file or inline JSON); --rules, --optimizer=
+                                  adamw|sgd|momentum|JSON (--lr=0.001), --seed, --classes,
+                                  --input_shape
   session get ID                  the session: step, parameters, quantized ops and their rules
   session list                    all sessions
   session delete ID               delete a session (and its data on the server)
@@ -39,7 +39,8 @@ commands:
                                   as they need), of --batch_size;
                                   --rules=R switches the rules first
   eval ID --data=D                loss and accuracy (--update_stats also updates quant stats)
-  calibrate ID --data=D           forward-only pass that collects SRQ statistics, then the stats
+  calibrate ID --data=D           forward-only pass that collects SRQ statistics (ops under an
+                                  act_static_scale rule), then the stats; --rules=srq-int8 first
   stats ID                        quant stats: counts, qtypes, derived static scales
   forward ID --data=D             outputs of the first --batch_size examples (argmax per row)
   checkpoint save ID              durable checkpoint on the server (its data dir)
@@ -48,8 +49,8 @@ commands:
 
 data (--data):
   an IDX directory (--split=train|t10k), e.g. /usr/share/datasets/fashion-mnist; an IDX images
-  file (--labels, else derived from the name); FILE.csv[.gz] (--label_column, --input_shape,
-  --input_scale); any other file: text as byte tokens in windows of --seq_len. Gzip is read
+  file (--labels, else derived from the name); FILE.csv[.gz] (--label_column, --targets=float
+  for regression, --input_shape, --input_scale); any other file: text as byte tokens in windows of --seq_len. Gzip is read
   transparently. --limit=N keeps the first N examples.
 
 common flags:
@@ -63,31 +64,9 @@ exit codes:
   precondition, out of range)   7 server limit reached   8 health: not serving
 )";
 
-using Command = std::function<int(qtrain::cli::Invocation&)>;
-
-const std::map<std::string, Command>& Commands() {
-  namespace c = qtrain::cli;
-  static const auto* commands = new std::map<std::string, Command>{
-      {"health", c::Health},
-      {"session create", c::SessionCreate},
-      {"session get", c::SessionGet},
-      {"session list", c::SessionList},
-      {"session delete", c::SessionDelete},
-      {"rules set", c::RulesSet},
-      {"train", c::Train},
-      {"eval", c::Eval},
-      {"calibrate", c::Calibrate},
-      {"stats", c::Stats},
-      {"forward", c::Forward},
-      {"checkpoint save", c::CheckpointSave},
-      {"checkpoint pull", c::CheckpointPull},
-      {"checkpoint push", c::CheckpointPush},
-  };
-  return *commands;
-}
-
 // Unknown flags and bad `--flag=value`s are usage errors (exit 2); absl's parser would exit 1.
-int CheckFlags(int argc, char** argv) {
+// Collects the names of the flags given into `given`.
+int CheckFlags(int argc, char** argv, std::vector<std::string>* given) {
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--") break;
@@ -112,6 +91,53 @@ int CheckFlags(int argc, char** argv) {
       std::fprintf(stderr, "qtrain: USAGE: %s (see `qtrain help`)\n", error.c_str());
       return qtrain::cli::kUsage;
     }
+    given->emplace_back(name);
+  }
+  return 0;
+}
+
+// The command the first words name (the longest match: "session create" before "session"),
+// and how many words it took.
+std::pair<const qtrain::cli::CommandSpec*, size_t> Resolve(const std::vector<std::string>& words) {
+  for (size_t n = std::min<size_t>(2, words.size()); n >= 1; --n) {
+    const auto* c = qtrain::cli::FindCommand(absl::StrJoin(words.begin(), words.begin() + n, " "));
+    if (c != nullptr) return {c, n};
+  }
+  return {nullptr, 0};
+}
+
+// "`qtrain session` needs a subcommand: create, get, ..." or "unknown command".
+std::string UnknownCommand(const std::vector<std::string>& words) {
+  std::vector<std::string> subcommands;
+  for (const auto* c : qtrain::cli::CommandsInGroup(words[0])) {
+    subcommands.push_back(c->name.substr(words[0].size() + 1));
+  }
+  if (!subcommands.empty()) {
+    return absl::StrCat("`qtrain ", words[0],
+                        "` needs a subcommand: ", absl::StrJoin(subcommands, ", "),
+                        words.size() > 1 ? absl::StrCat(" (not \"", words[1], "\")") : "");
+  }
+  return absl::StrCat("unknown command \"", absl::StrJoin(words, " "), "\"");
+}
+
+// `qtrain help [COMMAND...]`: the overview, one command's help, or a group's commands.
+int Help(const std::vector<std::string>& words) {
+  if (words.empty()) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (auto [c, n] = Resolve(words); c != nullptr) {
+    std::fputs(qtrain::cli::CommandHelp(*c).c_str(), stdout);
+    return 0;
+  }
+  const auto group = qtrain::cli::CommandsInGroup(words[0]);
+  if (group.empty()) {
+    std::fprintf(stderr, "qtrain: USAGE: %s (see `qtrain help`)\n", UnknownCommand(words).c_str());
+    return qtrain::cli::kUsage;
+  }
+  for (const auto* c : group) {
+    std::printf("qtrain %s\n%s", qtrain::cli::Usage(*c).c_str(),
+                qtrain::cli::Wrap(c->help, "    ", 80).c_str());
   }
   return 0;
 }
@@ -119,34 +145,47 @@ int CheckFlags(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool help = false;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-      std::fputs(kHelp, stdout);
-      return 0;
-    }
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) help = true;
   }
   absl::SetProgramUsageMessage("command-line client of qtrain-server; see `qtrain help`");
-  if (int rc = CheckFlags(argc, argv); rc != 0) return rc;
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  std::vector<std::string> words(positional.begin() + 1, positional.end());
-  if (words.empty() || words[0] == "help") {
-    std::fputs(kHelp, words.empty() ? stderr : stdout);
-    return words.empty() ? qtrain::cli::kUsage : 0;
+  std::vector<std::string> given;
+  std::vector<char*> kept;  // argv without --help / -h, which absl would handle itself
+  for (int i = 0; i < argc; ++i) {
+    if (i == 0 || (std::strcmp(argv[i], "--help") && std::strcmp(argv[i], "-h"))) {
+      kept.push_back(argv[i]);
+    }
   }
+  const int kept_argc = static_cast<int>(kept.size());
+  if (int rc = CheckFlags(kept_argc, kept.data(), &given); rc != 0) return rc;
+  std::vector<char*> positional = absl::ParseCommandLine(kept_argc, kept.data());
+  std::vector<std::string> words(positional.begin() + 1, positional.end());
+  if (help) return Help(words);
+  if (words.empty()) {
+    std::fputs(kHelp, stderr);
+    return qtrain::cli::kUsage;
+  }
+  if (words[0] == "help") return Help({words.begin() + 1, words.end()});
   if (absl::GetFlag(FLAGS_server).empty()) {
     const char* env = std::getenv("QTRAIN_SERVER");
     absl::SetFlag(&FLAGS_server, env != nullptr && *env ? env : "127.0.0.1:50051");
   }
   qtrain::cli::Invocation inv;
   inv.json = absl::GetFlag(FLAGS_json);
-  // The longest command that matches the first words ("session create" before "session").
-  for (size_t n = std::min<size_t>(2, words.size()); n >= 1; --n) {
-    auto it = Commands().find(absl::StrJoin(words.begin(), words.begin() + n, " "));
-    if (it == Commands().end()) continue;
-    inv.args.assign(words.begin() + n, words.end());
-    inv.client = qtrain::client::Client::Connect(absl::GetFlag(FLAGS_server));
-    return it->second(inv);
+  const auto [command, n] = Resolve(words);
+  if (command == nullptr) return qtrain::cli::Usage(inv, UnknownCommand(words));
+  inv.command = command->name;
+  inv.args.assign(words.begin() + n, words.end());
+  if (inv.args.size() < command->min_args || inv.args.size() > command->max_args) {
+    return qtrain::cli::Usage(
+        inv, absl::StrCat("`qtrain ", command->name, "` takes ",
+                          command->args.empty() ? "no arguments" : command->args, " (got: ",
+                          inv.args.empty() ? "none" : absl::StrJoin(inv.args, " "), ")"));
   }
-  return qtrain::cli::Usage(inv,
-                            absl::StrCat("unknown command \"", absl::StrJoin(words, " "), "\""));
+  if (std::string bad = qtrain::cli::CheckCommandFlags(*command, given); !bad.empty()) {
+    return qtrain::cli::Usage(inv, bad);
+  }
+  inv.client = qtrain::client::Client::Connect(absl::GetFlag(FLAGS_server));
+  return command->run(inv);
 }

@@ -91,8 +91,23 @@ absl::StatusOr<v1::RuleSet> RulesPreset(const std::string& name) {
   return FromJson<v1::RuleSet>(it->second);
 }
 
-v1::OptimizerConfig DefaultOptimizer(double learning_rate) {
-  v1::OptimizerConfig o = FromJson<v1::OptimizerConfig>(R"({"adamw": {}})");
+bool IsOptimizerPreset(const std::string& name) {
+  return name == "adamw" || name == "sgd" || name == "momentum";
+}
+
+absl::StatusOr<v1::OptimizerConfig> OptimizerPreset(const std::string& name, double learning_rate) {
+  v1::OptimizerConfig o;
+  if (name == "adamw") {
+    o.mutable_adamw();
+  } else if (name == "sgd") {
+    o.mutable_sgd();
+  } else if (name == "momentum") {
+    o.mutable_sgd()->set_momentum(0.9f);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--optimizer=", name, " is not one of ",
+                                                   Names({"adamw", "sgd", "momentum"}),
+                                                   ", a JSON file or JSON"));
+  }
   o.mutable_schedule()->set_learning_rate(static_cast<float>(learning_rate));
   return o;
 }

@@ -1,6 +1,6 @@
 // Built-in configurations so that a first session needs no JSON file: model presets (mlp, cnn,
-// transformer-lm), rule presets (float, qat-int8, qt-int8, srq-int8, qat-int4) and the default
-// optimizer. InvalidArgument names an unknown preset and lists the known ones.
+// transformer-lm), rule presets (float, qat-int8, qt-int8, srq-int8, qat-int4) and optimizer
+// presets (adamw, sgd, momentum). InvalidArgument names an unknown preset and lists the known ones.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,8 @@ absl::StatusOr<v1::ModelSpec> ModelPreset(const std::string& name, const PresetO
 absl::StatusOr<v1::RuleSet> RulesPreset(const std::string& name);
 bool IsRulesPreset(const std::string& name);
 
-// AdamW with a constant learning rate.
-v1::OptimizerConfig DefaultOptimizer(double learning_rate);
+// adamw, sgd or momentum (SGD with momentum 0.9) at a constant learning rate.
+absl::StatusOr<v1::OptimizerConfig> OptimizerPreset(const std::string& name, double learning_rate);
+bool IsOptimizerPreset(const std::string& name);
 
 }  // namespace qtrain::cli

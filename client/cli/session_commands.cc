@@ -1,4 +1,5 @@
 // session create|get|list|delete, rules set, stats, checkpoint save|pull|push, health.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,6 +61,11 @@ std::string FloatsSummary(const v1::Tensor& t) {
   return absl::StrCat(Num(*lo), "..", Num(*hi), " (", n, " values)");
 }
 
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int NeedSession(const Invocation& inv, const char* command) {
   return Usage(inv, absl::StrCat(command, " needs a SESSION id"));
 }
@@ -116,12 +122,15 @@ int SessionCreate(Invocation& inv) {
     if (!rules.ok()) return Usage(inv, std::string(rules.status().message()));
     *req.mutable_rules() = *rules;
   }
-  if (!absl::GetFlag(FLAGS_optimizer).empty()) {
-    absl::Status s =
-        LoadJsonMessage("optimizer", absl::GetFlag(FLAGS_optimizer), req.mutable_optimizer());
-    if (!s.ok()) return Usage(inv, std::string(s.message()));
+  const std::string optimizer = absl::GetFlag(FLAGS_optimizer);
+  if (IsOptimizerPreset(optimizer) ||
+      (optimizer.find('{') == std::string::npos && access(optimizer.c_str(), F_OK) != 0)) {
+    auto o = OptimizerPreset(optimizer, absl::GetFlag(FLAGS_lr));
+    if (!o.ok()) return Usage(inv, std::string(o.status().message()));
+    *req.mutable_optimizer() = *o;
   } else {
-    *req.mutable_optimizer() = DefaultOptimizer(absl::GetFlag(FLAGS_lr));
+    absl::Status s = LoadJsonMessage("optimizer", optimizer, req.mutable_optimizer());
+    if (!s.ok()) return Usage(inv, std::string(s.message()));
   }
   auto s = inv.client->CreateSession(req);
   if (!s.ok()) return Fail(inv, "session create", s.status());
@@ -205,6 +214,9 @@ int CheckpointSave(Invocation& inv) {
 int CheckpointPull(Invocation& inv) {
   if (inv.args.size() != 2) return Usage(inv, "checkpoint pull needs SESSION FILE");
   // A target we cannot write is a local error, found before the download starts.
+  if (IsDirectory(inv.args[1])) {
+    return Usage(inv, absl::StrCat(inv.args[1], " is a directory; name the file to write"));
+  }
   const std::string part = absl::StrCat(inv.args[1], ".part");
   if (FILE* f = std::fopen(part.c_str(), "wb")) {
     std::fclose(f);
@@ -228,6 +240,9 @@ int CheckpointPull(Invocation& inv) {
 
 int CheckpointPush(Invocation& inv) {
   if (inv.args.size() != 2) return Usage(inv, "checkpoint push needs SESSION FILE");
+  if (IsDirectory(inv.args[1])) {
+    return Usage(inv, absl::StrCat(inv.args[1], " is a directory, not a checkpoint file"));
+  }
   if (FILE* f = std::fopen(inv.args[1].c_str(), "rb")) {
     std::fclose(f);
   } else {
@@ -248,8 +263,8 @@ int CheckpointPush(Invocation& inv) {
 
 int Health(Invocation& inv) {
   const double timeout = absl::GetFlag(FLAGS_timeout);
-  auto status =
-      inv.client->Health(absl::GetFlag(FLAGS_service), absl::Seconds(timeout > 0 ? timeout : 5));
+  if (!(timeout > 0)) return Usage(inv, absl::StrCat("--timeout=", timeout, " must be > 0"));
+  auto status = inv.client->Health(absl::GetFlag(FLAGS_service), absl::Seconds(timeout));
   if (status.status().code() == absl::StatusCode::kNotFound) {
     status = std::string("SERVICE_UNKNOWN");  // the server does not know --service
   }

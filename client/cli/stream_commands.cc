@@ -40,7 +40,7 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     out.exit_code = Usage(inv, absl::StrCat("--data=", absl::GetFlag(FLAGS_data), " is empty"));
     return out;
   }
-  if (need_labels && data->labels.empty()) {
+  if (need_labels && !data->has_targets()) {
     out.exit_code = Usage(inv, absl::StrCat(command, " needs labelled data (--label_column)"));
     return out;
   }
@@ -51,8 +51,14 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     return out;
   }
   if (absl::GetFlag(FLAGS_epochs) < 1 || absl::GetFlag(FLAGS_steps) < 0 ||
-      absl::GetFlag(FLAGS_batch_size) < 1) {
-    out.exit_code = Usage(inv, "--epochs and --batch_size must be >= 1, --steps >= 0");
+      absl::GetFlag(FLAGS_batch_size) < 1 || absl::GetFlag(FLAGS_limit) < 0 ||
+      absl::GetFlag(FLAGS_log_every) < 0) {
+    out.exit_code =
+        Usage(inv, absl::StrCat("--epochs=", absl::GetFlag(FLAGS_epochs),
+                                " and --batch_size=", absl::GetFlag(FLAGS_batch_size),
+                                " must be >= 1; --steps=", absl::GetFlag(FLAGS_steps),
+                                ", --limit=", absl::GetFlag(FLAGS_limit),
+                                " and --log_every=", absl::GetFlag(FLAGS_log_every), " >= 0"));
     return out;
   }
   out.data = *std::move(data);
@@ -70,6 +76,19 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     if (!s.ok()) out.exit_code = Fail(inv, "rules set", s.status());
   }
   return out;
+}
+
+// --steps > 0 overrides `epochs`: as many passes over the data as the steps need.
+int EpochsFor(const client::Dataset& data, int64_t steps, int epochs) {
+  if (steps <= 0) return epochs;
+  const int64_t batch = std::clamp<int64_t>(absl::GetFlag(FLAGS_batch_size), 1, data.size());
+  const int64_t per_epoch = (data.size() + batch - 1) / batch;
+  return static_cast<int>(std::min<int64_t>((steps + per_epoch - 1) / per_epoch, 1 << 30));
+}
+
+// "1 step", "3 steps".
+std::string Plural(int64_t n, const char* noun) {
+  return absl::StrCat(n, " ", noun, n == 1 ? "" : "s");
 }
 
 Progress MakeProgress(const Invocation& inv, const char* label, int64_t total) {
@@ -100,15 +119,10 @@ class Window {
 int Train(Invocation& inv) {
   StreamSetup setup = Setup(inv, "train", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
-  // --steps overrides --epochs: as many passes as the steps need.
-  const int64_t batch = std::min(absl::GetFlag(FLAGS_batch_size), setup.data.size());
-  const int64_t per_epoch = (setup.data.size() + batch - 1) / batch;
   const int64_t steps = absl::GetFlag(FLAGS_steps);
-  const int epochs =
-      steps > 0 ? static_cast<int>(std::min<int64_t>((steps + per_epoch - 1) / per_epoch, 1 << 30))
-                : absl::GetFlag(FLAGS_epochs);
-  client::BatchIterator batches(setup.data, batch, epochs, absl::GetFlag(FLAGS_shuffle),
-                                absl::GetFlag(FLAGS_seed), steps);
+  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
+                                EpochsFor(setup.data, steps, absl::GetFlag(FLAGS_epochs)),
+                                absl::GetFlag(FLAGS_shuffle), absl::GetFlag(FLAGS_seed), steps);
   Progress progress = MakeProgress(inv, "train", batches.total_batches());
   Window loss, accuracy;
   int64_t done = 0, first_step = -1, last_step = -1, durable = -1, examples = 0;
@@ -128,7 +142,10 @@ int Train(Invocation& inv) {
   const double secs = progress.seconds();
   if (!s.ok()) {
     return Fail(inv,
-                absl::StrCat("train (after ", done, " steps; session at step ", last_step, ")"), s);
+                done == 0 ? "train (no step ran)"
+                          : absl::StrCat("train (after ", Plural(done, "step"),
+                                         "; the session is at step ", last_step, ")"),
+                s);
   }
   const double rate = secs > 0 ? done / secs : 0;
   if (inv.json) {
@@ -140,13 +157,16 @@ int Train(Invocation& inv) {
     std::printf("%s\n", j.dump().c_str());
     return kOk;
   }
-  std::printf("trained session %s: steps %lld-%lld (%lld examples) in %.1f s, %.1f steps/s\n",
-              setup.session.c_str(), static_cast<long long>(first_step),
-              static_cast<long long>(last_step), static_cast<long long>(examples), secs, rate);
+  std::printf("trained session %s: %s (%s) in %.1f s, %.1f steps/s\n", setup.session.c_str(),
+              first_step == last_step ? absl::StrCat("step ", last_step).c_str()
+                                      : absl::StrCat("steps ", first_step, "-", last_step).c_str(),
+              Plural(examples, "example").c_str(), secs, rate);
   std::printf(
-      "  loss %.4f%s over the last %zu steps; last durable step %lld\n", loss.Mean(),
+      "  loss %.4f%s over the last %s; %s\n", loss.Mean(),
       accuracy.size() > 0 ? absl::StrFormat(", accuracy %.4f", accuracy.Mean()).c_str() : "",
-      loss.size(), static_cast<long long>(durable));
+      Plural(static_cast<int64_t>(loss.size()), "step").c_str(),
+      durable >= 0 ? absl::StrCat("last durable step ", durable).c_str()
+                   : "no durable checkpoint yet");
   return kOk;
 }
 
@@ -181,9 +201,10 @@ int Eval(Invocation& inv) {
 int Calibrate(Invocation& inv) {
   StreamSetup setup = Setup(inv, "calibrate", /*need_labels=*/false);
   if (setup.exit_code != kOk) return setup.exit_code;
-  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size), 1,
-                                absl::GetFlag(FLAGS_shuffle), absl::GetFlag(FLAGS_seed),
-                                absl::GetFlag(FLAGS_steps));
+  const int64_t steps = absl::GetFlag(FLAGS_steps);
+  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
+                                EpochsFor(setup.data, steps, 1), absl::GetFlag(FLAGS_shuffle),
+                                absl::GetFlag(FLAGS_seed), steps);
   Progress progress = MakeProgress(inv, "calibrate", batches.total_batches());
   auto stats = inv.client->Calibrate(
       setup.session, [&](v1::Tensor* t) { return batches.NextInputs(t); },
@@ -230,6 +251,18 @@ int Forward(Invocation& inv) {
                         {"argmax", argmax}};
     if (labelled) j["accuracy"] = static_cast<double>(correct) / argmax.size();
     std::printf("%s\n", j.dump().c_str());
+    return kOk;
+  }
+  if (classes == 1) {  // one output per example (regression): the values themselves
+    const bool targets = setup.data.float_targets.size() >= values.size();
+    std::printf("outputs (%s) of %lld examples:\n", absl::StrJoin(out->shape(), "x").c_str(),
+                static_cast<long long>(n));
+    for (size_t i = 0; i < std::min<size_t>(values.size(), 10); ++i) {
+      std::printf(
+          "  %zu: %.6g%s\n", i, values[i],
+          targets ? absl::StrCat("  (target ", setup.data.float_targets[i], ")").c_str() : "");
+    }
+    if (values.size() > 10) std::printf("  ... %zu more\n", values.size() - 10);
     return kOk;
   }
   std::printf("outputs (%s) of %lld examples; argmax per row:\n",

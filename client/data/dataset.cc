@@ -47,8 +47,14 @@ void Dataset::FillInputs(const std::vector<int64_t>& rows, v1::Tensor* out) cons
 
 void Dataset::FillTargets(const std::vector<int64_t>& rows, v1::Tensor* out) const {
   out->Clear();
-  out->set_dtype(v1::Tensor::I32);
   out->add_shape(static_cast<int64_t>(rows.size()));
+  if (!float_targets.empty()) {
+    out->set_dtype(v1::Tensor::F32);
+    out->add_shape(1);
+    Gather(float_targets, 1, rows, out->mutable_data());
+    return;
+  }
+  out->set_dtype(v1::Tensor::I32);
   if (labels_per_example > 1) out->add_shape(labels_per_example);
   Gather(labels, labels_per_example, rows, out->mutable_data());
 }
@@ -86,7 +92,7 @@ bool BatchIterator::NextBatch(v1::Batch* batch) {
   std::vector<int64_t> rows;
   if (!Next(&rows)) return false;
   data_.FillInputs(rows, batch->mutable_inputs());
-  if (!data_.labels.empty()) data_.FillTargets(rows, batch->mutable_targets());
+  if (data_.has_targets()) data_.FillTargets(rows, batch->mutable_targets());
   return true;
 }
 

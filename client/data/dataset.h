@@ -24,10 +24,14 @@ struct Dataset {
   std::vector<int32_t> token_ids;      // I32 inputs, examples × prod(example_shape)
   std::vector<int32_t> labels;         // per example, or per token for text; empty: unlabeled
   int64_t labels_per_example = 1;
+  std::vector<float> float_targets;  // regression (MSE) targets, one per example, instead
+                                     // of class labels
 
   int64_t size() const;
+  bool has_targets() const { return !labels.empty() || !float_targets.empty(); }
   int64_t example_elements() const;
-  // Writes examples `rows` as one (N, example_shape...) tensor, and their labels as targets.
+  // Writes examples `rows` as one (N, example_shape...) tensor, and their targets: I32 labels,
+  // or F32 of shape (N, 1) for float targets.
   void FillInputs(const std::vector<int64_t>& rows, v1::Tensor* out) const;
   void FillTargets(const std::vector<int64_t>& rows, v1::Tensor* out) const;
 };
@@ -40,6 +44,8 @@ struct DataOptions {
   std::string label_column;          // CSV: a header name or an index (negative from the end);
                                      // "": a column named label/target/class/y, else the last;
                                      // "none": unlabeled
+  std::string targets;               // CSV label column: "class" (indices), "float" (MSE), or
+                                     // "": class when every value is an index, else float
   std::vector<int64_t> input_shape;  // reshape each example (CSV; default: flat)
   float input_scale = 0;             // multiply features (0: 1/255 for IDX, 1 for CSV)
   int64_t seq_len = 64;              // text: tokens per example

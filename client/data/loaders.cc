@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +49,7 @@ void Truncate(Dataset& d, int64_t limit) {
     d.features.resize(elements);
   }
   if (!d.labels.empty()) d.labels.resize(static_cast<size_t>(limit * d.labels_per_example));
+  if (!d.float_targets.empty()) d.float_targets.resize(static_cast<size_t>(limit));
 }
 
 absl::StatusOr<Dataset> LoadIdx(const DataOptions& o) {
@@ -62,13 +64,16 @@ absl::StatusOr<Dataset> LoadIdx(const DataOptions& o) {
       labels = *l;
     }
   } else if (labels.empty()) {
+    // t10k-images-idx3-ubyte → t10k-labels-idx1-ubyte (also t10k-images.idx3-ubyte, ...).
+    const size_t base = images.find_last_of('/') + 1;
     labels = images;
-    const size_t at = labels.rfind("images-idx3");
-    if (at == std::string::npos) {
+    const size_t at = labels.find("images", base), idx = labels.find("idx3", base);
+    if (at == std::string::npos || idx == std::string::npos) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot derive the labels file from ", images, "; pass --labels"));
     }
-    labels.replace(at, 11, "labels-idx1");
+    labels.replace(idx, 4, "idx1");
+    labels.replace(at, 6, "labels");
   }
   auto img = ReadIdx(images);
   if (!img.ok()) return img.status();
@@ -114,12 +119,13 @@ absl::StatusOr<int64_t> LabelColumn(const DataOptions& o, const std::vector<std:
     }
     return index;
   }
-  for (int64_t i = 0; i < static_cast<int64_t>(header.size()); ++i) {
-    const std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(header[i]));
-    if (o.label_column.empty()
-            ? (name == "label" || name == "target" || name == "class" || name == "y")
-            : name == absl::AsciiStrToLower(o.label_column)) {
-      return i;
+  // The named column, else the conventional names in this order of preference.
+  const std::vector<std::string> wanted =
+      o.label_column.empty() ? std::vector<std::string>{"label", "target", "class", "y"}
+                             : std::vector<std::string>{absl::AsciiStrToLower(o.label_column)};
+  for (const std::string& want : wanted) {
+    for (int64_t i = 0; i < static_cast<int64_t>(header.size()); ++i) {
+      if (absl::AsciiStrToLower(absl::StripAsciiWhitespace(header[i])) == want) return i;
     }
   }
   if (!o.label_column.empty()) {
@@ -129,7 +135,15 @@ absl::StatusOr<int64_t> LabelColumn(const DataOptions& o, const std::vector<std:
   return columns - 1;
 }
 
+bool IsClassIndex(float v) {
+  return v >= 0 && v < 2147483648.0f && v == static_cast<float>(static_cast<int32_t>(v));
+}
+
 absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
+  if (!o.targets.empty() && o.targets != "class" && o.targets != "float") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--targets=", o.targets, " is not one of class, float"));
+  }
   auto text = ReadMaybeGzip(o.path);
   if (!text.ok()) return text.status();
   absl::string_view body = *text;
@@ -169,14 +183,21 @@ absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
       }
       if (c != *label) {
         d.features.push_back(v * scale);
-      } else if (!(v >= 0 && v < 2147483648.0f) ||
-                 v != static_cast<float>(static_cast<int32_t>(v))) {
-        return absl::InvalidArgumentError(absl::StrCat(o.path, " line ", li + 1, ": label \"",
-                                                       cells[c], "\" is not a class index"));
-      } else {
-        d.labels.push_back(static_cast<int32_t>(v));
+        continue;
       }
+      if (o.targets == "class" && !IsClassIndex(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(o.path, " line ", li + 1, ": label \"", cells[c],
+                         "\" is not a class index (--targets=float for regression)"));
+      }
+      d.float_targets.push_back(v);
     }
+  }
+  // Class indices unless asked for float targets or some value is not an index.
+  if (o.targets != "float" &&
+      std::all_of(d.float_targets.begin(), d.float_targets.end(), IsClassIndex)) {
+    d.labels.assign(d.float_targets.begin(), d.float_targets.end());
+    d.float_targets.clear();
   }
   d.example_shape = {features};
   if (!o.input_shape.empty()) {
@@ -189,9 +210,11 @@ absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
     }
     d.example_shape = o.input_shape;
   }
-  d.description = absl::StrCat(d.size(), " examples of ", features, " features",
-                               *label >= 0 ? absl::StrCat(" (label: column ", *label + 1, ")") : "",
-                               " from ", o.path);
+  const std::string target_kind = d.float_targets.empty() ? "class labels" : "float targets";
+  d.description =
+      absl::StrCat(d.size(), " examples of ", features, " features",
+                   *label >= 0 ? absl::StrCat(" (", target_kind, ": column ", *label, ")") : "",
+                   " from ", o.path);
   return d;
 }
 
@@ -271,14 +294,26 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
   return out;
 }
 
+// Whether the file (gzipped or not) starts like an unsigned-byte IDX array: 0, 0, 0x08, then 1
+// to 4 dimensions. Names vary too much (t10k-images-idx3-ubyte, t10k-images.idx3-ubyte, ...).
+bool HasIdxMagic(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files as they are
+  if (f == nullptr) return false;
+  unsigned char magic[4] = {};
+  const int n = gzread(f, magic, sizeof magic);
+  gzclose(f);
+  return n == 4 && magic[0] == 0 && magic[1] == 0 && magic[2] == 0x08 && magic[3] >= 1 &&
+         magic[3] <= 4;
+}
+
 absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
   if (o.path.empty()) return absl::InvalidArgumentError("--data is required");
   std::string format = o.format;
   if (format.empty()) {
-    const std::string name = o.path.substr(o.path.find_last_of('/') + 1);
+    const std::string name = absl::AsciiStrToLower(o.path.substr(o.path.find_last_of('/') + 1));
     if (absl::EndsWith(name, ".csv") || absl::EndsWith(name, ".csv.gz")) {
       format = "csv";
-    } else if (IsDirectory(o.path) || absl::StrContains(name, "-idx")) {
+    } else if (IsDirectory(o.path) || !o.labels_path.empty() || HasIdxMagic(o.path)) {
       format = "idx";
     } else {
       format = "text";

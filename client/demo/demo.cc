@@ -3,10 +3,12 @@
 // steps), calibrates static activation scales, prints the statistics, downloads the checkpoint,
 // and ends with a table of accuracy and steps/s per mode.
 //
-//   qtrain-demo [--server=127.0.0.1:50051] [--epochs=1] [--train_examples=60000]
+//   qtrain-demo [--server=HOST:PORT (default $QTRAIN_SERVER, else 127.0.0.1:50051)] [--epochs=1]
+//   [--train_examples=60000]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -19,7 +21,8 @@
 #include "client/data/dataset.h"
 #include "qtrain/client.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "qtrain-server address");
+ABSL_FLAG(std::string, server, "",
+          "qtrain-server address (default: $QTRAIN_SERVER, else 127.0.0.1:50051)");
 ABSL_FLAG(int, epochs, 1, "float pre-training epochs (fine-tunes run one epoch each)");
 ABSL_FLAG(int64_t, train_examples, 60000, "Fashion-MNIST training examples to use");
 ABSL_FLAG(std::string, data, "/usr/share/datasets/fashion-mnist",
@@ -165,8 +168,12 @@ int main(int argc, char** argv) {
                  (train.ok() ? test.status() : train.status()).ToString().c_str());
     return 2;
   }
-  std::unique_ptr<qtrain::client::Client> client =
-      qtrain::client::Client::Connect(absl::GetFlag(FLAGS_server));
+  std::string server = absl::GetFlag(FLAGS_server);
+  if (server.empty()) {
+    const char* env = std::getenv("QTRAIN_SERVER");
+    server = env != nullptr && *env ? env : "127.0.0.1:50051";
+  }
+  std::unique_ptr<qtrain::client::Client> client = qtrain::client::Client::Connect(server);
   Demo demo(client.get(), *train, *test);
   const std::string id = absl::StrCat("demo-", std::time(nullptr));
   demo.CreateSession(id);

@@ -146,7 +146,11 @@ TEST_F(DatasetTest, CsvErrorsNameTheLineAndValue) {
   EXPECT_NE(LoadDataset(o).status().message().find("2 columns, expected 3"), std::string::npos);
 
   o.path = Write("label.csv", "1,2,3.5\n");
+  o.targets = "class";
   EXPECT_NE(LoadDataset(o).status().message().find("not a class index"), std::string::npos);
+  o.targets = "sideways";
+  EXPECT_NE(LoadDataset(o).status().message().find("--targets=sideways"), std::string::npos);
+  o.targets = "";
 
   o.path = Write("ok.csv", "1,2,3\n");
   o.input_shape = {3};
@@ -182,6 +186,51 @@ TEST_F(DatasetTest, FormatComesFromTheFileName) {
   d = LoadDataset(o);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_TRUE(d->tokens);
+}
+
+// Kaggle's MNIST names (t10k-images.idx3-ubyte) and any other name: IDX by its magic bytes,
+// gzipped or not, with the labels file derived from the name.
+TEST_F(DatasetTest, IdxIsRecognisedByItsMagicBytes) {
+  Write("t10k-images.idx3-ubyte", Idx({4, 2, 2}));
+  Write("t10k-labels.idx1-ubyte", Idx({4}));
+  DataOptions o;
+  o.path = (dir_ / "t10k-images.idx3-ubyte").string();
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->tokens);
+  EXPECT_EQ(d->size(), 4);
+  EXPECT_EQ(d->labels.size(), 4u);
+  o.path = Write("pictures.bin.gz", Idx({3, 2, 2}), /*gzip=*/true);
+  o.labels_path = Write("answers.bin", Idx({3}));
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->size(), 3);
+}
+
+// A label column with values that are not class indices holds regression targets: F32 (N, 1).
+TEST_F(DatasetTest, CsvFloatTargetsForRegression) {
+  DataOptions o;
+  o.path = Write("reg.csv", "x,y,target\n1,2,0.5\n3,4,-1.25\n5,6,2\n");
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->labels.empty());
+  EXPECT_EQ(d->float_targets, (std::vector<float>{0.5f, -1.25f, 2.0f}));
+  EXPECT_NE(d->description.find("float targets: column 2"), std::string::npos) << d->description;
+  v1::Batch b;
+  BatchIterator it(*d, 2, 1, /*shuffle=*/false, 0);
+  ASSERT_TRUE(it.NextBatch(&b));
+  EXPECT_EQ(b.targets().dtype(), v1::Tensor::F32);
+  EXPECT_EQ(std::vector<int64_t>(b.targets().shape().begin(), b.targets().shape().end()),
+            (std::vector<int64_t>{2, 1}));
+  float t[2];
+  std::memcpy(t, b.targets().data().data(), sizeof t);
+  EXPECT_EQ(t[1], -1.25f);
+  // Whole numbers are class indices unless --targets=float says otherwise.
+  o.path = Write("ints.csv", "1,2,3\n4,5,6\n");
+  o.targets = "float";
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->float_targets, (std::vector<float>{3, 6}));
 }
 
 TEST_F(DatasetTest, TextIsBytesInWindowsWithNextByteTargets) {

@@ -98,6 +98,27 @@ json_check 'j["accuracy"] > 0.9'
 # --steps runs past one epoch (--limit=100 rows: batches of 64 and 36 per epoch).
 expect 0 "$Q" train blobs --data="$TMP/blobs.csv" --limit=100 --batch_size=64 --steps=7 --json
 json_check 'j["steps"] == 7 and j["examples"] == 4 * 64 + 3 * 36'
+# IDX files are recognised by their magic bytes, whatever their names (Kaggle's MNIST names).
+cp "$TMP/t10k-images-idx3-ubyte" "$TMP/t10k-images.idx3-ubyte"
+cp "$TMP/t10k-labels-idx1-ubyte" "$TMP/t10k-labels.idx1-ubyte"
+expect 0 "$Q" train cnn --data="$TMP/t10k-images.idx3-ubyte" --steps=1 --batch_size=32
+contains "trained session cnn: step 4 (32 examples)"
+# Regression: float targets in a CSV train a model with the MSE loss.
+/usr/bin/python3 -c "
+import random
+random.seed(2)
+print('a,b,target')
+for _ in range(500):
+    a, b = random.uniform(-1, 1), random.uniform(-1, 1)
+    print(f'{a:.4f},{b:.4f},{2 * a - b + 0.5:.4f}')
+" > "$TMP/reg.csv"
+expect 0 "$Q" session create reg --optimizer=momentum --lr=0.05 --model='{"input": {"shape": [2]},
+  "body": {"sequential": {"layers": [{"linear": {"features": 1}}]}}, "loss": {"kind": "MSE"}}'
+expect 0 "$Q" train reg --data="$TMP/reg.csv" --epochs=30 --batch_size=50 --json
+json_check 'j["loss"] < 0.01 and j["accuracy"] == -1'
+expect 0 "$Q" forward reg --data="$TMP/reg.csv" --batch_size=4
+contains "(target 1.4285)"
+expect 2 "$Q" train reg --data="$TMP/reg.csv" --targets=class
 expect 0 "$Q" session create zero --preset=mlp --json
 json_check 'j["step"] == "0"'
 bible -f Gen1:1-Gen2:25 > "$TMP/genesis.txt" 2>/dev/null || seq 1 3000 > "$TMP/genesis.txt"
@@ -128,6 +149,24 @@ expect 2 "$Q"
 expect 2 "$Q" checkpoint push fm "$TMP/missing.safetensors"
 expect 3 "$Q" --server=127.0.0.1:1 session list
 expect 3 "$Q" --server=127.0.0.1:1 health --timeout=0.5
+# Flags and arguments a command would ignore are usage errors; groups list their subcommands.
+expect 2 "$Q" eval fm --data=$FM --rules=qat-int8
+expect 2 "$Q" stats fm extra
+expect 2 "$Q" checkpoint
+expect 2 "$Q" session create o --preset=mlp --optimizer=adagrad
+expect 2 "$Q" train fm --data=$FM --limit=-3
+expect 2 "$Q" health --timeout=-1
+expect 0 "$Q" help train
+contains "--epochs (default 1)"
+expect 0 "$Q" train --help
+contains "usage: qtrain train ID"
+expect 0 "$Q" health --service=qtrain.v1.Trainer
+# Calibrating with no act_static_scale rule is a rejected request, not an empty table.
+expect 0 "$Q" session create flt --preset=mlp
+expect 6 "$Q" calibrate flt --data=$FM --steps=2
+# Local paths that are directories are local errors.
+expect 2 "$Q" checkpoint pull fm "$TMP"
+expect 2 "$Q" checkpoint push fm "$TMP"
 # A failed pull leaves no file behind.
 expect 4 "$Q" checkpoint pull nope "$TMP/nope.safetensors"
 [ ! -e "$TMP/nope.safetensors" ] && [ ! -e "$TMP/nope.safetensors.part" ] ||

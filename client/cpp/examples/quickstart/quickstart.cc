@@ -97,6 +97,12 @@ void Train(qtrain::client::Client& client, const std::string& id, Teacher& data,
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
+    std::printf(
+        "usage: %s [SERVER (default $QTRAIN_SERVER or 127.0.0.1:50051)] [CHECKPOINT_FILE]\n",
+        argv[0]);
+    return 0;
+  }
   const char* env = std::getenv("QTRAIN_SERVER");
   const std::string server = argc > 1 ? argv[1] : env ? env : "127.0.0.1:50051";
   const std::string checkpoint = argc > 2 ? argv[2] : "quickstart.safetensors";

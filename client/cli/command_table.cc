@@ -1,0 +1,178 @@
+#include "client/cli/command_table.h"
+
+#include <algorithm>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/cli/commands.h"
+
+namespace qtrain::cli {
+namespace {
+
+const std::vector<std::string> kCommon = {"server", "json"};
+
+std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> parts) {
+  std::vector<std::string> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+const std::vector<std::string> kData = {"data",         "format",  "split",       "labels",
+                                        "label_column", "targets", "input_shape", "input_scale",
+                                        "seq_len",      "limit"};
+const std::vector<std::string> kStream = {"batch_size", "steps", "progress", "log_every"};
+
+}  // namespace
+
+std::string Wrap(const std::string& text, const std::string& indent, size_t width) {
+  std::string out = indent;
+  size_t column = indent.size();
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (column > indent.size() && column + 1 + word.size() > width) {
+      absl::StrAppend(&out, "\n", indent);
+      column = indent.size();
+    } else if (column > indent.size()) {
+      out += ' ';
+      ++column;
+    }
+    absl::StrAppend(&out, word);
+    column += word.size();
+  }
+  return out + "\n";
+}
+
+const std::vector<CommandSpec>& CommandSpecs() {
+  static const auto* specs = new std::vector<CommandSpec>{
+      {"health",
+       "",
+       0,
+       0,
+       "Is the server SERVING? Exit 8 when it answers otherwise.",
+       {"service", "timeout"},
+       Health},
+      {"session create",
+       "[ID]",
+       0,
+       1,
+       "A new session from a built-in --preset or a --model spec (the server picks an id when ID "
+       "is omitted).",
+       {"preset", "model", "rules", "optimizer", "lr", "seed", "classes", "input_shape", "seq_len"},
+       SessionCreate},
+      {"session get",
+       "ID",
+       1,
+       1,
+       "The session: step, parameters, quantized ops and their rules.",
+       {},
+       SessionGet},
+      {"session list", "", 0, 0, "All sessions.", {}, SessionList},
+      {"session delete",
+       "ID",
+       1,
+       1,
+       "Deletes a session and its checkpoint on the server.",
+       {},
+       SessionDelete},
+      {"rules set",
+       "ID [RULES]",
+       1,
+       2,
+       "Switches the session's rules between steps: a preset (float, qat-int8, qt-int8, srq-int8, "
+       "qat-int4), a JSON file or inline JSON (or --rules).",
+       {"rules"},
+       RulesSet},
+      {"train", "ID", 1, 1,
+       "Trains on --data for --epochs, or --steps batches (over as many passes as they need); "
+       "--rules switches the rules first.",
+       Join({kData, kStream, {"epochs", "shuffle", "seed", "rules"}}), Train},
+      {"eval", "ID", 1, 1,
+       "Loss and accuracy over --data (the session's weights do not change; --update_stats also "
+       "updates the quant stats).",
+       Join({kData, kStream, {"update_stats"}}), Eval},
+      {"calibrate", "ID", 1, 1,
+       "A forward-only pass over --data that collects the statistics of ops under an "
+       "act_static_scale rule, then prints them; --rules (e.g. srq-int8) switches the rules "
+       "first.",
+       Join({kData, kStream, {"shuffle", "seed", "rules"}}), Calibrate},
+      {"stats", "ID", 1, 1, "Quant stats: counts, qtypes, derived static scales.", {}, Stats},
+      {"forward", "ID", 1, 1,
+       "Outputs for the first --batch_size examples of --data (argmax per row).",
+       Join({kData, {"batch_size"}}), Forward},
+      {"checkpoint save",
+       "ID",
+       1,
+       1,
+       "A durable checkpoint on the server (in its data dir).",
+       {},
+       CheckpointSave},
+      {"checkpoint pull",
+       "ID FILE",
+       2,
+       2,
+       "Downloads the session's checkpoint (safetensors) into FILE.",
+       {},
+       CheckpointPull},
+      {"checkpoint push",
+       "ID FILE",
+       2,
+       2,
+       "Uploads a checkpoint file into session ID (created from the file when new).",
+       {},
+       CheckpointPush},
+  };
+  return *specs;
+}
+
+const CommandSpec* FindCommand(const std::string& name) {
+  for (const CommandSpec& c : CommandSpecs()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+std::string Usage(const CommandSpec& command) {
+  return command.args.empty() ? command.name : absl::StrCat(command.name, " ", command.args);
+}
+
+std::vector<const CommandSpec*> CommandsInGroup(const std::string& group) {
+  std::vector<const CommandSpec*> out;
+  for (const CommandSpec& c : CommandSpecs()) {
+    if (c.name.rfind(group + " ", 0) == 0) out.push_back(&c);
+  }
+  return out;
+}
+
+std::string CommandHelp(const CommandSpec& command) {
+  std::string out = absl::StrCat("usage: qtrain ", Usage(command), " [--flags]\n\n",
+                                 Wrap(command.help, "", 80), "\nflags:\n");
+  std::vector<std::string> flags = command.flags;
+  flags.insert(flags.end(), kCommon.begin(), kCommon.end());
+  for (const std::string& name : flags) {
+    const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+    if (f == nullptr) continue;
+    const std::string def = f->DefaultValue();
+    absl::StrAppend(&out, "  --", name, def.empty() ? "" : absl::StrCat(" (default ", def, ")"),
+                    "\n", Wrap(f->Help(), "      ", 80));
+  }
+  return out;
+}
+
+std::string CheckCommandFlags(const CommandSpec& command, const std::vector<std::string>& given) {
+  for (const std::string& name : given) {
+    if (std::find(kCommon.begin(), kCommon.end(), name) != kCommon.end()) continue;
+    if (std::find(command.flags.begin(), command.flags.end(), name) != command.flags.end()) {
+      continue;
+    }
+    return absl::StrCat("--", name, " does not apply to `qtrain ", command.name, "`",
+                        command.flags.empty()
+                            ? " (it takes only --server and --json)"
+                            : absl::StrCat(" (its flags: --", absl::StrJoin(command.flags, ", --"),
+                                           ", --server, --json)"));
+  }
+  return "";
+}
+
+}  // namespace qtrain::cli
