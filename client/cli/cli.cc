@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cli/flags.h"
 #include "nlohmann/json.hpp"
 
@@ -88,9 +89,12 @@ absl::Status LoadJsonMessage(const std::string& flag, const std::string& text_or
   }
   auto s = google::protobuf::util::JsonStringToMessage(text, out);
   if (!s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", where, " is not a valid ",
-                                                   out->GetTypeName(), ": ",
-                                                   s.message().as_string()));
+    // protobuf's messages may start with ": " themselves.
+    const std::string message = s.message().as_string();
+    absl::string_view why = message;
+    absl::ConsumePrefix(&why, ": ");
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", where, " is not a valid ", out->GetTypeName(), ": ", why));
   }
   return absl::OkStatus();
 }

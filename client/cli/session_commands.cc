@@ -75,6 +75,9 @@ int NeedSession(const Invocation& inv, const char* command) {
 absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value) {
   if (IsRulesPreset(value)) return RulesPreset(value);
   if (value.find('{') == std::string::npos && access(value.c_str(), F_OK) != 0) {
+    if (value.find('/') != std::string::npos || value.find('.') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--rules: cannot open ", value));
+    }
     return RulesPreset(value);  // neither JSON nor a file: say which presets exist
   }
   v1::RuleSet rules;

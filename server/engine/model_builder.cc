@@ -27,9 +27,12 @@ class Builder {
     }
     const std::string type = TypeName(m);
     if (type.empty()) {
+      const std::string which =
+          m.name().empty() ? absl::StrCat("a module under \"", parent, "\"")
+                           : absl::StrCat("module \"", m.name(), "\" under \"", parent, "\"");
       return absl::InvalidArgumentError(absl::StrCat(
-          "module under \"", parent,
-          "\" has no kind (set one of linear, conv2d, embedding, "
+          which,
+          " has no kind (set one of linear, conv2d, embedding, "
           "layer_norm, rms_norm, activation, attention, pool, flatten, dropout, sequential, "
           "residual)"));
     }
@@ -170,8 +173,9 @@ class Builder {
       case proto::Module::kConv2D: {
         const auto& c = m.conv2d();
         if (shape.size() != 3) {
-          return Bad(path, absl::StrCat("conv2d needs (H, W, C) examples, got ", ShapeString(shape),
-                                        " (add no flatten before it)"));
+          return Bad(path,
+                     absl::StrCat("conv2d needs (H, W, C) examples, got ", ShapeString(shape),
+                                  " (a flatten before it, or an input shape without channels?)"));
         }
         QTRAIN_RETURN_IF_ERROR(CheckSize(path, "features", c.features()));
         if (c.kernel_size_size() != 2) {

@@ -382,7 +382,9 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
       finished_ = true;
       finish = true;
       read = false;
-      if (!failed) {
+      if (!failed && examples_ == 0) {  // a mean over nothing is no answer
+        status_ = absl::InvalidArgumentError("Evaluate received no batches: nothing to evaluate");
+      } else if (!failed) {
         response_->set_step(step_);
         response_->set_examples(examples_);
         const double n = examples_ > 0 ? static_cast<double>(examples_) : 1.0;

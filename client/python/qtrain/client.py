@@ -13,6 +13,7 @@ import os
 import grpc
 from google.protobuf import json_format
 
+from qtrain import presets
 from qtrain.grpc_protos import health_pb2, health_pb2_grpc
 from qtrain.safetensors import load_safetensors
 from qtrain.tensors import from_tensor, to_tensor
@@ -42,11 +43,18 @@ def _wrap(fn):
     return call
 
 
+# Which presets a string names, by the message it stands for.
+_PRESET_KINDS = {"ModelSpec": "models", "RuleSet": "rules", "OptimizerConfig": "optimizers"}
+
+
 def _message(value, cls):
     if value is None:
         return cls()
     if isinstance(value, cls):
         return value
+    kind = _PRESET_KINDS.get(cls.DESCRIPTOR.name)
+    if isinstance(value, str) and kind and not value.lstrip().startswith("{"):
+        value = presets.lookup(kind, value)  # "qat-int8", "mlp", "adamw"
     try:
         if isinstance(value, str):
             value = json.loads(value)

@@ -26,7 +26,10 @@ def load_idx(path):
 
 
 def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR):
-    """(images float32 (N, 28, 28, 1) in [0, 1], labels int32 (N,)) of a Fashion-MNIST split."""
+    """(images float32 (N, 28, 28, 1) in [0, 1], labels int32 (N,)) of a Fashion-MNIST split
+    ("train" or "t10k")."""
+    if split not in ("train", "t10k"):
+        raise ValueError(f"split={split!r} is not one of 'train', 't10k'")
     images = load_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"))
     labels = load_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte.gz"))
     if limit is not None and limit < 1:
@@ -40,6 +43,8 @@ def batches(x, y=None, batch_size=128, epochs=1, shuffle=False, seed=0):
     """Yields (x_batch, y_batch) — or x_batch alone when y is None — for `epochs` passes."""
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"batch_size={batch_size} must be >= 1 and epochs={epochs} >= 0")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
     rng = np.random.default_rng(seed)
     n = len(x)
     for _ in range(epochs):

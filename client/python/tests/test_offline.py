@@ -77,3 +77,28 @@ class SafetensorsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DatasetTest(unittest.TestCase):
+    def test_batches_cover_the_rows_and_check_lengths(self):
+        x, y = np.arange(10, dtype=np.float32), np.arange(10, dtype=np.int32)
+        got = list(qtrain.batches(x, y, batch_size=4))
+        self.assertEqual([len(b[0]) for b in got], [4, 4, 2])
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in got]), y)
+        with self.assertRaisesRegex(ValueError, "10 examples but y has 3"):
+            list(qtrain.batches(x, y[:3], batch_size=4))
+
+    def test_unknown_split_names_the_valid_ones(self):
+        with self.assertRaisesRegex(ValueError, "'train', 't10k'"):
+            qtrain.load_fashion_mnist("test")
+
+
+class PresetTest(unittest.TestCase):
+    def test_lookup_gives_fresh_copies_and_lists_names(self):
+        a = qtrain.presets.lookup("rules", "qat-int8")
+        a["rules"].clear()
+        self.assertEqual(len(qtrain.presets.QAT_INT8["rules"]), 1)
+        self.assertEqual(qtrain.presets.mlp(classes=3)["body"]["sequential"]["layers"][-1],
+                         {"name": "head", "linear": {"features": 3}})
+        with self.assertRaisesRegex(ValueError, "adamw, sgd, momentum"):
+            qtrain.presets.lookup("optimizers", "adagrad")

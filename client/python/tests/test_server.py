@@ -124,12 +124,33 @@ class ServerTest(unittest.TestCase):
             list(c.train("py-err", [(self.x[:4], np.array([2**40] * 4))]))
         with self.assertRaisesRegex(ValueError, "no wire type"):
             c.evaluate("py-err", [(self.x[:4].astype(np.complex64), self.y[:4])])
+        with self.assertRaisesRegex(qtrain.QtrainError, "no batches") as e:
+            c.evaluate("py-err", [])
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         with self.assertRaisesRegex(ValueError, "RuleSet"):
             c.update_rules("py-err", {"rules": [{"no_such_field": 1}]})
         self.assertEqual(c.get_session("py-err").step, 0)
         self.assertEqual(len(list(c.train("py-err", qtrain.batches(self.x[:256], self.y[:256],
                                                                    128)))), 2)
         c.delete_session("py-err")
+
+    def test_presets_match_the_cli_and_go_by_name(self):
+        """The Python presets build the same models as the CLI's, and names work for configs."""
+        c = self.client
+        cli = os.path.join(os.environ["QTRAIN_BUILD_DIR"], "bin", "qtrain")
+        for name in ("mlp", "cnn", "transformer-lm"):
+            out = subprocess.run([cli, "--server", self.server.address, "--json", "session",
+                                  "create", f"py-cli-{name}", f"--preset={name}"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            s = c.create_session(f"py-preset-{name}", model=name, rules="qat-int4",
+                                 optimizer="momentum")
+            self.assertEqual(s.parameters, c.get_session(f"py-cli-{name}").parameters, name)
+            self.assertEqual(s.rules.rules[0].weight_qtype, "int4")
+            for sid in (f"py-cli-{name}", f"py-preset-{name}"):
+                c.delete_session(sid)
+        with self.assertRaisesRegex(ValueError, "qat-int8"):
+            c.create_session("py-bad-preset", model="mlp", rules="qat-int9")
 
     def test_example_script(self):
         out = subprocess.run(
