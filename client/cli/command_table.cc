@@ -12,7 +12,8 @@
 namespace qtrain::cli {
 namespace {
 
-const std::vector<std::string> kCommon = {"server", "json"};
+// Output and connection flags that every command takes (so that scripts can pass them always).
+const std::vector<std::string> kCommon = {"server", "json", "progress"};
 
 std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> parts) {
   std::vector<std::string> out;
@@ -23,7 +24,7 @@ std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> pa
 const std::vector<std::string> kData = {"data",         "format",  "split",       "labels",
                                         "label_column", "targets", "input_shape", "input_scale",
                                         "seq_len",      "limit"};
-const std::vector<std::string> kStream = {"batch_size", "steps", "progress", "log_every"};
+const std::vector<std::string> kStream = {"batch_size", "steps", "log_every"};
 
 }  // namespace
 

@@ -15,7 +15,7 @@ struct CommandSpec {
   std::string args;  // "ID FILE"
   size_t min_args = 0, max_args = 0;
   std::string help;                // what it does (a few lines)
-  std::vector<std::string> flags;  // accepted besides the common --server and --json
+  std::vector<std::string> flags;  // accepted besides the common --server, --json, --progress
   int (*run)(Invocation&) = nullptr;
 };
 

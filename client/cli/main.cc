@@ -62,6 +62,7 @@ exit codes:
   0 ok   1 other server error   2 usage or local file error   3 server unreachable
   4 no such session   5 session exists   6 request rejected (invalid argument, failed
   precondition, out of range)   7 server limit reached   8 health: not serving
+  130 Ctrl-C stopped a stream (what ran is kept and summarised)
 )";
 
 // Unknown flags and bad `--flag=value`s are usage errors (exit 2); absl's parser would exit 1.

@@ -1,5 +1,7 @@
 // train, eval, calibrate and forward: the commands that stream data from a local dataset.
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -16,6 +18,34 @@
 
 namespace qtrain::cli {
 namespace {
+
+// Ctrl-C during a stream stops sending batches: the steps in flight finish, the summary of what
+// ran prints and the command exits 130. A second Ctrl-C ends the process at once.
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
+
+extern "C" void OnInterrupt(int) {
+  g_interrupted = true;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+class InterruptGuard {
+ public:
+  InterruptGuard() {
+    g_interrupted = false;
+    std::signal(SIGINT, OnInterrupt);
+  }
+  ~InterruptGuard() { std::signal(SIGINT, SIG_DFL); }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+  static bool interrupted() { return g_interrupted; }
+  // kOk, or kInterrupted after telling the user what was kept.
+  static int ExitCode(const Invocation& inv) {
+    if (!interrupted()) return kOk;
+    if (!inv.json) std::fprintf(stderr, "qtrain: interrupted; the steps that ran are kept\n");
+    return kInterrupted;
+  }
+};
 
 // The session id and the dataset of a streaming command, or the exit code of a usage error.
 struct StreamSetup {
@@ -126,8 +156,10 @@ int Train(Invocation& inv) {
   Progress progress = MakeProgress(inv, "train", batches.total_batches());
   Window loss, accuracy;
   int64_t done = 0, first_step = -1, last_step = -1, durable = -1, examples = 0;
+  InterruptGuard interrupt;
   absl::Status s = inv.client->Train(
-      setup.session, [&](v1::Batch* b) { return batches.NextBatch(b); },
+      setup.session,
+      [&](v1::Batch* b) { return !InterruptGuard::interrupted() && batches.NextBatch(b); },
       [&](const v1::TrainResponse& r) {
         ++done;
         if (first_step < 0) first_step = r.step();
@@ -149,13 +181,19 @@ int Train(Invocation& inv) {
   }
   const double rate = secs > 0 ? done / secs : 0;
   if (inv.json) {
-    nlohmann::json j = {{"session_id", setup.session}, {"steps", done},
-                        {"first_step", first_step},    {"last_step", last_step},
-                        {"examples", examples},        {"seconds", secs},
-                        {"steps_per_s", rate},         {"loss", loss.Mean()},
-                        {"accuracy", accuracy.Mean()}, {"last_durable_step", durable}};
+    nlohmann::json j = {{"session_id", setup.session},
+                        {"steps", done},
+                        {"first_step", first_step},
+                        {"last_step", last_step},
+                        {"examples", examples},
+                        {"seconds", secs},
+                        {"steps_per_s", rate},
+                        {"loss", loss.Mean()},
+                        {"accuracy", accuracy.Mean()},
+                        {"last_durable_step", durable},
+                        {"interrupted", InterruptGuard::interrupted()}};
     std::printf("%s\n", j.dump().c_str());
-    return kOk;
+    return InterruptGuard::ExitCode(inv);
   }
   std::printf("trained session %s: %s (%s) in %.1f s, %.1f steps/s\n", setup.session.c_str(),
               first_step == last_step ? absl::StrCat("step ", last_step).c_str()
@@ -167,7 +205,7 @@ int Train(Invocation& inv) {
       Plural(static_cast<int64_t>(loss.size()), "step").c_str(),
       durable >= 0 ? absl::StrCat("last durable step ", durable).c_str()
                    : "no durable checkpoint yet");
-  return kOk;
+  return InterruptGuard::ExitCode(inv);
 }
 
 int Eval(Invocation& inv) {
@@ -177,10 +215,11 @@ int Eval(Invocation& inv) {
                                 absl::GetFlag(FLAGS_steps));
   Progress progress = MakeProgress(inv, "eval", batches.total_batches());
   int64_t sent = 0;
+  InterruptGuard interrupt;
   auto r = inv.client->Evaluate(
       setup.session,
       [&](v1::Batch* b) {
-        if (!batches.NextBatch(b)) return false;
+        if (InterruptGuard::interrupted() || !batches.NextBatch(b)) return false;
         progress.Update(++sent, -1, -1);  // batches handed to the stream
         return true;
       },
@@ -189,13 +228,13 @@ int Eval(Invocation& inv) {
   if (!r.ok()) return Fail(inv, "eval", r.status());
   if (inv.json) {
     PrintJson(*r);
-    return kOk;
+    return InterruptGuard::ExitCode(inv);
   }
   std::printf("evaluated session %s at step %lld: %lld examples, loss %.4f", setup.session.c_str(),
               static_cast<long long>(r->step()), static_cast<long long>(r->examples()), r->loss());
   if (r->accuracy() >= 0) std::printf(", accuracy %.4f", r->accuracy());
   std::printf("\n");
-  return kOk;
+  return InterruptGuard::ExitCode(inv);
 }
 
 int Calibrate(Invocation& inv) {
@@ -206,8 +245,10 @@ int Calibrate(Invocation& inv) {
                                 EpochsFor(setup.data, steps, 1), absl::GetFlag(FLAGS_shuffle),
                                 absl::GetFlag(FLAGS_seed), steps);
   Progress progress = MakeProgress(inv, "calibrate", batches.total_batches());
+  InterruptGuard interrupt;
   auto stats = inv.client->Calibrate(
-      setup.session, [&](v1::Tensor* t) { return batches.NextInputs(t); },
+      setup.session,
+      [&](v1::Tensor* t) { return !InterruptGuard::interrupted() && batches.NextInputs(t); },
       [&](const v1::CalibrateResponse& r) {
         progress.Update(r.batches(), -1, -1, absl::StrCat(r.examples(), " examples"));
       });
@@ -218,7 +259,7 @@ int Calibrate(Invocation& inv) {
   } else {
     PrintQuantStats(*stats);
   }
-  return kOk;
+  return InterruptGuard::ExitCode(inv);
 }
 
 int Forward(Invocation& inv) {

@@ -140,6 +140,7 @@ expect 2 "$Q" train fm --data="$TMP/missing.csv"
 expect 2 "$Q" session create x --model="$TMP/missing.json"
 expect 2 "$Q" session frobnicate
 expect 2 "$Q" session list --no_such_flag
+expect 0 "$Q" session list --progress=none   # output flags apply to every command
 expect 2 "$Q" train fm --data=$FM --batch_size=abc
 expect 2 "$Q" train fm --data=$FM --progress=off
 expect 2 "$Q" checkpoint pull fm "$TMP/no/such/dir/x.safetensors"
@@ -167,6 +168,18 @@ expect 6 "$Q" calibrate flt --data=$FM --steps=2
 # Local paths that are directories are local errors.
 expect 2 "$Q" checkpoint pull fm "$TMP"
 expect 2 "$Q" checkpoint push fm "$TMP"
+# Ctrl-C stops a long stream cleanly: a summary of the steps that ran, exit 130, session kept.
+"$Q" train fm --data=$FM --steps=1000000 --progress=lines --log_every=20 > "$TMP/int.out" 2>&1 &
+PID=$!
+for _ in $(seq 1 300); do grep -q "^train " "$TMP/int.out" && break; sleep 0.1; done
+kill -INT $PID
+wait $PID
+RC=$?
+OUT=$(cat "$TMP/int.out")
+[ $RC -eq 130 ] || { echo "FAIL: Ctrl-C exit $RC, want 130: $OUT" >&2; FAILS=$((FAILS + 1)); }
+contains "trained session fm: steps 61-"
+contains "interrupted; the steps that ran are kept"
+expect 0 "$Q" session get fm
 # A failed pull leaves no file behind.
 expect 4 "$Q" checkpoint pull nope "$TMP/nope.safetensors"
 [ ! -e "$TMP/nope.safetensors" ] && [ ! -e "$TMP/nope.safetensors.part" ] ||
