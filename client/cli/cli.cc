@@ -1,5 +1,6 @@
 #include "client/cli/cli.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include <google/protobuf/util/json_util.h>
@@ -129,6 +130,10 @@ absl::StatusOr<client::Dataset> LoadDataFromFlags() {
   if (!shape.ok()) return shape.status();
   o.input_shape = *shape;
   return client::LoadDataset(o);
+}
+
+bool Given(const Invocation& inv, const std::string& flag) {
+  return std::find(inv.flags.begin(), inv.flags.end(), flag) != inv.flags.end();
 }
 
 std::string Arg(const Invocation& inv, size_t i) {

@@ -30,7 +30,8 @@ enum ExitCode : int {
 // One invocation: the connection, the output mode and the positional arguments after the command
 // words (`qtrain session get ID` → args = {"ID"}).
 struct Invocation {
-  std::string command;  // "session get"
+  std::string command;             // "session get"
+  std::vector<std::string> flags;  // the flags given on the command line, by name
   std::unique_ptr<client::Client> client;
   bool json = false;
   std::vector<std::string> args;
@@ -59,6 +60,9 @@ absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag();
 
 // The dataset the --data family of flags describes.
 absl::StatusOr<client::Dataset> LoadDataFromFlags();
+
+// Whether --`flag` was given on the command line (not just left at its default).
+bool Given(const Invocation& inv, const std::string& flag);
 
 // Positional argument `i`, or "" when absent.
 std::string Arg(const Invocation& inv, size_t i);

@@ -167,11 +167,11 @@ std::string CheckCommandFlags(const CommandSpec& command, const std::vector<std:
     if (std::find(command.flags.begin(), command.flags.end(), name) != command.flags.end()) {
       continue;
     }
-    return absl::StrCat("--", name, " does not apply to `qtrain ", command.name, "`",
-                        command.flags.empty()
-                            ? " (it takes only --server and --json)"
-                            : absl::StrCat(" (its flags: --", absl::StrJoin(command.flags, ", --"),
-                                           ", --server, --json)"));
+    std::vector<std::string> accepted = command.flags;
+    accepted.insert(accepted.end(), kCommon.begin(), kCommon.end());
+    return absl::StrCat("--", name, " does not apply to `qtrain ", command.name, "` (",
+                        command.flags.empty() ? "it takes only" : "its flags:", " --",
+                        absl::StrJoin(accepted, ", --"), ")");
   }
   return "";
 }

@@ -177,6 +177,7 @@ int main(int argc, char** argv) {
   const auto [command, n] = Resolve(words);
   if (command == nullptr) return qtrain::cli::Usage(inv, UnknownCommand(words));
   inv.command = command->name;
+  inv.flags = given;
   inv.args.assign(words.begin() + n, words.end());
   if (inv.args.size() < command->min_args || inv.args.size() > command->max_args) {
     return qtrain::cli::Usage(

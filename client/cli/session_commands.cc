@@ -107,6 +107,13 @@ int SessionCreate(Invocation& inv) {
     return Usage(inv, "session create needs one of --preset=mlp|cnn|transformer-lm or --model");
   }
   if (!model.empty()) {
+    for (const char* flag : {"classes", "input_shape", "seq_len"}) {
+      if (Given(inv, flag)) {
+        return Usage(inv, absl::StrCat("--", flag,
+                                       " shapes the presets; with --model, set it in "
+                                       "the spec"));
+      }
+    }
     absl::Status s = LoadJsonMessage("model", model, req.mutable_model());
     if (!s.ok()) return Usage(inv, std::string(s.message()));
   } else {
@@ -132,6 +139,11 @@ int SessionCreate(Invocation& inv) {
     if (!o.ok()) return Usage(inv, std::string(o.status().message()));
     *req.mutable_optimizer() = *o;
   } else {
+    if (Given(inv, "lr")) {
+      return Usage(inv,
+                   "--lr sets the presets' learning rate; in a JSON --optimizer, set "
+                   "schedule.learning_rate");
+    }
     absl::Status s = LoadJsonMessage("optimizer", optimizer, req.mutable_optimizer());
     if (!s.ok()) return Usage(inv, std::string(s.message()));
   }

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -29,13 +30,15 @@ extern "C" void OnInterrupt(int) {
   std::signal(SIGINT, SIG_DFL);
 }
 
+// A process that inherits SIGINT ignored (nohup, a script's background job) keeps ignoring it.
 class InterruptGuard {
  public:
   InterruptGuard() {
     g_interrupted = false;
-    std::signal(SIGINT, OnInterrupt);
+    previous_ = std::signal(SIGINT, OnInterrupt);
+    if (previous_ == SIG_IGN) std::signal(SIGINT, SIG_IGN);
   }
-  ~InterruptGuard() { std::signal(SIGINT, SIG_DFL); }
+  ~InterruptGuard() { std::signal(SIGINT, previous_); }
   InterruptGuard(const InterruptGuard&) = delete;
   InterruptGuard& operator=(const InterruptGuard&) = delete;
   static bool interrupted() { return g_interrupted; }
@@ -45,6 +48,17 @@ class InterruptGuard {
     if (!inv.json) std::fprintf(stderr, "qtrain: interrupted; the steps that ran are kept\n");
     return kInterrupted;
   }
+  // Interrupted before the first batch went out: nothing ran, there is nothing to summarise.
+  static int BeforeAnyBatch(const Invocation& inv, const char* command) {
+    if (inv.json) {
+      std::printf("%s\n", nlohmann::json({{"interrupted", true}, {"batches", 0}}).dump().c_str());
+    }
+    std::fprintf(stderr, "qtrain: %s interrupted before any batch was sent\n", command);
+    return kInterrupted;
+  }
+
+ private:
+  void (*previous_)(int) = SIG_DFL;
 };
 
 // The session id and the dataset of a streaming command, or the exit code of a usage error.
@@ -106,6 +120,20 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     if (!s.ok()) out.exit_code = Fail(inv, "rules set", s.status());
   }
   return out;
+}
+
+// A batch rejected for targets that do not fit the model: say how the CSV's label column was
+// read (class indices unless some value is not one) and how to read it the other way.
+absl::Status WithTargetsHint(const Invocation& inv, const client::Dataset& data, absl::Status s) {
+  if (s.code() != absl::StatusCode::kInvalidArgument || data.format != "csv" ||
+      Given(inv, "targets") || !absl::StrContains(s.message(), "targets:")) {
+    return s;
+  }
+  const bool floats = !data.float_targets.empty();
+  return absl::Status(s.code(), absl::StrCat(s.message(), " (the CSV's label column was read as ",
+                                             floats ? "float targets" : "class indices",
+                                             "; --targets=", floats ? "class" : "float",
+                                             " reads it the other way)"));
 }
 
 // --steps > 0 overrides `epochs`: as many passes over the data as the steps need.
@@ -172,12 +200,15 @@ int Train(Invocation& inv) {
       });
   progress.Finish();
   const double secs = progress.seconds();
+  if (s.ok() && done == 0 && InterruptGuard::interrupted()) {
+    return InterruptGuard::BeforeAnyBatch(inv, "train");
+  }
   if (!s.ok()) {
     return Fail(inv,
                 done == 0 ? "train (no step ran)"
                           : absl::StrCat("train (after ", Plural(done, "step"),
                                          "; the session is at step ", last_step, ")"),
-                s);
+                WithTargetsHint(inv, setup.data, s));
   }
   const double rate = secs > 0 ? done / secs : 0;
   if (inv.json) {
@@ -225,7 +256,9 @@ int Eval(Invocation& inv) {
       },
       absl::GetFlag(FLAGS_update_stats));
   progress.Finish();
-  if (!r.ok()) return Fail(inv, "eval", r.status());
+  if (sent == 0 && InterruptGuard::interrupted())
+    return InterruptGuard::BeforeAnyBatch(inv, "eval");
+  if (!r.ok()) return Fail(inv, "eval", WithTargetsHint(inv, setup.data, r.status()));
   if (inv.json) {
     PrintJson(*r);
     return InterruptGuard::ExitCode(inv);
@@ -246,13 +279,21 @@ int Calibrate(Invocation& inv) {
                                 absl::GetFlag(FLAGS_seed), steps);
   Progress progress = MakeProgress(inv, "calibrate", batches.total_batches());
   InterruptGuard interrupt;
+  int64_t sent = 0;
   auto stats = inv.client->Calibrate(
       setup.session,
-      [&](v1::Tensor* t) { return !InterruptGuard::interrupted() && batches.NextInputs(t); },
+      [&](v1::Tensor* t) {
+        if (InterruptGuard::interrupted() || !batches.NextInputs(t)) return false;
+        ++sent;
+        return true;
+      },
       [&](const v1::CalibrateResponse& r) {
         progress.Update(r.batches(), -1, -1, absl::StrCat(r.examples(), " examples"));
       });
   progress.Finish();
+  if (sent == 0 && InterruptGuard::interrupted()) {
+    return InterruptGuard::BeforeAnyBatch(inv, "calibrate");
+  }
   if (!stats.ok()) return Fail(inv, "calibrate", stats.status());
   if (inv.json) {
     PrintJson(*stats);

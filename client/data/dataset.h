@@ -18,6 +18,7 @@ namespace qtrain::client {
 
 struct Dataset {
   std::string description;             // "60000 examples of 28x28x1 from …"
+  std::string format;                  // "idx", "csv" or "text": the loader that read it
   std::vector<int64_t> example_shape;  // shape of one input example
   bool tokens = false;                 // I32 token inputs (text) instead of F32 features
   std::vector<float> features;         // F32 inputs, examples × prod(example_shape)

@@ -297,6 +297,9 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
 // Whether the file (gzipped or not) starts like an unsigned-byte IDX array: 0, 0, 0x08, then 1
 // to 4 dimensions. Names vary too much (t10k-images-idx3-ubyte, t10k-images.idx3-ubyte, ...).
 bool HasIdxMagic(const std::string& path) {
+  // Only regular files: peeking at a pipe (--data=/dev/stdin) would consume its start.
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
   gzFile f = gzopen(path.c_str(), "rb");  // reads plain files as they are
   if (f == nullptr) return false;
   unsigned char magic[4] = {};
@@ -319,11 +322,17 @@ absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
       format = "text";
     }
   }
-  if (format == "idx") return LoadIdx(o);
-  if (format == "csv") return LoadCsv(o);
-  if (format == "text") return LoadText(o);
-  return absl::InvalidArgumentError(
+  if (!o.targets.empty() && format != "csv") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--targets=", o.targets, " applies to CSV data only (", o.path, " is ", format, ")"));
+  }
+  absl::StatusOr<Dataset> d = absl::InvalidArgumentError(
       absl::StrCat("--format=", format, " is not one of idx, csv, text"));
+  if (format == "idx") d = LoadIdx(o);
+  if (format == "csv") d = LoadCsv(o);
+  if (format == "text") d = LoadText(o);
+  if (d.ok()) d->format = format;
+  return d;
 }
 
 }  // namespace qtrain::client

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -40,19 +41,26 @@ absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
-    char pid[32] = {};
-    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
-    ::close(fd);
     if (err == EWOULDBLOCK) {
+      char pid[32] = {};
+      const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+      ::close(fd);
       return absl::FailedPreconditionError(absl::StrCat(
           "data dir ", data_dir, " is in use by another qtrain-server (pid ",
           n > 0 ? absl::StripAsciiWhitespace(pid) : "unknown", "); give each server its own"));
     }
-    return absl::InternalError(absl::StrCat("cannot lock ", path, ": ", std::strerror(err)));
+    // A file system without flock (some network mounts): run, but say that nothing guards the
+    // directory.
+    std::fprintf(stderr,
+                 "qtrain-server: warning: cannot lock %s (%s); make sure no other server uses "
+                 "%s\n",
+                 path.c_str(), std::strerror(err), data_dir.c_str());
   }
   const std::string me = absl::StrCat(::getpid(), "\n");
-  // The pid only serves the message above: a failed write is not an error.
-  const bool wrote_pid = ::ftruncate(fd, 0) == 0 && ::pwrite(fd, me.data(), me.size(), 0) > 0;
+  // The pid only serves the message above: a failed write is not an error. Written before the
+  // truncation so that a reader never sees an empty file.
+  const bool wrote_pid = ::pwrite(fd, me.data(), me.size(), 0) > 0 &&
+                         ::ftruncate(fd, static_cast<off_t>(me.size())) == 0;
   (void)wrote_pid;
   return fd;
 }

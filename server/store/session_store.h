@@ -31,7 +31,7 @@ class SessionStore {
   // Creates <data_dir>/sessions if needed and locks the data dir (an flock on <data_dir>/LOCK,
   // held until the store is destroyed) so that two servers never share it. Internal naming the
   // path when it cannot be created; FailedPrecondition naming the other server's pid when the
-  // lock is held.
+  // lock is held (a file system without flock gets a warning on stderr, no lock).
   static absl::StatusOr<std::unique_ptr<SessionStore>> Open(const std::string& data_dir);
   ~SessionStore();
   SessionStore(const SessionStore&) = delete;

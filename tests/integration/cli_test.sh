@@ -155,6 +155,8 @@ expect 2 "$Q" eval fm --data=$FM --rules=qat-int8
 expect 2 "$Q" stats fm extra
 expect 2 "$Q" checkpoint
 expect 2 "$Q" session create o --preset=mlp --optimizer=adagrad
+expect 2 "$Q" session create o --preset=mlp --optimizer='{"sgd": {}}' --lr=0.1
+expect 2 "$Q" train fm --data=$FM --targets=float
 expect 2 "$Q" train fm --data=$FM --limit=-3
 expect 2 "$Q" health --timeout=-1
 expect 0 "$Q" help train
@@ -169,8 +171,12 @@ expect 6 "$Q" calibrate flt --data=$FM --steps=2
 expect 2 "$Q" checkpoint pull fm "$TMP"
 expect 2 "$Q" checkpoint push fm "$TMP"
 # Ctrl-C stops a long stream cleanly: a summary of the steps that ran, exit 130, session kept.
+# (job control on: a script's background jobs otherwise start with SIGINT ignored, and qtrain
+# keeps an ignored SIGINT ignored, as nohup users expect)
+set -m
 "$Q" train fm --data=$FM --steps=1000000 --progress=lines --log_every=20 > "$TMP/int.out" 2>&1 &
 PID=$!
+set +m
 for _ in $(seq 1 300); do grep -q "^train " "$TMP/int.out" && break; sleep 0.1; done
 kill -INT $PID
 wait $PID

@@ -12,9 +12,12 @@ PREFIX=$WORK/prefix
 fail() { echo "install_test: $*" >&2; exit 1; }
 
 cmake --install "$BUILD" --prefix "$PREFIX" > "$WORK/install.log"
+# GNUInstallDirs picks lib/ or lib/<multiarch>/ depending on the prefix.
+LIB=$(dirname "$(find "$PREFIX" -name libqtrain_client.a)")
+LIB=${LIB#"$PREFIX/"}
 for f in bin/qtrain-server bin/qtrain bin/qtrain-demo include/qtrain/client.h \
-  include/qtrain/v1/trainer_service.grpc.pb.h lib/libqtrain_client.a lib/libqtrain_proto.a \
-  lib/cmake/qtrain/qtrainConfig.cmake lib/cmake/qtrain/qtrainConfigVersion.cmake \
+  include/qtrain/v1/trainer_service.grpc.pb.h $LIB/libqtrain_client.a $LIB/libqtrain_proto.a \
+  $LIB/cmake/qtrain/qtrainConfig.cmake $LIB/cmake/qtrain/qtrainConfigVersion.cmake \
   share/qtrain/proto/qtrain/v1/trainer_service.proto; do
   [ -e "$PREFIX/$f" ] || fail "cmake --install did not install $f"
 done
@@ -38,7 +41,8 @@ accuracy=$(sed -n 's/^held-out accuracy \([0-9.]*\).*/\1/p' "$WORK/out.txt")
 awk -v a="$accuracy" 'BEGIN { exit !(a >= 0.9) }' || fail "held-out accuracy $accuracy < 0.9"
 grep -q '^calibrated head dot_general0_lhs: count 10' "$WORK/out.txt" || fail "no calibration"
 # The example deletes its session; the installed CLI sees none.
-"$PREFIX/bin/qtrain" session list --json | grep -q quickstart && fail "session left behind"
+SESSIONS=$("$PREFIX/bin/qtrain" session list --json) || fail "the installed CLI failed"
+! grep -q quickstart <<< "$SESSIONS" || fail "session left behind: $SESSIONS"
 
 echo "== the installed Python package reads the example's checkpoint"
 env -u PYTHONPATH PYTHONPATH="$(dirname "$PYDIR")" /usr/bin/python3 - "$WORK/quickstart.safetensors" "$PYDIR" <<'PY'

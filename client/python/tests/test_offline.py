@@ -75,10 +75,6 @@ class SafetensorsTest(unittest.TestCase):
                 qtrain.load_safetensors(data)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class DatasetTest(unittest.TestCase):
     def test_batches_cover_the_rows_and_check_lengths(self):
         x, y = np.arange(10, dtype=np.float32), np.arange(10, dtype=np.int32)
@@ -102,3 +98,7 @@ class PresetTest(unittest.TestCase):
                          {"name": "head", "linear": {"features": 3}})
         with self.assertRaisesRegex(ValueError, "adamw, sgd, momentum"):
             qtrain.presets.lookup("optimizers", "adagrad")
+
+
+if __name__ == "__main__":
+    unittest.main()

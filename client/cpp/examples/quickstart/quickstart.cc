@@ -21,10 +21,15 @@ namespace {
 namespace v1 = qtrain::v1;
 constexpr int kFeatures = 16, kClasses = 4, kBatch = 64;
 
+// The session this program created, deleted again when a later call fails.
+qtrain::client::Client* g_client = nullptr;
+std::string g_session;
+
 // Fails the program with the call's status, e.g. "CreateSession: ALREADY_EXISTS: ...".
 void Check(const absl::Status& s, const char* what) {
   if (s.ok()) return;
   std::fprintf(stderr, "qtrain-quickstart: %s: %s\n", what, s.ToString().c_str());
+  if (g_client != nullptr && !g_session.empty()) (void)g_client->DeleteSession(g_session);
   std::exit(1);
 }
 template <typename T>
@@ -118,6 +123,8 @@ int main(int argc, char** argv) {
   *create.mutable_optimizer() =
       Json<v1::OptimizerConfig>(R"({"adamw": {}, "schedule": {"learning_rate": 3e-3}})");
   const std::string id = Check(client->CreateSession(create), "CreateSession").session_id();
+  g_client = client.get();
+  g_session = id;
   std::printf("session %s\n", id.c_str());
 
   Teacher train(1), test(2);
@@ -160,6 +167,7 @@ int main(int argc, char** argv) {
 
   const int64_t bytes = Check(client->DownloadCheckpoint(id, checkpoint), "DownloadCheckpoint");
   std::printf("checkpoint %s: %lld bytes\n", checkpoint.c_str(), static_cast<long long>(bytes));
+  g_session.clear();
   Check(client->DeleteSession(id), "DeleteSession");
   return 0;
 }
