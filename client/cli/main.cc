@@ -28,8 +28,8 @@ commands:
   health                          is the server SERVING? (--service, --timeout=5)
   session create [ID]             new session from --preset=mlp|cnn|transformer-lm or
                                   --model=SPEC (JSON file or inline JSON); --rules, --optimizer=
-                                  adamw|sgd|momentum|JSON (--lr=0.001), --seed, --classes,
-                                  --input_shape
+                                  adamw|sgd|momentum|JSON (--lr=0.001), --seed; mlp/cnn:
+                                  --classes, --input_shape; transformer-lm: --seq_len
   session get ID                  the session: step, parameters, quantized ops and their rules
   session list                    all sessions
   session delete ID               delete a session (and its data on the server)
@@ -49,14 +49,15 @@ commands:
 
 data (--data):
   an IDX directory (--split=train|t10k), e.g. /usr/share/datasets/fashion-mnist; an IDX images
-  file (--labels, else derived from the name); FILE.csv[.gz] (--label_column, --targets=float
-  for regression, --input_shape, --input_scale); any other file: text as byte tokens in windows of --seq_len. Gzip is read
-  transparently. --limit=N keeps the first N examples.
+  file of any name (--labels, else derived from the name); FILE.csv[.gz] (--label_column,
+  --targets=float for regression, --input_shape, --input_scale); any other file: text as byte
+  tokens in windows of --seq_len. Gzip is read transparently. --limit=N keeps the first N
+  examples. A flag the format does not read is an error.
 
-common flags:
+common flags (every command):
   --server=HOST:PORT   default $QTRAIN_SERVER, else 127.0.0.1:50051
   --json               machine-readable output (errors too: {"error": {...}})
-  --progress=auto|bar|lines|none, --log_every=N
+  --progress=auto|bar|lines|none   (streams also take --log_every=N)
 
 exit codes:
   0 ok   1 other server error   2 usage or local file error   3 server unreachable
@@ -123,7 +124,7 @@ std::string UnknownCommand(const std::vector<std::string>& words) {
 
 // `qtrain help [COMMAND...]`: the overview, one command's help, or a group's commands.
 int Help(const std::vector<std::string>& words) {
-  if (words.empty()) {
+  if (words.empty() || (words.size() == 1 && words[0] == "help")) {
     std::fputs(kHelp, stdout);
     return 0;
   }

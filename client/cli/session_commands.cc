@@ -66,6 +66,25 @@ bool IsDirectory(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+// Why `path` cannot be a safetensors file (unreadable, too short, a header length beyond the
+// file, no JSON header), or "". The server checks the rest; this keeps local mistakes local.
+std::string NotSafetensors(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return absl::StrCat("cannot read ", path, ": ", std::strerror(errno));
+  unsigned char head[9] = {};
+  const size_t n = std::fread(head, 1, sizeof head, f);
+  std::fseek(f, 0, SEEK_END);
+  const long size = std::ftell(f);
+  std::fclose(f);
+  uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = header << 8 | head[i];  // little-endian u64
+  if (n < sizeof head || size < 0 || header > static_cast<uint64_t>(size) - 8 || head[8] != '{') {
+    return absl::StrCat(path, " is not a safetensors checkpoint (", size,
+                        " bytes; expected an 8-byte header length and a JSON header)");
+  }
+  return "";
+}
+
 int NeedSession(const Invocation& inv, const char* command) {
   return Usage(inv, absl::StrCat(command, " needs a SESSION id"));
 }
@@ -104,16 +123,26 @@ int SessionCreate(Invocation& inv) {
   req.set_seed(absl::GetFlag(FLAGS_seed));
   const std::string preset = absl::GetFlag(FLAGS_preset), model = absl::GetFlag(FLAGS_model);
   if (preset.empty() == model.empty()) {
-    return Usage(inv, "session create needs one of --preset=mlp|cnn|transformer-lm or --model");
+    return Usage(inv, preset.empty()
+                          ? "session create needs --preset=mlp|cnn|transformer-lm or --model"
+                          : "session create takes --preset or --model, not both");
+  }
+  // The preset options each preset reads; any other given is a mistake, not a no-op.
+  const std::vector<std::string> reads = !model.empty() ? std::vector<std::string>{}
+                                         : preset == "transformer-lm"
+                                             ? std::vector<std::string>{"seq_len"}
+                                             : std::vector<std::string>{"classes", "input_shape"};
+  for (const char* flag : {"classes", "input_shape", "seq_len"}) {
+    if (Given(inv, flag) && std::find(reads.begin(), reads.end(), flag) == reads.end()) {
+      return Usage(inv, absl::StrCat("--", flag, " does not shape ",
+                                     model.empty() ? absl::StrCat("--preset=", preset)
+                                                   : "a --model spec (set it in the spec)"));
+    }
+  }
+  if (!(absl::GetFlag(FLAGS_lr) > 0)) {
+    return Usage(inv, absl::StrCat("--lr=", absl::GetFlag(FLAGS_lr), " must be > 0"));
   }
   if (!model.empty()) {
-    for (const char* flag : {"classes", "input_shape", "seq_len"}) {
-      if (Given(inv, flag)) {
-        return Usage(inv, absl::StrCat("--", flag,
-                                       " shapes the presets; with --model, set it in "
-                                       "the spec"));
-      }
-    }
     absl::Status s = LoadJsonMessage("model", model, req.mutable_model());
     if (!s.ok()) return Usage(inv, std::string(s.message()));
   } else {
@@ -190,6 +219,9 @@ int SessionDelete(Invocation& inv) {
 
 int RulesSet(Invocation& inv) {
   if (inv.args.empty()) return NeedSession(inv, "rules set");
+  if (inv.args.size() > 1 && Given(inv, "rules")) {
+    return Usage(inv, "rules set takes RULES or --rules, not both");
+  }
   const std::string value = inv.args.size() > 1 ? inv.args[1] : absl::GetFlag(FLAGS_rules);
   if (value.empty()) return Usage(inv, "rules set SESSION needs RULES (a preset, JSON or a file)");
   auto rules = RulesFromFlag(value);
@@ -258,11 +290,7 @@ int CheckpointPush(Invocation& inv) {
   if (IsDirectory(inv.args[1])) {
     return Usage(inv, absl::StrCat(inv.args[1], " is a directory, not a checkpoint file"));
   }
-  if (FILE* f = std::fopen(inv.args[1].c_str(), "rb")) {
-    std::fclose(f);
-  } else {
-    return Usage(inv, absl::StrCat("cannot read ", inv.args[1], ": ", std::strerror(errno)));
-  }
+  if (std::string bad = NotSafetensors(inv.args[1]); !bad.empty()) return Usage(inv, bad);
   auto info = inv.client->UploadCheckpoint(inv.args[0], inv.args[1]);
   if (!info.ok()) return Fail(inv, "checkpoint push", info.status());
   if (inv.json) {

@@ -1,65 +1,69 @@
 // train, eval, calibrate and forward: the commands that stream data from a local dataset.
 #include <algorithm>
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <filesystem>
+#include <map>
 #include <numeric>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/commands.h"
 #include "client/cli/flags.h"
+#include "client/cli/interrupt.h"
 #include "client/cli/output.h"
 #include "nlohmann/json.hpp"
 
 namespace qtrain::cli {
 namespace {
 
-// Ctrl-C during a stream stops sending batches: the steps in flight finish, the summary of what
-// ran prints and the command exits 130. A second Ctrl-C ends the process at once.
-std::atomic<bool> g_interrupted{false};
-static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
-
-extern "C" void OnInterrupt(int) {
-  g_interrupted = true;
-  std::signal(SIGINT, SIG_DFL);
+// The first counting flag out of range, as a usage message naming it; "" when all are fine.
+std::string BadCount() {
+  const std::pair<const char*, int64_t> at_least_one[] = {
+      {"epochs", absl::GetFlag(FLAGS_epochs)}, {"batch_size", absl::GetFlag(FLAGS_batch_size)}};
+  for (const auto& [flag, v] : at_least_one) {
+    if (v < 1) return absl::StrCat("--", flag, "=", v, " must be >= 1");
+  }
+  const std::pair<const char*, int64_t> not_negative[] = {
+      {"steps", absl::GetFlag(FLAGS_steps)},
+      {"limit", absl::GetFlag(FLAGS_limit)},
+      {"log_every", absl::GetFlag(FLAGS_log_every)}};
+  for (const auto& [flag, v] : not_negative) {
+    if (v < 0)
+      return absl::StrCat("--", flag, "=", v, " must be >= 0 (0: ",
+                          std::string(flag) == "log_every" ? "about 10 lines" : "all", ")");
+  }
+  return "";
 }
 
-// A process that inherits SIGINT ignored (nohup, a script's background job) keeps ignoring it.
-class InterruptGuard {
- public:
-  InterruptGuard() {
-    g_interrupted = false;
-    previous_ = std::signal(SIGINT, OnInterrupt);
-    if (previous_ == SIG_IGN) std::signal(SIGINT, SIG_IGN);
+// A --data flag given on the command line that the loaded format never reads, as a usage
+// message ("--seq_len applies to text data; fashion-mnist is IDX"); "" when none.
+std::string UnreadDataFlag(const Invocation& inv, const client::Dataset& data) {
+  static const auto* unread = new std::map<std::string, std::vector<std::string>>{
+      {"idx", {"label_column", "targets", "input_shape", "seq_len"}},
+      {"csv", {"split", "labels", "seq_len"}},
+      {"text", {"split", "labels", "label_column", "targets", "input_shape", "input_scale"}},
+  };
+  auto it = unread->find(data.format);
+  if (it == unread->end()) return "";
+  std::vector<std::string> flags = it->second;
+  // --split picks the files of an IDX directory; an IDX file has no splits.
+  if (data.format == "idx" && !std::filesystem::is_directory(absl::GetFlag(FLAGS_data))) {
+    flags.push_back("split");
   }
-  ~InterruptGuard() { std::signal(SIGINT, previous_); }
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-  static bool interrupted() { return g_interrupted; }
-  // kOk, or kInterrupted after telling the user what was kept.
-  static int ExitCode(const Invocation& inv) {
-    if (!interrupted()) return kOk;
-    if (!inv.json) std::fprintf(stderr, "qtrain: interrupted; the steps that ran are kept\n");
-    return kInterrupted;
-  }
-  // Interrupted before the first batch went out: nothing ran, there is nothing to summarise.
-  static int BeforeAnyBatch(const Invocation& inv, const char* command) {
-    if (inv.json) {
-      std::printf("%s\n", nlohmann::json({{"interrupted", true}, {"batches", 0}}).dump().c_str());
+  for (const std::string& flag : flags) {
+    if (Given(inv, flag)) {
+      return absl::StrCat("--", flag, " does not apply to ", absl::AsciiStrToUpper(data.format),
+                          " data (", absl::GetFlag(FLAGS_data), ")");
     }
-    std::fprintf(stderr, "qtrain: %s interrupted before any batch was sent\n", command);
-    return kInterrupted;
   }
-
- private:
-  void (*previous_)(int) = SIG_DFL;
-};
+  return "";
+}
 
 // The session id and the dataset of a streaming command, or the exit code of a usage error.
 struct StreamSetup {
@@ -94,15 +98,12 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
         Usage(inv, absl::StrCat("--progress=", progress, " is not one of auto, bar, lines, none"));
     return out;
   }
-  if (absl::GetFlag(FLAGS_epochs) < 1 || absl::GetFlag(FLAGS_steps) < 0 ||
-      absl::GetFlag(FLAGS_batch_size) < 1 || absl::GetFlag(FLAGS_limit) < 0 ||
-      absl::GetFlag(FLAGS_log_every) < 0) {
-    out.exit_code =
-        Usage(inv, absl::StrCat("--epochs=", absl::GetFlag(FLAGS_epochs),
-                                " and --batch_size=", absl::GetFlag(FLAGS_batch_size),
-                                " must be >= 1; --steps=", absl::GetFlag(FLAGS_steps),
-                                ", --limit=", absl::GetFlag(FLAGS_limit),
-                                " and --log_every=", absl::GetFlag(FLAGS_log_every), " >= 0"));
+  if (std::string bad = BadCount(); !bad.empty()) {
+    out.exit_code = Usage(inv, bad);
+    return out;
+  }
+  if (std::string unread = UnreadDataFlag(inv, *data); !unread.empty()) {
+    out.exit_code = Usage(inv, unread);
     return out;
   }
   out.data = *std::move(data);
@@ -129,11 +130,14 @@ absl::Status WithTargetsHint(const Invocation& inv, const client::Dataset& data,
       Given(inv, "targets") || !absl::StrContains(s.message(), "targets:")) {
     return s;
   }
-  const bool floats = !data.float_targets.empty();
-  return absl::Status(s.code(), absl::StrCat(s.message(), " (the CSV's label column was read as ",
-                                             floats ? "float targets" : "class indices",
-                                             "; --targets=", floats ? "class" : "float",
-                                             " reads it the other way)"));
+  return absl::Status(
+      s.code(),
+      absl::StrCat(s.message(),
+                   data.float_targets.empty()
+                       ? " (the CSV's label column was read as class indices; --targets=float "
+                         "reads it as regression targets)"
+                       : " (the CSV's label column holds values that are not class indices, so "
+                         "it was read as float regression targets)"));
 }
 
 // --steps > 0 overrides `epochs`: as many passes over the data as the steps need.
@@ -175,8 +179,10 @@ class Window {
 }  // namespace
 
 int Train(Invocation& inv) {
+  InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "train", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
+  if (InterruptGuard::interrupted()) return InterruptGuard::BeforeAnyBatch(inv, "train");
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
                                 EpochsFor(setup.data, steps, absl::GetFlag(FLAGS_epochs)),
@@ -184,7 +190,6 @@ int Train(Invocation& inv) {
   Progress progress = MakeProgress(inv, "train", batches.total_batches());
   Window loss, accuracy;
   int64_t done = 0, first_step = -1, last_step = -1, durable = -1, examples = 0;
-  InterruptGuard interrupt;
   absl::Status s = inv.client->Train(
       setup.session,
       [&](v1::Batch* b) { return !InterruptGuard::interrupted() && batches.NextBatch(b); },
@@ -240,13 +245,14 @@ int Train(Invocation& inv) {
 }
 
 int Eval(Invocation& inv) {
+  InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "eval", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
+  if (InterruptGuard::interrupted()) return InterruptGuard::BeforeAnyBatch(inv, "eval");
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size), 1, false, 0,
                                 absl::GetFlag(FLAGS_steps));
   Progress progress = MakeProgress(inv, "eval", batches.total_batches());
   int64_t sent = 0;
-  InterruptGuard interrupt;
   auto r = inv.client->Evaluate(
       setup.session,
       [&](v1::Batch* b) {
@@ -271,14 +277,15 @@ int Eval(Invocation& inv) {
 }
 
 int Calibrate(Invocation& inv) {
+  InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "calibrate", /*need_labels=*/false);
   if (setup.exit_code != kOk) return setup.exit_code;
+  if (InterruptGuard::interrupted()) return InterruptGuard::BeforeAnyBatch(inv, "calibrate");
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
                                 EpochsFor(setup.data, steps, 1), absl::GetFlag(FLAGS_shuffle),
                                 absl::GetFlag(FLAGS_seed), steps);
   Progress progress = MakeProgress(inv, "calibrate", batches.total_batches());
-  InterruptGuard interrupt;
   int64_t sent = 0;
   auto stats = inv.client->Calibrate(
       setup.session,
@@ -329,8 +336,8 @@ int Forward(Invocation& inv) {
     correct += argmax[i] == setup.data.labels[i];
   if (inv.json) {
     nlohmann::json j = {{"shape", std::vector<int64_t>(out->shape().begin(), out->shape().end())},
-                        {"outputs", values},
-                        {"argmax", argmax}};
+                        {"outputs", values}};
+    if (classes > 1) j["argmax"] = argmax;
     if (labelled) j["accuracy"] = static_cast<double>(correct) / argmax.size();
     std::printf("%s\n", j.dump().c_str());
     return kOk;

@@ -1,5 +1,6 @@
 #include "qtrain/client.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -11,6 +12,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace qtrain::client {
@@ -28,6 +30,39 @@ absl::StatusOr<Response> Unary(Call&& call) {
   if (!s.ok()) return s;
   return out;
 }
+
+// Bounds the batches a stream has written ahead of their results. Without it gRPC's buffers take
+// a whole dataset of small batches at once: progress would count batches the server has not run,
+// and a client that stops (Ctrl-C) would still have them all processed.
+class InFlightWindow {
+ public:
+  explicit InFlightWindow(int limit) : limit_(std::max(1, limit)) {}
+  // Blocks until one more batch may be written; false once the stream has ended.
+  bool Acquire() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &InFlightWindow::HasRoom));
+    if (closed_) return false;
+    ++outstanding_;
+    return true;
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    --outstanding_;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+ private:
+  bool HasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closed_ || outstanding_ < limit_;
+  }
+  const int limit_;
+  absl::Mutex mu_;
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 }  // namespace
 
@@ -101,10 +136,11 @@ absl::Status Client::Train(const std::string& id, const std::function<bool(v1::B
                            const std::function<void(const v1::TrainResponse&)>& on_step) {
   grpc::ClientContext ctx;
   auto stream = stub_->Train(&ctx);
+  InFlightWindow window(max_in_flight_);
   std::thread writer([&] {
     bool first = true;
     v1::TrainRequest req;
-    while (next(req.mutable_batch())) {
+    while (window.Acquire() && next(req.mutable_batch())) {
       if (first) req.set_session_id(id);
       first = false;
       if (!stream->Write(req)) break;  // the server ended the stream; Finish says why
@@ -119,8 +155,10 @@ absl::Status Client::Train(const std::string& id, const std::function<bool(v1::B
   });
   v1::TrainResponse resp;
   while (stream->Read(&resp)) {
+    window.Release();
     if (on_step) on_step(resp);
   }
+  window.Close();
   writer.join();
   return FromGrpc(stream->Finish());
 }
@@ -154,10 +192,11 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
     const std::function<void(const v1::CalibrateResponse&)>& on_progress) {
   grpc::ClientContext ctx;
   auto stream = stub_->Calibrate(&ctx);
+  InFlightWindow window(max_in_flight_);
   std::thread writer([&] {
     v1::CalibrateRequest req;
     req.set_session_id(id);
-    while (next(req.mutable_inputs())) {
+    while (window.Acquire() && next(req.mutable_inputs())) {
       if (!stream->Write(req)) break;
       req.Clear();
     }
@@ -169,9 +208,13 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
   });
   v1::CalibrateResponse resp, last;
   while (stream->Read(&resp)) {
-    if (!resp.has_stats() && on_progress) on_progress(resp);
+    if (!resp.has_stats()) {
+      window.Release();
+      if (on_progress) on_progress(resp);
+    }
     last = resp;
   }
+  window.Close();
   writer.join();
   absl::Status s = FromGrpc(stream->Finish());
   if (!s.ok()) return s;

@@ -64,16 +64,18 @@ absl::StatusOr<Dataset> LoadIdx(const DataOptions& o) {
       labels = *l;
     }
   } else if (labels.empty()) {
-    // t10k-images-idx3-ubyte → t10k-labels-idx1-ubyte (also t10k-images.idx3-ubyte, ...).
+    // t10k-images-idx3-ubyte → t10k-labels-idx1-ubyte; also t10k-images.idx3-ubyte,
+    // my-images.gz, digits.idx3 (either word suffices).
     const size_t base = images.find_last_of('/') + 1;
     labels = images;
     const size_t at = labels.find("images", base), idx = labels.find("idx3", base);
-    if (at == std::string::npos || idx == std::string::npos) {
+    if (at == std::string::npos && idx == std::string::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot derive the labels file from ", images, "; pass --labels"));
+          absl::StrCat("cannot derive the labels file from ", images,
+                       " (no \"images\" or \"idx3\" in its name to replace); pass --labels"));
     }
-    labels.replace(idx, 4, "idx1");
-    labels.replace(at, 6, "labels");
+    if (idx != std::string::npos) labels.replace(idx, 4, "idx1");
+    if (at != std::string::npos) labels.replace(at, 6, "labels");
   }
   auto img = ReadIdx(images);
   if (!img.ok()) return img.status();

@@ -157,6 +157,12 @@ expect 2 "$Q" checkpoint
 expect 2 "$Q" session create o --preset=mlp --optimizer=adagrad
 expect 2 "$Q" session create o --preset=mlp --optimizer='{"sgd": {}}' --lr=0.1
 expect 2 "$Q" train fm --data=$FM --targets=float
+expect 2 "$Q" train fm --data=$FM --seq_len=8             # IDX data has no sequences
+expect 2 "$Q" session create o --preset=transformer-lm --classes=5
+expect 2 "$Q" session create o --preset=mlp --lr=0
+expect 2 "$Q" session create o --preset=mlp --model='{}'
+expect 2 "$Q" rules set fm qat-int8 --rules=qt-int8
+expect 2 "$Q" checkpoint push fm2 "$TMP/blobs.csv"         # not a safetensors file
 expect 2 "$Q" train fm --data=$FM --limit=-3
 expect 2 "$Q" health --timeout=-1
 expect 0 "$Q" help train
@@ -171,21 +177,30 @@ expect 6 "$Q" calibrate flt --data=$FM --steps=2
 expect 2 "$Q" checkpoint pull fm "$TMP"
 expect 2 "$Q" checkpoint push fm "$TMP"
 # Ctrl-C stops a long stream cleanly: a summary of the steps that ran, exit 130, session kept.
-# (job control on: a script's background jobs otherwise start with SIGINT ignored, and qtrain
-# keeps an ignored SIGINT ignored, as nohup users expect)
-set -m
-"$Q" train fm --data=$FM --steps=1000000 --progress=lines --log_every=20 > "$TMP/int.out" 2>&1 &
-PID=$!
-set +m
-for _ in $(seq 1 300); do grep -q "^train " "$TMP/int.out" && break; sleep 0.1; done
-kill -INT $PID
-wait $PID
-RC=$?
-OUT=$(cat "$TMP/int.out")
-[ $RC -eq 130 ] || { echo "FAIL: Ctrl-C exit $RC, want 130: $OUT" >&2; FAILS=$((FAILS + 1)); }
+# interrupt CMD...: runs CMD in the background, sends SIGINT after its first progress line, and
+# checks exit 130; leaves its output in $OUT. (Job control on: a script's background jobs
+# otherwise start with SIGINT ignored, and qtrain keeps an ignored SIGINT ignored.)
+interrupt() {
+  set -m
+  "$@" > "$TMP/int.out" 2>&1 &
+  local pid=$!
+  set +m
+  for _ in $(seq 1 300); do grep -qE "^(train|calibrate) " "$TMP/int.out" && break; sleep 0.1; done
+  kill -INT $pid
+  wait $pid
+  local rc=$?
+  OUT=$(cat "$TMP/int.out")
+  [ $rc -eq 130 ] || { echo "FAIL: Ctrl-C exit $rc, want 130: $OUT" >&2; FAILS=$((FAILS + 1)); }
+}
+interrupt "$Q" train fm --data=$FM --steps=1000000 --progress=lines --log_every=20
 contains "trained session fm: steps 61-"
 contains "interrupted; the steps that ran are kept"
 expect 0 "$Q" session get fm
+# Calibration stops within a few batches too (the client keeps 8 in flight), small as they are.
+interrupt "$Q" calibrate fm --data=$FM --steps=100000 --batch_size=4 --rules=srq-int8 \
+  --progress=lines --log_every=50
+expect 0 "$Q" stats fm --json
+json_check 'all(int(s["count"]) < 50000 for s in j["stats"])'
 # A failed pull leaves no file behind.
 expect 4 "$Q" checkpoint pull nope "$TMP/nope.safetensors"
 [ ! -e "$TMP/nope.safetensors" ] && [ ! -e "$TMP/nope.safetensors.part" ] ||

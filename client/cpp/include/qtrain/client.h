@@ -34,6 +34,11 @@ class Client {
   absl::Status DeleteSession(const std::string& id);
   absl::StatusOr<v1::Session> UpdateRules(const std::string& id, const v1::RuleSet& rules);
 
+  // Train and Calibrate keep at most `n` batches written ahead of their results (default 8): enough
+  // to keep the server busy, few enough that progress is real and that a `next` which stops is
+  // heeded within `n` batches. Not thread-safe against calls in progress.
+  void set_max_in_flight(int n) { max_in_flight_ = n; }
+
   // Trains on the batches `next` fills (it returns false when there are no more), calling
   // `on_step` for every result, in order. Returns the stream's final status.
   absl::Status Train(const std::string& id, const std::function<bool(v1::Batch*)>& next,
@@ -61,6 +66,7 @@ class Client {
   explicit Client(std::shared_ptr<grpc::Channel> channel);
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Trainer::Stub> stub_;
+  int max_in_flight_ = 8;
 };
 
 }  // namespace qtrain::client
