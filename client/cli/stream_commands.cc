@@ -79,6 +79,15 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     return out;
   }
   out.session = inv.args[0];
+  // Text windows default to the session's sequence length (a token model's input shape), so a
+  // session created with --seq_len=32 trains on text without repeating it.
+  if (!Given(inv, "seq_len")) {
+    auto session = inv.client->GetSession(out.session);
+    if (session.ok() && session->model().input().kind() == v1::InputSpec::TOKENS &&
+        session->model().input().shape_size() == 1) {
+      absl::SetFlag(&FLAGS_seq_len, session->model().input().shape(0));
+    }
+  }
   auto data = LoadDataFromFlags();
   if (!data.ok()) {
     out.exit_code = Usage(inv, std::string(data.status().message()));

@@ -124,7 +124,7 @@ json_check 'j["step"] == "0"'
 bible -f Gen1:1-Gen2:25 > "$TMP/genesis.txt" 2>/dev/null || seq 1 3000 > "$TMP/genesis.txt"
 expect 0 "$Q" session create lm --preset=transformer-lm --seq_len=32 --rules=qt-int8
 contains "attn:einsum"
-expect 0 "$Q" train lm --data="$TMP/genesis.txt" --seq_len=32 --steps=3 --batch_size=8 --json
+expect 0 "$Q" train lm --data="$TMP/genesis.txt" --steps=3 --batch_size=8 --json  # seq_len 32: the session's
 json_check 'j["steps"] == 3 and j["loss"] > 0'
 
 # Exit codes that scripts rely on.

@@ -4,6 +4,7 @@
 start_server() {
   local build=$1 data=$2
   mkdir -p "$data"
+  : > "$data/server.log"  # exists before the loop below reads it (the child opens it later)
   "$build/bin/qtrain-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
     --data_dir="$data" > "$data/server.log" 2>&1 &
   SERVER_PID=$!
