@@ -1,0 +1,32 @@
+// The shared start of the streaming commands (train, eval, calibrate, forward): flag checks,
+// loading --data, the optional --rules switch, and the helpers their results use.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "client/cli/cli.h"
+#include "client/data/dataset.h"
+
+namespace qtrain::cli {
+
+// The session id and the dataset of a streaming command, or the exit code of a usage error.
+struct StreamSetup {
+  std::string session;
+  client::Dataset data;
+  int exit_code = kOk;
+};
+
+// Checks the command's flags, loads --data (text windows default to the session's sequence
+// length), prints the "data:" line and applies --rules. A usage or server error is reported and
+// its exit code returned in `exit_code`.
+StreamSetup Setup(Invocation& inv, const char* command, bool need_labels);
+
+// `s` with a hint when the server rejected a CSV's targets for not fitting the model.
+absl::Status WithTargetsHint(const Invocation& inv, const client::Dataset& data, absl::Status s);
+
+// --steps > 0 overrides `epochs`: as many passes over the data as the steps need.
+int EpochsFor(const client::Dataset& data, int64_t steps, int epochs);
+
+}  // namespace qtrain::cli
