@@ -53,7 +53,6 @@ int Train(Invocation& inv) {
   InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "train", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
-  if (InterruptGuard::interrupted()) return InterruptGuard::BeforeAnyBatch(inv, "train");
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
                                 EpochsFor(setup.data, steps, absl::GetFlag(FLAGS_epochs)),
@@ -119,7 +118,6 @@ int Eval(Invocation& inv) {
   InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "eval", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
-  if (InterruptGuard::interrupted()) return InterruptGuard::BeforeAnyBatch(inv, "eval");
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size), 1, false, 0,
                                 absl::GetFlag(FLAGS_steps));
   Progress progress = MakeProgress(inv, "eval", batches.total_batches());
@@ -133,8 +131,9 @@ int Eval(Invocation& inv) {
       },
       absl::GetFlag(FLAGS_update_stats));
   progress.Finish();
-  if (sent == 0 && InterruptGuard::interrupted())
+  if (sent == 0 && InterruptGuard::interrupted()) {
     return InterruptGuard::BeforeAnyBatch(inv, "eval");
+  }
   if (!r.ok()) return Fail(inv, "eval", WithTargetsHint(inv, setup.data, r.status()));
   if (inv.json) {
     PrintJson(*r);
@@ -151,7 +150,6 @@ int Calibrate(Invocation& inv) {
   InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "calibrate", /*need_labels=*/false);
   if (setup.exit_code != kOk) return setup.exit_code;
-  if (InterruptGuard::interrupted()) return InterruptGuard::BeforeAnyBatch(inv, "calibrate");
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
                                 EpochsFor(setup.data, steps, 1), absl::GetFlag(FLAGS_shuffle),

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
 #include "client/cli/flags.h"
+#include "client/cli/interrupt.h"
 
 namespace qtrain::cli {
 namespace {
@@ -103,6 +104,10 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
   }
   if (std::string unread = UnreadDataFlag(inv, *data); !unread.empty()) {
     out.exit_code = Usage(inv, unread);
+    return out;
+  }
+  if (InterruptGuard::interrupted()) {  // Ctrl-C while the data loaded
+    out.exit_code = InterruptGuard::BeforeAnyBatch(inv, command);
     return out;
   }
   out.data = *std::move(data);

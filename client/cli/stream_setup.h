@@ -19,8 +19,9 @@ struct StreamSetup {
 };
 
 // Checks the command's flags, loads --data (text windows default to the session's sequence
-// length), prints the "data:" line and applies --rules. A usage or server error is reported and
-// its exit code returned in `exit_code`.
+// length), prints the "data:" line and applies --rules. A usage or server error, or a Ctrl-C
+// while the data loaded (under the caller's InterruptGuard), is reported and its exit code
+// returned in `exit_code`.
 StreamSetup Setup(Invocation& inv, const char* command, bool need_labels);
 
 // `s` with a hint when the server rejected a CSV's targets for not fitting the model.
