@@ -98,13 +98,17 @@ cli session create docker --preset=mlp
 cli train docker --data=/data/fashion-mnist --steps=50 --rules=qat-int8
 cli checkpoint save docker
 test -s "$VOL/sessions/docker.safetensors"
-curl -sf "http://127.0.0.1:$METRICS/metrics" | grep -q '^qtrain_' || {
-  log "no qtrain_ metrics on :$METRICS"; exit 1; }
+# Read the whole page first: `curl | grep -q` under pipefail fails when grep exits early and
+# curl gets SIGPIPE.
+metrics=$(curl -sf "http://127.0.0.1:$METRICS/metrics") || { log "no /metrics on :$METRICS"; exit 1; }
+grep -q '^qtrain_steps_total{mode="qat"} 50' <<< "$metrics" || {
+  log "no qtrain_steps_total for the 50 QAT steps on :$METRICS"; exit 1; }
 
 log "SIGTERM saves and exits 0; a new container restores the session"
 docker stop -t 30 qtrain-verify > /dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' qtrain-verify)" = 0 ]
 docker rm qtrain-verify > /dev/null
 run_server
-cli session get docker | grep -q 'step 50'
+session=$(cli session get docker)
+grep -q 'step 50' <<< "$session" || { log "the restored session is not at step 50: $session"; exit 1; }
 log "all checks passed"

@@ -23,14 +23,15 @@ for f in bin/qtrain-server bin/qtrain bin/qtrain-demo include/qtrain/client.h \
 done
 PYDIR=$(dirname "$(find "$PREFIX" -path '*/dist-packages/qtrain/__init__.py')")
 [ -f "$PYDIR/v1/trainer_service_pb2_grpc.py" ] || fail "no Python stubs under $PYDIR"
-! find "$PREFIX" -name __pycache__ | grep -q . || fail "__pycache__ installed"
+[ -z "$(find "$PREFIX" -name __pycache__)" ] || fail "__pycache__ installed"
 
 echo "== the quickstart example as a standalone project against $PREFIX"
 cmake -S client/cpp/examples/quickstart -B "$WORK/qs" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON > "$WORK/configure.log" ||
   { cat "$WORK/configure.log"; fail "configure against the installed package failed"; }
 # Headers must come from the prefix, never from this tree or its build directory.
-if grep -Eo -- "-(I|isystem) ?[^ ]*" "$WORK/qs/compile_commands.json" | grep -qE "$PWD|$BUILD"; then
+INCLUDES=$(grep -Eo -- "-(I|isystem) ?[^ ]*" "$WORK/qs/compile_commands.json")
+if grep -qE "$PWD|$BUILD" <<< "$INCLUDES"; then
   fail "the example compiled against the source tree"
 fi
 cmake --build "$WORK/qs" > "$WORK/build.log" || { cat "$WORK/build.log"; fail "build failed"; }
