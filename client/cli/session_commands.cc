@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -32,14 +33,28 @@ std::string DescribeRule(const v1::Session& s, int index) {
   return out;
 }
 
+// "adamw lr 0.001", "sgd momentum 0.9 lr 0.05 warmup_cosine".
+std::string DescribeOptimizer(const v1::OptimizerConfig& o) {
+  std::string out = o.has_sgd() ? "sgd" : "adamw";
+  if (o.has_sgd() && o.sgd().momentum() > 0)
+    absl::StrAppend(&out, " momentum ", o.sgd().momentum());
+  if (o.schedule().learning_rate() > 0) absl::StrAppend(&out, " lr ", o.schedule().learning_rate());
+  if (o.schedule().kind() != v1::LrSchedule::CONSTANT) {
+    absl::StrAppend(&out, " ",
+                    absl::AsciiStrToLower(v1::LrSchedule::Kind_Name(o.schedule().kind())));
+  }
+  return out;
+}
+
 void PrintSession(const Invocation& inv, const v1::Session& s) {
   if (inv.json) {
     PrintJson(s);
     return;
   }
-  std::printf("session %s: step %lld, %lld parameters, %d rule%s\n", s.session_id().c_str(),
+  std::printf("session %s: step %lld, %lld parameters, %d rule%s, %s\n", s.session_id().c_str(),
               static_cast<long long>(s.step()), static_cast<long long>(s.parameters()),
-              s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s");
+              s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s",
+              DescribeOptimizer(s.optimizer()).c_str());
   Table t({"  op", "quantization"});
   for (const auto& op : s.ops()) {
     t.Add(

@@ -12,6 +12,7 @@ void FillSession(const std::string& id, Trainer& t, v1::Session* out) {
   out->set_parameters(t.model().num_parameters());
   *out->mutable_model() = t.model().spec();
   if (t.model().rules() != nullptr) *out->mutable_rules() = t.model().rules()->source();
+  *out->mutable_optimizer() = t.optimizer_config();
   for (int index : t.UnusedRules()) out->add_unused_rules(index);
   for (const auto& [rule, op] : t.model().Ops()) {
     v1::QuantizedOp* q = out->add_ops();

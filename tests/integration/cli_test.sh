@@ -154,6 +154,11 @@ expect 3 "$Q" --server=127.0.0.1:1 health --timeout=0.5
 expect 2 "$Q" eval fm --data=$FM --rules=qat-int8
 expect 2 "$Q" stats fm extra
 expect 2 "$Q" checkpoint
+expect 0 "$Q" session create mom --preset=mlp --optimizer=momentum --lr=0.05 --json
+json_check 'j["optimizer"]["sgd"]["momentum"] == 0.9 and abs(j["optimizer"]["schedule"]["learning_rate"] - 0.05) < 1e-6'
+expect 0 "$Q" session get mom
+contains "sgd momentum 0.9 lr 0.05"
+expect 0 "$Q" session delete mom
 expect 2 "$Q" session create o --preset=mlp --optimizer=adagrad
 expect 2 "$Q" session create o --preset=mlp --optimizer='{"sgd": {}}' --lr=0.1
 expect 2 "$Q" train fm --data=$FM --targets=float
