@@ -141,7 +141,10 @@ class Client:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
 
     @_wrap
-    def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=0):
+    def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=1):
+        """A new session ("" lets the server pick the id). `model`, `rules` and `optimizer` are
+        messages, dicts in their JSON form, JSON strings or preset names ("mlp", "qat-int8",
+        "adamw"); `seed` (default 1, as the CLI's) fixes the initial weights."""
         return self._stub.CreateSession(pb.CreateSessionRequest(
             session_id=session_id, model=_message(model, model_pb2.ModelSpec),
             rules=_message(rules, rules_pb2.RuleSet),

@@ -76,6 +76,6 @@ def lookup(kind, name):
     listing the known names otherwise."""
     table = {"models": MODELS, "rules": RULES, "optimizers": OPTIMIZERS}[kind]
     if name not in table:
-        raise ValueError(f"{name!r} is not one of the {kind} presets {', '.join(table)}, "
-                         "nor JSON")
+        raise ValueError(f"{name!r} is not JSON nor one of the {kind[:-1]} presets: "
+                         f"{', '.join(table)}")
     return copy.deepcopy(table[name])

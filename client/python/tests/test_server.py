@@ -147,6 +147,12 @@ class ServerTest(unittest.TestCase):
                                  optimizer="momentum")
             self.assertEqual(s.parameters, c.get_session(f"py-cli-{name}").parameters, name)
             self.assertEqual(s.rules.rules[0].weight_qtype, "int4")
+            if name == "mlp":  # the same default seed as the CLI: the same initial weights
+                c.create_session("py-default-mlp", model="mlp")
+                a, _ = c.checkpoint_arrays("py-default-mlp")
+                b, _ = c.checkpoint_arrays("py-cli-mlp")
+                np.testing.assert_array_equal(a["params/Dense_0/kernel"], b["params/Dense_0/kernel"])
+                c.delete_session("py-default-mlp")
             for sid in (f"py-cli-{name}", f"py-preset-{name}"):
                 c.delete_session(sid)
         with self.assertRaisesRegex(ValueError, "qat-int8"):
