@@ -123,6 +123,13 @@ absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value) {
 void PrintQuantStats(const v1::QuantStats& stats) {
   std::printf("quant stats of session %s at step %lld\n", stats.session_id().c_str(),
               static_cast<long long>(stats.step()));
+  if (stats.stats_size() == 0) {
+    std::printf(
+        "  none yet: ops under a rule with act_static_scale collect them while they train "
+        "or calibrate (e.g. qtrain calibrate %s --data=D --rules=srq-int8)\n",
+        stats.session_id().c_str());
+    return;
+  }
   Table t({"module", "stat", "count", "qtype", "scale", "zero_point"});
   for (const auto& s : stats.stats()) {
     t.Add({s.module_path(), s.name(), absl::StrCat(s.count()), s.qtype().empty() ? "-" : s.qtype(),

@@ -177,6 +177,8 @@ contains "usage: qtrain train ID"
 expect 0 "$Q" health --service=qtrain.v1.Trainer
 # Calibrating with no act_static_scale rule is a rejected request, not an empty table.
 expect 0 "$Q" session create flt --preset=mlp
+expect 0 "$Q" stats flt
+contains "none yet: ops under a rule with act_static_scale collect them"
 expect 6 "$Q" calibrate flt --data=$FM --steps=2
 # Local paths that are directories are local errors.
 expect 2 "$Q" checkpoint pull fm "$TMP"
