@@ -1,5 +1,6 @@
 // The subcommands of `qtrain`. Each takes the invocation (connection, --json, positional
-// arguments after the command words) and returns the process exit code (cli.h).
+// arguments after the command words, already counted against the command table) and returns
+// the process exit code (cli.h).
 #pragma once
 
 #include "client/cli/cli.h"

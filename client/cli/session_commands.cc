@@ -100,10 +100,6 @@ std::string NotSafetensors(const std::string& path) {
   return "";
 }
 
-int NeedSession(const Invocation& inv, const char* command) {
-  return Usage(inv, absl::StrCat(command, " needs a SESSION id"));
-}
-
 }  // namespace
 
 absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value) {
@@ -205,7 +201,6 @@ int SessionCreate(Invocation& inv) {
 }
 
 int SessionGet(Invocation& inv) {
-  if (inv.args.empty()) return NeedSession(inv, "session get");
   auto s = inv.client->GetSession(Arg(inv, 0));
   if (!s.ok()) return Fail(inv, "session get", s.status());
   PrintSession(inv, *s);
@@ -228,7 +223,6 @@ int SessionList(Invocation& inv) {
 }
 
 int SessionDelete(Invocation& inv) {
-  if (inv.args.empty()) return NeedSession(inv, "session delete");
   absl::Status s = inv.client->DeleteSession(Arg(inv, 0));
   if (!s.ok()) return Fail(inv, "session delete", s);
   if (inv.json) {
@@ -240,7 +234,6 @@ int SessionDelete(Invocation& inv) {
 }
 
 int RulesSet(Invocation& inv) {
-  if (inv.args.empty()) return NeedSession(inv, "rules set");
   if (inv.args.size() > 1 && Given(inv, "rules")) {
     return Usage(inv, "rules set takes RULES or --rules, not both");
   }
@@ -255,7 +248,6 @@ int RulesSet(Invocation& inv) {
 }
 
 int Stats(Invocation& inv) {
-  if (inv.args.empty()) return NeedSession(inv, "stats");
   auto stats = inv.client->GetQuantStats(Arg(inv, 0));
   if (!stats.ok()) return Fail(inv, "stats", stats.status());
   if (inv.json) {
@@ -267,7 +259,6 @@ int Stats(Invocation& inv) {
 }
 
 int CheckpointSave(Invocation& inv) {
-  if (inv.args.empty()) return NeedSession(inv, "checkpoint save");
   auto info = inv.client->SaveCheckpoint(Arg(inv, 0));
   if (!info.ok()) return Fail(inv, "checkpoint save", info.status());
   if (inv.json) {
@@ -281,7 +272,6 @@ int CheckpointSave(Invocation& inv) {
 }
 
 int CheckpointPull(Invocation& inv) {
-  if (inv.args.size() != 2) return Usage(inv, "checkpoint pull needs SESSION FILE");
   // A target we cannot write is a local error, found before the download starts.
   if (IsDirectory(inv.args[1])) {
     return Usage(inv, absl::StrCat(inv.args[1], " is a directory; name the file to write"));
@@ -308,7 +298,6 @@ int CheckpointPull(Invocation& inv) {
 }
 
 int CheckpointPush(Invocation& inv) {
-  if (inv.args.size() != 2) return Usage(inv, "checkpoint push needs SESSION FILE");
   if (IsDirectory(inv.args[1])) {
     return Usage(inv, absl::StrCat(inv.args[1], " is a directory, not a checkpoint file"));
   }

@@ -53,10 +53,7 @@ int Train(Invocation& inv) {
   InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "train", /*need_labels=*/true);
   if (setup.exit_code != kOk) return setup.exit_code;
-  const int64_t steps = absl::GetFlag(FLAGS_steps);
-  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
-                                EpochsFor(setup.data, steps, absl::GetFlag(FLAGS_epochs)),
-                                absl::GetFlag(FLAGS_shuffle), absl::GetFlag(FLAGS_seed), steps);
+  client::BatchIterator batches = StepBatches(setup, absl::GetFlag(FLAGS_epochs));
   Progress progress = MakeProgress(inv, "train", batches.total_batches());
   Window loss, accuracy;
   int64_t done = 0, first_step = -1, last_step = -1, durable = -1, examples = 0;
@@ -150,10 +147,7 @@ int Calibrate(Invocation& inv) {
   InterruptGuard interrupt;  // from the start: loading the data can take a while
   StreamSetup setup = Setup(inv, "calibrate", /*need_labels=*/false);
   if (setup.exit_code != kOk) return setup.exit_code;
-  const int64_t steps = absl::GetFlag(FLAGS_steps);
-  client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size),
-                                EpochsFor(setup.data, steps, 1), absl::GetFlag(FLAGS_shuffle),
-                                absl::GetFlag(FLAGS_seed), steps);
+  client::BatchIterator batches = StepBatches(setup, 1);
   Progress progress = MakeProgress(inv, "calibrate", batches.total_batches());
   int64_t sent = 0;
   auto stats = inv.client->Calibrate(

@@ -61,14 +61,18 @@ std::string UnreadDataFlag(const Invocation& inv, const client::Dataset& data) {
   return "";
 }
 
+// --steps > 0 overrides `epochs`: as many passes over the data as the steps need.
+int EpochsFor(const client::Dataset& data, int64_t steps, int epochs) {
+  if (steps <= 0) return epochs;
+  const int64_t batch = std::clamp<int64_t>(absl::GetFlag(FLAGS_batch_size), 1, data.size());
+  const int64_t per_epoch = (data.size() + batch - 1) / batch;
+  return static_cast<int>(std::min<int64_t>((steps + per_epoch - 1) / per_epoch, 1 << 30));
+}
+
 }  // namespace
 
 StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
   StreamSetup out;
-  if (inv.args.size() != 1) {
-    out.exit_code = Usage(inv, absl::StrCat(command, " needs a SESSION id and --data"));
-    return out;
-  }
   out.session = inv.args[0];
   // Text windows default to the session's sequence length (a token model's input shape), so a
   // session created with --seq_len=32 trains on text without repeating it.
@@ -143,11 +147,11 @@ absl::Status WithTargetsHint(const Invocation& inv, const client::Dataset& data,
                          "it was read as float regression targets)"));
 }
 
-int EpochsFor(const client::Dataset& data, int64_t steps, int epochs) {
-  if (steps <= 0) return epochs;
-  const int64_t batch = std::clamp<int64_t>(absl::GetFlag(FLAGS_batch_size), 1, data.size());
-  const int64_t per_epoch = (data.size() + batch - 1) / batch;
-  return static_cast<int>(std::min<int64_t>((steps + per_epoch - 1) / per_epoch, 1 << 30));
+client::BatchIterator StepBatches(const StreamSetup& setup, int epochs) {
+  const int64_t steps = absl::GetFlag(FLAGS_steps);
+  return client::BatchIterator(setup.data, absl::GetFlag(FLAGS_batch_size),
+                               EpochsFor(setup.data, steps, epochs), absl::GetFlag(FLAGS_shuffle),
+                               absl::GetFlag(FLAGS_seed), steps);
 }
 
 }  // namespace qtrain::cli

@@ -27,7 +27,8 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels);
 // `s` with a hint when the server rejected a CSV's targets for not fitting the model.
 absl::Status WithTargetsHint(const Invocation& inv, const client::Dataset& data, absl::Status s);
 
-// --steps > 0 overrides `epochs`: as many passes over the data as the steps need.
-int EpochsFor(const client::Dataset& data, int64_t steps, int epochs);
+// Batches of --batch_size over the setup's data (shuffled per --shuffle / --seed) for `epochs`
+// passes, or for --steps batches when it is set, over as many passes as they need.
+client::BatchIterator StepBatches(const StreamSetup& setup, int epochs);
 
 }  // namespace qtrain::cli
