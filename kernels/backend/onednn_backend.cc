@@ -4,6 +4,9 @@
 // backend instance; per-step values (scales, pointers) are passed at execute time, scales as
 // binary_mul post-op tensors so the int8 matmul keeps the brgemm VNNI kernel. Scratchpads are
 // user-managed: one growable buffer per backend (one backend per executor thread).
+//
+// Int8 ops go through the candidate list of int8_kernels.h: oneDNN's int8 primitives only where
+// they are VNNI/AMX kernels (exact), qtrain's exact GEMM elsewhere, the reference loops last.
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -11,8 +14,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include <cstdio>
+
+#include "absl/base/call_once.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/backend/onednn_backend.h"
+#include "kernels/backend/exact_int8_ops.h"
+#include "kernels/backend/int8_kernels.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/int8_gemm.h"
 #include "kernels/status_macros.h"
 #include "kernels/tensor.h"
 
@@ -25,6 +35,76 @@ using tag = dnnl::memory::format_tag;
 
 absl::Status DnnlError(const dnnl::error& e, absl::string_view what) {
   return absl::InternalError(absl::StrCat("oneDNN ", what, ": ", e.what()));
+}
+
+// QTRAIN_MAX_ISA caps oneDNN too (as ONEDNN_MAX_CPU_ISA would), before its first primitive.
+void ApplyIsaCapToOnednn() {
+  static absl::once_flag once;
+  absl::call_once(once, [] {
+    const Isa active = ActiveIsa();
+    if (active == DetectedIsa()) return;
+    dnnl::cpu_isa cap = dnnl::cpu_isa::all;
+    switch (active) {
+      case Isa::kBaseline:
+        cap = dnnl::cpu_isa::sse41;
+        break;
+      case Isa::kAvx2:
+        cap = dnnl::cpu_isa::avx2;
+        break;
+      case Isa::kAvx2Vnni:
+        cap = dnnl::cpu_isa::avx2_vnni;
+        break;
+      case Isa::kAvx512:
+        cap = dnnl::cpu_isa::avx512_core;
+        break;
+      case Isa::kAvx512Vnni:
+        cap = dnnl::cpu_isa::avx512_core_vnni;
+        break;
+      case Isa::kAmx:
+        break;
+    }
+    try {
+      dnnl::set_max_cpu_isa(cap);
+    } catch (const dnnl::error& e) {
+      // Too late (oneDNN already dispatched): its kernels stay uncapped; exactness does not
+      // depend on it, since int8 candidates are checked by the implementation oneDNN picks.
+      std::fprintf(stderr, "qtrain: could not cap oneDNN at %s: %s\n", IsaName(active), e.what());
+    }
+  });
+}
+
+bool HasVnni(Isa isa) { return isa == Isa::kAvx2Vnni || isa >= Isa::kAvx512Vnni; }
+
+// How one int8 op of one shape runs (int8_kernels.h), decided on first use.
+struct Int8Route {
+  enum class Kind : uint8_t { kOnednn, kExact, kReference };
+  Kind kind = Kind::kReference;
+  int8gemm::Kernel exact = int8gemm::Kernel::kAvx2;
+  Int8KernelReport report;
+};
+
+// Candidates 2 and 3 of the list, appended after oneDNN's verdict.
+void FinishRoute(Int8Route& r) {
+  const Isa isa = ActiveIsa();
+  bool chosen = !r.report.chosen.empty();
+  for (int8gemm::Kernel k : {int8gemm::Kernel::kAvx512Vnni, int8gemm::Kernel::kAvx512,
+                             int8gemm::Kernel::kAvx2Vnni, int8gemm::Kernel::kAvx2}) {
+    const bool runs = int8gemm::Runs(k, isa);
+    r.report.candidates.push_back(
+        {int8gemm::KernelName(k), runs,
+         runs ? "exact int16 pair products" : absl::StrCat("needs more than ", IsaName(isa))});
+    if (runs && !chosen) {
+      r.kind = Int8Route::Kind::kExact;
+      r.exact = k;
+      r.report.chosen = int8gemm::KernelName(k);
+      chosen = true;
+    }
+  }
+  r.report.candidates.push_back({"reference", true, "plain loops"});
+  if (!chosen) {
+    r.kind = Int8Route::Kind::kReference;
+    r.report.chosen = "reference";
+  }
 }
 
 memory::desc MatrixDesc(int64_t rows, int64_t cols, dt type, int64_t ld, bool transposed) {
@@ -55,7 +135,12 @@ struct CachedPrimitive {
 
 class OnednnBackend final : public Backend {
  public:
-  OnednnBackend() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+  OnednnBackend() : engine_(MakeEngine()), stream_(engine_) {}
+
+  static dnnl::engine MakeEngine() {
+    ApplyIsaCapToOnednn();
+    return dnnl::engine(dnnl::engine::kind::cpu, 0);
+  }
 
   const char* name() const override { return "onednn"; }
 
@@ -87,6 +172,14 @@ class OnednnBackend final : public Backend {
                           const float* row_scale, const float* col_scale, float* c) override {
     const MatmulDesc& m = d.mm;
     QTRAIN_RETURN_IF_ERROR(ValidateInt8MatmulDesc(d));
+    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* route,
+                            RouteInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
+    if (route->kind == Int8Route::Kind::kExact) {
+      return ExactInt8Matmul(route->exact, d, a, b, row_scale, col_scale, c);
+    }
+    if (route->kind == Int8Route::Kind::kReference) {
+      return reference_->MatmulInt8(d, a, b, row_scale, col_scale, c);
+    }
     try {
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
                               GetInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
@@ -141,7 +234,76 @@ class OnednnBackend final : public Backend {
 
   absl::Status ConvFwdInt8(const ConvDesc& d, const int8_t* src, const int8_t* weights,
                            int32_t* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* route, RouteInt8Conv(d));
+    if (route->kind == Int8Route::Kind::kExact) {
+      return ExactInt8Conv(route->exact, d, src, weights, dst);
+    }
+    if (route->kind == Int8Route::Kind::kReference) {
+      return reference_->ConvFwdInt8(d, src, weights, dst);
+    }
     return ConvForward(d, dt::s8, dt::s32, src, weights, dst);
+  }
+
+  // The int8 candidate list (int8_kernels.h) for one matmul shape, decided once.
+  absl::StatusOr<const Int8Route*> RouteInt8Matmul(const Int8MatmulDesc& d, bool row_scale,
+                                                   bool col_scale) {
+    const MatmulDesc& m = d.mm;
+    const std::string key =
+        absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m), ",",
+                     d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b);
+    auto it = routes_.find(key);
+    if (it != routes_.end()) return &it->second;
+    Int8Route r;
+    r.report.op = absl::StrCat("matmul ", d.a_unsigned ? "u8" : "s8", "xs8",
+                               m.trans_b ? "^T " : " ", m.m, "x", m.k, "x", m.n);
+    std::string impl;
+    if (HasVnni(ActiveIsa())) {
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetInt8Matmul(d, row_scale, col_scale));
+      impl = p->impl;
+    }
+    OnednnCandidate(impl, r);
+    FinishRoute(r);
+    return &routes_.emplace(key, std::move(r)).first->second;
+  }
+
+  absl::StatusOr<const Int8Route*> RouteInt8Conv(const ConvDesc& d) {
+    const std::string key = absl::StrCat("convs8:", ConvKey(d));
+    auto it = routes_.find(key);
+    if (it != routes_.end()) return &it->second;
+    Int8Route r;
+    r.report.op = absl::StrCat("conv s8xs8 ", d.n, "x", d.h, "x", d.w, "x", d.c, " * ", d.kh, "x",
+                               d.kw, "x", d.c, "x", d.o);
+    std::string impl;
+    if (HasVnni(ActiveIsa())) {
+      try {
+        impl = ConvFwdPd(d, dt::s8, dt::s32).impl_info_str();
+      } catch (const dnnl::error& e) {
+        return DnnlError(e, "int8 convolution");
+      }
+    }
+    OnednnCandidate(impl, r);
+    FinishRoute(r);
+    return &routes_.emplace(key, std::move(r)).first->second;
+  }
+
+  // Candidate 1: oneDNN, when the active ISA has VNNI and oneDNN picked an exact kernel.
+  static void OnednnCandidate(const std::string& impl, Int8Route& r) {
+    if (impl.empty()) {
+      r.report.candidates.push_back(
+          {"onednn", false,
+           absl::StrCat("no VNNI at ", IsaName(ActiveIsa()),
+                        ": oneDNN's int8 kernels saturate int16 pair sums")});
+      return;
+    }
+    const bool exact = OnednnInt8ImplIsExact(impl);
+    r.report.candidates.push_back(
+        {absl::StrCat("onednn:", impl), exact,
+         exact ? "VNNI/AMX kernel (exact int32 accumulation)" : "not a VNNI/AMX kernel"});
+    if (exact) {
+      r.kind = Int8Route::Kind::kOnednn;
+      r.report.chosen = absl::StrCat("onednn:", impl);
+    }
   }
 
   absl::Status ConvBwdData(const ConvDesc& d, const float* diff_dst, const float* weights,
@@ -605,6 +767,8 @@ class OnednnBackend final : public Backend {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::unordered_map<std::string, CachedPrimitive> cache_;
+  std::unordered_map<std::string, Int8Route> routes_;
+  std::unique_ptr<Backend> reference_ = MakeReferenceBackend();  // below AVX2 only
   Tensor scratchpad_;  // grown on demand, shared by every primitive of this backend
 };
 
@@ -618,14 +782,52 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeOnednnBackend() {
   }
 }
 
-absl::StatusOr<std::string> OnednnInt8MatmulImpl(const Int8MatmulDesc& d, bool row_scale,
-                                                 bool col_scale) {
+bool OnednnInt8ImplIsExact(const std::string& impl) {
+  return !absl::StartsWith(impl, "ref") &&
+         (absl::StrContains(impl, "vnni") || absl::StrContains(impl, "amx"));
+}
+
+absl::StatusOr<std::string> Int8MatmulKernel(const Int8MatmulDesc& d, bool row_scale,
+                                             bool col_scale) {
   try {
     OnednnBackend backend;
-    QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, backend.GetInt8Matmul(d, row_scale, col_scale));
-    return p->impl;
+    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Matmul(d, row_scale, col_scale));
+    return r->report.chosen;
   } catch (const dnnl::error& e) {
-    return DnnlError(e, "int8 matmul");
+    return DnnlError(e, "CPU engine");
+  }
+}
+
+absl::StatusOr<std::string> Int8ConvKernel(const ConvDesc& d) {
+  QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
+  try {
+    OnednnBackend backend;
+    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Conv(d));
+    return r->report.chosen;
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, "CPU engine");
+  }
+}
+
+absl::StatusOr<std::vector<Int8KernelReport>> DescribeInt8Kernels() {
+  try {
+    OnednnBackend backend;
+    std::vector<Int8KernelReport> out;
+    Int8MatmulDesc mm;
+    mm.mm = MatmulDesc{256, 1024, 1024};
+    for (int variant = 0; variant < 3; ++variant) {
+      Int8MatmulDesc d = mm;
+      d.a_unsigned = variant == 1;
+      d.mm.trans_b = variant == 2;
+      QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Matmul(d, true, true));
+      out.push_back(r->report);
+    }
+    const ConvDesc conv{32, 28, 28, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Conv(conv));
+    out.push_back(r->report);
+    return out;
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, "CPU engine");
   }
 }
 

@@ -5,6 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <random>
+
+#include "kernels/backend/int8_kernels.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/tests/test_util.h"
 
 namespace qtrain {
@@ -40,6 +44,36 @@ TEST(QConvTest, IntegerForwardEqualsFakeQuant) {
   fp.pad_top = fp.pad_left = fp.pad_bottom = fp.pad_right = 1;
   auto flt = *QConvForward(*backend, x, w, fp);
   EXPECT_LT(MeanRelativeDifference(integer->y, flt.y), 0.02);
+}
+
+TEST(QConvTest, Int8ConvRunsTheExactKernelOfTheActiveIsa) {
+  // 3x3 same padding, 1x1 (no im2col), strided 5x5, and full-range operands against the
+  // reference backend: the int32 sums must agree exactly.
+  const std::vector<ConvDesc> descs = {{2, 9, 9, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+                                       {3, 4, 5, 32, 24, 1, 1, 1, 1, 0, 0, 0, 0},
+                                       {1, 11, 11, 3, 5, 5, 5, 2, 2, 2, 1, 2, 1}};
+  auto backend = testing::Onednn();
+  auto ref = MakeReferenceBackend();
+  std::mt19937 gen(11);
+  std::uniform_int_distribution<int> dist(-128, 127);
+  for (const ConvDesc& d : descs) {
+    auto kernel = Int8ConvKernel(d);
+    ASSERT_TRUE(kernel.ok()) << kernel.status();
+    if (ActiveIsa() == Isa::kAvx2Vnni || ActiveIsa() >= Isa::kAvx512Vnni) {  // oneDNN's VNNI
+      EXPECT_THAT(*kernel, HasSubstr("onednn:")) << IsaName(ActiveIsa());
+      EXPECT_TRUE(OnednnInt8ImplIsExact(kernel->substr(7))) << *kernel;
+    } else {
+      EXPECT_EQ(*kernel, testing::ExpectedInt8Kernel()) << IsaName(ActiveIsa());
+    }
+    std::vector<int8_t> src(d.n * d.h * d.w * d.c), w(d.kh * d.kw * d.c * d.o);
+    for (int8_t& v : src) v = static_cast<int8_t>(dist(gen));
+    for (int8_t& v : w) v = static_cast<int8_t>(dist(gen));
+    const int64_t out = d.n * d.out_h() * d.out_w() * d.o;
+    std::vector<int32_t> got(out), want(out);
+    ASSERT_TRUE(backend->ConvFwdInt8(d, src.data(), w.data(), got.data()).ok());
+    ASSERT_TRUE(ref->ConvFwdInt8(d, src.data(), w.data(), want.data()).ok());
+    EXPECT_EQ(got, want) << *kernel;
+  }
 }
 
 TEST(QConvTest, BackwardUsesTheQuantizedResiduals) {

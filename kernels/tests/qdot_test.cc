@@ -9,7 +9,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "kernels/backend/onednn_backend.h"
+#include "kernels/backend/int8_kernels.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/qdot_internal.h"
 #include "kernels/tests/test_util.h"
 
@@ -217,18 +218,7 @@ TEST(QDotTest, NoiseIsUnbiased) {
   EXPECT_NEAR(sum_low / kN, 0.0, 0.005);
 }
 
-bool CpuHasVnni() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find("avx512_vnni") != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
-TEST(QDotTest, Int8MatmulStaysOnTheVnniBrgemmKernel) {
+TEST(QDotTest, Int8MatmulRunsTheExactKernelOfTheActiveIsa) {
   // The descriptors qdot issues: untiled with both scales, tiles accumulating into dst, u8 src,
   // QT's dw (column scales only) and dx (row scales only).
   std::vector<Int8MatmulDesc> descs(6);
@@ -241,16 +231,13 @@ TEST(QDotTest, Int8MatmulStaysOnTheVnniBrgemmKernel) {
   descs[4].mm = MatmulDesc{32, 4096, 4096};
   descs[5].mm = MatmulDesc{1024, 1024, 1024};
   descs[5].mm.trans_b = true;  // QT's dx reads w_q transposed
-  if (!CpuHasVnni()) {
-    GTEST_SKIP() << "this CPU has no AVX512-VNNI, so oneDNN cannot pick its VNNI kernel";
-  }
   for (const auto& d : descs) {
     for (auto [row, col] : {std::pair{true, true}, {true, false}, {false, true}}) {
-      auto impl = OnednnInt8MatmulImpl(d, row, col);
-      ASSERT_TRUE(impl.ok()) << impl.status();
-      EXPECT_THAT(*impl, HasSubstr("brg:avx512_core_vnni"))
+      auto kernel = Int8MatmulKernel(d, row, col);
+      ASSERT_TRUE(kernel.ok()) << kernel.status();
+      EXPECT_EQ(*kernel, testing::ExpectedInt8Kernel())
           << "M=" << d.mm.m << " K=" << d.mm.k << " N=" << d.mm.n << " row=" << row
-          << " col=" << col;
+          << " col=" << col << " at " << IsaName(ActiveIsa());
     }
   }
 }

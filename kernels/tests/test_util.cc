@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/cpu_isa.h"
+
 #include <gtest/gtest.h>
 
 namespace qtrain::testing {
@@ -38,6 +40,24 @@ std::unique_ptr<Backend> Onednn() {
   auto b = MakeOnednnBackend();
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? std::move(*b) : nullptr;
+}
+
+std::string ExpectedInt8Kernel() {
+  switch (ActiveIsa()) {
+    case Isa::kBaseline:
+      return "reference";
+    case Isa::kAvx2:
+      return "exact_avx2";
+    case Isa::kAvx2Vnni:
+      return "exact_avx2_vnni";
+    case Isa::kAvx512:
+      return "exact_avx512";
+    case Isa::kAvx512Vnni:
+      return "onednn:brg:avx512_core_vnni";
+    case Isa::kAmx:
+      return "onednn:brg:avx512_core_amx";
+  }
+  return "?";
 }
 
 }  // namespace qtrain::testing

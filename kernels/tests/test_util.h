@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <random>
+#include <string>
 
 #include "kernels/backend/backend.h"
 #include "kernels/tensor.h"
@@ -18,5 +19,10 @@ double MaxRelativeToPeak(const Tensor& a, const Tensor& b);
 double MeanRelativeDifference(const Tensor& a, const Tensor& b);
 
 std::unique_ptr<Backend> Onednn();
+
+// The int8 kernel the oneDNN backend must pick at the active ISA (QTRAIN_MAX_ISA): oneDNN's VNNI
+// brgemm with VNNI, qtrain's exact kernels below it. Tests assert it so that a per-ISA run that
+// silently took another path fails.
+std::string ExpectedInt8Kernel();
 
 }  // namespace qtrain::testing

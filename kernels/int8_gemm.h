@@ -1,0 +1,59 @@
+// qtrain's own exact int8 GEMM: the integer path on CPUs where oneDNN has no exact int8 kernel.
+//
+// Without VNNI, oneDNN multiplies u8×s8 pairs with vpmaddubsw, whose int16 pair sums saturate for
+// full-range int8 (its docs ask for 7-bit data), so Qwix's [-128, 127] operands would come out
+// wrong. These kernels widen both operands to int16 and multiply pairs with vpmaddwd (or
+// vpdpwssd on VNNI parts): every product and pair sum fits, and int32 accumulation is exact — the
+// same int32 values as the reference backend, for any s8/u8 inputs while K·255·128 < 2^31.
+//
+// Operands are packed per call into int16 panels (A in MR-row blocks, B in NR-column panels);
+// tiles run in parallel on OpenMP threads. Stateless and reentrant: scratch is per call.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu_isa.h"
+
+namespace qtrain::int8gemm {
+
+enum class Kernel : uint8_t {
+  kAvx2,        // vpmaddwd + vpaddd on ymm
+  kAvx2Vnni,    // vpdpwssd on ymm (AVX-VNNI)
+  kAvx512,      // vpmaddwd + vpaddd on zmm (AVX-512BW)
+  kAvx512Vnni,  // vpdpwssd on zmm (AVX-512 VNNI)
+};
+
+// "exact_avx2", "exact_avx2_vnni", "exact_avx512", "exact_avx512_vnni".
+const char* KernelName(Kernel k);
+
+// The fastest kernel the ISA level runs; false when it runs none (below AVX2).
+bool BestKernel(Isa isa, Kernel* out);
+
+// True when `isa` has the instructions `k` uses.
+bool Runs(Kernel k, Isa isa);
+
+// C(M,N) [+]= A(M,K) · B(K,N) accumulated in int32, then (float output) scaled as
+// float(acc) · row_scale[i] · col_scale[j] in that order (scales may be null = 1).
+// A: s8 or (a_unsigned) u8, row-major with lda. B: s8, (K,N) with ldb, or (N,K) when trans_b.
+// Exactly one of c_f32 / c_s32 is set. Dims must be positive and leading dims valid (the caller
+// validates: backend.h's ValidateMatmulDesc).
+struct Args {
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr;
+  int64_t lda = 0;
+  bool a_unsigned = false;
+  const int8_t* b = nullptr;
+  int64_t ldb = 0;
+  bool trans_b = false;
+  const float* row_scale = nullptr;
+  const float* col_scale = nullptr;
+  float* c_f32 = nullptr;
+  int32_t* c_s32 = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+};
+
+// Runs `k`; the caller has checked Runs(k, ActiveIsa()).
+void Gemm(Kernel k, const Args& args);
+
+}  // namespace qtrain::int8gemm
