@@ -13,14 +13,19 @@ function(qtrain_cc_library)
   target_link_libraries(${target} PUBLIC ${Q_DEPS} PRIVATE ${Q_PRIVATE_DEPS})
 endfunction()
 
-# qtrain_cc_test(NAME n SRCS ... [DEPS ...] [LABELS ...])
+# qtrain_cc_test(NAME n SRCS ... [DEPS ...] [LABELS ...] [PER_ISA])
 # A GoogleTest binary registered with ctest; tests run from the project root so that
-# ../shared/golden resolves as documented.
+# ../shared/golden resolves as documented. PER_ISA: also run once per lower ISA level
+# (cmake/QtrainIsaTests.cmake), each run checking that it really ran at that level.
 function(qtrain_cc_test)
   if(NOT BUILD_TESTING)
     return()
   endif()
-  cmake_parse_arguments(Q "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(Q "PER_ISA" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  if(Q_PER_ISA)
+    list(APPEND Q_SRCS ${PROJECT_SOURCE_DIR}/kernels/tests/isa_environment.cc)
+    list(APPEND Q_DEPS qtrain::kernels)
+  endif()
   add_executable(${Q_NAME} ${Q_SRCS})
   target_link_libraries(${Q_NAME} PRIVATE ${Q_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   target_include_directories(${Q_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
@@ -30,6 +35,9 @@ function(qtrain_cc_test)
   add_test(NAME ${Q_NAME} COMMAND ${Q_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   if(Q_LABELS)
     set_tests_properties(${Q_NAME} PROPERTIES LABELS "${Q_LABELS}")
+  endif()
+  if(Q_PER_ISA)
+    qtrain_isa_variants(TEST ${Q_NAME} COMMAND ${Q_NAME} LABELS ${Q_LABELS})
   endif()
 endfunction()
 

@@ -1,11 +1,14 @@
 // qtrain-conformance FILE.json [--backend=onednn|reference]
 // Runs every case of a golden-format file and prints one line per case, then
-// "N passed, N failed". Exit status: 0 all passed, 1 some failed, 2 usage or file error.
+// "N passed, N failed". The first lines name the CPU, the active ISA (QTRAIN_MAX_ISA caps it) and
+// the int8 kernel that runs. Exit status: 0 all passed, 1 some failed, 2 usage or file error.
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "kernels/backend/backend.h"
+#include "kernels/backend/int8_kernels.h"
+#include "kernels/cpu_isa.h"
 #include "tools/conformance/golden_runner.h"
 
 int main(int argc, char** argv) {
@@ -30,8 +33,14 @@ int main(int argc, char** argv) {
                  "Checks qtrain's kernels against golden vectors (format qtrain-golden-v1).\n");
     return 2;
   }
+  if (auto s = qtrain::ValidateIsaEnvironment(); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  std::printf("cpu: %s\n", qtrain::CpuSummary().c_str());
   std::unique_ptr<qtrain::Backend> backend;
   if (backend_name == "reference") {
+    std::printf("int8 kernel: reference (--backend=reference)\n");
     backend = qtrain::MakeReferenceBackend();
   } else {
     auto made = qtrain::MakeOnednnBackend();
@@ -40,6 +49,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     backend = std::move(*made);
+    auto kernels = qtrain::DescribeInt8Kernels();
+    if (!kernels.ok()) {
+      std::fprintf(stderr, "error: %s\n", kernels.status().ToString().c_str());
+      return 2;
+    }
+    std::printf("int8 kernel: %s\n", kernels->front().chosen.c_str());
   }
   auto results = qtrain::conformance::RunGoldenFile(path, *backend);
   if (!results.ok()) {
