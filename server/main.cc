@@ -10,6 +10,8 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "kernels/cpu_isa.h"
+#include "server/rpc/server_info.h"
 #include "server/server_main.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -59,6 +61,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "qtrain-server: every limit flag must be >= 1\n");
     return 2;
   }
+  if (absl::Status isa = qtrain::ValidateIsaEnvironment(); !isa.ok()) {
+    std::fprintf(stderr, "qtrain-server: %s\n", std::string(isa.message()).c_str());
+    return 1;
+  }
+  if (qtrain::ActiveIsa() < qtrain::Isa::kAvx2) {
+    std::fprintf(stderr,
+                 "qtrain-server: warning: %s has no AVX2+FMA (below x86-64-v3); int8 runs on the "
+                 "reference loops: exact, but many times slower\n",
+                 qtrain::CpuSummary().c_str());
+  }
   auto server = qtrain::server::RunningServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "qtrain-server: %s\n", server.status().ToString().c_str());
@@ -71,6 +83,7 @@ int main(int argc, char** argv) {
   }
   std::printf("qtrain-server listening on port %d (%zu sessions restored from %s)\n",
               (*server)->port(), (*server)->restored().size(), options.data_dir.c_str());
+  std::printf("qtrain-server cpu: %s\n", qtrain::rpc::ServerInfoSummary((*server)->info()).c_str());
   if ((*server)->metrics().port() > 0) {
     std::printf("qtrain-server metrics on http://127.0.0.1:%d/metrics\n",
                 (*server)->metrics().port());

@@ -42,6 +42,8 @@ class RunningServer {
   void Shutdown(int deadline_ms = 5000);
   void Wait() { server_->Wait(); }
   rpc::Metrics& metrics() { return *metrics_; }
+  // The CPU, ISA and int8 kernels this server computes with (GetServerInfo's answer).
+  const v1::ServerInfo& info() const { return info_; }
 
  private:
   RunningServer() = default;
@@ -54,6 +56,7 @@ class RunningServer {
   bool shut_down_ = false;
   std::vector<std::string> restored_;
   std::vector<std::string> restore_errors_;
+  v1::ServerInfo info_;
 };
 
 }  // namespace qtrain::server

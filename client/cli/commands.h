@@ -17,6 +17,7 @@ int CheckpointSave(Invocation& inv);
 int CheckpointPull(Invocation& inv);
 int CheckpointPush(Invocation& inv);
 int Health(Invocation& inv);
+int Info(Invocation& inv);
 
 int Train(Invocation& inv);
 int Eval(Invocation& inv);

@@ -38,3 +38,5 @@ ABSL_DECLARE_FLAG(int64_t, log_every);
 // health
 ABSL_DECLARE_FLAG(std::string, service);
 ABSL_DECLARE_FLAG(double, timeout);
+// info
+ABSL_DECLARE_FLAG(bool, verbose);

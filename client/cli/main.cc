@@ -26,6 +26,8 @@ usage: qtrain COMMAND [ARGS] [--flags]      (qtrain help COMMAND: its flags)
 
 commands:
   health                          is the server SERVING? (--service, --timeout=5)
+  info                            the server's CPU, ISA level and int8 kernels (--verbose:
+                                  every candidate kernel and why it was or was not chosen)
   session create [ID]             new session from --preset=mlp|cnn|transformer-lm or
                                   --model=SPEC (JSON file or inline JSON); --rules, --optimizer=
                                   adamw|sgd|momentum|JSON (--lr=0.001), --seed; mlp/cnn:

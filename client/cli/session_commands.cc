@@ -1,4 +1,4 @@
-// session create|get|list|delete, rules set, stats, checkpoint save|pull|push, health.
+// session create|get|list|delete, rules set, stats, checkpoint save|pull|push, health, info.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -329,6 +329,34 @@ int Health(Invocation& inv) {
     std::printf("%s\n", status->c_str());
   }
   return *status == "SERVING" ? kOk : kNotServing;
+}
+
+int Info(Invocation& inv) {
+  auto info = inv.client->GetServerInfo();
+  if (!info.ok()) return Fail(inv, "info", info.status());
+  if (inv.json) {
+    PrintJson(*info);
+    return kOk;
+  }
+  std::printf("server    qtrain %s, %d thread(s) per session\n", info->version().c_str(),
+              info->threads_per_session());
+  std::printf("cpu       %s\n", info->cpu().c_str());
+  std::printf("isa       %s", info->active_isa().c_str());
+  if (info->active_isa() != info->detected_isa()) {
+    std::printf(" (the CPU runs %s; capped by QTRAIN_MAX_ISA=%s)", info->detected_isa().c_str(),
+                info->isa_cap().c_str());
+  }
+  std::printf("\nint8 kernels\n");
+  const bool verbose = absl::GetFlag(FLAGS_verbose);
+  for (const v1::Int8Kernel& k : info->int8_kernels()) {
+    std::printf("  %-36s %s\n", k.op().c_str(), k.chosen().c_str());
+    if (!verbose) continue;
+    for (const v1::Int8KernelCandidate& c : k.candidates()) {
+      std::printf("    %s %-34s %s\n", c.supported() ? "+" : "-", c.name().c_str(),
+                  c.reason().c_str());
+    }
+  }
+  return kOk;
 }
 
 }  // namespace qtrain::cli

@@ -108,6 +108,12 @@ absl::StatusOr<v1::Session> Client::GetSession(const std::string& id) {
       [&](grpc::ClientContext* c, v1::Session* r) { return stub_->GetSession(c, req, r); });
 }
 
+absl::StatusOr<v1::ServerInfo> Client::GetServerInfo() {
+  return Unary<v1::ServerInfo>([&](grpc::ClientContext* c, v1::ServerInfo* r) {
+    return stub_->GetServerInfo(c, v1::GetServerInfoRequest(), r);
+  });
+}
+
 absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
   return Unary<v1::ListSessionsResponse>([&](grpc::ClientContext* c, v1::ListSessionsResponse* r) {
     return stub_->ListSessions(c, v1::ListSessionsRequest(), r);

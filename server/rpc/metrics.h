@@ -7,6 +7,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <grpcpp/support/server_interceptor.h>
 #include <prometheus/counter.h>
@@ -45,6 +47,12 @@ class Metrics {
   void RecordBytes(int64_t in, int64_t out);
   // A checkpoint of `kind` ("save", "autosave", "download", "upload") encoded or loaded.
   void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);
+
+  // qtrain_cpu_info{cpu, detected_isa, active_isa} 1 and one qtrain_int8_kernel_info{op, kernel}
+  // 1 per representative int8 op: which code paths this server computes with. Call once.
+  void SetHardwareInfo(const std::string& cpu, const std::string& detected_isa,
+                       const std::string& active_isa,
+                       const std::vector<std::pair<std::string, std::string>>& int8_kernels);
 
   // The port the /metrics exposer listens on (0 when not serving).
   int port() const;

@@ -81,6 +81,15 @@ grpc::ServerUnaryReactor* TrainerService::ListSessions(grpc::CallbackServerConte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* TrainerService::GetServerInfo(grpc::CallbackServerContext* ctx,
+                                                        const v1::GetServerInfoRequest*,
+                                                        v1::ServerInfo* response) {
+  *response = info_;
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* TrainerService::DeleteSession(grpc::CallbackServerContext* ctx,
                                                         const v1::DeleteSessionRequest* request,
                                                         v1::DeleteSessionResponse*) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/engine/session.h"
@@ -56,12 +57,19 @@ class TrainerService final : public v1::Trainer::CallbackService {
       grpc::CallbackServerContext* ctx, const v1::DownloadCheckpointRequest* request) override;
   grpc::ServerReadReactor<v1::CheckpointChunk>* UploadCheckpoint(
       grpc::CallbackServerContext* ctx, v1::CheckpointInfo* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
+                                          const v1::GetServerInfoRequest* request,
+                                          v1::ServerInfo* response) override;
+
+  // What GetServerInfo answers (server_info.h); set once before the server starts.
+  void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
 
  private:
   engine::SessionManager* sessions_;  // not owned
   store::SessionStore* store_;        // not owned; may be null
   ServiceLimits limits_;
   Metrics* metrics_;  // not owned; may be null
+  v1::ServerInfo info_;
 };
 
 }  // namespace qtrain::rpc

@@ -43,6 +43,13 @@ expect 0 "$Q" health
 contains SERVING
 expect 0 "$Q" --help
 contains "exit codes"
+# The server's CPU, ISA and int8 kernels (exact ones only: oneDNN's only as VNNI kernels).
+expect 0 "$Q" info --verbose
+contains "int8 kernels"
+contains "matmul s8xs8 256x1024x1024"
+contains "+ reference"
+expect 0 "$Q" info --json
+json_check 'j["active_isa"] in ("avx2", "avx2_vnni", "avx512", "avx512_vnni", "amx") and all(k["chosen"].startswith("exact_") or "vnni" in k["chosen"] or "amx" in k["chosen"] for k in j["int8_kernels"])'
 
 # A session from a preset, trained a few steps in float, then QAT, QT, SRQ calibration.
 expect 0 "$Q" session create fm --preset=mlp

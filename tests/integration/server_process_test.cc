@@ -196,6 +196,14 @@ TEST(ServerProcessTest, StartupErrorsExitOneWithTheReason) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << c.args << ": " << status << out;
     EXPECT_THAT(out, ::testing::HasSubstr(c.reason)) << c.args;
   }
+  // An ISA cap that is no level names the variable and the levels (the environment is inherited
+  // by the child; this test runs single-threaded here).
+  setenv("QTRAIN_MAX_ISA", "avx9", 1);
+  const auto [status, out] =
+      RunServer(absl::StrCat("--listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 ", other));
+  unsetenv("QTRAIN_MAX_ISA");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("QTRAIN_MAX_ISA=\"avx9\" is not an ISA level; use"));
   // The first server is untouched.
   EXPECT_EQ(HealthCheck(first.Channel(), ""), std::string("\x08\x01", 2));
 }

@@ -12,6 +12,10 @@
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "kernels/backend/int8_kernels.h"
+#include "kernels/cpu_isa.h"
+#include "kernels/int8_gemm.h"
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/rpc/tensor_convert.h"
 #include "server/server_main.h"
@@ -171,6 +175,39 @@ TEST_F(ServerTest, LifecycleFloatThenQatThenQtWithStats) {
     v1::DeleteSessionResponse r;
     EXPECT_TRUE(stub_->DeleteSession(&ctx, del, &r).ok());
   }
+}
+
+TEST_F(ServerTest, ServerInfoNamesTheIsaAndTheInt8KernelsInUse) {
+  v1::ServerInfo info;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.active_isa(), IsaName(ActiveIsa()));
+  EXPECT_EQ(info.detected_isa(), IsaName(DetectedIsa()));
+  ASSERT_EQ(info.int8_kernels_size(), 4);  // s8, u8 and transposed matmuls, a convolution
+  for (const v1::Int8Kernel& k : info.int8_kernels()) {
+    ASSERT_FALSE(k.candidates().empty()) << k.op();
+    // The chosen kernel is the first supported candidate, and never a non-VNNI oneDNN kernel.
+    for (const v1::Int8KernelCandidate& c : k.candidates()) {
+      if (!c.supported()) continue;
+      EXPECT_EQ(k.chosen(), c.name()) << k.op();
+      break;
+    }
+    if (absl::StartsWith(k.chosen(), "onednn:")) {
+      EXPECT_TRUE(OnednnInt8ImplIsExact(k.chosen().substr(7))) << k.chosen();
+    }
+  }
+  // oneDNN's brgemm with AVX-512 VNNI; below it, qtrain's exact kernel for the level.
+  int8gemm::Kernel best;
+  if (ActiveIsa() >= Isa::kAvx512Vnni) {
+    EXPECT_THAT(info.int8_kernels(0).chosen(), HasSubstr("onednn:brg:avx512_core_"));
+  } else if (ActiveIsa() != Isa::kAvx2Vnni && int8gemm::BestKernel(ActiveIsa(), &best)) {
+    EXPECT_EQ(info.int8_kernels(0).chosen(), int8gemm::KernelName(best));
+  }
+  const std::string metrics = server_->metrics().Serialize();
+  EXPECT_THAT(metrics, HasSubstr(absl::StrCat("active_isa=\"", IsaName(ActiveIsa()), "\"")));
+  EXPECT_THAT(metrics,
+              HasSubstr(absl::StrCat("qtrain_int8_kernel_info{kernel=\"",
+                                     info.int8_kernels(0).chosen(), "\"")));
 }
 
 TEST_F(ServerTest, BadRequestsGetCodesAndChangeNothing) {

@@ -28,6 +28,9 @@ class Client {
   // Unavailable / DeadlineExceeded when the server cannot be reached within `timeout`.
   absl::StatusOr<std::string> Health(const std::string& service, absl::Duration timeout);
 
+  // The server's CPU, ISA level and chosen int8 kernels.
+  absl::StatusOr<v1::ServerInfo> GetServerInfo();
+
   absl::StatusOr<v1::Session> CreateSession(const v1::CreateSessionRequest& request);
   absl::StatusOr<v1::Session> GetSession(const std::string& id);
   absl::StatusOr<v1::ListSessionsResponse> ListSessions();

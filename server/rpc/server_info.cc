@@ -1,0 +1,54 @@
+#include "server/rpc/server_info.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/backend/int8_kernels.h"
+#include "kernels/cpu_isa.h"
+
+#ifndef QTRAIN_VERSION
+#define QTRAIN_VERSION "dev"
+#endif
+
+namespace qtrain::rpc {
+
+absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
+  absl::StatusOr<std::vector<Int8KernelReport>> kernels = DescribeInt8Kernels();
+  if (!kernels.ok()) return kernels.status();
+  v1::ServerInfo info;
+  info.set_version(QTRAIN_VERSION);
+  info.set_cpu(CpuBrand());
+  info.set_detected_isa(IsaName(DetectedIsa()));
+  info.set_active_isa(IsaName(ActiveIsa()));
+  const char* cap = std::getenv("QTRAIN_MAX_ISA");
+  info.set_isa_cap(cap != nullptr ? cap : "");
+  info.set_threads_per_session(threads_per_session);
+  for (const Int8KernelReport& r : *kernels) {
+    v1::Int8Kernel* k = info.add_int8_kernels();
+    k->set_op(r.op);
+    k->set_chosen(r.chosen);
+    for (const Int8Candidate& c : r.candidates) {
+      v1::Int8KernelCandidate* out = k->add_candidates();
+      out->set_name(c.name);
+      out->set_supported(c.supported);
+      out->set_reason(c.reason);
+    }
+  }
+  return info;
+}
+
+std::string ServerInfoSummary(const v1::ServerInfo& info) {
+  std::string isa = info.active_isa();
+  if (info.active_isa() != info.detected_isa()) {
+    absl::StrAppend(&isa, " (CPU: ", info.detected_isa(), ", capped by QTRAIN_MAX_ISA=",
+                    info.isa_cap(), ")");
+  }
+  return absl::StrCat(
+      info.cpu(), " | ", isa, " | int8 kernels: ",
+      absl::StrJoin(info.int8_kernels(), ", ", [](std::string* out, const v1::Int8Kernel& k) {
+        absl::StrAppend(out, k.op(), " -> ", k.chosen());
+      }));
+}
+
+}  // namespace qtrain::rpc
