@@ -1,6 +1,8 @@
-// Hot contiguous-row loops behind calibration and quantization: the only hand-written loops on
-// the quantized-training hot path. Each is compiled with AVX-512 / AVX2 / baseline clones
-// (kernels/simd.h). All pointers are to `n` contiguous elements unless stated; no aliasing.
+// Hot contiguous-row loops behind calibration, quantization and the optimizer update. Each is
+// compiled three times (kernels/row_ops/: baseline x86-64, AVX2+FMA, AVX-512) and the variant of
+// the active ISA runs (QTRAIN_MAX_ISA caps it, so tests reach every variant on one machine); all
+// variants give the same bits. All pointers are to `n` contiguous elements unless stated; no
+// aliasing.
 #pragma once
 
 #include <cstdint>
@@ -41,5 +43,30 @@ void QuantizeRowF32(const QuantRowArgs& args, float* out);
 // out[i] = (q[i] - zp) * s with the same scale/zero-point conventions.
 void DequantizeRowS8(const int8_t* q, int64_t n, const float* scale, int64_t scale_stride,
                      const float* zero_point, float* out);
+
+// The optimizer updates, element-wise over one parameter (optax's adamw / sgd, decoupled weight
+// decay). `clip` multiplies the gradient first (global-norm clipping); c1, c2 are AdamW's bias
+// corrections 1 - beta^t. Threads over OpenMP for large n.
+struct AdamWArgs {
+  float* w;
+  float* m;
+  float* v;
+  const float* g;
+  int64_t n;
+  float clip, lr, wd, b1, b2, eps, c1, c2;
+};
+void AdamWUpdate(const AdamWArgs& args);
+struct SgdArgs {
+  float* w;
+  float* m;  // momentum slot; null: plain SGD
+  const float* g;
+  int64_t n;
+  float clip, lr, wd, mu;
+  bool nesterov;
+};
+void SgdUpdate(const SgdArgs& args);
+
+// "baseline", "avx2" or "avx512": the variant these functions run.
+const char* ActiveVariant();
 
 }  // namespace qtrain::rowops

@@ -157,41 +157,18 @@ Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t 
     float* w = p->value.data<float>();
     const float* g = p->grad.data<float>();
     const int64_t n = p->value.numel();
-    const bool parallel = n >= (1 << 16);
     if (config_.has_sgd()) {
       const float mu = config_.sgd().momentum();
-      if (mu == 0.0f) {
-#pragma omp parallel for simd if (parallel)
-        for (int64_t i = 0; i < n; ++i) {
-          w[i] -= lr * (g[i] * clip + wd * w[i]);
-        }
-        continue;
-      }
-      float* m = Slot(*p, "momentum").data<float>();
-      const bool nesterov = config_.sgd().nesterov();
-#pragma omp parallel for simd if (parallel)
-      for (int64_t i = 0; i < n; ++i) {
-        const float grad = g[i] * clip + wd * w[i];
-        m[i] = mu * m[i] + grad;
-        w[i] -= lr * (nesterov ? grad + mu * m[i] : m[i]);
-      }
+      rowops::SgdUpdate({w, mu == 0.0f ? nullptr : Slot(*p, "momentum").data<float>(), g, n, clip,
+                         lr, wd, mu, config_.sgd().nesterov()});
       continue;
     }
     const auto& a = config_.adamw();
-    float* m = Slot(*p, "m").data<float>();
-    float* v = Slot(*p, "v").data<float>();
     const double t = static_cast<double>(step + 1);
     const float c1 = static_cast<float>(1.0 - std::pow(a.beta1(), t));
     const float c2 = static_cast<float>(1.0 - std::pow(a.beta2(), t));
-    const float b1 = a.beta1(), b2 = a.beta2(), eps = a.epsilon();
-#pragma omp parallel for simd if (parallel)
-    for (int64_t i = 0; i < n; ++i) {
-      const float grad = g[i] * clip;
-      m[i] = b1 * m[i] + (1 - b1) * grad;
-      v[i] = b2 * v[i] + (1 - b2) * grad * grad;
-      const float update = (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
-      w[i] -= lr * (update + wd * w[i]);  // decoupled weight decay (optax.adamw)
-    }
+    rowops::AdamWUpdate({w, Slot(*p, "m").data<float>(), Slot(*p, "v").data<float>(), g, n, clip,
+                         lr, wd, a.beta1(), a.beta2(), a.epsilon(), c1, c2});
   }
   return info;
 }

@@ -41,8 +41,8 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
 std::string ServerInfoSummary(const v1::ServerInfo& info) {
   std::string isa = info.active_isa();
   if (info.active_isa() != info.detected_isa()) {
-    absl::StrAppend(&isa, " (CPU: ", info.detected_isa(), ", capped by QTRAIN_MAX_ISA=",
-                    info.isa_cap(), ")");
+    absl::StrAppend(&isa, " (CPU: ", info.detected_isa(),
+                    ", capped by QTRAIN_MAX_ISA=", info.isa_cap(), ")");
   }
   return absl::StrCat(
       info.cpu(), " | ", isa, " | int8 kernels: ",

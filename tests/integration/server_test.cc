@@ -205,9 +205,8 @@ TEST_F(ServerTest, ServerInfoNamesTheIsaAndTheInt8KernelsInUse) {
   }
   const std::string metrics = server_->metrics().Serialize();
   EXPECT_THAT(metrics, HasSubstr(absl::StrCat("active_isa=\"", IsaName(ActiveIsa()), "\"")));
-  EXPECT_THAT(metrics,
-              HasSubstr(absl::StrCat("qtrain_int8_kernel_info{kernel=\"",
-                                     info.int8_kernels(0).chosen(), "\"")));
+  EXPECT_THAT(metrics, HasSubstr(absl::StrCat("qtrain_int8_kernel_info{kernel=\"",
+                                              info.int8_kernels(0).chosen(), "\"")));
 }
 
 TEST_F(ServerTest, BadRequestsGetCodesAndChangeNothing) {
