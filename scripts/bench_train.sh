@@ -3,7 +3,9 @@
 # build/bin/qtrain-bench-train and bench/torch_train_bench.py (OpenBLAS, OPENBLAS_CORETYPE and
 # OPENBLAS_L2_SIZE unset for that command only) and prints a markdown table with the ratios.
 # Both sides report their fastest of 5 repetitions: this VM's noise only ever adds time.
-# Usage: scripts/bench_train.sh [BUILD_DIR]
+# Under QTRAIN_MAX_ISA=avx2 / avx2_vnni PyTorch is held to AVX2 too (ATEN_CPU_CAPABILITY=avx2,
+# OpenBLAS's Haswell kernels), so both sides run the code paths of an AVX2-only CPU.
+# Usage: [QTRAIN_MAX_ISA=LEVEL] scripts/bench_train.sh [BUILD_DIR]
 set -euo pipefail
 build=${1:-build}
 out=$build/bench
@@ -11,8 +13,11 @@ mkdir -p "$out"
 "$build/bin/qtrain-bench-train" --benchmark_min_time=0.3 --benchmark_repetitions=5 \
   --benchmark_report_aggregates_only=true \
   --benchmark_out="$out/train.json" --benchmark_out_format=json >/dev/null
-env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 -W ignore \
-  bench/torch_train_bench.py 1 2 >"$out/torch_train.jsonl"
+torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+case "${QTRAIN_MAX_ISA:-}" in
+  avx2 | avx2_vnni) torch_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2) ;;
+esac
+"${torch_env[@]}" /usr/bin/python3 -W ignore bench/torch_train_bench.py 1 2 >"$out/torch_train.jsonl"
 /usr/bin/python3 - "$out/train.json" "$out/torch_train.jsonl" <<'PY'
 import json, re, sys
 ours = {}
