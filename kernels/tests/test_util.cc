@@ -55,7 +55,7 @@ std::string ExpectedInt8Kernel() {
     case Isa::kAvx512Vnni:
       return "onednn:brg:avx512_core_vnni";
     case Isa::kAmx:
-      return "onednn:brg:avx512_core_amx";
+      return "onednn:brg:avx512_core_amx";  // or _vnni for some shapes: callers accept both
   }
   return "?";
 }

@@ -1,0 +1,98 @@
+#include "kernels/backend/onednn_int8_route.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdio>
+
+#include "absl/base/call_once.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace qtrain {
+
+// QTRAIN_MAX_ISA caps oneDNN too (as ONEDNN_MAX_CPU_ISA would), before its first primitive.
+void ApplyIsaCapToOnednn() {
+  static absl::once_flag once;
+  absl::call_once(once, [] {
+    const Isa active = ActiveIsa();
+    if (active == DetectedIsa()) return;
+    dnnl::cpu_isa cap = dnnl::cpu_isa::all;
+    switch (active) {
+      case Isa::kBaseline:
+        cap = dnnl::cpu_isa::sse41;
+        break;
+      case Isa::kAvx2:
+        cap = dnnl::cpu_isa::avx2;
+        break;
+      case Isa::kAvx2Vnni:
+        cap = dnnl::cpu_isa::avx2_vnni;
+        break;
+      case Isa::kAvx512:
+        cap = dnnl::cpu_isa::avx512_core;
+        break;
+      case Isa::kAvx512Vnni:
+        cap = dnnl::cpu_isa::avx512_core_vnni;
+        break;
+      case Isa::kAmx:
+        break;
+    }
+    try {
+      dnnl::set_max_cpu_isa(cap);
+    } catch (const dnnl::error& e) {
+      // Too late (oneDNN already dispatched): its kernels stay uncapped; exactness does not
+      // depend on it, since int8 candidates are checked by the implementation oneDNN picks.
+      std::fprintf(stderr, "qtrain: could not cap oneDNN at %s: %s\n", IsaName(active), e.what());
+    }
+  });
+}
+
+bool HasVnni(Isa isa) { return isa == Isa::kAvx2Vnni || isa >= Isa::kAvx512Vnni; }
+
+// Candidates 2 and 3 of the list, appended after oneDNN's verdict.
+void FinishRoute(Int8Route& r) {
+  const Isa isa = ActiveIsa();
+  bool chosen = !r.report.chosen.empty();
+  for (int8gemm::Kernel k : {int8gemm::Kernel::kAvx512Vnni, int8gemm::Kernel::kAvx512,
+                             int8gemm::Kernel::kAvx2Vnni, int8gemm::Kernel::kAvx2}) {
+    const bool runs = int8gemm::Runs(k, isa);
+    r.report.candidates.push_back(
+        {int8gemm::KernelName(k), runs,
+         runs ? "exact int16 pair products" : absl::StrCat("needs more than ", IsaName(isa))});
+    if (runs && !chosen) {
+      r.kind = Int8Route::Kind::kExact;
+      r.exact = k;
+      r.report.chosen = int8gemm::KernelName(k);
+      chosen = true;
+    }
+  }
+  r.report.candidates.push_back({"reference", true, "plain loops"});
+  if (!chosen) {
+    r.kind = Int8Route::Kind::kReference;
+    r.report.chosen = "reference";
+  }
+}
+
+// Candidate 1: oneDNN, when the active ISA has VNNI and oneDNN picked an exact kernel.
+void OnednnInt8Candidate(const std::string& impl, Int8Route& r) {
+  if (impl.empty()) {
+    r.report.candidates.push_back(
+        {"onednn", false,
+         absl::StrCat("no VNNI at ", IsaName(ActiveIsa()),
+                      ": oneDNN's int8 kernels saturate int16 pair sums")});
+    return;
+  }
+  const bool exact = OnednnInt8ImplIsExact(impl);
+  r.report.candidates.push_back(
+      {absl::StrCat("onednn:", impl), exact,
+       exact ? "VNNI/AMX kernel (exact int32 accumulation)" : "not a VNNI/AMX kernel"});
+  if (exact) {
+    r.kind = Int8Route::Kind::kOnednn;
+    r.report.chosen = absl::StrCat("onednn:", impl);
+  }
+}
+bool OnednnInt8ImplIsExact(const std::string& impl) {
+  return !absl::StartsWith(impl, "ref") &&
+         (absl::StrContains(impl, "vnni") || absl::StrContains(impl, "amx"));
+}
+
+}  // namespace qtrain
