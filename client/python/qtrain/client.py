@@ -141,6 +141,12 @@ class Client:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
 
     @_wrap
+    def server_info(self):
+        """The server's CPU, its ISA level (`active_isa`; QTRAIN_MAX_ISA on the server caps it)
+        and the int8 kernel chosen per op (`int8_kernels`, with every candidate considered)."""
+        return self._stub.GetServerInfo(pb.GetServerInfoRequest())
+
+    @_wrap
     def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=1):
         """A new session ("" lets the server pick the id). `model`, `rules` and `optimizer` are
         messages, dicts in their JSON form, JSON strings or preset names ("mlp", "qat-int8",

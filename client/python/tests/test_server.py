@@ -30,6 +30,16 @@ class ServerTest(unittest.TestCase):
         cls.client.close()
         cls.server.stop()
 
+    def test_server_info_names_the_isa_and_exact_int8_kernels(self):
+        info = self.client.server_info()
+        self.assertIn(info.active_isa, ("baseline", "avx2", "avx2_vnni", "avx512", "avx512_vnni", "amx"))
+        self.assertEqual(len(info.int8_kernels), 4)
+        for k in info.int8_kernels:
+            first = next(c for c in k.candidates if c.supported)
+            self.assertEqual(k.chosen, first.name)
+            self.assertTrue(k.chosen.startswith("exact_") or k.chosen == "reference"
+                            or "vnni" in k.chosen or "amx" in k.chosen, k.chosen)
+
     def test_health_and_reflection(self):
         self.assertEqual(self.client.health(), "SERVING")
         channel = grpc.insecure_channel(self.server.address)
