@@ -3,9 +3,10 @@
 # CPU supports below its own. A change that breaks the AVX2 path then fails on an AVX-512 machine.
 
 # QTRAIN_ISA_LEVELS: the levels (kernels/cpu_isa.h) this machine's CPU runs, lowest first, read
-# from /proc/cpuinfo. QTRAIN_ISA_TOP: the highest (the plain test runs cover it).
+# from /proc/cpuinfo; `baseline` (no AVX2: reference int8 loops, baseline row loops, oneDNN at
+# SSE4.1) runs everywhere. QTRAIN_ISA_TOP: the highest (the plain test runs cover it).
 function(qtrain_detect_isa_levels)
-  set(levels "")
+  set(levels baseline)
   if(EXISTS /proc/cpuinfo)
     file(STRINGS /proc/cpuinfo flag_lines REGEX "^flags[ \t]*:" LIMIT_COUNT 1)
     string(REGEX REPLACE "^flags[ \t]*:" "" flags " ${flag_lines} ")

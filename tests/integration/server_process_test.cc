@@ -10,6 +10,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -206,6 +208,26 @@ TEST(ServerProcessTest, StartupErrorsExitOneWithTheReason) {
   EXPECT_THAT(out, ::testing::HasSubstr("QTRAIN_MAX_ISA=\"avx9\" is not an ISA level; use"));
   // The first server is untouched.
   EXPECT_EQ(HealthCheck(first.Channel(), ""), std::string("\x08\x01", 2));
+}
+
+// Below x86-64-v3 (here: capped to it) the server starts with a warning, says the reference loops
+// run int8, and answers GetServerInfo with that level.
+TEST(ServerProcessTest, BelowX8664V3ItWarnsAndRunsTheReferenceInt8) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  setenv("QTRAIN_MAX_ISA", "baseline", 1);  // inherited by the forked server
+  ServerProcess server(dir);
+  unsetenv("QTRAIN_MAX_ISA");
+  std::ifstream in(std::string(dir) + "/server.log");
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(log, ::testing::HasSubstr("(below x86-64-v3); int8 runs on the reference loops"));
+  EXPECT_THAT(log, ::testing::HasSubstr("matmul s8xs8 256x1024x1024 -> reference"));
+  v1::ServerInfo info;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(server.Stub()->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.active_isa(), "baseline");
+  EXPECT_EQ(info.isa_cap(), "baseline");
+  for (const v1::Int8Kernel& k : info.int8_kernels()) EXPECT_EQ(k.chosen(), "reference") << k.op();
 }
 
 // GET /metrics over a plain socket.
