@@ -5,7 +5,8 @@
 #   make build    Release build (portable x86-64; hot loops dispatch to AVX-512 at run time)
 #   make test     build + every test (ctest prints the counts)
 #   make asan     ASan+UBSan build of the unit tests, run (CI runs it too)
-#   make bench    benchmarks + ratio tables (numbers recorded in docs/PERFORMANCE.md)
+#   make bench    benchmarks + ratio tables, then one table per lower ISA level under
+#                 QTRAIN_MAX_ISA (numbers recorded in docs/PERFORMANCE.md)
 #   make format   clang-format in place;  make format-check  fails on unformatted files
 #   make tidy     clang-tidy over the sources (uses build/compile_commands.json)
 #   make docker-verify  build the Docker image and check it end to end (root; no registry needed)
@@ -56,6 +57,7 @@ bench: build
 	  --benchmark_out=$(BUILD_DIR)/bench/qdot.json --benchmark_out_format=json
 	/usr/bin/python3 scripts/bench_report.py $(BUILD_DIR)/bench/qdot.json
 	bash scripts/bench_train.sh $(BUILD_DIR)
+	bash scripts/bench_isa.sh $(BUILD_DIR)
 
 format: deps
 	clang-format -i $(SOURCES)

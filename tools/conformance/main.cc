@@ -1,4 +1,6 @@
 // qtrain-conformance FILE.json [--backend=onednn|reference]
+// qtrain-conformance --list-isas: the ISA levels this CPU runs above baseline, lowest first, one a
+// line (the values QTRAIN_MAX_ISA takes for per-ISA runs).
 // Runs every case of a golden-format file and prints one line per case, then
 // "N passed, N failed". The first lines name the CPU, the active ISA (QTRAIN_MAX_ISA caps it) and
 // the int8 kernel that runs. Exit status: 0 all passed, 1 some failed, 2 usage or file error.
@@ -14,6 +16,10 @@
 int main(int argc, char** argv) {
   std::string path;
   std::string backend_name = "onednn";
+  if (argc == 2 && std::strcmp(argv[1], "--list-isas") == 0) {
+    for (qtrain::Isa isa : qtrain::RunnableIsas()) std::printf("%s\n", qtrain::IsaName(isa));
+    return 0;
+  }
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--backend=", 10) == 0) {
       backend_name = argv[i] + 10;
@@ -30,6 +36,7 @@ int main(int argc, char** argv) {
   if (path.empty() || (backend_name != "onednn" && backend_name != "reference")) {
     std::fprintf(stderr,
                  "usage: qtrain-conformance FILE.json [--backend=onednn|reference]\n"
+                 "       qtrain-conformance --list-isas\n"
                  "Checks qtrain's kernels against golden vectors (format qtrain-golden-v1).\n");
     return 2;
   }
