@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/int8_gemm/micro_kernel.h"
+#include "kernels/status_macros.h"
 
 namespace qtrain::int8gemm {
 namespace {
@@ -28,6 +29,8 @@ const MicroKernel& Micro(Kernel k) {
 
 // Rows of A one thread keeps hot in L2 while it walks B's panels.
 constexpr int64_t kRowsPerChunk = 64;
+// Elements of the largest micro-kernel tile (AVX-512: 8 rows x 48 columns).
+constexpr int kMaxTile = 8 * 48;
 // Below this many multiply-adds one thread is faster than waking the others.
 constexpr int64_t kParallelMinMacs = int64_t{1} << 21;
 
@@ -97,6 +100,7 @@ bool BestKernel(Isa isa, Kernel* out) {
 
 void Gemm(Kernel kernel, const Args& g) {
   const MicroKernel& mk = Micro(kernel);
+  QTRAIN_CHECK(mk.mr * mk.nr <= kMaxTile);
   const int64_t kp = (g.k + 1) / 2;
   const int64_t mblocks = (g.m + mk.mr - 1) / mk.mr;
   const int64_t panels = (g.n + mk.nr - 1) / mk.nr;
@@ -123,16 +127,16 @@ void Gemm(Kernel kernel, const Args& g) {
     // Work items: (chunk of rows, panel). A chunk of packed A stays in L2 across the panels.
     const int64_t blocks_per_chunk = std::max<int64_t>(1, kRowsPerChunk / mk.mr);
     const int64_t chunks = (mblocks + blocks_per_chunk - 1) / blocks_per_chunk;
-    std::vector<int32_t> tile(mk.mr * mk.nr);
+    alignas(64) int32_t tile[kMaxTile];  // per thread; the largest tile is 8 x 48
 #pragma omp for schedule(static) collapse(2)
     for (int64_t ch = 0; ch < chunks; ++ch) {
       for (int64_t pb = 0; pb < panels; ++pb) {
         const int64_t j0 = pb * mk.nr, cols = std::min<int64_t>(mk.nr, g.n - j0);
         const int64_t mb_end = std::min(mblocks, (ch + 1) * blocks_per_chunk);
         for (int64_t mb = ch * blocks_per_chunk; mb < mb_end; ++mb) {
-          mk.tile(a_pk.data() + mb * a_block, b_pk.data() + pb * b_panel, kp, tile.data());
+          mk.tile(a_pk.data() + mb * a_block, b_pk.data() + pb * b_panel, kp, tile);
           const int64_t i0 = mb * mk.mr;
-          StoreTile(g, tile.data(), mk.nr, i0, std::min<int64_t>(mk.mr, g.m - i0), j0, cols);
+          StoreTile(g, tile, mk.nr, i0, std::min<int64_t>(mk.mr, g.m - i0), j0, cols);
         }
       }
     }
