@@ -101,11 +101,14 @@ bool BestKernel(Isa isa, Kernel* out) {
 void Gemm(Kernel kernel, const Args& g) {
   const MicroKernel& mk = Micro(kernel);
   QTRAIN_CHECK(mk.mr * mk.nr <= kMaxTile);
-  const int64_t kp = (g.k + 1) / 2;
+  const int64_t kg = (g.k + mk.k_group - 1) / mk.k_group;
   const int64_t mblocks = (g.m + mk.mr - 1) / mk.mr;
   const int64_t panels = (g.n + mk.nr - 1) / mk.nr;
-  const int64_t a_block = kp * mk.mr * 2, b_panel = kp * mk.nr * 2;  // int16 elements
-  std::vector<int16_t> a_pk(mblocks * a_block), b_pk(panels * b_panel);
+  const int64_t a_block = kg * mk.mr * 4, b_panel = kg * mk.nr * 4;  // bytes
+  std::vector<uint8_t> a_pk(mblocks * a_block), b_pk(panels * b_panel);
+  // vpdpbusd kernels multiply s8 A as u8 (A + 128): their sums carry 128 · column sum of B.
+  const bool shifted = mk.k_group == 4 && !g.a_unsigned;
+  std::vector<int32_t> col_sum(shifted ? panels * mk.nr : 0);
   const auto* a_bytes = static_cast<const uint8_t*>(g.a);
   const bool parallel = g.m * g.n * g.k >= kParallelMinMacs && omp_get_max_threads() > 1;
 
@@ -122,7 +125,7 @@ void Gemm(Kernel kernel, const Args& g) {
       const int64_t j0 = pb * mk.nr;
       const int8_t* b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
       mk.pack_b(b, g.ldb, g.trans_b, std::min<int64_t>(mk.nr, g.n - j0), g.k,
-                b_pk.data() + pb * b_panel);
+                b_pk.data() + pb * b_panel, shifted ? col_sum.data() + j0 : nullptr);
     }
     // Work items: (chunk of rows, panel). A chunk of packed A stays in L2 across the panels.
     const int64_t blocks_per_chunk = std::max<int64_t>(1, kRowsPerChunk / mk.mr);
@@ -134,7 +137,17 @@ void Gemm(Kernel kernel, const Args& g) {
         const int64_t j0 = pb * mk.nr, cols = std::min<int64_t>(mk.nr, g.n - j0);
         const int64_t mb_end = std::min(mblocks, (ch + 1) * blocks_per_chunk);
         for (int64_t mb = ch * blocks_per_chunk; mb < mb_end; ++mb) {
-          mk.tile(a_pk.data() + mb * a_block, b_pk.data() + pb * b_panel, kp, tile);
+          mk.tile(a_pk.data() + mb * a_block, b_pk.data() + pb * b_panel, kg, tile);
+          if (shifted) {
+            // Wrapping int32 arithmetic: exact whenever the true sum fits.
+            for (int r = 0; r < mk.mr; ++r) {
+              for (int j = 0; j < mk.nr; ++j) {
+                tile[r * mk.nr + j] =
+                    static_cast<int32_t>(static_cast<uint32_t>(tile[r * mk.nr + j]) -
+                                         (static_cast<uint32_t>(col_sum[j0 + j]) << 7));
+              }
+            }
+          }
           const int64_t i0 = mb * mk.mr;
           StoreTile(g, tile, mk.nr, i0, std::min<int64_t>(mk.mr, g.m - i0), j0, cols);
         }

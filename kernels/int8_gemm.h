@@ -2,12 +2,14 @@
 //
 // Without VNNI, oneDNN multiplies u8×s8 pairs with vpmaddubsw, whose int16 pair sums saturate for
 // full-range int8 (its docs ask for 7-bit data), so Qwix's [-128, 127] operands would come out
-// wrong. These kernels widen both operands to int16 and multiply pairs with vpmaddwd (or
-// vpdpwssd on VNNI parts): every product and pair sum fits, and int32 accumulation is exact — the
-// same int32 values as the reference backend, for any s8/u8 inputs while K·255·128 < 2^31.
+// wrong. Without VNNI these kernels widen both operands to int16 and multiply pairs with
+// vpmaddwd: every product and pair sum fits. With VNNI they use vpdpbusd, which adds four u8×s8
+// products into int32 without saturating (an s8 A shifted by +128, the shift compensated by
+// column sums of B). Either way the int32 sums equal the reference backend's (wrapping alike once
+// K·255·128 ≥ 2^31).
 //
-// Operands are packed per call into int16 panels (A in MR-row blocks, B in NR-column panels);
-// tiles run in parallel on OpenMP threads. Stateless and reentrant: scratch is per call.
+// Operands are packed per call (A in MR-row blocks, B in NR-column panels); tiles run in parallel
+// on OpenMP threads. Stateless and reentrant: scratch is per call.
 #pragma once
 
 #include <cstdint>
@@ -18,9 +20,9 @@ namespace qtrain::int8gemm {
 
 enum class Kernel : uint8_t {
   kAvx2,        // vpmaddwd + vpaddd on ymm
-  kAvx2Vnni,    // vpdpwssd on ymm (AVX-VNNI)
+  kAvx2Vnni,    // vpdpbusd on ymm (AVX-VNNI)
   kAvx512,      // vpmaddwd + vpaddd on zmm (AVX-512BW)
-  kAvx512Vnni,  // vpdpwssd on zmm (AVX-512 VNNI)
+  kAvx512Vnni,  // vpdpbusd on zmm (AVX-512 VNNI)
 };
 
 // "exact_avx2", "exact_avx2_vnni", "exact_avx512", "exact_avx512_vnni".

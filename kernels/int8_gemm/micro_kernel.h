@@ -8,21 +8,28 @@
 
 namespace qtrain::int8gemm::internal {
 
-// Packed layouts, with kp = ceil(K / 2) pairs along K (an odd K is padded with a zero):
-//   A block (MR rows):   int16 a_pk[(p * MR + r) * 2 + e]  = A[r][2p + e]   (rows past M are 0)
-//   B panel (NR cols):   int16 b_pk[(p * NR + j) * 2 + e]  = B[2p + e][j]   (cols past N are 0)
+// K is split into groups of `k_group` (2 or 4) values; kg = ceil(K / k_group), the tail padded
+// with zeros. Every (group, row) of A and (group, column) of B is 4 bytes:
+//   k_group 2 (vpmaddwd):  int16 pairs,            a_pk[(g*MR + r)*2 + e] = A[r][2g + e]
+//                                                  b_pk[(g*NR + j)*2 + e] = B[2g + e][j]
+//   k_group 4 (vpdpbusd):  u8 / s8 quads,          a_pk[(g*MR + r)*4 + e] = A[r][4g + e] (+128
+//                          when A is s8: vpdpbusd multiplies u8 by s8),
+//                                                  b_pk[(g*NR + j)*4 + e] = B[4g + e][j]
+// Rows past M and columns past N are zero.
 struct MicroKernel {
   int mr = 0;
   int nr = 0;
+  int k_group = 2;
   // Packs `rows` (<= MR) rows of A starting at `a` (row stride lda).
   void (*pack_a)(const void* a, int64_t lda, bool a_unsigned, int64_t rows, int64_t k,
-                 int16_t* out) = nullptr;
+                 uint8_t* out) = nullptr;
   // Packs `cols` (<= NR) columns of B starting at column 0 of `b`: B(k, j) = b[k*ldb + j], or
-  // b[j*ldb + k] when trans_b.
-  void (*pack_b)(const int8_t* b, int64_t ldb, bool trans_b, int64_t cols, int64_t k,
-                 int16_t* out) = nullptr;
-  // out[r * NR + j] = sum_p a_pk · b_pk over kp pairs, int32.
-  void (*tile)(const int16_t* a_pk, const int16_t* b_pk, int64_t kp, int32_t* out) = nullptr;
+  // b[j*ldb + k] when trans_b. k_group 4 also writes col_sum[j] = sum_k B(k, j) (the
+  // compensation of the +128 shift of an s8 A: the driver subtracts 128 · col_sum[j]).
+  void (*pack_b)(const int8_t* b, int64_t ldb, bool trans_b, int64_t cols, int64_t k, uint8_t* out,
+                 int32_t* col_sum) = nullptr;
+  // out[r * NR + j] = sum over the kg groups of a_pk · b_pk, int32 (wrapping).
+  void (*tile)(const uint8_t* a_pk, const uint8_t* b_pk, int64_t kg, int32_t* out) = nullptr;
 };
 
 const MicroKernel& Avx2MicroKernel();
