@@ -79,7 +79,9 @@ bool Runs(Kernel k, Isa isa) {
     case Kernel::kAvx2:
       return isa >= Isa::kAvx2;
     case Kernel::kAvx2Vnni:
-      return isa == Isa::kAvx2Vnni || isa >= Isa::kAvx512Vnni;
+      // The VEX-encoded AVX-VNNI instructions: not implied by AVX-512 VNNI (Cascade Lake and
+      // Ice Lake servers have only the EVEX ones), so only the level that requires them.
+      return isa == Isa::kAvx2Vnni;
     case Kernel::kAvx512:
       return isa >= Isa::kAvx512;
     case Kernel::kAvx512Vnni:

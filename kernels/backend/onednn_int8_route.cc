@@ -57,7 +57,10 @@ void FinishRoute(Int8Route& r) {
     const bool runs = int8gemm::Runs(k, isa);
     r.report.candidates.push_back(
         {int8gemm::KernelName(k), runs,
-         runs ? "exact int16 pair products" : absl::StrCat("needs more than ", IsaName(isa))});
+         !runs ? absl::StrCat("its instructions are not part of ", IsaName(isa))
+         : k == int8gemm::Kernel::kAvx2Vnni || k == int8gemm::Kernel::kAvx512Vnni
+             ? "exact: u8 x s8 quads (vpdpbusd), int32 sums"
+             : "exact: int16 pairs (vpmaddwd), int32 sums"});
     if (runs && !chosen) {
       r.kind = Int8Route::Kind::kExact;
       r.exact = k;

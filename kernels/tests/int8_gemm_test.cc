@@ -15,10 +15,17 @@ namespace {
 
 using int8gemm::Kernel;
 
+// Every variant some level of this CPU runs (levels are feature sets: AVX-VNNI is not implied by
+// AVX-512 VNNI, so each level is asked).
 std::vector<Kernel> RunnableKernels() {
   std::vector<Kernel> out;
   for (Kernel k : {Kernel::kAvx2, Kernel::kAvx2Vnni, Kernel::kAvx512, Kernel::kAvx512Vnni}) {
-    if (int8gemm::Runs(k, DetectedIsa())) out.push_back(k);
+    for (Isa isa : RunnableIsas()) {
+      if (int8gemm::Runs(k, isa)) {
+        out.push_back(k);
+        break;
+      }
+    }
   }
   return out;
 }
@@ -34,6 +41,13 @@ std::vector<T> Random(int64_t n, int lo, int hi, std::mt19937& gen) {
   std::vector<T> v(n);
   for (T& x : v) x = static_cast<T>(dist(gen));
   return v;
+}
+
+TEST(Int8Gemm, AvxVnniIsOnlyRunAtTheLevelThatRequiresIt) {
+  EXPECT_TRUE(int8gemm::Runs(Kernel::kAvx2Vnni, Isa::kAvx2Vnni));
+  EXPECT_FALSE(int8gemm::Runs(Kernel::kAvx2Vnni, Isa::kAvx512Vnni));  // e.g. Cascade Lake
+  EXPECT_FALSE(int8gemm::Runs(Kernel::kAvx512, Isa::kAvx2Vnni));
+  EXPECT_TRUE(int8gemm::Runs(Kernel::kAvx2, Isa::kAvx512));
 }
 
 TEST(Int8Gemm, TheCpuRunsAtLeastOneVariant) {
