@@ -42,9 +42,12 @@ Features ReadCpu() {
   const bool tile_os = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
-  const unsigned b7 = b, c7 = c, d7 = d;
-  __cpuid_count(7, 1, a, b, c, d);
-  const unsigned a71 = a;
+  const unsigned max_subleaf = a, b7 = b, c7 = c, d7 = d;
+  unsigned a71 = 0;
+  if (max_subleaf >= 1) {
+    __cpuid_count(7, 1, a, b, c, d);
+    a71 = a;
+  }
   f.avx2 = ymm_os && fma && f16c && (b7 & bit_AVX2) && (b7 & bit_BMI) && (b7 & bit_BMI2);
   f.avx_vnni = f.avx2 && (a71 & (1u << 4));
   f.avx512 = f.avx2 && zmm_os && (b7 & bit_AVX512F) && (b7 & bit_AVX512BW) && (b7 & bit_AVX512CD) &&
@@ -172,7 +175,11 @@ std::string CpuSummary() {
   std::string out = absl::StrCat(CpuBrand(), " | ", IsaName(DetectedIsa()));
   const char* env = std::getenv("QTRAIN_MAX_ISA");
   if (env != nullptr && *env != '\0') {
-    absl::StrAppend(&out, " (capped by QTRAIN_MAX_ISA=", env, " to ", IsaName(ActiveIsa()), ")");
+    if (ParseIsa(env).ok()) {
+      absl::StrAppend(&out, " (capped by QTRAIN_MAX_ISA=", env, " to ", IsaName(ActiveIsa()), ")");
+    } else {
+      absl::StrAppend(&out, " (QTRAIN_MAX_ISA=", env, " ignored: not a level)");
+    }
   }
   return out;
 }

@@ -22,7 +22,7 @@
 namespace qtrain {
 
 enum class Isa : uint8_t {
-  kBaseline,    // x86-64 below v3 (no AVX2 or FMA): float kernels only, slow but exact
+  kBaseline,    // x86-64 below v3 (no AVX2 or FMA): int8 on the reference loops, slow but exact
   kAvx2,        // x86-64-v3: AVX2 + FMA (Haswell .. Zen 3)
   kAvx2Vnni,    // AVX2 + AVX-VNNI (256-bit vpdpbusd / vpdpwssd)
   kAvx512,      // x86-64-v4: AVX-512 F/BW/CD/DQ/VL, no VNNI
@@ -49,7 +49,7 @@ absl::Status ValidateIsaEnvironment();
 // The levels this CPU can run (baseline excluded), lowest first: the per-ISA test runs.
 std::vector<Isa> RunnableIsas();
 
-// One human line: "AMD EPYC 9B45 | avx512_vnni (cap QTRAIN_MAX_ISA=avx2 -> avx2)".
+// One human line: "AMD EPYC 9B45 | avx512_vnni (capped by QTRAIN_MAX_ISA=avx2 to avx2)".
 std::string CpuSummary();
 
 // The CPU's brand string from CPUID ("" when the CPU has none).

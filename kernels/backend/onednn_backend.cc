@@ -181,7 +181,9 @@ class OnednnBackend final : public Backend {
     const MatmulDesc& m = d.mm;
     const std::string key =
         absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m), ",",
-                     d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b);
+                     d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b,
+                     // oneDNN primitives are per thread count; so is the check of their kernel.
+                     "@t", omp_get_max_threads());
     auto it = routes_.find(key);
     if (it != routes_.end()) return &it->second;
     Int8Route r;
@@ -198,7 +200,7 @@ class OnednnBackend final : public Backend {
   }
 
   absl::StatusOr<const Int8Route*> RouteInt8Conv(const ConvDesc& d) {
-    const std::string key = absl::StrCat("convs8:", ConvKey(d));
+    const std::string key = absl::StrCat("convs8:", ConvKey(d), "@t", omp_get_max_threads());
     auto it = routes_.find(key);
     if (it != routes_.end()) return &it->second;
     Int8Route r;
