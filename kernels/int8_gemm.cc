@@ -3,10 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "kernels/int8_gemm/micro_kernel.h"
 #include "kernels/status_macros.h"
+#include "kernels/tensor.h"
 
 namespace qtrain::int8gemm {
 namespace {
@@ -107,10 +107,15 @@ void Gemm(Kernel kernel, const Args& g) {
   const int64_t mblocks = (g.m + mk.mr - 1) / mk.mr;
   const int64_t panels = (g.n + mk.nr - 1) / mk.nr;
   const int64_t a_block = kg * mk.mr * 4, b_panel = kg * mk.nr * 4;  // bytes
-  std::vector<uint8_t> a_pk(mblocks * a_block), b_pk(panels * b_panel);
+  // Scratch from the tensor pool: fresh multi-megabyte buffers would page-fault on every call.
+  Tensor a_buf = Tensor::Empty(DType::kU8, {mblocks * a_block});
+  Tensor b_buf = Tensor::Empty(DType::kU8, {panels * b_panel});
+  uint8_t* a_pk = a_buf.data<uint8_t>();
+  uint8_t* b_pk = b_buf.data<uint8_t>();
   // vpdpbusd kernels multiply s8 A as u8 (A + 128): their sums carry 128 · column sum of B.
   const bool shifted = mk.k_group == 4 && !g.a_unsigned;
-  std::vector<int32_t> col_sum(shifted ? panels * mk.nr : 0);
+  Tensor col_buf = Tensor::Empty(DType::kS32, {shifted ? panels * mk.nr : 1});
+  int32_t* col_sum = col_buf.data<int32_t>();
   const auto* a_bytes = static_cast<const uint8_t*>(g.a);
   const bool parallel = g.m * g.n * g.k >= kParallelMinMacs && omp_get_max_threads() > 1;
 
@@ -120,14 +125,14 @@ void Gemm(Kernel kernel, const Args& g) {
     for (int64_t mb = 0; mb < mblocks; ++mb) {
       const int64_t i0 = mb * mk.mr;
       mk.pack_a(a_bytes + i0 * g.lda, g.lda, g.a_unsigned, std::min<int64_t>(mk.mr, g.m - i0), g.k,
-                a_pk.data() + mb * a_block);
+                a_pk + mb * a_block);
     }
 #pragma omp for schedule(static)
     for (int64_t pb = 0; pb < panels; ++pb) {
       const int64_t j0 = pb * mk.nr;
       const int8_t* b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
-      mk.pack_b(b, g.ldb, g.trans_b, std::min<int64_t>(mk.nr, g.n - j0), g.k,
-                b_pk.data() + pb * b_panel, shifted ? col_sum.data() + j0 : nullptr);
+      mk.pack_b(b, g.ldb, g.trans_b, std::min<int64_t>(mk.nr, g.n - j0), g.k, b_pk + pb * b_panel,
+                shifted ? col_sum + j0 : nullptr);
     }
     // Work items: (chunk of rows, panel). A chunk of packed A stays in L2 across the panels.
     const int64_t blocks_per_chunk = std::max<int64_t>(1, kRowsPerChunk / mk.mr);
@@ -139,7 +144,7 @@ void Gemm(Kernel kernel, const Args& g) {
         const int64_t j0 = pb * mk.nr, cols = std::min<int64_t>(mk.nr, g.n - j0);
         const int64_t mb_end = std::min(mblocks, (ch + 1) * blocks_per_chunk);
         for (int64_t mb = ch * blocks_per_chunk; mb < mb_end; ++mb) {
-          mk.tile(a_pk.data() + mb * a_block, b_pk.data() + pb * b_panel, kg, tile);
+          mk.tile(a_pk + mb * a_block, b_pk + pb * b_panel, kg, tile);
           if (shifted) {
             // Wrapping int32 arithmetic: exact whenever the true sum fits.
             for (int r = 0; r < mk.mr; ++r) {
