@@ -4,7 +4,7 @@
 #   make demo     the main job: qtrain-server + the quantized-training tour (scripts/demo.sh)
 #   make build    Release build (portable x86-64; hot loops dispatch to AVX-512 at run time)
 #   make test     build + every test (ctest prints the counts)
-#   make asan     ASan+UBSan build of the unit tests, run (CI runs it too)
+#   make asan     ASan+UBSan build of the unit tests and the in-process server test (CI too)
 #   make bench    benchmarks + ratio tables, then one table per lower ISA level under
 #                 QTRAIN_MAX_ISA (numbers recorded in docs/PERFORMANCE.md)
 #   make format   clang-format in place;  make format-check  fails on unformatted files
@@ -47,7 +47,7 @@ asan: deps
 	  -DQTRAIN_SANITIZE_ADDRESS=ON -DQTRAIN_SANITIZE_UNDEFINED=ON -DQTRAIN_BUILD_BENCHMARKS=OFF
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --output-on-failure -L unit -j $(JOBS)
+	  ctest --output-on-failure -L 'unit|asan' -j $(JOBS)
 
 bench: build
 	@bash scripts/install_deps.sh --bench

@@ -148,6 +148,9 @@ class StepStream final
       reading_ = false;
       if (!ok) {
         reads_done_ = true;
+      } else if (failed_ || finished_) {
+        // A read that completes after the stream failed (or finished) is dropped: queuing its
+        // work would run it on a reactor that OnDone may already have deleted.
       } else if (absl::Status s = AcceptLocked(); !s.ok()) {
         FailLocked(s);
       }
@@ -310,7 +313,9 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
       reading_ = false;
       if (!ok) {
         reads_done_ = true;
-      } else if (absl::Status s = AcceptLocked(); !s.ok() && status_.ok()) {
+      } else if (!status_.ok() || finished_) {
+        // Dropped, as in StepStream: no work may be queued once the stream failed or finished.
+      } else if (absl::Status s = AcceptLocked(); !s.ok()) {
         status_ = s;
       }
       Decide(read, finish, status);

@@ -320,6 +320,63 @@ TEST_F(ServerTest, SessionsTrainConcurrentlyAndLimitsHold) {
   EXPECT_EQ(list.sessions_size(), 4);
 }
 
+// A batch that fails on the executor while more batches are in flight ends the stream with the
+// batch's error; messages that arrive after that must not queue work on the finished stream
+// (issue 10: a read completing after Finish submitted a task that ran on the freed reactor).
+TEST_F(ServerTest, AFailingBatchWithMoreInFlightEndsOnlyItsStream) {
+  Create("bad");
+  v1::Batch bad = MakeBatch(0);
+  bad.mutable_targets()->set_data(std::string(bad.targets().data().size(), '\x63'));  // label 99
+  for (int round = 0; round < 60; ++round) {
+    {
+      grpc::ClientContext ctx;
+      v1::EvaluateResponse resp;
+      auto writer = stub_->Evaluate(&ctx, &resp);
+      v1::EvaluateRequest req;
+      req.set_session_id("bad");
+      *req.mutable_batch() = bad;
+      writer->Write(req);
+      req.clear_session_id();
+      for (int i = 0; i < 8; ++i) {
+        *req.mutable_batch() = MakeBatch(i);
+        if (!writer->Write(req)) break;
+      }
+      writer->WritesDone();
+      const grpc::Status s = writer->Finish();
+      ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    }
+    grpc::ClientContext ctx;
+    auto stream = stub_->Train(&ctx);
+    v1::TrainRequest req;
+    req.set_session_id("bad");
+    *req.mutable_batch() = bad;
+    stream->Write(req);
+    req.clear_session_id();
+    for (int i = 0; i < 8; ++i) {
+      *req.mutable_batch() = MakeBatch(i);
+      if (!stream->Write(req)) break;
+    }
+    stream->WritesDone();
+    v1::TrainResponse out;
+    while (stream->Read(&out)) {
+    }
+    const grpc::Status s = stream->Finish();
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  }
+  // The session is intact and still trains.
+  grpc::ClientContext ctx;
+  auto stream = stub_->Train(&ctx);
+  v1::TrainRequest req;
+  req.set_session_id("bad");
+  *req.mutable_batch() = MakeBatch(1);
+  ASSERT_TRUE(stream->Write(req));
+  stream->WritesDone();
+  v1::TrainResponse out;
+  ASSERT_TRUE(stream->Read(&out));
+  EXPECT_GT(out.step(), 0);
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(ServerTest, EvaluateAndCalibrationAsAService) {
   Create("cal", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
                                 "act_static_scale": true}]})");
