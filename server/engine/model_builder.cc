@@ -184,6 +184,9 @@ class Builder {
         if (c.strides_size() != 0 && c.strides_size() != 2) {
           return Bad(path, "strides must be [sh, sw] or unset");
         }
+        if (!proto::Padding_IsValid(c.padding())) {
+          return Bad(path, absl::StrCat("unknown padding ", c.padding(), " (SAME = 0, VALID = 1)"));
+        }
         ConvDesc d;
         d.n = 1;
         d.h = shape[0];
@@ -263,6 +266,13 @@ class Builder {
       }
       case proto::Module::kPool: {
         const auto& p = m.pool();
+        if (!proto::Pool::Kind_IsValid(p.kind())) {
+          return Bad(path, absl::StrCat("unknown pool kind ", p.kind(),
+                                        " (MAX = 0, AVG = 1, GLOBAL_AVG = 2)"));
+        }
+        if (!proto::Padding_IsValid(p.padding())) {
+          return Bad(path, absl::StrCat("unknown padding ", p.padding(), " (SAME = 0, VALID = 1)"));
+        }
         if (shape.size() != 3) {
           return Bad(path, absl::StrCat("pool needs (H, W, C) examples, got ", ShapeString(shape)));
         }
@@ -357,6 +367,17 @@ class Builder {
 absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec, uint64_t seed) {
   if (spec.input().shape_size() == 0) {
     return absl::InvalidArgumentError("model spec: input.shape is empty (e.g. [784])");
+  }
+  // Enums arrive as plain integers on the wire: an unknown value must not fall through to a
+  // default in one place and be read differently in another.
+  if (!proto::InputSpec::Kind_IsValid(spec.input().kind())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model spec: unknown input.kind ", spec.input().kind(), " (FLOAT = 0, TOKENS = 1)"));
+  }
+  if (!proto::Loss::Kind_IsValid(spec.loss().kind())) {
+    return absl::InvalidArgumentError(absl::StrCat("model spec: unknown loss.kind ",
+                                                   spec.loss().kind(),
+                                                   " (SOFTMAX_CROSS_ENTROPY = 0, MSE = 1)"));
   }
   Shape shape(spec.input().shape().begin(), spec.input().shape().end());
   for (int64_t d : shape) {

@@ -51,6 +51,10 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::Optimi
     c.mutable_schedule()->set_learning_rate(1e-3f);
   }
   const auto& s = c.schedule();
+  if (!proto::LrSchedule::Kind_IsValid(s.kind())) {
+    return Bad("schedule.kind", s.kind(),
+               "is unknown (CONSTANT = 0, WARMUP_COSINE = 1, WARMUP_LINEAR = 2)");
+  }
   if (!(std::isfinite(s.learning_rate()) && s.learning_rate() > 0)) {
     return Bad("schedule.learning_rate", s.learning_rate(), "must be a positive number");
   }
