@@ -112,6 +112,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
       return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
     }
   }
+  ReapParked();
   // Building the model can take a while: outside the lock, then re-checked.
   QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
                           Session::Create(id, spec, rules, optimizer, seed, options_.session));
@@ -153,8 +154,34 @@ absl::Status SessionManager::Delete(const std::string& id) {
     session = std::move(it->second);
     sessions_.erase(it);
   }
+  if (session->OnExecutor()) {
+    // Called from one of its own tasks: stop it (the loop ends after this task) and let another
+    // thread join it; destroying it here would join the running thread from itself.
+    session->Shutdown();
+    absl::MutexLock lock(&mu_);
+    parked_.push_back(std::move(session));
+    return absl::OkStatus();
+  }
   session->Shutdown();  // outside the lock: queued tasks finish first
+  session.reset();
+  ReapParked();
   return absl::OkStatus();
+}
+
+void SessionManager::ReapParked() {
+  std::vector<std::shared_ptr<Session>> done;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if ((*it)->OnExecutor()) {
+        ++it;
+      } else {
+        done.push_back(std::move(*it));
+        it = parked_.erase(it);
+      }
+    }
+  }
+  done.clear();  // outside the lock: each destructor joins its executor
 }
 
 void SessionManager::ShutdownAll() {
@@ -164,6 +191,7 @@ void SessionManager::ShutdownAll() {
     sessions.swap(sessions_);
   }
   for (auto& [id, s] : sessions) s->Shutdown();
+  ReapParked();
 }
 
 }  // namespace qtrain::engine

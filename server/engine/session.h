@@ -57,6 +57,8 @@ class Session {
 
   const std::string& id() const { return id_; }
   SessionInfo info() const;
+  // True on this session's executor thread (inside one of its tasks).
+  bool OnExecutor() const { return executor_.get_id() == std::this_thread::get_id(); }
 
  private:
   Session(std::string id, std::unique_ptr<Trainer> trainer, const SessionOptions& options);
@@ -94,7 +96,9 @@ class SessionManager {
   // NotFound naming the id.
   absl::StatusOr<std::shared_ptr<Session>> Get(const std::string& id) const;
   std::vector<SessionInfo> List() const;
-  // Removes the session; its accepted tasks still run. NotFound naming the id.
+  // Removes the session; its accepted tasks still run. NotFound naming the id. Callable from the
+  // session's own tasks (e.g. undoing a failed upload): the executor cannot join itself, so the
+  // session is parked and joined by the next Create / Delete / ShutdownAll on another thread.
   absl::Status Delete(const std::string& id);
   // Stops every session (graceful shutdown: queued work finishes).
   void ShutdownAll();
@@ -103,6 +107,10 @@ class SessionManager {
   const SessionManagerOptions options_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  // Sessions deleted from their own executor, waiting to be joined from another thread.
+  std::vector<std::shared_ptr<Session>> parked_ ABSL_GUARDED_BY(mu_);
+  // Joins and frees the parked sessions whose executor is not the calling thread.
+  void ReapParked();
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 

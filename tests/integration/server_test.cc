@@ -19,6 +19,7 @@
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/rpc/tensor_convert.h"
 #include "server/server_main.h"
+#include "server/store/checkpoint_io.h"
 
 namespace qtrain {
 namespace {
@@ -558,6 +559,30 @@ TEST_F(ServerTest, CheckpointDownloadUploadRoundTrip) {
   auto [after, as] = Train("float", 1);
   ASSERT_TRUE(as.ok());
   EXPECT_EQ(after.back().step(), 8);
+  // A well-formed checkpoint (valid checksum) whose tensors do not fit its own model, uploaded
+  // into a new id: refused, the half-made session removed, the server up (issue 10: the undo
+  // deleted the session from its own executor and aborted the process).
+  for (int round = 0; round < 3; ++round) {
+    absl::StatusOr<store::SafetensorsFile> file = store::DecodeCheckpoint(bytes);
+    ASSERT_TRUE(file.ok()) << file.status();
+    ASSERT_FALSE(file->tensors.empty());
+    for (auto it = file->tensors.begin(); it != file->tensors.end(); ++it) {
+      if (absl::StartsWith(it->first, "params/")) {
+        file->tensors.erase(it);
+        break;
+      }
+    }
+    const std::string missing = store::EncodeCheckpoint(*file);
+    s = Upload(stub_.get(), "half", missing, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    grpc::ClientContext hctx;
+    v1::GetSessionRequest half;
+    half.set_session_id("half");
+    EXPECT_EQ(stub_->GetSession(&hctx, half, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  s = Upload(stub_.get(), "half", bytes, &info);  // the id is free again
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.step(), 6);
   // No data dir on this server: SaveCheckpoint says so.
   grpc::ClientContext sctx;
   v1::SaveCheckpointRequest save;
