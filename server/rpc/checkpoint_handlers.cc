@@ -71,9 +71,9 @@ class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk
 // Collects chunks, then loads them into the named session (creating it when new).
 class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
  public:
-  UploadStream(engine::SessionManager* sessions, Metrics* metrics, ServiceLimits limits,
-               v1::CheckpointInfo* response)
-      : sessions_(sessions), metrics_(metrics), limits_(limits), response_(response) {
+  UploadStream(grpc::CallbackServerContext* ctx, engine::SessionManager* sessions, Metrics* metrics,
+               ServiceLimits limits, v1::CheckpointInfo* response)
+      : ctx_(ctx), sessions_(sessions), metrics_(metrics), limits_(limits), response_(response) {
     StartRead(&chunk_);
   }
 
@@ -96,6 +96,11 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
 
  private:
   void Load() {
+    // A cancelled call also ends its reads: only a half-close means "the upload is complete".
+    if (ctx_->IsCancelled()) {
+      Finish(ToGrpcStatus(absl::CancelledError("upload cancelled: nothing was loaded")));
+      return;
+    }
     if (id_.empty()) {
       Finish(ToGrpcStatus(
           absl::InvalidArgumentError("the first CheckpointChunk must set session_id")));
@@ -143,6 +148,7 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
     if (!s.ok()) Finish(ToGrpcStatus(s));
   }
 
+  grpc::CallbackServerContext* ctx_;
   engine::SessionManager* sessions_;
   Metrics* metrics_;
   const ServiceLimits limits_;
@@ -195,8 +201,8 @@ grpc::ServerWriteReactor<v1::CheckpointChunk>* TrainerService::DownloadCheckpoin
 }
 
 grpc::ServerReadReactor<v1::CheckpointChunk>* TrainerService::UploadCheckpoint(
-    grpc::CallbackServerContext*, v1::CheckpointInfo* response) {
-  return new UploadStream(sessions_, metrics_, limits_, response);
+    grpc::CallbackServerContext* ctx, v1::CheckpointInfo* response) {
+  return new UploadStream(ctx, sessions_, metrics_, limits_, response);
 }
 
 }  // namespace qtrain::rpc

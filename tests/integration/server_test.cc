@@ -580,6 +580,27 @@ TEST_F(ServerTest, CheckpointDownloadUploadRoundTrip) {
     half.set_session_id("half");
     EXPECT_EQ(stub_->GetSession(&hctx, half, &got).error_code(), grpc::StatusCode::NOT_FOUND);
   }
+  // A cancelled upload is not applied, even with every byte sent (only a half-close completes
+  // it; issue 10).
+  {
+    grpc::ClientContext cctx;
+    v1::CheckpointInfo cinfo;
+    auto writer = stub_->UploadCheckpoint(&cctx, &cinfo);
+    for (size_t off = 0; off < bytes.size(); off += 4096) {
+      v1::CheckpointChunk chunk;
+      if (off == 0) chunk.set_session_id("cancelled");
+      chunk.set_data(bytes.substr(off, 4096));
+      ASSERT_TRUE(writer->Write(chunk));
+    }
+    cctx.TryCancel();
+    EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    grpc::ClientContext c2;
+    v1::GetSessionRequest req;
+    req.set_session_id("cancelled");
+    // The server may still be reading when the cancel lands; give it a moment, then check.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_EQ(stub_->GetSession(&c2, req, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
   s = Upload(stub_.get(), "half", bytes, &info);  // the id is free again
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(info.step(), 6);
