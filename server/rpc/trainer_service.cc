@@ -95,9 +95,10 @@ grpc::ServerUnaryReactor* TrainerService::DeleteSession(grpc::CallbackServerCont
                                                         v1::DeleteSessionResponse*) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::Status s = sessions_->Delete(request->session_id());
-  if (s.ok() && store_ != nullptr) store_->Forget(request->session_id());
+  const bool deleted = s.ok();
+  if (deleted && store_ != nullptr) s = store_->Forget(request->session_id());
   if (metrics_ != nullptr) {
-    if (s.ok()) metrics_->ForgetSession(request->session_id());
+    if (deleted) metrics_->ForgetSession(request->session_id());
     metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   }
   reactor->Finish(ToGrpcStatus(s));

@@ -110,10 +110,24 @@ int64_t SessionStore::LastDurableStep(const std::string& id) const {
   return it == durable_.end() ? -1 : it->second;
 }
 
-void SessionStore::Forget(const std::string& id) {
-  ::unlink(PathFor(id).c_str());
-  absl::MutexLock lock(&mu_);
-  durable_.erase(id);
+absl::Status SessionStore::Forget(const std::string& id) {
+  const std::string path = PathFor(id);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::InternalError(absl::StrCat("session ", id, " was deleted but its checkpoint ",
+                                            path, " could not be removed (", std::strerror(errno),
+                                            "): it will be restored at the next start"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    durable_.erase(id);
+  }
+  // The removal itself must survive a crash.
+  const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return absl::OkStatus();
 }
 
 std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessions,
@@ -122,11 +136,15 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
   DIR* d = ::opendir(dir_.c_str());
   if (d == nullptr) return restored;
   std::vector<std::string> names;
+  std::vector<std::string> leftovers;
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
     if (absl::EndsWith(name, kSuffix)) names.push_back(name);
+    if (absl::EndsWith(name, absl::StrCat(kSuffix, ".tmp"))) leftovers.push_back(name);
   }
   ::closedir(d);
+  // Temporary files of writes a crash interrupted (the data dir is locked: no writer is live).
+  for (const std::string& name : leftovers) ::unlink(absl::StrCat(dir_, "/", name).c_str());
   for (const std::string& name : names) {
     const std::string id = name.substr(0, name.size() - std::strlen(kSuffix));
     const std::string path = absl::StrCat(dir_, "/", name);

@@ -41,11 +41,14 @@ class SessionStore {
   absl::StatusOr<SavedCheckpoint> Save(const std::string& id, engine::Trainer& trainer);
   // The step of the newest durable checkpoint of `id`, or -1.
   int64_t LastDurableStep(const std::string& id) const;
-  // Removes the session's checkpoint (after DeleteSession).
-  void Forget(const std::string& id);
+  // Removes the session's checkpoint durably (after DeleteSession has stopped its executor, so no
+  // autosave can write it again). Internal naming the path and the reason when the file exists
+  // and cannot be removed: the session would come back at the next start.
+  absl::Status Forget(const std::string& id);
 
   // Recreates every stored session in `sessions` at its durable step. Returns the ids restored;
-  // files that fail to load are skipped and reported in `errors`.
+  // files that fail to load are skipped and reported in `errors`. Leftover `*.tmp` files of
+  // writes a crash interrupted are removed first.
   std::vector<std::string> RestoreAll(engine::SessionManager& sessions,
                                       std::vector<std::string>* errors);
 

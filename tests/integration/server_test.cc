@@ -3,9 +3,11 @@
 // right codes while the server keeps serving, concurrent sessions, health and reflection.
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -20,6 +22,7 @@
 #include "server/rpc/tensor_convert.h"
 #include "server/server_main.h"
 #include "server/store/checkpoint_io.h"
+#include "server/store/session_store.h"
 
 namespace qtrain {
 namespace {
@@ -652,10 +655,14 @@ TEST(DurableServerTest, RestartRestoresSessionsAtTheirDurableStep) {
     before = ForwardOf(stub.get(), "kept").outputs().data();
     (*s)->Shutdown();  // graceful: saves step 9
   }
+  // The temporary file of a write a crash interrupted: removed at the next start.
+  const std::string stray = absl::StrCat(dir, "/sessions/kept.safetensors.tmp");
+  { std::ofstream(stray) << "torn"; }
   auto s = server::RunningServer::Start(options);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_THAT((*s)->restored(), ::testing::ElementsAre("kept"));
   EXPECT_TRUE((*s)->restore_errors().empty());
+  EXPECT_FALSE(std::ifstream(stray).good()) << stray << " was left behind";
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*s)->port()),
                                      grpc::InsecureChannelCredentials());
   auto stub = v1::Trainer::NewStub(channel);
@@ -677,6 +684,24 @@ TEST(DurableServerTest, RestartRestoresSessionsAtTheirDurableStep) {
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE((*again)->restored().empty());
   (*again)->Shutdown();
+}
+
+// A checkpoint that cannot be removed is an error naming it, not a silent OK (the session would
+// come back at the next start; issue 10).
+TEST(DurableServerTest, ForgetSaysWhenTheCheckpointCannotBeRemoved) {
+  char dir[] = "/tmp/qtrain_data_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto store = store::SessionStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->Forget("never-saved").ok());  // nothing to remove is fine
+  // A non-empty directory where the file should be: unlink fails even for root.
+  const std::string path = absl::StrCat(dir, "/sessions/stuck.safetensors");
+  ASSERT_EQ(mkdir(path.c_str(), 0755), 0);
+  { std::ofstream(path + "/x") << "x"; }
+  const absl::Status s = (*store)->Forget("stuck");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(path));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("restored at the next start"));
 }
 
 TEST_F(ServerTest, CancelledStreamLeavesTheSessionUsable) {
