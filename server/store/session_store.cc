@@ -155,15 +155,21 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
       QTRAIN_ASSIGN_OR_RETURN(
           std::shared_ptr<engine::Session> session,
           sessions.Create(id, config.spec, config.rules, config.optimizer, config.seed));
-      absl::Status loaded;
-      QTRAIN_RETURN_IF_ERROR(
-          RunAndWait(*session, [&](engine::Trainer& t) { loaded = LoadCheckpoint(file, t); }));
-      if (!loaded.ok()) {
-        (void)sessions.Delete(id);
-        return loaded;
+      {
+        // Durable before the load runs: the autosave after that task must not write the
+        // checkpoint it was just read from.
+        absl::MutexLock lock(&mu_);
+        durable_[id] = config.step;
       }
-      absl::MutexLock lock(&mu_);
-      durable_[id] = config.step;
+      absl::Status loaded;
+      absl::Status ran =
+          RunAndWait(*session, [&](engine::Trainer& t) { loaded = LoadCheckpoint(file, t); });
+      if (!ran.ok() || !loaded.ok()) {
+        (void)sessions.Delete(id);
+        absl::MutexLock lock(&mu_);
+        durable_.erase(id);
+        return ran.ok() ? loaded : ran;
+      }
       return absl::OkStatus();
     }();
     if (s.ok()) {
