@@ -221,6 +221,14 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
           "state: tensor \"", key, "\" is ", DTypeName(it->second.dtype()), " ",
           ShapeString(it->second.shape()), ", the model needs f32 ", ShapeString(shape)));
     }
+    // A NaN or infinite weight or slot would poison every later step.
+    const float* v = it->second.data<float>();
+    for (int64_t i = 0; i < it->second.numel(); ++i) {
+      if (!std::isfinite(v[i])) {
+        return absl::InvalidArgumentError(absl::StrCat("state: tensor \"", key, "\" element ", i,
+                                                       " is ", v[i], " (weights must be finite)"));
+      }
+    }
     return &it->second;
   };
   if (step < 0) {

@@ -583,6 +583,20 @@ TEST_F(ServerTest, CheckpointDownloadUploadRoundTrip) {
     half.set_session_id("half");
     EXPECT_EQ(stub_->GetSession(&hctx, half, &got).error_code(), grpc::StatusCode::NOT_FOUND);
   }
+  // Non-finite weights are refused and change nothing (issue 10, item 7).
+  {
+    absl::StatusOr<store::SafetensorsFile> file = store::DecodeCheckpoint(bytes);
+    ASSERT_TRUE(file.ok());
+    for (auto& [name, t] : file->tensors) {
+      if (absl::StartsWith(name, "params/") && t.dtype() == DType::kF32) {
+        t.data<float>()[0] = NAN;
+        break;
+      }
+    }
+    s = Upload(stub_.get(), "float", store::EncodeCheckpoint(*file), &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("weights must be finite"));
+  }
   // A cancelled upload is not applied, even with every byte sent (only a half-close completes
   // it; issue 10).
   {
