@@ -257,11 +257,11 @@ absl::Status ValidateQDot(const Shape& x, const Shape& w, const QDotConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("tile_size ", c.tile_size, " does not divide the contracting dim K=", d.k));
   }
-  if (c.bwd_weight_grad_tile_size < 0 ||
-      (c.bwd_weight_grad_tile_size > 0 && d.m % c.bwd_weight_grad_tile_size != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("bwd_weight_grad_tile_size ",
-                                                   c.bwd_weight_grad_tile_size,
-                                                   " does not divide the token dim M=", d.m));
+  // Whether it divides M matters only to the QT backward (QDotBackward checks it there): a
+  // forward, Forward or Evaluate of any batch size must not fail on it.
+  if (c.bwd_weight_grad_tile_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bwd_weight_grad_tile_size ", c.bwd_weight_grad_tile_size, " is negative"));
   }
   if (c.lhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.lhs.qtype, c.lhs.method));
   if (c.rhs.qtype) QTRAIN_RETURN_IF_ERROR(ValidateQTypeMethod(*c.rhs.qtype, c.rhs.method));

@@ -180,6 +180,13 @@ absl::StatusOr<QDotGradients> QDotBackward(Backend& backend, const Tensor& x, co
                                            uint64_t noise_counter) {
   QTRAIN_RETURN_IF_ERROR(ValidateQDot(x.shape(), w.shape(), c));
   const DotDims d = GetDims(x.shape(), w.shape());
+  if (c.bwd_qtype && c.bwd_weight_grad_tile_size > 0 && d.m % c.bwd_weight_grad_tile_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bwd_weight_grad_tile_size ", c.bwd_weight_grad_tile_size,
+        " does not divide this batch's token dim M=", d.m,
+        " (the weight-gradient dot is tiled along M): train on batches whose token count is a "
+        "multiple of it"));
+  }
   const Shape g_shape = d.batched ? Shape{d.b, d.m, d.n} : Shape{d.m, d.n};
   if (g.dtype() != DType::kF32 || g.shape() != g_shape) {
     return absl::InvalidArgumentError(absl::StrCat("gradient of shape ", ShapeString(g.shape()),

@@ -9,6 +9,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -21,7 +22,7 @@
 namespace qtrain::cli {
 namespace {
 
-std::string DescribeRule(const v1::Session& s, int index) {
+std::string DescribeRule(const v1::Session& s, int index, const std::string& op_id) {
   if (index < 0 || index >= s.rules().rules_size()) return "float";
   const v1::QuantRule& r = s.rules().rules(index);
   if (r.weight_qtype().empty()) return absl::StrCat("rule ", index, ": float");
@@ -29,7 +30,14 @@ std::string DescribeRule(const v1::Session& s, int index) {
                                  " weights ", r.weight_qtype());
   if (!r.act_qtype().empty()) absl::StrAppend(&out, ", activations ", r.act_qtype());
   if (r.act_static_scale()) absl::StrAppend(&out, " (static scale)");
-  if (!r.bwd_qtype().empty()) absl::StrAppend(&out, ", gradients ", r.bwd_qtype());
+  if (!r.bwd_qtype().empty()) {
+    // The convolution backward is float whatever bwd_qtype says (numerics.md §5.2).
+    if (absl::StartsWith(op_id, "conv_general_dilated")) {
+      absl::StrAppend(&out, ", gradients float (convolutions have no QT backward)");
+    } else {
+      absl::StrAppend(&out, ", gradients ", r.bwd_qtype());
+    }
+  }
   return out;
 }
 
@@ -57,8 +65,8 @@ void PrintSession(const Invocation& inv, const v1::Session& s) {
               DescribeOptimizer(s.optimizer()).c_str());
   Table t({"  op", "quantization"});
   for (const auto& op : s.ops()) {
-    t.Add(
-        {absl::StrCat("  ", op.module_path(), ":", op.op_id()), DescribeRule(s, op.rule_index())});
+    t.Add({absl::StrCat("  ", op.module_path(), ":", op.op_id()),
+           DescribeRule(s, op.rule_index(), op.op_id())});
   }
   t.Print();
   for (int unused : s.unused_rules()) {

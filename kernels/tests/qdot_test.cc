@@ -269,8 +269,8 @@ TEST(QDotTest, BadRequestsAreInvalidArguments) {
       {"bwd tile",
        {4, 8},
        {8, 3},
-       With([](QDotConfig& c) { c.bwd_weight_grad_tile_size = 3; }),
-       "bwd_weight_grad"},
+       With([](QDotConfig& c) { c.bwd_weight_grad_tile_size = -1; }),
+       "bwd_weight_grad_tile_size -1 is negative"},
       {"asymmetric uint8",
        {4, 8},
        {8, 3},
@@ -298,6 +298,16 @@ TEST(QDotTest, BadRequestsAreInvalidArguments) {
   }
   Tensor x = RandomTensor({4, 8}, 1), w = RandomTensor({8, 3}, 2);
   auto y = *QDotForward(*backend, x, w, Int8Config());
+  // A QT weight-gradient tile that does not divide M fails the backward only, and says why.
+  QDotConfig tiled = Int8Config();
+  tiled.bwd_qtype = QType::kInt8;
+  tiled.bwd_weight_grad_tile_size = 3;
+  auto fwd_tiled = QDotForward(*backend, x, w, tiled);
+  ASSERT_TRUE(fwd_tiled.ok()) << fwd_tiled.status();
+  auto bwd_tiled =
+      QDotBackward(*backend, x, w, RandomTensor({4, 3}, 3), fwd_tiled->residuals, tiled);
+  EXPECT_EQ(bwd_tiled.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bwd_tiled.status().message(), HasSubstr("token dim M=4"));
   Tensor bad_g = Tensor::Zeros(DType::kF32, {4, 4});
   auto grads = QDotBackward(*backend, x, w, bad_g, y.residuals, Int8Config());
   EXPECT_EQ(grads.status().code(), absl::StatusCode::kInvalidArgument);

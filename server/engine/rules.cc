@@ -123,6 +123,11 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
     return RuleError(index, "bwd_stochastic_rounding", sr.status());
   }
   rule.stochastic_rounding = *sr;
+  if (rule.stochastic_rounding != StochasticRounding::kNone && !rule.bwd_qtype) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rules[", index,
+        "].bwd_stochastic_rounding needs bwd_qtype: it rounds the quantized gradients of QT"));
+  }
   if (rule.stochastic_rounding != StochasticRounding::kNone && rule.bwd_qtype &&
       GetQTypeInfo(*rule.bwd_qtype).is_float8) {
     return absl::InvalidArgumentError(

@@ -110,6 +110,10 @@ cp "$TMP/t10k-images-idx3-ubyte" "$TMP/t10k-images.idx3-ubyte"
 cp "$TMP/t10k-labels-idx1-ubyte" "$TMP/t10k-labels.idx1-ubyte"
 expect 0 "$Q" train cnn --data="$TMP/t10k-images.idx3-ubyte" --steps=1 --batch_size=32
 contains "trained session cnn: step 4 (32 examples)"
+# A QT rule on a convolution says that its backward stays float.
+expect 0 "$Q" rules set cnn qt-int8
+contains "gradients float (convolutions have no QT backward)"
+contains "gradients int8"
 # Regression: float targets in a CSV train a model with the MSE loss.
 /usr/bin/python3 -c "
 import random

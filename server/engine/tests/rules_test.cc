@@ -119,7 +119,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "symmetric only"},
         BadRule{R"({"rules": [{"weight_qtype": "int8", "bwd_qtype": "float8_e4m3fn",
                                "bwd_stochastic_rounding": "uniform"}]})",
-                "integer bwd_qtype"}));
+                "integer bwd_qtype"},
+        // Rounding of gradients that are never quantized would change nothing (issue 10).
+        BadRule{R"({"rules": [{"weight_qtype": "int8", "bwd_stochastic_rounding": "uniform"}]})",
+                "bwd_stochastic_rounding needs bwd_qtype"}));
 
 TEST(RulesTest, RegexesAreLinearTimeOnHostilePatterns) {
   // A backtracking engine takes exponential time here; RE2 does not.
