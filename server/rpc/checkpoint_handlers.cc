@@ -71,9 +71,15 @@ class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk
 // Collects chunks, then loads them into the named session (creating it when new).
 class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
  public:
-  UploadStream(grpc::CallbackServerContext* ctx, engine::SessionManager* sessions, Metrics* metrics,
-               ServiceLimits limits, v1::CheckpointInfo* response)
-      : ctx_(ctx), sessions_(sessions), metrics_(metrics), limits_(limits), response_(response) {
+  UploadStream(grpc::CallbackServerContext* ctx, engine::SessionManager* sessions,
+               store::SessionStore* store, Metrics* metrics, ServiceLimits limits,
+               v1::CheckpointInfo* response)
+      : ctx_(ctx),
+        sessions_(sessions),
+        store_(store),
+        metrics_(metrics),
+        limits_(limits),
+        response_(response) {
     StartRead(&chunk_);
   }
 
@@ -131,6 +137,17 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
     absl::Status s = (*session)->Submit([this, file, size](Trainer& t) {
       const auto start = std::chrono::steady_clock::now();
       absl::Status loaded = store::LoadCheckpoint(*file, t);
+      // With a data dir the upload is durable before it is acknowledged (and a later restart
+      // cannot bring back an older file of a higher step).
+      if (loaded.ok() && store_ != nullptr) {
+        absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id_, t);
+        if (!saved.ok()) {
+          loaded = absl::Status(saved.status().code(),
+                                absl::StrCat("the checkpoint was loaded but could not be made "
+                                             "durable: ",
+                                             saved.status().message()));
+        }
+      }
       if (loaded.ok() && metrics_ != nullptr) {
         metrics_->RecordCheckpoint("upload", SecondsSince(start), static_cast<int64_t>(size));
         metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
@@ -150,6 +167,7 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
 
   grpc::CallbackServerContext* ctx_;
   engine::SessionManager* sessions_;
+  store::SessionStore* store_;  // may be null (no data dir)
   Metrics* metrics_;
   const ServiceLimits limits_;
   v1::CheckpointInfo* response_;
@@ -202,7 +220,7 @@ grpc::ServerWriteReactor<v1::CheckpointChunk>* TrainerService::DownloadCheckpoin
 
 grpc::ServerReadReactor<v1::CheckpointChunk>* TrainerService::UploadCheckpoint(
     grpc::CallbackServerContext* ctx, v1::CheckpointInfo* response) {
-  return new UploadStream(ctx, sessions_, metrics_, limits_, response);
+  return new UploadStream(ctx, sessions_, store_, metrics_, limits_, response);
 }
 
 }  // namespace qtrain::rpc

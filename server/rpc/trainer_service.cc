@@ -49,7 +49,20 @@ grpc::ServerUnaryReactor* TrainerService::CreateSession(grpc::CallbackServerCont
   }
   if (metrics_ != nullptr) metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   const std::string id = (*session)->id();
-  absl::Status submitted = (*session)->Submit([reactor, response, id](Trainer& t) {
+  absl::Status submitted = (*session)->Submit([this, reactor, response, id](Trainer& t) {
+    // With a data dir a new session is durable before it is acknowledged: a crash right after
+    // the answer must not lose it.
+    if (store_ != nullptr) {
+      absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+      if (!saved.ok()) {
+        (void)sessions_->Delete(id);  // from its own task: parked, joined elsewhere
+        if (metrics_ != nullptr) {
+          metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+        }
+        reactor->Finish(ToGrpcStatus(saved.status()));
+        return;
+      }
+    }
     FillSession(id, t, response);
     reactor->Finish(grpc::Status::OK);
   });

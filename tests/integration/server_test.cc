@@ -663,8 +663,9 @@ TEST(DurableServerTest, RestartRestoresSessionsAtTheirDurableStep) {
     }
     stream->WritesDone();
     ASSERT_TRUE(stream->Finish().ok());
-    // Autosave every 4 steps: the responses report the durable step as it advances.
-    EXPECT_EQ(durable.front(), -1);
+    // A new session is durable (step 0) before CreateSession answers (issue 10, item 5); then
+    // autosave every 4 steps: the responses report the durable step as it advances.
+    EXPECT_EQ(durable.front(), 0);
     EXPECT_EQ(durable.back(), 8);
     before = ForwardOf(stub.get(), "kept").outputs().data();
     (*s)->Shutdown();  // graceful: saves step 9
@@ -698,6 +699,60 @@ TEST(DurableServerTest, RestartRestoresSessionsAtTheirDurableStep) {
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE((*again)->restored().empty());
   (*again)->Shutdown();
+}
+
+// An upload is on disk when it is acknowledged (a crash right after cannot lose it, and a
+// restart cannot bring back the older file of a higher step; issue 10, item 5).
+TEST(DurableServerTest, AnUploadIsDurableWhenAcknowledged) {
+  char dir[] = "/tmp/qtrain_data_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = dir;
+  options.autosave_steps = 2;
+  auto s = server::RunningServer::Start(options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto stub = v1::Trainer::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*s)->port()),
+                                                       grpc::InsecureChannelCredentials()));
+  v1::CreateSessionRequest req;
+  req.set_session_id("up");
+  *req.mutable_model() = Json<v1::ModelSpec>(kSpec);
+  v1::Session created;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->CreateSession(&ctx, req, &created).ok());
+  const std::string path = absl::StrCat(dir, "/sessions/up.safetensors");
+  auto step_on_disk = [&]() -> std::string {
+    absl::StatusOr<std::string> bytes = store::ReadWholeFile(path, int64_t{1} << 30);
+    if (!bytes.ok()) return bytes.status().ToString();
+    absl::StatusOr<store::SafetensorsFile> file = store::DecodeCheckpoint(*bytes);
+    return file.ok() ? file->metadata["step"] : file.status().ToString();
+  };
+  EXPECT_EQ(step_on_disk(), "0");  // a new session is durable at once
+  grpc::Status st;
+  const std::string step0 = Download(stub.get(), "up", &st);
+  ASSERT_TRUE(st.ok());
+  grpc::ClientContext tctx;
+  auto stream = stub->Train(&tctx);
+  for (int i = 0; i < 4; ++i) {
+    v1::TrainRequest r;
+    if (i == 0) r.set_session_id("up");
+    *r.mutable_batch() = MakeBatch(i);
+    ASSERT_TRUE(stream->Write(r));
+    v1::TrainResponse resp;
+    ASSERT_TRUE(stream->Read(&resp));
+  }
+  stream->WritesDone();
+  ASSERT_TRUE(stream->Finish().ok());
+  grpc::ClientContext gctx;  // runs on the executor after step 4's autosave
+  v1::GetSessionRequest get;
+  get.set_session_id("up");
+  ASSERT_TRUE(stub->GetSession(&gctx, get, &created).ok());
+  EXPECT_EQ(step_on_disk(), "4");
+  v1::CheckpointInfo info;
+  ASSERT_TRUE(Upload(stub.get(), "up", step0, &info).ok());
+  EXPECT_EQ(info.step(), 0);
+  EXPECT_EQ(step_on_disk(), "0");  // not the step-4 file a restart would have restored
+  (*s)->Shutdown();
 }
 
 // A checkpoint that cannot be removed is an error naming it, not a silent OK (the session would
