@@ -678,6 +678,15 @@ TEST(DurableServerTest, RestartRestoresSessionsAtTheirDurableStep) {
   EXPECT_THAT((*s)->restored(), ::testing::ElementsAre("kept"));
   EXPECT_TRUE((*s)->restore_errors().empty());
   EXPECT_FALSE(std::ifstream(stray).good()) << stray << " was left behind";
+  {
+    auto list_stub = v1::Trainer::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", (*s)->port()), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext lctx;
+    v1::ListSessionsResponse listed;
+    ASSERT_TRUE(list_stub->ListSessions(&lctx, v1::ListSessionsRequest(), &listed).ok());
+    ASSERT_EQ(listed.sessions_size(), 1);
+    EXPECT_EQ(listed.sessions(0).step(), 9);  // not 0 just after the restart
+  }
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*s)->port()),
                                      grpc::InsecureChannelCredentials());
   auto stub = v1::Trainer::NewStub(channel);
