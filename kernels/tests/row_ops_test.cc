@@ -51,7 +51,8 @@ const int64_t kSizes[] = {1, 7, 37, 1000, 70001};  // 70001: the threaded update
 
 TEST(RowOps, ReductionsAreTheSameBitsInEveryVariant) {
   const auto variants = Variants();
-  ASSERT_GE(variants.size(), 2u) << "this CPU runs only the baseline variant: " << CpuSummary();
+  // Below AVX2 only the baseline variant exists, and the comparisons below are trivially true.
+  EXPECT_EQ(variants.size() >= 2, DetectedIsa() >= Isa::kAvx2) << CpuSummary();
   for (int64_t n : kSizes) {
     const std::vector<float> x = Data(n, 1, false);
     const Table& base = *variants[0].table;
