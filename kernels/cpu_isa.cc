@@ -90,27 +90,6 @@ const Features& Cpu() {
   return kCpu;
 }
 
-struct ActiveState {
-  Isa isa;
-};
-
-const ActiveState& Active() {
-  static const ActiveState kState = [] {
-    ActiveState s{DetectedIsa()};
-    const char* env = std::getenv("QTRAIN_MAX_ISA");
-    if (env == nullptr || *env == '\0') return s;
-    absl::StatusOr<Isa> cap = ParseIsa(env);
-    if (!cap.ok()) {
-      std::fprintf(stderr, "qtrain: ignoring QTRAIN_MAX_ISA: %s\n",
-                   std::string(cap.status().message()).c_str());
-      return s;
-    }
-    s.isa = HighestRunnable(Cpu(), *cap);
-    return s;
-  }();
-  return kState;
-}
-
 }  // namespace
 
 const char* IsaName(Isa isa) {
@@ -144,12 +123,29 @@ absl::StatusOr<Isa> ParseIsa(absl::string_view name) {
 
 Isa DetectedIsa() { return HighestRunnable(Cpu(), Isa::kAmx); }
 
-Isa ActiveIsa() { return Active().isa; }
+std::string IsaCapSetting() {
+  const char* env = std::getenv("QTRAIN_MAX_ISA");
+  return env != nullptr ? env : "";
+}
+
+Isa ActiveIsa() {
+  static const Isa kActive = [] {
+    const std::string setting = IsaCapSetting();
+    if (setting.empty()) return DetectedIsa();
+    absl::StatusOr<Isa> cap = ParseIsa(setting);
+    if (!cap.ok()) {
+      std::fprintf(stderr, "qtrain: ignoring QTRAIN_MAX_ISA: %s\n",
+                   std::string(cap.status().message()).c_str());
+      return DetectedIsa();
+    }
+    return HighestRunnable(Cpu(), *cap);
+  }();
+  return kActive;
+}
 
 absl::Status ValidateIsaEnvironment() {
-  const char* env = std::getenv("QTRAIN_MAX_ISA");
-  if (env == nullptr || *env == '\0') return absl::OkStatus();
-  return ParseIsa(env).status();
+  const std::string setting = IsaCapSetting();
+  return setting.empty() ? absl::OkStatus() : ParseIsa(setting).status();
 }
 
 std::vector<Isa> RunnableIsas() {
@@ -173,12 +169,13 @@ std::string CpuBrand() {
 
 std::string CpuSummary() {
   std::string out = absl::StrCat(CpuBrand(), " | ", IsaName(DetectedIsa()));
-  const char* env = std::getenv("QTRAIN_MAX_ISA");
-  if (env != nullptr && *env != '\0') {
-    if (ParseIsa(env).ok()) {
-      absl::StrAppend(&out, " (capped by QTRAIN_MAX_ISA=", env, " to ", IsaName(ActiveIsa()), ")");
+  const std::string setting = IsaCapSetting();
+  if (!setting.empty()) {
+    if (ParseIsa(setting).ok()) {
+      absl::StrAppend(&out, " (capped by QTRAIN_MAX_ISA=", setting, " to ", IsaName(ActiveIsa()),
+                      ")");
     } else {
-      absl::StrAppend(&out, " (QTRAIN_MAX_ISA=", env, " ignored: not a level)");
+      absl::StrAppend(&out, " (QTRAIN_MAX_ISA=", setting, " ignored: not a level)");
     }
   }
   return out;

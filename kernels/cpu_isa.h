@@ -43,6 +43,9 @@ Isa DetectedIsa();
 // line on stderr); servers call ValidateIsaEnvironment() at startup and refuse to start instead.
 Isa ActiveIsa();
 
+// QTRAIN_MAX_ISA as the process sees it ("" when unset).
+std::string IsaCapSetting();
+
 // InvalidArgument when QTRAIN_MAX_ISA is set to an unknown name.
 absl::Status ValidateIsaEnvironment();
 

@@ -1,7 +1,5 @@
 #include "server/rpc/server_info.h"
 
-#include <cstdlib>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/backend/int8_kernels.h"
@@ -21,8 +19,7 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
   info.set_cpu(CpuBrand());
   info.set_detected_isa(IsaName(DetectedIsa()));
   info.set_active_isa(IsaName(ActiveIsa()));
-  const char* cap = std::getenv("QTRAIN_MAX_ISA");
-  info.set_isa_cap(cap != nullptr ? cap : "");
+  info.set_isa_cap(IsaCapSetting());
   info.set_threads_per_session(threads_per_session);
   for (const Int8KernelReport& r : *kernels) {
     v1::Int8Kernel* k = info.add_int8_kernels();
