@@ -90,8 +90,14 @@ bool Runs(Kernel k, Isa isa) {
   return false;
 }
 
+const char* KernelArithmetic(Kernel k) {
+  return k == Kernel::kAvx2Vnni || k == Kernel::kAvx512Vnni
+             ? "exact: u8 x s8 quads (vpdpbusd), int32 sums"
+             : "exact: int16 pairs (vpmaddwd), int32 sums";
+}
+
 bool BestKernel(Isa isa, Kernel* out) {
-  for (Kernel k : {Kernel::kAvx512Vnni, Kernel::kAvx512, Kernel::kAvx2Vnni, Kernel::kAvx2}) {
+  for (Kernel k : kFastestFirst) {
     if (Runs(k, isa)) {
       *out = k;
       return true;

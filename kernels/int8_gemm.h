@@ -25,8 +25,14 @@ enum class Kernel : uint8_t {
   kAvx512Vnni,  // vpdpbusd on zmm (AVX-512 VNNI)
 };
 
+// Every kernel, fastest first: the order in which the backend tries them.
+inline constexpr Kernel kFastestFirst[] = {Kernel::kAvx512Vnni, Kernel::kAvx512, Kernel::kAvx2Vnni,
+                                           Kernel::kAvx2};
+
 // "exact_avx2", "exact_avx2_vnni", "exact_avx512", "exact_avx512_vnni".
 const char* KernelName(Kernel k);
+// How it multiplies, for reports: "exact: int16 pairs (vpmaddwd), int32 sums", ...
+const char* KernelArithmetic(Kernel k);
 
 // The fastest kernel the ISA level runs; false when it runs none (below AVX2).
 bool BestKernel(Isa isa, Kernel* out);

@@ -16,10 +16,6 @@ const internal::Table& T() {
 
 }  // namespace
 
-const char* ActiveVariant() {
-  return ActiveIsa() >= Isa::kAvx512 ? "avx512" : ActiveIsa() >= Isa::kAvx2 ? "avx2" : "baseline";
-}
-
 float AbsMax(const float* x, int64_t n) { return T().abs_max(x, n); }
 void MinMax0(const float* x, int64_t n, float* lo, float* hi) { T().min_max0(x, n, lo, hi); }
 double SumSquares(const float* x, int64_t n) { return T().sum_squares(x, n); }

@@ -66,7 +66,4 @@ struct SgdArgs {
 };
 void SgdUpdate(const SgdArgs& args);
 
-// "baseline", "avx2" or "avx512": the variant these functions run.
-const char* ActiveVariant();
-
 }  // namespace qtrain::rowops

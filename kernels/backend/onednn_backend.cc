@@ -14,15 +14,11 @@
 #include <unordered_map>
 #include <vector>
 
-#include <cstdio>
-
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend/exact_int8_ops.h"
 #include "kernels/backend/int8_kernels.h"
 #include "kernels/backend/onednn_int8_route.h"
 #include "kernels/cpu_isa.h"
-#include "kernels/int8_gemm.h"
 #include "kernels/status_macros.h"
 #include "kernels/tensor.h"
 
@@ -102,17 +98,15 @@ class OnednnBackend final : public Backend {
                           const float* row_scale, const float* col_scale, float* c) override {
     const MatmulDesc& m = d.mm;
     QTRAIN_RETURN_IF_ERROR(ValidateInt8MatmulDesc(d));
-    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* route,
+    QTRAIN_ASSIGN_OR_RETURN(const RoutedOp* op,
                             RouteInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
-    if (route->kind == Int8Route::Kind::kExact) {
-      return ExactInt8Matmul(route->exact, d, a, b, row_scale, col_scale, c);
+    if (op->route.kind == Int8Route::Kind::kExact) {
+      return ExactInt8Matmul(op->route.exact, d, a, b, row_scale, col_scale, c);
     }
-    if (route->kind == Int8Route::Kind::kReference) {
+    if (op->route.kind == Int8Route::Kind::kReference) {
       return reference_->MatmulInt8(d, a, b, row_scale, col_scale, c);
     }
     try {
-      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p,
-                              GetInt8Matmul(d, row_scale != nullptr, col_scale != nullptr));
       const dt a_type = d.a_unsigned ? dt::u8 : dt::s8;
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_SRC] = Mem(Matrix3d(m.m, m.k, a_type, Lda(m)), a);
@@ -127,20 +121,23 @@ class OnednnBackend final : public Backend {
         args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op++) | DNNL_ARG_SRC_1] =
             Mem(memory::desc({1, 1, m.n}, dt::f32, tag::abc), col_scale);
       }
-      Execute(*p, args);
+      Execute(*op->primitive, args);
     } catch (const dnnl::error& e) {
       return DnnlError(e, "int8 matmul");
     }
     return absl::OkStatus();
   }
 
+  static std::string Int8MatmulKey(const Int8MatmulDesc& d, bool row_scale, bool col_scale) {
+    const MatmulDesc& m = d.mm;
+    return absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m),
+                        ",", d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b);
+  }
+
   absl::StatusOr<CachedPrimitive*> GetInt8Matmul(const Int8MatmulDesc& d, bool row_scale,
                                                  bool col_scale) {
     const MatmulDesc& m = d.mm;
-    const std::string key =
-        absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m), ",",
-                     d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b);
-    return GetOrCreate(key, [&] {
+    return GetOrCreate(Int8MatmulKey(d, row_scale, col_scale), [&] {
       dnnl::post_ops po;
       if (row_scale) {
         po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, m.m, 1}, dt::f32, tag::abc));
@@ -165,58 +162,53 @@ class OnednnBackend final : public Backend {
   absl::Status ConvFwdInt8(const ConvDesc& d, const int8_t* src, const int8_t* weights,
                            int32_t* dst) override {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
-    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* route, RouteInt8Conv(d));
-    if (route->kind == Int8Route::Kind::kExact) {
-      return ExactInt8Conv(route->exact, d, src, weights, dst);
+    QTRAIN_ASSIGN_OR_RETURN(const RoutedOp* op, RouteInt8Conv(d));
+    if (op->route.kind == Int8Route::Kind::kExact) {
+      return ExactInt8Conv(op->route.exact, d, src, weights, dst);
     }
-    if (route->kind == Int8Route::Kind::kReference) {
+    if (op->route.kind == Int8Route::Kind::kReference) {
       return reference_->ConvFwdInt8(d, src, weights, dst);
     }
     return ConvForward(d, dt::s8, dt::s32, src, weights, dst);
   }
 
-  // The int8 candidate list (int8_kernels.h) for one matmul shape, decided once.
-  absl::StatusOr<const Int8Route*> RouteInt8Matmul(const Int8MatmulDesc& d, bool row_scale,
-                                                   bool col_scale) {
-    const MatmulDesc& m = d.mm;
-    const std::string key =
-        absl::StrCat("mms8:", m.m, ",", m.k, ",", m.n, ",", Lda(m), ",", Ldb(m), ",", Ldc(m), ",",
-                     d.a_unsigned, row_scale, col_scale, m.accumulate, m.trans_b,
-                     // oneDNN primitives are per thread count; so is the check of their kernel.
-                     "@t", omp_get_max_threads());
+  // An int8 op's route and, when it runs oneDNN, its primitive (owned by cache_).
+  struct RoutedOp {
+    Int8Route route;
+    CachedPrimitive* primitive = nullptr;
+  };
+
+  // The int8 candidate list (int8_kernels.h) for one op and shape, decided once. `base_key` is
+  // the primitive's cache key: routes are per thread count like the primitives they check.
+  template <typename GetPrimitive>
+  absl::StatusOr<const RoutedOp*> Route(const std::string& base_key, std::string op,
+                                        GetPrimitive&& get_primitive) {
+    const std::string key = ThreadKey(base_key);
     auto it = routes_.find(key);
     if (it != routes_.end()) return &it->second;
-    Int8Route r;
-    r.report.op = absl::StrCat("matmul ", d.a_unsigned ? "u8" : "s8", "xs8",
-                               m.trans_b ? "^T " : " ", m.m, "x", m.k, "x", m.n);
-    std::string impl;
+    RoutedOp r;
+    r.route.report.op = std::move(op);
     if (HasVnni(ActiveIsa())) {
-      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetInt8Matmul(d, row_scale, col_scale));
-      impl = p->impl;
+      QTRAIN_ASSIGN_OR_RETURN(r.primitive, get_primitive());
     }
-    OnednnInt8Candidate(impl, r);
-    FinishRoute(r);
+    ChooseRoute(r.primitive != nullptr ? r.primitive->impl : "", r.route);
     return &routes_.emplace(key, std::move(r)).first->second;
   }
 
-  absl::StatusOr<const Int8Route*> RouteInt8Conv(const ConvDesc& d) {
-    const std::string key = absl::StrCat("convs8:", ConvKey(d), "@t", omp_get_max_threads());
-    auto it = routes_.find(key);
-    if (it != routes_.end()) return &it->second;
-    Int8Route r;
-    r.report.op = absl::StrCat("conv s8xs8 ", d.n, "x", d.h, "x", d.w, "x", d.c, " * ", d.kh, "x",
-                               d.kw, "x", d.c, "x", d.o);
-    std::string impl;
-    if (HasVnni(ActiveIsa())) {
-      try {
-        impl = ConvFwdPd(d, dt::s8, dt::s32).impl_info_str();
-      } catch (const dnnl::error& e) {
-        return DnnlError(e, "int8 convolution");
-      }
-    }
-    OnednnInt8Candidate(impl, r);
-    FinishRoute(r);
-    return &routes_.emplace(key, std::move(r)).first->second;
+  absl::StatusOr<const RoutedOp*> RouteInt8Matmul(const Int8MatmulDesc& d, bool row_scale,
+                                                  bool col_scale) {
+    const MatmulDesc& m = d.mm;
+    return Route(Int8MatmulKey(d, row_scale, col_scale),
+                 absl::StrCat("matmul ", d.a_unsigned ? "u8" : "s8", "xs8", m.trans_b ? "^T " : " ",
+                              m.m, "x", m.k, "x", m.n),
+                 [&] { return GetInt8Matmul(d, row_scale, col_scale); });
+  }
+
+  absl::StatusOr<const RoutedOp*> RouteInt8Conv(const ConvDesc& d) {
+    return Route(ConvFwdKey(d, dt::s8),
+                 absl::StrCat("conv s8xs8 ", d.n, "x", d.h, "x", d.w, "x", d.c, " * ", d.kh, "x",
+                              d.kw, "x", d.c, "x", d.o),
+                 [&] { return GetConvFwd(d, dt::s8, dt::s32); });
   }
 
   absl::Status ConvBwdData(const ConvDesc& d, const float* diff_dst, const float* weights,
@@ -488,9 +480,12 @@ class OnednnBackend final : public Backend {
  private:
   // oneDNN fixes a primitive's parallelization when it is created, so the thread count is part
   // of the key: a primitive made for 1 thread would otherwise run on 1 thread forever.
+  static std::string ThreadKey(const std::string& base_key) {
+    return absl::StrCat(base_key, "@t", omp_get_max_threads());
+  }
   template <typename Make>
   absl::StatusOr<CachedPrimitive*> GetOrCreate(const std::string& base_key, Make&& make) {
-    const std::string key = absl::StrCat(base_key, "@t", omp_get_max_threads());
+    const std::string key = ThreadKey(base_key);
     auto it = cache_.find(key);
     if (it != cache_.end()) {
       return &it->second;
@@ -636,18 +631,24 @@ class OnednnBackend final : public Backend {
     return inner;
   }
 
+  static std::string ConvFwdKey(const ConvDesc& d, dt src_type) {
+    return absl::StrCat("convf:", static_cast<int>(src_type), ":", ConvKey(d));
+  }
+
+  absl::StatusOr<CachedPrimitive*> GetConvFwd(const ConvDesc& d, dt src_type, dt dst_type) {
+    return GetOrCreate(ConvFwdKey(d, src_type), [&] {
+      auto pd = ConvFwdPd(d, src_type, dst_type);
+      CachedPrimitive cp = Finish(dnnl::convolution_forward(pd), pd);
+      SetWeightsReorder(cp, pd.weights_desc(), d, src_type, /*to_user=*/false);
+      return cp;
+    });
+  }
+
   absl::Status ConvForward(const ConvDesc& d, dt src_type, dt dst_type, const void* src,
                            const void* weights, void* dst) {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
     try {
-      const std::string key = absl::StrCat("convf:", static_cast<int>(src_type), ":", ConvKey(d));
-      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(key, [&] {
-                                auto pd = ConvFwdPd(d, src_type, dst_type);
-                                CachedPrimitive cp = Finish(dnnl::convolution_forward(pd), pd);
-                                SetWeightsReorder(cp, pd.weights_desc(), d, src_type,
-                                                  /*to_user=*/false);
-                                return cp;
-                              }));
+      QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetConvFwd(d, src_type, dst_type));
       std::unordered_map<int, memory> args;
       args[DNNL_ARG_SRC] = Mem(SrcMd(d, src_type), src);
       args[DNNL_ARG_WEIGHTS] = WeightsIn(*p, d, src_type, weights);
@@ -680,7 +681,7 @@ class OnednnBackend final : public Backend {
   dnnl::engine engine_;
   dnnl::stream stream_;
   std::unordered_map<std::string, CachedPrimitive> cache_;
-  std::unordered_map<std::string, Int8Route> routes_;
+  std::unordered_map<std::string, RoutedOp> routes_;
   std::unique_ptr<Backend> reference_ = MakeReferenceBackend();  // below AVX2 only
   Tensor scratchpad_;  // grown on demand, shared by every primitive of this backend
 };
@@ -699,8 +700,8 @@ absl::StatusOr<std::string> Int8MatmulKernel(const Int8MatmulDesc& d, bool row_s
                                              bool col_scale) {
   try {
     OnednnBackend backend;
-    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Matmul(d, row_scale, col_scale));
-    return r->report.chosen;
+    QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Matmul(d, row_scale, col_scale));
+    return r->route.report.chosen;
   } catch (const dnnl::error& e) {
     return DnnlError(e, "CPU engine");
   }
@@ -710,8 +711,8 @@ absl::StatusOr<std::string> Int8ConvKernel(const ConvDesc& d) {
   QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
   try {
     OnednnBackend backend;
-    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Conv(d));
-    return r->report.chosen;
+    QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Conv(d));
+    return r->route.report.chosen;
   } catch (const dnnl::error& e) {
     return DnnlError(e, "CPU engine");
   }
@@ -727,12 +728,12 @@ absl::StatusOr<std::vector<Int8KernelReport>> DescribeInt8Kernels() {
       Int8MatmulDesc d = mm;
       d.a_unsigned = variant == 1;
       d.mm.trans_b = variant == 2;
-      QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Matmul(d, true, true));
-      out.push_back(r->report);
+      QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Matmul(d, true, true));
+      out.push_back(r->route.report);
     }
     const ConvDesc conv{32, 28, 28, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
-    QTRAIN_ASSIGN_OR_RETURN(const Int8Route* r, backend.RouteInt8Conv(conv));
-    out.push_back(r->report);
+    QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Conv(conv));
+    out.push_back(r->route.report);
     return out;
   } catch (const dnnl::error& e) {
     return DnnlError(e, "CPU engine");

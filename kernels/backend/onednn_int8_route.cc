@@ -50,19 +50,31 @@ void ApplyIsaCapToOnednn() {
 
 bool HasVnni(Isa isa) { return isa == Isa::kAvx2Vnni || isa >= Isa::kAvx512Vnni; }
 
-// Candidates 2 and 3 of the list, appended after oneDNN's verdict.
-void FinishRoute(Int8Route& r) {
+void ChooseRoute(const std::string& onednn_impl, Int8Route& r) {
   const Isa isa = ActiveIsa();
-  bool chosen = !r.report.chosen.empty();
-  for (int8gemm::Kernel k : {int8gemm::Kernel::kAvx512Vnni, int8gemm::Kernel::kAvx512,
-                             int8gemm::Kernel::kAvx2Vnni, int8gemm::Kernel::kAvx2}) {
+  bool chosen = false;
+  if (onednn_impl.empty()) {
+    r.report.candidates.push_back(
+        {"onednn", false,
+         absl::StrCat("no VNNI at ", IsaName(isa),
+                      ": oneDNN's int8 kernels saturate int16 pair sums")});
+  } else {
+    const bool exact = OnednnInt8ImplIsExact(onednn_impl);
+    r.report.candidates.push_back(
+        {absl::StrCat("onednn:", onednn_impl), exact,
+         exact ? "VNNI/AMX kernel (exact int32 accumulation)" : "not a VNNI/AMX kernel"});
+    if (exact) {
+      r.kind = Int8Route::Kind::kOnednn;
+      r.report.chosen = r.report.candidates.back().name;
+      chosen = true;
+    }
+  }
+  for (int8gemm::Kernel k : int8gemm::kFastestFirst) {
     const bool runs = int8gemm::Runs(k, isa);
     r.report.candidates.push_back(
         {int8gemm::KernelName(k), runs,
-         !runs ? absl::StrCat("its instructions are not part of ", IsaName(isa))
-         : k == int8gemm::Kernel::kAvx2Vnni || k == int8gemm::Kernel::kAvx512Vnni
-             ? "exact: u8 x s8 quads (vpdpbusd), int32 sums"
-             : "exact: int16 pairs (vpmaddwd), int32 sums"});
+         runs ? int8gemm::KernelArithmetic(k)
+              : absl::StrCat("its instructions are not part of ", IsaName(isa))});
     if (runs && !chosen) {
       r.kind = Int8Route::Kind::kExact;
       r.exact = k;
@@ -77,24 +89,6 @@ void FinishRoute(Int8Route& r) {
   }
 }
 
-// Candidate 1: oneDNN, when the active ISA has VNNI and oneDNN picked an exact kernel.
-void OnednnInt8Candidate(const std::string& impl, Int8Route& r) {
-  if (impl.empty()) {
-    r.report.candidates.push_back(
-        {"onednn", false,
-         absl::StrCat("no VNNI at ", IsaName(ActiveIsa()),
-                      ": oneDNN's int8 kernels saturate int16 pair sums")});
-    return;
-  }
-  const bool exact = OnednnInt8ImplIsExact(impl);
-  r.report.candidates.push_back(
-      {absl::StrCat("onednn:", impl), exact,
-       exact ? "VNNI/AMX kernel (exact int32 accumulation)" : "not a VNNI/AMX kernel"});
-  if (exact) {
-    r.kind = Int8Route::Kind::kOnednn;
-    r.report.chosen = absl::StrCat("onednn:", impl);
-  }
-}
 bool OnednnInt8ImplIsExact(const std::string& impl) {
   return !absl::StartsWith(impl, "ref") &&
          (absl::StrContains(impl, "vnni") || absl::StrContains(impl, "amx"));

@@ -25,10 +25,9 @@ struct Int8Route {
   Int8KernelReport report;
 };
 
-// Candidate 1: oneDNN, when `impl` (what oneDNN picked; "" when VNNI is absent and it was not
-// asked) is an exact VNNI/AMX kernel.
-void OnednnInt8Candidate(const std::string& impl, Int8Route& r);
-// Candidates 2 and 3: qtrain's exact kernels, then the reference loops.
-void FinishRoute(Int8Route& r);
+// Walks the candidate list into `r` (its report.op already set): oneDNN when `onednn_impl` (what
+// oneDNN picked; "" when the ISA has no VNNI and it was not asked) is an exact VNNI/AMX kernel,
+// else qtrain's fastest exact kernel the active ISA runs, else the reference loops.
+void ChooseRoute(const std::string& onednn_impl, Int8Route& r);
 
 }  // namespace qtrain
