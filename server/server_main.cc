@@ -55,9 +55,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);
   if (!info.ok()) return info.status();
-  std::vector<std::pair<std::string, std::string>> kernels;
-  for (const v1::Int8Kernel& k : info->int8_kernels()) kernels.emplace_back(k.op(), k.chosen());
-  s->metrics_->SetHardwareInfo(info->cpu(), info->detected_isa(), info->active_isa(), kernels);
+  s->metrics_->SetHardwareInfo(*info);
   s->info_ = *info;
   s->service_->SetServerInfo(*std::move(info));
   grpc::EnableDefaultHealthCheckService(true);

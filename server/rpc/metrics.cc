@@ -153,21 +153,21 @@ void Metrics::RecordCheckpoint(const std::string& kind, double seconds, int64_t 
   checkpoint_bytes_->Add({{"kind", kind}}).Increment(static_cast<double>(bytes));
 }
 
-void Metrics::SetHardwareInfo(
-    const std::string& cpu, const std::string& detected_isa, const std::string& active_isa,
-    const std::vector<std::pair<std::string, std::string>>& int8_kernels) {
+void Metrics::SetHardwareInfo(const v1::ServerInfo& info) {
   prometheus::BuildGauge()
       .Name("qtrain_cpu_info")
       .Help("The CPU and the ISA levels qtrain dispatches at (value 1)")
       .Register(*registry_)
-      .Add({{"cpu", cpu}, {"detected_isa", detected_isa}, {"active_isa", active_isa}})
+      .Add({{"cpu", info.cpu()},
+            {"detected_isa", info.detected_isa()},
+            {"active_isa", info.active_isa()}})
       .Set(1);
   auto& kernels = prometheus::BuildGauge()
                       .Name("qtrain_int8_kernel_info")
                       .Help("The int8 kernel chosen for each representative op (value 1)")
                       .Register(*registry_);
-  for (const auto& [op, kernel] : int8_kernels) {
-    kernels.Add({{"op", op}, {"kernel", kernel}}).Set(1);
+  for (const v1::Int8Kernel& k : info.int8_kernels()) {
+    kernels.Add({{"op", k.op()}, {"kernel", k.chosen()}}).Set(1);
   }
 }
 

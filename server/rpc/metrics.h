@@ -7,8 +7,6 @@
 #include <chrono>
 #include <memory>
 #include <string>
-#include <utility>
-#include <vector>
 
 #include <grpcpp/support/server_interceptor.h>
 #include <prometheus/counter.h>
@@ -20,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "qtrain/v1/trainer_service.pb.h"
 
 namespace qtrain::rpc {
 
@@ -50,9 +49,7 @@ class Metrics {
 
   // qtrain_cpu_info{cpu, detected_isa, active_isa} 1 and one qtrain_int8_kernel_info{op, kernel}
   // 1 per representative int8 op: which code paths this server computes with. Call once.
-  void SetHardwareInfo(const std::string& cpu, const std::string& detected_isa,
-                       const std::string& active_isa,
-                       const std::vector<std::pair<std::string, std::string>>& int8_kernels);
+  void SetHardwareInfo(const v1::ServerInfo& info);
 
   // The port the /metrics exposer listens on (0 when not serving).
   int port() const;
