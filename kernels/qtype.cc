@@ -31,7 +31,7 @@ float RoundToFloatGrid(float v, int mantissa_bits, int min_exp, float max_value)
   int e = exp - 1;
   if (e < min_exp) e = min_exp;
   const float quantum = std::ldexp(1.0f, e - mantissa_bits);
-  const float r = __builtin_roundevenf(a / quantum) * quantum;  // exact: power-of-two scaling
+  const float r = std::nearbyint(a / quantum) * quantum;  // exact: power-of-two scaling
   return std::copysign(r, v);
 }
 
@@ -86,7 +86,7 @@ float ConvertValue(float v, QType qtype) {
   const QTypeInfo& info = GetQTypeInfo(qtype);
   // Clamping before rounding equals saturating after it: the bounds are integers.
   const float c = v < info.qmin ? info.qmin : (v > info.qmax ? info.qmax : v);
-  return __builtin_roundevenf(c);
+  return std::nearbyint(c);  // half to even: the default rounding mode
 }
 
 }  // namespace qtrain

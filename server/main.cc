@@ -26,6 +26,9 @@ ABSL_FLAG(int, max_sessions, 16, "most sessions hosted at once (RESOURCE_EXHAUST
 ABSL_FLAG(int, max_queued, 8, "most operations queued per session before pushing back");
 ABSL_FLAG(int, max_inflight, 4, "batches a Train stream may send ahead of its results");
 ABSL_FLAG(int64_t, max_batch_bytes, int64_t{256} << 20, "largest tensor accepted in a request");
+ABSL_FLAG(int64_t, memory_budget_mb, 0,
+          "memory sessions, steps and uploads may reserve; beyond it RESOURCE_EXHAUSTED (0: 80% of "
+          "physical memory or the cgroup limit; -1: unlimited)");
 ABSL_FLAG(int64_t, max_checkpoint_bytes, int64_t{4} << 30, "largest checkpoint upload accepted");
 
 namespace {
@@ -54,6 +57,13 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  const int64_t budget_mb = absl::GetFlag(FLAGS_memory_budget_mb);
+  if (budget_mb < -1 || budget_mb > (int64_t{1} << 40)) {
+    std::fprintf(stderr, "qtrain-server: --memory_budget_mb=%lld must be -1, 0 or a size in MiB\n",
+                 static_cast<long long>(budget_mb));
+    return 2;
+  }
+  options.memory_budget_bytes = budget_mb <= 0 ? budget_mb : budget_mb << 20;
   if (options.sessions.max_sessions < 1 || options.sessions.session.threads < 1 ||
       options.sessions.session.max_queued < 1 || options.limits.max_inflight_batches < 1 ||
       options.limits.max_batch_bytes < 1 || options.limits.max_checkpoint_bytes < 1 ||
@@ -84,6 +94,9 @@ int main(int argc, char** argv) {
   std::printf("qtrain-server listening on port %d (%zu sessions restored from %s)\n",
               (*server)->port(), (*server)->restored().size(), options.data_dir.c_str());
   std::printf("qtrain-server cpu: %s\n", qtrain::rpc::ServerInfoSummary((*server)->info()).c_str());
+  const int64_t budget = (*server)->budget().limit();
+  std::printf("qtrain-server memory budget: %s (--memory_budget_mb)\n",
+              budget > 0 ? qtrain::engine::HumanBytes(budget).c_str() : "unlimited");
   if ((*server)->metrics().port() > 0) {
     std::printf("qtrain-server metrics on http://127.0.0.1:%d/metrics\n",
                 (*server)->metrics().port());

@@ -23,7 +23,12 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
     if (!m.ok()) return m.status();
     s->metrics_ = std::move(*m);
   }
+  s->budget_ = std::make_unique<engine::MemoryBudget>(
+      o.memory_budget_bytes == 0 ? engine::DefaultMemoryBudgetBytes() : o.memory_budget_bytes);
   engine::SessionManagerOptions session_options = o.sessions;
+  session_options.session.budget = s->budget_.get();
+  rpc::ServiceLimits limits = o.limits;
+  limits.budget = s->budget_.get();
   if (!o.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<store::SessionStore>> store =
         store::SessionStore::Open(o.data_dir);
@@ -50,7 +55,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   }
   s->sessions_ = std::make_unique<engine::SessionManager>(session_options);
   if (s->store_) s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_);
-  s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), o.limits,
+  s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), limits,
                                                       s->metrics_.get());
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);

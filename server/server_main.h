@@ -11,6 +11,7 @@
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
+#include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
 #include "server/rpc/trainer_service.h"
 #include "server/store/session_store.h"
@@ -22,6 +23,9 @@ struct ServerOptions {
   std::string data_dir;        // empty: no durable sessions (tests)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())
+  // What sessions, steps and uploads may reserve (engine::MemoryBudget): 0 picks
+  // DefaultMemoryBudgetBytes(); negative: unlimited.
+  int64_t memory_budget_bytes = 0;
   engine::SessionManagerOptions sessions;
   rpc::ServiceLimits limits;
 };
@@ -44,11 +48,13 @@ class RunningServer {
   rpc::Metrics& metrics() { return *metrics_; }
   // The CPU, ISA and int8 kernels this server computes with (GetServerInfo's answer).
   const v1::ServerInfo& info() const { return info_; }
+  const engine::MemoryBudget& budget() const { return *budget_; }
 
  private:
   RunningServer() = default;
   std::unique_ptr<rpc::Metrics> metrics_;  // outlives the server (declared first)
   std::unique_ptr<store::SessionStore> store_;
+  std::unique_ptr<engine::MemoryBudget> budget_;  // outlives the sessions holding its leases
   std::unique_ptr<engine::SessionManager> sessions_;
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<grpc::Server> server_;

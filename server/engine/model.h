@@ -22,12 +22,22 @@ inline constexpr int64_t kMaxExampleActivation = int64_t{1} << 26;  // elements 
 inline constexpr int64_t kMaxDim = int64_t{1} << 24;
 inline constexpr int kMaxDepth = 64;
 
+// What a model costs, known before it is built (Model::Estimate): its parameter count and the
+// activation elements one example produces (the input and every module's output, plus attention
+// scores), from the same shape inference and limits as Build.
+struct ModelFootprint {
+  int64_t parameters = 0;
+  int64_t activations_per_example = 0;
+};
+
 class Model {
  public:
   // Builds and initialises (seeded) the model of `spec`. InvalidArgument naming the module path
   // and field: no input shape, unknown or empty module, shape mismatches (e.g. a Conv2D after a
   // flat input), non-positive or absurd sizes; ResourceExhausted over the limits above.
   static absl::StatusOr<std::unique_ptr<Model>> Build(const proto::ModelSpec& spec, uint64_t seed);
+  // Build's validation without allocating anything: the footprint, or Build's errors.
+  static absl::StatusOr<ModelFootprint> Estimate(const proto::ModelSpec& spec);
 
   const proto::ModelSpec& spec() const { return spec_; }
   Module& root() { return *root_; }

@@ -15,7 +15,9 @@ namespace {
 
 class Builder {
  public:
-  explicit Builder(uint64_t seed) : seed_(seed) {}
+  // `dry_run`: shape inference and limits only; parameterised modules are not allocated (their
+  // places in the tree stay null), so Estimate costs nothing however large the spec.
+  Builder(uint64_t seed, bool dry_run) : seed_(seed), dry_run_(dry_run) {}
 
   // Builds `m` as a child of `parent` (Linen naming), mapping the per-example `shape`.
   absl::StatusOr<std::unique_ptr<Module>> Build(const proto::Module& m, const std::string& parent,
@@ -57,10 +59,12 @@ class Builder {
           "module \"", path, "\" outputs ", NumElements(shape), " elements per example (shape ",
           ShapeString(shape), "); the limit is ", kMaxExampleActivation));
     }
+    activations_ += NumElements(shape);  // < kMaxDepth-bounded sums of values < 2^26 each
     return module;
   }
 
   int64_t parameters() const { return parameters_; }
+  int64_t activations() const { return activations_; }
   bool tokens() const { return tokens_; }
 
  private:
@@ -94,6 +98,13 @@ class Builder {
         break;
     }
     return "";
+  }
+
+  // A parameterised module, or null in a dry run.
+  template <typename Make>
+  std::unique_ptr<Module> Allocate(Make make) {
+    if (dry_run_) return nullptr;
+    return make();
   }
 
   static absl::Status Bad(const std::string& path, absl::string_view what) {
@@ -168,7 +179,7 @@ class Builder {
         const int64_t in = shape.back();
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {in, l.features()}, l.features()));
         shape.back() = l.features();
-        return MakeLinear(path, in, l.features(), !l.no_bias(), seed_);
+        return Allocate([&] { return MakeLinear(path, in, l.features(), !l.no_bias(), seed_); });
       }
       case proto::Module::kConv2D: {
         const auto& c = m.conv2d();
@@ -203,7 +214,7 @@ class Builder {
         }
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {d.kh, d.kw, d.c, d.o}, d.o));
         shape = {d.out_h(), d.out_w(), d.o};
-        return MakeConv2D(path, d, !c.no_bias(), seed_);
+        return Allocate([&] { return MakeConv2D(path, d, !c.no_bias(), seed_); });
       }
       case proto::Module::kEmbedding: {
         const auto& e = m.embedding();
@@ -215,7 +226,8 @@ class Builder {
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {e.num_embeddings(), e.features()}));
         shape.push_back(e.features());
         tokens_ = false;
-        return MakeEmbedding(path, e.num_embeddings(), e.features(), seed_);
+        return Allocate(
+            [&] { return MakeEmbedding(path, e.num_embeddings(), e.features(), seed_); });
       }
       case proto::Module::kLayerNorm:
       case proto::Module::kRmsNorm: {
@@ -229,7 +241,9 @@ class Builder {
         }
         QTRAIN_RETURN_IF_ERROR(AddParameters(path, {2, shape.back()}));
         const float e = eps > 0 ? eps : 1e-6f;
-        return ln ? MakeLayerNorm(path, shape.back(), e) : MakeRmsNorm(path, shape.back(), e);
+        return Allocate([&] {
+          return ln ? MakeLayerNorm(path, shape.back(), e) : MakeRmsNorm(path, shape.back(), e);
+        });
       }
       case proto::Module::kActivation: {
         static const EltwiseKind kKinds[] = {EltwiseKind::kRelu, EltwiseKind::kGeluTanh,
@@ -262,7 +276,9 @@ class Builder {
               "module \"", path, "\": attention scores of ", a.num_heads(), " x ", t, " x ", t,
               " per example exceed the limit of ", kMaxExampleActivation, " elements"));
         }
-        return MakeAttention(path, d, a.num_heads(), qkv, a.causal(), t, seed_);
+        activations_ += a.num_heads() * t * t;
+        return Allocate(
+            [&] { return MakeAttention(path, d, a.num_heads(), qkv, a.causal(), t, seed_); });
       }
       case proto::Module::kPool: {
         const auto& p = m.pool();
@@ -357,14 +373,21 @@ class Builder {
 
  private:
   uint64_t seed_;
+  bool dry_run_;
   std::set<std::string> paths_;
   int64_t parameters_ = 0;
+  int64_t activations_ = 0;
   bool tokens_ = false;  // the current activation is still token ids
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec, uint64_t seed) {
+namespace {
+
+// Validates `spec` and builds its module tree with `builder`; the per-example output shape goes
+// to `shape`.
+absl::StatusOr<std::unique_ptr<Module>> BuildTree(const proto::ModelSpec& spec, Builder& builder,
+                                                  Shape& shape) {
   if (spec.input().shape_size() == 0) {
     return absl::InvalidArgumentError("model spec: input.shape is empty (e.g. [784])");
   }
@@ -379,36 +402,59 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
                                                    spec.loss().kind(),
                                                    " (SOFTMAX_CROSS_ENTROPY = 0, MSE = 1)"));
   }
-  Shape shape(spec.input().shape().begin(), spec.input().shape().end());
+  shape.assign(spec.input().shape().begin(), spec.input().shape().end());
   for (int64_t d : shape) {
     if (d <= 0 || d > kMaxDim) {
       return absl::InvalidArgumentError(absl::StrCat("model spec: input.shape ", ShapeString(shape),
                                                      " needs dims in [1, ", kMaxDim, "]"));
     }
   }
+  if (NumElements(shape) > kMaxExampleActivation) {
+    return absl::ResourceExhaustedError(absl::StrCat("model spec: input.shape ", ShapeString(shape),
+                                                     " has more than ", kMaxExampleActivation,
+                                                     " elements per example"));
+  }
   if (!spec.has_body()) {
     return absl::InvalidArgumentError("model spec: body is not set");
   }
-  Builder builder(seed);
   builder.set_tokens(spec.input().kind() == proto::InputSpec::TOKENS);
-  auto model = std::unique_ptr<Model>(new Model());
-  model->spec_ = spec;
+  std::unique_ptr<Module> root;
   // The root body is transparent: its children are named at the top level (Dense_0, ...).
   if (spec.body().has_sequential() && spec.body().name().empty()) {
-    QTRAIN_ASSIGN_OR_RETURN(model->root_,
-                            builder.BuildSequential(spec.body().sequential(), "", shape, 0));
+    QTRAIN_ASSIGN_OR_RETURN(root, builder.BuildSequential(spec.body().sequential(), "", shape, 0));
   } else {
     std::map<std::string, int> counters;
-    QTRAIN_ASSIGN_OR_RETURN(model->root_, builder.Build(spec.body(), "", counters, shape, 0));
+    QTRAIN_ASSIGN_OR_RETURN(root, builder.Build(spec.body(), "", counters, shape, 0));
   }
   if (builder.tokens()) {
     return absl::InvalidArgumentError(
         "model spec: TOKENS input needs an embedding before any other computation");
   }
-  model->output_shape_ = shape;
   if (spec.loss().kind() == proto::Loss::SOFTMAX_CROSS_ENTROPY && shape.empty()) {
     return absl::InvalidArgumentError("model spec: cross-entropy needs a class axis in the output");
   }
+  return root;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelFootprint> Model::Estimate(const proto::ModelSpec& spec) {
+  Builder builder(/*seed=*/0, /*dry_run=*/true);
+  Shape shape;
+  QTRAIN_RETURN_IF_ERROR(BuildTree(spec, builder, shape).status());
+  ModelFootprint f;
+  f.parameters = builder.parameters();
+  f.activations_per_example =
+      NumElements(Shape(spec.input().shape().begin(), spec.input().shape().end())) +
+      builder.activations();
+  return f;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec, uint64_t seed) {
+  Builder builder(seed, /*dry_run=*/false);
+  auto model = std::unique_ptr<Model>(new Model());
+  model->spec_ = spec;
+  QTRAIN_ASSIGN_OR_RETURN(model->root_, BuildTree(spec, builder, model->output_shape_));
   model->root_->CollectParams(&model->params_);
   QTRAIN_RETURN_IF_ERROR(model->SetRules(nullptr));
   return model;

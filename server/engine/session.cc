@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cctype>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -17,14 +18,33 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Create(
                                                    " and max_queued ", options.max_queued,
                                                    " must be >= 1"));
   }
+  QTRAIN_ASSIGN_OR_RETURN(ModelFootprint footprint, Model::Estimate(spec));
+  QTRAIN_ASSIGN_OR_RETURN(
+      MemoryBudget::Lease lease,
+      MemoryBudget::Reserve(options.budget, SessionBytes(footprint, optimizer),
+                            absl::StrCat("session \"", id, "\" (", footprint.parameters,
+                                         " parameters with gradients and optimizer state)")));
   QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeOnednnBackend());
-  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
-                          Trainer::Create(spec, rules, optimizer, seed, std::move(backend)));
-  return std::shared_ptr<Session>(new Session(std::move(id), std::move(trainer), options));
+  std::unique_ptr<Trainer> trainer;
+  try {
+    QTRAIN_ASSIGN_OR_RETURN(trainer,
+                            Trainer::Create(spec, rules, optimizer, seed, std::move(backend)));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("session \"", id, "\": out of memory while building ", footprint.parameters,
+                     " parameters (lower qtrain-server --memory_budget_mb)"));
+  }
+  trainer->set_memory_budget(options.budget);
+  return std::shared_ptr<Session>(
+      new Session(std::move(id), std::move(trainer), std::move(lease), options));
 }
 
-Session::Session(std::string id, std::unique_ptr<Trainer> trainer, const SessionOptions& options)
-    : id_(std::move(id)), options_(options), trainer_(std::move(trainer)) {
+Session::Session(std::string id, std::unique_ptr<Trainer> trainer, MemoryBudget::Lease lease,
+                 const SessionOptions& options)
+    : id_(std::move(id)),
+      options_(options),
+      trainer_(std::move(trainer)),
+      lease_(std::move(lease)) {
   info_.id = id_;
   info_.step = trainer_->step();
   info_.parameters = trainer_->model().num_parameters();
@@ -33,17 +53,25 @@ Session::Session(std::string id, std::unique_ptr<Trainer> trainer, const Session
 
 Session::~Session() { Shutdown(); }
 
-absl::Status Session::Submit(std::function<void(Trainer&)> task) {
+absl::Status Session::Submit(std::function<void(Trainer&)> task, Admission admission) {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) {
       return absl::UnavailableError(absl::StrCat("session ", id_, " is shutting down"));
     }
-    if (static_cast<int>(queue_.size()) >= options_.max_queued) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "session ", id_, " already has ", queue_.size(), " queued operations (max_queued)"));
+    const bool bounded = admission == Admission::kBounded;
+    const int windowed = static_cast<int>(queue_.size()) - bounded_;
+    if (bounded && bounded_ >= options_.max_queued) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("session ", id_, " already has ", bounded_,
+                       " queued operations (max_queued); retry when they have run"));
     }
-    queue_.push_back(std::move(task));
+    if (!bounded && windowed >= options_.max_windowed) {
+      return absl::ResourceExhaustedError(absl::StrCat("session ", id_, " already has ", windowed,
+                                                       " queued stream batches (max_windowed)"));
+    }
+    bounded_ += bounded;
+    queue_.push_back(Task{std::move(task), admission});
     info_.queued = static_cast<int64_t>(queue_.size());
   }
   return absl::OkStatus();
@@ -67,7 +95,7 @@ SessionInfo Session::info() const {
 void Session::Run() {
   omp_set_num_threads(options_.threads);  // OpenMP's thread count is per calling thread
   for (;;) {
-    std::function<void(Trainer&)> task;
+    Task task;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -77,9 +105,10 @@ void Session::Run() {
       if (queue_.empty()) return;  // stopping, and everything accepted has run
       task = std::move(queue_.front());
       queue_.pop_front();
+      bounded_ -= task.admission == Admission::kBounded;
       info_.queued = static_cast<int64_t>(queue_.size());
     }
-    task(*trainer_);
+    task.run(*trainer_);
     if (options_.after_task) options_.after_task(id_, *trainer_);
     absl::MutexLock lock(&mu_);
     info_.step = trainer_->step();

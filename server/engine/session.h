@@ -24,7 +24,11 @@ namespace qtrain::engine {
 
 struct SessionOptions {
   int threads = 1;     // OpenMP threads of this session's kernels
-  int max_queued = 8;  // tasks waiting behind the running one
+  int max_queued = 8;  // bounded tasks waiting behind the running one (unary calls)
+  // Windowed tasks (streams, which bound their own in-flight work) waiting; a backstop only.
+  int max_windowed = 4096;
+  // Sessions reserve SessionBytes at creation and their steps StepBytes; null: unlimited.
+  MemoryBudget* budget = nullptr;
   // Runs on the executor after every task (e.g. autosave every N steps); may be empty.
   std::function<void(const std::string& session_id, Trainer&)> after_task;
 };
@@ -39,7 +43,8 @@ struct SessionInfo {
 
 class Session {
  public:
-  // Builds the trainer on the calling thread (errors: Trainer::Create's) and starts the
+  // Builds the trainer on the calling thread (errors: Trainer::Create's; ResourceExhausted,
+  // before anything is allocated, when the model does not fit options.budget) and starts the
   // executor. The session owns its backend (one oneDNN stream and primitive cache per executor).
   static absl::StatusOr<std::shared_ptr<Session>> Create(
       std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
@@ -48,9 +53,15 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Queues `task` to run on the executor with the trainer. ResourceExhausted when max_queued
-  // tasks are already waiting, Unavailable after Shutdown. A task that was accepted always runs.
-  absl::Status Submit(std::function<void(Trainer&)> task);
+  // kBounded: ResourceExhausted when max_queued bounded tasks already wait (a unary call is told
+  // to retry). kWindowed: the caller keeps at most a few tasks in flight (a stream's window), so
+  // concurrent streams on one session wait their turn instead of failing.
+  enum class Admission { kBounded, kWindowed };
+
+  // Queues `task` to run on the executor with the trainer. ResourceExhausted when its admission's
+  // limit is reached, Unavailable after Shutdown. A task that was accepted always runs.
+  absl::Status Submit(std::function<void(Trainer&)> task,
+                      Admission admission = Admission::kBounded);
 
   // Stops accepting tasks, runs the queued ones, joins the executor. Idempotent.
   void Shutdown();
@@ -61,15 +72,22 @@ class Session {
   bool OnExecutor() const { return executor_.get_id() == std::this_thread::get_id(); }
 
  private:
-  Session(std::string id, std::unique_ptr<Trainer> trainer, const SessionOptions& options);
+  Session(std::string id, std::unique_ptr<Trainer> trainer, MemoryBudget::Lease lease,
+          const SessionOptions& options);
   void Run();
+  struct Task {
+    std::function<void(Trainer&)> run;
+    Admission admission;
+  };
 
   const std::string id_;
   const SessionOptions options_;
   std::unique_ptr<Trainer> trainer_;  // touched only by the executor after construction
+  MemoryBudget::Lease lease_;         // the trainer's SessionBytes
 
   mutable absl::Mutex mu_;
-  std::deque<std::function<void(Trainer&)>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
+  int bounded_ ABSL_GUARDED_BY(mu_) = 0;  // kBounded tasks in queue_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   SessionInfo info_ ABSL_GUARDED_BY(mu_);
   std::thread executor_;

@@ -1,6 +1,7 @@
 #include "server/engine/trainer.h"
 
 #include <cmath>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -31,6 +32,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const proto::ModelSpec&
   t->backend_ = std::move(backend);
   t->seed_ = seed;
   t->rng_ = std::make_unique<CounterRng>(seed, 0);
+  QTRAIN_ASSIGN_OR_RETURN(t->footprint_, Model::Estimate(spec));
   QTRAIN_ASSIGN_OR_RETURN(t->model_, Model::Build(spec, seed));
   QTRAIN_ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(optimizer));
   QTRAIN_RETURN_IF_ERROR(t->SetRules(rules));
@@ -55,106 +57,109 @@ StepContext Trainer::Context(bool training, bool update_stats) {
   return ctx;
 }
 
-absl::StatusOr<Tensor> Trainer::RunForward(StepContext& ctx, const Tensor& inputs) {
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
-  return model_->root().Forward(ctx, inputs);
+template <typename Body>
+auto Trainer::Guarded(Body body) -> decltype(body()) {
+  QuantStatsMap saved = stats_;
+  try {
+    auto result = body();
+    if (!result.ok()) stats_ = std::move(saved);
+    return result;
+  } catch (const std::bad_alloc&) {
+    stats_ = std::move(saved);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("step ", step_,
+                     ": out of memory (the server's memory budget is larger than the memory "
+                     "it can allocate: lower qtrain-server --memory_budget_mb)"));
+  }
+}
+
+absl::StatusOr<MemoryBudget::Lease> Trainer::ReserveStep(int64_t batch, bool training) {
+  return MemoryBudget::Reserve(
+      budget_, StepBytes(footprint_, batch, training),
+      absl::StrCat("a ", training ? "training" : "forward", " step on ", batch, " examples"));
 }
 
 absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
-  const QuantStatsMap saved_stats = stats_;
-  auto fail = [&](absl::Status s) {
-    stats_ = saved_stats;
-    return s;
-  };
-  ZeroGrads(model_->params());
-  StepContext ctx = Context(/*training=*/true, /*update_stats=*/true);
-  absl::StatusOr<Tensor> out = model_->root().Forward(ctx, batch.inputs);
-  if (!out.ok()) {
-    return fail(out.status());
-  }
-  absl::StatusOr<LossResult> loss =
-      ComputeLoss(*backend_, model_->spec().loss(), *out, batch.targets, /*want_grad=*/true);
-  if (!loss.ok()) {
-    return fail(loss.status());
-  }
-  absl::StatusOr<Tensor> dx = model_->root().Backward(ctx, loss->grad);
-  if (!dx.ok()) {
-    return fail(dx.status());
-  }
-  const float grad_norm = GlobalGradNorm(model_->params());
-  if (!std::isfinite(grad_norm)) {
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "step ", step_, ": gradients are not finite (loss ", loss->loss,
-        "); the update was skipped — lower the learning rate or enable clip_global_norm")));
-  }
-  const Optimizer::StepInfo info = optimizer_->Apply(model_->params(), step_, grad_norm);
-  ++step_;
-  StepResult r;
-  r.step = step_;
-  r.loss = loss->loss;
-  r.accuracy = loss->accuracy;
-  r.grad_norm = info.grad_norm;
-  r.learning_rate = info.learning_rate;
-  r.examples = batch.inputs.dim(0);
-  return r;
+  QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), true));
+  return Guarded([&]() -> absl::StatusOr<StepResult> {
+    ZeroGrads(model_->params());
+    StepContext ctx = Context(/*training=*/true, /*update_stats=*/true);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, batch.inputs));
+    QTRAIN_ASSIGN_OR_RETURN(LossResult loss, ComputeLoss(*backend_, model_->spec().loss(), out,
+                                                         batch.targets, /*want_grad=*/true));
+    QTRAIN_RETURN_IF_ERROR(model_->root().Backward(ctx, loss.grad).status());
+    const float grad_norm = GlobalGradNorm(model_->params());
+    if (!std::isfinite(grad_norm)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "step ", step_, ": gradients are not finite (loss ", loss.loss,
+          "); the update was skipped — lower the learning rate or enable clip_global_norm"));
+    }
+    const Optimizer::StepInfo info = optimizer_->Apply(model_->params(), step_, grad_norm);
+    ++step_;
+    StepResult r;
+    r.step = step_;
+    r.loss = loss.loss;
+    r.accuracy = loss.accuracy;
+    r.grad_norm = info.grad_norm;
+    r.learning_rate = info.learning_rate;
+    r.examples = batch.inputs.dim(0);
+    return r;
+  });
 }
 
 absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_stats) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
-  const QuantStatsMap saved_stats = stats_;
-  StepContext ctx = Context(/*training=*/false, update_stats);
-  absl::StatusOr<Tensor> out = model_->root().Forward(ctx, batch.inputs);
-  if (!out.ok()) {
-    stats_ = saved_stats;
-    return out.status();
-  }
-  absl::StatusOr<LossResult> loss =
-      ComputeLoss(*backend_, model_->spec().loss(), *out, batch.targets, /*want_grad=*/false);
-  if (!loss.ok()) {
-    stats_ = saved_stats;
-    return loss.status();
-  }
-  StepResult r;
-  r.step = step_;
-  r.loss = loss->loss;
-  r.accuracy = loss->accuracy;
-  r.examples = batch.inputs.dim(0);
-  return r;
+  QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), false));
+  return Guarded([&]() -> absl::StatusOr<StepResult> {
+    StepContext ctx = Context(/*training=*/false, update_stats);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, batch.inputs));
+    QTRAIN_ASSIGN_OR_RETURN(LossResult loss, ComputeLoss(*backend_, model_->spec().loss(), out,
+                                                         batch.targets, /*want_grad=*/false));
+    StepResult r;
+    r.step = step_;
+    r.loss = loss.loss;
+    r.accuracy = loss.accuracy;
+    r.examples = batch.inputs.dim(0);
+    return r;
+  });
 }
 
 absl::StatusOr<Tensor> Trainer::Predict(const Tensor& inputs) {
-  StepContext ctx = Context(/*training=*/false, /*update_stats=*/false);
-  return RunForward(ctx, inputs);
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
+  QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
+  return Guarded([&]() -> absl::StatusOr<Tensor> {
+    StepContext ctx = Context(/*training=*/false, /*update_stats=*/false);
+    return model_->root().Forward(ctx, inputs);
+  });
 }
 
 absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
-  const QuantStatsMap saved_stats = stats_;
-  StepContext ctx = Context(/*training=*/false, /*update_stats=*/true);
-  absl::StatusOr<Tensor> out = RunForward(ctx, inputs);
-  if (!out.ok()) {
-    stats_ = saved_stats;
-    return out.status();
-  }
-  // Only ops under an act_static_scale rule observe their operands: if none did, the pass
-  // calibrated nothing, which is a mistake worth naming rather than an empty result.
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
+  QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
   const auto observed = [](const QuantStatsMap& m) {
     int64_t n = 0;
     for (const auto& [key, stat] : m) n += stat.count;
     return n;
   };
-  if (observed(stats_) == observed(saved_stats)) {
-    stats_ = saved_stats;
-    return absl::FailedPreconditionError(
-        "calibration has nothing to collect: no op is quantized by a rule with "
-        "\"act_static_scale\": true; update the rules first (e.g. {\"weight_qtype\": \"int8\", "
-        "\"act_qtype\": \"int8\", \"act_static_scale\": true})");
-  }
-  return absl::OkStatus();
+  const int64_t before = observed(stats_);
+  return Guarded([&]() -> absl::Status {
+    StepContext ctx = Context(/*training=*/false, /*update_stats=*/true);
+    QTRAIN_RETURN_IF_ERROR(model_->root().Forward(ctx, inputs).status());
+    // Only ops under an act_static_scale rule observe their operands: if none did, the pass
+    // calibrated nothing, which is a mistake worth naming rather than an empty result.
+    if (observed(stats_) == before) {
+      return absl::FailedPreconditionError(
+          "calibration has nothing to collect: no op is quantized by a rule with "
+          "\"act_static_scale\": true; update the rules first (e.g. {\"weight_qtype\": \"int8\", "
+          "\"act_qtype\": \"int8\", \"act_static_scale\": true})");
+    }
+    return absl::OkStatus();
+  });
 }
 
 std::vector<QuantStatReport> Trainer::QuantStatsReport() const {

@@ -17,6 +17,7 @@
 #include "kernels/backend/backend.h"
 #include "server/engine/config.h"
 #include "server/engine/loss.h"
+#include "server/engine/memory_budget.h"
 #include "server/engine/model.h"
 #include "server/engine/optimizer.h"
 
@@ -57,8 +58,15 @@ class Trainer {
                                                          uint64_t seed,
                                                          std::unique_ptr<Backend> backend);
 
+  // Steps reserve their estimated activations (StepBytes) from `budget` while they run; null:
+  // unlimited. The budget must outlive the trainer.
+  void set_memory_budget(MemoryBudget* budget) { budget_ = budget; }
+  const ModelFootprint& footprint() const { return footprint_; }
+
   // Forward, loss, backward, optimizer update, quant_stats update. InvalidArgument for a bad
   // batch; FailedPrecondition when the gradients are not finite (the update is skipped).
+  // Every step below: ResourceExhausted when the batch does not fit the memory budget or an
+  // allocation fails; nothing changes then.
   absl::StatusOr<StepResult> TrainStep(const Batch& batch);
   // Loss and accuracy without an update; quant_stats change only when `update_stats`.
   absl::StatusOr<StepResult> EvalStep(const Batch& batch, bool update_stats = false);
@@ -92,13 +100,19 @@ class Trainer {
  private:
   Trainer() = default;
   StepContext Context(bool training, bool update_stats);
-  absl::StatusOr<Tensor> RunForward(StepContext& ctx, const Tensor& inputs);
+  absl::StatusOr<MemoryBudget::Lease> ReserveStep(int64_t batch, bool training);
+  // Runs a step's `body`: on an error, or a failed allocation (ResourceExhausted: the budget's
+  // estimates err high, but no request may end the process), quant_stats are restored.
+  template <typename Body>
+  auto Guarded(Body body) -> decltype(body());
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optimizer_;
   QuantStatsMap stats_;
   uint64_t seed_ = 0;
+  ModelFootprint footprint_;
+  MemoryBudget* budget_ = nullptr;
   std::unique_ptr<CounterRng> rng_;
   int64_t step_ = 0;
 };

@@ -80,6 +80,12 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
         metrics_(metrics),
         limits_(limits),
         response_(response) {
+    // An empty lease of the server's budget, grown chunk by chunk.
+    if (absl::StatusOr<engine::MemoryBudget::Lease> l =
+            engine::MemoryBudget::Reserve(limits_.budget, 0, "a checkpoint upload");
+        l.ok()) {
+      lease_ = std::move(*l);
+    }
     StartRead(&chunk_);
   }
 
@@ -90,6 +96,13 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
           static_cast<size_t>(limits_.max_checkpoint_bytes)) {
         Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
             "checkpoint upload exceeds max_checkpoint_bytes = ", limits_.max_checkpoint_bytes))));
+        return;
+      }
+      // The bytes, and the tensors decoded from them, are held until the upload is done.
+      if (absl::Status s = lease_.Grow(2 * static_cast<int64_t>(chunk_.data().size()),
+                                       "a checkpoint upload (twice its bytes while decoding)");
+          !s.ok()) {
+        Finish(ToGrpcStatus(s));
         return;
       }
       bytes_ += chunk_.data();
@@ -174,6 +187,7 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
   v1::CheckpointChunk chunk_;
   std::string id_;
   std::string bytes_;
+  engine::MemoryBudget::Lease lease_;  // for bytes_ and its decoded tensors
   bool created_ = false;
 };
 

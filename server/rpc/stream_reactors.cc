@@ -191,12 +191,15 @@ class StepStream final
   };
 
   absl::Status AcceptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const bool first = session_ == nullptr;
     absl::Status bound = BindSession(sessions_, request_.session_id(), session_);
-    if (!bound.ok() || !Policy::HasWork(request_)) return bound;
+    if (!bound.ok()) return bound;
+    // Written once, before the first task: executor tasks read it without the lock.
+    if (first) context_.session_id = session_->id();
+    if (!Policy::HasWork(request_)) return absl::OkStatus();
     absl::StatusOr<typename Policy::Work> work = Policy::Parse(request_, limits_);
     if (!work.ok()) return work.status();
     auto shared = std::make_shared<typename Policy::Work>(std::move(*work));
-    context_.session_id = session_->id();
     return SubmitLocked([this, shared](Trainer& t) {
       return Policy::Run(t, *shared, state_, context_);  // executor only
     });
@@ -206,7 +209,8 @@ class StepStream final
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++inflight_;
     absl::Status s =
-        session_->Submit([this, task = std::move(task)](Trainer& t) { OnWorkDone(task(t)); });
+        session_->Submit([this, task = std::move(task)](Trainer& t) { OnWorkDone(task(t)); },
+                         Session::Admission::kWindowed);
     if (!s.ok()) --inflight_;
     return s;
   }
@@ -251,7 +255,6 @@ class StepStream final
     const bool drained = reads_done_ && !reading_ && inflight_ == 0;
     if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr) {
       final_submitted_ = true;
-      context_.session_id = session_->id();
       absl::Status s = SubmitLocked([this](Trainer& t) -> absl::StatusOr<Response> {
         return Policy::Final(t, context_, state_);
       });
@@ -279,7 +282,7 @@ class StepStream final
   engine::SessionManager* sessions_;
   const ServiceLimits limits_;
   typename Policy::State state_;  // executor only
-  RunContext context_;            // set under mu_ before any task that reads it is submitted
+  RunContext context_;            // session_id set once, before the first task is submitted
   absl::Mutex mu_;
   Request request_;    // written by gRPC while reading_
   Response response_;  // read by gRPC while writing_
@@ -348,30 +351,32 @@ class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest>
     auto shared = std::make_shared<engine::Batch>(std::move(*batch));
     const bool update = request_.update_stats();
     ++inflight_;
-    absl::Status s = session_->Submit([this, shared, update](Trainer& t) {
-      const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<engine::StepResult> r = t.EvalStep(*shared, update);
-      if (r.ok() && metrics_ != nullptr) {
-        metrics_->RecordStep("evaluate", SecondsSince(start), r->examples);
-      }
-      bool read = false, finish = false;
-      grpc::Status status;
-      {
-        absl::MutexLock lock(&mu_);
-        --inflight_;
-        if (!r.ok()) {
-          if (status_.ok()) status_ = r.status();
-        } else {
-          examples_ += r->examples;
-          loss_sum_ += r->loss * static_cast<double>(r->examples);
-          accuracy_sum_ += r->accuracy * static_cast<double>(r->examples);
-          step_ = r->step;
-        }
-        Decide(read, finish, status);
-      }
-      if (read) StartRead(&request_);
-      if (finish) Finish(status);
-    });
+    absl::Status s = session_->Submit(
+        [this, shared, update](Trainer& t) {
+          const auto start = std::chrono::steady_clock::now();
+          absl::StatusOr<engine::StepResult> r = t.EvalStep(*shared, update);
+          if (r.ok() && metrics_ != nullptr) {
+            metrics_->RecordStep("evaluate", SecondsSince(start), r->examples);
+          }
+          bool read = false, finish = false;
+          grpc::Status status;
+          {
+            absl::MutexLock lock(&mu_);
+            --inflight_;
+            if (!r.ok()) {
+              if (status_.ok()) status_ = r.status();
+            } else {
+              examples_ += r->examples;
+              loss_sum_ += r->loss * static_cast<double>(r->examples);
+              accuracy_sum_ += r->accuracy * static_cast<double>(r->examples);
+              step_ = r->step;
+            }
+            Decide(read, finish, status);
+          }
+          if (read) StartRead(&request_);
+          if (finish) Finish(status);
+        },
+        Session::Admission::kWindowed);
     if (!s.ok()) --inflight_;
     return s;
   }

@@ -11,6 +11,7 @@
 #include <grpcpp/support/server_callback.h>
 
 #include "qtrain/v1/trainer_service.pb.h"
+#include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
 #include "server/rpc/metrics.h"
 #include "server/store/session_store.h"
@@ -21,6 +22,7 @@ struct ServiceLimits {
   int64_t max_batch_bytes = int64_t{256} << 20;     // per tensor of a request
   int max_inflight_batches = 4;                     // per stream, ahead of the results
   int64_t max_checkpoint_bytes = int64_t{4} << 30;  // per uploaded checkpoint
+  engine::MemoryBudget* budget = nullptr;           // uploads reserve from it; not owned
 };
 
 // `store` (may be null: no data dir) reports the last durable step in Train results; `metrics`

@@ -1,0 +1,75 @@
+// MemoryBudget: the bytes a server lets its sessions and requests hold, checked before the work
+// that needs them starts, so that a request too large for the machine is answered
+// RESOURCE_EXHAUSTED instead of being killed by the kernel's OOM killer (or aborting on a failed
+// allocation) with every other session in the process.
+//
+// Callers reserve an estimate (SessionBytes, StepBytes, an upload's size) and hold the Lease for
+// as long as the memory is in use. Estimates, not measurements: they are sized to err high.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/engine/config.h"
+#include "server/engine/model.h"
+
+namespace qtrain::engine {
+
+class MemoryBudget {
+ public:
+  // `limit_bytes` <= 0: unlimited (leases are still counted).
+  explicit MemoryBudget(int64_t limit_bytes) : limit_(limit_bytes) {}
+  MemoryBudget(const MemoryBudget&) = delete;
+  MemoryBudget& operator=(const MemoryBudget&) = delete;
+
+  // Returns its bytes to the budget on destruction. Move-only; the budget must outlive it.
+  class Lease {
+   public:
+    Lease() = default;
+    Lease(Lease&& other) noexcept { *this = std::move(other); }
+    Lease& operator=(Lease&& other) noexcept;
+    ~Lease() { Release(); }
+    int64_t bytes() const { return bytes_; }
+    // Reserves `more` bytes on top (an upload growing chunk by chunk); errors as Reserve's.
+    absl::Status Grow(int64_t more, absl::string_view what);
+    void Release();
+
+   private:
+    friend class MemoryBudget;
+    MemoryBudget* budget_ = nullptr;
+    int64_t bytes_ = 0;
+  };
+
+  // ResourceExhausted naming `what`, the bytes asked for, what is free and the limit; also for
+  // a negative request. `budget` may be null (no budget: an empty lease).
+  static absl::StatusOr<Lease> Reserve(MemoryBudget* budget, int64_t bytes, absl::string_view what);
+
+  int64_t limit() const { return limit_; }
+  int64_t used() const { return used_.load(std::memory_order_relaxed); }
+
+ private:
+  absl::Status Take(int64_t bytes, absl::string_view what);
+  const int64_t limit_;
+  std::atomic<int64_t> used_{0};
+};
+
+// 80% of the memory this process may use: the smaller of physical memory and the cgroup limit
+// (memory.max, cgroup v2; memory.limit_in_bytes, v1), e.g. a container's.
+int64_t DefaultMemoryBudgetBytes();
+
+// Estimated bytes a session holds for its lifetime: parameters, gradients, optimizer slots
+// (AdamW two, momentum one, SGD none) and quantized weight copies.
+int64_t SessionBytes(const ModelFootprint& footprint, const proto::OptimizerConfig& optimizer);
+
+// Estimated bytes one step on `batch` examples holds while it runs: activations saved for the
+// backward pass, their quantized copies and (training) their gradients. Saturates at INT64_MAX.
+int64_t StepBytes(const ModelFootprint& footprint, int64_t batch, bool training);
+
+// "1.5 GiB", "12.0 MiB", "512 B": for error messages.
+std::string HumanBytes(int64_t bytes);
+
+}  // namespace qtrain::engine

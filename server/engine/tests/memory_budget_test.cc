@@ -1,0 +1,73 @@
+// MemoryBudget: leases reserve and return bytes exactly, refusals name what did not fit, and the
+// footprint estimate comes from the spec alone (no allocation, however large the model).
+#include "server/engine/memory_budget.h"
+
+#include <limits>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "server/engine/tests/test_models.h"
+
+namespace qtrain::engine {
+namespace {
+
+using testing::FromJson;
+using ::testing::HasSubstr;
+
+TEST(MemoryBudgetTest, LeasesReserveAndReturnTheirBytes) {
+  MemoryBudget budget(1000);
+  {
+    absl::StatusOr<MemoryBudget::Lease> a = MemoryBudget::Reserve(&budget, 600, "a");
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(budget.used(), 600);
+    absl::StatusOr<MemoryBudget::Lease> b = MemoryBudget::Reserve(&budget, 500, "step b");
+    ASSERT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_THAT(b.status().message(), HasSubstr("step b needs about 500 B"));
+    EXPECT_THAT(b.status().message(), HasSubstr("400 B free"));
+    ASSERT_TRUE(a->Grow(400, "more").ok());
+    EXPECT_EQ(a->Grow(1, "one more").code(), absl::StatusCode::kResourceExhausted);
+    MemoryBudget::Lease moved = std::move(*a);
+    EXPECT_EQ(moved.bytes(), 1000);
+    EXPECT_EQ(budget.used(), 1000);
+  }
+  EXPECT_EQ(budget.used(), 0);
+  // Saturated estimates are refused, never wrapped.
+  EXPECT_FALSE(
+      MemoryBudget::Reserve(&budget, std::numeric_limits<int64_t>::max(), "overflow").ok());
+  EXPECT_FALSE(MemoryBudget::Reserve(&budget, -1, "negative").ok());
+  EXPECT_EQ(budget.used(), 0);
+  // No budget: empty leases.
+  absl::StatusOr<MemoryBudget::Lease> none = MemoryBudget::Reserve(nullptr, 1 << 30, "x");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->Grow(int64_t{1} << 40, "y").ok());
+}
+
+TEST(MemoryBudgetTest, EstimatesComeFromTheSpecWithoutBuildingIt) {
+  // 2^30 - 2^16 + 1 parameters: estimated instantly (Build would allocate 4 GiB).
+  const auto spec = FromJson<proto::ModelSpec>(R"({"input": {"shape": [16381]},
+      "body": {"sequential": {"layers": [{"linear": {"features": 65536}},
+                                         {"linear": {"features": 1}}]}}, "loss": {"kind": "MSE"}})");
+  absl::StatusOr<ModelFootprint> f = Model::Estimate(spec);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->parameters, 16381 * 65536 + 65536 + 65536 + 1);
+  EXPECT_EQ(f->activations_per_example, 16381 + 65536 + 1);
+  EXPECT_EQ(SessionBytes(*f, proto::OptimizerConfig()), f->parameters * 4 * 5);  // AdamW
+  proto::OptimizerConfig sgd;
+  sgd.mutable_sgd();
+  EXPECT_EQ(SessionBytes(*f, sgd), f->parameters * 4 * 3);
+  EXPECT_EQ(StepBytes(*f, 10, /*training=*/true), f->activations_per_example * 10 * 16);
+  EXPECT_EQ(StepBytes(*f, int64_t{1} << 62, true), std::numeric_limits<int64_t>::max());
+  // Estimate reports Build's errors.
+  EXPECT_EQ(Model::Estimate(proto::ModelSpec()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MemoryBudgetTest, HumanBytes) {
+  EXPECT_EQ(HumanBytes(512), "512 B");
+  EXPECT_EQ(HumanBytes(3 << 20), "3.0 MiB");
+  EXPECT_EQ(HumanBytes(int64_t{3} << 29), "1.5 GiB");
+}
+
+}  // namespace
+}  // namespace qtrain::engine
