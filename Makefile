@@ -5,6 +5,8 @@
 #   make build    Release build (portable x86-64; hot loops dispatch to AVX-512 at run time)
 #   make test     build + every test (ctest prints the counts)
 #   make asan     ASan+UBSan build of the unit tests and the in-process server test (CI too)
+#   make fuzz     clang + libFuzzer + ASan/UBSan build of tests/fuzz, each target run for
+#                 FUZZ_SECONDS (default 60) from its seed corpus (CI too)
 #   make bench    benchmarks + ratio tables, then one table per lower ISA level under
 #                 QTRAIN_MAX_ISA (numbers recorded in docs/PERFORMANCE.md)
 #   make format   clang-format in place;  make format-check  fails on unformatted files
@@ -15,12 +17,14 @@
 
 BUILD_DIR ?= build
 ASAN_DIR  ?= build-asan
+FUZZ_DIR  ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS      ?= $(shell nproc)
 PREFIX    ?= /usr/local
 CMAKE_FLAGS ?=
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all deps build test asan bench demo format format-check tidy clean docker-verify install
+.PHONY: all deps build test asan fuzz bench demo format format-check tidy clean docker-verify install
 
 all: build
 
@@ -49,6 +53,14 @@ asan: deps
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L 'unit|asan' -j $(JOBS)
 
+fuzz:
+	@bash scripts/install_deps.sh --fuzz
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DQTRAIN_BUILD_FUZZERS=ON -DQTRAIN_SANITIZE_ADDRESS=ON -DQTRAIN_SANITIZE_UNDEFINED=ON \
+	  -DBUILD_TESTING=OFF -DQTRAIN_BUILD_BENCHMARKS=OFF -DQTRAIN_BUILD_PYTHON=OFF
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzzers
+	bash scripts/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
 bench: build
 	@bash scripts/install_deps.sh --bench
 	@mkdir -p $(BUILD_DIR)/bench
@@ -69,7 +81,7 @@ tidy: build
 	clang-tidy -p $(BUILD_DIR) --quiet $(filter %.cc,$(SOURCES))
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
 
 docker-verify:
 	bash scripts/docker_verify.sh

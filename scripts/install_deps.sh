@@ -4,6 +4,7 @@
 #   install_deps.sh           build, test and run the demo (the default)
 #   install_deps.sh --build   compile qtrain-server and the qtrain CLI only (the Docker image)
 #   install_deps.sh --bench   the default, plus PyTorch and OpenBLAS for `make bench`
+#   install_deps.sh --fuzz    the default, plus clang 14 with libFuzzer and its OpenMP runtime
 set -euo pipefail
 
 # Compiling: the toolchain and the -dev libraries (grpc-proto: the health stubs of the CLI).
@@ -27,6 +28,10 @@ if [ "${1:-}" != "--build" ]; then
   if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
     PACKAGES+=(nodejs npm)
   fi
+fi
+
+if [ "${1:-}" = "--fuzz" ]; then
+  PACKAGES+=(clang-14 libclang-rt-14-dev libomp-14-dev)
 fi
 
 if [ "${1:-}" = "--bench" ]; then

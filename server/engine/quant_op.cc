@@ -97,13 +97,16 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   const Calibration dyn_view = Reshaped(dynamic, view);
 
   Shape stat_shape = view;
+  std::vector<bool> seen(view.size(), false);
   for (int a : batch_axes) {
     const int axis = a < 0 ? a + static_cast<int>(view.size()) : a;
-    if (axis < 0 || axis >= static_cast<int>(view.size())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("act_batch_axes: axis ", a, " is out of range for the operand of ",
-                       module_path, " with shape ", ShapeString(qwix_shape)));
+    const bool in_range = axis >= 0 && axis < static_cast<int>(view.size());
+    if (!in_range || seen[axis]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "act_batch_axes: axis ", a, in_range ? " names an axis twice" : " is out of range",
+          " for the operand of ", module_path, " with shape ", ShapeString(qwix_shape)));
     }
+    seen[axis] = true;
     stat_shape[axis] = 1;
   }
   auto key = std::make_pair(module_path, stat_name);

@@ -40,6 +40,23 @@ absl::Status ParseMethod(int index, absl::string_view field, const std::string& 
   return absl::OkStatus();
 }
 
+// Axes of an operand (negative counts from the end, as in Qwix): each named once and within the
+// largest rank an operand has (8). Whether an axis exists in a given op's operand is known when
+// the op first runs, which is also where Qwix (at trace time) reports it.
+absl::Status CheckAxes(int index, absl::string_view field, const std::vector<int>& axes) {
+  for (size_t i = 0; i < axes.size(); ++i) {
+    if (axes[i] < -8 || axes[i] >= 8) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rules[", index, "].", field, ": axis ", axes[i], " is outside [-8, 8)"));
+    }
+    if (std::find(axes.begin(), axes.begin() + i, axes[i]) != axes.begin() + i) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rules[", index, "].", field, ": axis ", axes[i], " is repeated"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
   Rule rule;
   rule.index = index;
@@ -107,10 +124,12 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
   }
   if (r.has_act_batch_axes()) {
     rule.act_batch_axes.assign(r.act_batch_axes().axes().begin(), r.act_batch_axes().axes().end());
+    QTRAIN_RETURN_IF_ERROR(CheckAxes(index, "act_batch_axes", rule.act_batch_axes));
   }
   if (r.has_channelwise_noise_axes()) {
     rule.channelwise_noise_axes.assign(r.channelwise_noise_axes().axes().begin(),
                                        r.channelwise_noise_axes().axes().end());
+    QTRAIN_RETURN_IF_ERROR(CheckAxes(index, "channelwise_noise_axes", rule.channelwise_noise_axes));
   }
   if (r.bwd_weight_grad_tile_size() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("rules[", index, "].bwd_weight_grad_tile_size ",

@@ -122,7 +122,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "integer bwd_qtype"},
         // Rounding of gradients that are never quantized would change nothing (issue 10).
         BadRule{R"({"rules": [{"weight_qtype": "int8", "bwd_stochastic_rounding": "uniform"}]})",
-                "bwd_stochastic_rounding needs bwd_qtype"}));
+                "bwd_stochastic_rounding needs bwd_qtype"},
+        // Found by fuzz_rules: repeated axes were accepted and failed every forward pass.
+        BadRule{R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+                               "act_static_scale": true, "act_batch_axes": {"axes": [0, 0]}}]})",
+                "rules[0].act_batch_axes: axis 0 is repeated"},
+        BadRule{R"({"rules": [{"weight_qtype": "int8", "channelwise_noise_axes": {"axes": [9]}}]})",
+                "rules[0].channelwise_noise_axes: axis 9 is outside [-8, 8)"}));
 
 TEST(RulesTest, RegexesAreLinearTimeOnHostilePatterns) {
   // A backtracking engine takes exponential time here; RE2 does not.
