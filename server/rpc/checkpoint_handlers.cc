@@ -8,6 +8,8 @@
 #include "absl/synchronization/mutex.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/trainer_service.h"
+#include "server/rpc/unary_call.h"
+#include "server/rpc/wire_message.h"
 #include "server/store/checkpoint_io.h"
 #include "server/store/session_checkpoint.h"
 
@@ -20,10 +22,16 @@ using engine::Trainer;
 constexpr size_t kChunkBytes = 1 << 20;
 
 // Streams one checkpoint's bytes, produced on the session's executor.
-class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
+class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  DownloadStream(engine::SessionManager* sessions, Metrics* metrics, const std::string& id) {
-    absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(id);
+  DownloadStream(engine::SessionManager* sessions, Metrics* metrics, const grpc::ByteBuffer* in) {
+    v1::DownloadCheckpointRequest request;
+    grpc::ByteBuffer bytes = *in;
+    if (absl::Status parsed = ParseWire(bytes, &request, "the request"); !parsed.ok()) {
+      Finish(ToGrpcStatus(parsed));
+      return;
+    }
+    absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request.session_id());
     if (!session.ok()) {
       Finish(ToGrpcStatus(session.status()));
       return;
@@ -57,23 +65,28 @@ class DownloadStream final : public grpc::ServerWriteReactor<v1::CheckpointChunk
       return;
     }
     const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
-    chunk_.set_data(bytes_.substr(offset_, n));
+    v1::CheckpointChunk chunk;
+    chunk.set_data(bytes_.substr(offset_, n));
     offset_ += n;
     if (n == 0) offset_ = 1;  // empty file: one empty chunk, then finish
-    StartWrite(&chunk_);
+    if (absl::Status s = SerializeWire(chunk, &out_); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    StartWrite(&out_);
   }
 
   std::string bytes_;
   size_t offset_ = 0;
-  v1::CheckpointChunk chunk_;
+  grpc::ByteBuffer out_;  // the chunk being written
 };
 
 // Collects chunks, then loads them into the named session (creating it when new).
-class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
+class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   UploadStream(grpc::CallbackServerContext* ctx, engine::SessionManager* sessions,
                store::SessionStore* store, Metrics* metrics, ServiceLimits limits,
-               v1::CheckpointInfo* response)
+               grpc::ByteBuffer* response)
       : ctx_(ctx),
         sessions_(sessions),
         store_(store),
@@ -86,27 +99,33 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
         l.ok()) {
       lease_ = std::move(*l);
     }
-    StartRead(&chunk_);
+    StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
     if (ok) {
+      if (absl::Status parsed =
+              ParseWire(in_, &chunk_, absl::StrCat("upload message ", ++messages_));
+          !parsed.ok()) {
+        Done(parsed);  // nothing was loaded
+        return;
+      }
       if (id_.empty()) id_ = chunk_.session_id();
       if (bytes_.size() + chunk_.data().size() >
           static_cast<size_t>(limits_.max_checkpoint_bytes)) {
-        Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-            "checkpoint upload exceeds max_checkpoint_bytes = ", limits_.max_checkpoint_bytes))));
+        Done(absl::ResourceExhaustedError(absl::StrCat(
+            "checkpoint upload exceeds max_checkpoint_bytes = ", limits_.max_checkpoint_bytes)));
         return;
       }
       // The bytes, and the tensors decoded from them, are held until the upload is done.
       if (absl::Status s = lease_.Grow(2 * static_cast<int64_t>(chunk_.data().size()),
                                        "a checkpoint upload (twice its bytes while decoding)");
           !s.ok()) {
-        Finish(ToGrpcStatus(s));
+        Done(s);
         return;
       }
       bytes_ += chunk_.data();
-      StartRead(&chunk_);
+      StartRead(&in_);
       return;
     }
     Load();
@@ -114,20 +133,27 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
   void OnDone() override { delete this; }
 
  private:
+  // Finishes the call, first returning the upload's memory: the client may see the status
+  // before gRPC calls OnDone.
+  void Done(const absl::Status& status) {
+    bytes_ = std::string();
+    lease_.Release();
+    Finish(ToGrpcStatus(status));
+  }
+
   void Load() {
     // A cancelled call also ends its reads: only a half-close means "the upload is complete".
     if (ctx_->IsCancelled()) {
-      Finish(ToGrpcStatus(absl::CancelledError("upload cancelled: nothing was loaded")));
+      Done(absl::CancelledError("upload cancelled: nothing was loaded"));
       return;
     }
     if (id_.empty()) {
-      Finish(ToGrpcStatus(
-          absl::InvalidArgumentError("the first CheckpointChunk must set session_id")));
+      Done(absl::InvalidArgumentError("the first CheckpointChunk must set session_id"));
       return;
     }
     absl::StatusOr<store::SafetensorsFile> decoded = store::DecodeCheckpoint(bytes_);
     if (!decoded.ok()) {
-      Finish(ToGrpcStatus(decoded.status()));
+      Done(decoded.status());
       return;
     }
     auto file = std::make_shared<store::SafetensorsFile>(std::move(*decoded));
@@ -135,13 +161,13 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
     if (!session.ok()) {  // a new session from the checkpoint's own configuration
       absl::StatusOr<store::SessionConfig> config = store::ConfigFromCheckpoint(*file);
       if (!config.ok()) {
-        Finish(ToGrpcStatus(config.status()));
+        Done(config.status());
         return;
       }
       session =
           sessions_->Create(id_, config->spec, config->rules, config->optimizer, config->seed);
       if (!session.ok()) {
-        Finish(ToGrpcStatus(session.status()));
+        Done(session.status());
         return;
       }
       created_ = true;
@@ -166,16 +192,18 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
         metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
       }
       if (loaded.ok()) {
-        response_->set_session_id(id_);
-        response_->set_step(t.step());
-        response_->set_bytes(static_cast<int64_t>(size));
-        response_->set_crc32(file->metadata[store::kChecksumKey]);
+        v1::CheckpointInfo info;
+        info.set_session_id(id_);
+        info.set_step(t.step());
+        info.set_bytes(static_cast<int64_t>(size));
+        info.set_crc32(file->metadata[store::kChecksumKey]);
+        loaded = SerializeWire(info, response_);
       } else if (created_) {
         (void)sessions_->Delete(id_);  // nothing half-made stays behind
       }
-      Finish(ToGrpcStatus(loaded));
+      Done(loaded);
     });
-    if (!s.ok()) Finish(ToGrpcStatus(s));
+    if (!s.ok()) Done(s);
   }
 
   grpc::CallbackServerContext* ctx_;
@@ -183,8 +211,10 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
   store::SessionStore* store_;  // may be null (no data dir)
   Metrics* metrics_;
   const ServiceLimits limits_;
-  v1::CheckpointInfo* response_;
-  v1::CheckpointChunk chunk_;
+  grpc::ByteBuffer* response_;  // gRPC's, valid until OnDone
+  grpc::ByteBuffer in_;         // the message being read
+  v1::CheckpointChunk chunk_;   // in_, parsed
+  int64_t messages_ = 0;
   std::string id_;
   std::string bytes_;
   engine::MemoryBudget::Lease lease_;  // for bytes_ and its decoded tensors
@@ -193,48 +223,48 @@ class UploadStream final : public grpc::ServerReadReactor<v1::CheckpointChunk> {
 
 }  // namespace
 
-grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(grpc::CallbackServerContext* ctx,
-                                                         const v1::SaveCheckpointRequest* request,
-                                                         v1::CheckpointInfo* response) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (store_ == nullptr) {
-    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(
-        "this server runs without a data dir; use DownloadCheckpoint")));
-    return reactor;
-  }
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(request->session_id());
-  if (!session.ok()) {
-    reactor->Finish(ToGrpcStatus(session.status()));
-    return reactor;
-  }
-  const std::string id = request->session_id();
-  absl::Status s = (*session)->Submit([this, reactor, response, id](Trainer& t) {
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
-    if (saved.ok() && metrics_ != nullptr) {
-      metrics_->RecordCheckpoint("save", SecondsSince(start), saved->bytes);
+grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context*, const Bytes* in, Bytes* out) {
+  using Call = UnaryCall<v1::SaveCheckpointRequest, v1::CheckpointInfo>;
+  return Call::Start(in, out, [this](Call* call) {
+    if (store_ == nullptr) {
+      call->Reply(absl::FailedPreconditionError(
+          "this server runs without a data dir; use DownloadCheckpoint"));
+      return;
     }
-    if (saved.ok()) {
-      response->set_session_id(id);
-      response->set_step(saved->step);
-      response->set_bytes(saved->bytes);
-      response->set_crc32(saved->crc32);
-      response->set_path(saved->path);
+    const std::string id = call->request().session_id();
+    absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id);
+    if (!session.ok()) {
+      call->Reply(session.status());
+      return;
     }
-    reactor->Finish(ToGrpcStatus(saved.status()));
+    absl::Status s = (*session)->Submit([this, call, id](Trainer& t) {
+      const auto start = std::chrono::steady_clock::now();
+      absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+      if (saved.ok() && metrics_ != nullptr) {
+        metrics_->RecordCheckpoint("save", SecondsSince(start), saved->bytes);
+      }
+      if (saved.ok()) {
+        v1::CheckpointInfo* response = call->response();
+        response->set_session_id(id);
+        response->set_step(saved->step);
+        response->set_bytes(saved->bytes);
+        response->set_crc32(saved->crc32);
+        response->set_path(saved->path);
+      }
+      call->Reply(saved.status());
+    });
+    if (!s.ok()) call->Reply(s);
   });
-  if (!s.ok()) reactor->Finish(ToGrpcStatus(s));
-  return reactor;
 }
 
-grpc::ServerWriteReactor<v1::CheckpointChunk>* TrainerService::DownloadCheckpoint(
-    grpc::CallbackServerContext*, const v1::DownloadCheckpointRequest* request) {
-  return new DownloadStream(sessions_, metrics_, request->session_id());
+grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(Context*,
+                                                                               const Bytes* in) {
+  return new DownloadStream(sessions_, metrics_, in);
 }
 
-grpc::ServerReadReactor<v1::CheckpointChunk>* TrainerService::UploadCheckpoint(
-    grpc::CallbackServerContext* ctx, v1::CheckpointInfo* response) {
-  return new UploadStream(ctx, sessions_, store_, metrics_, limits_, response);
+grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,
+                                                                            Bytes* out) {
+  return new UploadStream(ctx, sessions_, store_, metrics_, limits_, out);
 }
 
 }  // namespace qtrain::rpc

@@ -33,12 +33,11 @@ class CountingInterceptor final : public grpc::experimental::Interceptor {
         metrics_->RecordBytes(0, static_cast<int64_t>(b->Length()));
       }
     }
-    // Received messages are only typed for our own (protobuf) service; the health and
-    // reflection services use other types.
+    // Our own service's methods are raw: its received messages are ByteBuffers (the health
+    // and reflection services receive other types).
     if (own_service_ && methods->QueryInterceptionHookPoint(Point::POST_RECV_MESSAGE)) {
       if (void* m = methods->GetRecvMessage()) {
-        metrics_->RecordBytes(
-            static_cast<int64_t>(static_cast<google::protobuf::Message*>(m)->ByteSizeLong()), 0);
+        metrics_->RecordBytes(static_cast<int64_t>(static_cast<grpc::ByteBuffer*>(m)->Length()), 0);
       }
     }
     methods->Proceed();

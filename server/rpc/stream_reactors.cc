@@ -7,9 +7,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/status_macros.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/tensor_convert.h"
+#include "server/rpc/wire_message.h"
 
 namespace qtrain::rpc {
 namespace {
@@ -58,8 +60,11 @@ std::string ModeOf(Trainer& t) {
 struct TrainPolicy {
   using Request = v1::TrainRequest;
   using Response = v1::TrainResponse;
+  using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
   using Work = engine::Batch;
   struct State {};
+  static constexpr char kName[] = "Train";
+  static constexpr bool kStreamsResults = true;  // one response per batch
   static constexpr bool kHasFinal = false;
 
   static bool HasWork(const Request& r) { return r.has_batch(); }
@@ -84,18 +89,22 @@ struct TrainPolicy {
     resp.set_last_durable_step(c.store ? c.store->LastDurableStep(c.session_id) : -1);
     return resp;
   }
-  static Response Final(Trainer&, const RunContext&, State&) { return {}; }
+  static absl::StatusOr<Response> Final(Trainer&, const RunContext&, State&) { return Response(); }
+  static absl::Status Empty() { return absl::OkStatus(); }
 };
 
 struct CalibratePolicy {
   using Request = v1::CalibrateRequest;
   using Response = v1::CalibrateResponse;
+  using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
   using Work = Tensor;
   struct State {
     int64_t batches = 0;
     int64_t examples = 0;
   };
-  static constexpr bool kHasFinal = true;
+  static constexpr char kName[] = "Calibrate";
+  static constexpr bool kStreamsResults = true;
+  static constexpr bool kHasFinal = true;  // the quant stats, after the client half-closes
 
   static bool HasWork(const Request& r) { return r.has_inputs(); }
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
@@ -114,31 +123,101 @@ struct CalibratePolicy {
     resp.set_examples(state.examples);
     return resp;
   }
-  static Response Final(Trainer& t, const RunContext& c, State& state) {
+  static absl::StatusOr<Response> Final(Trainer& t, const RunContext& c, State& state) {
     Response resp;
     resp.set_batches(state.batches);
     resp.set_examples(state.examples);
     FillQuantStats(c.session_id, t, resp.mutable_stats());
     return resp;
   }
+  static absl::Status Empty() { return absl::OkStatus(); }
 };
 
-// A bidirectional stream of per-batch work with one response per batch (and, for policies with
-// kHasFinal, one last response after the client half-closes). Decisions are taken under `mu_`;
-// the gRPC calls they imply (StartRead / StartWrite / Finish) are made after releasing it.
+// Evaluate: client streaming; per-batch results are summed, one example-weighted answer at the end.
+struct EvaluatePolicy {
+  using Request = v1::EvaluateRequest;
+  using Response = v1::EvaluateResponse;
+  using Reactor = grpc::ServerReadReactor<grpc::ByteBuffer>;
+  struct Work {
+    engine::Batch batch;
+    bool update_stats = false;
+  };
+  struct State {
+    int64_t examples = 0;
+    int64_t step = 0;
+    double loss_sum = 0;
+    double accuracy_sum = 0;
+  };
+  static constexpr char kName[] = "Evaluate";
+  static constexpr bool kStreamsResults = false;
+  static constexpr bool kHasFinal = true;
+
+  static bool HasWork(const Request& r) { return r.has_batch(); }
+  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
+    absl::StatusOr<engine::Batch> batch = BatchFromWire(r.batch(), l.max_batch_bytes);
+    if (!batch.ok()) return batch.status();
+    return Work{*std::move(batch), r.update_stats()};
+  }
+  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
+                                      const RunContext& c) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<engine::StepResult> r = t.EvalStep(w.batch, w.update_stats);
+    if (!r.ok()) return r.status();
+    if (c.metrics != nullptr) c.metrics->RecordStep("evaluate", SecondsSince(start), r->examples);
+    state.examples += r->examples;
+    state.loss_sum += r->loss * static_cast<double>(r->examples);
+    state.accuracy_sum += r->accuracy * static_cast<double>(r->examples);
+    state.step = r->step;
+    return Response();
+  }
+  static absl::StatusOr<Response> Final(Trainer&, const RunContext&, State& state) {
+    if (state.examples == 0) return Empty();  // a mean over nothing is no answer
+    Response resp;
+    resp.set_step(state.step);
+    resp.set_examples(state.examples);
+    resp.set_loss(state.loss_sum / static_cast<double>(state.examples));
+    resp.set_accuracy(state.accuracy_sum / static_cast<double>(state.examples));
+    return resp;
+  }
+  static absl::Status Empty() {
+    return absl::InvalidArgumentError("Evaluate received no batches: nothing to evaluate");
+  }
+};
+
+// The one state machine of the streaming RPCs: reads requests (parsed here: a message that does
+// not parse ends the stream INVALID_ARGUMENT), runs each batch on the session's executor, and
+// writes per-batch results in order (kStreamsResults) and, for policies with kHasFinal, one last
+// result after the client half-closes — as the last stream message, or as the answer of a
+// client-streaming call. Decisions are taken under `mu_`; the gRPC calls they imply (StartRead /
+// StartWrite / Finish) are made after releasing it.
+// The policy's reactor type; streams that write results also receive OnWriteDone.
+template <typename Policy, bool kWrites = Policy::kStreamsResults>
+class StreamReactor : public Policy::Reactor {
+ protected:
+  virtual void WriteDone(bool ok) = 0;
+};
 template <typename Policy>
-class StepStream final
-    : public grpc::ServerBidiReactor<typename Policy::Request, typename Policy::Response> {
+class StreamReactor<Policy, true> : public Policy::Reactor {
+ public:
+  void OnWriteDone(bool ok) override { WriteDone(ok); }
+
+ protected:
+  virtual void WriteDone(bool ok) = 0;
+};
+
+template <typename Policy>
+class StepStream final : public StreamReactor<Policy> {
   using Request = typename Policy::Request;
   using Response = typename Policy::Response;
 
  public:
+  // `answer`: where a client-streaming call's final response goes (gRPC's); null for bidi.
   StepStream(engine::SessionManager* sessions, ServiceLimits limits,
-             const store::SessionStore* store, Metrics* metrics)
-      : sessions_(sessions), limits_(limits) {
+             const store::SessionStore* store, Metrics* metrics, grpc::ByteBuffer* answer)
+      : sessions_(sessions), limits_(limits), answer_(answer) {
     context_.store = store;
     context_.metrics = metrics;
-    this->StartRead(&request_);
+    this->StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
@@ -147,7 +226,7 @@ class StepStream final
       absl::MutexLock lock(&mu_);
       reading_ = false;
       if (!ok) {
-        reads_done_ = true;
+        reads_done_ = true;  // half-close or cancellation: never a message that failed to parse
       } else if (failed_ || finished_) {
         // A read that completes after the stream failed (or finished) is dropped: queuing its
         // work would run it on a reactor that OnDone may already have deleted.
@@ -159,7 +238,7 @@ class StepStream final
     Execute(a);
   }
 
-  void OnWriteDone(bool ok) override {
+  void WriteDone(bool ok) override {
     Actions a;
     {
       absl::MutexLock lock(&mu_);
@@ -174,7 +253,7 @@ class StepStream final
     Actions a;
     {
       absl::MutexLock lock(&mu_);
-      FailLocked(absl::CancelledError("stream cancelled"));
+      FailLocked(absl::CancelledError(absl::StrCat(Policy::kName, " stream cancelled")));
       a = NextLocked();
     }
     Execute(a);
@@ -191,40 +270,44 @@ class StepStream final
   };
 
   absl::Status AcceptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++messages_;
+    QTRAIN_RETURN_IF_ERROR(ParseWire(
+        in_, &request_, absl::StrCat("message ", messages_, " of the ", Policy::kName, " stream")));
     const bool first = session_ == nullptr;
-    absl::Status bound = BindSession(sessions_, request_.session_id(), session_);
-    if (!bound.ok()) return bound;
+    QTRAIN_RETURN_IF_ERROR(BindSession(sessions_, request_.session_id(), session_));
     // Written once, before the first task: executor tasks read it without the lock.
     if (first) context_.session_id = session_->id();
     if (!Policy::HasWork(request_)) return absl::OkStatus();
     absl::StatusOr<typename Policy::Work> work = Policy::Parse(request_, limits_);
     if (!work.ok()) return work.status();
     auto shared = std::make_shared<typename Policy::Work>(std::move(*work));
-    return SubmitLocked([this, shared](Trainer& t) {
+    return SubmitLocked(/*final=*/false, [this, shared](Trainer& t) {
       return Policy::Run(t, *shared, state_, context_);  // executor only
     });
   }
 
-  absl::Status SubmitLocked(std::function<absl::StatusOr<Response>(Trainer&)> task)
+  absl::Status SubmitLocked(bool final, std::function<absl::StatusOr<Response>(Trainer&)> task)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++inflight_;
-    absl::Status s =
-        session_->Submit([this, task = std::move(task)](Trainer& t) { OnWorkDone(task(t)); },
-                         Session::Admission::kWindowed);
+    absl::Status s = session_->Submit(
+        [this, final, task = std::move(task)](Trainer& t) { OnWorkDone(final, task(t)); },
+        Session::Admission::kWindowed);
     if (!s.ok()) --inflight_;
     return s;
   }
 
   // Runs on the session's executor.
-  void OnWorkDone(absl::StatusOr<Response> r) {
+  void OnWorkDone(bool final, absl::StatusOr<Response> r) {
     Actions a;
     {
       absl::MutexLock lock(&mu_);
       --inflight_;
-      if (r.ok()) {
-        pending_.push_back(std::move(*r));
-      } else {
+      if (!r.ok()) {
         FailLocked(r.status());
+      } else if (Policy::kStreamsResults) {
+        pending_.push_back(*std::move(r));
+      } else if (final) {
+        answer_status_ = SerializeWire(*r, answer_);
       }
       a = NextLocked();
     }
@@ -242,10 +325,13 @@ class StepStream final
     Actions a;
     if (finished_) return a;
     if (!writing_ && !failed_ && !pending_.empty()) {
-      writing_ = true;
-      response_ = std::move(pending_.front());
+      if (absl::Status s = SerializeWire(pending_.front(), &out_); !s.ok()) {
+        FailLocked(s);
+      } else {
+        writing_ = true;
+        a.write = true;
+      }
       pending_.pop_front();
-      a.write = true;
     }
     const int64_t ahead = inflight_ + static_cast<int64_t>(pending_.size());
     if (!reading_ && !reads_done_ && !failed_ && ahead < limits_.max_inflight_batches) {
@@ -255,16 +341,17 @@ class StepStream final
     const bool drained = reads_done_ && !reading_ && inflight_ == 0;
     if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr) {
       final_submitted_ = true;
-      absl::Status s = SubmitLocked([this](Trainer& t) -> absl::StatusOr<Response> {
-        return Policy::Final(t, context_, state_);
-      });
+      absl::Status s = SubmitLocked(
+          /*final=*/true, [this](Trainer& t) { return Policy::Final(t, context_, state_); });
       if (!s.ok()) FailLocked(s);
     }
+    if (drained && !failed_ && session_ == nullptr) FailLocked(Policy::Empty());
     // Finish when nothing runs or writes, and either an error ended the stream (a pending read
     // is cancelled by Finish) or the client half-closed and every result went out.
-    const bool over = failed_ || (reads_done_ && !reading_ && pending_.empty() &&
+    const bool over = failed_ || (drained && pending_.empty() &&
                                   (!Policy::kHasFinal || final_submitted_ || !session_));
     if (inflight_ == 0 && !writing_ && over) {
+      if (!failed_ && !answer_status_.ok()) FailLocked(answer_status_);
       finished_ = true;
       a.finish = true;
       a.status = ToGrpcStatus(status_);
@@ -274,20 +361,25 @@ class StepStream final
   }
 
   void Execute(const Actions& a) {
-    if (a.write) this->StartWrite(&response_);
-    if (a.read) this->StartRead(&request_);
+    if constexpr (Policy::kStreamsResults) {
+      if (a.write) this->StartWrite(&out_);
+    }
+    if (a.read) this->StartRead(&in_);
     if (a.finish) this->Finish(a.status);
   }
 
   engine::SessionManager* sessions_;
   const ServiceLimits limits_;
+  grpc::ByteBuffer* answer_;      // client streaming: the final response goes here (gRPC's)
   typename Policy::State state_;  // executor only
   RunContext context_;            // session_id set once, before the first task is submitted
   absl::Mutex mu_;
-  Request request_;    // written by gRPC while reading_
-  Response response_;  // read by gRPC while writing_
+  grpc::ByteBuffer in_;   // written by gRPC while reading_
+  grpc::ByteBuffer out_;  // read by gRPC while writing_
+  Request request_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
   std::deque<Response> pending_ ABSL_GUARDED_BY(mu_);
+  int64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
   bool reading_ ABSL_GUARDED_BY(mu_) = true;  // the constructor's read
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -296,152 +388,28 @@ class StepStream final
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-// Evaluate: reads batches, evaluates each on the executor, finishes with the example-weighted
-// aggregate once the client half-closes and every batch has run.
-class EvaluateStream final : public grpc::ServerReadReactor<v1::EvaluateRequest> {
- public:
-  EvaluateStream(engine::SessionManager* sessions, ServiceLimits limits,
-                 v1::EvaluateResponse* response, Metrics* metrics)
-      : sessions_(sessions), limits_(limits), response_(response), metrics_(metrics) {
-    StartRead(&request_);
-  }
-
-  void OnReadDone(bool ok) override {
-    bool read = false, finish = false;
-    grpc::Status status;
-    {
-      absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (!ok) {
-        reads_done_ = true;
-      } else if (!status_.ok() || finished_) {
-        // Dropped, as in StepStream: no work may be queued once the stream failed or finished.
-      } else if (absl::Status s = AcceptLocked(); !s.ok()) {
-        status_ = s;
-      }
-      Decide(read, finish, status);
-    }
-    if (read) StartRead(&request_);
-    if (finish) Finish(status);
-  }
-
-  void OnCancel() override {
-    bool read = false, finish = false;
-    grpc::Status status;
-    {
-      absl::MutexLock lock(&mu_);
-      if (status_.ok()) status_ = absl::CancelledError("Evaluate cancelled");
-      Decide(read, finish, status);
-    }
-    if (finish) Finish(status);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  absl::Status AcceptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (absl::Status s = BindSession(sessions_, request_.session_id(), session_); !s.ok()) {
-      return s;
-    }
-    if (!request_.has_batch()) return absl::OkStatus();
-    absl::StatusOr<engine::Batch> batch = BatchFromWire(request_.batch(), limits_.max_batch_bytes);
-    if (!batch.ok()) return batch.status();
-    auto shared = std::make_shared<engine::Batch>(std::move(*batch));
-    const bool update = request_.update_stats();
-    ++inflight_;
-    absl::Status s = session_->Submit(
-        [this, shared, update](Trainer& t) {
-          const auto start = std::chrono::steady_clock::now();
-          absl::StatusOr<engine::StepResult> r = t.EvalStep(*shared, update);
-          if (r.ok() && metrics_ != nullptr) {
-            metrics_->RecordStep("evaluate", SecondsSince(start), r->examples);
-          }
-          bool read = false, finish = false;
-          grpc::Status status;
-          {
-            absl::MutexLock lock(&mu_);
-            --inflight_;
-            if (!r.ok()) {
-              if (status_.ok()) status_ = r.status();
-            } else {
-              examples_ += r->examples;
-              loss_sum_ += r->loss * static_cast<double>(r->examples);
-              accuracy_sum_ += r->accuracy * static_cast<double>(r->examples);
-              step_ = r->step;
-            }
-            Decide(read, finish, status);
-          }
-          if (read) StartRead(&request_);
-          if (finish) Finish(status);
-        },
-        Session::Admission::kWindowed);
-    if (!s.ok()) --inflight_;
-    return s;
-  }
-
-  void Decide(bool& read, bool& finish, grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_) return;
-    const bool failed = !status_.ok();
-    if (!reading_ && !reads_done_ && !failed && inflight_ < limits_.max_inflight_batches) {
-      reading_ = true;
-      read = true;
-    }
-    if (inflight_ == 0 && (failed || (reads_done_ && !reading_))) {
-      finished_ = true;
-      finish = true;
-      read = false;
-      if (!failed && examples_ == 0) {  // a mean over nothing is no answer
-        status_ = absl::InvalidArgumentError("Evaluate received no batches: nothing to evaluate");
-      } else if (!failed) {
-        response_->set_step(step_);
-        response_->set_examples(examples_);
-        const double n = examples_ > 0 ? static_cast<double>(examples_) : 1.0;
-        response_->set_loss(loss_sum_ / n);
-        response_->set_accuracy(accuracy_sum_ / n);
-      }
-      status = ToGrpcStatus(status_);
-    }
-  }
-
-  engine::SessionManager* sessions_;
-  const ServiceLimits limits_;
-  v1::EvaluateResponse* response_;
-  Metrics* metrics_;  // may be null
-  absl::Mutex mu_;
-  v1::EvaluateRequest request_;
-  std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
-  int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
-  bool reading_ ABSL_GUARDED_BY(mu_) = true;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
-  int64_t examples_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t step_ ABSL_GUARDED_BY(mu_) = 0;
-  double loss_sum_ ABSL_GUARDED_BY(mu_) = 0;
-  double accuracy_sum_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status answer_status_ ABSL_GUARDED_BY(mu_);  // serializing the final answer
 };
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
     engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
     Metrics* metrics) {
-  return new StepStream<TrainPolicy>(sessions, limits, store, metrics);
+  return new StepStream<TrainPolicy>(sessions, limits, store, metrics, nullptr);
 }
 
-grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewCalibrateReactor(
     engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
     Metrics* metrics) {
-  return new StepStream<CalibratePolicy>(sessions, limits, store, metrics);
+  return new StepStream<CalibratePolicy>(sessions, limits, store, metrics, nullptr);
 }
 
-grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,
-                                                                 ServiceLimits limits,
-                                                                 v1::EvaluateResponse* response,
-                                                                 Metrics* metrics) {
-  return new EvaluateStream(sessions, limits, response, metrics);
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(engine::SessionManager* sessions,
+                                                              ServiceLimits limits,
+                                                              grpc::ByteBuffer* response,
+                                                              Metrics* metrics) {
+  return new StepStream<EvaluatePolicy>(sessions, limits, nullptr, metrics, response);
 }
 
 }  // namespace qtrain::rpc

@@ -1,9 +1,9 @@
-// Reactors of the streaming RPCs (Train, Calibrate, Evaluate). Each reads requests on gRPC
-// threads, converts and validates them there, and hands the numeric work to the session's
-// executor; results go back in order. At most `max_inflight_batches` batches are queued ahead of
-// their results, so a slow session pushes back through gRPC flow control instead of buffering.
-// A stream finishes only once every accepted batch has run, so executors never touch a deleted
-// reactor. Reactors delete themselves in OnDone.
+// Reactors of the streaming RPCs (Train, Calibrate, Evaluate): one state machine for the three.
+// Each reads requests on gRPC threads, parses, converts and validates them there, and hands the
+// numeric work to the session's executor; results go back in order. At most `max_inflight_batches`
+// batches are queued ahead of their results, so a slow session pushes back through gRPC flow
+// control instead of buffering. A stream finishes only once every accepted batch has run, so
+// executors never touch a deleted reactor. Reactors delete themselves in OnDone.
 #pragma once
 
 #include <cstdint>
@@ -27,16 +27,17 @@ struct ServiceLimits {
 
 // `store` (may be null: no data dir) reports the last durable step in Train results; `metrics`
 // (may be null) counts steps.
-grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* NewTrainReactor(
+// Requests and responses travel as bytes (the service's methods are raw: wire_message.h).
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
     engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
     Metrics* metrics);
-grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* NewCalibrateReactor(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewCalibrateReactor(
     engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
     Metrics* metrics);
 // `response` is gRPC's, valid until the reactor finishes.
-grpc::ServerReadReactor<v1::EvaluateRequest>* NewEvaluateReactor(engine::SessionManager* sessions,
-                                                                 ServiceLimits limits,
-                                                                 v1::EvaluateResponse* response,
-                                                                 Metrics* metrics);
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(engine::SessionManager* sessions,
+                                                              ServiceLimits limits,
+                                                              grpc::ByteBuffer* response,
+                                                              Metrics* metrics);
 
 }  // namespace qtrain::rpc

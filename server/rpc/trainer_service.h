@@ -1,5 +1,5 @@
-// TrainerService: qtrain.v1.Trainer on gRPC's callback API. Handlers are thin — validate and
-// convert the request, hand the work to the session's executor (engine::Session), and finish
+// TrainerService: qtrain.v1.Trainer on gRPC's callback API. Handlers are thin — parse, validate
+// and convert the request, hand the work to the session's executor (engine::Session), and finish
 // the call from the executor when it is done — so gRPC threads never run kernels.
 //
 // Thread-safety: gRPC calls the handlers concurrently; all session state is touched only by the
@@ -15,7 +15,22 @@
 
 namespace qtrain::rpc {
 
-class TrainerService final : public v1::Trainer::CallbackService {
+// Every method registered raw: requests are parsed by the service (wire_message.h).
+using RawTrainerService = v1::Trainer::WithRawCallbackMethod_CreateSession<
+    v1::Trainer::WithRawCallbackMethod_GetSession<v1::Trainer::WithRawCallbackMethod_ListSessions<
+        v1::Trainer::WithRawCallbackMethod_DeleteSession<
+            v1::Trainer::WithRawCallbackMethod_UpdateRules<
+                v1::Trainer::WithRawCallbackMethod_Train<v1::Trainer::WithRawCallbackMethod_Forward<
+                    v1::Trainer::WithRawCallbackMethod_GetQuantStats<
+                        v1::Trainer::WithRawCallbackMethod_Evaluate<
+                            v1::Trainer::WithRawCallbackMethod_Calibrate<
+                                v1::Trainer::WithRawCallbackMethod_SaveCheckpoint<
+                                    v1::Trainer::WithRawCallbackMethod_DownloadCheckpoint<
+                                        v1::Trainer::WithRawCallbackMethod_UploadCheckpoint<
+                                            v1::Trainer::WithRawCallbackMethod_GetServerInfo<
+                                                v1::Trainer::Service>>>>>>>>>>>>>>;
+
+class TrainerService final : public RawTrainerService {
  public:
   // `store` may be null (no data dir): checkpoints are then download / upload only.
   // `metrics` may be null.
@@ -23,43 +38,22 @@ class TrainerService final : public v1::Trainer::CallbackService {
                  Metrics* metrics = nullptr)
       : sessions_(sessions), store_(store), limits_(limits), metrics_(metrics) {}
 
-  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
-                                          const v1::CreateSessionRequest* request,
-                                          v1::Session* response) override;
-  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
-                                       const v1::GetSessionRequest* request,
-                                       v1::Session* response) override;
-  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx,
-                                         const v1::ListSessionsRequest* request,
-                                         v1::ListSessionsResponse* response) override;
-  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
-                                          const v1::DeleteSessionRequest* request,
-                                          v1::DeleteSessionResponse* response) override;
-  grpc::ServerUnaryReactor* UpdateRules(grpc::CallbackServerContext* ctx,
-                                        const v1::UpdateRulesRequest* request,
-                                        v1::Session* response) override;
-  grpc::ServerBidiReactor<v1::TrainRequest, v1::TrainResponse>* Train(
-      grpc::CallbackServerContext* ctx) override;
-  grpc::ServerReadReactor<v1::EvaluateRequest>* Evaluate(grpc::CallbackServerContext* ctx,
-                                                         v1::EvaluateResponse* response) override;
-  grpc::ServerBidiReactor<v1::CalibrateRequest, v1::CalibrateResponse>* Calibrate(
-      grpc::CallbackServerContext* ctx) override;
-  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
-                                    const v1::ForwardRequest* request,
-                                    v1::ForwardResponse* response) override;
-  grpc::ServerUnaryReactor* GetQuantStats(grpc::CallbackServerContext* ctx,
-                                          const v1::GetQuantStatsRequest* request,
-                                          v1::QuantStats* response) override;
-  grpc::ServerUnaryReactor* SaveCheckpoint(grpc::CallbackServerContext* ctx,
-                                           const v1::SaveCheckpointRequest* request,
-                                           v1::CheckpointInfo* response) override;
-  grpc::ServerWriteReactor<v1::CheckpointChunk>* DownloadCheckpoint(
-      grpc::CallbackServerContext* ctx, const v1::DownloadCheckpointRequest* request) override;
-  grpc::ServerReadReactor<v1::CheckpointChunk>* UploadCheckpoint(
-      grpc::CallbackServerContext* ctx, v1::CheckpointInfo* response) override;
-  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
-                                          const v1::GetServerInfoRequest* request,
-                                          v1::ServerInfo* response) override;
+  using Bytes = grpc::ByteBuffer;
+  using Context = grpc::CallbackServerContext;
+  grpc::ServerUnaryReactor* CreateSession(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerUnaryReactor* GetSession(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerUnaryReactor* ListSessions(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerUnaryReactor* DeleteSession(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerUnaryReactor* UpdateRules(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerBidiReactor<Bytes, Bytes>* Train(Context*) override;
+  grpc::ServerReadReactor<Bytes>* Evaluate(Context*, Bytes* out) override;
+  grpc::ServerBidiReactor<Bytes, Bytes>* Calibrate(Context*) override;
+  grpc::ServerUnaryReactor* Forward(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerUnaryReactor* GetQuantStats(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerUnaryReactor* SaveCheckpoint(Context*, const Bytes* in, Bytes* out) override;
+  grpc::ServerWriteReactor<Bytes>* DownloadCheckpoint(Context*, const Bytes* in) override;
+  grpc::ServerReadReactor<Bytes>* UploadCheckpoint(Context* ctx, Bytes* out) override;
+  grpc::ServerUnaryReactor* GetServerInfo(Context*, const Bytes* in, Bytes* out) override;
 
   // What GetServerInfo answers (server_info.h); set once before the server starts.
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
