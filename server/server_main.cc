@@ -10,6 +10,8 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/rpc/reflection_v1.h"
 #include "server/rpc/server_info.h"
 
 namespace qtrain::server {
@@ -64,13 +66,20 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   s->info_ = *info;
   s->service_->SetServerInfo(*std::move(info));
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();  // v1alpha
+  // gRPC's health service is built without protobuf: linking its generated descriptor lets
+  // reflection (both versions) describe it.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  s->reflection_ = std::make_unique<rpc::ReflectionV1>(std::vector<std::string>{
+      "qtrain.v1.Trainer", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection"});
   grpc::ServerBuilder builder;
   // One server per port: without this gRPC sets SO_REUSEPORT, and a second server on a busy
   // port would start and share its clients with the first.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
+  builder.RegisterService(s->reflection_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(s->metrics_->InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

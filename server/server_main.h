@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
+#include "server/rpc/reflection_v1.h"
 #include "server/rpc/trainer_service.h"
 #include "server/store/session_store.h"
 
@@ -57,6 +58,7 @@ class RunningServer {
   std::unique_ptr<engine::MemoryBudget> budget_;  // outlives the sessions holding its leases
   std::unique_ptr<engine::SessionManager> sessions_;
   std::unique_ptr<rpc::TrainerService> service_;
+  std::unique_ptr<rpc::ReflectionV1> reflection_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;

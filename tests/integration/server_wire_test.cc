@@ -1,14 +1,21 @@
-// Bytes that are not the message a method expects, sent through raw (ByteBuffer) calls as any
-// client generated from other .proto files could: every method answers INVALID_ARGUMENT naming
-// the message type (gRPC alone answers UNIMPLEMENTED for a unary call, and ends a client stream
-// as if it had half-closed, so a garbage message in the middle of a Train stream "succeeded").
+// The server as a client that has only bytes sees it. Bytes that are not the message a method
+// expects, sent through raw (ByteBuffer) calls as any client generated from other .proto files
+// could: every method answers INVALID_ARGUMENT naming the message type (gRPC alone answers
+// UNIMPLEMENTED for a unary call, and ends a client stream as if it had half-closed, so a
+// garbage message in the middle of a Train stream "succeeded"). And reflection, which such
+// clients (grpcurl, buf curl) start from.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
 #include <grpcpp/impl/codegen/sync_stream.h>
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/descriptor_database.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "grpc/reflection/v1/reflection.pb.h"
 #include "server/rpc/wire_message.h"
 #include "tests/integration/server_fixture.h"
 
@@ -129,6 +136,55 @@ TEST_F(ServerWireTest, GarbageInEvaluateAndUploadIsInvalidArgumentAndChangesNoth
   ASSERT_TRUE(stub_->ListSessions(&ctx, v1::ListSessionsRequest(), &list).ok());
   ASSERT_EQ(list.sessions_size(), 1);  // no session "new"
   EXPECT_EQ(list.sessions(0).step(), 0);
+}
+
+// Issue 10: reflection served only v1alpha and could not describe grpc.health.v1.Health, so
+// `buf curl --list-methods` failed. Both versions (wire-identical) now describe every service.
+TEST_F(ServerWireTest, ReflectionV1AndV1alphaDescribeEveryService) {
+  namespace refl = grpc::reflection::v1;
+  for (const char* method : {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"}) {
+    SCOPED_TRACE(method);
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<Bytes, Bytes>> stream(
+        grpc::internal::ClientReaderWriterFactory<Bytes, Bytes>::Create(
+            channel_.get(), Method(method, grpc::internal::RpcMethod::BIDI_STREAMING), &ctx));
+    auto ask = [&](const refl::ServerReflectionRequest& request) {
+      refl::ServerReflectionResponse response;
+      Bytes bytes;
+      EXPECT_TRUE(stream->Write(Wire(request)));
+      EXPECT_TRUE(stream->Read(&bytes));
+      EXPECT_TRUE(rpc::ParseWire(bytes, &response, "response").ok());
+      return response;
+    };
+    refl::ServerReflectionRequest list;
+    list.set_list_services("");
+    std::vector<std::string> services;
+    const refl::ServerReflectionResponse listed = ask(list);
+    for (const auto& s : listed.list_services_response().service()) services.push_back(s.name());
+    EXPECT_THAT(services, ::testing::IsSupersetOf({"qtrain.v1.Trainer", "grpc.health.v1.Health"}));
+    for (const std::string& service : services) {
+      refl::ServerReflectionRequest symbol;
+      symbol.set_file_containing_symbol(service);
+      const refl::ServerReflectionResponse r = ask(symbol);
+      ASSERT_FALSE(r.has_error_response()) << service << ": " << r.error_response().error_message();
+      google::protobuf::SimpleDescriptorDatabase db;
+      for (const std::string& bytes : r.file_descriptor_response().file_descriptor_proto()) {
+        google::protobuf::FileDescriptorProto file;
+        ASSERT_TRUE(file.ParseFromString(bytes));
+        db.Add(file);
+      }
+      google::protobuf::DescriptorPool pool(&db);
+      const google::protobuf::ServiceDescriptor* d = pool.FindServiceByName(service);
+      ASSERT_NE(d, nullptr) << service << " cannot be built from its answer alone";
+      EXPECT_GT(d->method_count(), 0) << service;
+    }
+    refl::ServerReflectionRequest unknown;
+    unknown.set_file_containing_symbol("no.such.Service");
+    EXPECT_EQ(ask(unknown).error_response().error_code(), grpc::StatusCode::NOT_FOUND);
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
 }
 
 }  // namespace
