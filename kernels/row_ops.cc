@@ -29,7 +29,9 @@ void DequantizeRowS8(const int8_t* q, int64_t n, const float* scale, int64_t sca
                      const float* zero_point, float* out) {
   T().dequantize_row_s8(q, n, scale, scale_stride, zero_point, out);
 }
-void AdamWUpdate(const AdamWArgs& args) { T().adamw_update(args); }
-void SgdUpdate(const SgdArgs& args) { T().sgd_update(args); }
+UpdateMax AdamWUpdate(const AdamWArgs& args) { return T().adamw_update(args); }
+UpdateMax SgdUpdate(const SgdArgs& args) { return T().sgd_update(args); }
+bool AdamWUpdateIsFinite(const AdamWArgs& args) { return T().adamw_update_is_finite(args); }
+bool SgdUpdateIsFinite(const SgdArgs& args) { return T().sgd_update_is_finite(args); }
 
 }  // namespace qtrain::rowops

@@ -46,7 +46,12 @@ void DequantizeRowS8(const int8_t* q, int64_t n, const float* scale, int64_t sca
 
 // The optimizer updates, element-wise over one parameter (optax's adamw / sgd, decoupled weight
 // decay). `clip` multiplies the gradient first (global-norm clipping); c1, c2 are AdamW's bias
-// corrections 1 - beta^t. Threads over OpenMP for large n.
+// corrections 1 - beta^t. Threads over OpenMP for large n. Each returns the largest |w|, |m|
+// and v it wrote (the optimizer bounds the next update with them); each *IsFinite twin computes
+// the same values without writing and says whether all would be finite.
+struct UpdateMax {
+  float w = 0, m = 0, v = 0;
+};
 struct AdamWArgs {
   float* w;
   float* m;
@@ -55,7 +60,8 @@ struct AdamWArgs {
   int64_t n;
   float clip, lr, wd, b1, b2, eps, c1, c2;
 };
-void AdamWUpdate(const AdamWArgs& args);
+UpdateMax AdamWUpdate(const AdamWArgs& args);
+bool AdamWUpdateIsFinite(const AdamWArgs& args);
 struct SgdArgs {
   float* w;
   float* m;  // momentum slot; null: plain SGD
@@ -64,6 +70,7 @@ struct SgdArgs {
   float clip, lr, wd, mu;
   bool nesterov;
 };
-void SgdUpdate(const SgdArgs& args);
+UpdateMax SgdUpdate(const SgdArgs& args);
+bool SgdUpdateIsFinite(const SgdArgs& args);
 
 }  // namespace qtrain::rowops

@@ -18,8 +18,10 @@ struct Table {
   void (*quantize_row_u8)(const QuantRowArgs&, uint8_t*);
   void (*quantize_row_f32)(const QuantRowArgs&, float*);
   void (*dequantize_row_s8)(const int8_t*, int64_t, const float*, int64_t, const float*, float*);
-  void (*adamw_update)(const AdamWArgs&);
-  void (*sgd_update)(const SgdArgs&);
+  UpdateMax (*adamw_update)(const AdamWArgs&);
+  UpdateMax (*sgd_update)(const SgdArgs&);
+  bool (*adamw_update_is_finite)(const AdamWArgs&);
+  bool (*sgd_update_is_finite)(const SgdArgs&);
 };
 
 const Table& BaselineTable();

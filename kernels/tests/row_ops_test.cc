@@ -127,6 +127,12 @@ TEST(RowOps, QuantizeIsTheSameBitsInEveryVariantNanAndInfinitiesIncluded) {
   }
 }
 
+float MaxAbs(const std::vector<float>& x) {
+  float m = 0;
+  for (float v : x) m = std::max(m, std::fabs(v));
+  return m;
+}
+
 TEST(RowOps, OptimizerUpdatesAreTheSameBitsInEveryVariant) {
   const auto variants = Variants();
   for (int64_t n : kSizes) {
@@ -137,12 +143,47 @@ TEST(RowOps, OptimizerUpdatesAreTheSameBitsInEveryVariant) {
     for (const Variant& var : variants) {
       std::vector<float> w = w0, m = m0, v = v0;
       for (int step = 0; step < 3; ++step) {
-        var.table->adamw_update({w.data(), m.data(), v.data(), g.data(), n, 0.7f, 1e-3f, 0.01f,
-                                 0.9f, 0.999f, 1e-8f, 1.0f - std::pow(0.9f, step + 1.0f),
-                                 1.0f - std::pow(0.999f, step + 1.0f)});
-        var.table->sgd_update({w.data(), m.data(), g.data(), n, 1.0f, 0.01f, 1e-4f, 0.9f, true});
-        var.table->sgd_update({w.data(), nullptr, g.data(), n, 1.0f, 0.01f, 1e-4f, 0.0f, false});
+        const rowops::AdamWArgs adamw{w.data(),
+                                      m.data(),
+                                      v.data(),
+                                      g.data(),
+                                      n,
+                                      0.7f,
+                                      1e-3f,
+                                      0.01f,
+                                      0.9f,
+                                      0.999f,
+                                      1e-8f,
+                                      1.0f - std::pow(0.9f, step + 1.0f),
+                                      1.0f - std::pow(0.999f, step + 1.0f)};
+        const rowops::SgdArgs momentum{w.data(), m.data(), g.data(), n,   1.0f,
+                                       0.01f,    1e-4f,    0.9f,     true};
+        const rowops::SgdArgs plain{w.data(), nullptr, g.data(), n,    1.0f,
+                                    0.01f,    1e-4f,   0.0f,     false};
+        ASSERT_TRUE(var.table->adamw_update_is_finite(adamw));
+        const rowops::UpdateMax am = var.table->adamw_update(adamw);
+        EXPECT_EQ(am.w, MaxAbs(w)) << var.name;
+        EXPECT_EQ(am.m, MaxAbs(m)) << var.name;
+        EXPECT_EQ(am.v, MaxAbs(v)) << var.name;
+        ASSERT_TRUE(var.table->sgd_update_is_finite(momentum));
+        const rowops::UpdateMax sm = var.table->sgd_update(momentum);
+        EXPECT_EQ(sm.w, MaxAbs(w)) << var.name;
+        EXPECT_EQ(sm.m, MaxAbs(m)) << var.name;
+        ASSERT_TRUE(var.table->sgd_update_is_finite(plain));
+        const rowops::UpdateMax pm = var.table->sgd_update(plain);
+        EXPECT_EQ(pm.w, MaxAbs(w)) << var.name;
       }
+      // The dry runs see what the updates would do, and write nothing.
+      const std::vector<float> before = w;
+      const float inf = std::numeric_limits<float>::infinity();
+      rowops::AdamWArgs huge{w.data(), m.data(), v.data(), g.data(), n,    1.0f,  inf,
+                             0.0f,     0.9f,     0.999f,   1e-8f,    0.1f, 0.001f};
+      EXPECT_EQ(var.table->adamw_update_is_finite(huge), n == 0) << var.name;
+      EXPECT_EQ(var.table->sgd_update_is_finite(
+                    {w.data(), nullptr, g.data(), n, 1.0f, inf, 0.0f, 0.0f, false}),
+                n == 0)
+          << var.name;
+      EXPECT_TRUE(SameBits(w, before)) << var.name;
       if (want_w.empty()) {
         want_w = w, want_m = m, want_v = v;
         continue;

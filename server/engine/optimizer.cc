@@ -111,6 +111,7 @@ Tensor& Optimizer::Slot(const Param& p, const char* slot) {
 }
 
 std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& params) {
+  maxima_.clear();  // the caller may write the slots (or the weights with them)
   std::map<std::string, Tensor*> out;
   for (const Param* p : params) {
     if (config_.has_sgd()) {
@@ -146,8 +147,32 @@ float GlobalGradNorm(const std::vector<Param*>& params) {
   return static_cast<float>(std::sqrt(sq));
 }
 
-Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t step,
-                                     float grad_norm) {
+bool Optimizer::ProvablyFinite(const Param& p, float clip, float grad_norm, float lr) const {
+  auto it = maxima_.find(p.name);
+  if (it == maxima_.end()) return false;
+  // Upper bounds of the new |w|, |m| and v in double: every gradient element is at most the
+  // global norm; AdamW's step is at most m / (c1 * eps) whatever v is.
+  constexpr double kSafe = 1e37;  // below FLT_MAX (3.4e38) with room for float rounding
+  const double mw = it->second.w, mm = it->second.m, mv = it->second.v;
+  const double g = static_cast<double>(clip) * grad_norm, wd = config_.weight_decay();
+  double w_bound = 0, m_bound = 0, v_bound = 0;
+  if (config_.has_sgd()) {
+    const double mu = config_.sgd().momentum();
+    const double grad = g + wd * mw;
+    m_bound = mu * mm + grad;
+    w_bound = mw + lr * (config_.sgd().nesterov() ? grad + mu * m_bound : m_bound);
+  } else {
+    const auto& a = config_.adamw();
+    m_bound = a.beta1() * mm + (1.0 - a.beta1()) * g;
+    v_bound = a.beta2() * mv + (1.0 - a.beta2()) * g * g;
+    const double c1 = 1.0 - a.beta1();  // c1 = 1 - beta1^t is smallest at t = 1
+    w_bound = mw + lr * (m_bound / (c1 * a.epsilon()) + wd * mw);
+  }
+  return w_bound < kSafe && m_bound < kSafe && v_bound < kSafe;
+}
+
+absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(const std::vector<Param*>& params,
+                                                     int64_t step, float grad_norm) {
   StepInfo info;
   info.grad_norm = grad_norm;
   float clip = 1.0f;
@@ -157,22 +182,52 @@ Optimizer::StepInfo Optimizer::Apply(const std::vector<Param*>& params, int64_t 
   const float lr = LearningRate(config_.schedule(), step);
   info.learning_rate = lr;
   const float wd = config_.weight_decay();
+  const auto& a = config_.adamw();
+  const double t = static_cast<double>(step + 1);
+  const float c1 = static_cast<float>(1.0 - std::pow(a.beta1(), t));
+  const float c2 = static_cast<float>(1.0 - std::pow(a.beta2(), t));
+  const float mu = config_.sgd().momentum();
+  auto adamw = [&](Param* p) {
+    return rowops::AdamWArgs{p->value.data<float>(),
+                             Slot(*p, "m").data<float>(),
+                             Slot(*p, "v").data<float>(),
+                             p->grad.data<float>(),
+                             p->value.numel(),
+                             clip,
+                             lr,
+                             wd,
+                             a.beta1(),
+                             a.beta2(),
+                             a.epsilon(),
+                             c1,
+                             c2};
+  };
+  auto sgd = [&](Param* p) {
+    return rowops::SgdArgs{p->value.data<float>(),
+                           mu == 0.0f ? nullptr : Slot(*p, "momentum").data<float>(),
+                           p->grad.data<float>(),
+                           p->value.numel(),
+                           clip,
+                           lr,
+                           wd,
+                           mu,
+                           config_.sgd().nesterov()};
+  };
+  // First, without writing anything: would every new value be finite?
   for (Param* p : params) {
-    float* w = p->value.data<float>();
-    const float* g = p->grad.data<float>();
-    const int64_t n = p->value.numel();
-    if (config_.has_sgd()) {
-      const float mu = config_.sgd().momentum();
-      rowops::SgdUpdate({w, mu == 0.0f ? nullptr : Slot(*p, "momentum").data<float>(), g, n, clip,
-                         lr, wd, mu, config_.sgd().nesterov()});
-      continue;
+    if (ProvablyFinite(*p, clip, grad_norm, lr)) continue;
+    const bool finite = config_.has_sgd() ? rowops::SgdUpdateIsFinite(sgd(p))
+                                          : rowops::AdamWUpdateIsFinite(adamw(p));
+    if (!finite) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "step ", step, ": the update at learning rate ", lr, " would make ", p->name,
+          " (or its optimizer state) infinite or NaN; nothing was changed — lower the learning "
+          "rate or enable clip_global_norm"));
     }
-    const auto& a = config_.adamw();
-    const double t = static_cast<double>(step + 1);
-    const float c1 = static_cast<float>(1.0 - std::pow(a.beta1(), t));
-    const float c2 = static_cast<float>(1.0 - std::pow(a.beta2(), t));
-    rowops::AdamWUpdate({w, Slot(*p, "m").data<float>(), Slot(*p, "v").data<float>(), g, n, clip,
-                         lr, wd, a.beta1(), a.beta2(), a.epsilon(), c1, c2});
+  }
+  for (Param* p : params) {
+    maxima_[p->name] =
+        config_.has_sgd() ? rowops::SgdUpdate(sgd(p)) : rowops::AdamWUpdate(adamw(p));
   }
   return info;
 }

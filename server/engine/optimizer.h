@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/row_ops.h"
 #include "server/engine/config.h"
 #include "server/engine/module.h"
 
@@ -32,9 +33,13 @@ class Optimizer {
   };
   // Updates every parameter from its gradient; `step` is the 0-based update count and
   // `grad_norm` the gradients' global norm (GlobalGradNorm), used for clipping.
-  StepInfo Apply(const std::vector<Param*>& params, int64_t step, float grad_norm);
+  // FailedPrecondition, with nothing changed, when the update would make a weight or an
+  // optimizer slot infinite or NaN (e.g. an extreme learning rate): checked exactly, by a dry
+  // run, unless a bound from the previous update's largest values proves every value finite.
+  absl::StatusOr<StepInfo> Apply(const std::vector<Param*>& params, int64_t step, float grad_norm);
 
-  // Optimizer state as named tensors ("<param>/<slot>"), created lazily for `params`.
+  // Optimizer state as named tensors ("<param>/<slot>"), created lazily for `params`. The
+  // tensors may be written (a checkpoint load), so the next Apply checks exactly again.
   std::map<std::string, Tensor*> State(const std::vector<Param*>& params);
   const proto::OptimizerConfig& config() const { return config_; }
 
@@ -42,8 +47,13 @@ class Optimizer {
   explicit Optimizer(proto::OptimizerConfig config) : config_(std::move(config)) {}
   Tensor& Slot(const Param& p, const char* slot);
 
+  // True when the update of `p` provably leaves every value finite, from maxima_.
+  bool ProvablyFinite(const Param& p, float clip, float grad_norm, float lr) const;
+
   proto::OptimizerConfig config_;
   std::map<std::string, Tensor> slots_;
+  // The largest |w|, |m| and v each parameter's last update wrote; absent: unknown.
+  std::map<std::string, rowops::UpdateMax> maxima_;
 };
 
 }  // namespace qtrain::engine

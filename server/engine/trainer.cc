@@ -97,7 +97,8 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
           "step ", step_, ": gradients are not finite (loss ", loss.loss,
           "); the update was skipped — lower the learning rate or enable clip_global_norm"));
     }
-    const Optimizer::StepInfo info = optimizer_->Apply(model_->params(), step_, grad_norm);
+    QTRAIN_ASSIGN_OR_RETURN(const Optimizer::StepInfo info,
+                            optimizer_->Apply(model_->params(), step_, grad_norm));
     ++step_;
     StepResult r;
     r.step = step_;
