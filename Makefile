@@ -5,6 +5,8 @@
 #   make build    Release build (portable x86-64; hot loops dispatch to AVX-512 at run time)
 #   make test     build + every test (ctest prints the counts)
 #   make asan     ASan+UBSan build of the unit tests and the in-process server test (CI too)
+#   make tsan     clang + ThreadSanitizer build of the threaded code's tests (sessions, streams,
+#                 the in-process server; CI too)
 #   make fuzz     clang + libFuzzer + ASan/UBSan build of tests/fuzz, each target run for
 #                 FUZZ_SECONDS (default 60) from its seed corpus (CI too)
 #   make bench    benchmarks + ratio tables, then one table per lower ISA level under
@@ -18,13 +20,14 @@
 BUILD_DIR ?= build
 ASAN_DIR  ?= build-asan
 FUZZ_DIR  ?= build-fuzz
+TSAN_DIR  ?= build-tsan
 FUZZ_SECONDS ?= 60
 JOBS      ?= $(shell nproc)
 PREFIX    ?= /usr/local
 CMAKE_FLAGS ?=
 SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
 
-.PHONY: all deps build test asan fuzz bench demo format format-check tidy clean docker-verify install
+.PHONY: all deps build test asan tsan fuzz bench demo format format-check tidy clean docker-verify install
 
 all: build
 
@@ -52,6 +55,18 @@ asan: deps
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L 'unit|asan' -j $(JOBS)
+
+# OMP_NUM_THREADS=1: OpenMP's runtime is not instrumented, so kernels run on the calling thread
+# (the executors); the threads under test are qtrain's own. Suppressions: tests/tsan.supp.
+tsan:
+	@bash scripts/install_deps.sh --fuzz
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DQTRAIN_SANITIZE_THREAD=ON -DQTRAIN_BUILD_BENCHMARKS=OFF \
+	  -DQTRAIN_BUILD_PYTHON=OFF
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target tsan_tests
+	cd $(TSAN_DIR) && OMP_NUM_THREADS=1 \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --output-on-failure -L tsan -LE isa -j $(JOBS)
 
 fuzz:
 	@bash scripts/install_deps.sh --fuzz
@@ -81,7 +96,7 @@ tidy: build
 	clang-tidy -p $(BUILD_DIR) --quiet $(filter %.cc,$(SOURCES))
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR) $(TSAN_DIR)
 
 docker-verify:
 	bash scripts/docker_verify.sh

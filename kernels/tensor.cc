@@ -4,12 +4,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <new>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
-
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
+#include "kernels/sync.h"
 
 namespace qtrain {
 namespace {
@@ -35,7 +35,7 @@ class BufferPool {
 
   std::byte* Allocate(size_t capacity) {
     if (capacity >= kMinPooledBytes) {
-      absl::MutexLock lock(&mu_);
+      qtrain::MutexLock lock(&mu_);
       auto it = free_.find(capacity);
       if (it != free_.end()) {
         std::byte* p = it->second;
@@ -44,12 +44,16 @@ class BufferPool {
         return p;
       }
     }
-    return static_cast<std::byte*>(std::aligned_alloc(kAlignment, capacity));
+    void* p = std::aligned_alloc(kAlignment, capacity);
+    // Out of memory: an exception the step's guard turns into RESOURCE_EXHAUSTED (trainer.h),
+    // never a null tensor that a kernel would write through.
+    if (p == nullptr && capacity > 0) throw std::bad_alloc();
+    return static_cast<std::byte*>(p);
   }
 
   void Release(std::byte* p, size_t capacity) {
     if (capacity >= kMinPooledBytes) {
-      absl::MutexLock lock(&mu_);
+      qtrain::MutexLock lock(&mu_);
       if (cached_bytes_ + capacity <= kMaxPooledBytes) {
         free_.emplace(capacity, p);
         cached_bytes_ += capacity;
@@ -60,7 +64,7 @@ class BufferPool {
   }
 
  private:
-  absl::Mutex mu_;
+  qtrain::Mutex mu_;
   std::multimap<size_t, std::byte*> free_ ABSL_GUARDED_BY(mu_);
   size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -16,11 +16,8 @@ Operations in flight at the kill are not acknowledged: their sessions are re-rea
 """
 import argparse
 import os
-import random
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +26,9 @@ import time
 import numpy as np
 
 from qtrain import Client, QtrainError
+from server_process import start_server
 
+FLAGS = ["--autosave_steps=3", "--max_sessions=64"]
 MODEL = {"input": {"shape": [8]}, "body": {"sequential": {"layers": [
     {"linear": {"features": 16}}, {"activation": {"kind": "RELU"}}, {"linear": {"features": 4}}]}}}
 
@@ -96,23 +95,6 @@ class Ledger:
         return bad
 
 
-def start(server, data_dir, log_path, extra):
-    log = open(log_path, "w")
-    proc = subprocess.Popen([server, "--listen=127.0.0.1:0", "--metrics_listen=",
-                             f"--data_dir={data_dir}", "--autosave_steps=3", "--max_sessions=64"] + extra,
-                            stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(300):
-        with open(log_path) as f:
-            m = re.search(r"listening on port (\d+)", f.read())
-        if m:
-            return proc, f"127.0.0.1:{m.group(1)}"
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    with open(log_path) as f:
-        sys.exit(f"qtrain-server did not start:\n{f.read()}")
-
-
 def worker(address, ledger, rng, stop, prefix, cycle, checkpoints):
     """Random operations on this worker's own sessions (ids starting with `prefix`), one at a
     time, so that each session's acknowledgements arrive in the order they happened."""
@@ -177,7 +159,7 @@ def main():
     losses = []
     started = time.time()
     for cycle in range(args.cycles):
-        proc, address = start(args.server, data, os.path.join(work, "server.log"), [])
+        proc, address = start_server(args.server, data, os.path.join(work, "server.log"), FLAGS)
         with Client(address) as c:
             observed = {s.session_id: s.step for s in c.list_sessions()}
         bad = ledger.check(observed)
@@ -202,7 +184,7 @@ def main():
                        if f.endswith(".safetensors"))
         os.remove(os.path.join(data, "sessions", files[0]))
         print(f"self-check: removed {files[0]}")
-    proc, address = start(args.server, data, os.path.join(work, "server.log"), [])
+    proc, address = start_server(args.server, data, os.path.join(work, "server.log"), FLAGS)
     with Client(address) as c:
         observed = {s.session_id: s.step for s in c.list_sessions()}
     losses += [f"final: {b}" for b in ledger.check(observed)]

@@ -68,6 +68,12 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
 
+  // Called between steps, when no op is running: a backend that caches per-shape state (oneDNN
+  // primitives) bounds it here, dropping what was used least recently.
+  virtual void TrimCache() {}
+  // Entries of that cache (primitives and int8 routes), for tests and diagnostics.
+  virtual size_t CacheEntries() const { return 0; }
+
   virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) = 0;
   virtual absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
                                   const float* row_scale, const float* col_scale, float* c) = 0;

@@ -10,6 +10,8 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
+#include <iterator>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -57,6 +59,7 @@ struct CachedPrimitive {
   bool reorder_weights = false;
   dnnl::reorder weights_reorder;
   memory::desc workspace_md;  // max pooling's arg-max workspace
+  uint64_t last_used = 0;     // the TrimCache generation
 };
 
 class OnednnBackend final : public Backend {
@@ -176,7 +179,31 @@ class OnednnBackend final : public Backend {
   struct RoutedOp {
     Int8Route route;
     CachedPrimitive* primitive = nullptr;
+    uint64_t last_used = 0;  // the TrimCache generation
   };
+
+  // Every batch size is a new shape: a client cycling through sizes would grow the caches
+  // without end. Between steps, caches over kMaxCached entries drop their least recently used
+  // half (routes go with the primitives they point to).
+  static constexpr size_t kMaxCached = 512;
+  size_t CacheEntries() const override { return cache_.size() + routes_.size(); }
+  void TrimCache() override {
+    ++generation_;
+    if (cache_.size() <= kMaxCached && routes_.size() <= kMaxCached) return;
+    std::vector<uint64_t> ages;
+    for (const auto& [key, p] : cache_) ages.push_back(p.last_used);
+    for (const auto& [key, r] : routes_) ages.push_back(r.last_used);
+    std::nth_element(ages.begin(), ages.begin() + ages.size() / 2, ages.end());
+    const uint64_t keep_from = ages[ages.size() / 2];  // drop what is older than the median
+    for (auto it = routes_.begin(); it != routes_.end();) {
+      const bool stale = it->second.last_used < keep_from ||
+                         (it->second.primitive && it->second.primitive->last_used < keep_from);
+      it = stale ? routes_.erase(it) : std::next(it);
+    }
+    for (auto it = cache_.begin(); it != cache_.end();) {
+      it = it->second.last_used < keep_from ? cache_.erase(it) : std::next(it);
+    }
+  }
 
   // The int8 candidate list (int8_kernels.h) for one op and shape, decided once. `base_key` is
   // the primitive's cache key: routes are per thread count like the primitives they check.
@@ -185,8 +212,13 @@ class OnednnBackend final : public Backend {
                                         GetPrimitive&& get_primitive) {
     const std::string key = ThreadKey(base_key);
     auto it = routes_.find(key);
-    if (it != routes_.end()) return &it->second;
+    if (it != routes_.end()) {
+      it->second.last_used = generation_;
+      if (it->second.primitive != nullptr) it->second.primitive->last_used = generation_;
+      return &it->second;
+    }
     RoutedOp r;
+    r.last_used = generation_;
     r.route.report.op = std::move(op);
     if (HasVnni(ActiveIsa())) {
       QTRAIN_ASSIGN_OR_RETURN(r.primitive, get_primitive());
@@ -488,10 +520,12 @@ class OnednnBackend final : public Backend {
     const std::string key = ThreadKey(base_key);
     auto it = cache_.find(key);
     if (it != cache_.end()) {
+      it->second.last_used = generation_;
       return &it->second;
     }
     try {
       auto [pos, inserted] = cache_.emplace(key, make());
+      pos->second.last_used = generation_;
       return &pos->second;
     } catch (const dnnl::error& e) {
       return DnnlError(e, absl::StrCat("primitive creation (", key, ")"));
@@ -682,6 +716,7 @@ class OnednnBackend final : public Backend {
   dnnl::stream stream_;
   std::unordered_map<std::string, CachedPrimitive> cache_;
   std::unordered_map<std::string, RoutedOp> routes_;
+  uint64_t generation_ = 0;  // TrimCache calls so far: the clock of last_used
   std::unique_ptr<Backend> reference_ = MakeReferenceBackend();  // below AVX2 only
   Tensor scratchpad_;  // grown on demand, shared by every primitive of this backend
 };

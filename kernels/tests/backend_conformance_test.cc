@@ -71,6 +71,35 @@ TEST(BackendConformance, MatmulF32) {
   }
 }
 
+// Issue 10: a primitive per batch size, never freed. A client cycling through sizes now leaves
+// at most a bounded cache, and a trimmed-away shape still computes right when it comes back.
+TEST(BackendConformance, PrimitiveCacheStaysBoundedAcrossShapes) {
+  absl::StatusOr<std::unique_ptr<Backend>> b = MakeOnednnBackend();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto ref = MakeReferenceBackend();
+  size_t most = 0;
+  for (int64_t m = 1; m <= 1500; ++m) {
+    MatmulDesc d{m, 4, 3};
+    Tensor a = RandomTensor({m, 4}, 1), w = RandomTensor({4, 3}, 2);
+    Tensor got = Tensor::Zeros(DType::kF32, {m, 3});
+    ASSERT_TRUE((*b)->MatmulF32(d, a.data<float>(), w.data<float>(), got.data<float>()).ok());
+    (*b)->TrimCache();
+    most = std::max(most, (*b)->CacheEntries());
+    if (m % 500 == 1) {  // m = 1 was trimmed long ago: recreated, still right
+      Tensor first = RandomTensor({1, 4}, 1), want = Tensor::Zeros(DType::kF32, {1, 3});
+      Tensor again = want;
+      MatmulDesc one{1, 4, 3};
+      ASSERT_TRUE(
+          ref->MatmulF32(one, first.data<float>(), w.data<float>(), want.data<float>()).ok());
+      ASSERT_TRUE(
+          (*b)->MatmulF32(one, first.data<float>(), w.data<float>(), again.data<float>()).ok());
+      EXPECT_LT(MaxRelativeToPeak(again, want), 1e-5);
+    }
+  }
+  EXPECT_GT(most, 100u);
+  EXPECT_LE(most, 1100u);  // 2 × 512 plus the entries of one step
+}
+
 TEST(BackendConformance, MatmulInt8) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {

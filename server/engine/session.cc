@@ -55,7 +55,7 @@ Session::~Session() { Shutdown(); }
 
 absl::Status Session::Submit(std::function<void(Trainer&)> task, Admission admission) {
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     if (stopping_) {
       return absl::UnavailableError(absl::StrCat("session ", id_, " is shutting down"));
     }
@@ -79,7 +79,7 @@ absl::Status Session::Submit(std::function<void(Trainer&)> task, Admission admis
 
 void Session::Shutdown() {
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     stopping_ = true;
   }
   if (executor_.joinable() && executor_.get_id() != std::this_thread::get_id()) {
@@ -88,7 +88,7 @@ void Session::Shutdown() {
 }
 
 SessionInfo Session::info() const {
-  absl::MutexLock lock(&mu_);
+  qtrain::MutexLock lock(&mu_);
   return info_;
 }
 
@@ -97,11 +97,11 @@ void Session::Run() {
   for (;;) {
     Task task;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
+      qtrain::MutexLock lock(&mu_);
+      mu_.Await(
           +[](Session* s)
                ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stopping_ || !s->queue_.empty(); },
-          this));
+          this);
       if (queue_.empty()) return;  // stopping, and everything accepted has run
       task = std::move(queue_.front());
       queue_.pop_front();
@@ -110,7 +110,7 @@ void Session::Run() {
     }
     task.run(*trainer_);
     if (options_.after_task) options_.after_task(id_, *trainer_);
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     info_.step = trainer_->step();
   }
 }
@@ -128,7 +128,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     }
   }
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
       return absl::ResourceExhaustedError(
           absl::StrCat("the server already hosts ", sessions_.size(), " sessions (max_sessions)"));
@@ -145,7 +145,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   // Building the model can take a while: outside the lock, then re-checked.
   QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
                           Session::Create(id, spec, rules, optimizer, seed, options_.session));
-  absl::MutexLock lock(&mu_);
+  qtrain::MutexLock lock(&mu_);
   if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the server already hosts ", sessions_.size(), " sessions (max_sessions)"));
@@ -157,7 +157,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  qtrain::MutexLock lock(&mu_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) {
     return absl::NotFoundError(absl::StrCat("session \"", id, "\" does not exist"));
@@ -166,7 +166,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& 
 }
 
 std::vector<SessionInfo> SessionManager::List() const {
-  absl::MutexLock lock(&mu_);
+  qtrain::MutexLock lock(&mu_);
   std::vector<SessionInfo> out;
   for (const auto& [id, s] : sessions_) out.push_back(s->info());
   return out;
@@ -175,7 +175,7 @@ std::vector<SessionInfo> SessionManager::List() const {
 absl::Status SessionManager::Delete(const std::string& id) {
   std::shared_ptr<Session> session;
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     auto it = sessions_.find(id);
     if (it == sessions_.end()) {
       return absl::NotFoundError(absl::StrCat("session \"", id, "\" does not exist"));
@@ -187,7 +187,7 @@ absl::Status SessionManager::Delete(const std::string& id) {
     // Called from one of its own tasks: stop it (the loop ends after this task) and let another
     // thread join it; destroying it here would join the running thread from itself.
     session->Shutdown();
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     parked_.push_back(std::move(session));
     return absl::OkStatus();
   }
@@ -200,7 +200,7 @@ absl::Status SessionManager::Delete(const std::string& id) {
 void SessionManager::ReapParked() {
   std::vector<std::shared_ptr<Session>> done;
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     for (auto it = parked_.begin(); it != parked_.end();) {
       if ((*it)->OnExecutor()) {
         ++it;
@@ -216,7 +216,7 @@ void SessionManager::ReapParked() {
 void SessionManager::ShutdownAll() {
   std::map<std::string, std::shared_ptr<Session>> sessions;
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     sessions.swap(sessions_);
   }
   for (auto& [id, s] : sessions) s->Shutdown();

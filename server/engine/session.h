@@ -17,7 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "kernels/sync.h"
 #include "server/engine/trainer.h"
 
 namespace qtrain::engine {
@@ -85,7 +85,7 @@ class Session {
   std::unique_ptr<Trainer> trainer_;  // touched only by the executor after construction
   MemoryBudget::Lease lease_;         // the trainer's SessionBytes
 
-  mutable absl::Mutex mu_;
+  mutable qtrain::Mutex mu_;
   std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
   int bounded_ ABSL_GUARDED_BY(mu_) = 0;  // kBounded tasks in queue_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -123,7 +123,7 @@ class SessionManager {
 
  private:
   const SessionManagerOptions options_;
-  mutable absl::Mutex mu_;
+  mutable qtrain::Mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   // Sessions deleted from their own executor, waiting to be joined from another thread.
   std::vector<std::shared_ptr<Session>> parked_ ABSL_GUARDED_BY(mu_);

@@ -63,9 +63,11 @@ auto Trainer::Guarded(Body body) -> decltype(body()) {
   try {
     auto result = body();
     if (!result.ok()) stats_ = std::move(saved);
+    backend_->TrimCache();  // between steps: no primitive is in use
     return result;
   } catch (const std::bad_alloc&) {
     stats_ = std::move(saved);
+    backend_->TrimCache();
     return absl::ResourceExhaustedError(
         absl::StrCat("step ", step_,
                      ": out of memory (the server's memory budget is larger than the memory "

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "kernels/sync.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/trainer_service.h"
 #include "server/rpc/unary_call.h"

@@ -126,12 +126,12 @@ void Metrics::RecordStep(const std::string& mode, double seconds, int64_t exampl
 }
 
 void Metrics::SetLoss(const std::string& session_id, double loss) {
-  absl::MutexLock lock(&loss_mu_);  // the gauge must not be removed between Add and Set
+  qtrain::MutexLock lock(&loss_mu_);  // the gauge must not be removed between Add and Set
   loss_->Add({{"session", session_id}}).Set(loss);
 }
 
 void Metrics::ForgetSession(const std::string& session_id) {
-  absl::MutexLock lock(&loss_mu_);
+  qtrain::MutexLock lock(&loss_mu_);
   const prometheus::Labels labels = {{"session", session_id}};
   if (loss_->Has(labels)) loss_->Remove(&loss_->Add(labels));
 }

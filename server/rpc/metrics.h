@@ -17,7 +17,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "kernels/sync.h"
 #include "qtrain/v1/trainer_service.pb.h"
 
 namespace qtrain::rpc {
@@ -66,7 +66,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* steps_;
   prometheus::Family<prometheus::Counter>* samples_;
   prometheus::Family<prometheus::Histogram>* step_seconds_;
-  absl::Mutex loss_mu_;  // SetLoss against ForgetSession
+  qtrain::Mutex loss_mu_;  // SetLoss against ForgetSession
   prometheus::Family<prometheus::Gauge>* loss_;
   prometheus::Gauge* sessions_;
   prometheus::Family<prometheus::Counter>* rpcs_;

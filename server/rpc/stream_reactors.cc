@@ -6,8 +6,8 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "kernels/status_macros.h"
+#include "kernels/sync.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/tensor_convert.h"
@@ -223,7 +223,7 @@ class StepStream final : public StreamReactor<Policy> {
   void OnReadDone(bool ok) override {
     Actions a;
     {
-      absl::MutexLock lock(&mu_);
+      qtrain::MutexLock lock(&mu_);
       reading_ = false;
       if (!ok) {
         reads_done_ = true;  // half-close or cancellation: never a message that failed to parse
@@ -241,7 +241,7 @@ class StepStream final : public StreamReactor<Policy> {
   void WriteDone(bool ok) override {
     Actions a;
     {
-      absl::MutexLock lock(&mu_);
+      qtrain::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) FailLocked(absl::CancelledError("the client stopped reading results"));
       a = NextLocked();
@@ -252,7 +252,7 @@ class StepStream final : public StreamReactor<Policy> {
   void OnCancel() override {
     Actions a;
     {
-      absl::MutexLock lock(&mu_);
+      qtrain::MutexLock lock(&mu_);
       FailLocked(absl::CancelledError(absl::StrCat(Policy::kName, " stream cancelled")));
       a = NextLocked();
     }
@@ -300,7 +300,7 @@ class StepStream final : public StreamReactor<Policy> {
   void OnWorkDone(bool final, absl::StatusOr<Response> r) {
     Actions a;
     {
-      absl::MutexLock lock(&mu_);
+      qtrain::MutexLock lock(&mu_);
       --inflight_;
       if (!r.ok()) {
         FailLocked(r.status());
@@ -373,7 +373,7 @@ class StepStream final : public StreamReactor<Policy> {
   grpc::ByteBuffer* answer_;      // client streaming: the final response goes here (gRPC's)
   typename Policy::State state_;  // executor only
   RunContext context_;            // session_id set once, before the first task is submitted
-  absl::Mutex mu_;
+  qtrain::Mutex mu_;
   grpc::ByteBuffer in_;   // written by gRPC while reading_
   grpc::ByteBuffer out_;  // read by gRPC while writing_
   Request request_ ABSL_GUARDED_BY(mu_);

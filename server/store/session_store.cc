@@ -13,8 +13,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "kernels/status_macros.h"
+#include "kernels/sync.h"
 #include "server/store/checkpoint_io.h"
 #include "server/store/session_checkpoint.h"
 
@@ -68,7 +68,7 @@ absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
 }  // namespace
 
 absl::Status RunAndWait(engine::Session& session, std::function<void(engine::Trainer&)> fn) {
-  absl::Notification done;
+  qtrain::Notification done;
   QTRAIN_RETURN_IF_ERROR(session.Submit([&](engine::Trainer& t) {
     fn(t);
     done.Notify();
@@ -99,13 +99,13 @@ absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id,
   saved.step = trainer.step();
   saved.bytes = static_cast<int64_t>(bytes.size());
   QTRAIN_RETURN_IF_ERROR(WriteFileDurably(saved.path, bytes));
-  absl::MutexLock lock(&mu_);
+  qtrain::MutexLock lock(&mu_);
   durable_[id] = saved.step;
   return saved;
 }
 
 int64_t SessionStore::LastDurableStep(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  qtrain::MutexLock lock(&mu_);
   auto it = durable_.find(id);
   return it == durable_.end() ? -1 : it->second;
 }
@@ -118,7 +118,7 @@ absl::Status SessionStore::Forget(const std::string& id) {
                                             "): it will be restored at the next start"));
   }
   {
-    absl::MutexLock lock(&mu_);
+    qtrain::MutexLock lock(&mu_);
     durable_.erase(id);
   }
   // The removal itself must survive a crash.
@@ -158,7 +158,7 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
       {
         // Durable before the load runs: the autosave after that task must not write the
         // checkpoint it was just read from.
-        absl::MutexLock lock(&mu_);
+        qtrain::MutexLock lock(&mu_);
         durable_[id] = config.step;
       }
       absl::Status loaded;
@@ -166,7 +166,7 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
           RunAndWait(*session, [&](engine::Trainer& t) { loaded = LoadCheckpoint(file, t); });
       if (!ran.ok() || !loaded.ok()) {
         (void)sessions.Delete(id);
-        absl::MutexLock lock(&mu_);
+        qtrain::MutexLock lock(&mu_);
         durable_.erase(id);
         return ran.ok() ? loaded : ran;
       }

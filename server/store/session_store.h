@@ -14,7 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "kernels/sync.h"
 #include "server/engine/session.h"
 
 namespace qtrain::store {
@@ -58,7 +58,7 @@ class SessionStore {
   SessionStore(std::string dir, int lock_fd) : dir_(std::move(dir)), lock_fd_(lock_fd) {}
   const std::string dir_;  // <data_dir>/sessions
   const int lock_fd_;      // holds the flock on <data_dir>/LOCK
-  mutable absl::Mutex mu_;
+  mutable qtrain::Mutex mu_;
   std::map<std::string, int64_t> durable_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -23,7 +23,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "kernels/sync.h"
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/rpc/tensor_convert.h"
 #include "server/store/checkpoint_io.h"
@@ -136,7 +136,7 @@ std::string HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const std
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   grpc::Status status;
-  absl::Notification done;
+  qtrain::Notification done;
   generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
                     [&](grpc::Status s) {
                       status = s;

@@ -8,7 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "absl/synchronization/notification.h"
+#include "kernels/sync.h"
 #include "server/engine/tests/test_models.h"
 
 namespace qtrain::engine {
@@ -33,7 +33,7 @@ TEST(SessionTest, TasksRunInOrderOnTheExecutor) {
   ASSERT_TRUE(s.ok()) << s.status();
   std::vector<int64_t> steps;
   std::atomic<bool> other_thread{true};
-  absl::Notification done;
+  qtrain::Notification done;
   const auto caller = std::this_thread::get_id();
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE((*s)->Submit([&, i](Trainer& t) {
@@ -54,7 +54,7 @@ TEST(SessionTest, TasksRunInOrderOnTheExecutor) {
 TEST(SessionTest, BoundedQueuePushesBackAndShutdownDrains) {
   auto s = Session::Create("b", FromJson<proto::ModelSpec>(kSpec), {}, {}, 1, {1, 2});
   ASSERT_TRUE(s.ok());
-  absl::Notification release;
+  qtrain::Notification release;
   std::atomic<int> ran{0};
   ASSERT_TRUE((*s)->Submit([&](Trainer&) {
                     release.WaitForNotification();
@@ -90,7 +90,7 @@ TEST(SessionManagerTest, ConcurrentSessionsAndLimits) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(manager.Get("nope").status().code(), absl::StatusCode::kNotFound);
 
-  absl::Notification a_done, b_done;
+  qtrain::Notification a_done, b_done;
   for (int i = 0; i < 5; ++i) {
     ASSERT_TRUE((*a)->Submit([&, i](Trainer& t) {
                       ASSERT_TRUE(t.TrainStep(SmallBatch(i)).ok());
