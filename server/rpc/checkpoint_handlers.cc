@@ -84,10 +84,12 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 // Collects chunks, then loads them into the named session (creating it when new).
 class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
+  // `control` decodes the checkpoint and builds a new session off gRPC's threads.
   UploadStream(grpc::CallbackServerContext* ctx, engine::SessionManager* sessions,
                store::SessionStore* store, Metrics* metrics, ServiceLimits limits,
-               grpc::ByteBuffer* response)
+               engine::Worker* control, grpc::ByteBuffer* response)
       : ctx_(ctx),
+        control_(control),
         sessions_(sessions),
         store_(store),
         metrics_(metrics),
@@ -128,7 +130,7 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       StartRead(&in_);
       return;
     }
-    Load();
+    control_->Post([this] { Load(); });  // decoding and building are not for gRPC threads
   }
   void OnDone() override { delete this; }
 
@@ -207,6 +209,7 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   grpc::CallbackServerContext* ctx_;
+  engine::Worker* control_;
   engine::SessionManager* sessions_;
   store::SessionStore* store_;  // may be null (no data dir)
   Metrics* metrics_;
@@ -264,7 +267,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(C
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,
                                                                             Bytes* out) {
-  return new UploadStream(ctx, sessions_, store_, metrics_, limits_, out);
+  return new UploadStream(ctx, sessions_, store_, metrics_, limits_, &control_, out);
 }
 
 }  // namespace qtrain::rpc

@@ -33,9 +33,14 @@ void OnSession(engine::SessionManager* sessions, const std::string& id, Call* ca
 
 grpc::ServerUnaryReactor* TrainerService::CreateSession(Context*, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::CreateSessionRequest, v1::Session>;
-  return Call::Start(in, out, [this](Call* call) {
-    // Building and initialising the model happens here (bounded by the spec limits and the
-    // memory budget); every later operation runs on the new session's executor.
+  return Call::Start(in, out,
+                     [this](Call* call) { control_.Post([this, call] { Create(call); }); });
+}
+
+// On the control worker: building and initialising the model (bounded by the spec limits and the
+// memory budget); every later operation runs on the new session's executor.
+void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call) {
+  {
     const v1::CreateSessionRequest& request = call->request();
     absl::StatusOr<std::shared_ptr<Session>> session =
         sessions_->Create(request.session_id(), request.model(), request.rules(),
@@ -64,7 +69,7 @@ grpc::ServerUnaryReactor* TrainerService::CreateSession(Context*, const Bytes* i
       call->Reply(absl::OkStatus());
     });
     if (!submitted.ok()) call->Reply(submitted);
-  });
+  }
 }
 
 grpc::ServerUnaryReactor* TrainerService::GetSession(Context*, const Bytes* in, Bytes* out) {
@@ -101,7 +106,13 @@ grpc::ServerUnaryReactor* TrainerService::GetServerInfo(Context*, const Bytes* i
 
 grpc::ServerUnaryReactor* TrainerService::DeleteSession(Context*, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>;
-  return Call::Start(in, out, [this](Call* call) {
+  // On the control worker: deleting joins the session's executor, which first runs its queue.
+  return Call::Start(in, out,
+                     [this](Call* call) { control_.Post([this, call] { Delete(call); }); });
+}
+
+void TrainerService::Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call) {
+  {
     const std::string& id = call->request().session_id();
     absl::Status s = sessions_->Delete(id);
     const bool deleted = s.ok();
@@ -111,15 +122,26 @@ grpc::ServerUnaryReactor* TrainerService::DeleteSession(Context*, const Bytes* i
       metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
     }
     call->Reply(s);
-  });
+  }
 }
 
 grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context*, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::UpdateRulesRequest, v1::Session>;
   return Call::Start(in, out, [this](Call* call) {
     const std::string id = call->request().session_id();
-    OnSession(sessions_, id, call, [id, call](Trainer& t) {
+    OnSession(sessions_, id, call, [this, id, call](Trainer& t) {
+      const v1::RuleSet previous =
+          t.model().rules() != nullptr ? t.model().rules()->source() : v1::RuleSet();
       absl::Status s = t.SetRules(call->request().rules());
+      // With a data dir the new rules are durable before they are acknowledged; if they cannot
+      // be saved, the session keeps the rules it had.
+      if (s.ok() && store_ != nullptr) {
+        absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+        if (!saved.ok()) {
+          (void)t.SetRules(previous);
+          s = saved.status();
+        }
+      }
       if (s.ok()) FillSession(id, t, call->response());
       return s;
     });

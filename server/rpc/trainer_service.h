@@ -11,7 +11,9 @@
 
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/engine/session.h"
+#include "server/engine/worker.h"
 #include "server/rpc/stream_reactors.h"
+#include "server/rpc/unary_call.h"
 
 namespace qtrain::rpc {
 
@@ -59,11 +61,17 @@ class TrainerService final : public RawTrainerService {
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
 
  private:
+  void Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call);
+  void Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call);
+
   engine::SessionManager* sessions_;  // not owned
   store::SessionStore* store_;        // not owned; may be null
   ServiceLimits limits_;
   Metrics* metrics_;  // not owned; may be null
   v1::ServerInfo info_;
+  // Control-plane work off gRPC threads (model builds, checkpoint decodes, executor joins).
+  // Declared last: destroyed first, running what was posted while the sessions still exist.
+  engine::Worker control_;
 };
 
 }  // namespace qtrain::rpc

@@ -675,6 +675,17 @@ TEST(DurableServerTest, AnUploadIsDurableWhenAcknowledged) {
   ASSERT_TRUE(Upload(stub.get(), "up", step0, &info).ok());
   EXPECT_EQ(info.step(), 0);
   EXPECT_EQ(step_on_disk(), "0");  // not the step-4 file a restart would have restored
+  // New rules are durable when acknowledged too (no step is needed to save them).
+  v1::UpdateRulesRequest rules;
+  rules.set_session_id("up");
+  *rules.mutable_rules() = Json<v1::RuleSet>(R"({"rules": [{"weight_qtype": "int8"}]})");
+  grpc::ClientContext rctx;
+  ASSERT_TRUE(stub->UpdateRules(&rctx, rules, &created).ok());
+  absl::StatusOr<std::string> bytes = store::ReadWholeFile(path, int64_t{1} << 30);
+  ASSERT_TRUE(bytes.ok());
+  absl::StatusOr<store::SafetensorsFile> file = store::DecodeCheckpoint(*bytes);
+  ASSERT_TRUE(file.ok());
+  EXPECT_THAT(file->metadata["rules"], HasSubstr("int8"));
   (*s)->Shutdown();
 }
 
