@@ -87,6 +87,13 @@ void Session::Shutdown() {
   }
 }
 
+absl::Status Session::PrepareUnshared(const std::function<absl::Status(Trainer&)>& fn) {
+  absl::Status s = fn(*trainer_);
+  qtrain::MutexLock lock(&mu_);
+  info_.step = trainer_->step();  // e.g. a loaded checkpoint's
+  return s;
+}
+
 SessionInfo Session::info() const {
   qtrain::MutexLock lock(&mu_);
   return info_;
@@ -117,7 +124,7 @@ void Session::Run() {
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
-    const proto::OptimizerConfig& optimizer, uint64_t seed) {
+    const proto::OptimizerConfig& optimizer, uint64_t seed, const Prepare& prepare) {
   if (!id.empty()) {
     bool ok = id.size() <= 64;
     for (char c : id)
@@ -140,26 +147,35 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     } else if (sessions_.count(id)) {
       return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
     }
+    // Reserved (a null entry: invisible to Get, List and Delete) while it is built and prepared,
+    // so that neither the id nor the slot can be taken meanwhile.
+    sessions_.emplace(id, nullptr);
   }
   ReapParked();
-  // Building the model can take a while: outside the lock, then re-checked.
-  QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
-                          Session::Create(id, spec, rules, optimizer, seed, options_.session));
+  auto unreserve = [&] {
+    qtrain::MutexLock lock(&mu_);
+    sessions_.erase(id);
+  };
+  // Building the model and preparing it can take a while: outside the lock.
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      Session::Create(id, spec, rules, optimizer, seed, options_.session);
+  if (session.ok() && prepare) {
+    absl::Status prepared = (*session)->PrepareUnshared([&](Trainer& t) { return prepare(id, t); });
+    if (!prepared.ok()) session = prepared;  // destroys the session: nothing left behind
+  }
+  if (!session.ok()) {
+    unreserve();
+    return session.status();
+  }
   qtrain::MutexLock lock(&mu_);
-  if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the server already hosts ", sessions_.size(), " sessions (max_sessions)"));
-  }
-  if (!sessions_.emplace(id, session).second) {
-    return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));
-  }
+  sessions_[id] = *session;
   return session;
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& id) const {
   qtrain::MutexLock lock(&mu_);
   auto it = sessions_.find(id);
-  if (it == sessions_.end()) {
+  if (it == sessions_.end() || it->second == nullptr) {
     return absl::NotFoundError(absl::StrCat("session \"", id, "\" does not exist"));
   }
   return it->second;
@@ -168,7 +184,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(const std::string& 
 std::vector<SessionInfo> SessionManager::List() const {
   qtrain::MutexLock lock(&mu_);
   std::vector<SessionInfo> out;
-  for (const auto& [id, s] : sessions_) out.push_back(s->info());
+  for (const auto& [id, s] : sessions_) {
+    if (s != nullptr) out.push_back(s->info());  // reserved ids are still being built
+  }
   return out;
 }
 
@@ -177,7 +195,7 @@ absl::Status SessionManager::Delete(const std::string& id) {
   {
     qtrain::MutexLock lock(&mu_);
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) {
+    if (it == sessions_.end() || it->second == nullptr) {
       return absl::NotFoundError(absl::StrCat("session \"", id, "\" does not exist"));
     }
     session = std::move(it->second);
@@ -217,7 +235,14 @@ void SessionManager::ShutdownAll() {
   std::map<std::string, std::shared_ptr<Session>> sessions;
   {
     qtrain::MutexLock lock(&mu_);
-    sessions.swap(sessions_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->second == nullptr) {  // still being created on another thread: its creator owns it
+        ++it;
+        continue;
+      }
+      sessions.insert(*it);
+      it = sessions_.erase(it);
+    }
   }
   for (auto& [id, s] : sessions) s->Shutdown();
   ReapParked();

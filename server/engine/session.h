@@ -68,6 +68,9 @@ class Session {
 
   const std::string& id() const { return id_; }
   SessionInfo info() const;
+  // Runs `fn` on the calling thread. Only before the session is shared (no task submitted):
+  // SessionManager::Create's `prepare`.
+  absl::Status PrepareUnshared(const std::function<absl::Status(Trainer&)>& fn);
   // True on this session's executor thread (inside one of its tasks).
   bool OnExecutor() const { return executor_.get_id() == std::this_thread::get_id(); }
 
@@ -107,10 +110,14 @@ class SessionManager {
   // Creates a session (id generated when `id` is empty). ResourceExhausted at max_sessions,
   // AlreadyExists for a taken id, InvalidArgument for an id that is not [A-Za-z0-9_-]{1,64},
   // and the errors of Session::Create.
+  // `prepare` (may be empty) runs on the calling thread with the new session's id and trainer
+  // before the session is registered — loading a checkpoint, making it durable — so that no
+  // other call sees it half-made; its error is Create's, and nothing is left behind.
+  using Prepare = std::function<absl::Status(const std::string& id, Trainer&)>;
   absl::StatusOr<std::shared_ptr<Session>> Create(std::string id, const proto::ModelSpec& spec,
                                                   const proto::RuleSet& rules,
                                                   const proto::OptimizerConfig& optimizer,
-                                                  uint64_t seed);
+                                                  uint64_t seed, const Prepare& prepare = nullptr);
   // NotFound naming the id.
   absl::StatusOr<std::shared_ptr<Session>> Get(const std::string& id) const;
   std::vector<SessionInfo> List() const;
@@ -124,6 +131,7 @@ class SessionManager {
  private:
   const SessionManagerOptions options_;
   mutable qtrain::Mutex mu_;
+  // A null entry reserves an id whose session is being built and prepared (Create).
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   // Sessions deleted from their own executor, waiting to be joined from another thread.
   std::vector<std::shared_ptr<Session>> parked_ ABSL_GUARDED_BY(mu_);

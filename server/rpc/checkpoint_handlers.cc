@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "kernels/sync.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/trainer_service.h"
@@ -159,53 +160,50 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       return;
     }
     auto file = std::make_shared<store::SafetensorsFile>(std::move(*decoded));
-    absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id_);
-    if (!session.ok()) {  // a new session from the checkpoint's own configuration
-      absl::StatusOr<store::SessionConfig> config = store::ConfigFromCheckpoint(*file);
-      if (!config.ok()) {
-        Done(config.status());
-        return;
-      }
-      session =
-          sessions_->Create(id_, config->spec, config->rules, config->optimizer, config->seed);
-      if (!session.ok()) {
-        Done(session.status());
-        return;
-      }
-      created_ = true;
-    }
     const size_t size = bytes_.size();
-    absl::Status s = (*session)->Submit([this, file, size](Trainer& t) {
+    // Loads the checkpoint into `t` and, with a data dir, makes it durable before it is
+    // acknowledged (and so a later restart cannot bring back an older file of a higher step).
+    auto apply = [this, file, size](Trainer& t) -> absl::Status {
       const auto start = std::chrono::steady_clock::now();
-      absl::Status loaded = store::LoadCheckpoint(*file, t);
-      // With a data dir the upload is durable before it is acknowledged (and a later restart
-      // cannot bring back an older file of a higher step).
-      if (loaded.ok() && store_ != nullptr) {
+      QTRAIN_RETURN_IF_ERROR(store::LoadCheckpoint(*file, t));
+      if (store_ != nullptr) {
         absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id_, t);
         if (!saved.ok()) {
-          loaded = absl::Status(saved.status().code(),
-                                absl::StrCat("the checkpoint was loaded but could not be made "
-                                             "durable: ",
-                                             saved.status().message()));
+          return absl::Status(saved.status().code(),
+                              absl::StrCat("the checkpoint was loaded but could not be made "
+                                           "durable: ",
+                                           saved.status().message()));
         }
       }
-      if (loaded.ok() && metrics_ != nullptr) {
+      if (metrics_ != nullptr) {
         metrics_->RecordCheckpoint("upload", SecondsSince(start), static_cast<int64_t>(size));
-        metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
       }
-      if (loaded.ok()) {
-        v1::CheckpointInfo info;
-        info.set_session_id(id_);
-        info.set_step(t.step());
-        info.set_bytes(static_cast<int64_t>(size));
-        info.set_crc32(file->metadata[store::kChecksumKey]);
-        loaded = SerializeWire(info, response_);
-      } else if (created_) {
-        (void)sessions_->Delete(id_);  // nothing half-made stays behind
-      }
-      Done(loaded);
-    });
-    if (!s.ok()) Done(s);
+      v1::CheckpointInfo info;
+      info.set_session_id(id_);
+      info.set_step(t.step());
+      info.set_bytes(static_cast<int64_t>(size));
+      info.set_crc32(file->metadata[store::kChecksumKey]);
+      return SerializeWire(info, response_);
+    };
+    absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id_);
+    if (session.ok()) {  // into a live session: on its executor, between its steps
+      absl::Status s = (*session)->Submit([this, apply](Trainer& t) { Done(apply(t)); });
+      if (!s.ok()) Done(s);
+      return;
+    }
+    // A new session from the checkpoint's own configuration, loaded (and saved) before it is
+    // registered: a failure leaves nothing behind.
+    absl::StatusOr<store::SessionConfig> config = store::ConfigFromCheckpoint(*file);
+    if (!config.ok()) {
+      Done(config.status());
+      return;
+    }
+    session = sessions_->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
+                                [&](const std::string&, Trainer& t) { return apply(t); });
+    if (session.ok() && metrics_ != nullptr) {
+      metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+    }
+    Done(session.status());
   }
 
   grpc::CallbackServerContext* ctx_;
@@ -221,7 +219,6 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   std::string id_;
   std::string bytes_;
   engine::MemoryBudget::Lease lease_;  // for bytes_ and its decoded tensors
-  bool created_ = false;
 };
 
 }  // namespace

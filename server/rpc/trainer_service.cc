@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/stream_reactors.h"
@@ -40,36 +41,20 @@ grpc::ServerUnaryReactor* TrainerService::CreateSession(Context*, const Bytes* i
 // On the control worker: building and initialising the model (bounded by the spec limits and the
 // memory budget); every later operation runs on the new session's executor.
 void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call) {
-  {
-    const v1::CreateSessionRequest& request = call->request();
-    absl::StatusOr<std::shared_ptr<Session>> session =
-        sessions_->Create(request.session_id(), request.model(), request.rules(),
-                          request.optimizer(), request.seed());
-    if (!session.ok()) {
-      call->Reply(session.status());
-      return;
-    }
-    if (metrics_ != nullptr) metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
-    const std::string id = (*session)->id();
-    absl::Status submitted = (*session)->Submit([this, call, id](Trainer& t) {
-      // With a data dir a new session is durable before it is acknowledged: a crash right after
-      // the answer must not lose it.
-      if (store_ != nullptr) {
-        absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
-        if (!saved.ok()) {
-          (void)sessions_->Delete(id);  // from its own task: parked, joined elsewhere
-          if (metrics_ != nullptr) {
-            metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
-          }
-          call->Reply(saved.status());
-          return;
-        }
-      }
-      FillSession(id, t, call->response());
-      call->Reply(absl::OkStatus());
-    });
-    if (!submitted.ok()) call->Reply(submitted);
+  const v1::CreateSessionRequest& request = call->request();
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
+      request.session_id(), request.model(), request.rules(), request.optimizer(), request.seed(),
+      [this, call](const std::string& id, Trainer& t) -> absl::Status {
+        // With a data dir a new session is durable before anyone can see it: a crash right
+        // after the answer cannot lose it, and a failed save leaves nothing behind.
+        if (store_ != nullptr) QTRAIN_RETURN_IF_ERROR(store_->Save(id, t).status());
+        FillSession(id, t, call->response());
+        return absl::OkStatus();
+      });
+  if (session.ok() && metrics_ != nullptr) {
+    metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   }
+  call->Reply(session.status());
 }
 
 grpc::ServerUnaryReactor* TrainerService::GetSession(Context*, const Bytes* in, Bytes* out) {

@@ -152,27 +152,22 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
       QTRAIN_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path, kMaxCheckpointBytes));
       QTRAIN_ASSIGN_OR_RETURN(SafetensorsFile file, DecodeCheckpoint(bytes));
       QTRAIN_ASSIGN_OR_RETURN(SessionConfig config, ConfigFromCheckpoint(file));
-      QTRAIN_ASSIGN_OR_RETURN(
-          std::shared_ptr<engine::Session> session,
-          sessions.Create(id, config.spec, config.rules, config.optimizer, config.seed));
       {
-        // Durable before the load runs: the autosave after that task must not write the
-        // checkpoint it was just read from.
+        // Durable at the checkpoint's step before it is loaded: the session's first autosave
+        // must not rewrite the file it was just read from.
         qtrain::MutexLock lock(&mu_);
         durable_[id] = config.step;
       }
-      absl::Status loaded;
-      absl::Status ran =
-          RunAndWait(*session, [&](engine::Trainer& t) { loaded = LoadCheckpoint(file, t); });
-      if (!ran.ok() || !loaded.ok()) {
-        (void)sessions.Delete(id);
+      // Built and loaded before it is registered: a checkpoint that fails to load leaves no
+      // session behind.
+      absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions.Create(
+          id, config.spec, config.rules, config.optimizer, config.seed,
+          [&](const std::string&, engine::Trainer& t) { return LoadCheckpoint(file, t); });
+      if (!session.ok()) {
         qtrain::MutexLock lock(&mu_);
         durable_.erase(id);
-        return ran.ok() ? loaded : ran;
       }
-      // The executor publishes a task's step after the task: one more (empty) task makes sure
-      // ListSessions shows the restored step as soon as the server answers (issue 10).
-      return RunAndWait(*session, [](engine::Trainer&) {});
+      return session.status();
     }();
     if (s.ok()) {
       restored.push_back(id);
