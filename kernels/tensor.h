@@ -27,7 +27,8 @@ const char* DTypeName(DType dtype);
 
 using Shape = std::vector<int64_t>;
 
-// Number of elements of `shape` (1 for rank 0).
+// Number of elements of `shape` (1 for rank 0); INT64_MAX when the product overflows, so that
+// a hostile shape fails every size limit instead of wrapping.
 int64_t NumElements(const Shape& shape);
 // "[2, 3, 4]".
 std::string ShapeString(const Shape& shape);

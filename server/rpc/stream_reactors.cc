@@ -221,6 +221,23 @@ class StepStream final : public StreamReactor<Policy> {
   }
 
   void OnReadDone(bool ok) override {
+    // Parsing and converting run before the lock: with one read outstanding at a time, in_,
+    // request_ and messages_ belong to this callback until the next StartRead.
+    absl::Status parsed;
+    absl::StatusOr<std::shared_ptr<typename Policy::Work>> work = nullptr;
+    if (ok) {
+      ++messages_;
+      parsed = ParseWire(in_, &request_,
+                         absl::StrCat("message ", messages_, " of the ", Policy::kName, " stream"));
+      if (parsed.ok() && Policy::HasWork(request_)) {
+        absl::StatusOr<typename Policy::Work> w = Policy::Parse(request_, limits_);
+        if (w.ok()) {
+          work = std::make_shared<typename Policy::Work>(*std::move(w));
+        } else {
+          work = w.status();
+        }
+      }
+    }
     Actions a;
     {
       qtrain::MutexLock lock(&mu_);
@@ -230,7 +247,7 @@ class StepStream final : public StreamReactor<Policy> {
       } else if (failed_ || finished_) {
         // A read that completes after the stream failed (or finished) is dropped: queuing its
         // work would run it on a reactor that OnDone may already have deleted.
-      } else if (absl::Status s = AcceptLocked(); !s.ok()) {
+      } else if (absl::Status s = parsed.ok() ? AcceptLocked(std::move(work)) : parsed; !s.ok()) {
         FailLocked(s);
       }
       a = NextLocked();
@@ -269,19 +286,17 @@ class StepStream final : public StreamReactor<Policy> {
     grpc::Status status;
   };
 
-  absl::Status AcceptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ++messages_;
-    QTRAIN_RETURN_IF_ERROR(ParseWire(
-        in_, &request_, absl::StrCat("message ", messages_, " of the ", Policy::kName, " stream")));
+  // Binds the stream's session (the first message names it) and queues the message's work
+  // (null: the message carries none; an error: its conversion failed).
+  absl::Status AcceptLocked(absl::StatusOr<std::shared_ptr<typename Policy::Work>> work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const bool first = session_ == nullptr;
     QTRAIN_RETURN_IF_ERROR(BindSession(sessions_, request_.session_id(), session_));
     // Written once, before the first task: executor tasks read it without the lock.
     if (first) context_.session_id = session_->id();
-    if (!Policy::HasWork(request_)) return absl::OkStatus();
-    absl::StatusOr<typename Policy::Work> work = Policy::Parse(request_, limits_);
     if (!work.ok()) return work.status();
-    auto shared = std::make_shared<typename Policy::Work>(std::move(*work));
-    return SubmitLocked(/*final=*/false, [this, shared](Trainer& t) {
+    if (*work == nullptr) return absl::OkStatus();
+    return SubmitLocked(/*final=*/false, [this, shared = *std::move(work)](Trainer& t) {
       return Policy::Run(t, *shared, state_, context_);  // executor only
     });
   }
@@ -376,10 +391,10 @@ class StepStream final : public StreamReactor<Policy> {
   qtrain::Mutex mu_;
   grpc::ByteBuffer in_;   // written by gRPC while reading_
   grpc::ByteBuffer out_;  // read by gRPC while writing_
-  Request request_ ABSL_GUARDED_BY(mu_);
+  Request request_;       // in_, parsed: owned by the read in flight (OnReadDone)
+  int64_t messages_ = 0;  // messages read so far: likewise
   std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
   std::deque<Response> pending_ ABSL_GUARDED_BY(mu_);
-  int64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
   bool reading_ ABSL_GUARDED_BY(mu_) = true;  // the constructor's read
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
