@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), limits,
                                                       s->metrics_.get());
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
+  s->metrics_->TrackMemory(s->budget_.get());
   absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);
   if (!info.ok()) return info.status();
   s->metrics_->SetHardwareInfo(*info);

@@ -1,5 +1,7 @@
 #include "server/rpc/metrics.h"
 
+#include <algorithm>
+
 #include <google/protobuf/message.h>
 #include <prometheus/text_serializer.h>
 
@@ -85,6 +87,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Help("Sessions hosted")
                    .Register(*registry_)
                    .Add({});
+  auto& memory = prometheus::BuildGauge()
+                     .Name("qtrain_memory_bytes")
+                     .Help(
+                         "The memory budget (--memory_budget_mb; 0: unlimited) and what sessions, "
+                         "steps and uploads hold of it, refreshed after every RPC")
+                     .Register(*registry_);
+  memory_budget_ = &memory.Add({{"kind", "budget"}});
+  memory_reserved_ = &memory.Add({{"kind", "reserved"}});
   rpcs_ = &prometheus::BuildCounter()
                .Name("qtrain_rpcs_total")
                .Help("RPCs finished, by method and gRPC status code")
@@ -140,6 +150,10 @@ void Metrics::SetSessions(int64_t n) { sessions_->Set(static_cast<double>(n)); }
 
 void Metrics::RecordRpc(const std::string& method, int code) {
   rpcs_->Add({{"method", method}, {"code", absl::StrCat(code)}}).Increment();
+  if (budget_ != nullptr) {
+    memory_budget_->Set(static_cast<double>(std::max<int64_t>(budget_->limit(), 0)));
+    memory_reserved_->Set(static_cast<double>(budget_->used()));
+  }
 }
 
 void Metrics::RecordBytes(int64_t in, int64_t out) {

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/sync.h"
 #include "qtrain/v1/trainer_service.pb.h"
+#include "server/engine/memory_budget.h"
 
 namespace qtrain::rpc {
 
@@ -51,6 +52,10 @@ class Metrics {
   // 1 per representative int8 op: which code paths this server computes with. Call once.
   void SetHardwareInfo(const v1::ServerInfo& info);
 
+  // qtrain_memory_bytes{kind="budget"|"reserved"} follow `budget` (not owned; it must outlive
+  // the metrics' RPCs). Call once, before serving.
+  void TrackMemory(const engine::MemoryBudget* budget) { budget_ = budget; }
+
   // The port the /metrics exposer listens on (0 when not serving).
   int port() const;
 
@@ -74,6 +79,9 @@ class Metrics {
   prometheus::Counter* bytes_out_;
   prometheus::Family<prometheus::Histogram>* checkpoint_seconds_;
   prometheus::Family<prometheus::Counter>* checkpoint_bytes_;
+  const engine::MemoryBudget* budget_ = nullptr;
+  prometheus::Gauge* memory_budget_;
+  prometheus::Gauge* memory_reserved_;
 };
 
 }  // namespace qtrain::rpc
