@@ -10,9 +10,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <new>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "server/engine/config.h"
 #include "server/engine/model.h"
@@ -71,5 +73,18 @@ int64_t StepBytes(const ModelFootprint& footprint, int64_t batch, bool training)
 
 // "1.5 GiB", "12.0 MiB", "512 B": for error messages.
 std::string HumanBytes(int64_t bytes);
+
+// Runs `fn` (returning absl::Status or absl::StatusOr) and answers a failed allocation inside it
+// as ResourceExhausted naming `what`: the budget's estimates err high, but no request may end
+// the process.
+template <typename Fn>
+auto OutOfMemoryAsStatus(absl::string_view what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": out of memory (lower qtrain-server --memory_budget_mb)"));
+  }
+}
 
 }  // namespace qtrain::engine

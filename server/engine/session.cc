@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cctype>
+#include <cstdio>
 #include <new>
 
 #include "absl/strings/str_cat.h"
@@ -88,7 +89,8 @@ void Session::Shutdown() {
 }
 
 absl::Status Session::PrepareUnshared(const std::function<absl::Status(Trainer&)>& fn) {
-  absl::Status s = fn(*trainer_);
+  absl::Status s = OutOfMemoryAsStatus(absl::StrCat("preparing session \"", id_, "\""),
+                                       [&] { return fn(*trainer_); });
   qtrain::MutexLock lock(&mu_);
   info_.step = trainer_->step();  // e.g. a loaded checkpoint's
   return s;
@@ -115,8 +117,14 @@ void Session::Run() {
       bounded_ -= task.admission == Admission::kBounded;
       info_.queued = static_cast<int64_t>(queue_.size());
     }
-    task.run(*trainer_);
-    if (options_.after_task) options_.after_task(id_, *trainer_);
+    try {
+      task.run(*trainer_);
+      if (options_.after_task) options_.after_task(id_, *trainer_);
+    } catch (const std::bad_alloc&) {
+      // Tasks answer their own allocation failures (steps, loads, saves); one that did not must
+      // still not end the process with every other session.
+      std::fprintf(stderr, "qtrain-server: session %s: a task ran out of memory\n", id_.c_str());
+    }
     qtrain::MutexLock lock(&mu_);
     info_.step = trainer_->step();
   }

@@ -165,7 +165,8 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     // acknowledged (and so a later restart cannot bring back an older file of a higher step).
     auto apply = [this, file, size](Trainer& t) -> absl::Status {
       const auto start = std::chrono::steady_clock::now();
-      QTRAIN_RETURN_IF_ERROR(store::LoadCheckpoint(*file, t));
+      QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
+          "loading the uploaded checkpoint", [&] { return store::LoadCheckpoint(*file, t); }));
       if (store_ != nullptr) {
         absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id_, t);
         if (!saved.ok()) {

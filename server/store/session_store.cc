@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
+#include "server/engine/memory_budget.h"
 #include "server/store/checkpoint_io.h"
 #include "server/store/session_checkpoint.h"
 
@@ -94,7 +95,12 @@ std::string SessionStore::PathFor(const std::string& id) const {
 absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id,
                                                    engine::Trainer& trainer) {
   SavedCheckpoint saved;
-  const std::string bytes = EncodeCheckpoint(CheckpointFromTrainer(trainer), &saved.crc32);
+  QTRAIN_ASSIGN_OR_RETURN(
+      const std::string bytes,
+      engine::OutOfMemoryAsStatus(
+          absl::StrCat("saving session \"", id, "\""), [&]() -> absl::StatusOr<std::string> {
+            return EncodeCheckpoint(CheckpointFromTrainer(trainer), &saved.crc32);
+          }));
   saved.path = PathFor(id);
   saved.step = trainer.step();
   saved.bytes = static_cast<int64_t>(bytes.size());
