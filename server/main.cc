@@ -29,6 +29,12 @@ ABSL_FLAG(int64_t, max_batch_bytes, int64_t{256} << 20, "largest tensor accepted
 ABSL_FLAG(int64_t, memory_budget_mb, 0,
           "memory sessions, steps and uploads may reserve; beyond it RESOURCE_EXHAUSTED (0: 80% of "
           "physical memory or the cgroup limit; -1: unlimited)");
+ABSL_FLAG(int, drain_grace_seconds, 0,
+          "on SIGTERM, report NOT_SERVING on health 'readiness' and refuse new work for at least "
+          "this long before stopping (let load balancers see the pod leave)");
+ABSL_FLAG(int, shutdown_deadline_seconds, 30,
+          "on SIGTERM, the most time for in-flight steps to finish; then they are cancelled and "
+          "every session is saved");
 ABSL_FLAG(int64_t, max_checkpoint_bytes, int64_t{4} << 30, "largest checkpoint upload accepted");
 
 namespace {
@@ -67,7 +73,8 @@ int main(int argc, char** argv) {
   if (options.sessions.max_sessions < 1 || options.sessions.session.threads < 1 ||
       options.sessions.session.max_queued < 1 || options.limits.max_inflight_batches < 1 ||
       options.limits.max_batch_bytes < 1 || options.limits.max_checkpoint_bytes < 1 ||
-      options.autosave_steps < 0) {
+      options.autosave_steps < 0 || absl::GetFlag(FLAGS_drain_grace_seconds) < 0 ||
+      absl::GetFlag(FLAGS_shutdown_deadline_seconds) < 1) {
     std::fprintf(stderr, "qtrain-server: every limit flag must be >= 1\n");
     return 2;
   }
@@ -103,7 +110,10 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::printf("qtrain-server: draining (readiness NOT_SERVING, new work refused), then saving\n");
+  std::fflush(stdout);
+  (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_deadline_seconds) * 1000,
+                      absl::GetFlag(FLAGS_drain_grace_seconds) * 1000);
   std::printf("qtrain-server: shutting down\n");
-  (*server)->Shutdown();
   return 0;
 }

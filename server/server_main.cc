@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -15,6 +16,13 @@
 #include "server/rpc/server_info.h"
 
 namespace qtrain::server {
+namespace {
+
+constexpr char kLiveness[] = "liveness";
+constexpr char kStartup[] = "startup";
+constexpr char kReadiness[] = "readiness";
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const ServerOptions& o) {
   auto s = std::unique_ptr<RunningServer>(new RunningServer());
@@ -31,6 +39,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   session_options.session.budget = s->budget_.get();
   rpc::ServiceLimits limits = o.limits;
   limits.budget = s->budget_.get();
+  limits.state = &s->state_;
   if (!o.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<store::SessionStore>> store =
         store::SessionStore::Open(o.data_dir);
@@ -93,14 +102,19 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
     return absl::UnavailableError(
         absl::StrCat("cannot listen on --listen=", o.listen, " (address in use or invalid)"));
   }
-  // Health by service name too, as clients that check "qtrain.v1.Trainer" expect.
-  s->server_->GetHealthCheckService()->SetServingStatus(v1::Trainer::service_full_name(), true);
+  // Health by service name too, as clients that check "qtrain.v1.Trainer" expect, and one name
+  // per Kubernetes probe: "liveness" (the process serves), "startup" (sessions restored: Start
+  // returns only then) and "readiness" (restored and not draining; "" and qtrain.v1.Trainer
+  // follow it).
+  for (const char* name : {kLiveness, kStartup, kReadiness, v1::Trainer::service_full_name()}) {
+    s->server_->GetHealthCheckService()->SetServingStatus(name, true);
+  }
   return s;
 }
 
 RunningServer::~RunningServer() { Shutdown(); }
 
-void RunningServer::Shutdown(int deadline_ms) {
+void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
   if (shut_down_) return;
   shut_down_ = true;
   // A server that never started (Start failed part-way) has nothing new to save.
@@ -108,7 +122,34 @@ void RunningServer::Shutdown(int deadline_ms) {
     if (sessions_ != nullptr) sessions_->ShutdownAll();
     return;
   }
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::milliseconds(deadline_ms);
+  // Drain: not ready and no new work, while health and reads still answer.
+  state_.draining = true;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  for (const char* name : {"", kReadiness, v1::Trainer::service_full_name()}) {
+    health->SetServingStatus(name, false);
+  }
+  auto busy = [&] {
+    if (state_.streams > 0) return true;
+    for (const engine::SessionInfo& info : sessions_->List()) {
+      if (info.queued > 0) return true;
+    }
+    return false;
+  };
+  while (
+      std::chrono::steady_clock::now() < deadline &&
+      (busy() || std::chrono::steady_clock::now() < start + std::chrono::milliseconds(grace_ms))) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Whatever still runs at the deadline is cancelled. With nothing in flight, a short grace
+  // only: gRPC would otherwise wait out the deadline for clients that merely keep a connection.
+  const auto left = busy() ? std::max(deadline - std::chrono::steady_clock::now(),
+                                      std::chrono::steady_clock::duration::zero())
+                           : std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                 std::chrono::milliseconds(200));
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
   if (store_) {
     for (const engine::SessionInfo& info : sessions_->List()) {
       absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions_->Get(info.id);

@@ -42,9 +42,12 @@ class RunningServer {
   // Sessions restored from the data dir at start, and files that could not be restored.
   const std::vector<std::string>& restored() const { return restored_; }
   const std::vector<std::string>& restore_errors() const { return restore_errors_; }
-  // Graceful: stop accepting calls, let in-flight steps finish (up to `deadline_ms`), save every
-  // session to the data dir, then stop the executors and release the data dir. Idempotent.
-  void Shutdown(int deadline_ms = 5000);
+  // Graceful drain: readiness turns NOT_SERVING at once and new work is refused UNAVAILABLE
+  // (health, reads and deletes still answer); the server stays up at least `grace_ms` (so that
+  // load balancers see it leave) and until in-flight steps finish, up to `deadline_ms` in all;
+  // then every session is saved to the data dir, the server stops, the executors join and the
+  // data dir is released. Idempotent.
+  void Shutdown(int deadline_ms = 5000, int grace_ms = 0);
   void Wait() { server_->Wait(); }
   rpc::Metrics& metrics() { return *metrics_; }
   // The CPU, ISA and int8 kernels this server computes with (GetServerInfo's answer).
@@ -57,6 +60,7 @@ class RunningServer {
   std::unique_ptr<store::SessionStore> store_;
   std::unique_ptr<engine::MemoryBudget> budget_;  // outlives the sessions holding its leases
   std::unique_ptr<engine::SessionManager> sessions_;
+  rpc::ServiceState state_;  // shared with the handlers; outlives the server
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<rpc::ReflectionV1> reflection_;
   std::unique_ptr<grpc::Server> server_;

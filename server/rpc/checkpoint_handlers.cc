@@ -96,6 +96,7 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         metrics_(metrics),
         limits_(limits),
         response_(response) {
+    if (limits_.state != nullptr) ++limits_.state->streams;
     // An empty lease of the server's budget, grown chunk by chunk.
     if (absl::StatusOr<engine::MemoryBudget::Lease> l =
             engine::MemoryBudget::Reserve(limits_.budget, 0, "a checkpoint upload");
@@ -106,6 +107,10 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   }
 
   void OnReadDone(bool ok) override {
+    if (ok && limits_.state != nullptr && limits_.state->draining) {
+      Done(DrainingError());  // nothing was loaded
+      return;
+    }
     if (ok) {
       if (absl::Status parsed =
               ParseWire(in_, &chunk_, absl::StrCat("upload message ", ++messages_));
@@ -133,7 +138,10 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     }
     control_->Post([this] { Load(); });  // decoding and building are not for gRPC threads
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (limits_.state != nullptr) --limits_.state->streams;
+    delete this;
+  }
 
  private:
   // Finishes the call, first returning the upload's memory: the client may see the status

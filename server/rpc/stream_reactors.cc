@@ -215,6 +215,7 @@ class StepStream final : public StreamReactor<Policy> {
   StepStream(engine::SessionManager* sessions, ServiceLimits limits,
              const store::SessionStore* store, Metrics* metrics, grpc::ByteBuffer* answer)
       : sessions_(sessions), limits_(limits), answer_(answer) {
+    if (limits_.state != nullptr) ++limits_.state->streams;
     context_.store = store;
     context_.metrics = metrics;
     this->StartRead(&in_);
@@ -247,6 +248,8 @@ class StepStream final : public StreamReactor<Policy> {
       } else if (failed_ || finished_) {
         // A read that completes after the stream failed (or finished) is dropped: queuing its
         // work would run it on a reactor that OnDone may already have deleted.
+      } else if (limits_.state != nullptr && limits_.state->draining) {
+        FailLocked(DrainingError());  // what was accepted before still runs and answers
       } else if (absl::Status s = parsed.ok() ? AcceptLocked(std::move(work)) : parsed; !s.ok()) {
         FailLocked(s);
       }
@@ -276,7 +279,10 @@ class StepStream final : public StreamReactor<Policy> {
     Execute(a);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (limits_.state != nullptr) --limits_.state->streams;
+    delete this;
+  }
 
  private:
   struct Actions {
@@ -407,6 +413,12 @@ class StepStream final : public StreamReactor<Policy> {
 };
 
 }  // namespace
+
+absl::Status DrainingError() {
+  return absl::UnavailableError(
+      "qtrain-server is draining (shutting down): it accepts no new work; retry on another "
+      "replica or once it has restarted (sessions are saved and restored)");
+}
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
     engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,

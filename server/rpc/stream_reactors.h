@@ -6,6 +6,7 @@
 // executors never touch a deleted reactor. Reactors delete themselves in OnDone.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include <grpcpp/support/server_callback.h>
@@ -18,11 +19,21 @@
 
 namespace qtrain::rpc {
 
+// What a draining server (RunningServer::Shutdown) shares with the handlers. Owned by the server.
+struct ServiceState {
+  std::atomic<bool> draining{false};  // new work is refused with UNAVAILABLE
+  std::atomic<int> streams{0};        // streaming calls not yet done
+};
+
+// UNAVAILABLE: the server drains before it stops; the client should retry elsewhere or later.
+absl::Status DrainingError();
+
 struct ServiceLimits {
   int64_t max_batch_bytes = int64_t{256} << 20;     // per tensor of a request
   int max_inflight_batches = 4;                     // per stream, ahead of the results
   int64_t max_checkpoint_bytes = int64_t{4} << 30;  // per uploaded checkpoint
   engine::MemoryBudget* budget = nullptr;           // uploads reserve from it; not owned
+  ServiceState* state = nullptr;                    // not owned; null: never drains
 };
 
 // `store` (may be null: no data dir) reports the last durable step in Train results; `metrics`

@@ -61,6 +61,7 @@ class TrainerService final : public RawTrainerService {
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
 
  private:
+  bool Draining() const { return limits_.state != nullptr && limits_.state->draining; }
   void Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call);
   void Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call);
 

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
@@ -23,6 +24,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "kernels/sync.h"
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/rpc/tensor_convert.h"
@@ -37,16 +39,20 @@ constexpr char kServer[] = "build/bin/qtrain-server";  // tests run from the pro
 // A child qtrain-server; its port comes from the "listening on port N" line.
 class ServerProcess {
  public:
-  explicit ServerProcess(const std::string& data_dir) {
+  explicit ServerProcess(const std::string& data_dir,
+                         std::vector<std::string> flags = {"--autosave_steps=5"}) {
     const std::string log = data_dir + "/server.log";
+    flags.insert(flags.begin(), {kServer, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                                 "--data_dir=" + data_dir});
+    std::vector<char*> argv;
+    for (std::string& f : flags) argv.push_back(f.data());
+    argv.push_back(nullptr);
     pid_ = fork();
     if (pid_ == 0) {
       const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
-      const std::string dir = "--data_dir=" + data_dir;
-      execl(kServer, kServer, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", dir.c_str(),
-            "--autosave_steps=5", static_cast<char*>(nullptr));
+      execv(kServer, argv.data());
       _exit(127);
     }
     // Wait (bounded) for the "listening on port N" and "metrics on ...:M" lines.
@@ -66,8 +72,15 @@ class ServerProcess {
   ~ServerProcess() { Kill(SIGKILL); }
 
   int Kill(int signal) {
+    Signal(signal);
+    return Wait();
+  }
+  void Signal(int signal) {
+    if (pid_ > 0) kill(pid_, signal);
+  }
+  // The exit status (waitpid's), once the process ends.
+  int Wait() {
     if (pid_ <= 0) return -1;
-    kill(pid_, signal);
     int status = 0;
     waitpid(pid_, &status, 0);
     pid_ = -1;
@@ -400,6 +413,88 @@ TEST(ServerProcessTest, KillDashNineThenRestartComesBackAtTheDurableStep) {
   }
   const int exit = restarted.Kill(SIGTERM);
   EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);  // graceful shutdown exits 0
+}
+
+// Issue 12: SIGTERM drains before it stops. Readiness turns NOT_SERVING at once while liveness
+// stays SERVING, new work is refused UNAVAILABLE, the process exits 0 within its deadline, and
+// every session is saved (here, 7 steps that no autosave had made durable).
+TEST(ServerProcessTest, SigtermDrainsThenSavesEverySessionAndExitsZero) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  {
+    ServerProcess server(dir, {"--autosave_steps=1000", "--drain_grace_seconds=2",
+                               "--shutdown_deadline_seconds=10"});
+    auto stub = server.Stub();
+    auto health = grpc::health::v1::Health::NewStub(server.Channel());
+    auto status_of = [&](const std::string& service) {
+      grpc::health::v1::HealthCheckRequest req;
+      req.set_service(service);
+      grpc::health::v1::HealthCheckResponse resp;
+      grpc::ClientContext ctx;
+      const grpc::Status s = health->Check(&ctx, req, &resp);
+      return s.ok() ? static_cast<int>(resp.status()) : -1;
+    };
+    constexpr int kServing = grpc::health::v1::HealthCheckResponse::SERVING;
+    constexpr int kNotServing = grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    for (const char* probe : {"liveness", "startup", "readiness", ""}) {
+      EXPECT_EQ(status_of(probe), kServing) << probe;
+    }
+    ASSERT_TRUE(CreateSession(stub.get(), "drain", R"({"input": {"shape": [6]},
+        "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})")
+                    .ok());
+    grpc::ClientContext tctx;
+    auto stream = stub->Train(&tctx);
+    v1::TrainResponse last;
+    for (int i = 0; i < 7; ++i) {
+      v1::TrainRequest r;
+      if (i == 0) r.set_session_id("drain");
+      *r.mutable_batch() = MakeBatch(i);
+      ASSERT_TRUE(stream->Write(r));
+      ASSERT_TRUE(stream->Read(&last));
+    }
+    EXPECT_EQ(last.step(), 7);
+    EXPECT_EQ(last.last_durable_step(), 0);
+
+    const auto signalled = std::chrono::steady_clock::now();
+    server.Signal(SIGTERM);
+    int readiness = kServing;
+    for (int i = 0; i < 50 && readiness == kServing; ++i) {
+      readiness = status_of("readiness");
+      if (readiness == kServing) usleep(20 * 1000);
+    }
+    EXPECT_EQ(readiness, kNotServing);
+    EXPECT_EQ(status_of("liveness"), kServing);
+    // New work is refused, also on a stream that was open before the signal.
+    EXPECT_EQ(CreateSession(stub.get(), "late", R"({"input": {"shape": [6]},
+        "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})")
+                  .error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+    v1::TrainRequest more;
+    *more.mutable_batch() = MakeBatch(8);
+    stream->Write(more);
+    stream->WritesDone();
+    v1::TrainResponse extra;
+    while (stream->Read(&extra)) {
+    }
+    const grpc::Status ended = stream->Finish();
+    EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE) << ended.error_message();
+    EXPECT_THAT(ended.error_message(), ::testing::HasSubstr("draining"));
+
+    const int exit = server.Wait();
+    EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+    EXPECT_GE(seconds, 1.9);  // the grace period
+    EXPECT_LT(seconds, 10.0);
+  }
+  ServerProcess restarted(dir);
+  auto stub = restarted.Stub();
+  grpc::ClientContext gctx;
+  v1::GetSessionRequest get;
+  get.set_session_id("drain");
+  v1::Session got;
+  ASSERT_TRUE(stub->GetSession(&gctx, get, &got).ok());
+  EXPECT_EQ(got.step(), 7);  // saved during the drain
 }
 
 }  // namespace
