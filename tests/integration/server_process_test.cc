@@ -353,6 +353,15 @@ TEST(ServerProcessTest, MetricsScrapePassesPromtool) {
   EXPECT_EQ(rc, 0) << text;
 }
 
+// The session's step, or -1 when GetSession fails.
+int64_t StepOf(v1::Trainer::Stub* stub, const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::GetSessionRequest get;
+  get.set_session_id(id);
+  v1::Session got;
+  return stub->GetSession(&ctx, get, &got).ok() ? got.step() : -1;
+}
+
 TEST(ServerProcessTest, KillDashNineThenRestartComesBackAtTheDurableStep) {
   char dir[] = "/tmp/qtrain_proc_XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
@@ -388,12 +397,7 @@ TEST(ServerProcessTest, KillDashNineThenRestartComesBackAtTheDurableStep) {
 
   ServerProcess restarted(dir);
   auto stub = restarted.Stub();
-  grpc::ClientContext gctx;
-  v1::GetSessionRequest get;
-  get.set_session_id("crash");
-  v1::Session got;
-  ASSERT_TRUE(stub->GetSession(&gctx, get, &got).ok());
-  EXPECT_EQ(got.step(), 10);
+  EXPECT_EQ(StepOf(stub.get(), "crash"), 10);
   // Weights bit-identical to that checkpoint.
   grpc::ClientContext dctx;
   v1::DownloadCheckpointRequest dreq;
@@ -489,12 +493,7 @@ TEST(ServerProcessTest, SigtermDrainsThenSavesEverySessionAndExitsZero) {
   }
   ServerProcess restarted(dir);
   auto stub = restarted.Stub();
-  grpc::ClientContext gctx;
-  v1::GetSessionRequest get;
-  get.set_session_id("drain");
-  v1::Session got;
-  ASSERT_TRUE(stub->GetSession(&gctx, get, &got).ok());
-  EXPECT_EQ(got.step(), 7);  // saved during the drain
+  EXPECT_EQ(StepOf(stub.get(), "drain"), 7);  // saved during the drain
 }
 
 }  // namespace
