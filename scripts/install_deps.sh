@@ -19,8 +19,9 @@ if [ "${1:-}" != "--build" ]; then
   PACKAGES+=(
     # developer tools and the test / benchmark frameworks
     ccache clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
-    # data for tests and the demo; promtool checks the /metrics scrape
-    dataset-fashion-mnist bible-kjv prometheus
+    # data for tests and the demo; promtool checks the /metrics scrape; systemd-analyze checks
+    # deploy/systemd
+    dataset-fashion-mnist bible-kjv prometheus systemd
     # the Python client (Debian's grpcio, protobuf, numpy)
     python3-grpcio python3-protobuf python3-numpy
   )
