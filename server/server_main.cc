@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
           if (saved.ok())
             metrics->RecordCheckpoint("autosave", rpc::SecondsSince(start), saved->bytes);
           if (!saved.ok()) {
+            metrics->RecordCheckpointError("autosave");
             std::fprintf(stderr, "qtrain-server: autosave of %s failed: %s\n", id.c_str(),
                          saved.status().ToString().c_str());
           }
@@ -70,6 +71,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
                                                       s->metrics_.get());
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   s->metrics_->TrackMemory(s->budget_.get());
+  s->metrics_->TrackProcess(o.data_dir);
   absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);
   if (!info.ok()) return info.status();
   s->metrics_->SetHardwareInfo(*info);

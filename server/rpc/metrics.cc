@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/rpc/process_metrics.h"
 
 namespace qtrain::rpc {
 namespace {
@@ -115,6 +116,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            .Name("qtrain_checkpoint_bytes_total")
                            .Help("Checkpoint bytes, by kind (save, autosave, download, upload)")
                            .Register(*registry_);
+  checkpoint_errors_ = &prometheus::BuildCounter()
+                            .Name("qtrain_checkpoint_errors_total")
+                            .Help("Checkpoints that failed to save or load, by kind")
+                            .Register(*registry_);
+  // Present at 0 from the start, so that rate() and increase() see the first failure.
+  for (const char* kind : {"save", "autosave", "download", "upload"}) {
+    checkpoint_errors_->Add({{"kind", kind}});
+  }
 }
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Serve(const std::string& address) {
@@ -191,7 +200,20 @@ int Metrics::port() const {
 }
 
 std::string Metrics::Serialize() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  if (process_ != nullptr) {
+    for (prometheus::MetricFamily& f : process_->Collect()) families.push_back(std::move(f));
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+void Metrics::RecordCheckpointError(const std::string& kind) {
+  checkpoint_errors_->Add({{"kind", kind}}).Increment();
+}
+
+void Metrics::TrackProcess(const std::string& data_dir) {
+  process_ = std::make_shared<ProcessCollector>(data_dir, QTRAIN_VERSION);
+  if (exposer_ != nullptr) exposer_->RegisterCollectable(process_);
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

@@ -47,6 +47,11 @@ class Metrics {
   void RecordBytes(int64_t in, int64_t out);
   // A checkpoint of `kind` ("save", "autosave", "download", "upload") encoded or loaded.
   void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);
+  // A checkpoint of `kind` that failed (qtrain_checkpoint_errors_total: the autosave alert).
+  void RecordCheckpointError(const std::string& kind);
+  // Also report process_* (RSS, CPU, fds), the data dir's free bytes (`data_dir` may be empty)
+  // and qtrain_build_info, read at each scrape. Call once, before serving.
+  void TrackProcess(const std::string& data_dir);
 
   // qtrain_cpu_info{cpu, detected_isa, active_isa} 1 and one qtrain_int8_kernel_info{op, kernel}
   // 1 per representative int8 op: which code paths this server computes with. Call once.
@@ -79,6 +84,8 @@ class Metrics {
   prometheus::Counter* bytes_out_;
   prometheus::Family<prometheus::Histogram>* checkpoint_seconds_;
   prometheus::Family<prometheus::Counter>* checkpoint_bytes_;
+  prometheus::Family<prometheus::Counter>* checkpoint_errors_;
+  std::shared_ptr<prometheus::Collectable> process_;  // null until TrackProcess
   const engine::MemoryBudget* budget_ = nullptr;
   prometheus::Gauge* memory_budget_;
   prometheus::Gauge* memory_reserved_;

@@ -1,0 +1,91 @@
+#include "server/rpc/process_metrics.h"
+
+#include <dirent.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace qtrain::rpc {
+namespace {
+
+prometheus::MetricFamily Gauge(const char* name, const char* help, double value,
+                               prometheus::MetricType type = prometheus::MetricType::Gauge) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  prometheus::ClientMetric m;
+  if (type == prometheus::MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f.metric.push_back(m);
+  return f;
+}
+
+// Fields 14 and 15 of /proc/self/stat (utime, stime) in seconds; -1 when unreadable.
+double CpuSeconds() {
+  std::ifstream in("/proc/self/stat");
+  std::string line;
+  if (!std::getline(in, line)) return -1;
+  const size_t paren = line.rfind(')');  // the command name may hold spaces
+  if (paren == std::string::npos) return -1;
+  std::istringstream rest(line.substr(paren + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double ResidentBytes() {
+  std::ifstream in("/proc/self/statm");
+  long pages = 0, resident = 0;
+  if (!(in >> pages >> resident)) return -1;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+double OpenFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  double n = 0;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;  // the descriptor opendir itself holds
+}
+
+}  // namespace
+
+std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
+  std::vector<prometheus::MetricFamily> out;
+  out.push_back(
+      Gauge("process_resident_memory_bytes", "Resident memory size in bytes", ResidentBytes()));
+  out.push_back(Gauge("process_cpu_seconds_total", "User and system CPU time in seconds",
+                      CpuSeconds(), prometheus::MetricType::Counter));
+  out.push_back(Gauge("process_open_fds", "Open file descriptors", OpenFds()));
+  out.push_back(Gauge("process_max_fds", "Largest file descriptor the process may open",
+                      static_cast<double>(sysconf(_SC_OPEN_MAX))));
+  if (!data_dir_.empty()) {
+    struct statvfs fs;
+    if (statvfs(data_dir_.c_str(), &fs) == 0) {
+      out.push_back(Gauge("qtrain_data_dir_free_bytes",
+                          "Bytes available to the server on the data dir's file system",
+                          static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize)));
+      out.push_back(Gauge("qtrain_data_dir_size_bytes", "Size of the data dir's file system",
+                          static_cast<double>(fs.f_blocks) * static_cast<double>(fs.f_frsize)));
+    }
+  }
+  prometheus::MetricFamily build =
+      Gauge("qtrain_build_info", "The qtrain-server version (value 1)", 1);
+  build.metric[0].label.push_back({"version", version_});
+  out.push_back(build);
+  return out;
+}
+
+}  // namespace qtrain::rpc
