@@ -10,7 +10,9 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu_isa.h"
+#include "server/log.h"
 #include "server/rpc/server_info.h"
 #include "server/server_main.h"
 
@@ -29,6 +31,9 @@ ABSL_FLAG(int64_t, max_batch_bytes, int64_t{256} << 20, "largest tensor accepted
 ABSL_FLAG(int64_t, memory_budget_mb, 0,
           "memory sessions, steps and uploads may reserve; beyond it RESOURCE_EXHAUSTED (0: 80% of "
           "physical memory or the cgroup limit; -1: unlimited)");
+ABSL_FLAG(std::string, log_format, "text",
+          "server log lines: text (for people) or json (one object per line: ts, level, event, "
+          "msg and the event's fields)");
 ABSL_FLAG(int, drain_grace_seconds, 0,
           "on SIGTERM, report NOT_SERVING on health 'readiness' and refuse new work for at least "
           "this long before stopping (let load balancers see the pod leave)");
@@ -63,10 +68,19 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  using qtrain::server::LogEvent;
+  using qtrain::server::LogLevel;
+  const std::string log_format = absl::GetFlag(FLAGS_log_format);
+  if (log_format != "text" && log_format != "json") {
+    std::fprintf(stderr, "qtrain-server: --log_format=%s must be text or json\n",
+                 log_format.c_str());
+    return 2;
+  }
+  qtrain::server::SetJsonLogs(log_format == "json");
   const int64_t budget_mb = absl::GetFlag(FLAGS_memory_budget_mb);
   if (budget_mb < -1 || budget_mb > (int64_t{1} << 40)) {
-    std::fprintf(stderr, "qtrain-server: --memory_budget_mb=%lld must be -1, 0 or a size in MiB\n",
-                 static_cast<long long>(budget_mb));
+    LogEvent(LogLevel::kError, "bad_flag",
+             absl::StrCat(": --memory_budget_mb=", budget_mb, " must be -1, 0 or a size in MiB"));
     return 2;
   }
   options.memory_budget_bytes = budget_mb <= 0 ? budget_mb : budget_mb << 20;
@@ -75,45 +89,54 @@ int main(int argc, char** argv) {
       options.limits.max_batch_bytes < 1 || options.limits.max_checkpoint_bytes < 1 ||
       options.autosave_steps < 0 || absl::GetFlag(FLAGS_drain_grace_seconds) < 0 ||
       absl::GetFlag(FLAGS_shutdown_deadline_seconds) < 1) {
-    std::fprintf(stderr, "qtrain-server: every limit flag must be >= 1\n");
+    LogEvent(LogLevel::kError, "bad_flag", ": every limit flag must be >= 1");
     return 2;
   }
   if (absl::Status isa = qtrain::ValidateIsaEnvironment(); !isa.ok()) {
-    std::fprintf(stderr, "qtrain-server: %s\n", std::string(isa.message()).c_str());
+    LogEvent(LogLevel::kError, "bad_isa", absl::StrCat(": ", isa.message()));
     return 1;
   }
   if (qtrain::ActiveIsa() < qtrain::Isa::kAvx2) {
-    std::fprintf(stderr,
-                 "qtrain-server: warning: %s has no AVX2+FMA (below x86-64-v3); int8 runs on the "
-                 "reference loops: exact, but many times slower\n",
-                 qtrain::CpuSummary().c_str());
+    LogEvent(LogLevel::kWarning, "slow_cpu",
+             absl::StrCat(": warning: ", qtrain::CpuSummary(),
+                          " has no AVX2+FMA (below x86-64-v3); int8 runs on the reference "
+                          "loops: exact, but many times slower"));
   }
   auto server = qtrain::server::RunningServer::Start(options);
   if (!server.ok()) {
-    std::fprintf(stderr, "qtrain-server: %s\n", server.status().ToString().c_str());
+    LogEvent(LogLevel::kError, "start_failed", absl::StrCat(": ", server.status().ToString()));
     return 1;
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   for (const std::string& e : (*server)->restore_errors()) {
-    std::fprintf(stderr, "qtrain-server: not restored: %s\n", e.c_str());
+    LogEvent(LogLevel::kError, "not_restored", absl::StrCat(": not restored: ", e));
   }
-  std::printf("qtrain-server listening on port %d (%zu sessions restored from %s)\n",
-              (*server)->port(), (*server)->restored().size(), options.data_dir.c_str());
-  std::printf("qtrain-server cpu: %s\n", qtrain::rpc::ServerInfoSummary((*server)->info()).c_str());
+  const int port = (*server)->port();
+  LogEvent(LogLevel::kInfo, "listening",
+           absl::StrCat(" listening on port ", port, " (", (*server)->restored().size(),
+                        " sessions restored from ", options.data_dir, ")"),
+           {{"port", absl::StrCat(port)},
+            {"restored", absl::StrCat((*server)->restored().size())},
+            {"data_dir", options.data_dir}});
+  LogEvent(LogLevel::kInfo, "cpu",
+           absl::StrCat(" cpu: ", qtrain::rpc::ServerInfoSummary((*server)->info())));
   const int64_t budget = (*server)->budget().limit();
-  std::printf("qtrain-server memory budget: %s (--memory_budget_mb)\n",
-              budget > 0 ? qtrain::engine::HumanBytes(budget).c_str() : "unlimited");
+  LogEvent(LogLevel::kInfo, "memory_budget",
+           absl::StrCat(
+               " memory budget: ", budget > 0 ? qtrain::engine::HumanBytes(budget) : "unlimited",
+               " (--memory_budget_mb)"),
+           {{"bytes", absl::StrCat(budget)}});
   if ((*server)->metrics().port() > 0) {
-    std::printf("qtrain-server metrics on http://127.0.0.1:%d/metrics\n",
-                (*server)->metrics().port());
+    LogEvent(LogLevel::kInfo, "metrics",
+             absl::StrCat(" metrics on http://127.0.0.1:", (*server)->metrics().port(), "/metrics"),
+             {{"port", absl::StrCat((*server)->metrics().port())}});
   }
-  std::fflush(stdout);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  std::printf("qtrain-server: draining (readiness NOT_SERVING, new work refused), then saving\n");
-  std::fflush(stdout);
+  LogEvent(LogLevel::kInfo, "draining",
+           ": draining (readiness NOT_SERVING, new work refused), then saving");
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_deadline_seconds) * 1000,
                       absl::GetFlag(FLAGS_drain_grace_seconds) * 1000);
-  std::printf("qtrain-server: shutting down\n");
+  LogEvent(LogLevel::kInfo, "stopped", ": shutting down");
   return 0;
 }

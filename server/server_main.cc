@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/log.h"
 #include "server/rpc/reflection_v1.h"
 #include "server/rpc/server_info.h"
 
@@ -58,8 +59,9 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
             metrics->RecordCheckpoint("autosave", rpc::SecondsSince(start), saved->bytes);
           if (!saved.ok()) {
             metrics->RecordCheckpointError("autosave");
-            std::fprintf(stderr, "qtrain-server: autosave of %s failed: %s\n", id.c_str(),
-                         saved.status().ToString().c_str());
+            LogEvent(LogLevel::kError, "autosave_failed",
+                     absl::StrCat(": autosave of ", id, " failed: ", saved.status().ToString()),
+                     {{"session", id}});
           }
         }
       };
@@ -160,8 +162,10 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
       absl::Status ran = store::RunAndWait(
           **session, [&](engine::Trainer& t) { saved = store_->Save(info.id, t).status(); });
       if (!ran.ok() || !saved.ok()) {
-        std::fprintf(stderr, "qtrain-server: saving %s at shutdown failed: %s\n", info.id.c_str(),
-                     (ran.ok() ? saved : ran).ToString().c_str());
+        LogEvent(LogLevel::kError, "save_failed",
+                 absl::StrCat(": saving ", info.id,
+                              " at shutdown failed: ", (ran.ok() ? saved : ran).ToString()),
+                 {{"session", info.id}});
       }
     }
   }

@@ -42,6 +42,7 @@ class ServerProcess {
   explicit ServerProcess(const std::string& data_dir,
                          std::vector<std::string> flags = {"--autosave_steps=5"}) {
     const std::string log = data_dir + "/server.log";
+    log_ = log;
     flags.insert(flags.begin(), {kServer, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
                                  "--data_dir=" + data_dir});
     std::vector<char*> argv;
@@ -64,6 +65,15 @@ class ServerProcess {
       while (fgets(line, sizeof(line), f) != nullptr) {
         std::sscanf(line, "qtrain-server listening on port %d", &port_);
         std::sscanf(line, "qtrain-server metrics on http://127.0.0.1:%d", &metrics_port_);
+        // --log_format=json: {"event":"listening",...,"port":"N"}
+        const std::string l = line;
+        const size_t at = l.find("\"port\":\"");
+        if (at != std::string::npos && l.find("\"event\":\"listening\"") != std::string::npos) {
+          port_ = std::atoi(l.c_str() + at + 8);
+        }
+        if (at != std::string::npos && l.find("\"event\":\"metrics\"") != std::string::npos) {
+          metrics_port_ = std::atoi(l.c_str() + at + 8);
+        }
       }
       fclose(f);
     }
@@ -96,6 +106,9 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+
+ public:
+  std::string log_;  // the server's output file
 
  public:
   int metrics_port_ = 0;
@@ -494,6 +507,31 @@ TEST(ServerProcessTest, SigtermDrainsThenSavesEverySessionAndExitsZero) {
   ServerProcess restarted(dir);
   auto stub = restarted.Stub();
   EXPECT_EQ(StepOf(stub.get(), "drain"), 7);  // saved during the drain
+}
+
+// --log_format=json: every line the server writes, from start to drain, is one JSON object with
+// ts, level, event and msg.
+TEST(ServerProcessTest, JsonLogsAreOneObjectPerLine) {
+  char dir[] = "/tmp/qtrain_proc_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  ServerProcess server(dir, {"--log_format=json"});
+  ASSERT_GT(server.port(), 0);
+  const int exit = server.Kill(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(exit) && WEXITSTATUS(exit) == 0);
+  std::ifstream in(server.log_);
+  std::string line;
+  std::vector<std::string> events;
+  while (std::getline(in, line)) {
+    ASSERT_EQ(line.front(), '{') << line;
+    ASSERT_EQ(line.back(), '}') << line;
+    for (const char* key : {"\"ts\":\"", "\"level\":\"", "\"event\":\"", "\"msg\":\""}) {
+      EXPECT_NE(line.find(key), std::string::npos) << key << " in " << line;
+    }
+    const size_t at = line.find("\"event\":\"") + 9;
+    events.push_back(line.substr(at, line.find('"', at) - at));
+  }
+  EXPECT_THAT(events, ::testing::IsSupersetOf(
+                          {"listening", "cpu", "memory_budget", "metrics", "draining", "stopped"}));
 }
 
 }  // namespace
