@@ -74,6 +74,8 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   s->metrics_->TrackMemory(s->budget_.get());
   s->metrics_->TrackProcess(o.data_dir);
+  engine::SessionManager* sessions = s->sessions_.get();
+  s->metrics_->TrackSessions([sessions] { return sessions->List(); });
   absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);
   if (!info.ok()) return info.status();
   s->metrics_->SetHardwareInfo(*info);
@@ -124,6 +126,7 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
   // A server that never started (Start failed part-way) has nothing new to save.
   if (server_ == nullptr) {
     if (sessions_ != nullptr) sessions_->ShutdownAll();
+    if (metrics_ != nullptr) metrics_->UntrackSessions();
     return;
   }
   const auto start = std::chrono::steady_clock::now();
@@ -170,7 +173,8 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
     }
   }
   sessions_->ShutdownAll();
-  store_.reset();  // releases the data dir's lock for the next server
+  metrics_->UntrackSessions();  // the exposer outlives the session manager
+  store_.reset();               // releases the data dir's lock for the next server
 }
 
 }  // namespace qtrain::server

@@ -24,12 +24,14 @@ class CountingInterceptor final : public grpc::experimental::Interceptor {
   CountingInterceptor(Metrics* metrics, grpc::experimental::ServerRpcInfo* info)
       : metrics_(metrics),
         method_(info->method()),
-        own_service_(absl::StartsWith(method_, "/qtrain.v1.")) {}
+        own_service_(absl::StartsWith(method_, "/qtrain.v1.")),
+        start_(std::chrono::steady_clock::now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using Point = grpc::experimental::InterceptionHookPoints;
     if (methods->QueryInterceptionHookPoint(Point::PRE_SEND_STATUS)) {
-      metrics_->RecordRpc(method_, static_cast<int>(methods->GetSendStatus().error_code()));
+      metrics_->RecordRpc(method_, static_cast<int>(methods->GetSendStatus().error_code()),
+                          SecondsSince(start_));
     }
     if (methods->QueryInterceptionHookPoint(Point::PRE_SEND_MESSAGE)) {
       if (grpc::ByteBuffer* b = methods->GetSerializedSendMessage()) {
@@ -50,6 +52,7 @@ class CountingInterceptor final : public grpc::experimental::Interceptor {
   Metrics* metrics_;
   std::string method_;
   bool own_service_;
+  std::chrono::steady_clock::time_point start_;  // the call's arrival
 };
 
 class CountingFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
@@ -96,6 +99,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                      .Register(*registry_);
   memory_budget_ = &memory.Add({{"kind", "budget"}});
   memory_reserved_ = &memory.Add({{"kind", "reserved"}});
+  rpc_seconds_ = &prometheus::BuildHistogram()
+                      .Name("qtrain_rpc_seconds")
+                      .Help("RPC latency from arrival to status, by method (streams: their life)")
+                      .Register(*registry_);
   rpcs_ = &prometheus::BuildCounter()
                .Name("qtrain_rpcs_total")
                .Help("RPCs finished, by method and gRPC status code")
@@ -157,8 +164,9 @@ void Metrics::ForgetSession(const std::string& session_id) {
 
 void Metrics::SetSessions(int64_t n) { sessions_->Set(static_cast<double>(n)); }
 
-void Metrics::RecordRpc(const std::string& method, int code) {
+void Metrics::RecordRpc(const std::string& method, int code, double seconds) {
   rpcs_->Add({{"method", method}, {"code", absl::StrCat(code)}}).Increment();
+  rpc_seconds_->Add({{"method", method}}, StepBuckets()).Observe(seconds);
   if (budget_ != nullptr) {
     memory_budget_->Set(static_cast<double>(std::max<int64_t>(budget_->limit(), 0)));
     memory_reserved_->Set(static_cast<double>(budget_->used()));
@@ -201,14 +209,25 @@ int Metrics::port() const {
 
 std::string Metrics::Serialize() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
-  if (process_ != nullptr) {
-    for (prometheus::MetricFamily& f : process_->Collect()) families.push_back(std::move(f));
+  for (const auto& c :
+       std::vector<std::shared_ptr<prometheus::Collectable>>{process_, sessions_view_}) {
+    if (c == nullptr) continue;
+    for (prometheus::MetricFamily& f : c->Collect()) families.push_back(std::move(f));
   }
   return prometheus::TextSerializer().Serialize(families);
 }
 
 void Metrics::RecordCheckpointError(const std::string& kind) {
   checkpoint_errors_->Add({{"kind", kind}}).Increment();
+}
+
+void Metrics::TrackSessions(std::function<std::vector<engine::SessionInfo>()> list) {
+  sessions_view_ = std::make_shared<SessionCollector>(std::move(list));
+  if (exposer_ != nullptr) exposer_->RegisterCollectable(sessions_view_);
+}
+
+void Metrics::UntrackSessions() {
+  if (sessions_view_ != nullptr) sessions_view_->Detach();
 }
 
 void Metrics::TrackProcess(const std::string& data_dir) {

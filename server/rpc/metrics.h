@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,8 @@
 #include "kernels/sync.h"
 #include "qtrain/v1/trainer_service.pb.h"
 #include "server/engine/memory_budget.h"
+#include "server/engine/session.h"
+#include "server/rpc/process_metrics.h"
 
 namespace qtrain::rpc {
 
@@ -43,7 +46,7 @@ class Metrics {
   // Drops the deleted session's series (its loss gauge), so labels do not pile up.
   void ForgetSession(const std::string& session_id);
   void SetSessions(int64_t n);
-  void RecordRpc(const std::string& method, int code);
+  void RecordRpc(const std::string& method, int code, double seconds);
   void RecordBytes(int64_t in, int64_t out);
   // A checkpoint of `kind` ("save", "autosave", "download", "upload") encoded or loaded.
   void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);
@@ -52,6 +55,12 @@ class Metrics {
   // Also report process_* (RSS, CPU, fds), the data dir's free bytes (`data_dir` may be empty)
   // and qtrain_build_info, read at each scrape. Call once, before serving.
   void TrackProcess(const std::string& data_dir);
+  // Also report, at each scrape, per session (labels bounded by --max_sessions, dropped with
+  // the session): queued operations and parameters, and their totals. `list` must stay valid
+  // while the metrics are served. Call once, before serving.
+  void TrackSessions(std::function<std::vector<engine::SessionInfo>()> list);
+  // Stops reading the sessions (before they are destroyed).
+  void UntrackSessions();
 
   // qtrain_cpu_info{cpu, detected_isa, active_isa} 1 and one qtrain_int8_kernel_info{op, kernel}
   // 1 per representative int8 op: which code paths this server computes with. Call once.
@@ -86,6 +95,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* checkpoint_bytes_;
   prometheus::Family<prometheus::Counter>* checkpoint_errors_;
   std::shared_ptr<prometheus::Collectable> process_;  // null until TrackProcess
+  std::shared_ptr<SessionCollector> sessions_view_;   // null until TrackSessions
+  prometheus::Family<prometheus::Histogram>* rpc_seconds_;
   const engine::MemoryBudget* budget_ = nullptr;
   prometheus::Gauge* memory_budget_;
   prometheus::Gauge* memory_reserved_;

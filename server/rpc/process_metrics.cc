@@ -88,4 +88,38 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   return out;
 }
 
+void SessionCollector::Detach() {
+  qtrain::MutexLock lock(&mu_);
+  list_ = nullptr;
+}
+
+std::vector<prometheus::MetricFamily> SessionCollector::Collect() const {
+  prometheus::MetricFamily queued =
+      Gauge("qtrain_session_queued_operations", "Operations waiting on a session's executor", 0);
+  prometheus::MetricFamily params =
+      Gauge("qtrain_session_parameters", "Parameters of a session's model", 0);
+  queued.metric.clear();
+  params.metric.clear();
+  std::vector<engine::SessionInfo> sessions;
+  {
+    qtrain::MutexLock lock(&mu_);
+    if (!list_) return {};
+    sessions = list_();
+  }
+  double total = 0;
+  for (const engine::SessionInfo& info : sessions) {
+    prometheus::ClientMetric q, p;
+    q.label.push_back({"session", info.id});
+    q.gauge.value = static_cast<double>(info.queued);
+    p.label = q.label;
+    p.gauge.value = static_cast<double>(info.parameters);
+    total += p.gauge.value;
+    queued.metric.push_back(q);
+    params.metric.push_back(p);
+  }
+  std::vector<prometheus::MetricFamily> out{queued, params};
+  out.push_back(Gauge("qtrain_parameters_resident", "Parameters of every hosted session", total));
+  return out;
+}
+
 }  // namespace qtrain::rpc

@@ -1,15 +1,19 @@
-// Process and host facts for /metrics, read when Prometheus scrapes: resident memory, CPU time,
-// open file descriptors, the data dir's free bytes (the disk-filling alert) and build info.
-// Names follow Prometheus' process_* conventions.
+// Facts for /metrics read when Prometheus scrapes. ProcessCollector: resident memory, CPU time,
+// open file descriptors (process_* conventions), the data dir's free bytes (the disk-filling
+// alert) and build info. SessionCollector: each session's queue depth and parameters.
 //
 // Thread-safe (Collect reads /proc and statvfs only).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
+
+#include "kernels/sync.h"
+#include "server/engine/session.h"
 
 namespace qtrain::rpc {
 
@@ -23,6 +27,20 @@ class ProcessCollector final : public prometheus::Collectable {
  private:
   const std::string data_dir_;
   const std::string version_;
+};
+
+// Sessions' queue depth and parameters, from SessionManager::List at each scrape.
+// Detach() before the sessions go: the exposer's thread may scrape at any time.
+class SessionCollector final : public prometheus::Collectable {
+ public:
+  explicit SessionCollector(std::function<std::vector<engine::SessionInfo>()> list)
+      : list_(std::move(list)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+  void Detach();
+
+ private:
+  mutable qtrain::Mutex mu_;
+  std::function<std::vector<engine::SessionInfo>()> list_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace qtrain::rpc
