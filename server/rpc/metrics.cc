@@ -1,7 +1,9 @@
 #include "server/rpc/metrics.h"
 
 #include <algorithm>
+#include <set>
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 #include <prometheus/text_serializer.h>
 
@@ -19,11 +21,30 @@ const prometheus::Histogram::BucketBoundaries& StepBuckets() {
 }
 
 // Counts each call once, when its status is sent, and the bytes of its messages.
+// The method label: a method the server serves, or "unknown" — a client inventing method names
+// must not grow the label sets (and the scrape) without bound.
+std::string MethodLabel(const std::string& method) {
+  static const std::set<std::string>* known = [] {
+    auto* names = new std::set<std::string>();
+    for (const char* service :
+         {"qtrain.v1.Trainer", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+          "grpc.reflection.v1alpha.ServerReflection"}) {
+      const google::protobuf::ServiceDescriptor* d =
+          google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+      for (int i = 0; d != nullptr && i < d->method_count(); ++i) {
+        names->insert(absl::StrCat("/", service, "/", d->method(i)->name()));
+      }
+    }
+    return names;
+  }();
+  return known->count(method) ? method : "unknown";
+}
+
 class CountingInterceptor final : public grpc::experimental::Interceptor {
  public:
   CountingInterceptor(Metrics* metrics, grpc::experimental::ServerRpcInfo* info)
       : metrics_(metrics),
-        method_(info->method()),
+        method_(MethodLabel(info->method())),
         own_service_(absl::StartsWith(method_, "/qtrain.v1.")),
         start_(std::chrono::steady_clock::now()) {}
 

@@ -93,6 +93,15 @@ TEST_F(ServerWireTest, UnparseableUnaryRequestsAreInvalidArgument) {
     EXPECT_THAT(s.error_message(), HasSubstr("the request (4 bytes) is not a valid qtrain.v1."))
         << method;
   }
+  // Unknown methods are UNIMPLEMENTED, and a client inventing method names cannot grow the
+  // metrics' label sets without bound.
+  for (int i = 0; i < 3; ++i) {
+    const std::string method = absl::StrCat("/made.up.Service/Method", i);
+    EXPECT_EQ(RawUnary(method.c_str(), Garbage()).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  const std::string scrape = server_->metrics().Serialize();
+  EXPECT_THAT(scrape, ::testing::Not(HasSubstr("made.up")));
+  EXPECT_THAT(scrape, HasSubstr("qtrain_rpcs_total{code=\"12\",method=\"unknown\"} 3"));
   // The same bytes framed correctly still work (the raw path is the real path).
   v1::GetServerInfoRequest info;
   EXPECT_TRUE(RawUnary("/qtrain.v1.Trainer/GetServerInfo", Wire(info)).ok());
