@@ -1,6 +1,7 @@
 #include "server/rpc/metrics.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include <google/protobuf/descriptor.h>
@@ -20,32 +21,42 @@ const prometheus::Histogram::BucketBoundaries& StepBuckets() {
   return *b;
 }
 
-// Counts each call once, when its status is sent, and the bytes of its messages.
-// The method label: a method the server serves, or "unknown" — a client inventing method names
-// must not grow the label sets (and the scrape) without bound.
-std::string MethodLabel(const std::string& method) {
-  static const std::set<std::string>* known = [] {
-    auto* names = new std::set<std::string>();
+// The labels of a served method, as go-grpc-prometheus names them. Any other path is
+// "unknown": a client inventing method names must not grow the label sets without bound.
+struct MethodLabels {
+  std::string service = "unknown", method = "unknown", type = "unknown";
+};
+
+const MethodLabels& LabelsOf(const std::string& path) {
+  static const auto* known = [] {
+    auto* m = new std::map<std::string, MethodLabels>();
     for (const char* service :
          {"qtrain.v1.Trainer", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
           "grpc.reflection.v1alpha.ServerReflection"}) {
       const google::protobuf::ServiceDescriptor* d =
           google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
       for (int i = 0; d != nullptr && i < d->method_count(); ++i) {
-        names->insert(absl::StrCat("/", service, "/", d->method(i)->name()));
+        const google::protobuf::MethodDescriptor* md = d->method(i);
+        const char* type = md->client_streaming()
+                               ? (md->server_streaming() ? "bidi_stream" : "client_stream")
+                               : (md->server_streaming() ? "server_stream" : "unary");
+        (*m)[absl::StrCat("/", service, "/", md->name())] = {service, md->name(), type};
       }
     }
-    return names;
+    return m;
   }();
-  return known->count(method) ? method : "unknown";
+  static const MethodLabels* unknown = new MethodLabels();
+  auto it = known->find(path);
+  return it == known->end() ? *unknown : it->second;
 }
 
+// Counts each call once, when its status is sent, and the bytes of its messages.
 class CountingInterceptor final : public grpc::experimental::Interceptor {
  public:
   CountingInterceptor(Metrics* metrics, grpc::experimental::ServerRpcInfo* info)
       : metrics_(metrics),
-        method_(MethodLabel(info->method())),
-        own_service_(absl::StartsWith(method_, "/qtrain.v1.")),
+        method_(info->method()),
+        own_service_(LabelsOf(method_).service == "qtrain.v1.Trainer"),
         start_(std::chrono::steady_clock::now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -121,12 +132,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   memory_budget_ = &memory.Add({{"kind", "budget"}});
   memory_reserved_ = &memory.Add({{"kind", "reserved"}});
   rpc_seconds_ = &prometheus::BuildHistogram()
-                      .Name("qtrain_rpc_seconds")
-                      .Help("RPC latency from arrival to status, by method (streams: their life)")
+                      .Name("grpc_server_handling_seconds")
+                      .Help("RPC latency from arrival to status (streams: their whole life)")
                       .Register(*registry_);
   rpcs_ = &prometheus::BuildCounter()
-               .Name("qtrain_rpcs_total")
-               .Help("RPCs finished, by method and gRPC status code")
+               .Name("grpc_server_handled_total")
+               .Help("RPCs completed on the server, by method and status code")
                .Register(*registry_);
   auto& bytes = prometheus::BuildCounter()
                     .Name("qtrain_message_bytes_total")
@@ -185,9 +196,18 @@ void Metrics::ForgetSession(const std::string& session_id) {
 
 void Metrics::SetSessions(int64_t n) { sessions_->Set(static_cast<double>(n)); }
 
-void Metrics::RecordRpc(const std::string& method, int code, double seconds) {
-  rpcs_->Add({{"method", method}, {"code", absl::StrCat(code)}}).Increment();
-  rpc_seconds_->Add({{"method", method}}, StepBuckets()).Observe(seconds);
+void Metrics::RecordRpc(const std::string& path, int code, double seconds) {
+  const MethodLabels& m = LabelsOf(path);
+  rpcs_
+      ->Add({{"grpc_service", m.service},
+             {"grpc_method", m.method},
+             {"grpc_type", m.type},
+             {"grpc_code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))}})
+      .Increment();
+  rpc_seconds_
+      ->Add({{"grpc_service", m.service}, {"grpc_method", m.method}, {"grpc_type", m.type}},
+            StepBuckets())
+      .Observe(seconds);
   if (budget_ != nullptr) {
     memory_budget_->Set(static_cast<double>(std::max<int64_t>(budget_->limit(), 0)));
     memory_reserved_->Set(static_cast<double>(budget_->used()));

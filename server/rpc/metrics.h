@@ -46,7 +46,9 @@ class Metrics {
   // Drops the deleted session's series (its loss gauge), so labels do not pile up.
   void ForgetSession(const std::string& session_id);
   void SetSessions(int64_t n);
-  void RecordRpc(const std::string& method, int code, double seconds);
+  // A finished call of `path` ("/pkg.Service/Method") with its status code and duration:
+  // grpc_server_handled_total and grpc_server_handling_seconds (go-grpc-prometheus names).
+  void RecordRpc(const std::string& path, int code, double seconds);
   void RecordBytes(int64_t in, int64_t out);
   // A checkpoint of `kind` ("save", "autosave", "download", "upload") encoded or loaded.
   void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);

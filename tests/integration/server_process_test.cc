@@ -353,7 +353,8 @@ TEST(ServerProcessTest, MetricsScrapePassesPromtool) {
   EXPECT_THAT(text, ::testing::HasSubstr("qtrain_checkpoint_bytes_total{kind=\"autosave\"}"));
   EXPECT_THAT(text,
               ::testing::HasSubstr(
-                  "qtrain_rpcs_total{code=\"5\",method=\"/qtrain.v1.Trainer/GetSession\"} 1"));
+                  "grpc_server_handled_total{grpc_code=\"NOT_FOUND\",grpc_method=\"GetSession\","
+                  "grpc_service=\"qtrain.v1.Trainer\",grpc_type=\"unary\"} 1"));
   EXPECT_THAT(text, ::testing::HasSubstr("qtrain_step_seconds_bucket{mode=\"float\""));
   const std::string path = std::string(dir) + "/metrics.txt";
   FILE* f = fopen(path.c_str(), "w");

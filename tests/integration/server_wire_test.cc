@@ -101,7 +101,9 @@ TEST_F(ServerWireTest, UnparseableUnaryRequestsAreInvalidArgument) {
   }
   const std::string scrape = server_->metrics().Serialize();
   EXPECT_THAT(scrape, ::testing::Not(HasSubstr("made.up")));
-  EXPECT_THAT(scrape, HasSubstr("qtrain_rpcs_total{code=\"12\",method=\"unknown\"} 3"));
+  EXPECT_THAT(scrape, HasSubstr("grpc_server_handled_total{grpc_code=\"UNIMPLEMENTED\","
+                                "grpc_method=\"unknown\",grpc_service=\"unknown\","
+                                "grpc_type=\"unknown\"} 3"));
   // The same bytes framed correctly still work (the raw path is the real path).
   v1::GetServerInfoRequest info;
   EXPECT_TRUE(RawUnary("/qtrain.v1.Trainer/GetServerInfo", Wire(info)).ok());
