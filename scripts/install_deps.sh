@@ -21,7 +21,7 @@ if [ "${1:-}" != "--build" ]; then
     ccache clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
     # data for tests and the demo; promtool checks the /metrics scrape; systemd-analyze checks
     # deploy/systemd
-    dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml
+    dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml openssl
     # the Python client (Debian's grpcio, protobuf, numpy)
     python3-grpcio python3-protobuf python3-numpy
   )

@@ -31,6 +31,11 @@ ABSL_FLAG(int64_t, max_batch_bytes, int64_t{256} << 20, "largest tensor accepted
 ABSL_FLAG(int64_t, memory_budget_mb, 0,
           "memory sessions, steps and uploads may reserve; beyond it RESOURCE_EXHAUSTED (0: 80% of "
           "physical memory or the cgroup limit; -1: unlimited)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server: serve TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: clients must present a certificate it signed (mutual TLS)");
 ABSL_FLAG(std::string, log_format, "text",
           "server log lines: text (for people) or json (one object per line: ts, level, event, "
           "msg and the event's fields)");
@@ -68,6 +73,9 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   using qtrain::server::LogEvent;
   using qtrain::server::LogLevel;
   const std::string log_format = absl::GetFlag(FLAGS_log_format);

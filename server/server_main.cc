@@ -12,12 +12,44 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
+#include "kernels/status_macros.h"
 #include "server/log.h"
 #include "server/rpc/reflection_v1.h"
 #include "server/rpc/server_info.h"
+#include "server/store/checkpoint_io.h"
 
 namespace qtrain::server {
 namespace {
+
+// The listening port's credentials: plaintext, TLS, or mutual TLS (server_main.h).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
+  if (o.tls_cert.empty() && o.tls_key.empty()) {
+    if (!o.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (o.tls_cert.empty() || o.tls_key.empty()) {
+    return absl::InvalidArgumentError("TLS needs both --tls_cert and --tls_key");
+  }
+  auto read = [](const std::string& flag, const std::string& path) -> absl::StatusOr<std::string> {
+    absl::StatusOr<std::string> pem = store::ReadWholeFile(path, int64_t{1} << 20);
+    if (!pem.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "=", path, ": ", pem.status().message()));
+    }
+    return pem;
+  };
+  QTRAIN_ASSIGN_OR_RETURN(std::string cert, read("tls_cert", o.tls_cert));
+  QTRAIN_ASSIGN_OR_RETURN(std::string key, read("tls_key", o.tls_key));
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (!o.tls_client_ca.empty()) {
+    QTRAIN_ASSIGN_OR_RETURN(ssl.pem_root_certs, read("tls_client_ca", o.tls_client_ca));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  ssl.pem_key_cert_pairs.push_back({std::move(key), std::move(cert)});
+  return grpc::SslServerCredentials(ssl);
+}
 
 constexpr char kLiveness[] = "liveness";
 constexpr char kStartup[] = "startup";
@@ -26,6 +58,8 @@ constexpr char kReadiness[] = "readiness";
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const ServerOptions& o) {
+  // Bad TLS files fail before anything starts (no data dir locked, no session restored).
+  QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(o));
   auto s = std::unique_ptr<RunningServer>(new RunningServer());
   if (o.metrics_listen.empty()) {
     s->metrics_ = std::make_unique<rpc::Metrics>();
@@ -93,7 +127,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   // One server per port: without this gRPC sets SO_REUSEPORT, and a second server on a busy
   // port would start and share its clients with the first.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(o.listen, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->reflection_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

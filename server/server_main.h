@@ -21,6 +21,11 @@ namespace qtrain::server {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
+  // TLS: PEM files of the server's certificate chain and key (both, or neither: plaintext).
+  // With `tls_client_ca` set, clients must present a certificate signed by it (mutual TLS).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
   std::string data_dir;        // empty: no durable sessions (tests)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())
@@ -33,7 +38,8 @@ struct ServerOptions {
 
 class RunningServer {
  public:
-  // Starts serving. Unavailable when --listen or --metrics_listen cannot be bound;
+  // Starts serving. InvalidArgument naming the flag for unreadable or incomplete TLS files;
+  // Unavailable when --listen or --metrics_listen cannot be bound;
   // FailedPrecondition when another server holds the data dir; Internal for an unusable data dir.
   static absl::StatusOr<std::unique_ptr<RunningServer>> Start(const ServerOptions& options);
   ~RunningServer();  // Shutdown()
