@@ -13,7 +13,8 @@ namespace qtrain::cli {
 namespace {
 
 // Output and connection flags that every command takes (so that scripts can pass them always).
-const std::vector<std::string> kCommon = {"server", "json", "progress"};
+const std::vector<std::string> kCommon = {"server",  "tls_ca", "tls_cert",
+                                          "tls_key", "json",   "progress"};
 
 std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> parts) {
   std::vector<std::string> out;

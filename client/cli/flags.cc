@@ -4,6 +4,12 @@
 
 ABSL_FLAG(std::string, server, "",
           "qtrain-server address (default: $QTRAIN_SERVER, else 127.0.0.1:50051)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "connect over TLS, trusting this PEM CA file (default: $QTRAIN_TLS_CA; \"system\": the "
+          "system's roots)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for a mutual-TLS server (default: $QTRAIN_TLS_CERT)");
+ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert (default: $QTRAIN_TLS_KEY)");
 ABSL_FLAG(bool, json, false, "print JSON for scripts instead of text");
 ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm");
 ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");

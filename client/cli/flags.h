@@ -7,6 +7,9 @@
 #include "absl/flags/declare.h"
 
 ABSL_DECLARE_FLAG(std::string, server);
+ABSL_DECLARE_FLAG(std::string, tls_ca);
+ABSL_DECLARE_FLAG(std::string, tls_cert);
+ABSL_DECLARE_FLAG(std::string, tls_key);
 ABSL_DECLARE_FLAG(bool, json);
 // session create
 ABSL_DECLARE_FLAG(std::string, preset);

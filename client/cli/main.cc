@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -148,6 +150,62 @@ int Help(const std::vector<std::string>& words) {
 
 }  // namespace
 
+namespace {
+
+// The flag, else the environment variable `env`.
+std::string FlagOrEnv(const absl::Flag<std::string>& flag, const char* env) {
+  std::string v = absl::GetFlag(flag);
+  if (v.empty()) {
+    const char* e = std::getenv(env);
+    if (e != nullptr) v = e;
+  }
+  return v;
+}
+
+// A plaintext client, or TLS when --tls_ca (or $QTRAIN_TLS_CA) is set. InvalidArgument naming
+// the flag for an unreadable file or a certificate without its key.
+absl::StatusOr<std::unique_ptr<qtrain::client::Client>> ConnectFromFlags() {
+  const std::string address = absl::GetFlag(FLAGS_server);
+  const std::string ca = FlagOrEnv(FLAGS_tls_ca, "QTRAIN_TLS_CA");
+  const std::string cert = FlagOrEnv(FLAGS_tls_cert, "QTRAIN_TLS_CERT");
+  const std::string key = FlagOrEnv(FLAGS_tls_key, "QTRAIN_TLS_KEY");
+  if (ca.empty()) {
+    if (!cert.empty() || !key.empty()) {
+      return absl::InvalidArgumentError("--tls_cert / --tls_key need --tls_ca (or \"system\")");
+    }
+    return qtrain::client::Client::Connect(address);
+  }
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  auto read = [](const char* flag, const std::string& path) -> absl::StatusOr<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) pem.clear();
+    if (pem.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": cannot read it"));
+    }
+    return pem;
+  };
+  qtrain::client::TlsOptions tls;
+  if (ca != "system") {
+    absl::StatusOr<std::string> pem = read("tls_ca", ca);
+    if (!pem.ok()) return pem.status();
+    tls.ca = *pem;
+  }
+  if (!cert.empty()) {
+    absl::StatusOr<std::string> c = read("tls_cert", cert);
+    if (!c.ok()) return c.status();
+    absl::StatusOr<std::string> k = read("tls_key", key);
+    if (!k.ok()) return k.status();
+    tls.cert = *c;
+    tls.key = *k;
+  }
+  return qtrain::client::Client::ConnectTls(address, tls);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   bool help = false;
   for (int i = 1; i < argc; ++i) {
@@ -191,6 +249,8 @@ int main(int argc, char** argv) {
   if (std::string bad = qtrain::cli::CheckCommandFlags(*command, given); !bad.empty()) {
     return qtrain::cli::Usage(inv, bad);
   }
-  inv.client = qtrain::client::Client::Connect(absl::GetFlag(FLAGS_server));
+  absl::StatusOr<std::unique_ptr<qtrain::client::Client>> client = ConnectFromFlags();
+  if (!client.ok()) return qtrain::cli::Usage(inv, std::string(client.status().message()));
+  inv.client = *std::move(client);
   return command->run(inv);
 }

@@ -74,13 +74,26 @@ absl::Status FromGrpc(const grpc::Status& status) {
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::Trainer::NewStub(channel_)) {}
 
-std::unique_ptr<Client> Client::Connect(const std::string& address) {
+std::unique_ptr<Client> Client::Open(const std::string& address,
+                                     std::shared_ptr<grpc::ChannelCredentials> credentials) {
   // Outputs (e.g. a language model's logits) and stats can exceed gRPC's 4 MiB default.
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   return std::unique_ptr<Client>(
-      new Client(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+      new Client(grpc::CreateCustomChannel(address, std::move(credentials), args)));
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& address) {
+  return Open(address, grpc::InsecureChannelCredentials());
+}
+
+std::unique_ptr<Client> Client::ConnectTls(const std::string& address, const TlsOptions& tls) {
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = tls.ca;
+  o.pem_cert_chain = tls.cert;
+  o.pem_private_key = tls.key;
+  return Open(address, grpc::SslCredentials(o));
 }
 
 absl::StatusOr<std::string> Client::Health(const std::string& service, absl::Duration timeout) {

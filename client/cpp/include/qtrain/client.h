@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include <grpcpp/security/credentials.h>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "qtrain/v1/trainer_service.grpc.pb.h"
@@ -19,10 +21,20 @@ namespace qtrain::client {
 // The server's status as an absl::Status (same code, same message).
 absl::Status FromGrpc(const grpc::Status& status);
 
+// How to reach a server over TLS: PEM contents (not paths). `ca` empty: the system's roots.
+// `cert` and `key` (both or neither): the client certificate a mutual-TLS server asks for.
+struct TlsOptions {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
 class Client {
  public:
   // An insecure channel to `address` ("127.0.0.1:50051"). Connection errors surface per call.
   static std::unique_ptr<Client> Connect(const std::string& address);
+  // A TLS channel to `address`; the server's certificate must name the address's host.
+  static std::unique_ptr<Client> ConnectTls(const std::string& address, const TlsOptions& tls);
 
   // grpc.health.v1 Check of `service` ("" = the whole server): "SERVING", "NOT_SERVING", ...
   // Unavailable / DeadlineExceeded when the server cannot be reached within `timeout`.
@@ -67,6 +79,8 @@ class Client {
 
  private:
   explicit Client(std::shared_ptr<grpc::Channel> channel);
+  static std::unique_ptr<Client> Open(const std::string& address,
+                                      std::shared_ptr<grpc::ChannelCredentials> credentials);
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Trainer::Stub> stub_;
   int max_in_flight_ = 8;

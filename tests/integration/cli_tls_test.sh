@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The qtrain CLI against a mutual-TLS qtrain-server, with certificates made here by openssl:
+# flags and $QTRAIN_TLS_* both work, plaintext and certificate-less clients are refused, and a
+# certificate without its key is a usage error. Usage: cli_tls_test.sh BUILD_DIR
+set -euo pipefail
+BUILD=${1:?usage: cli_tls_test.sh BUILD_DIR}
+Q="$BUILD/bin/qtrain"
+TMP=$(mktemp -d)
+SERVER_PID=""
+trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
+cd "$TMP"
+EC="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $EC -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca 2> /dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
+for name in server client; do
+  openssl req $EC -keyout $name.key -out $name.csr -subj /CN=$name 2> /dev/null
+  ext=""; [ $name = server ] && ext="-extfile san.ext"
+  openssl x509 -req -in $name.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+    -out $name.pem $ext 2> /dev/null
+done
+cd - > /dev/null
+
+"$BUILD/bin/qtrain-server" --listen=127.0.0.1:0 --metrics_listen= --data_dir="$TMP/data" \
+  --tls_cert="$TMP/server.pem" --tls_key="$TMP/server.key" --tls_client_ca="$TMP/ca.pem" \
+  > "$TMP/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  grep -q 'listening on port' "$TMP/server.log" && break
+  sleep 0.1
+done
+PORT=$(sed -n 's/^qtrain-server listening on port \([0-9]*\).*/\1/p' "$TMP/server.log")
+[ -n "$PORT" ] || { cat "$TMP/server.log"; exit 1; }
+export QTRAIN_SERVER=127.0.0.1:$PORT
+
+"$Q" info --tls_ca="$TMP/ca.pem" --tls_cert="$TMP/client.pem" --tls_key="$TMP/client.key" \
+  | grep -q 'int8 kernels'
+echo "cli_tls_test: flags: served over mutual TLS"
+QTRAIN_TLS_CA="$TMP/ca.pem" QTRAIN_TLS_CERT="$TMP/client.pem" QTRAIN_TLS_KEY="$TMP/client.key" \
+  "$Q" session create tls --preset=mlp > /dev/null
+echo "cli_tls_test: \$QTRAIN_TLS_*: served"
+if "$Q" session list > /dev/null 2>&1; then
+  echo "cli_tls_test: a plaintext client was served" >&2; exit 1
+fi
+if "$Q" session list --tls_ca="$TMP/ca.pem" > /dev/null 2>&1; then
+  echo "cli_tls_test: a client without a certificate was served" >&2; exit 1
+fi
+set +e
+"$Q" session list --tls_ca="$TMP/ca.pem" --tls_cert="$TMP/client.pem" > "$TMP/out" 2>&1
+rc=$?
+set -e
+[ $rc -eq 2 ] && grep -q -- '--tls_cert and --tls_key go together' "$TMP/out" ||
+  { cat "$TMP/out"; echo "cli_tls_test: expected a usage error (exit 2), got $rc" >&2; exit 1; }
+echo "cli_tls_test: passed"
