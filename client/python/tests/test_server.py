@@ -5,6 +5,7 @@ checkpoints as arrays, errors, health, reflection and the example script."""
 import os
 import subprocess
 import sys
+import tempfile
 import unittest
 
 import grpc
@@ -12,7 +13,7 @@ import numpy as np
 
 import qtrain
 from qtrain.grpc_protos import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
-from tests_server import Server  # noqa: E402  (same folder)
+from tests_server import Server, make_certificates  # noqa: E402  (same folder)
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "finetune_fashion_mnist.py")
 
@@ -180,3 +181,30 @@ class ServerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TlsTest(unittest.TestCase):
+    """The package against a mutual-TLS server (certificates made by openssl here)."""
+
+    def test_mutual_tls(self):
+        with tempfile.TemporaryDirectory() as d:
+            certs = make_certificates(d)
+            server = Server([f"--tls_cert={certs['server.pem']}",
+                             f"--tls_key={certs['server.key']}",
+                             f"--tls_client_ca={certs['ca.pem']}"])
+            try:
+                with qtrain.Client(server.address, tls_ca=certs["ca.pem"],
+                                   tls_cert=certs["client.pem"],
+                                   tls_key=certs["client.key"]) as c:
+                    self.assertTrue(c.server_info().active_isa)
+                with qtrain.Client(server.address, tls_ca=certs["ca.pem"]) as c:
+                    with self.assertRaises(qtrain.QtrainError):  # no client certificate
+                        c.server_info()
+                with qtrain.Client(server.address) as c:
+                    with self.assertRaises(qtrain.QtrainError):  # plaintext
+                        c.server_info()
+                with self.assertRaises(ValueError):
+                    qtrain.Client(server.address, tls_ca=certs["ca.pem"],
+                                  tls_cert=certs["client.pem"])
+            finally:
+                server.stop()

@@ -10,12 +10,12 @@ BUILD_DIR = os.environ.get("QTRAIN_BUILD_DIR", "build")
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, flags=()):
         self.dir = tempfile.TemporaryDirectory(prefix="qtrain_py_")
         self.log = open(os.path.join(self.dir.name, "server.log"), "w+")
         self.proc = subprocess.Popen(
             [os.path.join(BUILD_DIR, "bin", "qtrain-server"), "--listen=127.0.0.1:0",
-             "--metrics_listen=127.0.0.1:0", f"--data_dir={self.dir.name}/data"],
+             "--metrics_listen=127.0.0.1:0", f"--data_dir={self.dir.name}/data", *flags],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -35,3 +35,23 @@ class Server:
         self.proc.wait(timeout=30)
         self.log.close()
         self.dir.cleanup()
+
+
+def make_certificates(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl, EC P-256);
+    returns {name: path} for ca.pem, server.pem/.key and client.pem/.key."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=test-ca")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", *extra)
+    return {n: os.path.join(directory, n) for n in
+            ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
