@@ -3,6 +3,7 @@
 // with int8 QAT, evaluates, and prints the quant stats.
 //
 //   node example.js [--server=127.0.0.1:50051] [--steps=40]
+//                   [--tls_ca=CA.pem [--tls_cert=C.pem --tls_key=C.key]]   (or $QTRAIN_TLS_*)
 'use strict';
 
 const path = require('path');
@@ -25,7 +26,16 @@ const definition = protoLoader.loadSync('qtrain/v1/trainer_service.proto', {
   defaults: true,
 });
 const { Trainer } = grpc.loadPackageDefinition(definition).qtrain.v1;
-const client = new Trainer(server, grpc.credentials.createInsecure());
+// TLS when a CA is given ("system": Node's roots), with a client certificate for mutual TLS.
+const tlsCa = args.tls_ca || process.env.QTRAIN_TLS_CA;
+const tlsCert = args.tls_cert || process.env.QTRAIN_TLS_CERT;
+const tlsKey = args.tls_key || process.env.QTRAIN_TLS_KEY;
+const credentials = tlsCa
+  ? grpc.credentials.createSsl(tlsCa === 'system' ? null : fs.readFileSync(tlsCa),
+                               tlsKey ? fs.readFileSync(tlsKey) : null,
+                               tlsCert ? fs.readFileSync(tlsCert) : null)
+  : grpc.credentials.createInsecure();
+const client = new Trainer(server, credentials);
 
 // Unary calls as promises.
 const call = (method, request) =>

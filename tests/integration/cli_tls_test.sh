@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The qtrain CLI against a mutual-TLS qtrain-server, with certificates made here by openssl:
-# flags and $QTRAIN_TLS_* both work, plaintext and certificate-less clients are refused, and a
-# certificate without its key is a usage error. Usage: cli_tls_test.sh BUILD_DIR
+# The qtrain CLI and the Node.js example against a mutual-TLS qtrain-server, with certificates
+# made here by openssl: flags and $QTRAIN_TLS_* both work, plaintext and certificate-less clients
+# are refused, and a certificate without its key is a usage error. Usage: cli_tls_test.sh BUILD_DIR
 set -euo pipefail
 BUILD=${1:?usage: cli_tls_test.sh BUILD_DIR}
 Q="$BUILD/bin/qtrain"
@@ -50,4 +50,13 @@ rc=$?
 set -e
 [ $rc -eq 2 ] && grep -q -- '--tls_cert and --tls_key go together' "$TMP/out" ||
   { cat "$TMP/out"; echo "cli_tls_test: expected a usage error (exit 2), got $rc" >&2; exit 1; }
+
+if [ ! -d client/node/node_modules/@grpc/grpc-js ]; then
+  (cd client/node && npm ci --no-audit --no-fund --loglevel=error) ||
+    { echo "cli_tls_test: npm ci failed (needs the npm registry)" >&2; exit 1; }
+fi
+out=$(QTRAIN_TLS_CA="$TMP/ca.pem" QTRAIN_TLS_CERT="$TMP/client.pem" \
+  QTRAIN_TLS_KEY="$TMP/client.key" node client/node/example.js --steps=2)
+grep -q '^QAT int8  step 4 ' <<< "$out" || { echo "$out"; exit 1; }
+echo "cli_tls_test: the Node.js example: served over mutual TLS"
 echo "cli_tls_test: passed"
