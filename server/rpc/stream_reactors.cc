@@ -367,26 +367,40 @@ class StepStream final : public StreamReactor<Policy> {
       if (!s.ok()) FailLocked(s);
     }
     if (drained && !failed_ && session_ == nullptr) FailLocked(Policy::Empty());
-    // Finish when nothing runs or writes, and either an error ended the stream (a pending read
-    // is cancelled by Finish) or the client half-closed and every result went out.
+    // Finish when nothing runs or writes, no other thread is about to start a read or write
+    // (issuing_: Finish could otherwise free the reactor under it), and either an error ended
+    // the stream (a pending read is cancelled by Finish) or the client half-closed and every
+    // result went out.
     const bool over = failed_ || (drained && pending_.empty() &&
                                   (!Policy::kHasFinal || final_submitted_ || !session_));
-    if (inflight_ == 0 && !writing_ && over) {
+    if (inflight_ == 0 && !writing_ && issuing_ == 0 && over) {
       if (!failed_ && !answer_status_.ok()) FailLocked(answer_status_);
       finished_ = true;
       a.finish = true;
       a.status = ToGrpcStatus(status_);
       a.read = a.write = false;
     }
+    if (a.read || a.write) ++issuing_;
     return a;
   }
 
-  void Execute(const Actions& a) {
-    if constexpr (Policy::kStreamsResults) {
-      if (a.write) this->StartWrite(&out_);
+  // Carries out NextLocked's decisions without the lock. After starting a read or a write it
+  // decides again: a Finish that waited for it (issuing_) happens here.
+  void Execute(Actions a) {
+    while (true) {
+      if (a.finish) {
+        this->Finish(a.status);
+        return;
+      }
+      if (!a.read && !a.write) return;
+      if constexpr (Policy::kStreamsResults) {
+        if (a.write) this->StartWrite(&out_);
+      }
+      if (a.read) this->StartRead(&in_);
+      qtrain::MutexLock lock(&mu_);
+      --issuing_;
+      a = NextLocked();
     }
-    if (a.read) this->StartRead(&in_);
-    if (a.finish) this->Finish(a.status);
   }
 
   engine::SessionManager* sessions_;
@@ -402,6 +416,7 @@ class StepStream final : public StreamReactor<Policy> {
   std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
   std::deque<Response> pending_ ABSL_GUARDED_BY(mu_);
   int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
+  int issuing_ ABSL_GUARDED_BY(mu_) = 0;      // Execute calls between a decision and its Start*
   bool reading_ ABSL_GUARDED_BY(mu_) = true;  // the constructor's read
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
