@@ -41,10 +41,7 @@ grpc::ServerUnaryReactor* TrainerService::CreateSession(Context*, const Bytes* i
 // On the control worker: building and initialising the model (bounded by the spec limits and the
 // memory budget); every later operation runs on the new session's executor.
 void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call) {
-  if (Draining()) {
-    call->Reply(DrainingError());
-    return;
-  }
+  if (RefusedWhileDraining(call)) return;
   const v1::CreateSessionRequest& request = call->request();
   absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
       request.session_id(), request.model(), request.rules(), request.optimizer(), request.seed(),
@@ -117,10 +114,7 @@ void TrainerService::Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessio
 grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context*, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::UpdateRulesRequest, v1::Session>;
   return Call::Start(in, out, [this](Call* call) {
-    if (Draining()) {
-      call->Reply(DrainingError());
-      return;
-    }
+    if (RefusedWhileDraining(call)) return;
     const std::string id = call->request().session_id();
     OnSession(sessions_, id, call, [this, id, call](Trainer& t) {
       const v1::RuleSet previous =
@@ -156,10 +150,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Cal
 grpc::ServerUnaryReactor* TrainerService::Forward(Context*, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::ForwardRequest, v1::ForwardResponse>;
   return Call::Start(in, out, [this](Call* call) {
-    if (Draining()) {
-      call->Reply(DrainingError());
-      return;
-    }
+    if (RefusedWhileDraining(call)) return;
     absl::StatusOr<Tensor> inputs =
         FromWire(call->request().inputs(), "inputs", limits_.max_batch_bytes);
     if (!inputs.ok()) {

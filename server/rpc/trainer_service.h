@@ -61,7 +61,13 @@ class TrainerService final : public RawTrainerService {
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
 
  private:
-  bool Draining() const { return limits_.state != nullptr && limits_.state->draining; }
+  // While the server drains, answers `call` UNAVAILABLE and returns true (new work refused).
+  template <typename Call>
+  bool RefusedWhileDraining(Call* call) const {
+    if (limits_.state == nullptr || !limits_.state->draining) return false;
+    call->Reply(DrainingError());
+    return true;
+  }
   void Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call);
   void Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call);
 
