@@ -11,7 +11,7 @@ set -euo pipefail
 PACKAGES=(
   g++ cmake ninja-build make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev zlib1g-dev libre2-dev
+  prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev zlib1g-dev libre2-dev libssl-dev
   grpc-proto
 )
 

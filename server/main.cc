@@ -36,6 +36,33 @@ ABSL_FLAG(std::string, tls_cert, "",
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: clients must present a certificate it signed (mutual TLS)");
+ABSL_FLAG(int, tls_reload_seconds, 60,
+          "re-read --tls_cert, --tls_key and --tls_client_ca this often: new connections use "
+          "rotated certificates without a restart");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "access file (JSON) of SHA-256-hashed bearer tokens, each naming a tenant and a role "
+          "(admin, trainer, reader), and per-tenant quotas; re-read when it changes. Needs TLS. "
+          "See docs/security.md; `qtrain token` makes tokens");
+ABSL_FLAG(bool, tls_client_identity, false,
+          "mutual TLS: a client certificate's common name names its tenant (role: "
+          "--tls_client_role) when the call carries no bearer token");
+ABSL_FLAG(std::string, tls_client_role, "trainer",
+          "the role of tenants identified by their client certificate: admin, trainer or reader");
+ABSL_FLAG(bool, allow_insecure, false,
+          "serve a non-loopback --listen without authentication (anyone who reaches the port may "
+          "read, overwrite or delete every session): only on a network you trust");
+ABSL_FLAG(std::string, audit_log, "-",
+          "one JSON line per state-changing or refused call (time, tenant, role, peer, method, "
+          "session, code): - (stderr), a file to append to, or empty for none");
+ABSL_FLAG(int64_t, tenant_max_sessions, 0,
+          "sessions per tenant when the access file sets no max_sessions (0: no per-tenant limit)");
+ABSL_FLAG(int64_t, tenant_max_parameters, 0,
+          "parameters over all of a tenant's sessions, unless its max_parameters says (0: none)");
+ABSL_FLAG(int64_t, tenant_max_streams, 0,
+          "concurrent Train / Calibrate / Evaluate streams per tenant, unless its max_streams says "
+          "(0: none)");
+ABSL_FLAG(int64_t, tenant_max_checkpoint_bytes, 0,
+          "checkpoint bytes on disk per tenant, unless its max_checkpoint_bytes says (0: none)");
 ABSL_FLAG(std::string, log_format, "text",
           "server log lines: text (for people) or json (one object per line: ts, level, event, "
           "msg and the event's fields)");
@@ -76,6 +103,15 @@ int main(int argc, char** argv) {
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tls_reload_seconds = absl::GetFlag(FLAGS_tls_reload_seconds);
+  options.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  options.tls_client_identity = absl::GetFlag(FLAGS_tls_client_identity);
+  options.tls_client_role = absl::GetFlag(FLAGS_tls_client_role);
+  options.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
+  options.audit_log = absl::GetFlag(FLAGS_audit_log);
+  options.tenant_quota = {
+      absl::GetFlag(FLAGS_tenant_max_sessions), absl::GetFlag(FLAGS_tenant_max_parameters),
+      absl::GetFlag(FLAGS_tenant_max_streams), absl::GetFlag(FLAGS_tenant_max_checkpoint_bytes)};
   using qtrain::server::LogEvent;
   using qtrain::server::LogLevel;
   const std::string log_format = absl::GetFlag(FLAGS_log_format);
@@ -96,7 +132,9 @@ int main(int argc, char** argv) {
       options.sessions.session.max_queued < 1 || options.limits.max_inflight_batches < 1 ||
       options.limits.max_batch_bytes < 1 || options.limits.max_checkpoint_bytes < 1 ||
       options.autosave_steps < 0 || absl::GetFlag(FLAGS_drain_grace_seconds) < 0 ||
-      absl::GetFlag(FLAGS_shutdown_deadline_seconds) < 1) {
+      absl::GetFlag(FLAGS_shutdown_deadline_seconds) < 1 || options.tls_reload_seconds < 1 ||
+      options.tenant_quota.max_sessions < 0 || options.tenant_quota.max_parameters < 0 ||
+      options.tenant_quota.max_streams < 0 || options.tenant_quota.max_checkpoint_bytes < 0) {
     LogEvent(LogLevel::kError, "bad_flag", ": every limit flag must be >= 1");
     return 2;
   }

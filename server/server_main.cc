@@ -8,9 +8,13 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_builder.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "grpc/health/v1/health.pb.h"
 #include "kernels/status_macros.h"
 #include "server/log.h"
@@ -21,7 +25,9 @@
 namespace qtrain::server {
 namespace {
 
-// The listening port's credentials: plaintext, TLS, or mutual TLS (server_main.h).
+// The listening port's credentials: plaintext, TLS, or mutual TLS (server_main.h). TLS files are
+// read once here, so that a bad path fails the start with a clear message, and then watched:
+// gRPC re-reads them every `tls_reload_seconds`, and new connections use the new certificates.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
   if (o.tls_cert.empty() && o.tls_key.empty()) {
     if (!o.tls_client_ca.empty()) {
@@ -32,35 +38,91 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   if (o.tls_cert.empty() || o.tls_key.empty()) {
     return absl::InvalidArgumentError("TLS needs both --tls_cert and --tls_key");
   }
-  auto read = [](const std::string& flag, const std::string& path) -> absl::StatusOr<std::string> {
+  auto check = [](const std::string& flag, const std::string& path) -> absl::Status {
     absl::StatusOr<std::string> pem = store::ReadWholeFile(path, int64_t{1} << 20);
     if (!pem.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--", flag, "=", path, ": ", pem.status().message()));
     }
-    return pem;
+    if (!absl::StrContains(*pem, "-----BEGIN ")) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": not a PEM file"));
+    }
+    return absl::OkStatus();
   };
-  QTRAIN_ASSIGN_OR_RETURN(std::string cert, read("tls_cert", o.tls_cert));
-  QTRAIN_ASSIGN_OR_RETURN(std::string key, read("tls_key", o.tls_key));
-  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  if (!o.tls_client_ca.empty()) {
-    QTRAIN_ASSIGN_OR_RETURN(ssl.pem_root_certs, read("tls_client_ca", o.tls_client_ca));
-    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  QTRAIN_RETURN_IF_ERROR(check("tls_cert", o.tls_cert));
+  QTRAIN_RETURN_IF_ERROR(check("tls_key", o.tls_key));
+  const unsigned refresh = static_cast<unsigned>(std::max(1, o.tls_reload_seconds));
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> files;
+  if (o.tls_client_ca.empty()) {
+    files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        o.tls_key, o.tls_cert, refresh);
+  } else {
+    QTRAIN_RETURN_IF_ERROR(check("tls_client_ca", o.tls_client_ca));
+    files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        o.tls_key, o.tls_cert, o.tls_client_ca, refresh);
   }
-  ssl.pem_key_cert_pairs.push_back({std::move(key), std::move(cert)});
-  return grpc::SslServerCredentials(ssl);
+  grpc::experimental::TlsServerCredentialsOptions tls(files);
+  tls.watch_identity_key_cert_pairs();
+  if (!o.tls_client_ca.empty()) {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
 }
 
 constexpr char kLiveness[] = "liveness";
 constexpr char kStartup[] = "startup";
 constexpr char kReadiness[] = "readiness";
 
+// Loopback: 127.0.0.0/8, ::1, localhost, and unix sockets.
+bool IsLoopback(const std::string& listen) {
+  absl::string_view host = listen;
+  if (absl::StartsWith(host, "unix:")) return true;
+  if (const size_t colon = host.rfind(':'); colon != absl::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  if (absl::ConsumePrefix(&host, "[")) absl::ConsumeSuffix(&host, "]");
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const ServerOptions& o) {
-  // Bad TLS files fail before anything starts (no data dir locked, no session restored).
+  // Bad TLS or access files fail before anything starts (no data dir locked, no session
+  // restored).
   QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(o));
   auto s = std::unique_ptr<RunningServer>(new RunningServer());
+  std::optional<rpc::Role> cert_role = rpc::ParseRole(o.tls_client_role);
+  if (!cert_role) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_client_role=", o.tls_client_role, " must be admin, trainer or reader"));
+  }
+  if (o.tls_client_identity && o.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError("--tls_client_identity needs --tls_client_ca (mutual TLS)");
+  }
+  if (!o.auth_tokens.empty()) {
+    QTRAIN_ASSIGN_OR_RETURN(
+        s->access_, rpc::AccessFile::Open(o.auth_tokens, [](const absl::Status& error) {
+          LogEvent(LogLevel::kError, "auth_reload_failed",
+                   absl::StrCat(": ", error.message(), " (the previous tokens stay in force)"));
+        }));
+  }
+  s->auth_ = std::make_unique<rpc::Authenticator>(
+      rpc::AuthOptions{s->access_.get(), o.tls_client_identity, *cert_role});
+  if (s->auth_->enabled()) {
+    if (o.tls_cert.empty()) {
+      return absl::InvalidArgumentError(
+          "--auth_tokens needs TLS (--tls_cert, --tls_key): bearer tokens must not travel in "
+          "plaintext");
+    }
+    credentials->SetAuthMetadataProcessor(std::make_shared<rpc::AuthProcessor>(s->auth_.get()));
+  } else if (!IsLoopback(o.listen) && !o.allow_insecure) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to serve --listen=", o.listen,
+        " without authentication: anyone who reaches it could read, overwrite or delete every "
+        "session. Give --auth_tokens (with --tls_cert/--tls_key; docs/security.md), listen on "
+        "127.0.0.1, or pass --allow_insecure on a network you trust"));
+  }
   if (o.metrics_listen.empty()) {
     s->metrics_ = std::make_unique<rpc::Metrics>();
   } else {
@@ -102,6 +164,13 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
     }
   }
   s->sessions_ = std::make_unique<engine::SessionManager>(session_options);
+  if (!o.audit_log.empty()) {
+    QTRAIN_ASSIGN_OR_RETURN(s->audit_, rpc::AuditLog::Open(o.audit_log));
+  }
+  s->tenants_ =
+      std::make_unique<rpc::TenantQuotas>(s->access_.get(), o.tenant_quota, s->sessions_.get());
+  s->service_access_ = {s->auth_.get(), s->tenants_.get(), s->audit_.get()};
+  limits.access = &s->service_access_;
   if (s->store_) s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_);
   s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), limits,
                                                       s->metrics_.get());

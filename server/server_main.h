@@ -13,7 +13,10 @@
 #include "absl/status/statusor.h"
 #include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
+#include "server/rpc/access.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/reflection_v1.h"
+#include "server/rpc/service_access.h"
 #include "server/rpc/trainer_service.h"
 #include "server/store/session_store.h"
 
@@ -26,6 +29,18 @@ struct ServerOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
+  int tls_reload_seconds = 60;  // how often the TLS files are re-read (rotation without restart)
+  // Authentication (rpc/auth.h; needs TLS): the access file of bearer tokens, and/or the mutual
+  // TLS certificate's common name as the tenant with `tls_client_role`.
+  std::string auth_tokens;
+  bool tls_client_identity = false;
+  std::string tls_client_role = "trainer";
+  // Without authentication only loopback addresses may be listened on, unless this is set.
+  bool allow_insecure = false;
+  // Per-tenant limits when the access file sets none (0: no per-tenant limit).
+  rpc::TenantQuota tenant_quota;
+  // The audit log of mutating calls (audit_log.h): "-" stderr, a path, or "" for none.
+  std::string audit_log = "-";
   std::string data_dir;        // empty: no durable sessions (tests)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())
@@ -38,7 +53,9 @@ struct ServerOptions {
 
 class RunningServer {
  public:
-  // Starts serving. InvalidArgument naming the flag for unreadable or incomplete TLS files;
+  // Starts serving. InvalidArgument naming the flag for unreadable or incomplete TLS files, a bad
+  // access file, or authentication without TLS; FailedPrecondition for a non-loopback --listen
+  // without authentication or --allow_insecure;
   // Unavailable when --listen or --metrics_listen cannot be bound;
   // FailedPrecondition when another server holds the data dir; Internal for an unusable data dir.
   static absl::StatusOr<std::unique_ptr<RunningServer>> Start(const ServerOptions& options);
@@ -63,6 +80,11 @@ class RunningServer {
  private:
   RunningServer() = default;
   std::unique_ptr<rpc::Metrics> metrics_;  // outlives the server (declared first)
+  std::unique_ptr<rpc::AccessFile> access_;
+  std::unique_ptr<rpc::Authenticator> auth_;  // outlives the server's credentials
+  std::unique_ptr<rpc::AuditLog> audit_;
+  std::unique_ptr<rpc::TenantQuotas> tenants_;
+  rpc::ServiceAccess service_access_;  // points at the three above; shared with the handlers
   std::unique_ptr<store::SessionStore> store_;
   std::unique_ptr<engine::MemoryBudget> budget_;  // outlives the sessions holding its leases
   std::unique_ptr<engine::SessionManager> sessions_;

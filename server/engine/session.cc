@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "server/engine/session_id.h"
 
 namespace qtrain::engine {
 
@@ -133,24 +134,17 @@ void Session::Run() {
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
     const proto::OptimizerConfig& optimizer, uint64_t seed, const Prepare& prepare) {
-  if (!id.empty()) {
-    bool ok = id.size() <= 64;
-    for (char c : id)
-      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
-    if (!ok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("session id \"", id, "\" must be 1 to 64 of [A-Za-z0-9_-]"));
-    }
-  }
+  QTRAIN_ASSIGN_OR_RETURN(const SessionId parsed, ParseSessionId(id, /*allow_empty_name=*/true));
+  const std::string tenant(parsed.tenant);
   {
     qtrain::MutexLock lock(&mu_);
     if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
       return absl::ResourceExhaustedError(
           absl::StrCat("the server already hosts ", sessions_.size(), " sessions (max_sessions)"));
     }
-    if (id.empty()) {
+    if (parsed.name.empty()) {
       do {
-        id = absl::StrCat("s", next_id_++);
+        id = JoinSessionId(tenant, absl::StrCat("s", next_id_++));
       } while (sessions_.count(id));
     } else if (sessions_.count(id)) {
       return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));

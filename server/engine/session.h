@@ -107,9 +107,9 @@ class SessionManager {
   explicit SessionManager(SessionManagerOptions options) : options_(std::move(options)) {}
   ~SessionManager() { ShutdownAll(); }
 
-  // Creates a session (id generated when `id` is empty). ResourceExhausted at max_sessions,
-  // AlreadyExists for a taken id, InvalidArgument for an id that is not [A-Za-z0-9_-]{1,64},
-  // and the errors of Session::Create.
+  // Creates a session (the name is generated when `id` is "" or "TENANT/"). ResourceExhausted
+  // at max_sessions, AlreadyExists for a taken id, InvalidArgument for an id that is not valid
+  // (session_id.h), and the errors of Session::Create.
   // `prepare` (may be empty) runs on the calling thread with the new session's id and trainer
   // before the session is registered — loading a checkpoint, making it durable — so that no
   // other call sees it half-made; its error is Create's, and nothing is left behind.

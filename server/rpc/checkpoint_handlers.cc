@@ -25,14 +25,24 @@ constexpr size_t kChunkBytes = 1 << 20;
 // Streams one checkpoint's bytes, produced on the session's executor.
 class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  DownloadStream(engine::SessionManager* sessions, Metrics* metrics, const grpc::ByteBuffer* in) {
+  DownloadStream(const CallGate& gate, engine::SessionManager* sessions, Metrics* metrics,
+                 const grpc::ByteBuffer* in) {
+    if (!gate.admitted().ok()) {
+      Finish(ToGrpcStatus(gate.admitted()));
+      return;
+    }
     v1::DownloadCheckpointRequest request;
     grpc::ByteBuffer bytes = *in;
     if (absl::Status parsed = ParseWire(bytes, &request, "the request"); !parsed.ok()) {
       Finish(ToGrpcStatus(parsed));
       return;
     }
-    absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(request.session_id());
+    absl::StatusOr<std::string> id = gate.caller().Resolve(request.session_id());
+    if (!id.ok()) {
+      Finish(ToGrpcStatus(id.status()));
+      return;
+    }
+    absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(*id);
     if (!session.ok()) {
       Finish(ToGrpcStatus(session.status()));
       return;
@@ -86,10 +96,11 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   // `control` decodes the checkpoint and builds a new session off gRPC's threads.
-  UploadStream(grpc::CallbackServerContext* ctx, engine::SessionManager* sessions,
+  UploadStream(CallGate gate, grpc::CallbackServerContext* ctx, engine::SessionManager* sessions,
                store::SessionStore* store, Metrics* metrics, ServiceLimits limits,
                engine::Worker* control, grpc::ByteBuffer* response)
-      : ctx_(ctx),
+      : gate_(std::move(gate)),
+        ctx_(ctx),
         control_(control),
         sessions_(sessions),
         store_(store),
@@ -102,6 +113,10 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
             engine::MemoryBudget::Reserve(limits_.budget, 0, "a checkpoint upload");
         l.ok()) {
       lease_ = std::move(*l);
+    }
+    if (!gate_.admitted().ok()) {
+      Done(gate_.admitted());
+      return;
     }
     StartRead(&in_);
   }
@@ -118,7 +133,7 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         Done(parsed);  // nothing was loaded
         return;
       }
-      if (id_.empty()) id_ = chunk_.session_id();
+      if (shown_id_.empty()) shown_id_ = chunk_.session_id();
       if (bytes_.size() + chunk_.data().size() >
           static_cast<size_t>(limits_.max_checkpoint_bytes)) {
         Done(absl::ResourceExhaustedError(absl::StrCat(
@@ -149,6 +164,8 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   void Done(const absl::Status& status) {
     bytes_ = std::string();
     lease_.Release();
+    gate_.set_session(shown_id_);
+    gate_.Audit(status);
     Finish(ToGrpcStatus(status));
   }
 
@@ -158,10 +175,16 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       Done(absl::CancelledError("upload cancelled: nothing was loaded"));
       return;
     }
-    if (id_.empty()) {
+    if (shown_id_.empty()) {
       Done(absl::InvalidArgumentError("the first CheckpointChunk must set session_id"));
       return;
     }
+    absl::StatusOr<std::string> id = gate_.caller().Resolve(shown_id_);
+    if (!id.ok()) {
+      Done(id.status());
+      return;
+    }
+    id_ = *std::move(id);
     absl::StatusOr<store::SafetensorsFile> decoded = store::DecodeCheckpoint(bytes_);
     if (!decoded.ok()) {
       Done(decoded.status());
@@ -176,7 +199,8 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
           "loading the uploaded checkpoint", [&] { return store::LoadCheckpoint(*file, t); }));
       if (store_ != nullptr) {
-        absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id_, t);
+        absl::StatusOr<store::SavedCheckpoint> saved =
+            store_->Save(id_, t, DiskLimit(gate_.tenants(), id_));
         if (!saved.ok()) {
           return absl::Status(saved.status().code(),
                               absl::StrCat("the checkpoint was loaded but could not be made "
@@ -188,7 +212,7 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
         metrics_->RecordCheckpoint("upload", SecondsSince(start), static_cast<int64_t>(size));
       }
       v1::CheckpointInfo info;
-      info.set_session_id(id_);
+      info.set_session_id(shown_id_);
       info.set_step(t.step());
       info.set_bytes(static_cast<int64_t>(size));
       info.set_crc32(file->metadata[store::kChecksumKey]);
@@ -208,13 +232,17 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       return;
     }
     session = sessions_->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
-                                [&](const std::string&, Trainer& t) { return apply(t); });
+                                [&](const std::string&, Trainer& t) -> absl::Status {
+                                  QTRAIN_RETURN_IF_ERROR(CheckNewSession(gate_.tenants(), id_, t));
+                                  return apply(t);
+                                });
     if (session.ok() && metrics_ != nullptr) {
       metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
     }
     Done(session.status());
   }
 
+  CallGate gate_;
   grpc::CallbackServerContext* ctx_;
   engine::Worker* control_;
   engine::SessionManager* sessions_;
@@ -225,22 +253,29 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   grpc::ByteBuffer in_;         // the message being read
   v1::CheckpointChunk chunk_;   // in_, parsed
   int64_t messages_ = 0;
-  std::string id_;
+  std::string shown_id_;  // as the client names it
+  std::string id_;        // the engine's (Caller::Resolve)
   std::string bytes_;
   engine::MemoryBudget::Lease lease_;  // for bytes_ and its decoded tensors
 };
 
 }  // namespace
 
-grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context* ctx, const Bytes* in,
+                                                         Bytes* out) {
   using Call = UnaryCall<v1::SaveCheckpointRequest, v1::CheckpointInfo>;
-  return Call::Start(in, out, [this](Call* call) {
+  return Call::Start(Gate(ctx, "SaveCheckpoint"), in, out, [this](Call* call) {
     if (store_ == nullptr) {
       call->Reply(absl::FailedPreconditionError(
           "this server runs without a data dir; use DownloadCheckpoint"));
       return;
     }
-    const std::string id = call->request().session_id();
+    absl::StatusOr<std::string> resolved = call->caller().Resolve(call->request().session_id());
+    if (!resolved.ok()) {
+      call->Reply(resolved.status());
+      return;
+    }
+    const std::string id = *resolved;
     absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id);
     if (!session.ok()) {
       call->Reply(session.status());
@@ -248,13 +283,14 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context*, const Bytes* 
     }
     absl::Status s = (*session)->Submit([this, call, id](Trainer& t) {
       const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+      absl::StatusOr<store::SavedCheckpoint> saved =
+          store_->Save(id, t, DiskLimit(call->tenants(), id));
       if (saved.ok() && metrics_ != nullptr) {
         metrics_->RecordCheckpoint("save", SecondsSince(start), saved->bytes);
       }
       if (saved.ok()) {
         v1::CheckpointInfo* response = call->response();
-        response->set_session_id(id);
+        response->set_session_id(call->request().session_id());
         response->set_step(saved->step);
         response->set_bytes(saved->bytes);
         response->set_crc32(saved->crc32);
@@ -266,14 +302,15 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context*, const Bytes* 
   });
 }
 
-grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(Context*,
+grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(Context* ctx,
                                                                                const Bytes* in) {
-  return new DownloadStream(sessions_, metrics_, in);
+  return new DownloadStream(Gate(ctx, "DownloadCheckpoint"), sessions_, metrics_, in);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,
                                                                             Bytes* out) {
-  return new UploadStream(ctx, sessions_, store_, metrics_, limits_, &control_, out);
+  return new UploadStream(Gate(ctx, "UploadCheckpoint"), ctx, sessions_, store_, metrics_, limits_,
+                          &control_, out);
 }
 
 }  // namespace qtrain::rpc

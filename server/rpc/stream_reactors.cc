@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
+#include "server/engine/session_id.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/tensor_convert.h"
@@ -19,19 +20,22 @@ namespace {
 using engine::Session;
 using engine::Trainer;
 
-// The session named by a stream's first message; later messages may repeat it, not change it.
-absl::Status BindSession(engine::SessionManager* sessions, const std::string& requested,
-                         std::shared_ptr<Session>& bound) {
+// The session named by a stream's first message (scoped to the caller's tenant); later messages
+// may repeat it, not change it.
+absl::Status BindSession(engine::SessionManager* sessions, const Caller& caller,
+                         const std::string& requested, std::shared_ptr<Session>& bound) {
   if (bound == nullptr) {
     if (requested.empty()) {
       return absl::InvalidArgumentError("the first message of a stream must set session_id");
     }
-    absl::StatusOr<std::shared_ptr<Session>> s = sessions->Get(requested);
+    QTRAIN_ASSIGN_OR_RETURN(const std::string id, caller.Resolve(requested));
+    absl::StatusOr<std::shared_ptr<Session>> s = sessions->Get(id);
     if (!s.ok()) return s.status();
     bound = std::move(*s);
-  } else if (!requested.empty() && requested != bound->id()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "session_id \"", requested, "\" differs from the stream's \"", bound->id(), "\""));
+  } else if (!requested.empty() && caller.Resolve(requested).value_or("") != bound->id()) {
+    return absl::InvalidArgumentError(absl::StrCat("session_id \"", requested,
+                                                   "\" differs from the stream's \"",
+                                                   caller.Show(bound->id()), "\""));
   }
   return absl::OkStatus();
 }
@@ -39,6 +43,7 @@ absl::Status BindSession(engine::SessionManager* sessions, const std::string& re
 // What a policy's Run may consult besides the trainer.
 struct RunContext {
   std::string session_id;
+  std::string shown_id;                        // session_id as the caller names it (responses)
   const store::SessionStore* store = nullptr;  // may be null
   Metrics* metrics = nullptr;                  // may be null
 };
@@ -127,7 +132,7 @@ struct CalibratePolicy {
     Response resp;
     resp.set_batches(state.batches);
     resp.set_examples(state.examples);
-    FillQuantStats(c.session_id, t, resp.mutable_stats());
+    FillQuantStats(c.shown_id, t, resp.mutable_stats());
     return resp;
   }
   static absl::Status Empty() { return absl::OkStatus(); }
@@ -212,12 +217,21 @@ class StepStream final : public StreamReactor<Policy> {
 
  public:
   // `answer`: where a client-streaming call's final response goes (gRPC's); null for bidi.
-  StepStream(engine::SessionManager* sessions, ServiceLimits limits,
+  StepStream(CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
              const store::SessionStore* store, Metrics* metrics, grpc::ByteBuffer* answer)
-      : sessions_(sessions), limits_(limits), answer_(answer) {
+      : gate_(std::move(gate)), sessions_(sessions), limits_(limits), answer_(answer) {
     if (limits_.state != nullptr) ++limits_.state->streams;
     context_.store = store;
     context_.metrics = metrics;
+    if (!gate_.admitted().ok()) {
+      qtrain::MutexLock lock(&mu_);
+      reading_ = false;
+      finished_ = true;
+      status_ = gate_.admitted();
+      gate_.Audit(status_);
+      this->Finish(ToGrpcStatus(status_));
+      return;
+    }
     this->StartRead(&in_);
   }
 
@@ -281,6 +295,7 @@ class StepStream final : public StreamReactor<Policy> {
 
   void OnDone() override {
     if (limits_.state != nullptr) --limits_.state->streams;
+    if (slot_tenant_) gate_.tenants()->ReleaseStream(*slot_tenant_);
     delete this;
   }
 
@@ -297,9 +312,19 @@ class StepStream final : public StreamReactor<Policy> {
   absl::Status AcceptLocked(absl::StatusOr<std::shared_ptr<typename Policy::Work>> work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const bool first = session_ == nullptr;
-    QTRAIN_RETURN_IF_ERROR(BindSession(sessions_, request_.session_id(), session_));
-    // Written once, before the first task: executor tasks read it without the lock.
-    if (first) context_.session_id = session_->id();
+    QTRAIN_RETURN_IF_ERROR(BindSession(sessions_, gate_.caller(), request_.session_id(), session_));
+    if (first) {
+      // Written once, before the first task: executor tasks read it without the lock.
+      context_.session_id = session_->id();
+      context_.shown_id = gate_.caller().Show(session_->id());
+      gate_.set_session(request_.session_id());
+      // One of the session's tenant's stream slots, held until OnDone.
+      const std::string tenant(engine::TenantOf(session_->id()));
+      if (gate_.tenants() != nullptr && !tenant.empty()) {
+        QTRAIN_RETURN_IF_ERROR(gate_.tenants()->AcquireStream(tenant));
+        slot_tenant_ = tenant;
+      }
+    }
     if (!work.ok()) return work.status();
     if (*work == nullptr) return absl::OkStatus();
     return SubmitLocked(/*final=*/false, [this, shared = *std::move(work)](Trainer& t) {
@@ -376,6 +401,7 @@ class StepStream final : public StreamReactor<Policy> {
     if (inflight_ == 0 && !writing_ && issuing_ == 0 && over) {
       if (!failed_ && !answer_status_.ok()) FailLocked(answer_status_);
       finished_ = true;
+      gate_.Audit(status_);
       a.finish = true;
       a.status = ToGrpcStatus(status_);
       a.read = a.write = false;
@@ -403,8 +429,10 @@ class StepStream final : public StreamReactor<Policy> {
     }
   }
 
+  CallGate gate_;  // who calls; set_session once, under mu_, before the audit reads it
   engine::SessionManager* sessions_;
   const ServiceLimits limits_;
+  std::optional<std::string> slot_tenant_;  // the tenant whose stream slot this holds
   grpc::ByteBuffer* answer_;      // client streaming: the final response goes here (gRPC's)
   typename Policy::State state_;  // executor only
   RunContext context_;            // session_id set once, before the first task is submitted
@@ -436,22 +464,25 @@ absl::Status DrainingError() {
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
-    Metrics* metrics) {
-  return new StepStream<TrainPolicy>(sessions, limits, store, metrics, nullptr);
+    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
+    const store::SessionStore* store, Metrics* metrics) {
+  return new StepStream<TrainPolicy>(std::move(gate), sessions, limits, store, metrics, nullptr);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewCalibrateReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
-    Metrics* metrics) {
-  return new StepStream<CalibratePolicy>(sessions, limits, store, metrics, nullptr);
+    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
+    const store::SessionStore* store, Metrics* metrics) {
+  return new StepStream<CalibratePolicy>(std::move(gate), sessions, limits, store, metrics,
+                                         nullptr);
 }
 
-grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(engine::SessionManager* sessions,
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(CallGate gate,
+                                                              engine::SessionManager* sessions,
                                                               ServiceLimits limits,
                                                               grpc::ByteBuffer* response,
                                                               Metrics* metrics) {
-  return new StepStream<EvaluatePolicy>(sessions, limits, nullptr, metrics, response);
+  return new StepStream<EvaluatePolicy>(std::move(gate), sessions, limits, nullptr, metrics,
+                                        response);
 }
 
 }  // namespace qtrain::rpc

@@ -15,6 +15,7 @@
 #include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
 #include "server/rpc/metrics.h"
+#include "server/rpc/service_access.h"
 #include "server/store/session_store.h"
 
 namespace qtrain::rpc {
@@ -34,19 +35,23 @@ struct ServiceLimits {
   int64_t max_checkpoint_bytes = int64_t{4} << 30;  // per uploaded checkpoint
   engine::MemoryBudget* budget = nullptr;           // uploads reserve from it; not owned
   ServiceState* state = nullptr;                    // not owned; null: never drains
+  const ServiceAccess* access = nullptr;            // not owned; null: no auth, quotas, audit
 };
 
+// `gate` authorized the call (a refused one finishes at once with its error) and scopes its
+// session ids; a stream holds one of its tenant's stream slots (tenants.h) while it runs.
 // `store` (may be null: no data dir) reports the last durable step in Train results; `metrics`
 // (may be null) counts steps.
 // Requests and responses travel as bytes (the service's methods are raw: wire_message.h).
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
-    Metrics* metrics);
+    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
+    const store::SessionStore* store, Metrics* metrics);
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewCalibrateReactor(
-    engine::SessionManager* sessions, ServiceLimits limits, const store::SessionStore* store,
-    Metrics* metrics);
+    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
+    const store::SessionStore* store, Metrics* metrics);
 // `response` is gRPC's, valid until the reactor finishes.
-grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(engine::SessionManager* sessions,
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(CallGate gate,
+                                                              engine::SessionManager* sessions,
                                                               ServiceLimits limits,
                                                               grpc::ByteBuffer* response,
                                                               Metrics* metrics);

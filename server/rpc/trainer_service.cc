@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "server/engine/session_id.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/stream_reactors.h"
@@ -16,11 +17,16 @@ namespace {
 using engine::Session;
 using engine::Trainer;
 
-// Runs `task` on the session's executor and answers the unary call from there.
+// Runs `task` on the session of the engine id `id` (Caller::Resolve'd; an error is answered) and
+// answers the unary call from there.
 template <typename Call>
-void OnSession(engine::SessionManager* sessions, const std::string& id, Call* call,
+void OnSession(engine::SessionManager* sessions, const absl::StatusOr<std::string>& id, Call* call,
                std::function<absl::Status(Trainer&)> task) {
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(id);
+  if (!id.ok()) {
+    call->Reply(id.status());
+    return;
+  }
+  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(*id);
   if (!session.ok()) {
     call->Reply(session.status());
     return;
@@ -32,9 +38,19 @@ void OnSession(engine::SessionManager* sessions, const std::string& id, Call* ca
 
 }  // namespace
 
-grpc::ServerUnaryReactor* TrainerService::CreateSession(Context*, const Bytes* in, Bytes* out) {
+absl::Status CheckNewSession(TenantQuotas* tenants, const std::string& id, Trainer& t) {
+  if (tenants == nullptr) return absl::OkStatus();
+  return tenants->CheckNewSession(id, t.model().num_parameters());
+}
+
+int64_t DiskLimit(TenantQuotas* tenants, const std::string& id) {
+  if (tenants == nullptr) return 0;
+  return tenants->QuotaOf(std::string(engine::TenantOf(id))).max_checkpoint_bytes;
+}
+
+grpc::ServerUnaryReactor* TrainerService::CreateSession(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::CreateSessionRequest, v1::Session>;
-  return Call::Start(in, out,
+  return Call::Start(Gate(ctx, "CreateSession"), in, out,
                      [this](Call* call) { control_.Post([this, call] { Create(call); }); });
 }
 
@@ -43,13 +59,21 @@ grpc::ServerUnaryReactor* TrainerService::CreateSession(Context*, const Bytes* i
 void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call) {
   if (RefusedWhileDraining(call)) return;
   const v1::CreateSessionRequest& request = call->request();
+  absl::StatusOr<std::string> requested = call->caller().Resolve(request.session_id(), true);
+  if (!requested.ok()) {
+    call->Reply(requested.status());
+    return;
+  }
   absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
-      request.session_id(), request.model(), request.rules(), request.optimizer(), request.seed(),
+      *requested, request.model(), request.rules(), request.optimizer(), request.seed(),
       [this, call](const std::string& id, Trainer& t) -> absl::Status {
+        QTRAIN_RETURN_IF_ERROR(CheckNewSession(call->tenants(), id, t));
         // With a data dir a new session is durable before anyone can see it: a crash right
         // after the answer cannot lose it, and a failed save leaves nothing behind.
-        if (store_ != nullptr) QTRAIN_RETURN_IF_ERROR(store_->Save(id, t).status());
-        FillSession(id, t, call->response());
+        if (store_ != nullptr) {
+          QTRAIN_RETURN_IF_ERROR(store_->Save(id, t, DiskLimit(call->tenants(), id)).status());
+        }
+        FillSession(call->caller().Show(id), t, call->response());
         return absl::OkStatus();
       });
   if (session.ok() && metrics_ != nullptr) {
@@ -58,23 +82,25 @@ void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* ca
   call->Reply(session.status());
 }
 
-grpc::ServerUnaryReactor* TrainerService::GetSession(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::GetSession(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::GetSessionRequest, v1::Session>;
-  return Call::Start(in, out, [this](Call* call) {
-    const std::string id = call->request().session_id();
-    OnSession(sessions_, id, call, [id, call](Trainer& t) {
-      FillSession(id, t, call->response());
-      return absl::OkStatus();
-    });
+  return Call::Start(Gate(ctx, "GetSession"), in, out, [this](Call* call) {
+    OnSession(sessions_, call->caller().Resolve(call->request().session_id()), call,
+              [call](Trainer& t) {
+                FillSession(call->request().session_id(), t, call->response());
+                return absl::OkStatus();
+              });
   });
 }
 
-grpc::ServerUnaryReactor* TrainerService::ListSessions(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::ListSessions(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::ListSessionsRequest, v1::ListSessionsResponse>;
-  return Call::Start(in, out, [this](Call* call) {
+  return Call::Start(Gate(ctx, "ListSessions"), in, out, [this](Call* call) {
     for (const engine::SessionInfo& info : sessions_->List()) {
+      if (!call->caller().Sees(info.id)) continue;
       v1::Session* s = call->response()->add_sessions();
-      s->set_session_id(info.id);
+      s->set_session_id(call->caller().Show(info.id));
+      s->set_tenant(std::string(engine::TenantOf(info.id)));
       s->set_step(info.step);
       s->set_parameters(info.parameters);
     }
@@ -82,24 +108,29 @@ grpc::ServerUnaryReactor* TrainerService::ListSessions(Context*, const Bytes* in
   });
 }
 
-grpc::ServerUnaryReactor* TrainerService::GetServerInfo(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::GetServerInfo(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::GetServerInfoRequest, v1::ServerInfo>;
-  return Call::Start(in, out, [this](Call* call) {
+  return Call::Start(Gate(ctx, "GetServerInfo"), in, out, [this](Call* call) {
     *call->response() = info_;
     call->Reply(absl::OkStatus());
   });
 }
 
-grpc::ServerUnaryReactor* TrainerService::DeleteSession(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::DeleteSession(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>;
   // On the control worker: deleting joins the session's executor, which first runs its queue.
-  return Call::Start(in, out,
+  return Call::Start(Gate(ctx, "DeleteSession"), in, out,
                      [this](Call* call) { control_.Post([this, call] { Delete(call); }); });
 }
 
 void TrainerService::Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call) {
   {
-    const std::string& id = call->request().session_id();
+    absl::StatusOr<std::string> resolved = call->caller().Resolve(call->request().session_id());
+    if (!resolved.ok()) {
+      call->Reply(resolved.status());
+      return;
+    }
+    const std::string& id = *resolved;
     absl::Status s = sessions_->Delete(id);
     const bool deleted = s.ok();
     if (deleted && store_ != nullptr) s = store_->Forget(id);
@@ -111,12 +142,14 @@ void TrainerService::Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessio
   }
 }
 
-grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::UpdateRulesRequest, v1::Session>;
-  return Call::Start(in, out, [this](Call* call) {
+  return Call::Start(Gate(ctx, "UpdateRules"), in, out, [this](Call* call) {
     if (RefusedWhileDraining(call)) return;
-    const std::string id = call->request().session_id();
-    OnSession(sessions_, id, call, [this, id, call](Trainer& t) {
+    const absl::StatusOr<std::string> resolved =
+        call->caller().Resolve(call->request().session_id());
+    const std::string id = resolved.value_or("");
+    OnSession(sessions_, resolved, call, [this, id, call](Trainer& t) {
       const v1::RuleSet previous =
           t.model().rules() != nullptr ? t.model().rules()->source() : v1::RuleSet();
       absl::Status s = t.SetRules(call->request().rules());
@@ -129,27 +162,28 @@ grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context*, const Bytes* in,
           s = saved.status();
         }
       }
-      if (s.ok()) FillSession(id, t, call->response());
+      if (s.ok()) FillSession(call->request().session_id(), t, call->response());
       return s;
     });
   });
 }
 
-grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Train(Context*) {
-  return NewTrainReactor(sessions_, limits_, store_, metrics_);
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Train(Context* ctx) {
+  return NewTrainReactor(Gate(ctx, "Train"), sessions_, limits_, store_, metrics_);
 }
 
-grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::Evaluate(Context*, Bytes* out) {
-  return NewEvaluateReactor(sessions_, limits_, out, metrics_);
+grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::Evaluate(Context* ctx, Bytes* out) {
+  return NewEvaluateReactor(Gate(ctx, "Evaluate"), sessions_, limits_, out, metrics_);
 }
 
-grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Calibrate(Context*) {
-  return NewCalibrateReactor(sessions_, limits_, store_, metrics_);
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Calibrate(
+    Context* ctx) {
+  return NewCalibrateReactor(Gate(ctx, "Calibrate"), sessions_, limits_, store_, metrics_);
 }
 
-grpc::ServerUnaryReactor* TrainerService::Forward(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::Forward(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::ForwardRequest, v1::ForwardResponse>;
-  return Call::Start(in, out, [this](Call* call) {
+  return Call::Start(Gate(ctx, "Forward"), in, out, [this](Call* call) {
     if (RefusedWhileDraining(call)) return;
     absl::StatusOr<Tensor> inputs =
         FromWire(call->request().inputs(), "inputs", limits_.max_batch_bytes);
@@ -158,23 +192,24 @@ grpc::ServerUnaryReactor* TrainerService::Forward(Context*, const Bytes* in, Byt
       return;
     }
     auto shared = std::make_shared<Tensor>(std::move(*inputs));
-    OnSession(sessions_, call->request().session_id(), call, [shared, call](Trainer& t) {
-      absl::StatusOr<Tensor> result = t.Predict(*shared);
-      if (!result.ok()) return result.status();
-      *call->response()->mutable_outputs() = ToWire(*result);
-      return absl::OkStatus();
-    });
+    OnSession(sessions_, call->caller().Resolve(call->request().session_id()), call,
+              [shared, call](Trainer& t) {
+                absl::StatusOr<Tensor> result = t.Predict(*shared);
+                if (!result.ok()) return result.status();
+                *call->response()->mutable_outputs() = ToWire(*result);
+                return absl::OkStatus();
+              });
   });
 }
 
-grpc::ServerUnaryReactor* TrainerService::GetQuantStats(Context*, const Bytes* in, Bytes* out) {
+grpc::ServerUnaryReactor* TrainerService::GetQuantStats(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::GetQuantStatsRequest, v1::QuantStats>;
-  return Call::Start(in, out, [this](Call* call) {
-    const std::string id = call->request().session_id();
-    OnSession(sessions_, id, call, [id, call](Trainer& t) {
-      FillQuantStats(id, t, call->response());
-      return absl::OkStatus();
-    });
+  return Call::Start(Gate(ctx, "GetQuantStats"), in, out, [this](Call* call) {
+    OnSession(sessions_, call->caller().Resolve(call->request().session_id()), call,
+              [call](Trainer& t) {
+                FillQuantStats(call->request().session_id(), t, call->response());
+                return absl::OkStatus();
+              });
   });
 }
 

@@ -68,6 +68,9 @@ class TrainerService final : public RawTrainerService {
     call->Reply(DrainingError());
     return true;
   }
+  CallGate Gate(Context* ctx, const char* method) const {
+    return CallGate(limits_.access, *ctx, method);
+  }
   void Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call);
   void Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call);
 
@@ -80,5 +83,10 @@ class TrainerService final : public RawTrainerService {
   // Declared last: destroyed first, running what was posted while the sessions still exist.
   engine::Worker control_;
 };
+
+// Quota checks of a session about to be registered / saved (tenants may be null: none).
+absl::Status CheckNewSession(TenantQuotas* tenants, const std::string& id, engine::Trainer& t);
+// The tenant's max_checkpoint_bytes for SessionStore::Save (0: none).
+int64_t DiskLimit(TenantQuotas* tenants, const std::string& id);
 
 }  // namespace qtrain::rpc

@@ -16,6 +16,7 @@
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
 #include "server/engine/memory_budget.h"
+#include "server/engine/session_id.h"
 #include "server/store/checkpoint_io.h"
 #include "server/store/session_checkpoint.h"
 
@@ -66,6 +67,19 @@ absl::StatusOr<int> LockDataDir(const std::string& data_dir) {
   return fd;
 }
 
+// The entry names of a directory (none when it cannot be read).
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  return names;
+}
+
 }  // namespace
 
 absl::Status RunAndWait(engine::Session& session, std::function<void(engine::Trainer&)> fn) {
@@ -80,20 +94,37 @@ absl::Status RunAndWait(engine::Session& session, std::function<void(engine::Tra
 
 absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Open(const std::string& data_dir) {
   QTRAIN_RETURN_IF_ERROR(MakeDir(data_dir));
-  const std::string dir = data_dir + "/sessions";
-  QTRAIN_RETURN_IF_ERROR(MakeDir(dir));
+  QTRAIN_RETURN_IF_ERROR(MakeDir(data_dir + "/sessions"));
+  QTRAIN_RETURN_IF_ERROR(MakeDir(data_dir + "/tenants"));
   QTRAIN_ASSIGN_OR_RETURN(const int lock_fd, LockDataDir(data_dir));
-  return std::unique_ptr<SessionStore>(new SessionStore(dir, lock_fd));
+  return std::unique_ptr<SessionStore>(new SessionStore(data_dir, lock_fd));
 }
 
 SessionStore::~SessionStore() { ::close(lock_fd_); }  // releases the flock
 
-std::string SessionStore::PathFor(const std::string& id) const {
-  return absl::StrCat(dir_, "/", id, kSuffix);
+std::string SessionStore::DirFor(absl::string_view tenant) const {
+  return tenant.empty() ? absl::StrCat(root_, "/sessions")
+                        : absl::StrCat(root_, "/tenants/", tenant);
 }
 
-absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id,
-                                                   engine::Trainer& trainer) {
+std::string SessionStore::PathFor(const std::string& id) const {
+  const absl::string_view tenant = engine::TenantOf(id);
+  const absl::string_view name =
+      tenant.empty() ? id : absl::string_view(id).substr(tenant.size() + 1);
+  return absl::StrCat(DirFor(tenant), "/", name, kSuffix);
+}
+
+int64_t SessionStore::BytesOnDisk(absl::string_view tenant) const {
+  qtrain::MutexLock lock(&mu_);
+  int64_t total = 0;
+  for (const auto& [id, d] : durable_) {
+    if (engine::TenantOf(id) == tenant) total += d.bytes;
+  }
+  return total;
+}
+
+absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id, engine::Trainer& trainer,
+                                                   int64_t disk_limit) {
   SavedCheckpoint saved;
   QTRAIN_ASSIGN_OR_RETURN(
       const std::string bytes,
@@ -104,16 +135,37 @@ absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id,
   saved.path = PathFor(id);
   saved.step = trainer.step();
   saved.bytes = static_cast<int64_t>(bytes.size());
-  QTRAIN_RETURN_IF_ERROR(WriteFileDurably(saved.path, bytes));
+  const std::string tenant(engine::TenantOf(id));
+  {
+    qtrain::MutexLock lock(&mu_);
+    if (disk_limit > 0) {
+      int64_t use = writing_[tenant];
+      for (const auto& [other, d] : durable_) {
+        if (other != id && engine::TenantOf(other) == tenant) use += d.bytes;
+      }
+      if (use + saved.bytes > disk_limit) {
+        if (writing_[tenant] == 0) writing_.erase(tenant);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "tenant \"", tenant, "\" uses ", use, " bytes of checkpoints and this one needs ",
+            saved.bytes, " more; its quota is ", disk_limit,
+            " (max_checkpoint_bytes in the access file, or --tenant_max_checkpoint_bytes)"));
+      }
+    }
+    writing_[tenant] += saved.bytes;
+  }
+  absl::Status wrote = tenant.empty() ? absl::OkStatus() : MakeDir(DirFor(tenant));
+  if (wrote.ok()) wrote = WriteFileDurably(saved.path, bytes);
   qtrain::MutexLock lock(&mu_);
-  durable_[id] = saved.step;
+  if ((writing_[tenant] -= saved.bytes) <= 0) writing_.erase(tenant);
+  QTRAIN_RETURN_IF_ERROR(wrote);
+  durable_[id] = {saved.step, saved.bytes};
   return saved;
 }
 
 int64_t SessionStore::LastDurableStep(const std::string& id) const {
   qtrain::MutexLock lock(&mu_);
   auto it = durable_.find(id);
-  return it == durable_.end() ? -1 : it->second;
+  return it == durable_.end() ? -1 : it->second.step;
 }
 
 absl::Status SessionStore::Forget(const std::string& id) {
@@ -128,7 +180,7 @@ absl::Status SessionStore::Forget(const std::string& id) {
     durable_.erase(id);
   }
   // The removal itself must survive a crash.
-  const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dfd = ::open(DirFor(engine::TenantOf(id)).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
@@ -139,21 +191,31 @@ absl::Status SessionStore::Forget(const std::string& id) {
 std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessions,
                                                   std::vector<std::string>* errors) {
   std::vector<std::string> restored;
-  DIR* d = ::opendir(dir_.c_str());
-  if (d == nullptr) return restored;
-  std::vector<std::string> names;
-  std::vector<std::string> leftovers;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (absl::EndsWith(name, kSuffix)) names.push_back(name);
-    if (absl::EndsWith(name, absl::StrCat(kSuffix, ".tmp"))) leftovers.push_back(name);
+  RestoreDir("", sessions, &restored, errors);
+  // One directory per tenant; names that are not valid tenants are not ours (skipped).
+  for (const std::string& tenant : ListDir(absl::StrCat(root_, "/tenants"))) {
+    if (engine::IsValidIdPart(tenant)) RestoreDir(tenant, sessions, &restored, errors);
   }
-  ::closedir(d);
-  // Temporary files of writes a crash interrupted (the data dir is locked: no writer is live).
-  for (const std::string& name : leftovers) ::unlink(absl::StrCat(dir_, "/", name).c_str());
+  return restored;
+}
+
+void SessionStore::RestoreDir(const std::string& tenant, engine::SessionManager& sessions,
+                              std::vector<std::string>* restored,
+                              std::vector<std::string>* errors) {
+  const std::string dir = DirFor(tenant);
+  std::vector<std::string> names;
+  for (const std::string& name : ListDir(dir)) {
+    // Temporary files of writes a crash interrupted (the data dir is locked: no writer is live).
+    if (absl::EndsWith(name, absl::StrCat(kSuffix, ".tmp"))) {
+      ::unlink(absl::StrCat(dir, "/", name).c_str());
+    } else if (absl::EndsWith(name, kSuffix)) {
+      names.push_back(name);
+    }
+  }
   for (const std::string& name : names) {
-    const std::string id = name.substr(0, name.size() - std::strlen(kSuffix));
-    const std::string path = absl::StrCat(dir_, "/", name);
+    const std::string id =
+        engine::JoinSessionId(tenant, name.substr(0, name.size() - std::strlen(kSuffix)));
+    const std::string path = absl::StrCat(dir, "/", name);
     absl::Status s = [&]() -> absl::Status {
       QTRAIN_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path, kMaxCheckpointBytes));
       QTRAIN_ASSIGN_OR_RETURN(SafetensorsFile file, DecodeCheckpoint(bytes));
@@ -162,7 +224,7 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
         // Durable at the checkpoint's step before it is loaded: the session's first autosave
         // must not rewrite the file it was just read from.
         qtrain::MutexLock lock(&mu_);
-        durable_[id] = config.step;
+        durable_[id] = {config.step, static_cast<int64_t>(bytes.size())};
       }
       // Built and loaded before it is registered: a checkpoint that fails to load leaves no
       // session behind.
@@ -176,12 +238,11 @@ std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessio
       return session.status();
     }();
     if (s.ok()) {
-      restored.push_back(id);
+      restored->push_back(id);
     } else if (errors != nullptr) {
       errors->push_back(absl::StrCat(path, ": ", s.ToString()));
     }
   }
-  return restored;
 }
 
 }  // namespace qtrain::store

@@ -1,6 +1,8 @@
 // SessionStore: the server's durable sessions, one checkpoint per session in
-// <data_dir>/sessions/<id>.safetensors (written through checkpoint_io's temp-file + fsync +
-// rename), restored when the server starts.
+// <data_dir>/sessions/<id>.safetensors, or <data_dir>/tenants/<tenant>/<name>.safetensors for a
+// tenant's session "<tenant>/<name>" (engine/session_id.h: both parts are path-safe), written
+// through checkpoint_io's temp-file + fsync + rename and restored, with their owner, when the
+// server starts.
 //
 // Thread-safety: all methods may be called from any thread; Save* must run on the session's
 // executor (it reads the Trainer), which serializes the saves of one session.
@@ -11,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -38,7 +41,11 @@ class SessionStore {
   SessionStore& operator=(const SessionStore&) = delete;
 
   // Encodes the trainer's checkpoint and writes it durably. Run on the session's executor.
-  absl::StatusOr<SavedCheckpoint> Save(const std::string& id, engine::Trainer& trainer);
+  // `disk_limit` > 0: ResourceExhausted (nothing written) when the tenant's checkpoints, with
+  // this one replacing the session's previous one, would exceed it; saves of one tenant in
+  // flight on other sessions count too, so concurrent saves cannot overshoot it together.
+  absl::StatusOr<SavedCheckpoint> Save(const std::string& id, engine::Trainer& trainer,
+                                       int64_t disk_limit = 0);
   // The step of the newest durable checkpoint of `id`, or -1.
   int64_t LastDurableStep(const std::string& id) const;
   // Removes the session's checkpoint durably (after DeleteSession has stopped its executor, so no
@@ -53,13 +60,23 @@ class SessionStore {
                                       std::vector<std::string>* errors);
 
   std::string PathFor(const std::string& id) const;
+  // Bytes of the durable checkpoints of a tenant's sessions ("" : sessions without a tenant).
+  int64_t BytesOnDisk(absl::string_view tenant) const;
 
  private:
-  SessionStore(std::string dir, int lock_fd) : dir_(std::move(dir)), lock_fd_(lock_fd) {}
-  const std::string dir_;  // <data_dir>/sessions
-  const int lock_fd_;      // holds the flock on <data_dir>/LOCK
+  struct Durable {
+    int64_t step = -1;
+    int64_t bytes = 0;
+  };
+  SessionStore(std::string root, int lock_fd) : root_(std::move(root)), lock_fd_(lock_fd) {}
+  std::string DirFor(absl::string_view tenant) const;
+  void RestoreDir(const std::string& tenant, engine::SessionManager& sessions,
+                  std::vector<std::string>* restored, std::vector<std::string>* errors);
+  const std::string root_;  // the data dir
+  const int lock_fd_;       // holds the flock on <data_dir>/LOCK
   mutable qtrain::Mutex mu_;
-  std::map<std::string, int64_t> durable_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Durable> durable_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> writing_ ABSL_GUARDED_BY(mu_);  // tenant -> bytes being saved
 };
 
 // Runs `fn` on the session's executor and waits for it. The errors of Session::Submit.

@@ -4,9 +4,9 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
-#include <cstdlib>
-#include <fstream>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -15,57 +15,19 @@
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/server_main.h"
 #include "server/store/checkpoint_io.h"
+#include "tests/integration/test_certs.h"
 
 namespace qtrain {
 namespace {
 
-// A CA, a server certificate for 127.0.0.1 and a client certificate, plus a client certificate
-// from an unrelated CA; EC P-256 keys (fast to make), valid for one day.
-class Certificates {
- public:
-  Certificates() {
-    char dir[] = "/tmp/qtrain_tls_XXXXXX";
-    dir_ = mkdtemp(dir);
-    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    std::ofstream(Path("san.ext")) << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-    for (const char* ca : {"ca", "other_ca"}) {
-      Run(absl::StrCat("openssl req -x509 ", ec, " -keyout ", ca, ".key -out ", ca,
-                       ".pem -days 1 -subj /CN=", ca));
-    }
-    Sign("server", "ca", "-extfile san.ext");
-    Sign("client", "ca", "");
-    Sign("stranger", "other_ca", "");
-  }
-  ~Certificates() { (void)std::system(("rm -rf " + dir_).c_str()); }
-
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-  std::string Pem(const std::string& name) const {
-    absl::StatusOr<std::string> pem = store::ReadWholeFile(Path(name), 1 << 20);
-    EXPECT_TRUE(pem.ok()) << pem.status();
-    return pem.ok() ? *pem : "";
-  }
-
- private:
-  void Run(const std::string& command) {
-    const std::string line = absl::StrCat("cd ", dir_, " && ", command, " > /dev/null 2>&1");
-    ASSERT_EQ(std::system(line.c_str()), 0) << line;
-  }
-  void Sign(const std::string& name, const std::string& ca, const std::string& extra) {
-    Run(absl::StrCat("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ",
-                     name, ".key -out ", name, ".csr -subj /CN=", name));
-    Run(absl::StrCat("openssl x509 -req -in ", name, ".csr -CA ", ca, ".pem -CAkey ", ca,
-                     ".key -CAcreateserial -days 1 -out ", name, ".pem ", extra));
-  }
-  std::string dir_;
-};
-
 class ServerTlsTest : public ::testing::Test {
  protected:
-  std::unique_ptr<server::RunningServer> Start(bool mutual) {
+  std::unique_ptr<server::RunningServer> Start(bool mutual, int reload_seconds = 60) {
     server::ServerOptions o;
     o.listen = "127.0.0.1:0";
     o.tls_cert = certs_.Path("server.pem");
     o.tls_key = certs_.Path("server.key");
+    o.tls_reload_seconds = reload_seconds;
     if (mutual) o.tls_client_ca = certs_.Path("ca.pem");
     auto s = server::RunningServer::Start(o);
     EXPECT_TRUE(s.ok()) << s.status();
@@ -74,8 +36,11 @@ class ServerTlsTest : public ::testing::Test {
 
   // GetServerInfo through `credentials`: the status.
   grpc::Status Call(int port, std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    // A connection of its own (not one of gRPC's shared subchannels): each call handshakes.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     auto stub = v1::Trainer::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), std::move(credentials)));
+        grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port), std::move(credentials), args));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::ServerInfo info;
@@ -83,13 +48,7 @@ class ServerTlsTest : public ::testing::Test {
   }
 
   std::shared_ptr<grpc::ChannelCredentials> Tls(const std::string& client = "") {
-    grpc::SslCredentialsOptions o;
-    o.pem_root_certs = certs_.Pem("ca.pem");
-    if (!client.empty()) {
-      o.pem_private_key = certs_.Pem(client + ".key");
-      o.pem_cert_chain = certs_.Pem(client + ".pem");
-    }
-    return grpc::SslCredentials(o);
+    return certs_.Client(client);
   }
 
   Certificates certs_;
@@ -115,6 +74,24 @@ TEST_F(ServerTlsTest, MutualTlsServesOnlyClientsTheCaSigned) {
   EXPECT_TRUE(good.ok()) << good.error_message();
   EXPECT_FALSE(Call(server->port(), Tls()).ok());            // no client certificate
   EXPECT_FALSE(Call(server->port(), Tls("stranger")).ok());  // signed by another CA
+  EXPECT_FALSE(Call(server->port(), Tls("expired")).ok());   // expired yesterday
+  server->Shutdown();
+}
+
+TEST_F(ServerTlsTest, RotatedCertificatesServeNewConnectionsWithoutARestart) {
+  auto server = Start(/*mutual=*/false, /*reload_seconds=*/1);
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(Call(server->port(), Tls()).ok());
+  certs_.NewServerCertificate("next_ca");
+  // Within a few reload periods new connections get the new certificate: a client trusting only
+  // the new CA is served, one trusting only the old CA no longer is.
+  bool rotated = false;
+  for (int i = 0; i < 50 && !rotated; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    rotated = Call(server->port(), certs_.Client("", "next_ca")).ok() &&
+              !Call(server->port(), Tls()).ok();
+  }
+  EXPECT_TRUE(rotated);
   server->Shutdown();
 }
 

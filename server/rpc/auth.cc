@@ -1,0 +1,86 @@
+#include "server/rpc/auth.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/engine/session_id.h"
+#include "server/rpc/grpc_status.h"
+
+namespace qtrain::rpc {
+namespace {
+
+constexpr absl::string_view kTrainerPrefix = "/qtrain.v1.Trainer/";
+constexpr absl::string_view kHealthPrefix = "/grpc.health.v1.Health/";
+
+absl::string_view View(grpc::string_ref s) { return absl::string_view(s.data(), s.size()); }
+
+// The verified client certificate's common name from a call's (or connection's) AuthContext.
+std::optional<std::string> CommonName(const grpc::AuthContext* context) {
+  if (context == nullptr) return std::nullopt;
+  std::vector<grpc::string_ref> cn = context->FindPropertyValues("x509_common_name");
+  if (cn.empty()) return std::nullopt;
+  return std::string(View(cn.front()));
+}
+
+}  // namespace
+
+absl::Status Authenticator::Authorize(const Identity& who, absl::string_view method) {
+  if (RoleAllows(who.role, method)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("role ", RoleName(who.role), " of tenant \"",
+                                                  who.tenant, "\" may not call ", method));
+}
+
+absl::StatusOr<Identity> Authenticator::Authenticate(
+    std::optional<absl::string_view> authorization,
+    std::optional<absl::string_view> cert_cn) const {
+  if (authorization) {
+    absl::string_view token = *authorization;
+    if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
+      return absl::UnauthenticatedError("the authorization metadata must be \"Bearer <token>\"");
+    }
+    std::optional<Identity> who =
+        options_.tokens != nullptr ? options_.tokens->Lookup(token) : std::nullopt;
+    if (!who) return absl::UnauthenticatedError("the bearer token is not valid on this server");
+    return *who;
+  }
+  if (options_.cert_identity && cert_cn) {
+    if (!engine::IsValidIdPart(*cert_cn)) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("the client certificate's common name \"", absl::CEscape(*cert_cn),
+                       "\" is not a tenant name (1 to 64 of [A-Za-z0-9_-])"));
+    }
+    return Identity{std::string(*cert_cn), options_.cert_role};
+  }
+  return absl::UnauthenticatedError(
+      options_.tokens != nullptr
+          ? "this server needs credentials: send \"authorization: Bearer <token>\" metadata"
+          : "this server needs a client certificate");
+}
+
+absl::StatusOr<Identity> Authenticator::Identify(const grpc::ServerContextBase& ctx) const {
+  std::optional<absl::string_view> authorization;
+  const auto& md = ctx.client_metadata();
+  if (auto it = md.find("authorization"); it != md.end()) authorization = View(it->second);
+  std::optional<std::string> cn = CommonName(ctx.auth_context().get());
+  return Authenticate(authorization, cn);
+}
+
+grpc::Status AuthProcessor::Process(const InputMetadata& metadata, grpc::AuthContext* context,
+                                    OutputMetadata*, OutputMetadata*) {
+  absl::string_view path;
+  std::optional<absl::string_view> authorization;
+  for (const auto& [key, value] : metadata) {
+    if (View(key) == ":path") path = View(value);
+    if (View(key) == "authorization") authorization = View(value);
+  }
+  if (absl::StartsWith(path, kHealthPrefix)) return grpc::Status::OK;  // probes need no secret
+  // The Trainer's handlers authenticate and authorize each call themselves (CallGate), so
+  // that refusals reach the audit log with the caller's address.
+  if (absl::StartsWith(path, kTrainerPrefix)) return grpc::Status::OK;
+  absl::StatusOr<Identity> who = auth_->Authenticate(authorization, CommonName(context));
+  if (!who.ok()) return ToGrpcStatus(who.status());
+  return grpc::Status::OK;
+}
+
+}  // namespace qtrain::rpc
