@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, data_dir, "qtrain-data",
 ABSL_FLAG(int64_t, autosave_steps, 100, "save each session every N training steps (0: off)");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address (empty: no metrics endpoint)");
+ABSL_FLAG(std::string, health_listen, "",
+          "also serve grpc.health.v1 alone, in plaintext, on this address (for Kubernetes' gRPC "
+          "probes, which cannot speak TLS); empty: no such port");
 ABSL_FLAG(int, threads, 1, "OpenMP threads per session executor");
 ABSL_FLAG(int, max_sessions, 16, "most sessions hosted at once (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(int, max_queued, 8, "most operations queued per session before pushing back");
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
@@ -173,6 +177,12 @@ int main(int argc, char** argv) {
                " memory budget: ", budget > 0 ? qtrain::engine::HumanBytes(budget) : "unlimited",
                " (--memory_budget_mb)"),
            {{"bytes", absl::StrCat(budget)}});
+  if ((*server)->health_port() > 0) {
+    LogEvent(
+        LogLevel::kInfo, "health",
+        absl::StrCat(" health (plaintext, grpc.health.v1 only) on port ", (*server)->health_port()),
+        {{"port", absl::StrCat((*server)->health_port())}});
+  }
   if ((*server)->metrics().port() > 0) {
     LogEvent(LogLevel::kInfo, "metrics",
              absl::StrCat(" metrics on http://127.0.0.1:", (*server)->metrics().port(), "/metrics"),

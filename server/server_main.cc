@@ -215,13 +215,30 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   // per Kubernetes probe: "liveness" (the process serves), "startup" (sessions restored: Start
   // returns only then) and "readiness" (restored and not draining; "" and qtrain.v1.Trainer
   // follow it).
+  if (!o.health_listen.empty()) {
+    // Plaintext, health only: kubelet's gRPC probes cannot speak TLS.
+    grpc::ServerBuilder health;
+    health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    health.AddListeningPort(o.health_listen, grpc::InsecureServerCredentials(), &s->health_port_);
+    s->health_server_ = health.BuildAndStart();
+    if (s->health_server_ == nullptr || s->health_port_ == 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on --health_listen=", o.health_listen, " (address in use or invalid)"));
+    }
+  }
   for (const char* name : {kLiveness, kStartup, kReadiness, v1::Trainer::service_full_name()}) {
-    s->server_->GetHealthCheckService()->SetServingStatus(name, true);
+    s->SetHealth(name, true);
   }
   return s;
 }
 
 RunningServer::~RunningServer() { Shutdown(); }
+
+void RunningServer::SetHealth(const char* name, bool serving) {
+  for (grpc::Server* server : {server_.get(), health_server_.get()}) {
+    if (server != nullptr) server->GetHealthCheckService()->SetServingStatus(name, serving);
+  }
+}
 
 void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
   if (shut_down_) return;
@@ -236,9 +253,8 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
   const auto deadline = start + std::chrono::milliseconds(deadline_ms);
   // Drain: not ready and no new work, while health and reads still answer.
   state_.draining = true;
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   for (const char* name : {"", kReadiness, v1::Trainer::service_full_name()}) {
-    health->SetServingStatus(name, false);
+    SetHealth(name, false);
   }
   auto busy = [&] {
     if (state_.streams > 0) return true;
@@ -260,6 +276,7 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
                                  std::chrono::milliseconds(200));
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
+  if (health_server_ != nullptr) health_server_->Shutdown();
   if (store_) {
     for (const engine::SessionInfo& info : sessions_->List()) {
       absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions_->Get(info.id);

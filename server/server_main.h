@@ -44,6 +44,9 @@ struct ServerOptions {
   std::string data_dir;        // empty: no durable sessions (tests)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())
+  // Empty, or a second, plaintext port that serves grpc.health.v1 only (Kubernetes' gRPC probes
+  // cannot speak TLS).
+  std::string health_listen;
   // What sessions, steps and uploads may reserve (engine::MemoryBudget): 0 picks
   // DefaultMemoryBudgetBytes(); negative: unlimited.
   int64_t memory_budget_bytes = 0;
@@ -56,12 +59,13 @@ class RunningServer {
   // Starts serving. InvalidArgument naming the flag for unreadable or incomplete TLS files, a bad
   // access file, or authentication without TLS; FailedPrecondition for a non-loopback --listen
   // without authentication or --allow_insecure;
-  // Unavailable when --listen or --metrics_listen cannot be bound;
+  // Unavailable when --listen, --health_listen or --metrics_listen cannot be bound;
   // FailedPrecondition when another server holds the data dir; Internal for an unusable data dir.
   static absl::StatusOr<std::unique_ptr<RunningServer>> Start(const ServerOptions& options);
   ~RunningServer();  // Shutdown()
 
   int port() const { return port_; }
+  int health_port() const { return health_port_; }  // 0 without --health_listen
   // Sessions restored from the data dir at start, and files that could not be restored.
   const std::vector<std::string>& restored() const { return restored_; }
   const std::vector<std::string>& restore_errors() const { return restore_errors_; }
@@ -92,7 +96,11 @@ class RunningServer {
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<rpc::ReflectionV1> reflection_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // --health_listen; may be null
   int port_ = 0;
+  int health_port_ = 0;
+  // Sets a health service name on both the main and the health-only server.
+  void SetHealth(const char* name, bool serving);
   bool shut_down_ = false;
   std::vector<std::string> restored_;
   std::vector<std::string> restore_errors_;

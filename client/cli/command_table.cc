@@ -13,8 +13,8 @@ namespace qtrain::cli {
 namespace {
 
 // Output and connection flags that every command takes (so that scripts can pass them always).
-const std::vector<std::string> kCommon = {"server",  "tls_ca", "tls_cert",
-                                          "tls_key", "json",   "progress"};
+const std::vector<std::string> kCommon = {"server", "tls_ca", "tls_cert", "tls_key",
+                                          "token",  "json",   "progress"};
 
 std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> parts) {
   std::vector<std::string> out;
@@ -125,6 +125,22 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "Downloads the session's checkpoint (safetensors) into FILE.",
        {},
        CheckpointPull},
+      {"token new",
+       "",
+       0,
+       0,
+       "A new random bearer token for --tenant with --role, and the entry that grants it, for the "
+       "\"tokens\" list of the server's access file (--auth_tokens; it stores only the SHA-256). "
+       "The token is printed once: hand it to its holder (QTRAIN_TOKEN), it is not kept anywhere.",
+       {"tenant", "role", "name"},
+       TokenNew},
+      {"token hash",
+       "",
+       0,
+       0,
+       "The access-file entry fields for a token read from standard input (its SHA-256).",
+       {},
+       TokenHash},
       {"checkpoint push",
        "ID FILE",
        2,

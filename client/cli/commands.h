@@ -24,6 +24,9 @@ int Eval(Invocation& inv);
 int Calibrate(Invocation& inv);
 int Forward(Invocation& inv);
 
+int TokenNew(Invocation& inv);
+int TokenHash(Invocation& inv);
+
 // Helpers shared by the command files.
 void PrintQuantStats(const v1::QuantStats& stats);
 // --rules as a preset name, inline JSON or a JSON file.

@@ -10,6 +10,12 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate for a mutual-TLS server (default: $QTRAIN_TLS_CERT)");
 ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert (default: $QTRAIN_TLS_KEY)");
+ABSL_FLAG(std::string, token, "",
+          "bearer token for a server with --auth_tokens (needs TLS); @FILE reads it from a file "
+          "(default: $QTRAIN_TOKEN; prefer it or @FILE: a command line is visible to other users)");
+ABSL_FLAG(std::string, tenant, "", "token new: the tenant the token acts for");
+ABSL_FLAG(std::string, role, "trainer", "token new: admin, trainer or reader");
+ABSL_FLAG(std::string, name, "", "token new: a label for the access file entry (who holds it)");
 ABSL_FLAG(bool, json, false, "print JSON for scripts instead of text");
 ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm");
 ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");

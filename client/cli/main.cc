@@ -12,6 +12,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -169,9 +171,12 @@ absl::StatusOr<std::unique_ptr<qtrain::client::Client>> ConnectFromFlags() {
   const std::string ca = FlagOrEnv(FLAGS_tls_ca, "QTRAIN_TLS_CA");
   const std::string cert = FlagOrEnv(FLAGS_tls_cert, "QTRAIN_TLS_CERT");
   const std::string key = FlagOrEnv(FLAGS_tls_key, "QTRAIN_TLS_KEY");
+  std::string token = FlagOrEnv(FLAGS_token, "QTRAIN_TOKEN");
   if (ca.empty()) {
-    if (!cert.empty() || !key.empty()) {
-      return absl::InvalidArgumentError("--tls_cert / --tls_key need --tls_ca (or \"system\")");
+    if (!cert.empty() || !key.empty() || !token.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_cert / --tls_key / --token need --tls_ca (or \"system\"): credentials never "
+          "travel in plaintext");
     }
     return qtrain::client::Client::Connect(address);
   }
@@ -188,6 +193,12 @@ absl::StatusOr<std::unique_ptr<qtrain::client::Client>> ConnectFromFlags() {
     return pem;
   };
   qtrain::client::TlsOptions tls;
+  if (absl::StartsWith(token, "@")) {
+    absl::StatusOr<std::string> t = read("token", token.substr(1));
+    if (!t.ok()) return t.status();
+    token = std::string(absl::StripAsciiWhitespace(*t));
+  }
+  tls.token = token;
   if (ca != "system") {
     absl::StatusOr<std::string> pem = read("tls_ca", ca);
     if (!pem.ok()) return pem.status();

@@ -93,7 +93,12 @@ std::unique_ptr<Client> Client::ConnectTls(const std::string& address, const Tls
   o.pem_root_certs = tls.ca;
   o.pem_cert_chain = tls.cert;
   o.pem_private_key = tls.key;
-  return Open(address, grpc::SslCredentials(o));
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::SslCredentials(o);
+  if (!tls.token.empty()) {
+    credentials =
+        grpc::CompositeChannelCredentials(credentials, grpc::AccessTokenCredentials(tls.token));
+  }
+  return Open(address, credentials);
 }
 
 absl::StatusOr<std::string> Client::Health(const std::string& service, absl::Duration timeout) {

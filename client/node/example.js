@@ -4,6 +4,7 @@
 //
 //   node example.js [--server=127.0.0.1:50051] [--steps=40]
 //                   [--tls_ca=CA.pem [--tls_cert=C.pem --tls_key=C.key]]   (or $QTRAIN_TLS_*)
+//                   [--token=TOKEN]   (or $QTRAIN_TOKEN: a server with --auth_tokens; TLS only)
 'use strict';
 
 const path = require('path');
@@ -30,11 +31,21 @@ const { Trainer } = grpc.loadPackageDefinition(definition).qtrain.v1;
 const tlsCa = args.tls_ca || process.env.QTRAIN_TLS_CA;
 const tlsCert = args.tls_cert || process.env.QTRAIN_TLS_CERT;
 const tlsKey = args.tls_key || process.env.QTRAIN_TLS_KEY;
-const credentials = tlsCa
+const token = args.token || process.env.QTRAIN_TOKEN;
+if (token && !tlsCa) throw new Error('--token needs --tls_ca: credentials never travel in plaintext');
+let credentials = tlsCa
   ? grpc.credentials.createSsl(tlsCa === 'system' ? null : fs.readFileSync(tlsCa),
                                tlsKey ? fs.readFileSync(tlsKey) : null,
                                tlsCert ? fs.readFileSync(tlsCert) : null)
   : grpc.credentials.createInsecure();
+if (token) {  // "authorization: Bearer <token>" with every call
+  credentials = grpc.credentials.combineChannelCredentials(credentials,
+    grpc.credentials.createFromMetadataGenerator((_, done) => {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', `Bearer ${token}`);
+      done(null, metadata);
+    }));
+}
 const client = new Trainer(server, credentials);
 
 // Unary calls as promises.

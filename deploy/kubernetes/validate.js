@@ -42,7 +42,8 @@ for (const file of kustomization.resources) {
       if (!p || !p.grpc || p.grpc.service !== service) fail(`${where}: ${probe} must be gRPC service "${service}"`);
     }
     const flags = {};
-    for (const arg of server.args) {
+    const args = server.args.map((a) => a.replace(/\s+#.*$/, ''));
+    for (const arg of args) {
       const m = /^--([a-z_]+)=(.*)$/.exec(arg);
       if (!m) { fail(`${where}: arg ${arg} is not --flag=value`); continue; }
       if (!helpText.includes(`--${m[1]} `) && !helpText.includes(`-${m[1]} `)) {
@@ -53,6 +54,27 @@ for (const file of kustomization.resources) {
     const needed = Number(flags.drain_grace_seconds || 0) + Number(flags.shutdown_deadline_seconds || 30) + 30;
     if (pod.terminationGracePeriodSeconds < needed) {
       fail(`${where}: terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds} < drain + deadline + 30 s for checkpoints (${needed})`);
+    }
+    // The server's own rules, checked before a pod would crash-loop on them: a network listen
+    // needs authentication (and tokens need TLS); probes cannot speak TLS, so with TLS they go
+    // to the plaintext --health_listen port; every file a flag names is on a mounted volume.
+    const loopback = /^(127\.|localhost|\[::1\])/.test(flags.listen || '127.0.0.1');
+    if (!loopback && !flags.auth_tokens && flags.allow_insecure !== 'true') {
+      fail(`${where}: --listen=${flags.listen} without --auth_tokens: the server refuses to start`);
+    }
+    if (flags.auth_tokens && !flags.tls_cert) fail(`${where}: --auth_tokens needs --tls_cert`);
+    const healthPort = flags.health_listen ? Number(flags.health_listen.split(':').pop()) : null;
+    for (const probe of Object.keys(probes)) {
+      const p = server[probe];
+      if (flags.tls_cert && p && p.grpc && p.grpc.port !== healthPort) {
+        fail(`${where}: ${probe} on port ${p.grpc.port}: with TLS, probes need --health_listen's port`);
+      }
+    }
+    const mounts = (server.volumeMounts || []).map((m) => m.mountPath);
+    for (const flag of ['tls_cert', 'tls_key', 'tls_client_ca', 'auth_tokens']) {
+      if (flags[flag] && !mounts.some((m) => flags[flag].startsWith(`${m}/`))) {
+        fail(`${where}: --${flag}=${flags[flag]} is on no volume mount`);
+      }
     }
     if (!server.securityContext || server.securityContext.readOnlyRootFilesystem !== true) {
       fail(`${where}: the root file system must be read-only`);

@@ -36,7 +36,7 @@ std::string AuditLog::Format(const AuditEntry& e, int64_t now_ms) {
   const std::time_t secs = static_cast<std::time_t>(now_ms / 1000);
   std::tm utc;
   gmtime_r(&secs, &utc);
-  nlohmann::json line;
+  nlohmann::ordered_json line;  // fields in the documented order
   line["ts"] = absl::StrFormat("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
                                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
                                static_cast<int>(now_ms % 1000));
@@ -50,7 +50,7 @@ std::string AuditLog::Format(const AuditEntry& e, int64_t now_ms) {
   line["code"] = absl::StatusCodeToString(e.status.code());
   if (!e.status.ok()) line["error"] = std::string(e.status.message());
   // Invalid UTF-8 (a client's session id) is replaced, never thrown on.
-  return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 void AuditLog::Record(const AuditEntry& entry) {

@@ -71,6 +71,7 @@ class ServerAuthTest : public ::testing::Test {
     o.tls_key = certs_.Path("server.key");
     o.auth_tokens = dir_ + "/access.json";
     o.audit_log = dir_ + "/audit.log";
+    o.health_listen = "127.0.0.1:0";
     o.sessions.max_sessions = 32;
     o.limits.max_batch_bytes = 1 << 20;
     auto s = server::RunningServer::Start(o);
@@ -320,6 +321,18 @@ TEST_F(ServerAuthTest, MissingOrBadCredentialsAreUnauthenticatedButHealthAnswers
     EXPECT_TRUE(s.ok()) << service << ": " << s.error_message();
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   }
+  // The plaintext health port serves health and nothing else.
+  auto plain = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->health_port()),
+                                   grpc::InsecureChannelCredentials());
+  grpc::health::v1::HealthCheckRequest readiness;
+  readiness.set_service("readiness");
+  grpc::health::v1::HealthCheckResponse answer;
+  EXPECT_TRUE(
+      grpc::health::v1::Health::NewStub(plain)->Check(Ctx("").get(), readiness, &answer).ok());
+  EXPECT_EQ(answer.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  v1::ListSessionsResponse none;
+  EXPECT_EQ(v1::Trainer::NewStub(plain)->ListSessions(Ctx(kAdmin).get(), {}, &none).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
   // Reflection is not public: it needs a valid caller like the Trainer service.
   auto reflection = grpc::reflection::v1::ServerReflection::NewStub(channel_);
   for (const std::string& token : {std::string(), std::string(kReaderA)}) {

@@ -114,15 +114,18 @@ class Client:
     """A connection to qtrain-server at `address` (default: $QTRAIN_SERVER, else
     127.0.0.1:50051). Usable as a context manager; thread-safe like the gRPC channel."""
 
-    def __init__(self, address=None, channel=None, tls_ca=None, tls_cert=None, tls_key=None):
+    def __init__(self, address=None, channel=None, tls_ca=None, tls_cert=None, tls_key=None,
+                 token=None):
         """TLS when `tls_ca` (a PEM file; "system" for the system's roots) or $QTRAIN_TLS_CA is
-        set; `tls_cert` / `tls_key` (or $QTRAIN_TLS_CERT / $QTRAIN_TLS_KEY) for mutual TLS."""
+        set; `tls_cert` / `tls_key` (or $QTRAIN_TLS_CERT / $QTRAIN_TLS_KEY) for mutual TLS;
+        `token` (or $QTRAIN_TOKEN) a bearer token for a server with --auth_tokens (TLS only)."""
         self.address = address or os.environ.get("QTRAIN_SERVER") or DEFAULT_SERVER
         options = [("grpc.max_receive_message_length", 256 << 20),
                    ("grpc.max_send_message_length", 256 << 20)]
         tls_ca = tls_ca or os.environ.get("QTRAIN_TLS_CA")
         tls_cert = tls_cert or os.environ.get("QTRAIN_TLS_CERT")
         tls_key = tls_key or os.environ.get("QTRAIN_TLS_KEY")
+        token = token or os.environ.get("QTRAIN_TOKEN")
         if channel is None and tls_ca:
             if bool(tls_cert) != bool(tls_key):
                 raise ValueError("tls_cert and tls_key go together")
@@ -134,9 +137,13 @@ class Client:
                 root_certificates=None if tls_ca == "system" else read(tls_ca),
                 private_key=read(tls_key) if tls_key else None,
                 certificate_chain=read(tls_cert) if tls_cert else None)
+            if token:  # "authorization: Bearer <token>" with every call
+                creds = grpc.composite_channel_credentials(
+                    creds, grpc.access_token_call_credentials(token))
             channel = grpc.secure_channel(self.address, creds, options=options)
-        elif channel is None and (tls_cert or tls_key):
-            raise ValueError('tls_cert / tls_key need tls_ca (or "system")')
+        elif channel is None and (tls_cert or tls_key or token):
+            raise ValueError('tls_cert / tls_key / token need tls_ca (or "system"): credentials '
+                             'never travel in plaintext')
         self._channel = channel or grpc.insecure_channel(self.address, options=options)
         self._stub = trainer_service_pb2_grpc.TrainerStub(self._channel)
 

@@ -2,6 +2,7 @@
 switched between steps, evaluation, calibration, quant stats, Forward checked against numpy,
 checkpoints as arrays, errors, health, reflection and the example script."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import numpy as np
 
 import qtrain
 from qtrain.grpc_protos import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
-from tests_server import Server, make_certificates  # noqa: E402  (same folder)
+from tests_server import BUILD_DIR, Server, make_certificates  # noqa: E402  (same folder)
 
+QTRAIN_CLI = os.path.join(BUILD_DIR, "bin", "qtrain")
+MLP = "mlp"
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "finetune_fashion_mnist.py")
 
 
@@ -206,5 +209,43 @@ class TlsTest(unittest.TestCase):
                 with self.assertRaises(ValueError):
                     qtrain.Client(server.address, tls_ca=certs["ca.pem"],
                                   tls_cert=certs["client.pem"])
+            finally:
+                server.stop()
+
+    def test_tls_with_tokens_and_tenants(self):
+        with tempfile.TemporaryDirectory() as d:
+            certs = make_certificates(d)
+            entries, tokens = [], {}
+            for tenant, role in (("team-a", "trainer"), ("team-b", "reader")):
+                made = json.loads(subprocess.run(
+                    [QTRAIN_CLI, "token", "new", f"--tenant={tenant}", f"--role={role}",
+                     "--json"], check=True, capture_output=True, text=True).stdout)
+                entries.append(made["entry"])
+                tokens[tenant] = made["token"]
+            access = os.path.join(d, "access.json")
+            with open(access, "w") as f:
+                json.dump({"tokens": entries}, f)
+            server = Server([f"--tls_cert={certs['server.pem']}",
+                             f"--tls_key={certs['server.key']}", f"--auth_tokens={access}"])
+            try:
+                with qtrain.Client(server.address, tls_ca=certs["ca.pem"],
+                                   token=tokens["team-a"]) as a:
+                    a.create_session("mine", model=MLP, seed=1)
+                    self.assertEqual([s.session_id for s in a.list_sessions()], ["mine"])
+                with qtrain.Client(server.address, tls_ca=certs["ca.pem"],
+                                   token=tokens["team-b"]) as b:
+                    self.assertEqual(list(b.list_sessions()), [])  # A's session is invisible
+                    with self.assertRaises(qtrain.QtrainError) as e:
+                        b.get_session("mine")
+                    self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
+                    with self.assertRaises(qtrain.QtrainError) as e:  # a reader may not create
+                        b.create_session("theirs", model=MLP, seed=1)
+                    self.assertEqual(e.exception.code, grpc.StatusCode.PERMISSION_DENIED)
+                with qtrain.Client(server.address, tls_ca=certs["ca.pem"]) as anonymous:
+                    with self.assertRaises(qtrain.QtrainError) as e:
+                        anonymous.list_sessions()
+                    self.assertEqual(e.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+                with self.assertRaises(ValueError):  # a token never goes out in plaintext
+                    qtrain.Client(server.address, token=tokens["team-a"])
             finally:
                 server.stop()

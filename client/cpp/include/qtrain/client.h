@@ -23,10 +23,13 @@ absl::Status FromGrpc(const grpc::Status& status);
 
 // How to reach a server over TLS: PEM contents (not paths). `ca` empty: the system's roots.
 // `cert` and `key` (both or neither): the client certificate a mutual-TLS server asks for.
+// `token`: a bearer token of the server's access file (--auth_tokens), sent with every call as
+// "authorization: Bearer <token>" (never over plaintext).
 struct TlsOptions {
   std::string ca;
   std::string cert;
   std::string key;
+  std::string token;
 };
 
 class Client {
