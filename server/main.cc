@@ -54,9 +54,10 @@ ABSL_FLAG(std::string, tls_client_role, "trainer",
 ABSL_FLAG(bool, allow_insecure, false,
           "serve a non-loopback --listen without authentication (anyone who reaches the port may "
           "read, overwrite or delete every session): only on a network you trust");
-ABSL_FLAG(std::string, audit_log, "-",
+ABSL_FLAG(std::string, audit_log, "",
           "one JSON line per state-changing or refused call (time, tenant, role, peer, method, "
-          "session, code): - (stderr), a file to append to, or empty for none");
+          "session, code): - (stderr), a file to append to, or none; empty: stderr when "
+          "authentication is on, else none");
 ABSL_FLAG(int64_t, tenant_max_sessions, 0,
           "sessions per tenant when the access file sets no max_sessions (0: no per-tenant limit)");
 ABSL_FLAG(int64_t, tenant_max_parameters, 0,

@@ -164,8 +164,10 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
     }
   }
   s->sessions_ = std::make_unique<engine::SessionManager>(session_options);
-  if (!o.audit_log.empty()) {
-    QTRAIN_ASSIGN_OR_RETURN(s->audit_, rpc::AuditLog::Open(o.audit_log));
+  const std::string audit =
+      o.audit_log.empty() ? (s->auth_->enabled() ? "-" : "none") : o.audit_log;
+  if (audit != "none") {
+    QTRAIN_ASSIGN_OR_RETURN(s->audit_, rpc::AuditLog::Open(audit));
   }
   s->tenants_ =
       std::make_unique<rpc::TenantQuotas>(s->access_.get(), o.tenant_quota, s->sessions_.get());

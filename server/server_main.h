@@ -39,8 +39,9 @@ struct ServerOptions {
   bool allow_insecure = false;
   // Per-tenant limits when the access file sets none (0: no per-tenant limit).
   rpc::TenantQuota tenant_quota;
-  // The audit log of mutating calls (audit_log.h): "-" stderr, a path, or "" for none.
-  std::string audit_log = "-";
+  // The audit log of mutating and refused calls (audit_log.h): "-" stderr, a path, "none"; ""
+  // picks stderr when authentication is on, none otherwise.
+  std::string audit_log;
   std::string data_dir;        // empty: no durable sessions (tests)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())

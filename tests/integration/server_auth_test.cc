@@ -547,7 +547,7 @@ class ServerCertIdentityTest : public ServerAuthTest {
     o.tls_client_identity = true;
     o.tls_client_role = "trainer";
     o.auth_tokens = dir_ + "/access.json";
-    o.audit_log = "";
+    o.audit_log = "none";
     auto s = server::RunningServer::Start(o);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
