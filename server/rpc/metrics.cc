@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/engine/session_id.h"
 #include "server/rpc/process_metrics.h"
 
 namespace qtrain::rpc {
@@ -183,14 +184,21 @@ void Metrics::RecordStep(const std::string& mode, double seconds, int64_t exampl
   step_seconds_->Add({{"mode", mode}}, StepBuckets()).Observe(seconds);
 }
 
+namespace {
+// A session's labels: its id and (servers with authentication) its tenant, never a token.
+prometheus::Labels LossLabels(const std::string& session_id) {
+  return {{"session", session_id}, {"tenant", std::string(engine::TenantOf(session_id))}};
+}
+}  // namespace
+
 void Metrics::SetLoss(const std::string& session_id, double loss) {
   qtrain::MutexLock lock(&loss_mu_);  // the gauge must not be removed between Add and Set
-  loss_->Add({{"session", session_id}}).Set(loss);
+  loss_->Add(LossLabels(session_id)).Set(loss);
 }
 
 void Metrics::ForgetSession(const std::string& session_id) {
   qtrain::MutexLock lock(&loss_mu_);
-  const prometheus::Labels labels = {{"session", session_id}};
+  const prometheus::Labels labels = LossLabels(session_id);
   if (loss_->Has(labels)) loss_->Remove(&loss_->Add(labels));
 }
 

@@ -6,7 +6,10 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
+
+#include "server/engine/session_id.h"
 
 namespace qtrain::rpc {
 namespace {
@@ -107,17 +110,40 @@ std::vector<prometheus::MetricFamily> SessionCollector::Collect() const {
     sessions = list_();
   }
   double total = 0;
+  std::map<std::string, std::pair<double, double>> tenants;  // sessions, parameters
   for (const engine::SessionInfo& info : sessions) {
     prometheus::ClientMetric q, p;
+    const std::string tenant(engine::TenantOf(info.id));
     q.label.push_back({"session", info.id});
+    q.label.push_back({"tenant", tenant});
     q.gauge.value = static_cast<double>(info.queued);
     p.label = q.label;
     p.gauge.value = static_cast<double>(info.parameters);
     total += p.gauge.value;
     queued.metric.push_back(q);
     params.metric.push_back(p);
+    if (!tenant.empty()) {
+      ++tenants[tenant].first;
+      tenants[tenant].second += p.gauge.value;
+    }
   }
-  std::vector<prometheus::MetricFamily> out{queued, params};
+  // Per tenant (servers with authentication): what its quotas count.
+  prometheus::MetricFamily tenant_sessions =
+      Gauge("qtrain_tenant_sessions", "Sessions of a tenant", 0);
+  prometheus::MetricFamily tenant_params =
+      Gauge("qtrain_tenant_parameters", "Parameters over a tenant's sessions", 0);
+  tenant_sessions.metric.clear();
+  tenant_params.metric.clear();
+  for (const auto& [tenant, use] : tenants) {
+    prometheus::ClientMetric n, p;
+    n.label.push_back({"tenant", tenant});
+    n.gauge.value = use.first;
+    p.label = n.label;
+    p.gauge.value = use.second;
+    tenant_sessions.metric.push_back(n);
+    tenant_params.metric.push_back(p);
+  }
+  std::vector<prometheus::MetricFamily> out{queued, params, tenant_sessions, tenant_params};
   out.push_back(Gauge("qtrain_parameters_resident", "Parameters of every hosted session", total));
   return out;
 }

@@ -141,6 +141,18 @@ int main(int argc, char** argv) {
   *batch.mutable_targets() = rpc::ToWire(Tensor::Zeros(DType::kS32, {2}));
   tensors.Add(std::string(1, '\1') + batch.SerializeAsString());
 
+  // Session ids, authorization headers and access files.
+  Corpus access(root, "fuzz_access");
+  for (const char* id : {"run1", "team-a/run1", "team-b/run1", "", "team-a/", "../x", "a/b/c"}) {
+    access.Add(std::string(1, '\0') + id);
+  }
+  for (const char* header : {"Bearer qt_abc", "bearer x", "Basic abc", "team-a"}) {
+    access.Add(std::string(1, '\1') + header);
+  }
+  access.Add(std::string(1, '\2') + R"({"tokens": [{"sha256": ")" + std::string(64, 'a') +
+             R"(", "tenant": "team-a", "role": "trainer", "name": "ci"}],
+                "tenants": {"team-a": {"max_sessions": 2, "max_streams": 1}}})");
+
   std::printf(
       "qtrain-fuzz-seeds: %d model specs, %d rule sets, %d checkpoints, %d safetensors, "
       "%d tensors in %s\n",

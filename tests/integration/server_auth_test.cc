@@ -387,6 +387,11 @@ TEST_F(ServerAuthTest, TenantsCannotSeeOrTouchEachOthersSessions) {
   EXPECT_EQ(b.step(), 0);
   EXPECT_EQ(List(kTrainerB), std::vector<std::string>{"team-b:x"});
   EXPECT_THAT(List(kAdmin), ::testing::UnorderedElementsAre("team-a:team-a/x", "team-b:team-b/x"));
+  // Metrics carry the tenant, never a token.
+  const std::string metrics = server_->metrics().Serialize();
+  EXPECT_THAT(metrics, HasSubstr(R"(qtrain_tenant_sessions{tenant="team-a"} 1)"));
+  EXPECT_THAT(metrics, HasSubstr(R"(qtrain_loss{session="team-a/x",tenant="team-a"})"));
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("tok-")));
   // The data dir keeps tenants apart, and a restart keeps ownership.
   Restart();
   EXPECT_EQ(List(kTrainerA), std::vector<std::string>{"team-a:x"});
