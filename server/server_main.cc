@@ -1,5 +1,7 @@
 #include "server/server_main.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -82,8 +84,39 @@ bool IsLoopback(const std::string& listen) {
     host = host.substr(0, colon);
   }
   if (absl::ConsumePrefix(&host, "[")) absl::ConsumeSuffix(&host, "]");
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  in_addr v4;
+  return host == "localhost" || host == "::1" ||
+         (absl::StartsWith(host, "127.") &&
+          inet_pton(AF_INET, std::string(host).c_str(), &v4) == 1);
 }
+
+// Drops gRPC's reflection plugin, which it registers for every server: the health-only port
+// serves grpc.health.v1 and nothing else.
+class NoReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(
+        std::remove_if(plugins->begin(), plugins->end(),
+                       [](const auto& p) { return p->name() == "proto_server_reflection"; }),
+        plugins->end());
+  }
+};
+
+// Every method but health's on the health-only port: UNIMPLEMENTED. (It also gives that server
+// the callback service gRPC needs before it adds its own health service.)
+class HealthOnly final : public grpc::CallbackGenericService {
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    struct Refuse final : grpc::ServerGenericBidiReactor {
+      Refuse() {
+        Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                            "this port serves grpc.health.v1 only (--health_listen)"));
+      }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse();
+  }
+};
 
 }  // namespace
 
@@ -220,6 +253,9 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   if (!o.health_listen.empty()) {
     // Plaintext, health only: kubelet's gRPC probes cannot speak TLS.
     grpc::ServerBuilder health;
+    health.SetOption(std::make_unique<NoReflection>());
+    s->health_only_ = std::make_unique<HealthOnly>();
+    health.RegisterCallbackGenericService(s->health_only_.get());
     health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     health.AddListeningPort(o.health_listen, grpc::InsecureServerCredentials(), &s->health_port_);
     s->health_server_ = health.BuildAndStart();

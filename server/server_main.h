@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
@@ -97,6 +98,8 @@ class RunningServer {
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<rpc::ReflectionV1> reflection_;
   std::unique_ptr<grpc::Server> server_;
+  // --health_listen's answer to other methods; outlives health_server_ (declared first).
+  std::unique_ptr<grpc::CallbackGenericService> health_only_;
   std::unique_ptr<grpc::Server> health_server_;  // --health_listen; may be null
   int port_ = 0;
   int health_port_ = 0;

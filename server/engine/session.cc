@@ -144,7 +144,8 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     }
     if (parsed.name.empty()) {
       do {
-        id = JoinSessionId(tenant, absl::StrCat("s", next_id_++));
+        // A counter per tenant: a generated name tells nothing about other tenants' sessions.
+        id = JoinSessionId(tenant, absl::StrCat("s", ++next_id_[tenant]));
       } while (sessions_.count(id));
     } else if (sessions_.count(id)) {
       return absl::AlreadyExistsError(absl::StrCat("session \"", id, "\" already exists"));

@@ -137,7 +137,7 @@ class SessionManager {
   std::vector<std::shared_ptr<Session>> parked_ ABSL_GUARDED_BY(mu_);
   // Joins and frees the parked sessions whose executor is not the calling thread.
   void ReapParked();
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, uint64_t> next_id_ ABSL_GUARDED_BY(mu_);  // by tenant
 };
 
 }  // namespace qtrain::engine

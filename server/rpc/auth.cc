@@ -1,5 +1,6 @@
 #include "server/rpc/auth.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -36,9 +37,12 @@ absl::StatusOr<Identity> Authenticator::Authenticate(
     std::optional<absl::string_view> cert_cn) const {
   if (authorization) {
     absl::string_view token = *authorization;
-    if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
+    // The scheme is case-insensitive (RFC 7235).
+    if (!absl::StartsWithIgnoreCase(token, "bearer ")) {
       return absl::UnauthenticatedError("the authorization metadata must be \"Bearer <token>\"");
     }
+    token = absl::StripAsciiWhitespace(token.substr(7));
+    if (token.empty()) return absl::UnauthenticatedError("the bearer token is empty");
     std::optional<Identity> who =
         options_.tokens != nullptr ? options_.tokens->Lookup(token) : std::nullopt;
     if (!who) return absl::UnauthenticatedError("the bearer token is not valid on this server");

@@ -2,7 +2,8 @@
 // session id a client sends is scoped to its tenant: "run1" from tenant "team-a" is the engine's
 // "team-a/run1" (engine/session_id.h), and answers show it back as "run1". Another tenant's
 // session is NOT_FOUND, exactly like one that does not exist. Admins see every tenant and address
-// other tenants' sessions as "TENANT/NAME". Without authentication ids pass through unchanged.
+// other tenants' sessions as "TENANT/NAME", and sessions without a tenant (made while the server
+// ran without authentication) as "/NAME". Without authentication ids pass through unchanged.
 #pragma once
 
 #include <optional>

@@ -28,6 +28,7 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   DownloadStream(const CallGate& gate, engine::SessionManager* sessions, Metrics* metrics,
                  const grpc::ByteBuffer* in) {
     if (!gate.admitted().ok()) {
+      gate.Audit(gate.admitted());
       Finish(ToGrpcStatus(gate.admitted()));
       return;
     }

@@ -187,7 +187,9 @@ void Metrics::RecordStep(const std::string& mode, double seconds, int64_t exampl
 namespace {
 // A session's labels: its id and (servers with authentication) its tenant, never a token.
 prometheus::Labels LossLabels(const std::string& session_id) {
-  return {{"session", session_id}, {"tenant", std::string(engine::TenantOf(session_id))}};
+  const absl::string_view tenant = engine::TenantOf(session_id);
+  if (tenant.empty()) return {{"session", session_id}};
+  return {{"session", session_id}, {"tenant", std::string(tenant)}};
 }
 }  // namespace
 

@@ -115,7 +115,7 @@ std::vector<prometheus::MetricFamily> SessionCollector::Collect() const {
     prometheus::ClientMetric q, p;
     const std::string tenant(engine::TenantOf(info.id));
     q.label.push_back({"session", info.id});
-    q.label.push_back({"tenant", tenant});
+    if (!tenant.empty()) q.label.push_back({"tenant", tenant});
     q.gauge.value = static_cast<double>(info.queued);
     p.label = q.label;
     p.gauge.value = static_cast<double>(info.parameters);
@@ -143,7 +143,11 @@ std::vector<prometheus::MetricFamily> SessionCollector::Collect() const {
     tenant_sessions.metric.push_back(n);
     tenant_params.metric.push_back(p);
   }
-  std::vector<prometheus::MetricFamily> out{queued, params, tenant_sessions, tenant_params};
+  std::vector<prometheus::MetricFamily> out{queued, params};
+  if (!tenants.empty()) {
+    out.push_back(tenant_sessions);
+    out.push_back(tenant_params);
+  }
   out.push_back(Gauge("qtrain_parameters_resident", "Parameters of every hosted session", total));
   return out;
 }

@@ -46,10 +46,17 @@ class CallGate {
 
   // The session the call is about, as the caller named it (for the audit line).
   void set_session(std::string session) { session_ = std::move(session); }
+  // A message of the call does what `method` does (Evaluate with update_stats: Calibrate): the
+  // caller's role must allow that too (PermissionDenied), and the call is audited as mutating.
+  absl::Status Escalate(const char* method) {
+    escalated_ = true;
+    if (!caller_.authenticated()) return absl::OkStatus();
+    return Authenticator::Authorize(*caller_.identity(), method);
+  }
   // Records the call's end in the audit log when the method changes state or was refused.
   void Audit(const absl::Status& status) const {
     if (access_ == nullptr || access_->audit == nullptr) return;
-    if (!IsMutating(method_) && admitted_.ok()) return;
+    if (!IsMutating(method_) && !escalated_ && admitted_.ok()) return;
     access_->audit->Record({&caller_, peer_, method_, session_, status});
   }
 
@@ -60,6 +67,7 @@ class CallGate {
   std::string session_;
   Caller caller_;
   absl::Status admitted_;
+  bool escalated_ = false;
 };
 
 }  // namespace qtrain::rpc

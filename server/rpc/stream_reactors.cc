@@ -73,6 +73,8 @@ struct TrainPolicy {
   static constexpr bool kHasFinal = false;
 
   static bool HasWork(const Request& r) { return r.has_batch(); }
+  // The method whose role a message needs beyond the stream's own (none).
+  static const char* Escalates(const Request&) { return nullptr; }
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
     return BatchFromWire(r.batch(), l.max_batch_bytes);
   }
@@ -112,6 +114,7 @@ struct CalibratePolicy {
   static constexpr bool kHasFinal = true;  // the quant stats, after the client half-closes
 
   static bool HasWork(const Request& r) { return r.has_inputs(); }
+  static const char* Escalates(const Request&) { return nullptr; }
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
     return FromWire(r.inputs(), "inputs", l.max_batch_bytes);
   }
@@ -158,6 +161,11 @@ struct EvaluatePolicy {
   static constexpr bool kHasFinal = true;
 
   static bool HasWork(const Request& r) { return r.has_batch(); }
+  // update_stats changes the session's quant stats, as Calibrate does: it needs Calibrate's role
+  // and is audited.
+  static const char* Escalates(const Request& r) {
+    return r.update_stats() ? "Calibrate" : nullptr;
+  }
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
     absl::StatusOr<engine::Batch> batch = BatchFromWire(r.batch(), l.max_batch_bytes);
     if (!batch.ok()) return batch.status();
@@ -312,12 +320,15 @@ class StepStream final : public StreamReactor<Policy> {
   absl::Status AcceptLocked(absl::StatusOr<std::shared_ptr<typename Policy::Work>> work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const bool first = session_ == nullptr;
+    if (first) gate_.set_session(request_.session_id());  // audited also when it is refused
+    if (const char* method = Policy::Escalates(request_)) {
+      QTRAIN_RETURN_IF_ERROR(gate_.Escalate(method));
+    }
     QTRAIN_RETURN_IF_ERROR(BindSession(sessions_, gate_.caller(), request_.session_id(), session_));
     if (first) {
       // Written once, before the first task: executor tasks read it without the lock.
       context_.session_id = session_->id();
       context_.shown_id = gate_.caller().Show(session_->id());
-      gate_.set_session(request_.session_id());
       // One of the session's tenant's stream slots, held until OnDone.
       const std::string tenant(engine::TenantOf(session_->id()));
       if (gate_.tenants() != nullptr && !tenant.empty()) {

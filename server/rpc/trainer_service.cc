@@ -156,7 +156,8 @@ grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context* ctx, const Bytes*
       // With a data dir the new rules are durable before they are acknowledged; if they cannot
       // be saved, the session keeps the rules it had.
       if (s.ok() && store_ != nullptr) {
-        absl::StatusOr<store::SavedCheckpoint> saved = store_->Save(id, t);
+        absl::StatusOr<store::SavedCheckpoint> saved =
+            store_->Save(id, t, DiskLimit(call->tenants(), id));
         if (!saved.ok()) {
           (void)t.SetRules(previous);
           s = saved.status();

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -139,24 +140,31 @@ absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id, engine
   {
     qtrain::MutexLock lock(&mu_);
     if (disk_limit > 0) {
-      int64_t use = writing_[tenant];
+      // The tenant's other sessions, each at the larger of its durable file and a save in flight.
+      int64_t use = 0;
       for (const auto& [other, d] : durable_) {
-        if (other != id && engine::TenantOf(other) == tenant) use += d.bytes;
+        if (other == id || engine::TenantOf(other) != tenant) continue;
+        auto w = writing_.find(other);
+        use += std::max(d.bytes, w == writing_.end() ? 0 : w->second);
+      }
+      for (const auto& [other, bytes] : writing_) {
+        if (other != id && engine::TenantOf(other) == tenant && !durable_.count(other)) {
+          use += bytes;
+        }
       }
       if (use + saved.bytes > disk_limit) {
-        if (writing_[tenant] == 0) writing_.erase(tenant);
         return absl::ResourceExhaustedError(absl::StrCat(
             "tenant \"", tenant, "\" uses ", use, " bytes of checkpoints and this one needs ",
             saved.bytes, " more; its quota is ", disk_limit,
             " (max_checkpoint_bytes in the access file, or --tenant_max_checkpoint_bytes)"));
       }
     }
-    writing_[tenant] += saved.bytes;
+    writing_[id] += saved.bytes;
   }
   absl::Status wrote = tenant.empty() ? absl::OkStatus() : MakeDir(DirFor(tenant));
   if (wrote.ok()) wrote = WriteFileDurably(saved.path, bytes);
   qtrain::MutexLock lock(&mu_);
-  if ((writing_[tenant] -= saved.bytes) <= 0) writing_.erase(tenant);
+  if ((writing_[id] -= saved.bytes) <= 0) writing_.erase(id);
   QTRAIN_RETURN_IF_ERROR(wrote);
   durable_[id] = {saved.step, saved.bytes};
   return saved;

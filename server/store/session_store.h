@@ -76,7 +76,7 @@ class SessionStore {
   const int lock_fd_;       // holds the flock on <data_dir>/LOCK
   mutable qtrain::Mutex mu_;
   std::map<std::string, Durable> durable_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> writing_ ABSL_GUARDED_BY(mu_);  // tenant -> bytes being saved
+  std::map<std::string, int64_t> writing_ ABSL_GUARDED_BY(mu_);  // id -> bytes being saved
 };
 
 // Runs `fn` on the session's executor and waits for it. The errors of Session::Submit.

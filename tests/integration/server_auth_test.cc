@@ -333,6 +333,32 @@ TEST_F(ServerAuthTest, MissingOrBadCredentialsAreUnauthenticatedButHealthAnswers
   v1::ListSessionsResponse none;
   EXPECT_EQ(v1::Trainer::NewStub(plain)->ListSessions(Ctx(kAdmin).get(), {}, &none).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
+  for (const char* method : {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}) {
+    // v1alpha's messages are v1's, field for field.
+    using Request = grpc::reflection::v1::ServerReflectionRequest;
+    using Response = grpc::reflection::v1::ServerReflectionResponse;
+    auto rctx = Ctx("");
+    const grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::BIDI_STREAMING, plain);
+    std::unique_ptr<grpc::ClientReaderWriter<Request, Response>> stream(
+        grpc::internal::ClientReaderWriterFactory<Request, Response>::Create(plain.get(), rpc,
+                                                                             rctx.get()));
+    Request req;
+    req.set_list_services("");
+    stream->Write(req);
+    stream->WritesDone();
+    Response resp;
+    EXPECT_FALSE(stream->Read(&resp)) << method;
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED) << method;
+  }
+  // The scheme is case-insensitive; an empty token is no token.
+  auto upper = Ctx("");
+  upper->AddMetadata("authorization", std::string("BEARER ") + kReaderA);
+  EXPECT_TRUE(stub_->ListSessions(upper.get(), {}, &list).ok());
+  auto empty = Ctx("");
+  empty->AddMetadata("authorization", "Bearer ");
+  EXPECT_EQ(stub_->ListSessions(empty.get(), {}, &list).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
   // Reflection is not public: it needs a valid caller like the Trainer service.
   auto reflection = grpc::reflection::v1::ServerReflection::NewStub(channel_);
   for (const std::string& token : {std::string(), std::string(kReaderA)}) {
@@ -454,6 +480,60 @@ TEST_F(ServerAuthTest, QuotasNameTheLimitAndTheUse) {
   EXPECT_TRUE(Invoke("SaveCheckpoint", kTrainerB, "b1").ok());
 }
 
+TEST_F(ServerAuthTest, EvaluateThatUpdatesStatsNeedsTheCalibrateRole) {
+  ASSERT_TRUE(Create(kTrainerA, "ev").ok());
+  auto evaluate = [&](const std::string& token, bool update_stats) {
+    auto ctx = Ctx(token);
+    v1::EvaluateResponse resp;
+    auto writer = stub_->Evaluate(ctx.get(), &resp);
+    v1::EvaluateRequest req;
+    req.set_session_id("ev");
+    *req.mutable_batch() = MakeBatch(0);
+    req.set_update_stats(update_stats);
+    writer->Write(req);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  EXPECT_TRUE(evaluate(kReaderA, false).ok());
+  const grpc::Status refused = evaluate(kReaderA, true);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("Calibrate"));
+  v1::GetQuantStatsRequest get;
+  get.set_session_id("ev");
+  v1::QuantStats stats;
+  ASSERT_TRUE(stub_->GetQuantStats(Ctx(kReaderA).get(), get, &stats).ok());
+  for (const auto& stat : stats.stats()) EXPECT_EQ(stat.count(), 0) << stat.DebugString();
+  EXPECT_TRUE(evaluate(kTrainerA, true).ok());
+  std::ifstream in(dir_ + "/audit.log");
+  std::string audit((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(audit, HasSubstr(R"("role":"reader","peer")"));
+  EXPECT_THAT(audit, HasSubstr(R"("method":"Evaluate","session":"ev","code":"PERMISSION_DENIED")"));
+  EXPECT_THAT(audit, HasSubstr(R"("method":"Evaluate","session":"ev","code":"OK")"));
+}
+
+TEST_F(ServerAuthTest, SessionsFromBeforeAuthenticationAreForAdminsOnly) {
+  server_->Shutdown();
+  server_.reset();
+  {
+    server::ServerOptions o;  // the same data dir, served without authentication
+    o.listen = "127.0.0.1:0";
+    o.data_dir = dir_ + "/data";
+    auto plain = server::RunningServer::Start(o);
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    stub_ = v1::Trainer::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*plain)->port()),
+                                                     grpc::InsecureChannelCredentials()));
+    ASSERT_TRUE(Create("", "legacy").ok());
+    (*plain)->Shutdown();
+  }
+  Start();
+  EXPECT_EQ(List(kAdmin), std::vector<std::string>{"/legacy"});
+  EXPECT_EQ(List(kTrainerA), std::vector<std::string>{});
+  EXPECT_TRUE(Invoke("GetSession", kAdmin, "/legacy").ok());
+  EXPECT_EQ(Invoke("GetSession", kTrainerA, "/legacy").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Invoke("GetSession", kAdmin, "legacy").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Invoke("DeleteSession", kAdmin, "/legacy").ok());
+}
+
 TEST_F(ServerAuthTest, TokensRotateWithoutARestart) {
   EXPECT_EQ(Invoke("ListSessions", "tok-new", "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   WriteAccess("", "," + Token("tok-new", "team-c", "trainer"));
@@ -513,6 +593,9 @@ TEST(ServerSafeDefaultsTest, RefusesAnOpenNetworkListenWithoutAuthentication) {
   auto s = server::RunningServer::Start(o);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.status().message(), HasSubstr("--allow_insecure"));
+  o.listen = "127.example.com:0";  // a name, not the loopback network
+  EXPECT_EQ(server::RunningServer::Start(o).status().code(), absl::StatusCode::kFailedPrecondition);
+  o.listen = "0.0.0.0:0";
   o.allow_insecure = true;
   s = server::RunningServer::Start(o);
   EXPECT_TRUE(s.ok()) << s.status();
