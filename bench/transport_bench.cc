@@ -1,7 +1,9 @@
 // What TLS and bearer-token authentication cost on the Train stream (issue: security): the real
-// server in-process, an MLP 784-256-10 at batch 128 (int8 QAT and float), one Train stream of 64
-// batches per iteration, over plaintext, TLS, and TLS + a bearer token checked against an access
-// file. Certificates are made by openssl at start. Reported: steps/s (items_per_second).
+// server in-process, an MLP 784-256-10 (and the engine benchmark's 784-1024-1024-10) at batch 128
+// in int8 QAT and float, one Train stream of 64 batches per iteration, over plaintext, TLS, and
+// TLS + a bearer token checked against an access file. Certificates are made by openssl at
+// start. Reported: steps/s (items_per_second). Client and server share the machine's cores, so
+// both ends' encryption counts: an upper bound of what a remote client costs the server.
 //
 //   build/bin/qtrain-bench-transport --benchmark_repetitions=5
 #include <benchmark/benchmark.h>
@@ -28,6 +30,10 @@ namespace {
 
 constexpr char kMlp[] = R"({"input": {"shape": [784]}, "body": {"sequential": {"layers": [
     {"linear": {"features": 256}}, {"activation": {"kind": "RELU"}},
+    {"linear": {"features": 10}}]}}})";
+constexpr char kMlpLarge[] = R"({"input": {"shape": [784]}, "body": {"sequential": {"layers": [
+    {"linear": {"features": 1024}}, {"activation": {"kind": "RELU"}},
+    {"linear": {"features": 1024}}, {"activation": {"kind": "RELU"}},
     {"linear": {"features": 10}}]}}})";
 constexpr char kQat[] = R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]})";
 constexpr char kToken[] = "bench-token";
@@ -105,12 +111,13 @@ std::shared_ptr<grpc::Channel> Channel(Transport transport, int port) {
 void BM_TrainStream(benchmark::State& state) {
   const auto transport = static_cast<Transport>(state.range(0));
   const bool qat = state.range(1) != 0;
+  const bool large = state.range(2) != 0;
   auto server = StartServer(transport);
   auto stub = v1::Trainer::NewStub(Channel(transport, server->port()));
   {
     v1::CreateSessionRequest req;
     req.set_session_id("mlp");
-    *req.mutable_model() = Parse<v1::ModelSpec>(kMlp);
+    *req.mutable_model() = Parse<v1::ModelSpec>(large ? kMlpLarge : kMlp);
     if (qat) *req.mutable_rules() = Parse<v1::RuleSet>(kQat);
     grpc::ClientContext ctx;
     v1::Session resp;
@@ -146,8 +153,8 @@ void BM_TrainStream(benchmark::State& state) {
 }
 
 BENCHMARK(BM_TrainStream)
-    ->ArgNames({"transport", "qat"})
-    ->ArgsProduct({{kPlaintext, kTls, kTlsToken}, {0, 1}})
+    ->ArgNames({"transport", "qat", "large"})
+    ->ArgsProduct({{kPlaintext, kTls, kTlsToken}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
