@@ -32,6 +32,9 @@ int ExitCodeFor(const absl::Status& status) {
       return kRejected;
     case absl::StatusCode::kResourceExhausted:
       return kResourceExhausted;
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return kDenied;
     default:
       return kServerError;
   }

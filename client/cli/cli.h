@@ -24,6 +24,7 @@ enum ExitCode : int {
   kRejected = 6,           // INVALID_ARGUMENT / FAILED_PRECONDITION / OUT_OF_RANGE
   kResourceExhausted = 7,  // RESOURCE_EXHAUSTED: a server limit (sessions, queue, sizes)
   kNotServing = 8,         // `health`: the server answered, but is not SERVING
+  kDenied = 9,             // UNAUTHENTICATED / PERMISSION_DENIED: credentials or role
   kInterrupted = 130,      // Ctrl-C stopped a stream (after its summary); as shells report SIGINT
 };
 

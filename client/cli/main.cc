@@ -52,6 +52,9 @@ commands:
   checkpoint save ID              durable checkpoint on the server (its data dir)
   checkpoint pull ID FILE         download the session's checkpoint (safetensors)
   checkpoint push ID FILE         upload a checkpoint into session ID (created when new)
+  token new --tenant=T            a bearer token and its entry for the server's access file
+                                  (--role=admin|trainer|reader, --name); no server needed
+  token hash                      the SHA-256 of a token read from standard input
 
 data (--data):
   an IDX directory (--split=train|t10k), e.g. /usr/share/datasets/fashion-mnist; an IDX images
@@ -62,6 +65,9 @@ data (--data):
 
 common flags (every command):
   --server=HOST:PORT   default $QTRAIN_SERVER, else 127.0.0.1:50051
+  --tls_ca=CA.pem      TLS (system: the system's roots); --tls_cert/--tls_key for mutual TLS;
+                       default $QTRAIN_TLS_CA, $QTRAIN_TLS_CERT, $QTRAIN_TLS_KEY
+  --token=T|@FILE      bearer token of a server with --auth_tokens (TLS only); $QTRAIN_TOKEN
   --json               machine-readable output (errors too: {"error": {...}})
   --progress=auto|bar|lines|none   (streams also take --log_every=N)
 
@@ -69,6 +75,7 @@ exit codes:
   0 ok   1 other server error   2 usage or local file error   3 server unreachable
   4 no such session   5 session exists   6 request rejected (invalid argument, failed
   precondition, out of range)   7 server limit reached   8 health: not serving
+  9 unauthenticated or permission denied
   130 Ctrl-C stopped a stream (what ran is kept and summarised)
 )";
 

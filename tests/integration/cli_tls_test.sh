@@ -95,6 +95,8 @@ QTRAIN_TOKEN="$TOKEN_B" "$Q" session list > "$TMP/out"
 ! grep -q mine "$TMP/out" || { echo "cli_tls_test: team-b lists team-a's session" >&2; exit 1; }
 expect_fail PERMISSION_DENIED "$Q" session create theirs --preset=mlp --token="$TOKEN_B"
 expect_fail UNAUTHENTICATED "$Q" session list
+set +e; "$Q" session list > /dev/null 2>&1; rc=$?; set -e
+[ $rc -eq 9 ] || { echo "cli_tls_test: UNAUTHENTICATED exited $rc, not 9" >&2; exit 1; }
 expect_fail UNAUTHENTICATED "$Q" session list --token=qt_not-a-token
 expect_fail 'never travel in plaintext' env -u QTRAIN_TLS_CA "$Q" session list --token="$TOKEN_A"
 grep -q '"method":"CreateSession".*"code":"PERMISSION_DENIED"' "$TMP/audit.log" ||

@@ -77,7 +77,7 @@ class ServerAuthTest : public ::testing::Test {
     auto s = server::RunningServer::Start(o);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
-    channel_ = grpc::CreateChannel(absl::StrCat("localhost:", server_->port()), certs_.Client());
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()), certs_.Client());
     stub_ = v1::Trainer::NewStub(channel_);
   }
   void Restart() {
@@ -641,7 +641,7 @@ class ServerCertIdentityTest : public ServerAuthTest {
     server_ = std::move(*s);
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    channel_ = grpc::CreateCustomChannel(absl::StrCat("localhost:", server_->port()),
+    channel_ = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                          certs_.Client(client), args);
     stub_ = v1::Trainer::NewStub(channel_);
   }
