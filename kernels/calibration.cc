@@ -20,7 +20,8 @@ namespace {
 absl::Status MethodError(absl::string_view text, absl::string_view why) {
   return absl::InvalidArgumentError(
       absl::StrCat("calibration method \"", text, "\": ", why,
-                   " (expected absmax[,k], minmax[,k], rms,k, fixed,a[,b])"));
+                   " (expected absmax[,k], minmax[,k], rms,k, fixed,a[,b], percentile,p, "
+                   "mse[,n], entropy[,bins])"));
 }
 
 // Reduces every scale group of x: `row(p, n, s)` folds a run of n elements into scale s,
@@ -64,6 +65,75 @@ void ReduceGroups(const Tensor& x, const ScaleLayout& l, RowFn&& row, ElemFn&& e
   }
 }
 
+// The values of every scale group, each group in element order.
+std::vector<std::vector<float>> GatherGroups(const Tensor& x, const ScaleLayout& l) {
+  std::vector<std::vector<float>> groups(l.num_scales);
+  for (std::vector<float>& g : groups) g.reserve(l.group_size);
+  ReduceGroups(
+      x, l,
+      [&](const float* p, int64_t n, int64_t s) { groups[s].insert(groups[s].end(), p, p + n); },
+      [&](const float* p, int64_t n, int64_t s) {
+        for (int64_t i = 0; i < n; ++i) groups[s + i].push_back(p[i]);
+      });
+  return groups;
+}
+
+// §9 percentile,p of |v| (v is consumed): the "linear" rule in float64, rounded once.
+float PercentileBound(std::vector<float>& v, double p) {
+  if (v.empty()) return 0.0f;
+  for (float& e : v) e = std::fabs(e);
+  std::sort(v.begin(), v.end());
+  const double h = (static_cast<double>(v.size() - 1) * p) / 100.0;
+  const double floor_h = std::floor(h);
+  const size_t i = static_cast<size_t>(floor_h);
+  if (h == floor_h || i + 1 >= v.size()) return v[std::min(i, v.size() - 1)];
+  const double lo = v[i];
+  return static_cast<float>(lo + (h - floor_h) * (static_cast<double>(v[i + 1]) - lo));
+}
+
+// §9 mse,n: the candidate bound A_k = (M·k)/n (float32) whose fake quantization in `qtype` has
+// the least squared error over v (float64 terms, summed left to right); ties to the larger k.
+float MseBound(const std::vector<float>& v, int n, QType qtype) {
+  float m = 0.0f;
+  for (float e : v) m = std::max(m, std::fabs(e));
+  if (m == 0.0f) return 0.0f;
+  const float bound = GetQTypeInfo(qtype).bound;
+  const float min_scale = MinScale();
+  float best = m;
+  double best_err = INFINITY;
+  for (int k = 1; k <= n; ++k) {
+    const float a = (m * static_cast<float>(k)) / static_cast<float>(n);
+    float s = a / bound;
+    if (s < min_scale) s = 1.0f;
+    double err = 0.0;
+    for (float e : v) {
+      const float deq = ConvertValue(e / s, qtype) * s;
+      const double d = static_cast<double>(e) - static_cast<double>(deq);
+      err += d * d;
+    }
+    if (err <= best_err) {
+      best_err = err;
+      best = a;
+    }
+  }
+  return best;
+}
+
+// A whole-number argument >= `min` of `name`.
+absl::StatusOr<int> WholeArgument(absl::string_view text, const std::string& name,
+                                  const std::vector<float>& args, int fallback, int min) {
+  if (args.size() > 1) {
+    return MethodError(text, absl::StrCat(name, " takes at most one argument, got ", args.size()));
+  }
+  if (args.empty()) return fallback;
+  const float v = args[0];
+  if (v != std::floor(v) || v < static_cast<float>(min) || v > 1e6f) {
+    return MethodError(text, absl::StrCat(name, "'s argument must be a whole number in [", min,
+                                          ", 1000000], got ", v));
+  }
+  return static_cast<int>(v);
+}
+
 }  // namespace
 
 bool CalibrationMethod::IsSymmetric() const {
@@ -75,6 +145,10 @@ bool CalibrationMethod::IsSymmetric() const {
       return false;
     case CalibrationKind::kFixed:
       return fixed_lo + fixed_hi == 0.0f;
+    case CalibrationKind::kPercentile:
+    case CalibrationKind::kMse:
+    case CalibrationKind::kEntropy:
+      return true;
   }
   return true;
 }
@@ -86,7 +160,11 @@ bool CalibrationMethod::Clips() const {
       return k < 1.0f;
     case CalibrationKind::kRms:
     case CalibrationKind::kFixed:
+    case CalibrationKind::kMse:
+    case CalibrationKind::kEntropy:
       return true;
+    case CalibrationKind::kPercentile:
+      return percentile < 100.0;
   }
   return false;
 }
@@ -101,6 +179,12 @@ std::string CalibrationMethod::ToString() const {
       return absl::StrCat("rms,", k);
     case CalibrationKind::kFixed:
       return absl::StrCat("fixed,", fixed_lo, ",", fixed_hi);
+    case CalibrationKind::kPercentile:
+      return absl::StrCat("percentile,", percentile);
+    case CalibrationKind::kMse:
+      return candidates == 64 ? "mse" : absl::StrCat("mse,", candidates);
+    case CalibrationKind::kEntropy:
+      return bins == 2048 ? "entropy" : absl::StrCat("entropy,", bins);
   }
   return "";
 }
@@ -154,10 +238,33 @@ absl::StatusOr<CalibrationMethod> ParseCalibrationMethod(absl::string_view text)
     }
     return m;
   }
+  if (name == "percentile") {
+    m.kind = CalibrationKind::kPercentile;
+    // p as the string's double: the golden vectors' h = ((n-1)·p)/100 is computed with it.
+    if (args.size() != 1 || !absl::SimpleAtod(parts[1], &m.percentile)) {
+      return MethodError(
+          text, absl::StrCat("percentile takes exactly one argument p, got ", args.size()));
+    }
+    if (!(m.percentile > 0.0 && m.percentile <= 100.0)) {
+      return MethodError(text, absl::StrCat("p = ", parts[1], " must be in (0, 100]"));
+    }
+    return m;
+  }
+  if (name == "mse") {
+    m.kind = CalibrationKind::kMse;
+    QTRAIN_ASSIGN_OR_RETURN(m.candidates, WholeArgument(text, name, args, 64, 1));
+    return m;
+  }
+  if (name == "entropy") {
+    m.kind = CalibrationKind::kEntropy;
+    QTRAIN_ASSIGN_OR_RETURN(m.bins, WholeArgument(text, name, args, 2048, 2));
+    return m;
+  }
   return MethodError(text, absl::StrCat("unknown method \"", name, "\""));
 }
 
-Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMethod& method) {
+Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMethod& method,
+                      QType qtype) {
   Calibration c;
   c.symmetric = method.IsSymmetric();
   const float k = method.k;
@@ -172,7 +279,22 @@ Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMe
       }
       return c;
     }
-    case CalibrationKind::kAbsMax: {
+    case CalibrationKind::kPercentile:
+    case CalibrationKind::kMse: {
+      std::vector<std::vector<float>> groups = GatherGroups(x, l);
+      c.absmax = Tensor::Empty(DType::kF32, l.scale_shape);
+      float* a = c.absmax.data<float>();
+      const bool parallel = x.numel() >= kParallelMinElements;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+      for (int64_t s = 0; s < l.num_scales; ++s) {
+        a[s] = method.kind == CalibrationKind::kPercentile
+                   ? PercentileBound(groups[s], method.percentile)
+                   : MseBound(groups[s], method.candidates, qtype);
+      }
+      return c;
+    }
+    case CalibrationKind::kAbsMax:
+    case CalibrationKind::kEntropy: {
       c.absmax = Tensor::Zeros(DType::kF32, l.scale_shape);
       float* a = c.absmax.data<float>();
       ReduceGroups(

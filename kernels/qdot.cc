@@ -101,7 +101,8 @@ absl::StatusOr<QuantizedOperand> QuantizeOperand(const Tensor& t, const QOperand
     return out;
   }
   // SRQ: the static calibration decides the layout; the dynamic one still feeds the statistics.
-  if (op.method.kind != CalibrationKind::kFixed) out.dynamic = Calibrate(t, layout, op.method);
+  if (op.method.kind != CalibrationKind::kFixed)
+    out.dynamic = Calibrate(t, layout, op.method, *op.qtype);
   const Calibration& cal = *op.static_calibration;
   const Tensor& any = cal.symmetric ? cal.absmax : cal.lo;
   QTRAIN_ASSIGN_OR_RETURN(layout, LayoutFromCalibration(t.shape(), any.shape(), tile_axis));

@@ -50,8 +50,9 @@ Tensor MakeNoise(const Shape& g_shape, const QDotConfig& c, const CounterRng* rn
 absl::StatusOr<QuantizedTensor> QuantizeGrad(const Tensor& t, const ReduceSpec& spec,
                                              const QDotConfig& c, const Tensor& noise) {
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(t.shape(), spec));
-  QTRAIN_ASSIGN_OR_RETURN(QuantParams params,
-                          ComputeQuantParams(Calibrate(t, layout, c.bwd_method), *c.bwd_qtype));
+  QTRAIN_ASSIGN_OR_RETURN(
+      QuantParams params,
+      ComputeQuantParams(Calibrate(t, layout, c.bwd_method, *c.bwd_qtype), *c.bwd_qtype));
   return Quantize(t, layout, params, *c.bwd_qtype, RoundingNoise{noise.empty() ? nullptr : &noise});
 }
 

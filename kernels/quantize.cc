@@ -147,7 +147,7 @@ absl::StatusOr<QuantizedTensor> CalibrateAndQuantize(const Tensor& x, const Scal
                      GetInnerMode(l) == InnerMode::kOneScale && RowsHaveDistinctScales(l) &&
                      (storage == DType::kS8 || storage == DType::kU8);
   if (!fused) {
-    Calibration c = Calibrate(x, l, method);
+    Calibration c = Calibrate(x, l, method, qtype);
     QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(c, qtype));
     if (calibration != nullptr) *calibration = std::move(c);
     return Quantize(x, l, params, qtype);

@@ -1,5 +1,8 @@
 #include "kernels/srq.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
@@ -101,22 +104,51 @@ absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic
   if (stat.count == 0) {
     return dynamic;
   }
-  return SrqCalibration(stat);
+  return SrqCalibration(stat, QType::kInt8);  // sums: the qtype does not enter
 }
 
-absl::StatusOr<Calibration> SrqCalibration(const SrqStat& stat) {
+absl::StatusOr<Calibration> SrqCalibration(const SrqStat& stat, QType qtype) {
   if (stat.count == 0) {
     return absl::FailedPreconditionError(
         "quant_stats count is 0: run calibration (or training) before using static scales");
   }
   Calibration c;
   c.symmetric = stat.symmetric;
+  if (stat.entropy) {
+    c.absmax =
+        Tensor::FromFloats(stat.sum_of_absmax.shape(), {EntropyThreshold(*stat.entropy, qtype)});
+    return c;
+  }
   if (stat.symmetric) {
     c.absmax = Divide(stat.sum_of_absmax, stat.count);
   } else {
     c.lo = Divide(stat.sum_of_min, stat.count);
     c.hi = Divide(stat.sum_of_max, stat.count);
   }
+  return c;
+}
+
+SrqStat MakeEntropySrqStat(int rank, int bins) {
+  SrqStat s = MakeSrqStat(Shape(rank, 1), /*symmetric=*/true);
+  s.entropy.emplace();
+  s.entropy->bins = bins;
+  return s;
+}
+
+Calibration SrqObserveEntropy(SrqStat& stat, const Tensor& x, QType qtype, bool update) {
+  if (update) {
+    EntropyAdd(*stat.entropy, x);
+    ++stat.count;
+  }
+  Calibration c;
+  if (stat.count == 0) {  // never updated: absmax of this batch
+    float m = 0.0f;
+    for (float v : x.span<float>()) m = std::max(m, std::fabs(v));
+    c.absmax = Tensor::FromFloats(stat.sum_of_absmax.shape(), {m});
+    return c;
+  }
+  c.absmax =
+      Tensor::FromFloats(stat.sum_of_absmax.shape(), {EntropyThreshold(*stat.entropy, qtype)});
   return c;
 }
 

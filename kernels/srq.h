@@ -6,10 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/calibration.h"
+#include "kernels/entropy_calibration.h"
 
 namespace qtrain {
 
@@ -19,6 +21,9 @@ struct SrqStat {
   Tensor sum_of_absmax;  // symmetric methods (absmax, rms, fixed)
   Tensor sum_of_min;     // asymmetric methods
   Tensor sum_of_max;
+  // entropy (§9): the histogram instead of sums; sum_of_absmax then only gives the (all-ones)
+  // per-tensor shape of the statistic.
+  std::optional<EntropyHistogram> entropy;
 };
 
 // A zero stat of the given statistic shape (Qwix init: count 0, sums 0).
@@ -33,8 +38,16 @@ SrqStat MakeSrqStat(const Shape& stat_shape, bool symmetric);
 absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic,
                                        absl::Span<const int> batch_axes, bool update);
 
-// The calibration a static-scale (PTQ) model uses: sum / count.
+// The calibration a static-scale (PTQ) model uses: sum / count, or the entropy threshold.
 // FailedPrecondition when count is 0.
-absl::StatusOr<Calibration> SrqCalibration(const SrqStat& stat);
+absl::StatusOr<Calibration> SrqCalibration(const SrqStat& stat, QType qtype);
+
+// An entropy stat (§9) of `bins` over a tensor of rank `rank` (per tensor: shape all ones).
+SrqStat MakeEntropySrqStat(int rank, int bins);
+
+// Entropy SRQ (§9 step 4): when `update`, adds x to the histogram (count += 1); returns the
+// threshold of the histogram including x, or absmax of x while count is 0. The calibration's
+// shape is the stat's (all ones).
+Calibration SrqObserveEntropy(SrqStat& stat, const Tensor& x, QType qtype, bool update);
 
 }  // namespace qtrain

@@ -1,4 +1,5 @@
-// Every case of ../shared/golden/numerics_cases.json, on both backends, within numerics.md §8.
+// Every case of ../shared/golden/numerics_cases.json and of numerics_ext_cases.json (§9:
+// percentile, mse, entropy), on both backends, within numerics.md §8.
 #include <gtest/gtest.h>
 
 #include "kernels/backend/backend.h"
@@ -8,14 +9,18 @@ namespace qtrain {
 namespace {
 
 constexpr char kGoldenPath[] = "../shared/golden/numerics_cases.json";
+constexpr char kExtGoldenPath[] = "../shared/golden/numerics_ext_cases.json";
 
 void ExpectAllPass(Backend& backend) {
-  auto results = conformance::RunGoldenFile(kGoldenPath, backend);
-  ASSERT_TRUE(results.ok()) << results.status()
-                            << " (tests run from the project root; shared/ sits beside it)";
-  ASSERT_GE(results->size(), 39u);
-  for (const auto& r : *results) {
-    EXPECT_TRUE(r.passed) << r.name << ": " << r.message;
+  for (const auto& [path, at_least] :
+       {std::pair{kGoldenPath, 39u}, std::pair{kExtGoldenPath, 15u}}) {
+    auto results = conformance::RunGoldenFile(path, backend);
+    ASSERT_TRUE(results.ok()) << results.status()
+                              << " (tests run from the project root; shared/ sits beside it)";
+    ASSERT_GE(results->size(), at_least) << path;
+    for (const auto& r : *results) {
+      EXPECT_TRUE(r.passed) << path << ": " << r.name << ": " << r.message;
+    }
   }
 }
 

@@ -70,7 +70,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(MethodCase{"absmax", true, ""}, MethodCase{"AbsMax,0.5", true, ""},
                       MethodCase{"minmax,0.9", true, ""}, MethodCase{"rms,3", true, ""},
                       MethodCase{"fixed,-1,3", true, ""}, MethodCase{"fixed,2", true, ""},
-                      MethodCase{"percentile,99", false, "unknown method"},
+                      MethodCase{"median,50", false, "unknown method"},
                       MethodCase{"rms", false, "exactly one argument"},
                       MethodCase{"absmax,1,2", false, "at most one argument"},
                       MethodCase{"absmax,abc", false, "\"abc\" is not a finite number"},
@@ -181,7 +181,7 @@ TEST(QuantizeTest, EveryRankAndLayoutMatchesTheNaiveLoop) {
         }
         auto m = *ParseCalibrationMethod(method);
         auto l = *MakeScaleLayout(shape, spec);
-        auto p = ComputeQuantParams(Calibrate(x, l, m), q);
+        auto p = ComputeQuantParams(Calibrate(x, l, m, q), q);
         ASSERT_TRUE(p.ok());
         auto qt = Quantize(x, l, *p, q);
         ASSERT_TRUE(qt.ok()) << qt.status();
@@ -206,7 +206,7 @@ TEST(QuantizeTest, ZeroTensorUsesTheScaleGuard) {
 TEST(QuantizeTest, NoiseShiftsRoundingAndIsRejectedForFp8) {
   Tensor x = Tensor::FromFloats({1, 4}, {0.4f, 0.4f, 0.4f, 127.5f});
   auto l = *MakeScaleLayout(x.shape(), ReduceSpec{{1}});
-  auto p = *ComputeQuantParams(Calibrate(x, l, CalibrationMethod{}), QType::kInt8);
+  auto p = *ComputeQuantParams(Calibrate(x, l, CalibrationMethod{}, QType::kInt8), QType::kInt8);
   Tensor noise = Tensor::FromFloats({1, 4}, {0.0f, 0.2f, -0.45f, 0.4f});
   auto qt = Quantize(x, l, p, QType::kInt8, RoundingNoise{&noise});
   ASSERT_TRUE(qt.ok());
@@ -215,9 +215,11 @@ TEST(QuantizeTest, NoiseShiftsRoundingAndIsRejectedForFp8) {
   EXPECT_EQ(v.data<float>()[1], 1.0f);    // 0.4 + 0.2 rounds up
   EXPECT_EQ(v.data<float>()[2], 0.0f);    // -0.05 rounds to 0
   EXPECT_EQ(v.data<float>()[3], 127.0f);  // saturates
-  auto fp8 = Quantize(
-      x, l, *ComputeQuantParams(Calibrate(x, l, CalibrationMethod{}), QType::kFloat8E4M3FN),
-      QType::kFloat8E4M3FN, RoundingNoise{&noise});
+  auto fp8 =
+      Quantize(x, l,
+               *ComputeQuantParams(Calibrate(x, l, CalibrationMethod{}, QType::kFloat8E4M3FN),
+                                   QType::kFloat8E4M3FN),
+               QType::kFloat8E4M3FN, RoundingNoise{&noise});
   EXPECT_EQ(fp8.status().code(), absl::StatusCode::kInvalidArgument);
   Tensor bad_noise = Tensor::Zeros(DType::kF32, {1, 3});
   EXPECT_EQ(Quantize(x, l, p, QType::kInt8, RoundingNoise{&bad_noise}).status().code(),
@@ -237,7 +239,7 @@ TEST(QuantizeTest, RejectsNonFloatInputAndMismatchedScales) {
 
 TEST(SrqTest, CountZeroIsAPreconditionFailure) {
   SrqStat s = MakeSrqStat({1, 1}, true);
-  auto c = SrqCalibration(s);
+  auto c = SrqCalibration(s, QType::kInt8);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 

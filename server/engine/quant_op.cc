@@ -87,10 +87,22 @@ Tensor BroadcastTo(const Tensor& t, const Shape& shape) {
 absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& module_path,
                                        const std::string& stat_name, const Tensor& operand,
                                        const Shape& qwix_shape, const ReduceSpec& spec,
-                                       const CalibrationMethod& method,
+                                       const CalibrationMethod& method, QType qtype,
                                        const std::vector<int>& batch_axes) {
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(operand.shape(), spec));
-  const Calibration dynamic = Calibrate(operand, layout, method);
+  if (method.kind == CalibrationKind::kEntropy) {
+    // Per tensor, with a histogram instead of sums (numerics.md §9).
+    auto key = std::make_pair(module_path, stat_name);
+    auto it = ctx.stats->find(key);
+    if (it == ctx.stats->end() || !it->second.entropy) {
+      SrqStat fresh = MakeEntropySrqStat(static_cast<int>(qwix_shape.size()), method.bins);
+      it = ctx.stats->insert_or_assign(key, std::move(fresh)).first;
+    }
+    Calibration used = SrqObserveEntropy(it->second, operand, qtype, ctx.update_stats);
+    used.absmax.Reshape(Shape(layout.scale_shape.size(), 1));
+    return used;
+  }
+  const Calibration dynamic = Calibrate(operand, layout, method, qtype);
   const Tensor& any = dynamic.symmetric ? dynamic.absmax : dynamic.lo;
   const Shape kernel_shape = any.shape();
   const Shape view = QwixCalibrationShape(kernel_shape, operand.shape(), qwix_shape);
@@ -113,6 +125,8 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   auto it = ctx.stats->find(key);
   if (it == ctx.stats->end()) {
     it = ctx.stats->emplace(key, MakeSrqStat(stat_shape, dynamic.symmetric)).first;
+  } else if (it->second.entropy) {  // the rules switched away from entropy: start over
+    it->second = MakeSrqStat(stat_shape, dynamic.symmetric);
   }
   absl::StatusOr<Calibration> used = SrqObserve(it->second, dyn_view, batch_axes, ctx.update_stats);
   if (!used.ok()) {
@@ -149,15 +163,17 @@ absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, 
   config.impl = ctx.impl;
   std::optional<Calibration> x_static, w_static;
   if (plan_.quantized() && plan_.lhs_static) {
-    QTRAIN_ASSIGN_OR_RETURN(x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
-                                                 OperandReduceSpec(x.rank(), x.rank() - 1, config),
-                                                 config.lhs.method, plan_.rule->act_batch_axes));
+    QTRAIN_ASSIGN_OR_RETURN(
+        x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
+                             OperandReduceSpec(x.rank(), x.rank() - 1, config), config.lhs.method,
+                             *config.lhs.qtype, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
   if (plan_.quantized() && plan_.rhs_static) {
-    QTRAIN_ASSIGN_OR_RETURN(w_static, ObserveSrq(ctx, module_path_, op_id_ + "_rhs", w, w_qwix,
-                                                 OperandReduceSpec(w.rank(), w.rank() - 2, config),
-                                                 config.rhs.method, plan_.rule->act_batch_axes));
+    QTRAIN_ASSIGN_OR_RETURN(
+        w_static, ObserveSrq(ctx, module_path_, op_id_ + "_rhs", w, w_qwix,
+                             OperandReduceSpec(w.rank(), w.rank() - 2, config), config.rhs.method,
+                             *config.rhs.qtype, plan_.rule->act_batch_axes));
     config.rhs.static_calibration = &*w_static;
   }
   absl::StatusOr<QDotForwardResult> r = QDotForward(*ctx.backend, x, w, config);
@@ -209,7 +225,7 @@ absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
         config.disable_channelwise ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{1, 2, 3};
     QTRAIN_ASSIGN_OR_RETURN(
         x_static, ObserveSrq(ctx, module_path_, std::string(kOpId) + "_lhs", x, x.shape(), spec,
-                             config.lhs.method, plan_.rule->act_batch_axes));
+                             config.lhs.method, *config.lhs.qtype, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
   absl::StatusOr<QConvForwardResult> r = QConvForward(*ctx.backend, x, w, config);

@@ -26,7 +26,7 @@ Tensor BroadcastTo(const Tensor& t, const Shape& shape);
 absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& module_path,
                                        const std::string& stat_name, const Tensor& operand,
                                        const Shape& qwix_shape, const ReduceSpec& spec,
-                                       const CalibrationMethod& method,
+                                       const CalibrationMethod& method, QType qtype,
                                        const std::vector<int>& batch_axes);
 
 class QuantizedDot {

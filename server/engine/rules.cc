@@ -122,6 +122,21 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
     return absl::InvalidArgumentError(
         absl::StrCat("rules[", index, "].act_static_scale needs act_qtype to be set"));
   }
+  // entropy keeps a histogram in quant_stats (numerics.md §9): static activation scales only.
+  for (const auto& [field, method] : {std::pair{"weight_calibration_method", &rule.weight_method},
+                                      std::pair{"bwd_calibration_method", &rule.bwd_method}}) {
+    if (method->kind == CalibrationKind::kEntropy) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rules[", index, "].", field, " = \"", method->ToString(),
+                       "\": entropy calibrates activations only (act_calibration_method with "
+                       "act_static_scale: true)"));
+    }
+  }
+  if (rule.act_method.kind == CalibrationKind::kEntropy && !rule.act_static_scale) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rules[", index, "].act_calibration_method = \"", rule.act_method.ToString(),
+                     "\" needs act_static_scale: true (its histogram lives in quant_stats)"));
+  }
   if (r.has_act_batch_axes()) {
     rule.act_batch_axes.assign(r.act_batch_axes().axes().begin(), r.act_batch_axes().axes().end());
     QTRAIN_RETURN_IF_ERROR(CheckAxes(index, "act_batch_axes", rule.act_batch_axes));

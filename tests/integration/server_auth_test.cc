@@ -388,7 +388,7 @@ TEST_F(ServerAuthTest, TenantsCannotSeeOrTouchEachOthersSessions) {
     if (method == "CreateSession" || method == "ListSessions" || method == "GetServerInfo") {
       continue;
     }
-    for (const std::string& id : {"x", "team-a/x"}) {
+    for (const std::string id : {"x", "team-a/x"}) {
       // An upload into B's own "x" would create that session in B's namespace.
       if (method == "UploadCheckpoint" && id == "x") continue;
       SCOPED_TRACE(method + " " + id);
@@ -428,7 +428,7 @@ TEST_F(ServerAuthTest, TenantsCannotSeeOrTouchEachOthersSessions) {
   EXPECT_TRUE(std::ifstream(dir_ + "/data/tenants/team-b/x.safetensors").good());
   EXPECT_EQ(Invoke("GetSession", kTrainerB, "team-a/x").error_code(), grpc::StatusCode::NOT_FOUND);
   // Malformed ids cannot reach outside a tenant's directory.
-  for (const std::string& id : {"../x", "team-a/../x", "a/b/c", "."}) {
+  for (const std::string id : {"../x", "team-a/../x", "a/b/c", "."}) {
     EXPECT_EQ(Create(kTrainerB, id).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << id;
   }
 }

@@ -159,20 +159,55 @@ absl::Status RunQDot(const json& c, Backend& backend, Comparer& cmp) {
   return absl::OkStatus();
 }
 
+// An entropy srq case (§9): the threshold used at each step, then count, R and the histogram.
+absl::Status RunEntropySrq(const json& c, const CalibrationMethod& method, QType qtype,
+                           Comparer& cmp) {
+  const json& e = c.at("expect");
+  std::optional<SrqStat> stat;
+  int step = 0;
+  for (const json& batch : c.at("batches")) {
+    QTRAIN_ASSIGN_OR_RETURN(Tensor x, ToTensor(batch, "batches"));
+    if (!stat) stat = MakeEntropySrqStat(x.rank(), method.bins);
+    const Calibration used = SrqObserveEntropy(*stat, x, qtype, /*update=*/true);
+    cmp.Compare(absl::StrCat("used_per_step[", step, "].absmax"), used.absmax,
+                e.at("used_per_step").at(step).at("absmax"), kExact);
+    ++step;
+  }
+  if (!stat) return absl::InvalidArgumentError("srq case has no batches");
+  if (stat->count != e.at("count").get<int64_t>()) {
+    cmp.Fail(absl::StrCat("count = ", stat->count, ", expected ", e.at("count").get<int64_t>()));
+  }
+  if (stat->entropy->range != e.at("R").get<float>()) {
+    cmp.Fail(absl::StrCat("R = ", stat->entropy->range, ", expected ", e.at("R").get<float>()));
+  }
+  const std::vector<double> hist = e.at("hist").get<std::vector<double>>();
+  if (stat->entropy->hist != hist) {
+    cmp.Fail(absl::StrCat("hist differs (", stat->entropy->hist.size(), " bins, expected ",
+                          hist.size(), ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunSrq(const json& c, Comparer& cmp) {
   QTRAIN_ASSIGN_OR_RETURN(CalibrationMethod method,
                           ParseCalibrationMethod(c.at("method").get<std::string>()));
   ReduceSpec spec;
   spec.axes = c.at("reduce_axes").get<std::vector<int>>();
   const std::vector<int> batch_axes = c.at("act_batch_axes").get<std::vector<int>>();
+  // Only mse depends on the qtype (§9); the core contract's cases carry none.
+  QType qtype = QType::kInt8;
+  if (c.contains("qtype")) {
+    QTRAIN_ASSIGN_OR_RETURN(qtype, ParseQType(c.at("qtype").get<std::string>()));
+  }
   const json& e = c.at("expect");
   const Tolerance tol = method.kind == CalibrationKind::kRms ? kRms : kExact;
+  if (method.kind == CalibrationKind::kEntropy) return RunEntropySrq(c, method, qtype, cmp);
   std::optional<SrqStat> stat;
   int step = 0;
   for (const json& batch : c.at("batches")) {
     QTRAIN_ASSIGN_OR_RETURN(Tensor x, ToTensor(batch, "batches"));
     QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(x.shape(), spec));
-    const Calibration dynamic = Calibrate(x, layout, method);
+    const Calibration dynamic = Calibrate(x, layout, method, qtype);
     if (!stat) {
       Shape stat_shape = layout.scale_shape;
       for (int a : batch_axes) {

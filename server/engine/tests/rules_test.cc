@@ -128,7 +128,23 @@ INSTANTIATE_TEST_SUITE_P(
                                "act_static_scale": true, "act_batch_axes": {"axes": [0, 0]}}]})",
                 "rules[0].act_batch_axes: axis 0 is repeated"},
         BadRule{R"({"rules": [{"weight_qtype": "int8", "channelwise_noise_axes": {"axes": [9]}}]})",
-                "rules[0].channelwise_noise_axes: axis 9 is outside [-8, 8)"}));
+                "rules[0].channelwise_noise_axes: axis 9 is outside [-8, 8)"},
+        // numerics.md §9: the extensions' arguments and where entropy may be used.
+        BadRule{R"({"rules": [{"weight_qtype": "int8",
+                               "weight_calibration_method": "percentile,101"}]})",
+                "rules[0].weight_calibration_method"},
+        BadRule{R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+                               "act_calibration_method": "mse,0"}]})",
+                "rules[0].act_calibration_method"},
+        BadRule{R"({"rules": [{"weight_qtype": "int8",
+                               "weight_calibration_method": "entropy"}]})",
+                "entropy calibrates activations only"},
+        BadRule{R"({"rules": [{"weight_qtype": "int8", "bwd_qtype": "int8",
+                               "bwd_calibration_method": "entropy"}]})",
+                "rules[0].bwd_calibration_method"},
+        BadRule{R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+                               "act_calibration_method": "entropy"}]})",
+                "needs act_static_scale: true"}));
 
 TEST(RulesTest, RegexesAreLinearTimeOnHostilePatterns) {
   // A backtracking engine takes exponential time here; RE2 does not.

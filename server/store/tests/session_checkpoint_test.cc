@@ -74,6 +74,57 @@ TEST(SessionCheckpointTest, RebuildsAnIdenticalSession) {
   EXPECT_EQ(ra->loss, rb->loss);
 }
 
+// The §9 calibrators in a session: percentile and mse weights, entropy static activations whose
+// histogram travels in the checkpoint and gives the restored session the same thresholds.
+TEST(SessionCheckpointTest, EntropyHistogramsTravelInCheckpoints) {
+  auto rules = Json<proto::RuleSet>(R"({"rules": [
+      {"module_path": "Dense_0", "weight_qtype": "int8", "weight_calibration_method": "mse,16",
+       "act_qtype": "int8", "act_calibration_method": "entropy,256", "act_static_scale": true},
+      {"weight_qtype": "int4", "weight_calibration_method": "percentile,99.9",
+       "act_qtype": "int8", "act_calibration_method": "percentile,99", "act_static_scale": true}]})");
+  auto t = MakeTrainer(Json<proto::ModelSpec>(kSpec), rules, 3);
+  for (int s = 0; s < 3; ++s) ASSERT_TRUE(t->CalibrateStep(Batch(s).inputs).ok());
+  ASSERT_TRUE(t->TrainStep(Batch(7)).ok());  // training keeps updating the statistics
+  const auto& stats = t->quant_stats();
+  ASSERT_EQ(stats.size(), 2u);
+  int entropy = 0;
+  for (const auto& [key, stat] : stats) {
+    EXPECT_EQ(stat.count, 4) << key.first;
+    if (stat.entropy) {
+      ++entropy;
+      EXPECT_EQ(key.first, "Dense_0");
+      EXPECT_EQ(stat.entropy->bins, 256);
+      EXPECT_GT(stat.entropy->range, 0.0f);
+      double total = 0;
+      for (double c : stat.entropy->hist) total += c;
+      EXPECT_EQ(total, 4 * 8 * 6);  // every |x| of 4 batches of 8×6
+    }
+  }
+  EXPECT_EQ(entropy, 1);
+  auto file = DecodeCheckpoint(EncodeCheckpoint(CheckpointFromTrainer(*t)));
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto restored = MakeTrainer(Json<proto::ModelSpec>(kSpec), rules, 3);
+  ASSERT_TRUE(LoadCheckpoint(*file, *restored).ok());
+  for (const auto& [key, stat] : stats) {
+    const SrqStat& back = restored->quant_stats().at(key);
+    EXPECT_EQ(back.count, stat.count);
+    EXPECT_EQ(back.entropy.has_value(), stat.entropy.has_value());
+    if (stat.entropy) {
+      EXPECT_EQ(back.entropy->range, stat.entropy->range);
+      EXPECT_EQ(back.entropy->hist, stat.entropy->hist);
+    }
+  }
+  auto a = t->Predict(Batch(9).inputs), b = restored->Predict(Batch(9).inputs);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(std::memcmp(a->raw(), b->raw(), a->nbytes()), 0);
+  // A damaged histogram is refused, naming the stat.
+  file->tensors["quant_stats/Dense_0/dot_general0_lhs/entropy_hist"].data<float>()[3] = 0.5f;
+  auto again = MakeTrainer(Json<proto::ModelSpec>(kSpec), rules, 3);
+  const absl::Status s = LoadCheckpoint(*file, *again);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("Dense_0/dot_general0_lhs\" entropy: bin 3"));
+}
+
 TEST(SessionCheckpointTest, FloatCheckpointsLoadIntoQtSessions) {
   auto fp = MakeTrainer(Json<proto::ModelSpec>(kSpec), {}, 1);
   ASSERT_TRUE(fp->TrainStep(Batch(0)).ok());
