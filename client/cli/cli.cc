@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -71,12 +73,59 @@ int Usage(const Invocation& inv, const std::string& message) {
                 kUsage);
 }
 
+namespace {
+
+// Adds "values" (numbers) beside the base64 "data" of every qtrain.v1.Tensor in `j`, so that
+// scripts read scales and outputs without decoding bytes.
+void AddTensorValues(nlohmann::ordered_json& j) {
+  if (j.is_array()) {
+    for (auto& e : j) AddTensorValues(e);
+    return;
+  }
+  if (!j.is_object()) return;
+  for (auto& [key, value] : j.items()) AddTensorValues(value);
+  if (!j.contains("dtype") || !j.contains("data") || !j["data"].is_string()) return;
+  std::string bytes;
+  if (!absl::Base64Unescape(j["data"].get<std::string>(), &bytes)) return;
+  const std::string dtype = j["dtype"].is_string() ? j["dtype"].get<std::string>() : "";
+  nlohmann::ordered_json values = nlohmann::ordered_json::array();
+  auto read = [&](auto zero) {
+    using T = decltype(zero);
+    for (size_t i = 0; i + sizeof(T) <= bytes.size(); i += sizeof(T)) {
+      T v;
+      std::memcpy(&v, bytes.data() + i, sizeof(T));  // little-endian, as x86-64
+      values.push_back(v);
+    }
+  };
+  if (dtype == "F32") {
+    read(float{});
+  } else if (dtype == "I32") {
+    read(int32_t{});
+  } else if (dtype == "I16") {
+    read(int16_t{});
+  } else if (dtype == "I8") {
+    read(int8_t{});
+  } else if (dtype == "U8") {
+    read(uint8_t{});
+  } else {
+    return;
+  }
+  j["values"] = std::move(values);
+}
+
+}  // namespace
+
 void PrintJson(const google::protobuf::Message& message) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;  // step 0 and accuracy 0 are answers too
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(out, nullptr, false);
+  if (!j.is_discarded()) {
+    AddTensorValues(j);
+    out = j.dump();
+  }
   std::printf("%s\n", out.c_str());
 }
 

@@ -68,6 +68,8 @@ expect 0 "$Q" calibrate fm --data=$FM --steps=5 --rules=srq-int8
 contains "dot_general0_lhs"
 expect 0 "$Q" stats fm --json
 json_check 'all(s["count"] == "5" and "scale" in s for s in j["stats"])'
+# Scales come as numbers too ("values" beside the base64 "data").
+json_check 'all(len(s["scale"]["values"]) >= 1 and all(v > 0 for v in s["scale"]["values"]) for s in j["stats"])'
 expect 0 "$Q" forward fm --data=$FM --split=t10k --batch_size=50
 contains "accuracy"
 
