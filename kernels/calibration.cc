@@ -80,6 +80,8 @@ std::vector<std::vector<float>> GatherGroups(const Tensor& x, const ScaleLayout&
 
 // §9 percentile,p of |v| (v is consumed): the "linear" rule in float64, rounded once.
 float PercentileBound(std::vector<float>& v, double p) {
+  // Non-finite values (a diverging step) are left out: NaN has no place in a sort.
+  v.erase(std::remove_if(v.begin(), v.end(), [](float e) { return !std::isfinite(e); }), v.end());
   if (v.empty()) return 0.0f;
   for (float& e : v) e = std::fabs(e);
   std::sort(v.begin(), v.end());
@@ -94,8 +96,10 @@ float PercentileBound(std::vector<float>& v, double p) {
 // §9 mse,n: the candidate bound A_k = (M·k)/n (float32) whose fake quantization in `qtype` has
 // the least squared error over v (float64 terms, summed left to right); ties to the larger k.
 float MseBound(const std::vector<float>& v, int n, QType qtype) {
-  float m = 0.0f;
-  for (float e : v) m = std::max(m, std::fabs(e));
+  float m = 0.0f;  // over finite values; non-finite ones are left out, as in percentile
+  for (float e : v) {
+    if (std::isfinite(e)) m = std::max(m, std::fabs(e));
+  }
   if (m == 0.0f) return 0.0f;
   const float bound = GetQTypeInfo(qtype).bound;
   const float min_scale = MinScale();
@@ -107,6 +111,7 @@ float MseBound(const std::vector<float>& v, int n, QType qtype) {
     if (s < min_scale) s = 1.0f;
     double err = 0.0;
     for (float e : v) {
+      if (!std::isfinite(e)) continue;
       const float deq = ConvertValue(e / s, qtype) * s;
       const double d = static_cast<double>(e) - static_cast<double>(deq);
       err += d * d;

@@ -31,26 +31,30 @@ bool NormaliseAndSmooth(std::vector<double>& d) {
 void EntropyAdd(EntropyHistogram& h, const Tensor& x) {
   const float* p = x.data<float>();
   const int64_t n = x.numel();
+  // Non-finite values (a diverging step) are left out: they have no place on a finite range.
   float m = 0.0f;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(p[i]));
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isfinite(p[i])) m = std::max(m, std::fabs(p[i]));
+  }
   if (h.range == 0.0f) {
     if (m == 0.0f) return;  // nothing to place yet: R stays 0
     h.range = m;
     h.hist.assign(h.bins, 0.0);
   } else if (m > h.range) {
-    int64_t factor = 1;  // 2^j, the smallest j >= 1 with R·2^j >= m (exact doublings in f32)
+    int shift = 0;  // j, the smallest j >= 1 with R·2^j >= m (exact doublings in f32)
     float r = h.range;
-    while (r < m) {
+    while (r < m && std::isfinite(r * 2.0f)) {
       r *= 2.0f;
-      factor *= 2;
+      ++shift;
     }
     h.range = r;
     std::vector<double> merged(h.bins, 0.0);
-    for (int64_t b = 0; b < h.bins; ++b) merged[b / factor] += h.hist[b];
+    for (int64_t b = 0; b < h.bins; ++b) merged[shift < 63 ? b >> shift : 0] += h.hist[b];
     h.hist = std::move(merged);
   }
   const double scale = static_cast<double>(h.bins) / static_cast<double>(h.range);
   for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(p[i])) continue;
     const double at = static_cast<double>(std::fabs(p[i])) * scale;
     const int64_t b = std::min<int64_t>(h.bins - 1, static_cast<int64_t>(std::floor(at)));
     h.hist[b] += 1.0;

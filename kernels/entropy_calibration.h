@@ -21,7 +21,8 @@ struct EntropyHistogram {
 
 // Adds every |x| of an f32 batch (§9 step 2): the range first grows to cover max|x| by doubling
 // (merging 2^j old bins into each new one), then each value lands in bin
-// min(bins-1, floor(|x|·bins/R)). A batch of zeros before any non-zero batch adds nothing.
+// min(bins-1, floor(|x|·bins/R)). A batch of zeros before any non-zero batch adds nothing;
+// NaN and infinite values are skipped.
 void EntropyAdd(EntropyHistogram& h, const Tensor& x);
 
 // The threshold A of §9 step 3 for quantizing to `qtype`: the i in [L, bins] (L = qmax + 1, 128

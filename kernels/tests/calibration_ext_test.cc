@@ -1,5 +1,7 @@
 // numerics.md §9 calibrators beyond the golden vectors: parsing and its errors, canonical
 // strings, and the entropy histogram's edge cases (zeros first, range doubling, no candidate).
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "kernels/calibration.h"
@@ -29,6 +31,20 @@ TEST(CalibrationExtTest, ParsesAndPrintsTheExtensions) {
   }
 }
 
+TEST(CalibrationExtTest, PercentileAndMseLeaveNonFiniteValuesOut) {
+  const Tensor x = Tensor::FromFloats({1, 6}, {NAN, 1.0f, -2.0f, INFINITY, 0.5f, -NAN});
+  ReduceSpec spec;
+  spec.axes = {1};
+  absl::StatusOr<ScaleLayout> l = MakeScaleLayout(x.shape(), spec);
+  ASSERT_TRUE(l.ok());
+  const Calibration p = Calibrate(x, *l, *ParseCalibrationMethod("percentile,100"), QType::kInt8);
+  EXPECT_EQ(p.absmax.data<float>()[0], 2.0f);
+  const Calibration m = Calibrate(x, *l, *ParseCalibrationMethod("mse,4"), QType::kInt8);
+  EXPECT_TRUE(std::isfinite(m.absmax.data<float>()[0]));
+  EXPECT_GT(m.absmax.data<float>()[0], 0.0f);
+  EXPECT_LE(m.absmax.data<float>()[0], 2.0f);
+}
+
 TEST(CalibrationExtTest, EntropyHistogramDoublesItsRangeAndKeepsCounts) {
   EntropyHistogram h;
   h.bins = 8;
@@ -44,6 +60,13 @@ TEST(CalibrationExtTest, EntropyHistogramDoublesItsRangeAndKeepsCounts) {
   EXPECT_EQ(h.hist, (std::vector<double>{2, 2, 0, 0, 0, 0, 1, 0}));
   // 8 bins are fewer than int8's 128 levels: no candidate, A = R.
   EXPECT_EQ(EntropyThreshold(h, QType::kInt8), 4.0f);
+  // Non-finite values are skipped; a huge jump merges everything into the first bin.
+  EntropyAdd(h, Tensor::FromFloats({3}, {NAN, INFINITY, 1e30f}));
+  EXPECT_GE(h.range, 1e30f);
+  EXPECT_EQ(h.hist[0], 5.0);  // the five earlier values
+  double total = 0;
+  for (double c : h.hist) total += c;
+  EXPECT_EQ(total, 6.0);  // and 1e30, but neither NaN nor inf
 }
 
 TEST(CalibrationExtTest, EntropySrqFallsBackToAbsmaxUntilCounted) {
