@@ -63,8 +63,8 @@ bool RoleAllows(Role role, absl::string_view method) {
       "GetSession", "ListSessions",       "GetQuantStats", "Forward",
       "Evaluate",   "DownloadCheckpoint", "GetServerInfo"};
   static const std::set<absl::string_view> kWrites = {
-      "CreateSession", "DeleteSession",  "UpdateRules",     "Train",
-      "Calibrate",     "SaveCheckpoint", "UploadCheckpoint"};
+      "CreateSession", "DeleteSession",  "UpdateRules",      "Train",
+      "Calibrate",     "SaveCheckpoint", "UploadCheckpoint", "ImportWeights"};
   if (kReads.count(method)) return true;
   if (kWrites.count(method)) return role >= Role::kTrainer;
   return role == Role::kAdmin;  // anything new is admin-only until it is classified

@@ -15,7 +15,7 @@ namespace qtrain::rpc {
 bool IsMutating(const std::string& method) {
   return method == "CreateSession" || method == "DeleteSession" || method == "UpdateRules" ||
          method == "Train" || method == "Calibrate" || method == "SaveCheckpoint" ||
-         method == "UploadCheckpoint";
+         method == "UploadCheckpoint" || method == "ImportWeights";
 }
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& destination) {

@@ -1,6 +1,6 @@
 // AuditLog: one JSON line per call that changes state (CreateSession, DeleteSession,
-// UpdateRules, Train, Calibrate, SaveCheckpoint, UploadCheckpoint) and per call refused for its
-// credentials:
+// UpdateRules, Train, Calibrate, SaveCheckpoint, UploadCheckpoint, ImportWeights, Evaluate with
+// update_stats) and per call refused for its credentials or role:
 //   {"ts":"2026-11-30T09:00:00.123Z","audit":"qtrain","tenant":"team-a","role":"trainer",
 //    "peer":"ipv4:10.0.0.7:51234","method":"Train","session":"run1","code":"OK"}
 // plus "error" (the status message) when the call failed. Never a token, never a payload.

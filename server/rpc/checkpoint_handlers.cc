@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
+#include "server/rpc/chunked_upload.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/trainer_service.h"
 #include "server/rpc/unary_call.h"
@@ -94,88 +95,21 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 };
 
 // Collects chunks, then loads them into the named session (creating it when new).
-class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
+class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
  public:
-  // `control` decodes the checkpoint and builds a new session off gRPC's threads.
-  UploadStream(CallGate gate, grpc::CallbackServerContext* ctx, engine::SessionManager* sessions,
-               store::SessionStore* store, Metrics* metrics, ServiceLimits limits,
-               engine::Worker* control, grpc::ByteBuffer* response)
-      : gate_(std::move(gate)),
-        ctx_(ctx),
-        control_(control),
-        sessions_(sessions),
-        store_(store),
-        metrics_(metrics),
-        limits_(limits),
-        response_(response) {
-    if (limits_.state != nullptr) ++limits_.state->streams;
-    // An empty lease of the server's budget, grown chunk by chunk.
-    if (absl::StatusOr<engine::MemoryBudget::Lease> l =
-            engine::MemoryBudget::Reserve(limits_.budget, 0, "a checkpoint upload");
-        l.ok()) {
-      lease_ = std::move(*l);
-    }
-    if (!gate_.admitted().ok()) {
-      Done(gate_.admitted());
-      return;
-    }
-    StartRead(&in_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (ok && limits_.state != nullptr && limits_.state->draining) {
-      Done(DrainingError());  // nothing was loaded
-      return;
-    }
-    if (ok) {
-      if (absl::Status parsed =
-              ParseWire(in_, &chunk_, absl::StrCat("upload message ", ++messages_));
-          !parsed.ok()) {
-        Done(parsed);  // nothing was loaded
-        return;
-      }
-      if (shown_id_.empty()) shown_id_ = chunk_.session_id();
-      if (bytes_.size() + chunk_.data().size() >
-          static_cast<size_t>(limits_.max_checkpoint_bytes)) {
-        Done(absl::ResourceExhaustedError(absl::StrCat(
-            "checkpoint upload exceeds max_checkpoint_bytes = ", limits_.max_checkpoint_bytes)));
-        return;
-      }
-      // The bytes, and the tensors decoded from them, are held until the upload is done.
-      if (absl::Status s = lease_.Grow(2 * static_cast<int64_t>(chunk_.data().size()),
-                                       "a checkpoint upload (twice its bytes while decoding)");
-          !s.ok()) {
-        Done(s);
-        return;
-      }
-      bytes_ += chunk_.data();
-      StartRead(&in_);
-      return;
-    }
-    control_->Post([this] { Load(); });  // decoding and building are not for gRPC threads
-  }
-  void OnDone() override {
-    if (limits_.state != nullptr) --limits_.state->streams;
-    delete this;
+  UploadStream(CallGate gate, grpc::CallbackServerContext* ctx, ServiceLimits limits,
+               engine::Worker* control, UploadTarget target)
+      : ChunkedUpload(std::move(gate), ctx, limits, control, target, "checkpoint upload") {
+    Begin();
   }
 
  private:
-  // Finishes the call, first returning the upload's memory: the client may see the status
-  // before gRPC calls OnDone.
-  void Done(const absl::Status& status) {
-    bytes_ = std::string();
-    lease_.Release();
-    gate_.set_session(shown_id_);
-    gate_.Audit(status);
-    Finish(ToGrpcStatus(status));
+  absl::Status OnMessage(const v1::CheckpointChunk& chunk, bool) override {
+    if (shown_id_.empty()) shown_id_ = chunk.session_id();
+    return absl::OkStatus();
   }
 
-  void Load() {
-    // A cancelled call also ends its reads: only a half-close means "the upload is complete".
-    if (ctx_->IsCancelled()) {
-      Done(absl::CancelledError("upload cancelled: nothing was loaded"));
-      return;
-    }
+  void Load() override {
     if (shown_id_.empty()) {
       Done(absl::InvalidArgumentError("the first CheckpointChunk must set session_id"));
       return;
@@ -199,9 +133,9 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       const auto start = std::chrono::steady_clock::now();
       QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
           "loading the uploaded checkpoint", [&] { return store::LoadCheckpoint(*file, t); }));
-      if (store_ != nullptr) {
+      if (target_.store != nullptr) {
         absl::StatusOr<store::SavedCheckpoint> saved =
-            store_->Save(id_, t, DiskLimit(gate_.tenants(), id_));
+            target_.store->Save(id_, t, DiskLimit(gate_.tenants(), id_));
         if (!saved.ok()) {
           return absl::Status(saved.status().code(),
                               absl::StrCat("the checkpoint was loaded but could not be made "
@@ -209,17 +143,18 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
                                            saved.status().message()));
         }
       }
-      if (metrics_ != nullptr) {
-        metrics_->RecordCheckpoint("upload", SecondsSince(start), static_cast<int64_t>(size));
+      if (target_.metrics != nullptr) {
+        target_.metrics->RecordCheckpoint("upload", SecondsSince(start),
+                                          static_cast<int64_t>(size));
       }
       v1::CheckpointInfo info;
       info.set_session_id(shown_id_);
       info.set_step(t.step());
       info.set_bytes(static_cast<int64_t>(size));
       info.set_crc32(file->metadata[store::kChecksumKey]);
-      return SerializeWire(info, response_);
+      return SerializeWire(info, target_.response);
     };
-    absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id_);
+    absl::StatusOr<std::shared_ptr<Session>> session = target_.sessions->Get(id_);
     if (session.ok()) {  // into a live session: on its executor, between its steps
       absl::Status s = (*session)->Submit([this, apply](Trainer& t) { Done(apply(t)); });
       if (!s.ok()) Done(s);
@@ -232,32 +167,19 @@ class UploadStream final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       Done(config.status());
       return;
     }
-    session = sessions_->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
-                                [&](const std::string&, Trainer& t) -> absl::Status {
-                                  QTRAIN_RETURN_IF_ERROR(CheckNewSession(gate_.tenants(), id_, t));
-                                  return apply(t);
-                                });
-    if (session.ok() && metrics_ != nullptr) {
-      metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+    session =
+        target_.sessions->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
+                                 [&](const std::string&, Trainer& t) -> absl::Status {
+                                   QTRAIN_RETURN_IF_ERROR(CheckNewSession(gate_.tenants(), id_, t));
+                                   return apply(t);
+                                 });
+    if (session.ok() && target_.metrics != nullptr) {
+      target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
     }
     Done(session.status());
   }
 
-  CallGate gate_;
-  grpc::CallbackServerContext* ctx_;
-  engine::Worker* control_;
-  engine::SessionManager* sessions_;
-  store::SessionStore* store_;  // may be null (no data dir)
-  Metrics* metrics_;
-  const ServiceLimits limits_;
-  grpc::ByteBuffer* response_;  // gRPC's, valid until OnDone
-  grpc::ByteBuffer in_;         // the message being read
-  v1::CheckpointChunk chunk_;   // in_, parsed
-  int64_t messages_ = 0;
-  std::string shown_id_;  // as the client names it
-  std::string id_;        // the engine's (Caller::Resolve)
-  std::string bytes_;
-  engine::MemoryBudget::Lease lease_;  // for bytes_ and its decoded tensors
+  std::string id_;  // the engine's (Caller::Resolve)
 };
 
 }  // namespace
@@ -310,8 +232,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(C
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,
                                                                             Bytes* out) {
-  return new UploadStream(Gate(ctx, "UploadCheckpoint"), ctx, sessions_, store_, metrics_, limits_,
-                          &control_, out);
+  return new UploadStream(Gate(ctx, "UploadCheckpoint"), ctx, limits_, &control_,
+                          {sessions_, store_, metrics_, out});
 }
 
 }  // namespace qtrain::rpc

@@ -21,6 +21,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "server/rpc/access.h"
+#include "server/store/safetensors.h"
 #include "tests/integration/server_fixture.h"
 #include "tests/integration/test_certs.h"
 
@@ -146,6 +147,28 @@ class ServerAuthTest : public ::testing::Test {
     return reader->Finish();
   }
 
+  // ImportWeights of kSpec from PyTorch-named float weights.
+  grpc::Status Import(const std::string& token, const std::string& id) {
+    store::SafetensorsFile file;
+    for (const auto& [name, shape] :
+         std::vector<std::pair<std::string, Shape>>{{"Dense_0.weight", {32, 6}},
+                                                    {"Dense_0.bias", {32}},
+                                                    {"Dense_1.weight", {3, 32}},
+                                                    {"Dense_1.bias", {3}}}) {
+      file.tensors[name] = Tensor::Zeros(DType::kF32, shape);
+    }
+    auto ctx = Ctx(token);
+    v1::Session session;
+    auto writer = stub_->ImportWeights(ctx.get(), &session);
+    v1::ImportRequest req;
+    req.set_session_id(id);
+    *req.mutable_model() = Json<v1::ModelSpec>(kSpec);
+    req.set_data(store::SerializeSafetensors(file));
+    writer->Write(req);
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
   grpc::Status Upload(const std::string& token, const std::string& id, const std::string& bytes) {
     auto ctx = Ctx(token);
     v1::CheckpointInfo info;
@@ -233,6 +256,7 @@ class ServerAuthTest : public ::testing::Test {
       return Download(token, id, &bytes);
     }
     if (method == "UploadCheckpoint") return Upload(token, id, checkpoint_);
+    if (method == "ImportWeights") return Import(token, id);
     if (method == "GetServerInfo") {
       v1::ServerInfo resp;
       return stub_->GetServerInfo(ctx.get(), {}, &resp);
@@ -264,7 +288,7 @@ TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
   const std::set<std::string> kReads = {"GetSession",   "ListSessions", "GetQuantStats",
                                         "Forward",      "Evaluate",     "DownloadCheckpoint",
                                         "GetServerInfo"};
-  ASSERT_EQ(AllMethods().size(), 14u);  // a new RPC must be added to this test and access.cc
+  ASSERT_EQ(AllMethods().size(), 15u);  // a new RPC must be added to this test and access.cc
   ASSERT_TRUE(Create(kTrainerA, "seed").ok());
   ASSERT_TRUE(Download(kTrainerA, "seed", &checkpoint_).ok());
   struct RoleCase {
@@ -280,6 +304,7 @@ TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
       SCOPED_TRACE(absl::StrCat(role.token, " ", method));
       std::string id = role.prefix + target;
       if (method == "CreateSession") id = absl::StrCat(role.prefix, "new", role.token);
+      if (method == "ImportWeights") id = absl::StrCat(role.prefix, "imp", role.token);
       if (method == "DeleteSession") {
         ASSERT_TRUE(Create(kTrainerA, absl::StrCat("del", role.token)).ok());
         id = absl::StrCat(role.prefix, "del", role.token);
@@ -389,8 +414,8 @@ TEST_F(ServerAuthTest, TenantsCannotSeeOrTouchEachOthersSessions) {
       continue;
     }
     for (const std::string id : {"x", "team-a/x"}) {
-      // An upload into B's own "x" would create that session in B's namespace.
-      if (method == "UploadCheckpoint" && id == "x") continue;
+      // An upload or import into B's own "x" would create that session in B's namespace.
+      if ((method == "UploadCheckpoint" || method == "ImportWeights") && id == "x") continue;
       SCOPED_TRACE(method + " " + id);
       const grpc::Status s = Invoke(method, kTrainerB, id);
       EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();

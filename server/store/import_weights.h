@@ -1,0 +1,31 @@
+// Import of a float model trained elsewhere (issue: calibration-as-a-service): a standard
+// safetensors file — a PyTorch state_dict, say — into a session's parameters.
+//
+// Each qtrain parameter "<module path>/<leaf>" is looked up as "<source module>.<source leaf>":
+// the source module is `module_map[module path]`, else the path with '/' as '.'; leaves map
+// kernel -> weight, scale -> weight (norms), embedding -> weight, bias -> bias, anything else to
+// itself. Layouts are converted from PyTorch's: a rank-2 kernel is (out, in) there and
+// (in, out) here; a rank-4 kernel is OIHW there and HWIO here. Everything else is copied as is.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "server/engine/trainer.h"
+#include "server/store/safetensors.h"
+
+namespace qtrain::store {
+
+// Loads every parameter of `trainer` from `file` (step 0, fresh optimizer state). On error
+// nothing changes and the InvalidArgument message lists every missing, extra, mis-shaped or
+// non-f32 tensor (up to 10 of each kind, with the total), by its name in the file.
+absl::Status ImportWeights(const SafetensorsFile& file,
+                           const std::map<std::string, std::string>& module_map,
+                           engine::Trainer& trainer);
+
+// The name in the file that parameter `param` ("Dense_0/kernel") is read from.
+std::string SourceName(const std::string& param,
+                       const std::map<std::string, std::string>& module_map);
+
+}  // namespace qtrain::store
