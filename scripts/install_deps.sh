@@ -24,6 +24,8 @@ if [ "${1:-}" != "--build" ]; then
     dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml openssl
     # the Python client (Debian's grpcio, protobuf, numpy)
     python3-grpcio python3-protobuf python3-numpy
+    # PyTorch: the bring-your-own-model import test trains a model in it
+    python3-torch
   )
   # The Node.js example needs node and npm; the machine may already have newer ones.
   if ! command -v node > /dev/null || ! command -v npm > /dev/null; then

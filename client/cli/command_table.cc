@@ -79,6 +79,16 @@ const std::vector<CommandSpec>& CommandSpecs() {
        {},
        SessionGet},
       {"session list", "", 0, 0, "All sessions.", {}, SessionList},
+      {"import",
+       "[ID]",
+       0,
+       1,
+       "A new session from --preset or --model and the float weights of a model trained "
+       "elsewhere (--weights: safetensors with PyTorch naming and layouts); --map renames "
+       "modules. The server names every tensor that does not fit.",
+       {"weights", "map", "preset", "model", "rules", "optimizer", "lr", "seed", "classes",
+        "input_shape", "seq_len"},
+       Import},
       {"session delete",
        "ID",
        1,

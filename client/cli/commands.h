@@ -11,6 +11,7 @@ int SessionCreate(Invocation& inv);
 int SessionGet(Invocation& inv);
 int SessionList(Invocation& inv);
 int SessionDelete(Invocation& inv);
+int Import(Invocation& inv);
 int RulesSet(Invocation& inv);
 int Stats(Invocation& inv);
 int CheckpointSave(Invocation& inv);

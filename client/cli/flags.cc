@@ -14,6 +14,11 @@ ABSL_FLAG(std::string, token, "",
           "bearer token for a server with --auth_tokens (needs TLS); @FILE reads it from a file "
           "(default: $QTRAIN_TOKEN; prefer it or @FILE: a command line is visible to other users)");
 ABSL_FLAG(std::string, tenant, "", "token new: the tenant the token acts for");
+ABSL_FLAG(std::string, weights, "",
+          "import: a safetensors file of float weights (a PyTorch state_dict, say)");
+ABSL_FLAG(std::string, map, "",
+          "import: JSON object (inline or a file) of qtrain module -> module name in the file, "
+          "e.g. {\"Dense_0\": \"0\", \"head\": \"2\"}; unlisted modules use their path with '.'");
 ABSL_FLAG(std::string, role, "trainer", "token new: admin, trainer or reader");
 ABSL_FLAG(std::string, name, "", "token new: a label for the access file entry (who holds it)");
 ABSL_FLAG(bool, json, false, "print JSON for scripts instead of text");

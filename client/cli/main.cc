@@ -39,6 +39,8 @@ commands:
   session get ID                  the session: step, parameters, quantized ops and their rules
   session list                    all sessions
   session delete ID               delete a session (and its data on the server)
+  import [ID] --weights=FILE      new session from --preset/--model and float weights trained
+                                  elsewhere (safetensors, PyTorch naming; --map renames modules)
   rules set ID RULES              switch the rules between steps: float, qat-int8, qt-int8,
                                   srq-int8, qat-int4, a JSON file or inline JSON
   train ID --data=D               train for --epochs, or --steps batches (over as many passes

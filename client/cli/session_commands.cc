@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -17,6 +18,7 @@
 #include "client/cli/flags.h"
 #include "client/cli/output.h"
 #include "client/cli/presets.h"
+#include "client/data/dataset.h"
 #include "nlohmann/json.hpp"
 
 namespace qtrain::cli {
@@ -143,15 +145,19 @@ void PrintQuantStats(const v1::QuantStats& stats) {
   t.Print();
 }
 
-int SessionCreate(Invocation& inv) {
-  v1::CreateSessionRequest req;
+namespace {
+
+// A new session's configuration from --preset / --model, --rules, --optimizer, --lr, --seed and
+// the preset options (session create, import). kOk, or the usage error's exit code.
+int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   req.set_session_id(Arg(inv, 0));
   req.set_seed(absl::GetFlag(FLAGS_seed));
   const std::string preset = absl::GetFlag(FLAGS_preset), model = absl::GetFlag(FLAGS_model);
   if (preset.empty() == model.empty()) {
-    return Usage(inv, preset.empty()
-                          ? "session create needs --preset=mlp|cnn|transformer-lm or --model"
-                          : "session create takes --preset or --model, not both");
+    return Usage(inv,
+                 absl::StrCat(inv.command, preset.empty()
+                                               ? " needs --preset=mlp|cnn|transformer-lm or --model"
+                                               : " takes --preset or --model, not both"));
   }
   // The preset options each preset reads; any other given is a mistake, not a no-op.
   const std::vector<std::string> reads = !model.empty() ? std::vector<std::string>{}
@@ -202,8 +208,54 @@ int SessionCreate(Invocation& inv) {
     absl::Status s = LoadJsonMessage("optimizer", optimizer, req.mutable_optimizer());
     if (!s.ok()) return Usage(inv, std::string(s.message()));
   }
+  return kOk;
+}
+
+}  // namespace
+
+int SessionCreate(Invocation& inv) {
+  v1::CreateSessionRequest req;
+  if (int rc = SessionConfigFromFlags(inv, req); rc != kOk) return rc;
   auto s = inv.client->CreateSession(req);
   if (!s.ok()) return Fail(inv, "session create", s.status());
+  PrintSession(inv, *s);
+  return kOk;
+}
+
+int Import(Invocation& inv) {
+  v1::CreateSessionRequest config;
+  if (int rc = SessionConfigFromFlags(inv, config); rc != kOk) return rc;
+  const std::string weights = absl::GetFlag(FLAGS_weights);
+  if (weights.empty()) return Usage(inv, "import needs --weights=FILE.safetensors");
+  v1::ImportRequest first;
+  first.set_session_id(config.session_id());
+  *first.mutable_model() = config.model();
+  *first.mutable_rules() = config.rules();
+  *first.mutable_optimizer() = config.optimizer();
+  first.set_seed(config.seed());
+  if (const std::string map = absl::GetFlag(FLAGS_map); !map.empty()) {
+    // {"Dense_0": "0", "head": "2"}: a JSON object, inline or in a file.
+    auto text = map.find('{') != std::string::npos ? absl::StatusOr<std::string>(map)
+                                                   : client::ReadMaybeGzip(map);
+    if (!text.ok()) return Usage(inv, absl::StrCat("--map: ", text.status().message()));
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+      return Usage(inv, "--map must be a JSON object of qtrain module -> module in the file");
+    }
+    for (const auto& [module, source] : j.items()) {
+      if (!source.is_string()) {
+        return Usage(inv, absl::StrCat("--map: \"", module, "\" must map to a string"));
+      }
+      (*first.mutable_module_map())[module] = source.get<std::string>();
+    }
+  }
+  auto s = inv.client->ImportWeights(std::move(first), weights);
+  if (!s.ok()) {
+    if (s.status().code() == absl::StatusCode::kNotFound && !std::ifstream(weights)) {
+      return Usage(inv, absl::StrCat("--weights=", weights, ": cannot read it"));
+    }
+    return Fail(inv, "import", s.status());
+  }
   PrintSession(inv, *s);
   return kOk;
 }

@@ -297,24 +297,57 @@ absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const 
   return bytes;
 }
 
-absl::StatusOr<v1::CheckpointInfo> Client::UploadCheckpoint(const std::string& id,
-                                                            const std::string& path) {
+namespace {
+
+// Streams the file at `path` through `writer` in chunks of `first`'s type: `first` (with its
+// configuration) carries the first bytes, later messages only bytes. NotFound when the file
+// cannot be read; the server's status otherwise.
+template <typename Message, typename Writer>
+absl::Status StreamFile(Message first, const std::string& path, Writer& writer) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  grpc::ClientContext ctx;
-  v1::CheckpointInfo out;
-  auto writer = stub_->UploadCheckpoint(&ctx, &out);
   std::string buf(kChunkBytes, '\0');
-  v1::CheckpointChunk chunk;
-  chunk.set_session_id(id);
+  Message chunk = std::move(first);
   do {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     chunk.set_data(buf.data(), static_cast<size_t>(in.gcount()));
     if (!writer->Write(chunk)) break;
-    chunk.clear_session_id();
+    chunk = Message();
   } while (in);
   writer->WritesDone();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::CheckpointInfo> Client::UploadCheckpoint(const std::string& id,
+                                                            const std::string& path) {
+  if (!std::ifstream(path, std::ios::binary)) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  grpc::ClientContext ctx;
+  v1::CheckpointInfo out;
+  auto writer = stub_->UploadCheckpoint(&ctx, &out);
+  v1::CheckpointChunk first;
+  first.set_session_id(id);
+  absl::Status sent = StreamFile(std::move(first), path, writer);
   absl::Status s = FromGrpc(writer->Finish());
+  if (!sent.ok()) return sent;
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<v1::Session> Client::ImportWeights(v1::ImportRequest first,
+                                                  const std::string& path) {
+  if (!std::ifstream(path, std::ios::binary)) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  grpc::ClientContext ctx;
+  v1::Session out;
+  auto writer = stub_->ImportWeights(&ctx, &out);
+  absl::Status sent = StreamFile(std::move(first), path, writer);
+  absl::Status s = FromGrpc(writer->Finish());
+  if (!sent.ok()) return sent;
   if (!s.ok()) return s;
   return out;
 }

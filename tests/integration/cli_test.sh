@@ -84,6 +84,25 @@ expect 0 "$Q" forward fm --data=$FM --split=t10k --batch_size=20 --json
 A=$OUT
 expect 0 "$Q" forward copy --data=$FM --split=t10k --batch_size=20 --json
 [ "$A" = "$OUT" ] || { echo "FAIL: pushed checkpoint gives other outputs" >&2; FAILS=$((FAILS + 1)); }
+# import: float weights with PyTorch naming and layouts (written by numpy here), renamed by --map.
+PYTHONPATH="$BUILD/python" /usr/bin/python3 - "$TMP/torch.safetensors" <<'PY'
+import sys
+import numpy as np
+import qtrain
+rng = np.random.default_rng(0)
+qtrain.save_safetensors({"1.weight": rng.normal(0, 0.05, (256, 784)).astype(np.float32),
+                         "1.bias": np.zeros(256, np.float32),
+                         "3.weight": rng.normal(0, 0.05, (10, 256)).astype(np.float32),
+                         "3.bias": np.zeros(10, np.float32)}, sys.argv[1])
+PY
+expect 0 "$Q" import imported --preset=mlp --weights="$TMP/torch.safetensors" \
+  --map='{"Dense_0": "1", "head": "3"}' --json
+json_check 'j["session_id"] == "imported" and j["parameters"] == "203530"'
+expect 0 "$Q" session delete imported
+expect 6 "$Q" import wrong --preset=mlp --weights="$TMP/torch.safetensors"
+grep -q "missing: Dense_0.weight" "$TMP/stderr" || { echo "FAIL: import error names no tensor" >&2; cat "$TMP/stderr" >&2; FAILS=$((FAILS + 1)); }
+expect 2 "$Q" import wrong --preset=mlp --weights="$TMP/absent.safetensors"
+expect 2 "$Q" import wrong --preset=mlp
 expect 0 "$Q" session list --json
 json_check 'sorted(s["session_id"] for s in j["sessions"]) == ["copy", "fm"]'
 

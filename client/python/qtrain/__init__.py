@@ -11,8 +11,9 @@ Tensors travel as numpy arrays; checkpoints come back as dicts of arrays.
 
 from qtrain.client import Client, QtrainError
 from qtrain.datasets import batches, load_idx, load_fashion_mnist
-from qtrain.safetensors import load_safetensors
+from qtrain.safetensors import load_safetensors, save_safetensors
 from qtrain.tensors import from_tensor, to_tensor
+from qtrain.torch_import import torch_module_map
 from qtrain import presets
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_idx",
     "load_safetensors",
+    "save_safetensors",
+    "torch_module_map",
     "presets",
     "to_tensor",
 ]

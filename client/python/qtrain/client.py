@@ -11,12 +11,14 @@ import json
 import os
 
 import grpc
+import numpy as np
 from google.protobuf import json_format
 
 from qtrain import presets
 from qtrain.grpc_protos import health_pb2, health_pb2_grpc
-from qtrain.safetensors import load_safetensors
+from qtrain.safetensors import load_safetensors, save_safetensors
 from qtrain.tensors import from_tensor, to_tensor
+from qtrain.torch_import import torch_module_map
 from qtrain.v1 import model_pb2, optimizer_pb2, rules_pb2, trainer_service_pb2 as pb
 from qtrain.v1 import trainer_service_pb2_grpc
 
@@ -287,6 +289,39 @@ class Client:
     def checkpoint_arrays(self, session_id):
         """({tensor name: ndarray}, metadata) of the session's checkpoint."""
         return load_safetensors(self.download_checkpoint(session_id))
+
+    @_wrap
+    def import_weights(self, session_id, model, weights, module_map=None, rules=None,
+                       optimizer=None, seed=1):
+        """A new session from `model` (a spec, as create_session takes it) and float weights
+        trained elsewhere; returns the Session. `weights` is a torch.nn.Module (its state_dict,
+        and module_map from torch_module_map when not given), a dict of arrays (PyTorch naming
+        and layouts: Linear weight (out, in), conv OIHW), safetensors bytes, or a file path.
+        `module_map`: {qtrain module: module name in the weights}; unlisted modules are looked
+        up by their path with '.' for '/'. The server names every tensor that does not fit."""
+        spec = _message(model, model_pb2.ModelSpec)
+        if hasattr(weights, "state_dict"):
+            if module_map is None:
+                module_map = torch_module_map(weights, spec)
+            weights = {k: v.detach().cpu().numpy() for k, v in weights.state_dict().items()}
+        if isinstance(weights, dict):
+            data = save_safetensors({k: np.asarray(v, dtype=np.float32) for k, v in
+                                     weights.items()})
+        elif isinstance(weights, (bytes, bytearray, memoryview)):
+            data = bytes(weights)
+        else:
+            with open(weights, "rb") as f:
+                data = f.read()
+        first = pb.ImportRequest(
+            session_id=session_id, model=spec, rules=_message(rules, rules_pb2.RuleSet),
+            optimizer=_message(optimizer, optimizer_pb2.OptimizerConfig), seed=seed,
+            module_map=module_map or {}, data=data[:_CHUNK])
+
+        def chunks():
+            yield first
+            for at in range(_CHUNK, len(data), _CHUNK):
+                yield pb.ImportRequest(data=data[at:at + _CHUNK])
+        return self._stub.ImportWeights(chunks())
 
     @_wrap
     def upload_checkpoint(self, session_id, checkpoint):

@@ -1,4 +1,5 @@
-"""A small, dependency-free reader of safetensors files (the format of qtrain checkpoints).
+"""A small, dependency-free reader and writer of safetensors files (the format of qtrain
+checkpoints, and of the float weights ImportWeights takes).
 
 Layout: an 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape,
 data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the tensor bytes.
@@ -14,6 +15,37 @@ _DTYPES = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U8": "u1", "BOOL": "?",
 }
+
+
+_NAMES = {np.dtype(v).str: k for k, v in _DTYPES.items()}  # "<f4" -> "F32", "|u1" -> "U8"
+
+
+def save_safetensors(tensors, path=None, metadata=None):
+    """Serializes {name: array-like} (numpy arrays; anything np.asarray takes, such as a PyTorch
+    tensor's .numpy()) as safetensors bytes, little-endian and C-ordered, tensors in name order.
+    Writes them to `path` when given; returns the bytes. Raises ValueError for a dtype that
+    safetensors has no name for."""
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(np.asarray(tensors[name]))
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        tag = _NAMES.get(a.dtype.str)
+        if tag is None:
+            raise ValueError(f"safetensors: {name!r} has dtype {a.dtype}, which has no tag")
+        blob = a.tobytes()
+        header[name] = {"dtype": tag, "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    data = struct.pack("<Q", len(text)) + text + b"".join(blobs)
+    if path is not None:
+        with open(path, "wb") as f:
+            f.write(data)
+    return data
 
 
 def load_safetensors(data):

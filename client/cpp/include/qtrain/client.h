@@ -79,6 +79,10 @@ class Client {
   // Sends the safetensors file at `path` into session `id` (created from the file when new).
   absl::StatusOr<v1::CheckpointInfo> UploadCheckpoint(const std::string& id,
                                                       const std::string& path);
+  // A new session from `first` (session_id, model, rules, optimizer, seed, module_map) and the
+  // float weights of a model trained elsewhere: the safetensors file at `path` (PyTorch naming
+  // and layouts), streamed in chunks. The server names every tensor that does not fit.
+  absl::StatusOr<v1::Session> ImportWeights(v1::ImportRequest first, const std::string& path);
 
  private:
   explicit Client(std::shared_ptr<grpc::Channel> channel);

@@ -1,0 +1,109 @@
+"""Bring your own model: a Fashion-MNIST MLP trained in PyTorch (Debian's python3-torch) is
+imported into a session through ImportWeights and gives PyTorch's outputs; then the session
+calibrates and quantizes like any other. Also the safetensors writer and torch_module_map."""
+
+import os
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+import torch
+
+import qtrain
+from tests_server import Server  # noqa: E402  (same folder)
+
+# The qtrain spec that mirrors torch.nn.Sequential(Flatten, Linear(784, 256), ReLU,
+# Linear(256, 10)).
+SPEC = {"input": {"shape": [28, 28, 1]}, "body": {"sequential": {"layers": [
+    {"flatten": {}}, {"linear": {"features": 256}}, {"activation": {"kind": "RELU"}},
+    {"name": "head", "linear": {"features": 10}}]}}}
+
+
+def torch_mlp():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 10))
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "import_and_calibrate.py")
+
+
+class ImportTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.client = qtrain.Client(cls.server.address)
+        x, y = qtrain.load_fashion_mnist("train", limit=6400)
+        cls.xt, cls.yt = qtrain.load_fashion_mnist("t10k", limit=512)
+        torch.manual_seed(0)
+        cls.model = torch_mlp()
+        optimizer = torch.optim.Adam(cls.model.parameters(), lr=1e-3)
+        # The images are HWC; flattening (28, 28, 1) and torch's flattening agree (C = 1).
+        xs, ys = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+        for epoch in range(2):
+            for at in range(0, len(xs), 128):
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(cls.model(xs[at:at + 128]),
+                                                         ys[at:at + 128])
+                loss.backward()
+                optimizer.step()
+        cls.model.eval()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.server.stop()
+
+    def test_module_map_pairs_layers_in_order(self):
+        spec = qtrain.client._message(SPEC, qtrain.client.model_pb2.ModelSpec)
+        self.assertEqual(qtrain.torch_module_map(self.model, spec), {"Dense_0": "1", "head": "3"})
+        with self.assertRaises(ValueError):  # a model with another layer count
+            qtrain.torch_module_map(torch.nn.Sequential(torch.nn.Linear(784, 10)), spec)
+
+    def test_imported_model_gives_pytorchs_outputs(self):
+        session = self.client.import_weights("torch-mlp", SPEC, self.model)
+        self.assertEqual(session.step, 0)
+        self.assertEqual(session.parameters, 784 * 256 + 256 + 256 * 10 + 10)
+        with torch.no_grad():
+            want = self.model(torch.from_numpy(self.xt)).numpy()
+        got = self.client.forward("torch-mlp", self.xt)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        accuracy = float(np.mean(np.argmax(got, axis=1) == self.yt))
+        self.assertGreater(accuracy, 0.75)
+        # Then PTQ like any session: calibrate static int8 scales, quantized outputs stay close.
+        self.client.update_rules("torch-mlp", "srq-int8")
+        self.client.calibrate("torch-mlp", qtrain.batches(self.xt, None, batch_size=128))
+        quantized = self.client.forward("torch-mlp", self.xt)
+        self.assertGreater(float(np.mean(np.argmax(quantized, axis=1) == self.yt)),
+                           accuracy - 0.03)
+
+    def test_a_state_dict_with_a_wrong_shape_is_refused_by_name(self):
+        state = {k: v.numpy() for k, v in self.model.state_dict().items()}
+        state["3.weight"] = state["3.weight"][:, :100]
+        with self.assertRaises(qtrain.QtrainError) as e:
+            self.client.import_weights("bad", SPEC, state, module_map={"Dense_0": "1", "head": "3"})
+        self.assertIn("3.weight is [10, 100]", e.exception.message)
+        self.assertNotIn("bad", [s.session_id for s in self.client.list_sessions()])
+
+    def test_the_example_imports_and_calibrates_with_every_calibrator(self):
+        out = subprocess.run([sys.executable, EXAMPLE, "--server", self.server.address,
+                              "--epochs", "1", "--limit", "6400"],
+                             check=True, capture_output=True, text=True).stdout
+        rows = dict(line.rsplit(None, 1) for line in out.splitlines()[1:])
+        rows = {k.strip(): float(v) for k, v in rows.items()}
+        # Outputs agree to 1e-5; an exact tie between two logits could still flip one argmax.
+        self.assertAlmostEqual(rows["qtrain float (imported)"], rows["PyTorch float"], delta=2e-4)
+        for method in ("absmax", "percentile,99.9", "mse", "entropy"):
+            self.assertGreater(rows[f"SRQ int8, {method}"], rows["PyTorch float"] - 0.03, out)
+
+    def test_safetensors_round_trip(self):
+        arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3).T, "i": np.array([1, -2], np.int32)}
+        data = qtrain.save_safetensors(arrays, metadata={"format": "pt"})
+        back, metadata = qtrain.load_safetensors(data)
+        np.testing.assert_array_equal(back["w"], arrays["w"])
+        np.testing.assert_array_equal(back["i"], arrays["i"])
+        self.assertEqual(metadata, {"format": "pt"})
+
+
+if __name__ == "__main__":
+    unittest.main()
