@@ -89,6 +89,16 @@ const std::vector<CommandSpec>& CommandSpecs() {
        {"weights", "map", "preset", "model", "rules", "optimizer", "lr", "seed", "classes",
         "input_shape", "seq_len"},
        Import},
+      {"export",
+       "ID",
+       1,
+       1,
+       "The session quantized for deployment, into --out=DIR: model.safetensors (int8 weights "
+       "with per-channel scales and static input scales, in the compressed-tensors layout vLLM "
+       "and Hugging Face read) and config.json (its quantization_config). Calibrate first; "
+       "--map names the layers as in the original model.",
+       {"out", "format", "map"},
+       Export},
       {"session delete",
        "ID",
        1,

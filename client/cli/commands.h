@@ -12,6 +12,7 @@ int SessionGet(Invocation& inv);
 int SessionList(Invocation& inv);
 int SessionDelete(Invocation& inv);
 int Import(Invocation& inv);
+int Export(Invocation& inv);
 int RulesSet(Invocation& inv);
 int Stats(Invocation& inv);
 int CheckpointSave(Invocation& inv);

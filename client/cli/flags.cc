@@ -14,6 +14,7 @@ ABSL_FLAG(std::string, token, "",
           "bearer token for a server with --auth_tokens (needs TLS); @FILE reads it from a file "
           "(default: $QTRAIN_TOKEN; prefer it or @FILE: a command line is visible to other users)");
 ABSL_FLAG(std::string, tenant, "", "token new: the tenant the token acts for");
+ABSL_FLAG(std::string, out, "", "export: the directory to write model.safetensors and config.json");
 ABSL_FLAG(std::string, weights, "",
           "import: a safetensors file of float weights (a PyTorch state_dict, say)");
 ABSL_FLAG(std::string, map, "",
@@ -32,7 +33,9 @@ ABSL_FLAG(double, lr, 1e-3, "learning rate of the optimizer presets");
 ABSL_FLAG(uint64_t, seed, 1, "seed for initialisation (session create) and shuffling");
 ABSL_FLAG(int, classes, 10, "classes of the mlp / cnn presets");
 ABSL_FLAG(std::string, data, "", "IDX directory or images file, .csv[.gz] file, or text file");
-ABSL_FLAG(std::string, format, "", "data format: idx, csv or text (default: from --data)");
+ABSL_FLAG(std::string, format, "",
+          "data format: idx, csv or text (default: from --data); export: compressed-tensors "
+          "(the default)");
 ABSL_FLAG(std::string, split, "train", "IDX directory split: train or t10k");
 ABSL_FLAG(std::string, labels, "", "IDX labels file (default: derived from the images file)");
 ABSL_FLAG(std::string, label_column, "",

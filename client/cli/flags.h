@@ -13,6 +13,7 @@ ABSL_DECLARE_FLAG(std::string, tls_key);
 ABSL_DECLARE_FLAG(std::string, token);
 ABSL_DECLARE_FLAG(std::string, tenant);
 ABSL_DECLARE_FLAG(std::string, weights);
+ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(std::string, map);
 ABSL_DECLARE_FLAG(std::string, role);
 ABSL_DECLARE_FLAG(std::string, name);

@@ -41,6 +41,8 @@ commands:
   session delete ID               delete a session (and its data on the server)
   import [ID] --weights=FILE      new session from --preset/--model and float weights trained
                                   elsewhere (safetensors, PyTorch naming; --map renames modules)
+  export ID --out=DIR             int8 model.safetensors + config.json (compressed-tensors) of a
+                                  calibrated session; --map names the layers
   rules set ID RULES              switch the rules between steps: float, qat-int8, qt-int8,
                                   srq-int8, qat-int4, a JSON file or inline JSON
   train ID --data=D               train for --epochs, or --steps batches (over as many passes

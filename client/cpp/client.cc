@@ -270,11 +270,11 @@ absl::StatusOr<v1::CheckpointInfo> Client::SaveCheckpoint(const std::string& id)
   });
 }
 
-absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const std::string& path) {
-  grpc::ClientContext ctx;
-  v1::DownloadCheckpointRequest req;
-  req.set_session_id(id);
-  auto reader = stub_->DownloadCheckpoint(&ctx, req);
+namespace {
+
+// Writes a stream of CheckpointChunk into `path` through `path`.part, renamed on success.
+template <typename Reader>
+absl::StatusOr<int64_t> SaveStream(Reader& reader, const std::string& path) {
   const std::string tmp = absl::StrCat(path, ".part");
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) return absl::NotFoundError(absl::StrCat("cannot write ", tmp));
@@ -295,6 +295,23 @@ absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const 
     return s;
   }
   return bytes;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const std::string& path) {
+  grpc::ClientContext ctx;
+  v1::DownloadCheckpointRequest req;
+  req.set_session_id(id);
+  auto reader = stub_->DownloadCheckpoint(&ctx, req);
+  return SaveStream(reader, path);
+}
+
+absl::StatusOr<int64_t> Client::ExportQuantized(const v1::ExportRequest& request,
+                                                const std::string& path) {
+  grpc::ClientContext ctx;
+  auto reader = stub_->ExportQuantized(&ctx, request);
+  return SaveStream(reader, path);
 }
 
 namespace {

@@ -6,9 +6,9 @@
 //                           "max_streams": 8, "max_checkpoint_bytes": 1073741824}}}
 //
 // Roles: reader (reads and inference: Get/List sessions, GetQuantStats, Forward, Evaluate,
-// DownloadCheckpoint, GetServerInfo), trainer (reader's calls plus everything that changes its
-// tenant's sessions: CreateSession, DeleteSession, UpdateRules, Train, Calibrate, SaveCheckpoint,
-// UploadCheckpoint, ImportWeights), admin (every call, on every tenant's sessions).
+// DownloadCheckpoint, ExportQuantized, GetServerInfo), trainer (reader's calls plus everything that
+// changes its tenant's sessions: CreateSession, DeleteSession, UpdateRules, Train, Calibrate,
+// SaveCheckpoint, UploadCheckpoint, ImportWeights), admin (every call, on every tenant's sessions).
 //
 // Thread-safety: AccessFile is shared by every gRPC thread; Lookup re-reads the file when its
 // modification time changed (at most once a second), so tokens rotate without a restart.

@@ -13,6 +13,7 @@
 #include "server/rpc/unary_call.h"
 #include "server/rpc/wire_message.h"
 #include "server/store/checkpoint_io.h"
+#include "server/store/export_quantized.h"
 #include "server/store/session_checkpoint.h"
 
 namespace qtrain::rpc {
@@ -23,17 +24,20 @@ using engine::Trainer;
 
 constexpr size_t kChunkBytes = 1 << 20;
 
-// Streams one checkpoint's bytes, produced on the session's executor.
+// Streams one file's bytes (a checkpoint, an export), produced on the session's executor by
+// `produce` from the request.
+template <typename Request>
 class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  DownloadStream(const CallGate& gate, engine::SessionManager* sessions, Metrics* metrics,
-                 const grpc::ByteBuffer* in) {
+  using Producer = std::function<absl::StatusOr<std::string>(const Request&, Trainer&)>;
+  DownloadStream(const CallGate& gate, engine::SessionManager* sessions, const grpc::ByteBuffer* in,
+                 Producer produce) {
     if (!gate.admitted().ok()) {
       gate.Audit(gate.admitted());
       Finish(ToGrpcStatus(gate.admitted()));
       return;
     }
-    v1::DownloadCheckpointRequest request;
+    Request request;
     grpc::ByteBuffer bytes = *in;
     if (absl::Status parsed = ParseWire(bytes, &request, "the request"); !parsed.ok()) {
       Finish(ToGrpcStatus(parsed));
@@ -49,13 +53,13 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       Finish(ToGrpcStatus(session.status()));
       return;
     }
-    absl::Status s = (*session)->Submit([this, metrics](Trainer& t) {
-      const auto start = std::chrono::steady_clock::now();
-      bytes_ = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
-      if (metrics != nullptr) {
-        metrics->RecordCheckpoint("download", SecondsSince(start),
-                                  static_cast<int64_t>(bytes_.size()));
+    absl::Status s = (*session)->Submit([this, request, produce = std::move(produce)](Trainer& t) {
+      absl::StatusOr<std::string> bytes = produce(request, t);
+      if (!bytes.ok()) {
+        Finish(ToGrpcStatus(bytes.status()));
+        return;
       }
+      bytes_ = *std::move(bytes);
       WriteNext();  // the first write; later ones come from OnWriteDone
     });
     if (!s.ok()) Finish(ToGrpcStatus(s));
@@ -227,7 +231,35 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context* ctx, const Byt
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(Context* ctx,
                                                                                const Bytes* in) {
-  return new DownloadStream(Gate(ctx, "DownloadCheckpoint"), sessions_, metrics_, in);
+  Metrics* metrics = metrics_;
+  return new DownloadStream<v1::DownloadCheckpointRequest>(
+      Gate(ctx, "DownloadCheckpoint"), sessions_, in,
+      [metrics](const v1::DownloadCheckpointRequest&, Trainer& t) -> absl::StatusOr<std::string> {
+        const auto start = std::chrono::steady_clock::now();
+        std::string bytes = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
+        if (metrics != nullptr) {
+          metrics->RecordCheckpoint("download", SecondsSince(start),
+                                    static_cast<int64_t>(bytes.size()));
+        }
+        return bytes;
+      });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::ExportQuantized(Context* ctx,
+                                                                            const Bytes* in) {
+  return new DownloadStream<v1::ExportRequest>(
+      Gate(ctx, "ExportQuantized"), sessions_, in,
+      [](const v1::ExportRequest& request, Trainer& t) -> absl::StatusOr<std::string> {
+        if (request.format() != "compressed-tensors") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("format \"", request.format(), "\" is not one of: compressed-tensors"));
+        }
+        const std::map<std::string, std::string> module_map(request.module_map().begin(),
+                                                            request.module_map().end());
+        QTRAIN_ASSIGN_OR_RETURN(store::SafetensorsFile file,
+                                store::ExportCompressedTensors(t, module_map));
+        return store::SerializeSafetensors(file);
+      });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,

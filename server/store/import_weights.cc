@@ -1,5 +1,6 @@
 #include "server/store/import_weights.h"
 
+#include <cstring>
 #include <set>
 #include <vector>
 
@@ -10,19 +11,31 @@
 namespace qtrain::store {
 namespace {
 
-// PyTorch's (out, in) -> (in, out).
+// Up to 10 entries and the total.
+std::string List(const std::vector<std::string>& items) {
+  std::vector<std::string> shown(items.begin(), items.begin() + std::min<size_t>(items.size(), 10));
+  std::string out = absl::StrJoin(shown, ", ");
+  if (items.size() > shown.size()) absl::StrAppend(&out, ", ... (", items.size(), " in all)");
+  return out;
+}
+
+}  // namespace
+
+// (a, b) -> (b, a), of any element size.
 Tensor Transpose2(const Tensor& t) {
   const int64_t rows = t.dim(0), cols = t.dim(1);
-  Tensor out = Tensor::Empty(DType::kF32, {cols, rows});
-  const float* src = t.data<float>();
-  float* dst = out.data<float>();
+  const size_t size = DTypeSize(t.dtype());
+  Tensor out = Tensor::Empty(t.dtype(), {cols, rows});
+  const char* src = static_cast<const char*>(t.raw());
+  char* dst = static_cast<char*>(out.raw());
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+    for (int64_t c = 0; c < cols; ++c) {
+      std::memcpy(dst + (c * rows + r) * size, src + (r * cols + c) * size, size);
+    }
   }
   return out;
 }
 
-// PyTorch's OIHW -> HWIO.
 Tensor OihwToHwio(const Tensor& t) {
   const int64_t o = t.dim(0), i = t.dim(1), h = t.dim(2), w = t.dim(3);
   Tensor out = Tensor::Empty(DType::kF32, {h, w, i, o});
@@ -40,15 +53,22 @@ Tensor OihwToHwio(const Tensor& t) {
   return out;
 }
 
-// Up to 10 entries and the total.
-std::string List(const std::vector<std::string>& items) {
-  std::vector<std::string> shown(items.begin(), items.begin() + std::min<size_t>(items.size(), 10));
-  std::string out = absl::StrJoin(shown, ", ");
-  if (items.size() > shown.size()) absl::StrAppend(&out, ", ... (", items.size(), " in all)");
+Tensor HwioToOihw(const Tensor& t) {
+  const int64_t h = t.dim(0), w = t.dim(1), i = t.dim(2), o = t.dim(3);
+  Tensor out = Tensor::Empty(DType::kF32, {o, i, h, w});
+  const float* src = t.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t a = 0; a < o; ++a) {
+    for (int64_t b = 0; b < i; ++b) {
+      for (int64_t y = 0; y < h; ++y) {
+        for (int64_t x = 0; x < w; ++x) {
+          dst[((a * i + b) * h + y) * w + x] = src[((y * w + x) * i + b) * o + a];
+        }
+      }
+    }
+  }
   return out;
 }
-
-}  // namespace
 
 std::string SourceName(const std::string& param,
                        const std::map<std::string, std::string>& module_map) {

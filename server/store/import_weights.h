@@ -28,4 +28,9 @@ absl::Status ImportWeights(const SafetensorsFile& file,
 std::string SourceName(const std::string& param,
                        const std::map<std::string, std::string>& module_map);
 
+// Layout conversions between PyTorch and qtrain (f32 or s8 tensors).
+Tensor Transpose2(const Tensor& t);  // (a, b) -> (b, a)
+Tensor OihwToHwio(const Tensor& t);
+Tensor HwioToOihw(const Tensor& t);
+
 }  // namespace qtrain::store

@@ -98,6 +98,21 @@ PY
 expect 0 "$Q" import imported --preset=mlp --weights="$TMP/torch.safetensors" \
   --map='{"Dense_0": "1", "head": "3"}' --json
 json_check 'j["session_id"] == "imported" and j["parameters"] == "203530"'
+# export: calibrate static int8 scales, then the compressed-tensors files.
+expect 0 "$Q" calibrate imported --data=$FM --split=t10k --steps=2 --rules=srq-int8
+expect 0 "$Q" export imported --out="$TMP/export" --map='{"Dense_0": "1", "head": "3"}' --json
+json_check 'j["int8_layers"] == 2 and j["format"] == "compressed-tensors"'
+PYTHONPATH="$BUILD/python" /usr/bin/python3 - "$TMP/export" <<'PY' || { echo "FAIL: export files" >&2; FAILS=$((FAILS + 1)); }
+import json, sys
+import qtrain
+config = json.load(open(sys.argv[1] + "/config.json"))["quantization_config"]
+assert config["quant_method"] == "compressed-tensors", config
+arrays, meta = qtrain.load_safetensors(sys.argv[1] + "/model.safetensors")
+assert arrays["1.weight"].dtype.name == "int8" and arrays["1.weight"].shape == (256, 784)
+assert arrays["3.input_scale"].shape == (1,) and arrays["3.weight_scale"].shape == (10, 1)
+PY
+expect 6 "$Q" export imported --out="$TMP/export" --format=onnx
+expect 2 "$Q" export imported
 expect 0 "$Q" session delete imported
 expect 6 "$Q" import wrong --preset=mlp --weights="$TMP/torch.safetensors"
 grep -q "missing: Dense_0.weight" "$TMP/stderr" || { echo "FAIL: import error names no tensor" >&2; cat "$TMP/stderr" >&2; FAILS=$((FAILS + 1)); }

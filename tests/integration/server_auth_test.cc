@@ -257,6 +257,16 @@ class ServerAuthTest : public ::testing::Test {
     }
     if (method == "UploadCheckpoint") return Upload(token, id, checkpoint_);
     if (method == "ImportWeights") return Import(token, id);
+    if (method == "ExportQuantized") {
+      v1::ExportRequest req;
+      req.set_session_id(id);
+      req.set_format("compressed-tensors");
+      auto reader = stub_->ExportQuantized(ctx.get(), req);
+      v1::CheckpointChunk chunk;
+      while (reader->Read(&chunk)) {
+      }
+      return reader->Finish();
+    }
     if (method == "GetServerInfo") {
       v1::ServerInfo resp;
       return stub_->GetServerInfo(ctx.get(), {}, &resp);
@@ -287,8 +297,8 @@ const std::vector<std::string>& AllMethods() {
 TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
   const std::set<std::string> kReads = {"GetSession",   "ListSessions", "GetQuantStats",
                                         "Forward",      "Evaluate",     "DownloadCheckpoint",
-                                        "GetServerInfo"};
-  ASSERT_EQ(AllMethods().size(), 15u);  // a new RPC must be added to this test and access.cc
+                                        "GetServerInfo", "ExportQuantized"};
+  ASSERT_EQ(AllMethods().size(), 16u);  // a new RPC must be added to this test and access.cc
   ASSERT_TRUE(Create(kTrainerA, "seed").ok());
   ASSERT_TRUE(Download(kTrainerA, "seed", &checkpoint_).ok());
   struct RoleCase {
@@ -305,6 +315,8 @@ TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
       std::string id = role.prefix + target;
       if (method == "CreateSession") id = absl::StrCat(role.prefix, "new", role.token);
       if (method == "ImportWeights") id = absl::StrCat(role.prefix, "imp", role.token);
+      // An export needs the activation statistics (the upload before replaced them).
+      if (method == "ExportQuantized") ASSERT_TRUE(Invoke("Calibrate", kTrainerA, target).ok());
       if (method == "DeleteSession") {
         ASSERT_TRUE(Create(kTrainerA, absl::StrCat("del", role.token)).ok());
         id = absl::StrCat(role.prefix, "del", role.token);

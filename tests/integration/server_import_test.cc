@@ -2,12 +2,14 @@
 // session whose Forward matches the same model computed here; module_map renames modules; a file
 // that does not fit the spec is refused with every missing, extra and mis-shaped tensor named,
 // and nothing is created.
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "server/store/safetensors.h"
 #include "tests/integration/server_fixture.h"
@@ -159,6 +161,120 @@ TEST_F(ServerImportTest, AFileThatDoesNotFitIsRefusedNamingEveryTensor) {
   grpc::ClientContext lctx;
   ASSERT_TRUE(stub_->ListSessions(&lctx, {}, &list).ok());
   EXPECT_EQ(list.sessions_size(), 0);
+}
+
+// Export: the int8 file holds exactly what the server computes with. An int8 forward computed
+// here from the exported tensors alone (quantize x with input_scale, integer dot with the int8
+// weights, rescale) matches the server's SRQ Forward.
+TEST_F(ServerImportTest, CompressedTensorsExportReproducesTheServersInt8Forward) {
+  const std::map<std::string, Tensor> torch = {{"0.weight", Values({32, 6}, 1)},
+                                               {"0.bias", Values({32}, 2)},
+                                               {"2.weight", Values({3, 32}, 3)},
+                                               {"2.bias", Values({3}, 4)}};
+  const std::map<std::string, std::string> names = {{"Dense_0", "0"}, {"Dense_1", "2"}};
+  v1::Session session;
+  ASSERT_TRUE(Import("q", kSpec, torch, names, &session).ok());
+  auto export_bytes = [&](grpc::Status* status) {
+    v1::ExportRequest req;
+    req.set_session_id("q");
+    req.set_format("compressed-tensors");
+    for (const auto& [k, v] : names) (*req.mutable_module_map())[k] = v;
+    grpc::ClientContext ctx;
+    auto reader = stub_->ExportQuantized(&ctx, req);
+    std::string bytes;
+    v1::CheckpointChunk chunk;
+    while (reader->Read(&chunk)) bytes += chunk.data();
+    *status = reader->Finish();
+    return bytes;
+  };
+  v1::UpdateRulesRequest update;
+  update.set_session_id("q");
+  *update.mutable_rules() = Json<v1::RuleSet>(
+      R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": true}]})");
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->UpdateRules(&ctx, update, &session).ok());
+  }
+  grpc::Status status;
+  export_bytes(&status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("Dense_0: no activation statistics yet"));
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Calibrate(&ctx);
+    for (int i = 0; i < 4; ++i) {
+      v1::CalibrateRequest req;
+      req.set_session_id("q");
+      *req.mutable_inputs() = rpc::ToWire(Values({16, 6}, 20 + i));
+      stream->Write(req);
+    }
+    stream->WritesDone();
+    v1::CalibrateResponse resp;
+    while (stream->Read(&resp)) {
+    }
+    ASSERT_TRUE(stream->Finish().ok());
+  }
+  const std::string bytes = export_bytes(&status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  absl::StatusOr<store::SafetensorsFile> file = store::ParseSafetensors(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const nlohmann::json config = nlohmann::json::parse(file->metadata.at("quantization_config"));
+  EXPECT_EQ(config["quant_method"], "compressed-tensors");
+  EXPECT_EQ(config["format"], "int-quantized");
+  const nlohmann::json& group = config["config_groups"]["group_0"];
+  EXPECT_EQ(group["targets"], nlohmann::json({"0", "2"}));
+  EXPECT_EQ(group["weights"]["strategy"], "channel");
+  EXPECT_EQ(group["input_activations"]["strategy"], "tensor");
+  EXPECT_EQ(group["input_activations"]["dynamic"], false);
+  for (const char* layer : {"0", "2"}) {
+    const std::string l = layer;
+    EXPECT_EQ(file->tensors.at(l + ".weight").dtype(), DType::kS8);
+    EXPECT_EQ(file->tensors.at(l + ".weight_scale").dim(1), 1);
+    EXPECT_EQ(file->tensors.at(l + ".input_scale").numel(), 1);
+    EXPECT_EQ(file->tensors.at(l + ".bias").dtype(), DType::kF32);
+  }
+  // The int8 forward from the file alone.
+  auto layer = [&](const std::string& l, const std::vector<double>& in, int64_t n, int64_t k,
+                   bool relu) {
+    const Tensor& w = file->tensors.at(l + ".weight");  // (out, k) int8
+    const int64_t out = w.dim(0);
+    const float s_in = file->tensors.at(l + ".input_scale").data<float>()[0];
+    const float* s_w = file->tensors.at(l + ".weight_scale").data<float>();
+    const float* b = file->tensors.at(l + ".bias").data<float>();
+    std::vector<double> y(n * out);
+    for (int64_t r = 0; r < n; ++r) {
+      std::vector<int32_t> xq(k);
+      for (int64_t i = 0; i < k; ++i) {
+        xq[i] = static_cast<int32_t>(
+            std::clamp(std::nearbyint(static_cast<float>(in[r * k + i]) / s_in), -128.0f, 127.0f));
+      }
+      for (int64_t o = 0; o < out; ++o) {
+        int64_t acc = 0;
+        for (int64_t i = 0; i < k; ++i) acc += int64_t{xq[i]} * w.data<int8_t>()[o * k + i];
+        double v = static_cast<double>(acc) * s_in * s_w[o] + b[o];
+        y[r * out + o] = relu ? std::max(v, 0.0) : v;
+      }
+    }
+    return y;
+  };
+  const Tensor x = Values({8, 6}, 30);
+  const std::vector<double> h =
+      layer("0", {x.span<float>().begin(), x.span<float>().end()}, 8, 6, true);
+  const std::vector<double> y = layer("2", h, 8, 32, false);
+  const Tensor served = Forward("q", x);
+  for (int i = 0; i < 8 * 3; ++i) EXPECT_NEAR(served.data<float>()[i], y[i], 1e-4) << i;
+  // Formats other than compressed-tensors are refused by name.
+  v1::ExportRequest onnx;
+  onnx.set_session_id("q");
+  onnx.set_format("tflite");
+  grpc::ClientContext ctx;
+  auto reader = stub_->ExportQuantized(&ctx, onnx);
+  v1::CheckpointChunk chunk;
+  while (reader->Read(&chunk)) {
+  }
+  status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("\"tflite\""));
 }
 
 TEST_F(ServerImportTest, TheFirstMessageMustCarryTheSpec) {

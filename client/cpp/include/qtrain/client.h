@@ -76,6 +76,10 @@ class Client {
   // Writes the session's checkpoint (safetensors) to `path` (through a temporary file renamed
   // on success, so a failed download never leaves a partial file); returns its size in bytes.
   absl::StatusOr<int64_t> DownloadCheckpoint(const std::string& id, const std::string& path);
+  // Writes the session quantized for deployment (ExportQuantized: one safetensors file, its
+  // quantization_config in the metadata) to `path`, like DownloadCheckpoint; returns its size.
+  absl::StatusOr<int64_t> ExportQuantized(const v1::ExportRequest& request,
+                                          const std::string& path);
   // Sends the safetensors file at `path` into session `id` (created from the file when new).
   absl::StatusOr<v1::CheckpointInfo> UploadCheckpoint(const std::string& id,
                                                       const std::string& path);

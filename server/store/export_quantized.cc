@@ -1,0 +1,144 @@
+#include "server/store/export_quantized.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/calibration.h"
+#include "kernels/quantize.h"
+#include "kernels/srq.h"
+#include "kernels/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "server/store/import_weights.h"
+
+namespace qtrain::store {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+json Scheme(bool dynamic, const char* strategy) {
+  return {{"num_bits", 8},
+          {"type", "int"},
+          {"symmetric", true},
+          {"strategy", strategy},
+          {"dynamic", dynamic},
+          {"group_size", nullptr},
+          {"block_structure", nullptr},
+          {"observer", nullptr}};
+}
+
+// One quantized linear layer's tensors, under `name` (its PyTorch name).
+absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const std::string& module,
+                          const std::string& name, const engine::Param& kernel,
+                          SafetensorsFile& out, std::string* group) {
+  if (rule.tile_size > 0 || rule.tile_fraction > 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ": tiled weight scales (tile_size / tile_fraction) are not exported"));
+  }
+  if (!rule.weight_method.IsSymmetric()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(module, ": weight calibration \"", rule.weight_method.ToString(),
+                     "\" is asymmetric; compressed-tensors int8 export takes symmetric weights"));
+  }
+  // Per output channel, exactly as the forward pass quantizes the (in, out) kernel.
+  ReduceSpec spec;
+  spec.axes = {0};
+  QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(kernel.value.shape(), spec));
+  QTRAIN_ASSIGN_OR_RETURN(
+      QuantizedTensor q,
+      CalibrateAndQuantize(kernel.value, layout, QType::kInt8, rule.weight_method, nullptr));
+  const int64_t outs = kernel.value.dim(1);
+  out.tensors[name + ".weight"] = Transpose2(q.q);  // (out, in) int8
+  Tensor scale = q.params.scale;
+  scale.Reshape({outs, 1});
+  out.tensors[name + ".weight_scale"] = std::move(scale);
+  *group = "weight_only";
+  if (!rule.act_qtype) return absl::OkStatus();
+  if (*rule.act_qtype != QType::kInt8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ": activations in ", QTypeName(*rule.act_qtype), " are not exported (int8 only)"));
+  }
+  if (!rule.act_static_scale) {
+    *group = "dynamic";
+    return absl::OkStatus();
+  }
+  auto stat = t.quant_stats().find({module, "dot_general0_lhs"});
+  if (stat == t.quant_stats().end() || stat->second.count == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        module, ": no activation statistics yet; calibrate (or train) before exporting"));
+  }
+  QTRAIN_ASSIGN_OR_RETURN(Calibration cal, SrqCalibration(stat->second, QType::kInt8));
+  if (!cal.symmetric || cal.absmax.numel() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ": static activation scales are ", cal.symmetric ? "per token" : "asymmetric",
+        "; compressed-tensors takes one per tensor (act_batch_axes over every axis but the "
+        "features, symmetric calibration)"));
+  }
+  QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(cal, QType::kInt8));
+  out.tensors[name + ".input_scale"] = Tensor::FromFloats({1}, {params.scale.data<float>()[0]});
+  *group = "static";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
+    engine::Trainer& t, const std::map<std::string, std::string>& module_map) {
+  std::map<std::string, const engine::Param*> params;
+  for (const engine::Param* p : t.model().params()) params[p->name] = p;
+  SafetensorsFile out;
+  std::map<std::string, std::vector<std::string>> groups;  // scheme -> layer names
+  std::vector<std::string> ignore;
+  std::set<std::string> done;  // params written
+  for (const auto& [rule_index, op] : t.model().Ops()) {
+    const size_t colon = op.rfind(':');
+    const std::string module = op.substr(0, colon), op_id = op.substr(colon + 1);
+    auto kernel = params.find(module + "/kernel");
+    const bool linear =
+        op_id == "dot_general0" && kernel != params.end() && kernel->second->value.rank() == 2;
+    if (!linear) continue;  // convolutions and attention stay float
+    const std::string name = SourceName(module + "/kernel", module_map);
+    const std::string layer = name.substr(0, name.rfind('.'));
+    const engine::Rule* rule = rule_index >= 0 && t.model().rules() != nullptr
+                                   ? &t.model().rules()->rules()[rule_index]
+                                   : nullptr;
+    if (rule == nullptr || rule->weight_qtype != QType::kInt8) {
+      ignore.push_back(layer);
+      continue;
+    }
+    std::string group;
+    QTRAIN_RETURN_IF_ERROR(ExportLinear(t, *rule, module, layer, *kernel->second, out, &group));
+    groups[group].push_back(layer);
+    done.insert(module + "/kernel");
+  }
+  // Everything else in float, named and laid out as PyTorch's.
+  for (const auto& [pname, p] : params) {
+    if (done.count(pname)) continue;
+    const std::string name = SourceName(pname, module_map);
+    const bool kernel = pname.size() >= 7 && pname.substr(pname.size() - 7) == "/kernel";
+    if (kernel && p->value.rank() == 2) {
+      out.tensors[name] = Transpose2(p->value);
+    } else if (kernel && p->value.rank() == 4) {
+      out.tensors[name] = HwioToOihw(p->value);
+    } else {
+      out.tensors[name] = p->value;
+    }
+  }
+  json config_groups = json::object();
+  int index = 0;
+  for (const auto& [scheme, layers] : groups) {
+    json g = {{"targets", layers}, {"weights", Scheme(false, "channel")}};
+    if (scheme == "static") g["input_activations"] = Scheme(false, "tensor");
+    if (scheme == "dynamic") g["input_activations"] = Scheme(true, "token");
+    config_groups[absl::StrCat("group_", index++)] = g;
+  }
+  const json config = {{"quant_method", "compressed-tensors"},
+                       {"format", "int-quantized"},
+                       {"quantization_status", "compressed"},
+                       {"config_groups", config_groups},
+                       {"ignore", ignore}};
+  out.metadata["format"] = "pt";
+  out.metadata[kQuantizationConfigKey] = config.dump();
+  return out;
+}
+
+}  // namespace qtrain::store

@@ -1,0 +1,29 @@
+// Int8 export of a session (issue: calibration-as-a-service) in the compressed-tensors layout
+// that vLLM and Hugging Face read: for every linear layer whose rule quantizes its weights to
+// int8, "<name>.weight" int8 (out, in), "<name>.weight_scale" f32 (out, 1) per output channel,
+// and — with static activation scales (SRQ) — "<name>.input_scale" f32 (1); every other
+// parameter in float with PyTorch's names and layouts (import_weights.h, so an imported model
+// round-trips). The quantization_config (config.json's) travels in the file's metadata.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/engine/trainer.h"
+#include "server/store/safetensors.h"
+
+namespace qtrain::store {
+
+// The metadata key holding the quantization_config JSON.
+inline constexpr char kQuantizationConfigKey[] = "quantization_config";
+
+// Builds the export from the trainer's weights, rules and quant_stats; `module_map` renames
+// modules as ImportWeights does. Errors name the layer: FailedPrecondition for static scales
+// without statistics (calibrate first); InvalidArgument for what compressed-tensors cannot hold
+// here — asymmetric or tiled weights, per-token static activation scales, activations in a qtype
+// other than int8.
+absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
+    engine::Trainer& trainer, const std::map<std::string, std::string>& module_map);
+
+}  // namespace qtrain::store
