@@ -1,5 +1,6 @@
 #include "server/store/import_weights.h"
 
+#include <array>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -36,16 +37,23 @@ Tensor Transpose2(const Tensor& t) {
   return out;
 }
 
-Tensor OihwToHwio(const Tensor& t) {
-  const int64_t o = t.dim(0), i = t.dim(1), h = t.dim(2), w = t.dim(3);
-  Tensor out = Tensor::Empty(DType::kF32, {h, w, i, o});
+namespace {
+
+// out[perm applied] = t: out's axis a is t's axis perm[a] (rank 4, f32).
+Tensor Permute4(const Tensor& t, const std::array<int, 4>& perm) {
+  const Shape& in = t.shape();
+  const Shape out_shape = {in[perm[0]], in[perm[1]], in[perm[2]], in[perm[3]]};
+  Tensor out = Tensor::Empty(DType::kF32, out_shape);
+  std::array<int64_t, 4> stride_in = {in[1] * in[2] * in[3], in[2] * in[3], in[3], 1};
   const float* src = t.data<float>();
   float* dst = out.data<float>();
-  for (int64_t a = 0; a < o; ++a) {
-    for (int64_t b = 0; b < i; ++b) {
-      for (int64_t y = 0; y < h; ++y) {
-        for (int64_t x = 0; x < w; ++x) {
-          dst[((y * w + x) * i + b) * o + a] = src[((a * i + b) * h + y) * w + x];
+  int64_t at = 0;
+  for (int64_t a = 0; a < out_shape[0]; ++a) {
+    for (int64_t b = 0; b < out_shape[1]; ++b) {
+      for (int64_t c = 0; c < out_shape[2]; ++c) {
+        for (int64_t d = 0; d < out_shape[3]; ++d) {
+          dst[at++] = src[a * stride_in[perm[0]] + b * stride_in[perm[1]] + c * stride_in[perm[2]] +
+                          d * stride_in[perm[3]]];
         }
       }
     }
@@ -53,22 +61,11 @@ Tensor OihwToHwio(const Tensor& t) {
   return out;
 }
 
-Tensor HwioToOihw(const Tensor& t) {
-  const int64_t h = t.dim(0), w = t.dim(1), i = t.dim(2), o = t.dim(3);
-  Tensor out = Tensor::Empty(DType::kF32, {o, i, h, w});
-  const float* src = t.data<float>();
-  float* dst = out.data<float>();
-  for (int64_t a = 0; a < o; ++a) {
-    for (int64_t b = 0; b < i; ++b) {
-      for (int64_t y = 0; y < h; ++y) {
-        for (int64_t x = 0; x < w; ++x) {
-          dst[((a * i + b) * h + y) * w + x] = src[((y * w + x) * i + b) * o + a];
-        }
-      }
-    }
-  }
-  return out;
-}
+}  // namespace
+
+Tensor OihwToHwio(const Tensor& t) { return Permute4(t, {2, 3, 1, 0}); }
+
+Tensor HwioToOihw(const Tensor& t) { return Permute4(t, {3, 2, 0, 1}); }
 
 std::string SourceName(const std::string& param,
                        const std::map<std::string, std::string>& module_map) {

@@ -295,8 +295,8 @@ const std::vector<std::string>& AllMethods() {
 }
 
 TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
-  const std::set<std::string> kReads = {"GetSession",   "ListSessions", "GetQuantStats",
-                                        "Forward",      "Evaluate",     "DownloadCheckpoint",
+  const std::set<std::string> kReads = {"GetSession",    "ListSessions",   "GetQuantStats",
+                                        "Forward",       "Evaluate",       "DownloadCheckpoint",
                                         "GetServerInfo", "ExportQuantized"};
   ASSERT_EQ(AllMethods().size(), 16u);  // a new RPC must be added to this test and access.cc
   ASSERT_TRUE(Create(kTrainerA, "seed").ok());

@@ -4,6 +4,7 @@
 // and nothing is created.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -126,6 +127,21 @@ TEST_F(ServerImportTest, ConvolutionKernelsAreConvertedFromOihw) {
     }
     EXPECT_NEAR(y.data<float>()[o], acc, 1e-5) << o;
   }
+  // A float export gives the kernel back in PyTorch's OIHW layout, bit for bit.
+  v1::ExportRequest req;
+  req.set_session_id("conv");
+  req.set_format("compressed-tensors");
+  grpc::ClientContext ctx;
+  auto reader = stub_->ExportQuantized(&ctx, req);
+  std::string bytes;
+  v1::CheckpointChunk chunk;
+  while (reader->Read(&chunk)) bytes += chunk.data();
+  ASSERT_TRUE(reader->Finish().ok());
+  absl::StatusOr<store::SafetensorsFile> file = store::ParseSafetensors(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const Tensor& back = file->tensors.at("Conv_0.weight");
+  ASSERT_EQ(back.shape(), (Shape{4, 2, 3, 3}));
+  EXPECT_EQ(std::memcmp(back.raw(), torch.at("Conv_0.weight").raw(), back.nbytes()), 0);
 }
 
 TEST_F(ServerImportTest, AFileThatDoesNotFitIsRefusedNamingEveryTensor) {
