@@ -324,6 +324,25 @@ class Client:
         return self._stub.ImportWeights(chunks())
 
     @_wrap
+    def export_quantized(self, session_id, out_dir=None, module_map=None,
+                         format="compressed-tensors"):
+        """The session quantized for deployment (int8 weights with per-channel scales, static
+        input scales): returns ({tensor name: ndarray}, quantization_config dict). With
+        `out_dir`, also writes model.safetensors and config.json there, as vLLM and Hugging
+        Face read them. `module_map` names the layers as in the original model."""
+        data = b"".join(c.data for c in self._stub.ExportQuantized(pb.ExportRequest(
+            session_id=session_id, format=format, module_map=module_map or {})))
+        arrays, metadata = load_safetensors(data)
+        config = json.loads(metadata.get("quantization_config", "{}"))
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
+                f.write(data)
+            with open(os.path.join(out_dir, "config.json"), "w") as f:
+                json.dump({"quantization_config": config}, f, indent=2)
+        return arrays, config
+
+    @_wrap
     def upload_checkpoint(self, session_id, checkpoint):
         """Sends a checkpoint (bytes or a file path) into session `session_id`, created from it
         when new; returns CheckpointInfo."""

@@ -5,6 +5,7 @@ calibrates and quantizes like any other. Also the safetensors writer and torch_m
 import os
 import subprocess
 import sys
+import tempfile
 import unittest
 
 import numpy as np
@@ -76,6 +77,17 @@ class ImportTest(unittest.TestCase):
         quantized = self.client.forward("torch-mlp", self.xt)
         self.assertGreater(float(np.mean(np.argmax(quantized, axis=1) == self.yt)),
                            accuracy - 0.03)
+        # Export under the torch names; int8 weights dequantize to PyTorch's within a step.
+        with tempfile.TemporaryDirectory() as d:
+            arrays, config = self.client.export_quantized("torch-mlp", d,
+                                                          module_map={"Dense_0": "1", "head": "3"})
+            self.assertTrue(os.path.exists(os.path.join(d, "config.json")))
+        self.assertEqual(config["quant_method"], "compressed-tensors")
+        w = self.model.state_dict()["1.weight"].numpy()
+        self.assertEqual(arrays["1.weight"].dtype, np.int8)
+        deq = arrays["1.weight"].astype(np.float32) * arrays["1.weight_scale"]
+        self.assertLessEqual(float(np.max(np.abs(deq - w) - arrays["1.weight_scale"] / 2)), 1e-7)
+        self.assertEqual(arrays["3.input_scale"].shape, (1,))
 
     def test_a_state_dict_with_a_wrong_shape_is_refused_by_name(self):
         state = {k: v.numpy() for k, v in self.model.state_dict().items()}
