@@ -303,7 +303,6 @@ class StepStream final : public StreamReactor<Policy> {
 
   void OnDone() override {
     if (limits_.state != nullptr) --limits_.state->streams;
-    if (slot_tenant_) gate_.tenants()->ReleaseStream(*slot_tenant_);
     delete this;
   }
 
@@ -413,6 +412,12 @@ class StepStream final : public StreamReactor<Policy> {
       if (!failed_ && !answer_status_.ok()) FailLocked(answer_status_);
       finished_ = true;
       gate_.Audit(status_);
+      // The tenant's stream slot is free once the client can see the status: gRPC may call
+      // OnDone later, after the client has started its next stream.
+      if (slot_tenant_) {
+        gate_.tenants()->ReleaseStream(*slot_tenant_);
+        slot_tenant_.reset();
+      }
       a.finish = true;
       a.status = ToGrpcStatus(status_);
       a.read = a.write = false;
@@ -443,7 +448,7 @@ class StepStream final : public StreamReactor<Policy> {
   CallGate gate_;  // who calls; set_session once, under mu_, before the audit reads it
   engine::SessionManager* sessions_;
   const ServiceLimits limits_;
-  std::optional<std::string> slot_tenant_;  // the tenant whose stream slot this holds
+  std::optional<std::string> slot_tenant_ ABSL_GUARDED_BY(mu_);  // whose stream slot this holds
   grpc::ByteBuffer* answer_;      // client streaming: the final response goes here (gRPC's)
   typename Policy::State state_;  // executor only
   RunContext context_;            // session_id set once, before the first task is submitted

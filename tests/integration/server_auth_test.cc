@@ -316,7 +316,9 @@ TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
       if (method == "CreateSession") id = absl::StrCat(role.prefix, "new", role.token);
       if (method == "ImportWeights") id = absl::StrCat(role.prefix, "imp", role.token);
       // An export needs the activation statistics (the upload before replaced them).
-      if (method == "ExportQuantized") ASSERT_TRUE(Invoke("Calibrate", kTrainerA, target).ok());
+      if (method == "ExportQuantized") {
+        ASSERT_TRUE(Invoke("Calibrate", kTrainerA, target).ok());
+      }
       if (method == "DeleteSession") {
         ASSERT_TRUE(Create(kTrainerA, absl::StrCat("del", role.token)).ok());
         id = absl::StrCat(role.prefix, "del", role.token);
@@ -410,7 +412,9 @@ TEST_F(ServerAuthTest, MissingOrBadCredentialsAreUnauthenticatedButHealthAnswers
     const grpc::Status s = stream->Finish();
     EXPECT_EQ(answered, !token.empty());
     EXPECT_EQ(s.ok(), !token.empty()) << s.error_message();
-    if (token.empty()) EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    if (token.empty()) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    }
   }
 }
 
