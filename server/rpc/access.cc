@@ -70,6 +70,10 @@ bool RoleAllows(Role role, absl::string_view method) {
   return role == Role::kAdmin;  // anything new is admin-only until it is classified
 }
 
+bool IsMutating(absl::string_view method) {
+  return RoleAllows(Role::kTrainer, method) && !RoleAllows(Role::kReader, method);
+}
+
 std::string Sha256Hex(absl::string_view text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);

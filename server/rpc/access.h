@@ -50,6 +50,9 @@ struct TenantQuota {
 
 // True when `role` may call `method` (the Trainer method's name, e.g. "CreateSession").
 bool RoleAllows(Role role, absl::string_view method);
+// True for the methods that change state: those a trainer may call and a reader may not (the
+// audit log records them).
+bool IsMutating(absl::string_view method);
 
 // Lowercase hex SHA-256 of `text`.
 std::string Sha256Hex(absl::string_view text);

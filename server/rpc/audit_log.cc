@@ -12,12 +12,6 @@
 
 namespace qtrain::rpc {
 
-bool IsMutating(const std::string& method) {
-  return method == "CreateSession" || method == "DeleteSession" || method == "UpdateRules" ||
-         method == "Train" || method == "Calibrate" || method == "SaveCheckpoint" ||
-         method == "UploadCheckpoint" || method == "ImportWeights";
-}
-
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& destination) {
   if (destination == "-") return std::unique_ptr<AuditLog>(new AuditLog(stderr, false));
   std::FILE* f = std::fopen(destination.c_str(), "ae");
@@ -42,7 +36,7 @@ std::string AuditLog::Format(const AuditEntry& e, int64_t now_ms) {
                                static_cast<int>(now_ms % 1000));
   line["audit"] = "qtrain";
   const bool known = e.caller != nullptr && e.caller->authenticated();
-  line["tenant"] = known ? e.caller->tenant() : "-";
+  line["tenant"] = e.caller != nullptr ? e.caller->TenantLabel() : "-";
   line["role"] = known ? std::string(RoleName(e.caller->identity()->role)) : "-";
   line["peer"] = e.peer;
   line["method"] = e.method;

@@ -44,7 +44,4 @@ class AuditLog {
   qtrain::Mutex mu_;
 };
 
-// Which Trainer methods the audit log records.
-bool IsMutating(const std::string& method);
-
 }  // namespace qtrain::rpc
