@@ -115,15 +115,6 @@ std::string SessionStore::PathFor(const std::string& id) const {
   return absl::StrCat(DirFor(tenant), "/", name, kSuffix);
 }
 
-int64_t SessionStore::BytesOnDisk(absl::string_view tenant) const {
-  qtrain::MutexLock lock(&mu_);
-  int64_t total = 0;
-  for (const auto& [id, d] : durable_) {
-    if (engine::TenantOf(id) == tenant) total += d.bytes;
-  }
-  return total;
-}
-
 absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id, engine::Trainer& trainer,
                                                    int64_t disk_limit) {
   SavedCheckpoint saved;

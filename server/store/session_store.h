@@ -60,8 +60,6 @@ class SessionStore {
                                       std::vector<std::string>* errors);
 
   std::string PathFor(const std::string& id) const;
-  // Bytes of the durable checkpoints of a tenant's sessions ("" : sessions without a tenant).
-  int64_t BytesOnDisk(absl::string_view tenant) const;
 
  private:
   struct Durable {
