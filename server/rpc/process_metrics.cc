@@ -96,57 +96,61 @@ void SessionCollector::Detach() {
   list_ = nullptr;
 }
 
+namespace {
+
+// An empty gauge family, and one sample of it.
+prometheus::MetricFamily GaugeFamily(const char* name, const char* help) {
+  prometheus::MetricFamily f = Gauge(name, help, 0);
+  f.metric.clear();
+  return f;
+}
+void AddSample(prometheus::MetricFamily& f, std::vector<prometheus::ClientMetric::Label> labels,
+               double value) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+}  // namespace
+
 std::vector<prometheus::MetricFamily> SessionCollector::Collect() const {
-  prometheus::MetricFamily queued =
-      Gauge("qtrain_session_queued_operations", "Operations waiting on a session's executor", 0);
-  prometheus::MetricFamily params =
-      Gauge("qtrain_session_parameters", "Parameters of a session's model", 0);
-  queued.metric.clear();
-  params.metric.clear();
   std::vector<engine::SessionInfo> sessions;
   {
     qtrain::MutexLock lock(&mu_);
     if (!list_) return {};
     sessions = list_();
   }
+  prometheus::MetricFamily queued =
+      GaugeFamily("qtrain_session_queued_operations", "Operations waiting on a session's executor");
+  prometheus::MetricFamily params =
+      GaugeFamily("qtrain_session_parameters", "Parameters of a session's model");
   double total = 0;
   std::map<std::string, std::pair<double, double>> tenants;  // sessions, parameters
   for (const engine::SessionInfo& info : sessions) {
-    prometheus::ClientMetric q, p;
     const std::string tenant(engine::TenantOf(info.id));
-    q.label.push_back({"session", info.id});
-    if (!tenant.empty()) q.label.push_back({"tenant", tenant});
-    q.gauge.value = static_cast<double>(info.queued);
-    p.label = q.label;
-    p.gauge.value = static_cast<double>(info.parameters);
-    total += p.gauge.value;
-    queued.metric.push_back(q);
-    params.metric.push_back(p);
+    std::vector<prometheus::ClientMetric::Label> labels = {{"session", info.id}};
+    if (!tenant.empty()) labels.push_back({"tenant", tenant});
+    AddSample(queued, labels, static_cast<double>(info.queued));
+    AddSample(params, labels, static_cast<double>(info.parameters));
+    total += static_cast<double>(info.parameters);
     if (!tenant.empty()) {
       ++tenants[tenant].first;
-      tenants[tenant].second += p.gauge.value;
+      tenants[tenant].second += static_cast<double>(info.parameters);
     }
   }
-  // Per tenant (servers with authentication): what its quotas count.
-  prometheus::MetricFamily tenant_sessions =
-      Gauge("qtrain_tenant_sessions", "Sessions of a tenant", 0);
-  prometheus::MetricFamily tenant_params =
-      Gauge("qtrain_tenant_parameters", "Parameters over a tenant's sessions", 0);
-  tenant_sessions.metric.clear();
-  tenant_params.metric.clear();
-  for (const auto& [tenant, use] : tenants) {
-    prometheus::ClientMetric n, p;
-    n.label.push_back({"tenant", tenant});
-    n.gauge.value = use.first;
-    p.label = n.label;
-    p.gauge.value = use.second;
-    tenant_sessions.metric.push_back(n);
-    tenant_params.metric.push_back(p);
-  }
   std::vector<prometheus::MetricFamily> out{queued, params};
-  if (!tenants.empty()) {
-    out.push_back(tenant_sessions);
-    out.push_back(tenant_params);
+  if (!tenants.empty()) {  // servers with authentication: what the tenants' quotas count
+    prometheus::MetricFamily tenant_sessions =
+        GaugeFamily("qtrain_tenant_sessions", "Sessions of a tenant");
+    prometheus::MetricFamily tenant_params =
+        GaugeFamily("qtrain_tenant_parameters", "Parameters over a tenant's sessions");
+    for (const auto& [tenant, use] : tenants) {
+      AddSample(tenant_sessions, {{"tenant", tenant}}, use.first);
+      AddSample(tenant_params, {{"tenant", tenant}}, use.second);
+    }
+    out.push_back(std::move(tenant_sessions));
+    out.push_back(std::move(tenant_params));
   }
   out.push_back(Gauge("qtrain_parameters_resident", "Parameters of every hosted session", total));
   return out;
