@@ -53,6 +53,7 @@ class Model {
   // previous plan.
   absl::Status SetRules(std::shared_ptr<const CompiledRules> rules);
   const CompiledRules* rules() const { return rules_.get(); }
+  std::shared_ptr<const CompiledRules> shared_rules() const { return rules_; }
   // Indices of rules that no op matched (Qwix get_unused_rules).
   std::vector<int> UnusedRules() const;
   // (rule index or -1, "module_path:op_id") for every quantizable op.

@@ -132,6 +132,39 @@ absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_sta
   });
 }
 
+absl::StatusOr<EvalMetrics> Trainer::EvaluateUnder(const proto::RuleSet& rules,
+                                                   const std::vector<Batch>& batches) {
+  if (batches.empty()) return absl::InvalidArgumentError("no batches to evaluate");
+  QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledRules> compiled,
+                          CompiledRules::Create(rules));
+  std::shared_ptr<const CompiledRules> saved_rules = model_->shared_rules();
+  QTRAIN_RETURN_IF_ERROR(model_->SetRules(std::move(compiled)));
+  // Planning a static op for the first time adds an empty statistic, and switching calibrators
+  // resets one: both are undone.
+  QuantStatsMap saved_stats = stats_;
+  EvalMetrics m;
+  double loss_sum = 0, accuracy_sum = 0;
+  absl::Status status;
+  for (size_t i = 0; i < batches.size() && status.ok(); ++i) {
+    absl::StatusOr<StepResult> r = EvalStep(batches[i], /*update_stats=*/false);
+    if (!r.ok()) {
+      status =
+          absl::Status(r.status().code(), absl::StrCat("batch ", i, ": ", r.status().message()));
+      break;
+    }
+    m.examples += r->examples;
+    loss_sum += r->loss * static_cast<double>(r->examples);
+    accuracy_sum += r->accuracy * static_cast<double>(r->examples);
+  }
+  stats_ = std::move(saved_stats);
+  absl::Status restored = model_->SetRules(std::move(saved_rules));
+  QTRAIN_CHECK(restored.ok());  // the plan the model had a moment ago
+  if (!status.ok()) return status;
+  m.loss = loss_sum / static_cast<double>(m.examples);
+  m.accuracy = accuracy_sum / static_cast<double>(m.examples);
+  return m;
+}
+
 absl::StatusOr<Tensor> Trainer::Predict(const Tensor& inputs) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));

@@ -39,6 +39,13 @@ struct QuantStatReport {
   absl::StatusOr<QuantParams> params = absl::NotFoundError("not computed");
 };
 
+// Example-weighted means over a set of batches.
+struct EvalMetrics {
+  double loss = 0;
+  double accuracy = -1;  // -1 when the loss has none
+  int64_t examples = 0;
+};
+
 struct StepResult {
   int64_t step = 0;  // the session's step count after this call
   double loss = 0;
@@ -70,6 +77,12 @@ class Trainer {
   absl::StatusOr<StepResult> TrainStep(const Batch& batch);
   // Loss and accuracy without an update; quant_stats change only when `update_stats`.
   absl::StatusOr<StepResult> EvalStep(const Batch& batch, bool update_stats = false);
+  // EvalStep over every batch under other `rules`, without changing the session: its rules and
+  // quant_stats are restored afterwards (a static scale's statistics are read, never updated),
+  // also on error. Errors: CompiledRules::Create's and Model::SetRules' for the rules (nothing
+  // evaluated), EvalStep's naming the batch's index; InvalidArgument for no batches.
+  absl::StatusOr<EvalMetrics> EvaluateUnder(const proto::RuleSet& rules,
+                                            const std::vector<Batch>& batches);
   // The model's outputs (logits) for a batch.
   absl::StatusOr<Tensor> Predict(const Tensor& inputs);
   // Forward only, updating quant_stats (standalone calibration). FailedPrecondition, with the
