@@ -60,8 +60,8 @@ std::optional<Role> ParseRole(absl::string_view name) {
 
 bool RoleAllows(Role role, absl::string_view method) {
   static const std::set<absl::string_view> kReads = {
-      "GetSession", "ListSessions",       "GetQuantStats", "Forward",
-      "Evaluate",   "DownloadCheckpoint", "GetServerInfo", "ExportQuantized"};
+      "GetSession",         "ListSessions",  "GetQuantStats",   "Forward",           "Evaluate",
+      "DownloadCheckpoint", "GetServerInfo", "ExportQuantized", "AnalyzeSensitivity"};
   static const std::set<absl::string_view> kWrites = {
       "CreateSession", "DeleteSession",  "UpdateRules",      "Train",
       "Calibrate",     "SaveCheckpoint", "UploadCheckpoint", "ImportWeights"};

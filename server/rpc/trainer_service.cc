@@ -6,6 +6,7 @@
 #include "kernels/status_macros.h"
 #include "server/engine/session_id.h"
 #include "server/rpc/grpc_status.h"
+#include "server/rpc/sensitivity_stream.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/stream_reactors.h"
 #include "server/rpc/tensor_convert.h"
@@ -180,6 +181,11 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::Evaluate(Context* ctx
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Calibrate(
     Context* ctx) {
   return NewCalibrateReactor(Gate(ctx, "Calibrate"), sessions_, limits_, store_, metrics_);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::AnalyzeSensitivity(
+    Context* ctx) {
+  return NewSensitivityReactor(Gate(ctx, "AnalyzeSensitivity"), sessions_, limits_, metrics_);
 }
 
 grpc::ServerUnaryReactor* TrainerService::Forward(Context* ctx, const Bytes* in, Bytes* out) {

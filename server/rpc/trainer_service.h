@@ -31,9 +31,11 @@ using RawTrainerService = v1::Trainer::WithRawCallbackMethod_CreateSession<
                                         v1::Trainer::WithRawCallbackMethod_UploadCheckpoint<
                                             v1::Trainer::WithRawCallbackMethod_GetServerInfo<
                                                 v1::Trainer::WithRawCallbackMethod_ImportWeights<
-                                                    v1::Trainer::
-                                                        WithRawCallbackMethod_ExportQuantized<
-                                                            v1::Trainer::Service>>>>>>>>>>>>>>>>;
+                                                    v1::Trainer::WithRawCallbackMethod_ExportQuantized<
+                                                        v1::Trainer::
+                                                            WithRawCallbackMethod_AnalyzeSensitivity<
+                                                                v1::Trainer::
+                                                                    Service>>>>>>>>>>>>>>>>>;
 
 class TrainerService final : public RawTrainerService {
  public:
@@ -61,6 +63,7 @@ class TrainerService final : public RawTrainerService {
   grpc::ServerUnaryReactor* GetServerInfo(Context*, const Bytes* in, Bytes* out) override;
   grpc::ServerReadReactor<Bytes>* ImportWeights(Context* ctx, Bytes* out) override;
   grpc::ServerWriteReactor<Bytes>* ExportQuantized(Context* ctx, const Bytes* in) override;
+  grpc::ServerBidiReactor<Bytes, Bytes>* AnalyzeSensitivity(Context* ctx) override;
 
   // What GetServerInfo answers (server_info.h); set once before the server starts.
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }

@@ -267,6 +267,19 @@ class ServerAuthTest : public ::testing::Test {
       }
       return reader->Finish();
     }
+    if (method == "AnalyzeSensitivity") {
+      auto stream = stub_->AnalyzeSensitivity(ctx.get());
+      v1::SensitivityRequest req;
+      req.set_session_id(id);
+      *req.mutable_options()->mutable_rules() = Json<v1::RuleSet>(kSrqRules);
+      *req.mutable_batch() = batch;
+      stream->Write(req);
+      stream->WritesDone();
+      v1::SensitivityResponse resp;
+      while (stream->Read(&resp)) {
+      }
+      return stream->Finish();
+    }
     if (method == "GetServerInfo") {
       v1::ServerInfo resp;
       return stub_->GetServerInfo(ctx.get(), {}, &resp);
@@ -295,10 +308,10 @@ const std::vector<std::string>& AllMethods() {
 }
 
 TEST_F(ServerAuthTest, EveryRpcUnderEveryRole) {
-  const std::set<std::string> kReads = {"GetSession",    "ListSessions",   "GetQuantStats",
-                                        "Forward",       "Evaluate",       "DownloadCheckpoint",
-                                        "GetServerInfo", "ExportQuantized"};
-  ASSERT_EQ(AllMethods().size(), 16u);  // a new RPC must be added to this test and access.cc
+  const std::set<std::string> kReads = {"GetSession",    "ListSessions",    "GetQuantStats",
+                                        "Forward",       "Evaluate",        "DownloadCheckpoint",
+                                        "GetServerInfo", "ExportQuantized", "AnalyzeSensitivity"};
+  ASSERT_EQ(AllMethods().size(), 17u);  // a new RPC must be added to this test and access.cc
   ASSERT_TRUE(Create(kTrainerA, "seed").ok());
   ASSERT_TRUE(Download(kTrainerA, "seed", &checkpoint_).ok());
   struct RoleCase {
