@@ -127,6 +127,16 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "act_static_scale rule, then prints them; --rules (e.g. srq-int8) switches the rules "
        "first.",
        Join({kData, kStream, {"shuffle", "seed", "rules"}}), Calibrate},
+      {"sensitivity", "ID", 1, 1,
+       "Which quantized ops cost accuracy, over held-out --data (e.g. --split=t10k): the float "
+       "model, the model under --rules (default: the session's), each op quantized alone and "
+       "each left float. With --max_accuracy_drop or --max_loss_increase it also picks the "
+       "cheapest mixed precision within that budget (--qtypes: the candidates) and "
+       "--rules_out writes its rules. The session does not change.",
+       Join({kData,
+             {"batch_size", "steps", "rules", "qtypes", "max_accuracy_drop", "max_loss_increase",
+              "skip_all_but_one", "rules_out"}}),
+       Sensitivity},
       {"stats", "ID", 1, 1, "Quant stats: counts, qtypes, derived static scales.", {}, Stats},
       {"forward", "ID", 1, 1,
        "Outputs for the first --batch_size examples of --data (argmax per row).",

@@ -25,6 +25,7 @@ int Train(Invocation& inv);
 int Eval(Invocation& inv);
 int Calibrate(Invocation& inv);
 int Forward(Invocation& inv);
+int Sensitivity(Invocation& inv);
 
 int TokenNew(Invocation& inv);
 int TokenHash(Invocation& inv);
@@ -33,5 +34,10 @@ int TokenHash(Invocation& inv);
 void PrintQuantStats(const v1::QuantStats& stats);
 // --rules as a preset name, inline JSON or a JSON file.
 absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value);
+// --rules, --qtypes, --max_accuracy_drop, --max_loss_increase, --skip_all_but_one into
+// `options`; kOk or a usage error's exit code.
+int SensitivityOptionsFromFlags(const Invocation& inv, v1::SensitivityOptions* options);
+// The report as text: float and quantized metrics, the per-op table, the mixed-precision choice.
+void PrintSensitivity(const v1::SensitivityReport& report);
 
 }  // namespace qtrain::cli

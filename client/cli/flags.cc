@@ -14,7 +14,23 @@ ABSL_FLAG(std::string, token, "",
           "bearer token for a server with --auth_tokens (needs TLS); @FILE reads it from a file "
           "(default: $QTRAIN_TOKEN; prefer it or @FILE: a command line is visible to other users)");
 ABSL_FLAG(std::string, tenant, "", "token new: the tenant the token acts for");
-ABSL_FLAG(std::string, out, "", "export: the directory to write model.safetensors and config.json");
+ABSL_FLAG(std::string, out, "",
+          "export, ptq: the directory to write the exported model into (model.safetensors and "
+          "config.json; model.onnx)");
+ABSL_FLAG(std::string, qtypes, "",
+          "sensitivity, ptq: mixed-precision candidates, most compressed first (e.g. int4,int8); "
+          "default: the rules' own qtypes; float is always the last resort");
+ABSL_FLAG(double, max_accuracy_drop, 0,
+          "sensitivity, ptq: choose mixed precision within this absolute accuracy drop below the "
+          "float model (0.01 = one point; 0: no search)");
+ABSL_FLAG(double, max_loss_increase, 0,
+          "sensitivity, ptq: choose mixed precision within this relative loss rise above the float "
+          "model (0.02 = 2%; 0: no search)");
+ABSL_FLAG(
+    std::string, rules_out, "",
+    "sensitivity: write the mixed-precision rules to this JSON file (for `qtrain rules set`)");
+ABSL_FLAG(bool, skip_all_but_one, false,
+          "sensitivity: skip the all-but-one pass (each op left float with the rest quantized)");
 ABSL_FLAG(std::string, weights, "",
           "import: a safetensors file of float weights (a PyTorch state_dict, say)");
 ABSL_FLAG(std::string, map, "",

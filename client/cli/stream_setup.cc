@@ -71,7 +71,7 @@ int EpochsFor(const client::Dataset& data, int64_t steps, int epochs) {
 
 }  // namespace
 
-StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
+StreamSetup Setup(Invocation& inv, const char* command, bool need_labels, bool apply_rules) {
   StreamSetup out;
   out.session = inv.args[0];
   // Text windows default to the session's sequence length (a token model's input shape), so a
@@ -119,7 +119,7 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels) {
     std::printf("data: %s\n", out.data.description.c_str());
   }
   // --rules with a streaming command switches the rules first (UpdateRules), as between steps.
-  if (!absl::GetFlag(FLAGS_rules).empty()) {
+  if (apply_rules && !absl::GetFlag(FLAGS_rules).empty()) {
     auto rules = RulesFromFlag(absl::GetFlag(FLAGS_rules));
     if (!rules.ok()) {
       out.exit_code = Usage(inv, std::string(rules.status().message()));

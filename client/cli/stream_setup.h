@@ -22,7 +22,8 @@ struct StreamSetup {
 // length), prints the "data:" line and applies --rules. A usage or server error, or a Ctrl-C
 // while the data loaded (under the caller's InterruptGuard), is reported and its exit code
 // returned in `exit_code`.
-StreamSetup Setup(Invocation& inv, const char* command, bool need_labels);
+// `apply_rules` false: --rules means something else to the command (sensitivity).
+StreamSetup Setup(Invocation& inv, const char* command, bool need_labels, bool apply_rules = true);
 
 // `s` with a hint when the server rejected a CSV's targets for not fitting the model.
 absl::Status WithTargetsHint(const Invocation& inv, const client::Dataset& data, absl::Status s);

@@ -245,6 +245,42 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
   return last.stats();
 }
 
+absl::StatusOr<v1::SensitivityReport> Client::AnalyzeSensitivity(
+    const std::string& id, const v1::SensitivityOptions& options,
+    const std::function<bool(v1::Batch*)>& next,
+    const std::function<void(const v1::SensitivityResponse&)>& on_progress) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->AnalyzeSensitivity(&ctx);
+  InFlightWindow window(max_in_flight_);
+  std::thread writer([&] {
+    v1::SensitivityRequest req;
+    req.set_session_id(id);
+    *req.mutable_options() = options;
+    while (window.Acquire() && next(req.mutable_batch())) {
+      if (!stream->Write(req)) break;
+      req.Clear();
+    }
+    if (!req.session_id().empty()) {  // no batch at all: still name the session
+      req.clear_batch();
+      stream->Write(req);
+    }
+    stream->WritesDone();
+  });
+  v1::SensitivityResponse resp, last;
+  while (stream->Read(&resp)) {
+    if (!resp.has_report()) {
+      window.Release();
+      if (on_progress) on_progress(resp);
+    }
+    last = resp;
+  }
+  window.Close();
+  writer.join();
+  absl::Status s = FromGrpc(stream->Finish());
+  if (!s.ok()) return s;
+  return last.report();
+}
+
 absl::StatusOr<v1::QuantStats> Client::GetQuantStats(const std::string& id) {
   v1::GetQuantStatsRequest req;
   req.set_session_id(id);

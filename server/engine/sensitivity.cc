@@ -188,10 +188,15 @@ double SensitivityAnalysis::Score(int u) const {
 }
 
 int SensitivityAnalysis::MostSensitiveRaisable() const {
+  // In passes: every unit at the lowest level is raised, the most sensitive first, before any is
+  // raised twice — precision goes where it helps most, without sending one op straight to float.
   int best = -1;
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     if (levels_[u] >= FloatLevel()) continue;
-    if (best < 0 || Score(u) > Score(best)) best = u;
+    if (best < 0 || levels_[u] < levels_[best] ||
+        (levels_[u] == levels_[best] && Score(u) > Score(best))) {
+      best = u;
+    }
   }
   return best;
 }

@@ -6,8 +6,9 @@
 // entry; an attention module's two einsums are one unit). The analysis evaluates, in order:
 // the float model, the model quantized by the analysed rules, each unit quantized alone
 // ("only"), each unit left float with the rest quantized ("all but"), and then — with a budget —
-// a greedy search that raises the most sensitive unit one precision level at a time (the
-// candidate qtypes, then float) until the metrics are within the budget.
+// a greedy search that raises units one precision level at a time (the candidate qtypes, then
+// float), in passes over the units from the most sensitive, until the metrics are within the
+// budget.
 //
 // Plain logic: the caller runs each Evaluation (Trainer::EvaluateUnder) and records its metrics,
 // so that the work can be split into one executor task per evaluation. Not thread-safe.
@@ -95,7 +96,8 @@ class SensitivityAnalysis {
   SensitivityAnalysis() = default;
   proto::RuleSet RulesFor(const std::vector<int>& levels) const;
   bool WithinBudget(const EvalMetrics& m) const;
-  // The unit the search raises next: the most sensitive one not yet float; -1 when none.
+  // The unit the search raises next: of those at the lowest level, the most sensitive; -1 when
+  // every unit is float.
   int MostSensitiveRaisable() const;
   double Score(int unit) const;
   int FloatLevel() const { return static_cast<int>(level_qtypes_.size()); }

@@ -73,6 +73,23 @@ json_check 'all(len(s["scale"]["values"]) >= 1 and all(v > 0 for v in s["scale"]
 expect 0 "$Q" forward fm --data=$FM --split=t10k --batch_size=50
 contains "accuracy"
 
+# Sensitivity: int2 everywhere misses a 1-point budget; the chosen rules meet it when applied.
+expect 0 "$Q" sensitivity fm --data=$FM --split=t10k --limit=1000 --rules=qat-int4 \
+  --qtypes=int2,int4,int8 --max_accuracy_drop=0.01 --rules_out="$TMP/mixed.json"
+contains "only Dense_0 dot_general in int2"
+contains "mixed precision: "
+contains "within the budget"
+expect 0 "$Q" sensitivity fm --data=$FM --split=t10k --limit=1000 --rules=qat-int4 \
+  --qtypes=int2,int4,int8 --max_accuracy_drop=0.01 --json
+json_check 'j["mixed_precision"]["within_budget"] and len(j["ops"]) == 2 and j["quantized"]["accuracy"] < j["float_model"]["accuracy"] - 0.01'
+FLOAT_ACC=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["float_model"]["accuracy"])' <<< "$OUT")
+expect 0 "$Q" rules set fm "$TMP/mixed.json"
+expect 0 "$Q" eval fm --data=$FM --split=t10k --limit=1000 --json
+json_check "float(j['accuracy']) >= $FLOAT_ACC - 0.01 - 1e-9"
+expect 6 "$Q" sensitivity fm --data=$FM --limit=100 --qtypes=int9 --max_loss_increase=0.1
+expect 2 "$Q" sensitivity fm --data=$FM --limit=100 --rules_out="$TMP/x.json"
+expect 0 "$Q" rules set fm srq-int8
+
 # Checkpoints: save on the server, pull, push into a new session, same outputs.
 expect 0 "$Q" checkpoint save fm
 contains "saved session fm at step 60"

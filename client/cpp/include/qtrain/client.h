@@ -69,6 +69,13 @@ class Client {
   absl::StatusOr<v1::QuantStats> Calibrate(
       const std::string& id, const std::function<bool(v1::Tensor*)>& next,
       const std::function<void(const v1::CalibrateResponse&)>& on_progress = nullptr);
+  // Sensitivity analysis over the held-out batches `next` fills (with targets), under `options`
+  // (unset rules: the session's); `on_progress` sees each message before the report (batches
+  // received, then one per evaluation). The session does not change.
+  absl::StatusOr<v1::SensitivityReport> AnalyzeSensitivity(
+      const std::string& id, const v1::SensitivityOptions& options,
+      const std::function<bool(v1::Batch*)>& next,
+      const std::function<void(const v1::SensitivityResponse&)>& on_progress = nullptr);
   absl::StatusOr<v1::QuantStats> GetQuantStats(const std::string& id);
   absl::StatusOr<v1::Tensor> Forward(const std::string& id, const v1::Tensor& inputs);
 
