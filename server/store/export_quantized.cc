@@ -2,8 +2,10 @@
 
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/calibration.h"
+#include "kernels/qtype.h"
 #include "kernels/quantize.h"
 #include "kernels/srq.h"
 #include "kernels/status_macros.h"
@@ -26,10 +28,45 @@ json Scheme(bool dynamic, const char* strategy) {
           {"observer", nullptr}};
 }
 
+// An integer qtype of at most 8 bits (int2..int8), which s8 tensors hold.
+bool FitsS8(QType q) {
+  const QTypeInfo& info = GetQTypeInfo(q);
+  return !info.is_float8 && !info.is_unsigned && info.qmin >= -128.0f && info.qmax <= 127.0f;
+}
+
 // One quantized linear layer's tensors, under `name` (its PyTorch name).
 absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const std::string& module,
                           const std::string& name, const engine::Param& kernel,
                           SafetensorsFile& out, std::string* group) {
+  QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(rule, module, kernel.value));
+  out.tensors[name + ".weight"] = Transpose2(w.q);  // (out, in) int8
+  const int64_t outs = w.scale.numel();
+  w.scale.Reshape({outs, 1});
+  out.tensors[name + ".weight_scale"] = std::move(w.scale);
+  *group = w.per_channel ? "weight_only" : "weight_only_tensor";
+  if (!rule.act_qtype) return absl::OkStatus();
+  if (*rule.act_qtype != QType::kInt8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ": activations in ", QTypeName(*rule.act_qtype), " are not exported (int8 only)"));
+  }
+  auto stat = t.quant_stats().find({module, "dot_general0_lhs"});
+  QTRAIN_ASSIGN_OR_RETURN(
+      std::optional<float> input_scale,
+      StaticInputScale(rule, module, stat == t.quant_stats().end() ? nullptr : &stat->second));
+  if (!input_scale) {
+    *group = w.per_channel ? "dynamic" : "dynamic_tensor";
+    return absl::OkStatus();
+  }
+  out.tensors[name + ".input_scale"] = Tensor::FromFloats({1}, {*input_scale});
+  *group = w.per_channel ? "static" : "static_tensor";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
+                                                     const std::string& module,
+                                                     const Tensor& kernel) {
   if (rule.tile_size > 0 || rule.tile_fraction > 0.0f) {
     return absl::InvalidArgumentError(
         absl::StrCat(module, ": tiled weight scales (tile_size / tile_fraction) are not exported"));
@@ -37,49 +74,53 @@ absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const st
   if (!rule.weight_method.IsSymmetric()) {
     return absl::InvalidArgumentError(
         absl::StrCat(module, ": weight calibration \"", rule.weight_method.ToString(),
-                     "\" is asymmetric; compressed-tensors int8 export takes symmetric weights"));
+                     "\" is asymmetric; the int8 exports take symmetric weights"));
   }
-  // Per output channel, exactly as the forward pass quantizes the (in, out) kernel.
+  if (!rule.weight_qtype || !FitsS8(*rule.weight_qtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ": weights in ", rule.weight_qtype ? QTypeName(*rule.weight_qtype) : "float",
+        " are not exported (int2..int8 only)"));
+  }
+  // As the forward pass: over every axis but the output channels (the last), or all of them.
   ReduceSpec spec;
-  spec.axes = {0};
-  QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(kernel.value.shape(), spec));
+  for (int a = 0; a < kernel.rank(); ++a) {
+    if (a < kernel.rank() - 1 || rule.disable_channelwise_axes) spec.axes.push_back(a);
+  }
+  QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(kernel.shape(), spec));
   QTRAIN_ASSIGN_OR_RETURN(
       QuantizedTensor q,
-      CalibrateAndQuantize(kernel.value, layout, QType::kInt8, rule.weight_method, nullptr));
-  const int64_t outs = kernel.value.dim(1);
-  out.tensors[name + ".weight"] = Transpose2(q.q);  // (out, in) int8
-  Tensor scale = q.params.scale;
-  scale.Reshape({outs, 1});
-  out.tensors[name + ".weight_scale"] = std::move(scale);
-  *group = "weight_only";
-  if (!rule.act_qtype) return absl::OkStatus();
-  if (*rule.act_qtype != QType::kInt8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        module, ": activations in ", QTypeName(*rule.act_qtype), " are not exported (int8 only)"));
+      CalibrateAndQuantize(kernel, layout, *rule.weight_qtype, rule.weight_method, nullptr));
+  ExportWeight w;
+  w.q = std::move(q.q);
+  w.scale = std::move(q.params.scale);
+  w.scale.Reshape({w.scale.numel()});
+  w.per_channel = !rule.disable_channelwise_axes;
+  return w;
+}
+
+absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
+                                                      const std::string& module,
+                                                      const SrqStat* stat) {
+  if (!rule.act_qtype || !rule.act_static_scale) return std::optional<float>();
+  if (!FitsS8(*rule.act_qtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(module, ": activations in ",
+                                                   QTypeName(*rule.act_qtype),
+                                                   " are not exported (int2..int8 only)"));
   }
-  if (!rule.act_static_scale) {
-    *group = "dynamic";
-    return absl::OkStatus();
-  }
-  auto stat = t.quant_stats().find({module, "dot_general0_lhs"});
-  if (stat == t.quant_stats().end() || stat->second.count == 0) {
+  if (stat == nullptr || stat->count == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         module, ": no activation statistics yet; calibrate (or train) before exporting"));
   }
-  QTRAIN_ASSIGN_OR_RETURN(Calibration cal, SrqCalibration(stat->second, QType::kInt8));
+  QTRAIN_ASSIGN_OR_RETURN(Calibration cal, SrqCalibration(*stat, *rule.act_qtype));
   if (!cal.symmetric || cal.absmax.numel() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         module, ": static activation scales are ", cal.symmetric ? "per token" : "asymmetric",
-        "; compressed-tensors takes one per tensor (act_batch_axes over every axis but the "
+        "; the exports take one per tensor (act_batch_axes over every axis but the "
         "features, symmetric calibration)"));
   }
-  QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(cal, QType::kInt8));
-  out.tensors[name + ".input_scale"] = Tensor::FromFloats({1}, {params.scale.data<float>()[0]});
-  *group = "static";
-  return absl::OkStatus();
+  QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(cal, *rule.act_qtype));
+  return std::optional<float>(params.scale.data<float>()[0]);
 }
-
-}  // namespace
 
 absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
     engine::Trainer& t, const std::map<std::string, std::string>& module_map) {
@@ -126,9 +167,10 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
   json config_groups = json::object();
   int index = 0;
   for (const auto& [scheme, layers] : groups) {
-    json g = {{"targets", layers}, {"weights", Scheme(false, "channel")}};
-    if (scheme == "static") g["input_activations"] = Scheme(false, "tensor");
-    if (scheme == "dynamic") g["input_activations"] = Scheme(true, "token");
+    const bool per_tensor = absl::EndsWith(scheme, "_tensor");
+    json g = {{"targets", layers}, {"weights", Scheme(false, per_tensor ? "tensor" : "channel")}};
+    if (absl::StartsWith(scheme, "static")) g["input_activations"] = Scheme(false, "tensor");
+    if (absl::StartsWith(scheme, "dynamic")) g["input_activations"] = Scheme(true, "token");
     config_groups[absl::StrCat("group_", index++)] = g;
   }
   const json config = {{"quant_method", "compressed-tensors"},

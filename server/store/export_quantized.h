@@ -7,6 +7,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -14,6 +15,27 @@
 #include "server/store/safetensors.h"
 
 namespace qtrain::store {
+
+// A layer's weights as the forward pass quantizes them, for the exporters: `q` (s8, values in the
+// qtype's range) in the kernel's own layout, `scale` per output channel (the kernel's last
+// axis; one value with disable_channelwise). InvalidArgument naming `module` for tiles, an
+// asymmetric calibration or a qtype other than int2..int8.
+struct ExportWeight {
+  Tensor q;
+  Tensor scale;  // f32 (O) or (1)
+  bool per_channel = true;
+};
+absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
+                                                     const std::string& module,
+                                                     const Tensor& kernel);
+
+// The one static scale of the input of `module`'s op `op_id` (`stat` its quant_stats entry, or
+// null), or nullopt when the rule's activations are dynamic. FailedPrecondition without
+// statistics (calibrate first); InvalidArgument for per-token or asymmetric static scales, or a
+// qtype other than int2..int8.
+absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
+                                                      const std::string& module,
+                                                      const SrqStat* stat);
 
 // The metadata key holding the quantization_config JSON.
 inline constexpr char kQuantizationConfigKey[] = "quantization_config";

@@ -39,21 +39,23 @@ Tensor Transpose2(const Tensor& t) {
 
 namespace {
 
-// out[perm applied] = t: out's axis a is t's axis perm[a] (rank 4, f32).
+// out[perm applied] = t: out's axis a is t's axis perm[a] (rank 4, any dtype).
 Tensor Permute4(const Tensor& t, const std::array<int, 4>& perm) {
   const Shape& in = t.shape();
   const Shape out_shape = {in[perm[0]], in[perm[1]], in[perm[2]], in[perm[3]]};
-  Tensor out = Tensor::Empty(DType::kF32, out_shape);
+  Tensor out = Tensor::Empty(t.dtype(), out_shape);
   std::array<int64_t, 4> stride_in = {in[1] * in[2] * in[3], in[2] * in[3], in[3], 1};
-  const float* src = t.data<float>();
-  float* dst = out.data<float>();
+  const size_t size = DTypeSize(t.dtype());
+  const char* src = static_cast<const char*>(t.raw());
+  char* dst = static_cast<char*>(out.raw());
   int64_t at = 0;
   for (int64_t a = 0; a < out_shape[0]; ++a) {
     for (int64_t b = 0; b < out_shape[1]; ++b) {
       for (int64_t c = 0; c < out_shape[2]; ++c) {
         for (int64_t d = 0; d < out_shape[3]; ++d) {
-          dst[at++] = src[a * stride_in[perm[0]] + b * stride_in[perm[1]] + c * stride_in[perm[2]] +
-                          d * stride_in[perm[3]]];
+          const int64_t from = a * stride_in[perm[0]] + b * stride_in[perm[1]] +
+                               c * stride_in[perm[2]] + d * stride_in[perm[3]];
+          std::memcpy(dst + (at++) * size, src + from * size, size);
         }
       }
     }
