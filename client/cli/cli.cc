@@ -167,11 +167,12 @@ absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag() {
   return out;
 }
 
-absl::StatusOr<client::Dataset> LoadDataFromFlags() {
+absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
+                                                  const std::string& split) {
   client::DataOptions o;
-  o.path = absl::GetFlag(FLAGS_data);
+  o.path = path.empty() ? absl::GetFlag(FLAGS_data) : path;
   o.format = absl::GetFlag(FLAGS_format);
-  o.split = absl::GetFlag(FLAGS_split);
+  o.split = split.empty() ? absl::GetFlag(FLAGS_split) : split;
   o.labels_path = absl::GetFlag(FLAGS_labels);
   o.label_column = absl::GetFlag(FLAGS_label_column);
   o.targets = absl::GetFlag(FLAGS_targets);

@@ -60,7 +60,9 @@ absl::Status LoadJsonMessage(const std::string& flag, const std::string& text_or
 absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag();
 
 // The dataset the --data family of flags describes.
-absl::StatusOr<client::Dataset> LoadDataFromFlags();
+// `path` / `split` (non-empty) stand in for --data / --split.
+absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path = "",
+                                                  const std::string& split = "");
 
 // Whether --`flag` was given on the command line (not just left at its default).
 bool Given(const Invocation& inv, const std::string& flag);

@@ -95,10 +95,23 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "The session quantized for deployment, into --out=DIR: model.safetensors (int8 weights "
        "with per-channel scales and static input scales, in the compressed-tensors layout vLLM "
-       "and Hugging Face read) and config.json (its quantization_config). Calibrate first; "
-       "--map names the layers as in the original model.",
+       "and Hugging Face read) and config.json (its quantization_config); with --format=onnx, "
+       "model.onnx (QuantizeLinear / DequantizeLinear around every quantized op, for ONNX "
+       "Runtime). Calibrate first; --map names the layers as in the original model.",
        {"out", "format", "map"},
        Export},
+      {"ptq", "[ID]", 0, 1,
+       "Post-training quantization of a float model made elsewhere, in one command: imports "
+       "--weights (safetensors, PyTorch naming; --map) into a session of --preset / --model, "
+       "evaluates it on held-out data (--eval_data, --eval_split), switches to --rules (default "
+       "srq-int8), calibrates on --calibration_batches of --data, evaluates again side by side, "
+       "with a budget (--max_accuracy_drop, --max_loss_increase) picks mixed precision over "
+       "--qtypes, and exports --exports into --out.",
+       Join({kData,
+             {"weights", "map", "preset", "model", "rules", "seed", "classes", "input_shape",
+              "seq_len", "batch_size", "calibration_batches", "eval_data", "eval_split", "out",
+              "exports", "qtypes", "max_accuracy_drop", "max_loss_increase", "skip_all_but_one"}}),
+       Ptq},
       {"session delete",
        "ID",
        1,

@@ -3,7 +3,10 @@
 // the process exit code (cli.h).
 #pragma once
 
+#include <string>
+
 #include "client/cli/cli.h"
+#include "nlohmann/json.hpp"
 
 namespace qtrain::cli {
 
@@ -26,11 +29,24 @@ int Eval(Invocation& inv);
 int Calibrate(Invocation& inv);
 int Forward(Invocation& inv);
 int Sensitivity(Invocation& inv);
+int Ptq(Invocation& inv);
 
 int TokenNew(Invocation& inv);
 int TokenHash(Invocation& inv);
 
 // Helpers shared by the command files.
+void PrintSession(const Invocation& inv, const v1::Session& s);
+// A new session's configuration from --preset / --model, --rules, --optimizer, --lr, --seed and
+// the preset options. kOk, or the usage error's exit code.
+int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req);
+// --map (a JSON object inline or in a file) into `out`; InvalidArgument naming --map.
+absl::Status ModuleMapFromFlag(google::protobuf::Map<std::string, std::string>* out);
+// Exports `session` in `format` ("compressed-tensors" or "onnx") into `dir` (created when
+// missing): the files written, as JSON. The server's errors, or InvalidArgument for `dir`.
+absl::StatusOr<nlohmann::json> ExportFiles(Invocation& inv, const std::string& session,
+                                           const std::string& format, const std::string& dir);
+// One line naming ExportFiles' files.
+std::string DescribeExport(const nlohmann::json& exported);
 void PrintQuantStats(const v1::QuantStats& stats);
 // --rules as a preset name, inline JSON or a JSON file.
 absl::StatusOr<v1::RuleSet> RulesFromFlag(const std::string& value);

@@ -26,6 +26,14 @@ ABSL_FLAG(double, max_accuracy_drop, 0,
 ABSL_FLAG(double, max_loss_increase, 0,
           "sensitivity, ptq: choose mixed precision within this relative loss rise above the float "
           "model (0.02 = 2%; 0: no search)");
+ABSL_FLAG(int64_t, calibration_batches, 16,
+          "ptq: batches of --data (shuffled by --seed) that calibrate the static scales");
+ABSL_FLAG(std::string, eval_data, "",
+          "ptq: held-out data for the float vs PTQ comparison and the sensitivity analysis "
+          "(default: --data)");
+ABSL_FLAG(std::string, eval_split, "t10k", "ptq: IDX directory split of the held-out data");
+ABSL_FLAG(std::string, exports, "compressed-tensors,onnx",
+          "ptq: formats to write into --out (compressed-tensors, onnx)");
 ABSL_FLAG(
     std::string, rules_out, "",
     "sensitivity: write the mixed-precision rules to this JSON file (for `qtrain rules set`)");
@@ -51,7 +59,7 @@ ABSL_FLAG(int, classes, 10, "classes of the mlp / cnn presets");
 ABSL_FLAG(std::string, data, "", "IDX directory or images file, .csv[.gz] file, or text file");
 ABSL_FLAG(std::string, format, "",
           "data format: idx, csv or text (default: from --data); export: compressed-tensors "
-          "(the default)");
+          "(the default) or onnx");
 ABSL_FLAG(std::string, split, "train", "IDX directory split: train or t10k");
 ABSL_FLAG(std::string, labels, "", "IDX labels file (default: derived from the images file)");
 ABSL_FLAG(std::string, label_column, "",

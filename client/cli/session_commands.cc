@@ -57,6 +57,8 @@ std::string DescribeOptimizer(const v1::OptimizerConfig& o) {
   return out;
 }
 
+}  // namespace
+
 void PrintSession(const Invocation& inv, const v1::Session& s) {
   if (inv.json) {
     PrintJson(s);
@@ -76,6 +78,8 @@ void PrintSession(const Invocation& inv, const v1::Session& s) {
     std::printf("  warning: rule %d matches no op\n", unused);
   }
 }
+
+namespace {
 
 std::string FloatsSummary(const v1::Tensor& t) {
   const size_t n = t.data().size() / sizeof(float);
@@ -146,8 +150,6 @@ void PrintQuantStats(const v1::QuantStats& stats) {
   t.Print();
 }
 
-namespace {
-
 // A new session's configuration from --preset / --model, --rules, --optimizer, --lr, --seed and
 // the preset options (session create, import). kOk, or the usage error's exit code.
 int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
@@ -212,115 +214,11 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   return kOk;
 }
 
-}  // namespace
-
 int SessionCreate(Invocation& inv) {
   v1::CreateSessionRequest req;
   if (int rc = SessionConfigFromFlags(inv, req); rc != kOk) return rc;
   auto s = inv.client->CreateSession(req);
   if (!s.ok()) return Fail(inv, "session create", s.status());
-  PrintSession(inv, *s);
-  return kOk;
-}
-
-namespace {
-
-// --map: {"Dense_0": "0", "head": "2"}, a JSON object inline or in a file. kOk, or the usage
-// error's exit code.
-int ModuleMapFromFlag(Invocation& inv, google::protobuf::Map<std::string, std::string>* out) {
-  const std::string map = absl::GetFlag(FLAGS_map);
-  if (map.empty()) return kOk;
-  auto text = map.find('{') != std::string::npos ? absl::StatusOr<std::string>(map)
-                                                 : client::ReadMaybeGzip(map);
-  if (!text.ok()) return Usage(inv, absl::StrCat("--map: ", text.status().message()));
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return Usage(inv, "--map must be a JSON object of qtrain module -> module in the file");
-  }
-  for (const auto& [module, source] : j.items()) {
-    if (!source.is_string()) {
-      return Usage(inv, absl::StrCat("--map: \"", module, "\" must map to a string"));
-    }
-    (*out)[module] = source.get<std::string>();
-  }
-  return kOk;
-}
-
-// The JSON header of a safetensors file (empty when it has none).
-nlohmann::json SafetensorsHeader(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  uint64_t n = 0;
-  if (!in.read(reinterpret_cast<char*>(&n), 8) || n > (uint64_t{1} << 30)) return {};
-  std::string text(n, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(n))) return {};
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  return j.is_discarded() ? nlohmann::json() : j;
-}
-
-}  // namespace
-
-int Export(Invocation& inv) {
-  const std::string dir = absl::GetFlag(FLAGS_out);
-  const std::string format =
-      absl::GetFlag(FLAGS_format).empty() ? "compressed-tensors" : absl::GetFlag(FLAGS_format);
-  if (dir.empty()) return Usage(inv, "export needs --out=DIR");
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Usage(inv, absl::StrCat("cannot create --out=", dir, ": ", std::strerror(errno)));
-  }
-  v1::ExportRequest req;
-  req.set_session_id(Arg(inv, 0));
-  req.set_format(format);
-  if (int rc = ModuleMapFromFlag(inv, req.mutable_module_map()); rc != kOk) return rc;
-  const std::string weights = absl::StrCat(dir, "/model.safetensors");
-  auto bytes = inv.client->ExportQuantized(req, weights);
-  if (!bytes.ok()) return Fail(inv, "export", bytes.status());
-  // config.json: the quantization_config that vLLM and Hugging Face read beside the weights.
-  const nlohmann::json header = SafetensorsHeader(weights);
-  const std::string config_text =
-      header.value("__metadata__", nlohmann::json::object()).value("quantization_config", "{}");
-  const nlohmann::json config = nlohmann::json::parse(config_text, nullptr, false);
-  const std::string config_path = absl::StrCat(dir, "/config.json");
-  std::ofstream(config_path) << nlohmann::json({{"quantization_config", config}}).dump(2) << "\n";
-  int quantized = 0;
-  for (const auto& [name, entry] : header.items()) {
-    quantized += absl::EndsWith(name, ".weight_scale");
-  }
-  if (inv.json) {
-    std::printf("%s\n", nlohmann::json({{"session_id", Arg(inv, 0)},
-                                        {"format", format},
-                                        {"weights", weights},
-                                        {"config", config_path},
-                                        {"bytes", *bytes},
-                                        {"int8_layers", quantized}})
-                            .dump()
-                            .c_str());
-  } else {
-    std::printf("exported session %s as %s: %s (%lld bytes, %d int8 layers) and %s\n",
-                Arg(inv, 0).c_str(), format.c_str(), weights.c_str(),
-                static_cast<long long>(*bytes), quantized, config_path.c_str());
-  }
-  return kOk;
-}
-
-int Import(Invocation& inv) {
-  v1::CreateSessionRequest config;
-  if (int rc = SessionConfigFromFlags(inv, config); rc != kOk) return rc;
-  const std::string weights = absl::GetFlag(FLAGS_weights);
-  if (weights.empty()) return Usage(inv, "import needs --weights=FILE.safetensors");
-  v1::ImportRequest first;
-  first.set_session_id(config.session_id());
-  *first.mutable_model() = config.model();
-  *first.mutable_rules() = config.rules();
-  *first.mutable_optimizer() = config.optimizer();
-  first.set_seed(config.seed());
-  if (int rc = ModuleMapFromFlag(inv, first.mutable_module_map()); rc != kOk) return rc;
-  auto s = inv.client->ImportWeights(std::move(first), weights);
-  if (!s.ok()) {
-    if (s.status().code() == absl::StatusCode::kNotFound && !std::ifstream(weights)) {
-      return Usage(inv, absl::StrCat("--weights=", weights, ": cannot read it"));
-    }
-    return Fail(inv, "import", s.status());
-  }
   PrintSession(inv, *s);
   return kOk;
 }

@@ -30,6 +30,10 @@ struct ModelFootprint {
   int64_t activations_per_example = 0;
 };
 
+// The Linen type name of a module kind ("Dense", "Conv", ...): unnamed modules are
+// "<Type>_<index>", the index counting siblings of that type. "" when no kind is set.
+std::string ModuleTypeName(const proto::Module& m);
+
 class Model {
  public:
   // Builds and initialises (seeded) the model of `spec`. InvalidArgument naming the module path

@@ -68,37 +68,7 @@ class Builder {
   bool tokens() const { return tokens_; }
 
  private:
-  static std::string TypeName(const proto::Module& m) {
-    switch (m.kind_case()) {
-      case proto::Module::kLinear:
-        return "Dense";
-      case proto::Module::kConv2D:
-        return "Conv";
-      case proto::Module::kEmbedding:
-        return "Embed";
-      case proto::Module::kLayerNorm:
-        return "LayerNorm";
-      case proto::Module::kRmsNorm:
-        return "RMSNorm";
-      case proto::Module::kActivation:
-        return "Activation";
-      case proto::Module::kAttention:
-        return "MultiHeadAttention";
-      case proto::Module::kPool:
-        return "Pool";
-      case proto::Module::kFlatten:
-        return "Flatten";
-      case proto::Module::kDropout:
-        return "Dropout";
-      case proto::Module::kSequential:
-        return "Sequential";
-      case proto::Module::kResidual:
-        return "Residual";
-      case proto::Module::KIND_NOT_SET:
-        break;
-    }
-    return "";
-  }
+  static std::string TypeName(const proto::Module& m) { return ModuleTypeName(m); }
 
   // A parameterised module, or null in a dry run.
   template <typename Make>
@@ -437,6 +407,38 @@ absl::StatusOr<std::unique_ptr<Module>> BuildTree(const proto::ModelSpec& spec, 
 }
 
 }  // namespace
+
+std::string ModuleTypeName(const proto::Module& m) {
+  switch (m.kind_case()) {
+    case proto::Module::kLinear:
+      return "Dense";
+    case proto::Module::kConv2D:
+      return "Conv";
+    case proto::Module::kEmbedding:
+      return "Embed";
+    case proto::Module::kLayerNorm:
+      return "LayerNorm";
+    case proto::Module::kRmsNorm:
+      return "RMSNorm";
+    case proto::Module::kActivation:
+      return "Activation";
+    case proto::Module::kAttention:
+      return "MultiHeadAttention";
+    case proto::Module::kPool:
+      return "Pool";
+    case proto::Module::kFlatten:
+      return "Flatten";
+    case proto::Module::kDropout:
+      return "Dropout";
+    case proto::Module::kSequential:
+      return "Sequential";
+    case proto::Module::kResidual:
+      return "Residual";
+    case proto::Module::KIND_NOT_SET:
+      break;
+  }
+  return "";
+}
 
 absl::StatusOr<ModelFootprint> Model::Estimate(const proto::ModelSpec& spec) {
   Builder builder(/*seed=*/0, /*dry_run=*/true);

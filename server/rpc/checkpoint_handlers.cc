@@ -13,6 +13,7 @@
 #include "server/rpc/unary_call.h"
 #include "server/rpc/wire_message.h"
 #include "server/store/checkpoint_io.h"
+#include "server/store/export_onnx.h"
 #include "server/store/export_quantized.h"
 #include "server/store/session_checkpoint.h"
 
@@ -250,9 +251,16 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::ExportQuantized(Cont
   return new DownloadStream<v1::ExportRequest>(
       Gate(ctx, "ExportQuantized"), sessions_, in,
       [](const v1::ExportRequest& request, Trainer& t) -> absl::StatusOr<std::string> {
+        if (request.format() == "onnx") {
+          if (!request.module_map().empty()) {
+            return absl::InvalidArgumentError(
+                "module_map: the ONNX export names tensors by their qtrain paths; leave it empty");
+          }
+          return store::ExportOnnx(t, request.session_id());
+        }
         if (request.format() != "compressed-tensors") {
-          return absl::InvalidArgumentError(
-              absl::StrCat("format \"", request.format(), "\" is not one of: compressed-tensors"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "format \"", request.format(), "\" is not one of: compressed-tensors, onnx"));
         }
         const std::map<std::string, std::string> module_map(request.module_map().begin(),
                                                             request.module_map().end());

@@ -128,7 +128,12 @@ arrays, meta = qtrain.load_safetensors(sys.argv[1] + "/model.safetensors")
 assert arrays["1.weight"].dtype.name == "int8" and arrays["1.weight"].shape == (256, 784)
 assert arrays["3.input_scale"].shape == (1,) and arrays["3.weight_scale"].shape == (10, 1)
 PY
-expect 6 "$Q" export imported --out="$TMP/export" --format=onnx
+expect 0 "$Q" export imported --out="$TMP/export" --format=onnx --json
+json_check 'j["format"] == "onnx" and j["bytes"] > 200000'
+/usr/bin/python3 -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' \
+  "$TMP/export/model.onnx" || { echo "FAIL: the ONNX export fails onnx.checker" >&2; FAILS=$((FAILS + 1)); }
+expect 6 "$Q" export imported --out="$TMP/export" --format=tflite
+expect 2 "$Q" export imported --out="$TMP/export" --format=onnx --map='{"Dense_0": "1"}'
 expect 2 "$Q" export imported
 expect 0 "$Q" session delete imported
 expect 6 "$Q" import wrong --preset=mlp --weights="$TMP/torch.safetensors"

@@ -11,6 +11,7 @@ Tensors travel as numpy arrays; checkpoints come back as dicts of arrays.
 
 from qtrain.client import Client, QtrainError
 from qtrain.datasets import batches, load_idx, load_fashion_mnist
+from qtrain.ptq import PtqResult, ptq
 from qtrain.safetensors import load_safetensors, save_safetensors
 from qtrain.tensors import from_tensor, to_tensor
 from qtrain.torch_import import torch_module_map
@@ -24,6 +25,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_idx",
     "load_safetensors",
+    "ptq",
+    "PtqResult",
     "save_safetensors",
     "torch_module_map",
     "presets",

@@ -72,21 +72,24 @@ class _Requests:
     Requests are built on gRPC's sending thread; an exception raised there (say a ValueError
     from to_tensor) would surface as a CANCELLED call, so it is kept and re-raised by `check`."""
 
-    def __init__(self, session_id, items, cls, build):
+    def __init__(self, session_id, items, cls, build, first=None):
         self._session_id, self._items, self._cls, self._build = session_id, items, cls, build
+        self._first = first or {}  # more fields of the first message
         self._error = None
 
     def __iter__(self):
         try:
             first = True
             for item in self._items:
-                req = self._cls(**self._build(item))
                 if first:
-                    req.session_id = self._session_id
+                    req = self._cls(session_id=self._session_id, **self._build(item),
+                                    **self._first)
+                else:
+                    req = self._cls(**self._build(item))
                 first = False
                 yield req
             if first:
-                yield self._cls(session_id=self._session_id)
+                yield self._cls(session_id=self._session_id, **self._first)
         except Exception as e:  # noqa: BLE001 - re-raised by check()
             self._error = e
 
@@ -236,6 +239,34 @@ class Client:
                          lambda x: {"inputs": to_tensor(x)})
         return reqs.run(consume)
 
+    def analyze_sensitivity(self, session_id, batches, rules=None, qtypes=(),
+                            max_accuracy_drop=0.0, max_loss_increase=0.0,
+                            all_but_one=True, on_progress=None):
+        """Which quantized ops cost accuracy, over held-out (inputs, targets) pairs: the float
+        model, the model under `rules` (None: the session's), each op quantized alone and (with
+        `all_but_one`) each left float. With a budget — `max_accuracy_drop` (absolute) or
+        `max_loss_increase` (relative to the float loss) — also the cheapest mixed precision
+        over `qtypes` (most compressed first; float last) within it, whose `rules` UpdateRules
+        takes as they are. Returns the SensitivityReport message; `on_progress(response)` sees
+        every message before it. The session does not change."""
+        options = pb.SensitivityOptions(
+            qtypes=list(qtypes), max_accuracy_drop=max_accuracy_drop,
+            max_loss_increase=max_loss_increase, skip_all_but_one=not all_but_one)
+        if rules is not None:
+            options.rules.CopyFrom(_message(rules, rules_pb2.RuleSet))
+
+        def consume(requests):
+            report = None
+            for r in self._stub.AnalyzeSensitivity(requests):
+                if r.HasField("report"):
+                    report = r.report
+                elif on_progress:
+                    on_progress(r)
+            return report
+        reqs = _Requests(session_id, batches, pb.SensitivityRequest, _batch,
+                         first={"options": options})
+        return reqs.run(consume)
+
     # -- one-shot calls -------------------------------------------------------------------
 
     @_wrap
@@ -341,6 +372,18 @@ class Client:
             with open(os.path.join(out_dir, "config.json"), "w") as f:
                 json.dump({"quantization_config": config}, f, indent=2)
         return arrays, config
+
+    @_wrap
+    def export_onnx(self, session_id, path=None):
+        """The session as an ONNX model with QuantizeLinear / DequantizeLinear around every
+        quantized op (opset 17; input "input", output "logits"): returns its bytes, and writes
+        them to `path` when given."""
+        data = b"".join(c.data for c in self._stub.ExportQuantized(pb.ExportRequest(
+            session_id=session_id, format="onnx")))
+        if path is not None:
+            with open(path, "wb") as f:
+                f.write(data)
+        return data
 
     @_wrap
     def upload_checkpoint(self, session_id, checkpoint):

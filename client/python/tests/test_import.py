@@ -13,17 +13,7 @@ import torch
 
 import qtrain
 from tests_server import Server  # noqa: E402  (same folder)
-
-# The qtrain spec that mirrors torch.nn.Sequential(Flatten, Linear(784, 256), ReLU,
-# Linear(256, 10)).
-SPEC = {"input": {"shape": [28, 28, 1]}, "body": {"sequential": {"layers": [
-    {"flatten": {}}, {"linear": {"features": 256}}, {"activation": {"kind": "RELU"}},
-    {"name": "head", "linear": {"features": 10}}]}}}
-
-
-def torch_mlp():
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 256), torch.nn.ReLU(),
-                               torch.nn.Linear(256, 10))
+from torch_models import SPEC, trained_torch_mlp
 
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "import_and_calibrate.py")
@@ -34,21 +24,8 @@ class ImportTest(unittest.TestCase):
     def setUpClass(cls):
         cls.server = Server()
         cls.client = qtrain.Client(cls.server.address)
-        x, y = qtrain.load_fashion_mnist("train", limit=6400)
         cls.xt, cls.yt = qtrain.load_fashion_mnist("t10k", limit=512)
-        torch.manual_seed(0)
-        cls.model = torch_mlp()
-        optimizer = torch.optim.Adam(cls.model.parameters(), lr=1e-3)
-        # The images are HWC; flattening (28, 28, 1) and torch's flattening agree (C = 1).
-        xs, ys = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-        for epoch in range(2):
-            for at in range(0, len(xs), 128):
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(cls.model(xs[at:at + 128]),
-                                                         ys[at:at + 128])
-                loss.backward()
-                optimizer.step()
-        cls.model.eval()
+        cls.model = trained_torch_mlp()
 
     @classmethod
     def tearDownClass(cls):

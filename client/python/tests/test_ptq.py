@@ -1,0 +1,192 @@
+"""The whole PTQ job on a model made elsewhere: a Fashion-MNIST MLP trained in PyTorch is
+imported, measured, calibrated, analysed for sensitivity (mixed precision within a budget) and
+exported to compressed-tensors and ONNX; ONNX Runtime (onnxruntime-node, tests/onnx) runs the
+ONNX model and gives the server's SRQ outputs within the quantization's error. Also a CNN's
+ONNX export (convolutions, pooling, per-tensor weight scales) and the `qtrain ptq` command."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+import qtrain
+from tests_server import Server  # noqa: E402  (same folder)
+from torch_models import SPEC, trained_torch_mlp
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+ORT_DIR = os.path.join(ROOT, "tests", "onnx")
+BUILD = os.environ.get("QTRAIN_BUILD_DIR", os.path.join(ROOT, "build"))
+
+
+def ensure_onnxruntime():
+    """onnxruntime-node from the lock file (the npm registry), once; its CPU library is bundled,
+    so the GPU download is skipped."""
+    if os.path.isdir(os.path.join(ORT_DIR, "node_modules", "onnxruntime-node")):
+        return
+    env = dict(os.environ, ONNXRUNTIME_NODE_INSTALL="skip")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ORT_DIR,
+                   env=env, check=True)
+
+
+def run_onnx(model_path, x):
+    """The ONNX model's output for `x`, computed by ONNX Runtime."""
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "in.bin"), os.path.join(d, "out.bin")
+        np.ascontiguousarray(x).tofile(src)
+        dtype = "int32" if x.dtype == np.int32 else "float32"
+        out = subprocess.run(["node", os.path.join(ORT_DIR, "run_onnx.js"), model_path, src, dtype,
+                              ",".join(map(str, x.shape)), dst],
+                             check=True, capture_output=True, text=True).stdout
+        shape = json.loads(out)["shape"]
+        return np.fromfile(dst, dtype=np.float32).reshape(shape)
+
+
+def step_bound(client, session_id, head_kernel):
+    """What one quantization step of the last layer's input can move a logit: the ONNX graph
+    and the server may round a value that sits on a rounding boundary differently (x / s versus
+    x * (1 / s)), so a few inputs of the last layer may land one step apart."""
+    stats = {(s.module_path, s.name): s for s in client.quant_stats(session_id).stats}
+    scale = qtrain.from_tensor(stats[("head", "dot_general0_lhs")].scale).item()
+    return 2 * scale * float(np.max(np.sum(np.abs(head_kernel), axis=0)))
+
+
+class PtqTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        ensure_onnxruntime()
+        cls.server = Server()
+        cls.client = qtrain.Client(cls.server.address)
+        cls.model = trained_torch_mlp()
+        x, _ = qtrain.load_fashion_mnist("train", limit=2048)
+        cls.calibration = x
+        cls.xt, cls.yt = qtrain.load_fashion_mnist("t10k", limit=2000)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.server.stop()
+
+    def test_ptq_job_with_mixed_precision_and_both_exports(self):
+        stages = []
+        with tempfile.TemporaryDirectory() as d:
+            r = qtrain.ptq(self.client, SPEC, self.model, self.calibration, (self.xt, self.yt),
+                           rules="srq-int8", session_id="ptq", out_dir=d,
+                           max_accuracy_drop=0.005, qtypes=("int2", "int8"),
+                           on_progress=lambda stage, detail: stages.append(stage))
+            self.assertEqual(r.session_id, "ptq")
+            self.assertEqual(r.float_metrics.examples, 2000)
+            # int8 SRQ stays within a point of the float model.
+            self.assertGreater(r.ptq_metrics.accuracy, r.float_metrics.accuracy - 0.01)
+            mp = r.sensitivity.mixed_precision
+            self.assertTrue(mp.within_budget)
+            self.assertEqual(len(r.sensitivity.ops), 2)
+            self.assertEqual({op.qtype for op in r.sensitivity.ops}, {"int2"})
+            # int2 everywhere misses the budget: the search raised something.
+            self.assertLess(r.sensitivity.quantized.accuracy, r.float_metrics.accuracy - 0.005)
+            chosen = {c.module_path: c.qtype for c in mp.choices}
+            self.assertEqual(r.rules, mp.rules)
+            # The mixed rules are what the session runs now: Evaluate agrees with the report.
+            now = self.client.evaluate("ptq", list(qtrain.batches(self.xt, self.yt, 256)))
+            self.assertAlmostEqual(now.accuracy, mp.metrics.accuracy, places=12)
+            self.assertGreaterEqual(now.accuracy, r.float_metrics.accuracy - 0.005 - 1e-12)
+            for stage in ("import", "float", "ptq", "sensitivity", "mixed precision", "export"):
+                self.assertIn(stage, stages)
+            self.assertTrue(os.path.exists(os.path.join(d, "config.json")))
+            with open(r.files["compressed-tensors"], "rb") as f:
+                arrays, _ = qtrain.load_safetensors(f.read())
+            # compressed-tensors holds int8 layers; others stay float there (listed in ignore).
+            for module, name in (("Dense_0", "Dense_0"), ("head", "head")):
+                want = np.int8 if chosen[module] == "int8" else np.float32
+                self.assertEqual(arrays[f"{name}.weight"].dtype, want, chosen)
+            self.check_onnx_matches_server("ptq", r.files["onnx"])
+        self.client.delete_session("ptq")
+
+    def check_onnx_matches_server(self, session_id, path):
+        got = run_onnx(path, self.xt)
+        want = self.client.forward(session_id, self.xt)
+        self.assertEqual(got.shape, want.shape)
+        state, _ = qtrain.load_safetensors(self.client.download_checkpoint(session_id))
+        diff = np.abs(got - want)
+        bound = np.maximum(1e-4 * (1 + np.abs(want)),
+                           step_bound(self.client, session_id, state["params/head/kernel"]))
+        self.assertTrue(np.all(diff <= bound), f"max |ORT - server| = {diff.max()}")
+        agree = float(np.mean(np.argmax(got, 1) == np.argmax(want, 1)))
+        self.assertGreaterEqual(agree, 0.999)
+        return diff
+
+    def test_onnx_of_a_cnn_matches_the_server(self):
+        spec = {"input": {"shape": [28, 28, 1]}, "body": {"sequential": {"layers": [
+            {"conv2d": {"features": 8, "kernel_size": [3, 3]}},
+            {"activation": {"kind": "GELU"}},
+            {"pool": {"kind": "MAX", "window": [2, 2]}},
+            {"conv2d": {"features": 8, "kernel_size": [3, 3], "strides": [2, 2],
+                        "padding": "VALID"}},
+            {"activation": {"kind": "SILU"}},
+            {"pool": {"kind": "AVG", "window": [3, 3], "strides": [2, 2], "padding": "SAME"}},
+            {"flatten": {}},
+            {"layer_norm": {}},
+            {"residual": {"body": {"sequential": {"layers": [
+                {"linear": {"features": 72}}, {"activation": {"kind": "TANH"}}]}}}},
+            {"rms_norm": {}},
+            {"dropout": {"rate": 0.1}},
+            {"name": "head", "linear": {"features": 10}}]}}}
+        x, y = qtrain.load_fashion_mnist("train", limit=1024)
+        c = self.client
+        c.create_session("cnn", model=spec, optimizer="adamw")
+        for _ in c.train("cnn", qtrain.batches(x, y, batch_size=64)):
+            pass
+        # Static int8 everywhere, per-tensor weights on the convolutions.
+        c.update_rules("cnn", {"rules": [
+            {"module_path": "Conv_.*", "weight_qtype": "int8", "act_qtype": "int8",
+             "act_static_scale": True, "disable_channelwise_axes": True},
+            {"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": True}]})
+        c.calibrate("cnn", qtrain.batches(x[:512], None, batch_size=128))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "cnn.onnx")
+            c.export_onnx("cnn", path)
+            self.check_onnx_matches_server("cnn", path)
+        # Dynamic activation scales have no QDQ form: without act_static_scale the export keeps
+        # activations float, so ORT is then close to the float model, not the server.
+        c.delete_session("cnn")
+
+    def test_onnx_export_errors_name_the_layer(self):
+        c = self.client
+        c.import_weights("uncal", SPEC, self.model)
+        c.update_rules("uncal", "srq-int8")
+        with self.assertRaises(qtrain.QtrainError) as e:
+            c.export_onnx("uncal")
+        self.assertIn("Dense_0: no activation statistics yet", e.exception.message)
+        c.delete_session("uncal")
+
+    def test_qtrain_ptq_command(self):
+        with tempfile.TemporaryDirectory() as d:
+            weights = os.path.join(d, "mlp.safetensors")
+            state = {k: v.numpy() for k, v in self.model.state_dict().items()}
+            with open(weights, "wb") as f:
+                f.write(qtrain.save_safetensors(state))
+            spec = os.path.join(d, "spec.json")
+            with open(spec, "w") as f:
+                json.dump(SPEC, f)
+            out = os.path.join(d, "out")
+            run = subprocess.run(
+                [os.path.join(BUILD, "bin", "qtrain"), "ptq", "cli-ptq", f"--model={spec}",
+                 f"--weights={weights}", '--map={"Dense_0": "1", "head": "3"}',
+                 "--data=/usr/share/datasets/fashion-mnist", "--calibration_batches=8",
+                 "--limit=2000", "--rules=srq-int8", f"--out={out}", "--json",
+                 f"--server={self.server.address}"], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            j = json.loads(run.stdout)
+            self.assertEqual(j["session_id"], "cli-ptq")
+            self.assertGreater(j["ptq"]["accuracy"], j["float"]["accuracy"] - 0.01)
+            for name in ("model.safetensors", "config.json", "model.onnx"):
+                self.assertTrue(os.path.exists(os.path.join(out, name)), name)
+            self.check_onnx_matches_server("cli-ptq", os.path.join(out, "model.onnx"))
+        self.client.delete_session("cli-ptq")
+
+
+if __name__ == "__main__":
+    unittest.main()
