@@ -12,7 +12,7 @@ PACKAGES=(
   g++ cmake ninja-build make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev zlib1g-dev libre2-dev libssl-dev
-  grpc-proto
+  grpc-proto libonnx-dev
 )
 
 if [ "${1:-}" != "--build" ]; then
@@ -24,8 +24,9 @@ if [ "${1:-}" != "--build" ]; then
     dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml openssl
     # the Python client (Debian's grpcio, protobuf, numpy)
     python3-grpcio python3-protobuf python3-numpy
-    # PyTorch: the bring-your-own-model import test trains a model in it
-    python3-torch
+    # PyTorch: the bring-your-own-model import test trains a model in it; ONNX's Python checker
+    # checks the CLI's ONNX export (onnxruntime-node, from npm, runs it: tests/onnx)
+    python3-torch python3-onnx
   )
   # The Node.js example needs node and npm; the machine may already have newer ones.
   if ! command -v node > /dev/null || ! command -v npm > /dev/null; then

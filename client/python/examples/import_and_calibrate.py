@@ -26,6 +26,8 @@ def main():
     ap.add_argument("--server", default=None, help="host:port (default $QTRAIN_SERVER)")
     ap.add_argument("--epochs", type=int, default=2, help="PyTorch training epochs")
     ap.add_argument("--limit", type=int, default=None, help="training examples to use")
+    ap.add_argument("--save_weights", default=None,
+                    help="also write the PyTorch weights to this safetensors file (for qtrain ptq)")
     args = ap.parse_args()
 
     x, y = qtrain.load_fashion_mnist("train", limit=args.limit)
@@ -41,6 +43,9 @@ def main():
             torch.nn.functional.cross_entropy(model(xs[at:at + 128]), ys[at:at + 128]).backward()
             opt.step()
     model.eval()
+    if args.save_weights:
+        qtrain.save_safetensors({k: v.numpy() for k, v in model.state_dict().items()},
+                                args.save_weights)
     with torch.no_grad():
         torch_accuracy = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
 
