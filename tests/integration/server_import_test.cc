@@ -293,6 +293,45 @@ TEST_F(ServerImportTest, CompressedTensorsExportReproducesTheServersInt8Forward)
   EXPECT_THAT(status.error_message(), HasSubstr("\"tflite\""));
 }
 
+// The ONNX export refuses what it cannot express, naming it; nothing is sent.
+TEST_F(ServerImportTest, OnnxExportRefusesAttentionAndModuleMaps) {
+  auto export_onnx = [&](const std::string& id, bool with_map) {
+    v1::ExportRequest req;
+    req.set_session_id(id);
+    req.set_format("onnx");
+    if (with_map) (*req.mutable_module_map())["Dense_0"] = "0";
+    grpc::ClientContext ctx;
+    auto reader = stub_->ExportQuantized(&ctx, req);
+    std::string bytes;
+    v1::CheckpointChunk chunk;
+    while (reader->Read(&chunk)) bytes += chunk.data();
+    const grpc::Status s = reader->Finish();
+    if (!s.ok()) EXPECT_TRUE(bytes.empty());
+    return std::make_pair(s, bytes);
+  };
+  v1::CreateSessionRequest lm;
+  lm.set_session_id("lm");
+  *lm.mutable_model() = Json<v1::ModelSpec>(R"({"input": {"kind": "TOKENS", "shape": [8]},
+      "body": {"sequential": {"layers": [{"embedding": {"num_embeddings": 16, "features": 8}},
+        {"name": "attn", "attention": {"num_heads": 2}}, {"linear": {"features": 16}}]}}})");
+  v1::Session created;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub_->CreateSession(&ctx, lm, &created).ok());
+  auto [attention, none] = export_onnx("lm", false);
+  EXPECT_EQ(attention.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(attention.error_message(), HasSubstr("attn: MultiHeadAttention"));
+  Create("plain");
+  auto [mapped, nothing] = export_onnx("plain", true);
+  EXPECT_EQ(mapped.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(mapped.error_message(), HasSubstr("module_map"));
+  // A float session exports as plain ONNX: a ModelProto that starts with ir_version (field 1).
+  auto [ok, bytes] = export_onnx("plain", false);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  ASSERT_GT(bytes.size(), 100u);
+  EXPECT_EQ(bytes[0], 0x08);
+  EXPECT_NE(bytes.find("logits"), std::string::npos);
+}
+
 TEST_F(ServerImportTest, TheFirstMessageMustCarryTheSpec) {
   grpc::ClientContext ctx;
   v1::Session session;
