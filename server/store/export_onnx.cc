@@ -1,5 +1,6 @@
 #include "server/store/export_onnx.h"
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -188,8 +189,7 @@ class Exporter {
       case proto::Module::kActivation:
         return Activation(m.activation().kind(), name, x);
       case proto::Module::kAttention:
-        return absl::UnimplementedError(absl::StrCat(
-            path, ": MultiHeadAttention is not exported to ONNX yet (compressed-tensors is)"));
+        return Attention(m.attention(), path, std::move(x), shape);
       case proto::Module::kPool:
         return Pool(m.pool(), name, std::move(x), shape);
       case proto::Module::kFlatten: {
@@ -239,26 +239,53 @@ class Exporter {
     return r.weight_qtype ? &r : nullptr;
   }
 
-  // QuantizeLinear -> DequantizeLinear of an activation with its static scale (a Clip keeps
-  // narrower qtypes in range); `x` unchanged when its scale is dynamic.
+  // QuantizeLinear -> DequantizeLinear of an activation with its static scales (`stat_name` in
+  // `path`'s quant_stats) — one per tensor, or a 1-D scale along the one axis they vary on (per
+  // token); a Clip of the integers keeps narrower qtypes in range. `x` unchanged when the scales
+  // are dynamic.
   absl::StatusOr<std::string> QdqActivation(const engine::Rule& rule, const std::string& path,
-                                            const char* op_id, const std::string& x) {
-    auto stat = t_.quant_stats().find({path, absl::StrCat(op_id, "_lhs")});
+                                            const std::string& stat_name, const std::string& x) {
+    auto stat = t_.quant_stats().find({path, stat_name});
     QTRAIN_ASSIGN_OR_RETURN(
-        std::optional<float> scale,
-        StaticInputScale(rule, path, stat == t_.quant_stats().end() ? nullptr : &stat->second));
-    if (!scale) return x;
-    const std::string s = g_.Scalar(path + "/input_scale", *scale);
-    const std::string zp = g_.ZeroPoints(path + "/input_zero_point", 0);
-    const std::string q = g_.Op("QuantizeLinear", {x, s, zp}, path + "/input_q");
-    std::string dq = g_.Op("DequantizeLinear", {q, s, zp}, path + "/input_dq");
+        std::optional<Tensor> scales,
+        StaticInputScales(rule, path, stat == t_.quant_stats().end() ? nullptr : &stat->second));
+    if (!scales) return x;
+    int axis = -1;
+    for (int a = 0; a < scales->rank(); ++a) {
+      if (scales->dim(a) == 1) continue;
+      if (axis >= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, " ", stat_name, ": static scales vary over more than one axis (",
+                         ShapeString(scales->shape()),
+                         "), which QuantizeLinear cannot express; widen act_batch_axes"));
+      }
+      axis = a;
+    }
+    Tensor s = std::move(*scales);
+    s.Reshape(axis < 0 ? Shape{} : Shape{s.numel()});
+    const std::string base = absl::StrCat(path, "/", stat_name);
+    const std::string scale = g_.Init(g_.Fresh(base + "_scale"), s);
+    const std::string zp = g_.ZeroPoints(base + "_zero_point", axis < 0 ? 0 : s.numel());
+    std::string q;
+    onnx::NodeProto* quantize = g_.Node("QuantizeLinear", {x, scale, zp}, base + "_q", &q);
+    if (axis >= 0) Graph::SetInt(quantize, "axis", axis);
     const QTypeInfo& info = GetQTypeInfo(*rule.act_qtype);
     if (info.qmin > -128.0f || info.qmax < 127.0f) {
-      dq = g_.Op("Clip",
-                 {dq, g_.Scalar("lo", info.qmin * *scale), g_.Scalar("hi", info.qmax * *scale)},
-                 path + "/input_clip");
+      q = g_.Op("Clip",
+                {q, g_.Init(g_.Fresh("qmin"), Int8Scalar(info.qmin)),
+                 g_.Init(g_.Fresh("qmax"), Int8Scalar(info.qmax))},
+                base + "_clip");
     }
+    std::string dq;
+    onnx::NodeProto* dequantize = g_.Node("DequantizeLinear", {q, scale, zp}, base + "_dq", &dq);
+    if (axis >= 0) Graph::SetInt(dequantize, "axis", axis);
     return dq;
+  }
+
+  static Tensor Int8Scalar(float v) {
+    Tensor t = Tensor::Zeros(DType::kS8, {});
+    t.data<int8_t>()[0] = static_cast<int8_t>(v);
+    return t;
   }
 
   // The kernel as the graph uses it: float, or int8 behind DequantizeLinear. `to_oihw`: a conv
@@ -285,7 +312,7 @@ class Exporter {
     QTRAIN_ASSIGN_OR_RETURN(const engine::Param* kernel, Param(path, "kernel"));
     const engine::Rule* rule = RuleOf(path, "dot_general0");
     if (rule != nullptr) {
-      QTRAIN_ASSIGN_OR_RETURN(x, QdqActivation(*rule, path, "dot_general0", x));
+      QTRAIN_ASSIGN_OR_RETURN(x, QdqActivation(*rule, path, "dot_general0_lhs", x));
     }
     QTRAIN_ASSIGN_OR_RETURN(std::string w, Weight(rule, path, *kernel, false));
     std::string y = g_.Op("MatMul", {x, w}, path);
@@ -296,12 +323,61 @@ class Exporter {
     return y;
   }
 
+  // Flax's MultiHeadDotProductAttention as the server computes it: query / key / value / out
+  // linear layers, the query scaled by 1/sqrt(head dim), einsum0 = q·kᵀ, the causal mask, the
+  // softmax, einsum1 = attention·v; the einsums' operands through QDQ when a rule quantizes
+  // them (they are activations: static scales only).
+  absl::StatusOr<std::string> Attention(const proto::MultiHeadAttention& a, const std::string& path,
+                                        std::string x, Shape& shape) {
+    const int64_t t = shape[0], d = shape[1], heads = a.num_heads();
+    const int64_t qkv = a.qkv_features() > 0 ? a.qkv_features() : d, dh = qkv / heads;
+    auto project = [&](const char* name) -> absl::StatusOr<std::string> {
+      Shape s = shape;
+      QTRAIN_ASSIGN_OR_RETURN(std::string y, Linear(absl::StrCat(path, "/", name), x, s));
+      return g_.Op("Reshape", {y, g_.Ints("heads", {0, 0, heads, dh})}, path + "/" + name);
+    };
+    QTRAIN_ASSIGN_OR_RETURN(std::string q, project("query"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string k, project("key"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string v, project("value"));
+    q = g_.Op("Mul",
+              {Transpose(q, {0, 2, 1, 3}, path + "/q"),
+               g_.Scalar("query_scale", 1.0f / std::sqrt(static_cast<float>(dh)))},
+              path + "/q");
+    k = Transpose(k, {0, 2, 3, 1}, path + "/kt");
+    v = Transpose(v, {0, 2, 1, 3}, path + "/v");
+    if (const engine::Rule* rule = RuleOf(path, "einsum0")) {
+      QTRAIN_ASSIGN_OR_RETURN(q, QdqActivation(*rule, path, "einsum0_lhs", q));
+      QTRAIN_ASSIGN_OR_RETURN(k, QdqActivation(*rule, path, "einsum0_rhs", k));
+    }
+    std::string scores = g_.Op("MatMul", {q, k}, path + "/scores");
+    if (a.causal()) {
+      Tensor mask = Tensor::Zeros(DType::kF32, {t, t});
+      for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = i + 1; j < t; ++j) mask.data<float>()[i * t + j] = -1e30f;
+      }
+      scores = g_.Op("Add", {scores, g_.Init(path + "/causal_mask", mask)}, path + "/masked");
+    }
+    std::string attn;
+    Graph::SetInt(g_.Node("Softmax", {scores}, path + "/softmax", &attn), "axis", -1);
+    if (const engine::Rule* rule = RuleOf(path, "einsum1")) {
+      QTRAIN_ASSIGN_OR_RETURN(attn, QdqActivation(*rule, path, "einsum1_lhs", attn));
+      QTRAIN_ASSIGN_OR_RETURN(v, QdqActivation(*rule, path, "einsum1_rhs", v));
+    }
+    std::string merged =
+        Transpose(g_.Op("MatMul", {attn, v}, path + "/context"), {0, 2, 1, 3}, path + "/merge");
+    merged = g_.Op("Reshape", {merged, g_.Ints("merge", {0, 0, qkv})}, path + "/merge");
+    Shape s = {t, qkv};
+    QTRAIN_ASSIGN_OR_RETURN(std::string y, Linear(path + "/out", merged, s));
+    shape = {t, d};
+    return y;
+  }
+
   absl::StatusOr<std::string> Conv(const proto::Conv2D& c, const std::string& path, std::string x,
                                    Shape& shape) {
     QTRAIN_ASSIGN_OR_RETURN(const engine::Param* kernel, Param(path, "kernel"));
     const engine::Rule* rule = RuleOf(path, "conv_general_dilated0");
     if (rule != nullptr) {
-      QTRAIN_ASSIGN_OR_RETURN(x, QdqActivation(*rule, path, "conv_general_dilated0", x));
+      QTRAIN_ASSIGN_OR_RETURN(x, QdqActivation(*rule, path, "conv_general_dilated0_lhs", x));
     }
     QTRAIN_ASSIGN_OR_RETURN(std::string w, Weight(rule, path, *kernel, true));
     std::vector<std::string> inputs = {ToNchw(x, path), w};

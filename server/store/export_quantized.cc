@@ -98,10 +98,10 @@ absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
   return w;
 }
 
-absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
-                                                      const std::string& module,
-                                                      const SrqStat* stat) {
-  if (!rule.act_qtype || !rule.act_static_scale) return std::optional<float>();
+absl::StatusOr<std::optional<Tensor>> StaticInputScales(const engine::Rule& rule,
+                                                        const std::string& module,
+                                                        const SrqStat* stat) {
+  if (!rule.act_qtype || !rule.act_static_scale) return std::optional<Tensor>();
   if (!FitsS8(*rule.act_qtype)) {
     return absl::InvalidArgumentError(absl::StrCat(module, ": activations in ",
                                                    QTypeName(*rule.act_qtype),
@@ -112,14 +112,28 @@ absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
         module, ": no activation statistics yet; calibrate (or train) before exporting"));
   }
   QTRAIN_ASSIGN_OR_RETURN(Calibration cal, SrqCalibration(*stat, *rule.act_qtype));
-  if (!cal.symmetric || cal.absmax.numel() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        module, ": static activation scales are ", cal.symmetric ? "per token" : "asymmetric",
-        "; the exports take one per tensor (act_batch_axes over every axis but the "
-        "features, symmetric calibration)"));
+  if (!cal.symmetric) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(module,
+                     ": static activation scales are asymmetric; the exports take "
+                     "symmetric calibrations"));
   }
   QTRAIN_ASSIGN_OR_RETURN(QuantParams params, ComputeQuantParams(cal, *rule.act_qtype));
-  return std::optional<float>(params.scale.data<float>()[0]);
+  return std::optional<Tensor>(std::move(params.scale));
+}
+
+absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
+                                                      const std::string& module,
+                                                      const SrqStat* stat) {
+  QTRAIN_ASSIGN_OR_RETURN(std::optional<Tensor> scales, StaticInputScales(rule, module, stat));
+  if (!scales) return std::optional<float>();
+  if (scales->numel() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ": static activation scales are per token (", ShapeString(scales->shape()),
+        "); compressed-tensors takes one per tensor (act_batch_axes over every axis but the "
+        "features)"));
+  }
+  return std::optional<float>(scales->data<float>()[0]);
 }
 
 absl::StatusOr<SafetensorsFile> ExportCompressedTensors(

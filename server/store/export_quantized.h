@@ -29,10 +29,15 @@ absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
                                                      const std::string& module,
                                                      const Tensor& kernel);
 
-// The one static scale of the input of `module`'s op `op_id` (`stat` its quant_stats entry, or
-// null), or nullopt when the rule's activations are dynamic. FailedPrecondition without
-// statistics (calibrate first); InvalidArgument for per-token or asymmetric static scales, or a
-// qtype other than int2..int8.
+// The static scales of an op's input (`stat` its quant_stats entry, or null) in the operand's
+// Qwix shape with its reduced and batch axes kept as 1, or nullopt when the rule's activations
+// are dynamic. FailedPrecondition without statistics (calibrate first); InvalidArgument for
+// asymmetric static scales or a qtype other than int2..int8.
+absl::StatusOr<std::optional<Tensor>> StaticInputScales(const engine::Rule& rule,
+                                                        const std::string& module,
+                                                        const SrqStat* stat);
+// As StaticInputScales, for the one scale of a per-tensor calibration; InvalidArgument for
+// per-token scales.
 absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
                                                       const std::string& module,
                                                       const SrqStat* stat);

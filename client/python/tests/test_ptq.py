@@ -153,6 +153,47 @@ class PtqTest(unittest.TestCase):
         # activations float, so ORT is then close to the float model, not the server.
         c.delete_session("cnn")
 
+    def test_onnx_of_a_transformer_matches_the_server(self):
+        # Tokens in; causal attention with quantized einsums; per-token static scales on the
+        # linear layers (the default act_batch_axes) become per-axis QDQ.
+        spec = {"input": {"kind": "TOKENS", "shape": [16]}, "body": {"sequential": {"layers": [
+            {"embedding": {"num_embeddings": 32, "features": 16}},
+            {"residual": {"body": {"sequential": {"layers": [
+                {"layer_norm": {}}, {"attention": {"num_heads": 2, "causal": True}}]}}}},
+            {"residual": {"body": {"sequential": {"layers": [
+                {"rms_norm": {}}, {"linear": {"features": 32}}, {"activation": {"kind": "GELU"}},
+                {"linear": {"features": 16}}]}}}},
+            {"name": "head", "linear": {"features": 32}}]}}}
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 32, size=(512, 16)).astype(np.int32)
+        y = np.roll(x, 1, axis=1)  # the previous token
+        c = self.client
+        c.create_session("lm", model=spec, optimizer="adamw")
+        for _ in c.train("lm", qtrain.batches(x, y, batch_size=32, epochs=2)):
+            pass
+        # Per-(head, token) static scales of the einsums have no QuantizeLinear form: named.
+        c.create_session("lm-per-head", model=spec, rules="srq-int8")
+        c.calibrate("lm-per-head", qtrain.batches(x[:64], None, batch_size=64))
+        with self.assertRaises(qtrain.QtrainError) as e:
+            c.export_onnx("lm-per-head")
+        self.assertIn("MultiHeadAttention_0 einsum0_lhs: static scales vary over more than one axis",
+                      e.exception.message)
+        c.delete_session("lm-per-head")
+        c.update_rules("lm", {"rules": [
+            {"op_names": ["einsum"], "weight_qtype": "int8", "act_qtype": "int8",
+             "act_static_scale": True, "act_batch_axes": {"axes": [0, 1, 2, 3]}},
+            {"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": True}]})
+        c.calibrate("lm", qtrain.batches(x[:256], None, batch_size=64))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "lm.onnx")
+            c.export_onnx("lm", path)
+            got, want = run_onnx(path, x[:200]), c.forward("lm", x[:200])
+        self.assertEqual(got.shape, (200, 16, 32))
+        diff = np.abs(got - want)
+        self.assertGreater(float(np.mean(diff < 1e-3)), 0.98, f"max diff {diff.max()}")
+        self.assertGreaterEqual(float(np.mean(got.argmax(-1) == want.argmax(-1))), 0.99)
+        c.delete_session("lm")
+
     def test_onnx_export_errors_name_the_layer(self):
         c = self.client
         c.import_weights("uncal", SPEC, self.model)
