@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
+#include <map>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -31,6 +31,24 @@ std::string OpKind(const std::string& op_id) {
   size_t end = op_id.size();
   while (end > 0 && absl::ascii_isdigit(static_cast<unsigned char>(op_id[end - 1]))) --end;
   return op_id.substr(0, end);
+}
+
+// Whether `rule` wants static scales for `module`'s op `op_id` that the session's statistics
+// cannot give (no statistic, count 0, or one of the other calibrator family).
+bool MissingStatistics(Trainer& t, const Rule& rule, const std::string& module,
+                       const std::string& op_id) {
+  if (!rule.act_qtype || !rule.act_static_scale) return false;
+  const bool entropy = rule.act_method.kind == CalibrationKind::kEntropy;
+  const bool act_x_act = OpKind(op_id) == kEinsum;
+  for (const char* side : {"_lhs", "_rhs"}) {
+    if (std::string(side) == "_rhs" && !act_x_act) break;
+    auto it = t.quant_stats().find({module, op_id + side});
+    if (it == t.quant_stats().end() || it->second.count == 0 ||
+        it->second.entropy.has_value() != entropy) {
+      return true;
+    }
+  }
+  return false;
 }
 
 bool BudgetSet(const SensitivityOptions& o) {
@@ -79,14 +97,22 @@ absl::StatusOr<SensitivityAnalysis> SensitivityAnalysis::Create(Trainer& trainer
   QTRAIN_CHECK(restored.ok());
 
   SensitivityAnalysis a;
-  std::set<std::pair<std::string, std::string>> seen;
+  std::map<std::pair<std::string, std::string>, int> seen;  // unit -> index
   for (const auto& [rule_index, op] : ops) {
     if (rule_index < 0 || !compiled->rules()[rule_index].weight_qtype) continue;
     const size_t colon = op.rfind(':');
+    const std::string module = op.substr(0, colon), op_id = op.substr(colon + 1);
+    const bool missing = MissingStatistics(trainer, compiled->rules()[rule_index], module, op_id);
+    auto known = seen.find({module, OpKind(op_id)});
+    if (known != seen.end()) {
+      a.units_[known->second].uncalibrated |= missing;
+      continue;
+    }
     UnitSensitivity u;
-    u.module_path = op.substr(0, colon);
-    u.op_name = OpKind(op.substr(colon + 1));
-    if (!seen.insert({u.module_path, u.op_name}).second) continue;
+    u.module_path = module;
+    u.op_name = OpKind(op_id);
+    u.uncalibrated = missing;
+    seen[{module, u.op_name}] = static_cast<int>(a.units_.size());
     u.rule_index = rule_index;
     proto::QuantRule rule = options.rules.rules(rule_index);
     rule.set_module_path(ExactPattern(u.module_path));

@@ -40,9 +40,13 @@ struct SensitivityOptions {
 
 struct UnitSensitivity {
   std::string module_path;
-  std::string op_name;                 // "dot_general", "einsum", "conv_general_dilated"
-  int rule_index = -1;                 // in the analysed rules
-  std::string qtype;                   // its weight qtype in the analysis
+  std::string op_name;  // "dot_general", "einsum", "conv_general_dilated"
+  int rule_index = -1;  // in the analysed rules
+  std::string qtype;    // its weight qtype in the analysis
+  // Its rule asks for static scales but the session has no statistics for them (none, or
+  // another calibrator's): the evaluations then use dynamic scales, as Qwix does. Calibrate
+  // under the analysed rules first.
+  bool uncalibrated = false;
   std::optional<EvalMetrics> only;     // this unit quantized, the rest float
   std::optional<EvalMetrics> all_but;  // this unit float, the rest quantized
 };

@@ -31,6 +31,7 @@ v1::SensitivityReport ReportToWire(const engine::SensitivityReport& r) {
     op->set_op_name(u.op_name);
     op->set_rule_index(u.rule_index);
     op->set_qtype(u.qtype);
+    op->set_uncalibrated(u.uncalibrated);
     if (u.only) ToWire(*u.only, op->mutable_only_this());
     if (u.all_but) ToWire(*u.all_but, op->mutable_all_but_this());
   }

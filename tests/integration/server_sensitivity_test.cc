@@ -143,6 +143,31 @@ TEST_F(ServerSensitivityTest, ReportMatchesEvaluateAndTheSessionIsUnchanged) {
   EXPECT_EQ(mp.choices_size(), 2);
 }
 
+// Static rules without statistics are measured with dynamic scales (Qwix's fallback) and say so.
+TEST_F(ServerSensitivityTest, UncalibratedStaticScalesAreFlagged) {
+  Create("u", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
+      "act_static_scale": true}]})");
+  v1::SensitivityOptions options;
+  options.set_skip_all_but_one(true);
+  Result before = Analyze("u", &options, 1);
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+  for (const v1::OpSensitivity& op : before.messages.back().report().ops()) {
+    EXPECT_TRUE(op.uncalibrated()) << op.module_path();
+  }
+  ASSERT_TRUE(Train("u", 5).second.ok());  // training collects the statistics
+  Result after = Analyze("u", &options, 1);
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  for (const v1::OpSensitivity& op : after.messages.back().report().ops()) {
+    EXPECT_FALSE(op.uncalibrated()) << op.module_path();
+  }
+  // Entropy rules read a histogram the absmax statistics are not.
+  *options.mutable_rules() = Json<v1::RuleSet>(R"({"rules": [{"weight_qtype": "int8",
+      "act_qtype": "int8", "act_static_scale": true, "act_calibration_method": "entropy"}]})");
+  Result entropy = Analyze("u", &options, 1);
+  ASSERT_TRUE(entropy.status.ok()) << entropy.status.error_message();
+  EXPECT_TRUE(entropy.messages.back().report().ops(0).uncalibrated());
+}
+
 TEST_F(ServerSensitivityTest, DefaultsToTheSessionsRules) {
   Create("d", R"({"rules": [{"module_path": "Dense_1", "weight_qtype": "int4"}]})");
   ASSERT_TRUE(Train("d", 10).second.ok());
