@@ -45,8 +45,9 @@ int Ptq(Invocation& inv) {
   const int64_t calibration_batches = absl::GetFlag(FLAGS_calibration_batches);
   if (calibration_batches < 1) return Usage(inv, "--calibration_batches must be >= 1");
   // The PTQ rules apply after the float model is measured; the session starts float.
-  const v1::RuleSet rules =
-      absl::GetFlag(FLAGS_rules).empty() ? *RulesFromFlag("srq-int8") : config.rules();
+  absl::StatusOr<v1::RuleSet> rules =
+      absl::GetFlag(FLAGS_rules).empty() ? RulesFromFlag("srq-int8") : config.rules();
+  if (!rules.ok()) return Usage(inv, std::string(rules.status().message()));
   config.clear_rules();
   v1::SensitivityOptions options;
   if (int rc = SensitivityOptionsFromFlags(inv, &options); rc != kOk) return rc;
@@ -88,9 +89,10 @@ int Ptq(Invocation& inv) {
     return inv.client->Evaluate(id, [&](v1::Batch* b) { return it.NextBatch(b); });
   };
   auto float_metrics = evaluate();
-  if (!float_metrics.ok())
+  if (!float_metrics.ok()) {
     return Fail(inv, "ptq: evaluate the float model", float_metrics.status());
-  if (auto s = inv.client->UpdateRules(id, rules); !s.ok()) {
+  }
+  if (auto s = inv.client->UpdateRules(id, *rules); !s.ok()) {
     return Fail(inv, "ptq: rules", s.status());
   }
   client::BatchIterator calib(*calibration, batch, 1, true, absl::GetFlag(FLAGS_seed),

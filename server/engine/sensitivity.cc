@@ -59,11 +59,28 @@ bool BudgetSet(const SensitivityOptions& o) {
 
 absl::Status SensitivityAnalysis::Validate(const SensitivityOptions& o) {
   QTRAIN_RETURN_IF_ERROR(CompiledRules::Create(o.rules).status());
+  if (o.qtypes.size() > kMaxQTypes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("qtypes: ", o.qtypes.size(), " candidates; at most ", kMaxQTypes));
+  }
+  float previous = 0;  // the last candidate's integer range
   for (size_t i = 0; i < o.qtypes.size(); ++i) {
     absl::StatusOr<QType> q = ParseQType(o.qtypes[i]);
     if (!q.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("qtypes[", i, "]: ", q.status().message()));
     }
+    const QTypeInfo& info = GetQTypeInfo(*q);
+    if (info.is_float8 || info.is_unsigned) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "qtypes[", i, "]: \"", o.qtypes[i],
+          "\" is not a signed integer qtype (int2 ... int16), which the search ranks"));
+    }
+    if (info.qmax - info.qmin <= previous) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("qtypes[", i, "]: \"", o.qtypes[i], "\" is not wider than qtypes[", i - 1,
+                       "] \"", o.qtypes[i - 1], "\"; list the candidates most compressed first"));
+    }
+    previous = info.qmax - info.qmin;
   }
   for (auto [name, value] : {std::pair{"max_accuracy_drop", o.max_accuracy_drop},
                              {"max_loss_increase", o.max_loss_increase}}) {
@@ -102,6 +119,8 @@ absl::StatusOr<SensitivityAnalysis> SensitivityAnalysis::Create(Trainer& trainer
     if (rule_index < 0 || !compiled->rules()[rule_index].weight_qtype) continue;
     const size_t colon = op.rfind(':');
     const std::string module = op.substr(0, colon), op_id = op.substr(colon + 1);
+    // An einsum's operands are both activations: without act_qtype it runs in float.
+    if (OpKind(op_id) == kEinsum && !compiled->rules()[rule_index].act_qtype) continue;
     const bool missing = MissingStatistics(trainer, compiled->rules()[rule_index], module, op_id);
     auto known = seen.find({module, OpKind(op_id)});
     if (known != seen.end()) {

@@ -79,9 +79,11 @@ struct Evaluation {
 
 class SensitivityAnalysis {
  public:
+  static constexpr size_t kMaxQTypes = 8;
   // Checks the options: InvalidArgument naming the field for rules that do not compile, an
-  // unknown qtype, a negative or non-finite budget, or an accuracy budget with a loss that has
-  // no accuracy (MSE).
+  // unknown qtype, candidates that are not signed integers listed narrowest first (at most
+  // kMaxQTypes), or a negative or non-finite budget. Create also refuses an accuracy budget for
+  // a loss that has no accuracy (MSE).
   static absl::Status Validate(const SensitivityOptions& options);
   // Plans the analysed rules on `trainer`'s model to find the units (the model's own rules are
   // left as they were). FailedPrecondition when the rules quantize no op.

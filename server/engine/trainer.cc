@@ -47,6 +47,7 @@ absl::Status Trainer::SetRules(const proto::RuleSet& rules) {
 }
 
 StepContext Trainer::Context(bool training, bool update_stats) {
+  if (training || update_stats) ++generation_;  // weights or statistics may change
   StepContext ctx;
   ctx.backend = backend_.get();
   ctx.training = training;
@@ -399,6 +400,7 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
   }
   stats_ = std::move(stats);
   step_ = step;
+  ++generation_;
   return absl::OkStatus();
 }
 

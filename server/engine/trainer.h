@@ -98,6 +98,9 @@ class Trainer {
   // Every statistic with its derived scale and zero point, sorted by (module path, name).
   std::vector<QuantStatReport> QuantStatsReport() const;
   int64_t step() const { return step_; }
+  // Changes whenever the weights or quant_stats may have changed (a training, calibrating or
+  // stats-updating step, an import): work spread over several tasks checks it stayed put.
+  uint64_t generation() const { return generation_; }
   uint64_t seed() const { return seed_; }
   Model& model() { return *model_; }
   const proto::OptimizerConfig& optimizer_config() const { return optimizer_->config(); }
@@ -128,6 +131,7 @@ class Trainer {
   MemoryBudget* budget_ = nullptr;
   std::unique_ptr<CounterRng> rng_;
   int64_t step_ = 0;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace qtrain::engine

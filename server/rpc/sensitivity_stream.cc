@@ -50,6 +50,8 @@ v1::SensitivityReport ReportToWire(const engine::SensitivityReport& r) {
   return out;
 }
 
+constexpr int64_t kPerBatchOverhead = 4096;
+
 struct SensitivityPolicy {
   using Request = v1::SensitivityRequest;
   using Response = v1::SensitivityResponse;
@@ -66,6 +68,7 @@ struct SensitivityPolicy {
     int64_t bytes = 0;
     engine::MemoryBudget::Lease lease;
     std::optional<engine::SensitivityAnalysis> analysis;
+    uint64_t generation = 0;  // the trainer's when the analysis began
     bool reported = false;
   };
   static constexpr char kName[] = "AnalyzeSensitivity";
@@ -106,6 +109,12 @@ struct SensitivityPolicy {
       if (state.options || !state.batches.empty()) {
         return absl::InvalidArgumentError("options: only the first message may set them");
       }
+      if (w.options->max_accuracy_drop > 0 &&
+          t.model().spec().loss().kind() != v1::Loss::SOFTMAX_CROSS_ENTROPY) {
+        return absl::InvalidArgumentError(
+            "options.max_accuracy_drop: the model's loss (MSE) has no accuracy; use "
+            "max_loss_increase");
+      }
       state.options = w.options;
       state.session_rules = w.session_rules;
     }
@@ -116,13 +125,18 @@ struct SensitivityPolicy {
     }
     const engine::Batch& b = *w.batch;
     const std::string which = absl::StrCat("held-out batch ", state.batches.size());
-    for (absl::Status s :
-         {t.model().ValidateInputs(b.inputs),
-          engine::ValidateTargets(t.model().spec().loss(), t.model().output_shape(),
-                                  b.inputs.dim(0), b.targets)}) {
-      if (!s.ok()) return absl::Status(s.code(), absl::StrCat(which, ": ", s.message()));
+    // In order: the targets' check reads the inputs' batch axis, which the first one proves.
+    if (absl::Status s = t.model().ValidateInputs(b.inputs); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(which, ": ", s.message()));
     }
-    const int64_t bytes = static_cast<int64_t>(b.inputs.nbytes() + b.targets.nbytes());
+    if (absl::Status s = engine::ValidateTargets(t.model().spec().loss(), t.model().output_shape(),
+                                                 b.inputs.dim(0), b.targets);
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(which, ": ", s.message()));
+    }
+    // Each batch also costs its bookkeeping: many tiny batches must not slip under the cap.
+    const int64_t bytes =
+        static_cast<int64_t>(b.inputs.nbytes() + b.targets.nbytes()) + kPerBatchOverhead;
     if (state.bytes + bytes > kMaxHeldOutBytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           which, ": the held-out batches exceed ", engine::HumanBytes(kMaxHeldOutBytes),
@@ -154,6 +168,14 @@ struct SensitivityPolicy {
           engine::SensitivityAnalysis::Create(t, std::move(options));
       if (!a.ok()) return a.status();
       state.analysis = *std::move(a);
+      state.generation = t.generation();
+    }
+    // Other calls run between the evaluations: a step that moved the weights or statistics
+    // would mix two models in one report.
+    if (t.generation() != state.generation) {
+      return absl::FailedPreconditionError(
+          "the session's weights or quant stats changed during the analysis (a Train, Calibrate "
+          "or upload ran beside it); run it again when nothing else changes the session");
     }
     engine::SensitivityAnalysis& a = *state.analysis;
     Response resp;

@@ -258,8 +258,13 @@ class StepStream final : public StreamReactor<Policy> {
       a.read = true;
     }
     const bool drained = reads_done_ && !reading_ && inflight_ == 0;
+    if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr &&
+        final_parts_ > 0 && limits_.state != nullptr && limits_.state->draining) {
+      FailLocked(DrainingError());  // a multi-part final stops between its parts
+    }
     if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr) {
       final_submitted_ = true;
+      ++final_parts_;
       absl::Status s = SubmitLocked(
           /*final=*/true, [this](Trainer& t) { return Policy::Final(t, context_, state_); });
       if (!s.ok()) FailLocked(s);
@@ -328,6 +333,7 @@ class StepStream final : public StreamReactor<Policy> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool final_submitted_ ABSL_GUARDED_BY(mu_) = false;
+  int final_parts_ ABSL_GUARDED_BY(mu_) = 0;  // Final tasks submitted so far
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);

@@ -1,5 +1,6 @@
 #include "server/store/export_onnx.h"
 
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -261,6 +262,11 @@ class Exporter {
       }
       axis = a;
     }
+    if (axis == 0) {  // the graph's batch axis is symbolic: a scale per example cannot be fixed
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " ", stat_name, ": static scales vary over the batch axis (",
+                       ShapeString(scales->shape()), "); include axis 0 in act_batch_axes"));
+    }
     Tensor s = std::move(*scales);
     s.Reshape(axis < 0 ? Shape{} : Shape{s.numel()});
     const std::string base = absl::StrCat(path, "/", stat_name);
@@ -518,6 +524,13 @@ absl::StatusOr<std::string> ExportOnnx(engine::Trainer& trainer, const std::stri
   } catch (const std::exception& e) {
     return absl::InternalError(
         absl::StrCat("the ONNX export failed ONNX's checker (a qtrain bug): ", e.what()));
+  }
+  // Protobuf messages stop at 2 GiB; ONNX's external-data form is not written.
+  if (model.ByteSizeLong() > static_cast<size_t>(INT32_MAX)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the ONNX model would be ", model.ByteSizeLong(),
+        " bytes; protobuf (and so ONNX without external data, which qtrain does not write) "
+        "stops at 2 GiB — export compressed-tensors instead"));
   }
   std::string bytes;
   if (!model.SerializeToString(&bytes)) {

@@ -2,8 +2,6 @@
 // same rules, the mixed-precision rules it returns do what it says when applied, the session is
 // left byte for byte as it was, bad requests fail naming the field, and a cancelled analysis
 // stops while a Train stream on the same session runs beside it.
-#include <atomic>
-#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -208,7 +206,19 @@ TEST_F(ServerSensitivityTest, BadRequestsNameTheField) {
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(r.status.error_message(), HasSubstr("only the first message"));
 
-  // A batch of the wrong shape, named by its index.
+  // A rank-0 batch (a scalar), then one of the wrong shape, each named by its index.
+  r = Analyze("b", &good, 1, [&](v1::SensitivityRequest& req, int) {
+    *req.mutable_batch()->mutable_inputs() = rpc::ToWire(Tensor::FromFloats({}, {1.0f}));
+  });
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("held-out batch 0"));
+  // Candidates out of order, and an accuracy budget for a loss without accuracy.
+  v1::SensitivityOptions backwards = good;
+  backwards.add_qtypes("int8");
+  backwards.add_qtypes("int4");
+  backwards.set_max_loss_increase(0.1);
+  r = Analyze("b", &backwards, 1);
+  EXPECT_THAT(r.status.error_message(), HasSubstr("qtypes[1]: \"int4\" is not wider"));
   r = Analyze("b", &good, 2, [&](v1::SensitivityRequest& req, int i) {
     if (i == 1)
       *req.mutable_batch()->mutable_inputs() = rpc::ToWire(Tensor::Zeros(DType::kF32, {2, 5}));
@@ -224,19 +234,9 @@ TEST_F(ServerSensitivityTest, BadRequestsNameTheField) {
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ServerSensitivityTest, CancelStopsTheAnalysisWhileTrainingGoesOn) {
+TEST_F(ServerSensitivityTest, CancelStopsTheAnalysisBetweenEvaluations) {
   Create("c", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]})");
-  const std::string rules_before = [&] {
-    grpc::ClientContext ctx;
-    v1::GetSessionRequest req;
-    req.set_session_id("c");
-    v1::Session s;
-    EXPECT_TRUE(stub_->GetSession(&ctx, req, &s).ok());
-    return s.rules().SerializeAsString();
-  }();
-  std::atomic<bool> trained{false};
-  std::thread train([&] { trained = Train("c", 40).second.ok(); });
-
+  const std::string before = Checkpoint("c");
   grpc::ClientContext ctx;
   auto stream = stub_->AnalyzeSensitivity(&ctx);
   for (int i = 0; i < 16; ++i) {
@@ -257,18 +257,38 @@ TEST_F(ServerSensitivityTest, CancelStopsTheAnalysisWhileTrainingGoesOn) {
   }
   EXPECT_EQ(read, 16);
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  train.join();
-  EXPECT_TRUE(trained);
-
-  grpc::ClientContext get;
-  v1::GetSessionRequest req;
-  req.set_session_id("c");
-  v1::Session s;
-  ASSERT_TRUE(stub_->GetSession(&get, req, &s).ok());
-  EXPECT_EQ(s.rules().SerializeAsString(), rules_before);
-  EXPECT_EQ(s.step(), 40);
-  // The server still analyses afterwards.
+  EXPECT_EQ(Checkpoint("c"), before);
+  // The session still trains and analyses afterwards.
+  EXPECT_TRUE(Train("c", 3).second.ok());
   EXPECT_TRUE(Analyze("c", nullptr, 1).status.ok());
+}
+
+// Other calls run between the evaluations; one that moves the weights fails the analysis
+// instead of mixing two models in one report.
+TEST_F(ServerSensitivityTest, TrainingBetweenEvaluationsFailsTheAnalysis) {
+  Create("m", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]})");
+  grpc::ClientContext ctx;
+  auto stream = stub_->AnalyzeSensitivity(&ctx);
+  for (int i = 0; i < 100; ++i) {  // evaluations long enough for a step to queue between them
+    v1::SensitivityRequest req;
+    if (i == 0) req.set_session_id("m");
+    *req.mutable_batch() = MakeBatch(i, 256);
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  v1::SensitivityResponse resp;
+  bool trained = false;
+  while (stream->Read(&resp)) {
+    if (resp.evaluations() == 1 && !trained) {
+      trained = true;
+      auto [steps, status] = Train("m", 1);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    }
+  }
+  ASSERT_TRUE(trained);
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("changed during the analysis"));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // returns rules whose metrics are what it claims and fit the budget.
 #include "server/engine/sensitivity.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <set>
@@ -198,6 +199,34 @@ TEST(SensitivityTest, MixedPrecisionFitsTheBudget) {
   EXPECT_GE(strict.mixed_precision->metrics.accuracy, strict.float_model.accuracy - 1e-9);
 }
 
+// An attention module's einsums take activations on both sides: a weight-only rule leaves them
+// float, so they are no units; with act_qtype they are one unit (both einsums).
+TEST(SensitivityTest, EinsumsAreUnitsOnlyWithActivationQuantization) {
+  auto t = Trainer::Create(FromJson<proto::ModelSpec>(R"({"input": {"kind": "TOKENS",
+      "shape": [8]}, "body": {"sequential": {"layers": [
+        {"embedding": {"num_embeddings": 16, "features": 8}},
+        {"name": "attn", "attention": {"num_heads": 2}}, {"linear": {"features": 16}}]}}})"),
+                           proto::RuleSet(), {}, 1, testing::OnednnBackend());
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto units = [&](const char* rules) {
+    SensitivityOptions o;
+    o.rules = FromJson<proto::RuleSet>(rules);
+    auto a = SensitivityAnalysis::Create(**t, o);
+    EXPECT_TRUE(a.ok()) << a.status();
+    std::vector<std::string> out;
+    for (const UnitSensitivity& u : a->Report().units) {
+      out.push_back(u.module_path + " " + u.op_name);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(units(R"({"rules": [{"weight_qtype": "int8"}]})"),
+            (std::vector<std::string>{"Dense_0 dot_general", "attn/key dot_general",
+                                      "attn/out dot_general", "attn/query dot_general",
+                                      "attn/value dot_general"}));
+  EXPECT_EQ(units(R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]})").size(), 6u);
+}
+
 TEST(SensitivityTest, BadOptionsNameTheField) {
   auto t = Trained(proto::RuleSet());
   auto error = [&](SensitivityOptions o) {
@@ -208,6 +237,14 @@ TEST(SensitivityTest, BadOptionsNameTheField) {
   o.qtypes = {"int8", "int9"};
   o.max_loss_increase = 0.1;
   EXPECT_NE(error(o).message().find("qtypes[1]"), std::string::npos) << error(o);
+  o.qtypes = {"int4", "float8_e4m3fn"};
+  EXPECT_NE(error(o).message().find("qtypes[1]: \"float8_e4m3fn\" is not a signed integer"),
+            std::string::npos)
+      << error(o);
+  o.qtypes = {"int4", "int4"};
+  EXPECT_NE(error(o).message().find("is not wider"), std::string::npos) << error(o);
+  o.qtypes.assign(9, "int8");
+  EXPECT_NE(error(o).message().find("at most 8"), std::string::npos) << error(o);
   o.qtypes = {"int4"};
   o.max_loss_increase = -1;
   EXPECT_NE(error(o).message().find("max_loss_increase"), std::string::npos) << error(o);
