@@ -7,7 +7,9 @@ set -euo pipefail
 BUILD=${1:?usage: prometheus_test.sh BUILD_DIR}
 TMP=$(mktemp -d)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
+# Wait for the processes before removing their files: the server saves its sessions on SIGTERM.
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+      for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$TMP"' EXIT
 
 promtool check rules deploy/prometheus/rules.yml
 (cd deploy/prometheus && promtool test rules rules_test.yml)

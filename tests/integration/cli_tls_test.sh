@@ -10,7 +10,7 @@ BUILD=${1:?usage: cli_tls_test.sh BUILD_DIR}
 Q="$BUILD/bin/qtrain"
 TMP=$(mktemp -d)
 SERVER_PID=""
-trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
+trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null && wait $SERVER_PID 2>/dev/null; rm -rf "$TMP"' EXIT
 # Starts qtrain-server with the flags given (log: $TMP/server.log); sets SERVER_PID and
 # QTRAIN_SERVER.
 start_server() {
