@@ -110,6 +110,7 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
     r.grad_norm = info.grad_norm;
     r.learning_rate = info.learning_rate;
     r.examples = batch.inputs.dim(0);
+    r.counted = loss.count;
     return r;
   });
 }
@@ -129,6 +130,7 @@ absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_sta
     r.loss = loss.loss;
     r.accuracy = loss.accuracy;
     r.examples = batch.inputs.dim(0);
+    r.counted = loss.count;
     return r;
   });
 }
@@ -145,6 +147,7 @@ absl::StatusOr<EvalMetrics> Trainer::EvaluateUnder(const proto::RuleSet& rules,
   QuantStatsMap saved_stats = stats_;
   EvalMetrics m;
   double loss_sum = 0, accuracy_sum = 0;
+  int64_t counted = 0;
   absl::Status status;
   for (size_t i = 0; i < batches.size() && status.ok(); ++i) {
     absl::StatusOr<StepResult> r = EvalStep(batches[i], /*update_stats=*/false);
@@ -154,15 +157,19 @@ absl::StatusOr<EvalMetrics> Trainer::EvaluateUnder(const proto::RuleSet& rules,
       break;
     }
     m.examples += r->examples;
-    loss_sum += r->loss * static_cast<double>(r->examples);
-    accuracy_sum += r->accuracy * static_cast<double>(r->examples);
+    if (r->counted == 0) continue;  // every target ignored: its mean is no number
+    counted += r->counted;
+    loss_sum += r->loss * static_cast<double>(r->counted);
+    accuracy_sum += r->accuracy * static_cast<double>(r->counted);
   }
   stats_ = std::move(saved_stats);
   absl::Status restored = model_->SetRules(std::move(saved_rules));
   QTRAIN_CHECK(restored.ok());  // the plan the model had a moment ago
   if (!status.ok()) return status;
-  m.loss = loss_sum / static_cast<double>(m.examples);
-  m.accuracy = accuracy_sum / static_cast<double>(m.examples);
+  if (counted > 0) {  // else every target was ignore_index: nothing to average
+    m.loss = loss_sum / static_cast<double>(counted);
+    m.accuracy = accuracy_sum / static_cast<double>(counted);
+  }
   return m;
 }
 

@@ -39,7 +39,8 @@ struct QuantStatReport {
   absl::StatusOr<QuantParams> params = absl::NotFoundError("not computed");
 };
 
-// Example-weighted means over a set of batches.
+// Means over a set of batches, weighted by what each batch's loss counted (examples, or tokens
+// that are not ignore_index), so that they equal the metrics of one batch holding them all.
 struct EvalMetrics {
   double loss = 0;
   double accuracy = -1;  // -1 when the loss has none
@@ -53,6 +54,7 @@ struct StepResult {
   float grad_norm = 0;   // training steps only
   float learning_rate = 0;
   int64_t examples = 0;
+  int64_t counted = 0;  // examples or tokens the loss and accuracy average over
 };
 
 class Trainer {

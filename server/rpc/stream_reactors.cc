@@ -1,5 +1,6 @@
 #include "server/rpc/stream_reactors.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -120,6 +121,7 @@ struct EvaluatePolicy {
   };
   struct State {
     int64_t examples = 0;
+    int64_t counted = 0;  // what the losses averaged over (tokens not ignored)
     int64_t step = 0;
     double loss_sum = 0;
     double accuracy_sum = 0;
@@ -146,9 +148,11 @@ struct EvaluatePolicy {
     if (!r.ok()) return r.status();
     if (c.metrics != nullptr) c.metrics->RecordStep("evaluate", SecondsSince(start), r->examples);
     state.examples += r->examples;
-    state.loss_sum += r->loss * static_cast<double>(r->examples);
-    state.accuracy_sum += r->accuracy * static_cast<double>(r->examples);
     state.step = r->step;
+    if (r->counted == 0) return Response();  // every target ignored: its mean is no number
+    state.counted += r->counted;
+    state.loss_sum += r->loss * static_cast<double>(r->counted);
+    state.accuracy_sum += r->accuracy * static_cast<double>(r->counted);
     return Response();
   }
   static absl::StatusOr<Response> Final(Trainer&, const RunContext&, State& state) {
@@ -156,8 +160,10 @@ struct EvaluatePolicy {
     Response resp;
     resp.set_step(state.step);
     resp.set_examples(state.examples);
-    resp.set_loss(state.loss_sum / static_cast<double>(state.examples));
-    resp.set_accuracy(state.accuracy_sum / static_cast<double>(state.examples));
+    // Weighted by what each batch counted: the metrics of one batch holding them all.
+    const double n = static_cast<double>(std::max<int64_t>(state.counted, 1));
+    resp.set_loss(state.loss_sum / n);
+    resp.set_accuracy(state.counted > 0 ? state.accuracy_sum / n : -1);
     return resp;
   }
   static bool FinalAgain(const State&) { return false; }

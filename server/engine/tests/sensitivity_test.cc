@@ -131,6 +131,37 @@ TEST(SensitivityTest, EvaluateUnderLeavesTheSessionAsItWas) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Batches weigh what their loss counted: with ignore_index, the metrics over several batches
+// equal those of one batch holding them all, and a batch with every label ignored adds nothing.
+TEST(SensitivityTest, MetricsWeighWhatEachBatchCounted) {
+  std::string spec = kMlp;
+  spec.replace(spec.find(R"("SOFTMAX_CROSS_ENTROPY"})"), 24,
+               R"("SOFTMAX_CROSS_ENTROPY", "ignore_index": -1})");
+  auto t = Trainer::Create(FromJson<proto::ModelSpec>(spec), proto::RuleSet(), {}, 7,
+                           testing::OnednnBackend());
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::vector<Batch> parts = {Batches(1, 10, 5)[0], Batches(1, 30, 6)[0], Batches(1, 4, 7)[0]};
+  for (int i = 0; i < 25; ++i) parts[1].targets.data<int32_t>()[i] = -1;
+  for (int i = 0; i < 4; ++i) parts[2].targets.data<int32_t>()[i] = -1;
+  Batch all{Tensor::Empty(DType::kF32, {44, 16}), Tensor::Empty(DType::kS32, {44})};
+  int64_t row = 0;
+  for (const Batch& b : parts) {
+    std::copy(b.inputs.span<float>().begin(), b.inputs.span<float>().end(),
+              all.inputs.span<float>().begin() + row * 16);
+    std::copy(b.targets.span<int32_t>().begin(), b.targets.span<int32_t>().end(),
+              all.targets.span<int32_t>().begin() + row);
+    row += b.inputs.dim(0);
+  }
+  auto whole = (*t)->EvalStep(all);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->counted, 15);
+  auto split = (*t)->EvaluateUnder(proto::RuleSet(), parts);
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_NEAR(split->loss, whole->loss, 1e-6);
+  EXPECT_NEAR(split->accuracy, whole->accuracy, 1e-12);
+  EXPECT_EQ(split->examples, 44);
+}
+
 TEST(SensitivityTest, OneAtATimeAndAllButOne) {
   auto t = Trained(proto::RuleSet());
   const auto data = Batches(4, 25, 3);
