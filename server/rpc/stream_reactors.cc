@@ -110,7 +110,8 @@ struct CalibratePolicy {
   static absl::Status Empty() { return absl::OkStatus(); }
 };
 
-// Evaluate: client streaming; per-batch results are summed, one example-weighted answer at the end.
+// Evaluate: client streaming; per-batch results are summed, weighted by what each loss counted;
+// one answer at the end.
 struct EvaluatePolicy {
   using Request = v1::EvaluateRequest;
   using Response = v1::EvaluateResponse;
