@@ -71,6 +71,40 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+namespace {
+
+// Drives a bidi stream: a writer thread sends `first` with the first payload `fill` provides and
+// then one message per payload, at most `limit` ahead of the responses (`first` alone when there
+// is none, so that the server still learns the session); `on_response` sees every response on
+// the calling thread. Returns the stream's final status.
+template <typename Req, typename Resp>
+absl::Status DriveStream(grpc::ClientReaderWriter<Req, Resp>& stream, int limit, const Req& first,
+                         const std::function<bool(Req*)>& fill,
+                         const std::function<void(const Resp&)>& on_response) {
+  InFlightWindow window(limit);
+  std::thread writer([&] {
+    Req req = first;
+    bool sent = false;
+    while (window.Acquire() && fill(&req)) {
+      sent = true;
+      if (!stream.Write(req)) break;  // the server ended the stream; Finish says why
+      req.Clear();
+    }
+    if (!sent) stream.Write(first);
+    stream.WritesDone();
+  });
+  Resp resp;
+  while (stream.Read(&resp)) {
+    window.Release();
+    on_response(resp);
+  }
+  window.Close();
+  writer.join();
+  return FromGrpc(stream.Finish());
+}
+
+}  // namespace
+
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::Trainer::NewStub(channel_)) {}
 
@@ -160,31 +194,13 @@ absl::Status Client::Train(const std::string& id, const std::function<bool(v1::B
                            const std::function<void(const v1::TrainResponse&)>& on_step) {
   grpc::ClientContext ctx;
   auto stream = stub_->Train(&ctx);
-  InFlightWindow window(max_in_flight_);
-  std::thread writer([&] {
-    bool first = true;
-    v1::TrainRequest req;
-    while (window.Acquire() && next(req.mutable_batch())) {
-      if (first) req.set_session_id(id);
-      first = false;
-      if (!stream->Write(req)) break;  // the server ended the stream; Finish says why
-      req.Clear();
-    }
-    if (first) {  // no batch at all: still name the session
-      req.set_session_id(id);
-      req.clear_batch();
-      stream->Write(req);
-    }
-    stream->WritesDone();
-  });
-  v1::TrainResponse resp;
-  while (stream->Read(&resp)) {
-    window.Release();
-    if (on_step) on_step(resp);
-  }
-  window.Close();
-  writer.join();
-  return FromGrpc(stream->Finish());
+  v1::TrainRequest first;
+  first.set_session_id(id);
+  return DriveStream<v1::TrainRequest, v1::TrainResponse>(
+      *stream, max_in_flight_, first, [&](v1::TrainRequest* r) { return next(r->mutable_batch()); },
+      [&](const v1::TrainResponse& r) {
+        if (on_step) on_step(r);
+      });
 }
 
 absl::StatusOr<v1::EvaluateResponse> Client::Evaluate(const std::string& id,
@@ -216,33 +232,21 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
     const std::function<void(const v1::CalibrateResponse&)>& on_progress) {
   grpc::ClientContext ctx;
   auto stream = stub_->Calibrate(&ctx);
-  InFlightWindow window(max_in_flight_);
-  std::thread writer([&] {
-    v1::CalibrateRequest req;
-    req.set_session_id(id);
-    while (window.Acquire() && next(req.mutable_inputs())) {
-      if (!stream->Write(req)) break;
-      req.Clear();
-    }
-    if (!req.session_id().empty()) {  // no input at all: still name the session
-      req.clear_inputs();
-      stream->Write(req);
-    }
-    stream->WritesDone();
-  });
-  v1::CalibrateResponse resp, last;
-  while (stream->Read(&resp)) {
-    if (!resp.has_stats()) {
-      window.Release();
-      if (on_progress) on_progress(resp);
-    }
-    last = resp;
-  }
-  window.Close();
-  writer.join();
-  absl::Status s = FromGrpc(stream->Finish());
+  v1::CalibrateRequest first;
+  first.set_session_id(id);
+  v1::QuantStats stats;
+  absl::Status s = DriveStream<v1::CalibrateRequest, v1::CalibrateResponse>(
+      *stream, max_in_flight_, first,
+      [&](v1::CalibrateRequest* r) { return next(r->mutable_inputs()); },
+      [&](const v1::CalibrateResponse& r) {
+        if (r.has_stats()) {
+          stats = r.stats();
+        } else if (on_progress) {
+          on_progress(r);
+        }
+      });
   if (!s.ok()) return s;
-  return last.stats();
+  return stats;
 }
 
 absl::StatusOr<v1::SensitivityReport> Client::AnalyzeSensitivity(
@@ -251,34 +255,22 @@ absl::StatusOr<v1::SensitivityReport> Client::AnalyzeSensitivity(
     const std::function<void(const v1::SensitivityResponse&)>& on_progress) {
   grpc::ClientContext ctx;
   auto stream = stub_->AnalyzeSensitivity(&ctx);
-  InFlightWindow window(max_in_flight_);
-  std::thread writer([&] {
-    v1::SensitivityRequest req;
-    req.set_session_id(id);
-    *req.mutable_options() = options;
-    while (window.Acquire() && next(req.mutable_batch())) {
-      if (!stream->Write(req)) break;
-      req.Clear();
-    }
-    if (!req.session_id().empty()) {  // no batch at all: still name the session
-      req.clear_batch();
-      stream->Write(req);
-    }
-    stream->WritesDone();
-  });
-  v1::SensitivityResponse resp, last;
-  while (stream->Read(&resp)) {
-    if (!resp.has_report()) {
-      window.Release();
-      if (on_progress) on_progress(resp);
-    }
-    last = resp;
-  }
-  window.Close();
-  writer.join();
-  absl::Status s = FromGrpc(stream->Finish());
+  v1::SensitivityRequest first;
+  first.set_session_id(id);
+  *first.mutable_options() = options;
+  v1::SensitivityReport report;
+  absl::Status s = DriveStream<v1::SensitivityRequest, v1::SensitivityResponse>(
+      *stream, max_in_flight_, first,
+      [&](v1::SensitivityRequest* r) { return next(r->mutable_batch()); },
+      [&](const v1::SensitivityResponse& r) {
+        if (r.has_report()) {
+          report = r.report();
+        } else if (on_progress) {
+          on_progress(r);
+        }
+      });
   if (!s.ok()) return s;
-  return last.report();
+  return report;
 }
 
 absl::StatusOr<v1::QuantStats> Client::GetQuantStats(const std::string& id) {
