@@ -34,6 +34,10 @@ struct ModelFootprint {
 // "<Type>_<index>", the index counting siblings of that type. "" when no kind is set.
 std::string ModuleTypeName(const proto::Module& m);
 
+// The (before, after) padding of one spatial axis of a convolution or pool: none for VALID;
+// for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after.
+std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same);
+
 class Model {
  public:
   // Builds and initialises (seeded) the model of `spec`. InvalidArgument naming the module path

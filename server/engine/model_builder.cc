@@ -112,14 +112,6 @@ class Builder {
   }
 
   // SAME / VALID padding of one spatial axis (JAX convention: extra padding at the end).
-  static std::pair<int64_t, int64_t> Pads(int64_t in, int64_t k, int64_t s, bool same) {
-    if (!same) {
-      return {0, 0};
-    }
-    const int64_t out = (in + s - 1) / s;
-    const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
-    return {total / 2, total - total / 2};
-  }
 
   // Window, strides and SAME / VALID padding of a convolution or pooling descriptor (ConvDesc
   // or PoolDesc, whose h and w are set), each size checked.
@@ -132,8 +124,8 @@ class Builder {
     d.kw = kw;
     d.stride_h = sh;
     d.stride_w = sw;
-    std::tie(d.pad_top, d.pad_bottom) = Pads(d.h, kh, sh, same);
-    std::tie(d.pad_left, d.pad_right) = Pads(d.w, kw, sw, same);
+    std::tie(d.pad_top, d.pad_bottom) = WindowPadding(d.h, kh, sh, same);
+    std::tie(d.pad_left, d.pad_right) = WindowPadding(d.w, kw, sw, same);
     return absl::OkStatus();
   }
 
@@ -407,6 +399,15 @@ absl::StatusOr<std::unique_ptr<Module>> BuildTree(const proto::ModelSpec& spec, 
 }
 
 }  // namespace
+
+std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same) {
+  if (!same) {
+    return {0, 0};
+  }
+  const int64_t out = (in + s - 1) / s;
+  const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
+  return {total / 2, total - total / 2};
+}
 
 std::string ModuleTypeName(const proto::Module& m) {
   switch (m.kind_case()) {

@@ -109,17 +109,6 @@ class Graph {
   std::map<std::string, int> counts_;
 };
 
-std::pair<int64_t, int64_t> SamePads(int64_t in, int64_t k, int64_t s, bool same) {
-  if (!same) return {0, 0};
-  const int64_t out = (in + s - 1) / s;
-  const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
-  return {total / 2, total - total / 2};
-}
-
-int64_t WindowOut(int64_t in, int64_t k, int64_t s, bool same) {
-  return same ? (in + s - 1) / s : (in - k) / s + 1;
-}
-
 // Walks the spec as Model::Build names it, emitting each module's nodes; `shape` is the
 // per-example shape of the current value.
 class Exporter {
@@ -394,12 +383,8 @@ class Exporter {
     const int64_t sh = c.strides_size() == 2 ? c.strides(0) : 1;
     const int64_t sw = c.strides_size() == 2 ? c.strides(1) : 1;
     std::string y;
-    onnx::NodeProto* n = g_.Node("Conv", inputs, path, &y);
-    Graph::SetInts(n, "kernel_shape", {kh, kw});
-    Graph::SetInts(n, "strides", {sh, sw});
-    SetPads(n, shape, kh, kw, sh, sw, c.padding() == proto::SAME);
-    shape = {WindowOut(shape[0], kh, sh, c.padding() == proto::SAME),
-             WindowOut(shape[1], kw, sw, c.padding() == proto::SAME), kernel->value.dim(3)};
+    SetWindow(g_.Node("Conv", inputs, path, &y), shape, kh, kw, sh, sw, c.padding() == proto::SAME);
+    shape.back() = kernel->value.dim(3);
     return ToNhwc(y, path);
   }
 
@@ -418,20 +403,24 @@ class Exporter {
     const int64_t sw = p.strides_size() == 2 ? p.strides(1) : kw;
     const bool same = p.padding() == proto::SAME;
     std::string y;
-    onnx::NodeProto* n = g_.Node(p.kind() == proto::Pool::MAX ? "MaxPool" : "AveragePool",
-                                 {ToNchw(x, name)}, name, &y);
-    Graph::SetInts(n, "kernel_shape", {kh, kw});
-    Graph::SetInts(n, "strides", {sh, sw});
-    SetPads(n, shape, kh, kw, sh, sw, same);  // averages exclude the padding, as the server's
-    shape = {WindowOut(shape[0], kh, sh, same), WindowOut(shape[1], kw, sw, same), shape[2]};
+    // Averages exclude the padding (AveragePool's default), as the server's do.
+    SetWindow(g_.Node(p.kind() == proto::Pool::MAX ? "MaxPool" : "AveragePool", {ToNchw(x, name)},
+                      name, &y),
+              shape, kh, kw, sh, sw, same);
     return ToNhwc(y, name);
   }
 
-  static void SetPads(onnx::NodeProto* n, const Shape& shape, int64_t kh, int64_t kw, int64_t sh,
-                      int64_t sw, bool same) {
-    const auto [top, bottom] = SamePads(shape[0], kh, sh, same);
-    const auto [left, right] = SamePads(shape[1], kw, sw, same);
+  // A convolution's or pool's window, strides and padding, as the server pads; `shape` (H, W, C)
+  // becomes the output's, channels unchanged.
+  static void SetWindow(onnx::NodeProto* n, Shape& shape, int64_t kh, int64_t kw, int64_t sh,
+                        int64_t sw, bool same) {
+    const auto [top, bottom] = engine::WindowPadding(shape[0], kh, sh, same);
+    const auto [left, right] = engine::WindowPadding(shape[1], kw, sw, same);
+    Graph::SetInts(n, "kernel_shape", {kh, kw});
+    Graph::SetInts(n, "strides", {sh, sw});
     Graph::SetInts(n, "pads", {top, left, bottom, right});
+    shape[0] = (shape[0] + top + bottom - kh) / sh + 1;
+    shape[1] = (shape[1] + left + right - kw) / sw + 1;
   }
 
   std::string Transpose(const std::string& x, const std::vector<int64_t>& perm,
