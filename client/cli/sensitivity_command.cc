@@ -25,7 +25,7 @@ std::string Metrics(const v1::SensitivityMetrics& m) {
   return out;
 }
 
-// "+0.0123" / "-0.0040"; "" when the metric is absent.
+// "+0.0123" / "-0.0040".
 std::string Delta(double v) { return absl::StrFormat("%+.4f", v); }
 
 }  // namespace

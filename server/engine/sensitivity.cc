@@ -39,10 +39,10 @@ bool MissingStatistics(Trainer& t, const Rule& rule, const std::string& module,
                        const std::string& op_id) {
   if (!rule.act_qtype || !rule.act_static_scale) return false;
   const bool entropy = rule.act_method.kind == CalibrationKind::kEntropy;
-  const bool act_x_act = OpKind(op_id) == kEinsum;
-  for (const char* side : {"_lhs", "_rhs"}) {
-    if (std::string(side) == "_rhs" && !act_x_act) break;
-    auto it = t.quant_stats().find({module, op_id + side});
+  std::vector<std::string> names = {op_id + "_lhs"};
+  if (OpKind(op_id) == kEinsum) names.push_back(op_id + "_rhs");  // both operands are activations
+  for (const std::string& name : names) {
+    auto it = t.quant_stats().find({module, name});
     if (it == t.quant_stats().end() || it->second.count == 0 ||
         it->second.entropy.has_value() != entropy) {
       return true;
