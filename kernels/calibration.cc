@@ -78,47 +78,68 @@ std::vector<std::vector<float>> GatherGroups(const Tensor& x, const ScaleLayout&
   return groups;
 }
 
-// §9 percentile,p of |v| (v is consumed): the "linear" rule in float64, rounded once.
+// §9 percentile,p of |v| (v is consumed): the "linear" rule in float64, rounded once. Only the
+// two order statistics it reads are selected (nth_element), not the whole group sorted.
 float PercentileBound(std::vector<float>& v, double p) {
-  // Non-finite values (a diverging step) are left out: NaN has no place in a sort.
+  // Non-finite values (a diverging step) are left out: NaN has no place in an ordering.
   v.erase(std::remove_if(v.begin(), v.end(), [](float e) { return !std::isfinite(e); }), v.end());
   if (v.empty()) return 0.0f;
   for (float& e : v) e = std::fabs(e);
-  std::sort(v.begin(), v.end());
   const double h = (static_cast<double>(v.size() - 1) * p) / 100.0;
   const double floor_h = std::floor(h);
-  const size_t i = static_cast<size_t>(floor_h);
-  if (h == floor_h || i + 1 >= v.size()) return v[std::min(i, v.size() - 1)];
+  const size_t i = std::min(static_cast<size_t>(floor_h), v.size() - 1);
+  std::nth_element(v.begin(), v.begin() + i, v.end());
+  if (h == floor_h || i + 1 >= v.size()) return v[i];
+  // v[i + 1] of the sorted order: the smallest of those after the i-th.
   const double lo = v[i];
-  return static_cast<float>(lo + (h - floor_h) * (static_cast<double>(v[i + 1]) - lo));
+  const double hi = *std::min_element(v.begin() + i + 1, v.end());
+  return static_cast<float>(lo + (h - floor_h) * (hi - lo));
 }
 
 // §9 mse,n: the candidate bound A_k = (M·k)/n (float32) whose fake quantization in `qtype` has
 // the least squared error over v (float64 terms, summed left to right); ties to the larger k.
-float MseBound(const std::vector<float>& v, int n, QType qtype) {
+// `threads`: candidates are independent, so a lone large group splits them across threads.
+float MseBound(const std::vector<float>& v, int n, QType qtype, bool threads) {
   float m = 0.0f;  // over finite values; non-finite ones are left out, as in percentile
   for (float e : v) {
     if (std::isfinite(e)) m = std::max(m, std::fabs(e));
   }
   if (m == 0.0f) return 0.0f;
-  const float bound = GetQTypeInfo(qtype).bound;
+  const QTypeInfo& info = GetQTypeInfo(qtype);
   const float min_scale = MinScale();
+  std::vector<float> bounds(n), scales(n);
+  for (int k = 1; k <= n; ++k) {
+    bounds[k - 1] = (m * static_cast<float>(k)) / static_cast<float>(n);
+    const float s = bounds[k - 1] / info.bound;
+    scales[k - 1] = s < min_scale ? 1.0f : s;
+  }
+  std::vector<double> err(n, 0.0);
+  const int64_t size = static_cast<int64_t>(v.size());
+  if (!info.is_float8) {
+    constexpr int kChunk = 16;
+    const int chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(dynamic) if (threads && chunks > 1)
+    for (int c = 0; c < chunks; ++c) {
+      const int k0 = c * kChunk;
+      rowops::MseErrors(v.data(), size, scales.data() + k0, std::min(kChunk, n - k0), info.qmin,
+                        info.qmax, err.data() + k0);
+    }
+  } else {
+    for (int k = 0; k < n; ++k) {
+      for (float e : v) {
+        if (!std::isfinite(e)) continue;
+        const float deq = ConvertValue(e / scales[k], qtype) * scales[k];
+        const double d = static_cast<double>(e) - static_cast<double>(deq);
+        err[k] += d * d;
+      }
+    }
+  }
   float best = m;
   double best_err = INFINITY;
-  for (int k = 1; k <= n; ++k) {
-    const float a = (m * static_cast<float>(k)) / static_cast<float>(n);
-    float s = a / bound;
-    if (s < min_scale) s = 1.0f;
-    double err = 0.0;
-    for (float e : v) {
-      if (!std::isfinite(e)) continue;
-      const float deq = ConvertValue(e / s, qtype) * s;
-      const double d = static_cast<double>(e) - static_cast<double>(deq);
-      err += d * d;
-    }
-    if (err <= best_err) {
-      best_err = err;
-      best = a;
+  for (int k = 0; k < n; ++k) {
+    if (err[k] <= best_err) {
+      best_err = err[k];
+      best = bounds[k];
     }
   }
   return best;
@@ -289,12 +310,14 @@ Calibration Calibrate(const Tensor& x, const ScaleLayout& l, const CalibrationMe
       std::vector<std::vector<float>> groups = GatherGroups(x, l);
       c.absmax = Tensor::Empty(DType::kF32, l.scale_shape);
       float* a = c.absmax.data<float>();
+      // Threads across groups when there are enough of them, else within mse's candidates.
       const bool parallel = x.numel() >= kParallelMinElements;
-#pragma omp parallel for schedule(dynamic) if (parallel)
+      const bool across = parallel && l.num_scales >= omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic) if (across)
       for (int64_t s = 0; s < l.num_scales; ++s) {
         a[s] = method.kind == CalibrationKind::kPercentile
                    ? PercentileBound(groups[s], method.percentile)
-                   : MseBound(groups[s], method.candidates, qtype);
+                   : MseBound(groups[s], method.candidates, qtype, parallel && !across);
       }
       return c;
     }

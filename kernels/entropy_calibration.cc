@@ -66,24 +66,28 @@ float EntropyThreshold(const EntropyHistogram& h, QType qtype) {
   const QTypeInfo& info = GetQTypeInfo(qtype);
   const int64_t levels = info.is_float8 ? 128 : static_cast<int64_t>(info.qmax) + 1;
   const int64_t bins = static_cast<int64_t>(h.hist.size());
+  // §9 step 3: the search reads a copy whose bin 0 holds bin 1's count. After a ReLU a third or
+  // more of the values are exact zeros; that spike would pull the threshold far below the bulk.
+  std::vector<double> hist = h.hist;
+  if (bins >= 2) hist[0] = hist[1];
   double best_kl = std::numeric_limits<double>::infinity();
   int64_t best = -1;
   std::vector<double> p, q;
   for (int64_t i = levels; i <= bins; ++i) {
-    p.assign(h.hist.begin(), h.hist.begin() + i);
-    for (int64_t b = i; b < bins; ++b) p[i - 1] += h.hist[b];
+    p.assign(hist.begin(), hist.begin() + i);
+    for (int64_t b = i; b < bins; ++b) p[i - 1] += hist[b];
     q.assign(i, 0.0);
     for (int64_t c = 0; c < levels; ++c) {
       const int64_t lo = c * i / levels, hi = (c + 1) * i / levels;
       double total = 0.0;
       int64_t nonzero = 0;
       for (int64_t b = lo; b < hi; ++b) {
-        total += h.hist[b];
-        nonzero += h.hist[b] != 0.0;
+        total += hist[b];
+        nonzero += hist[b] != 0.0;
       }
       if (nonzero == 0) continue;
       const double each = total / static_cast<double>(nonzero);
-      for (int64_t b = lo; b < hi; ++b) q[b] = h.hist[b] != 0.0 ? each : 0.0;
+      for (int64_t b = lo; b < hi; ++b) q[b] = hist[b] != 0.0 ? each : 0.0;
     }
     if (!NormaliseAndSmooth(p) || !NormaliseAndSmooth(q)) continue;
     double kl = 0.0;

@@ -33,5 +33,9 @@ UpdateMax AdamWUpdate(const AdamWArgs& args) { return T().adamw_update(args); }
 UpdateMax SgdUpdate(const SgdArgs& args) { return T().sgd_update(args); }
 bool AdamWUpdateIsFinite(const AdamWArgs& args) { return T().adamw_update_is_finite(args); }
 bool SgdUpdateIsFinite(const SgdArgs& args) { return T().sgd_update_is_finite(args); }
+void MseErrors(const float* x, int64_t n, const float* scales, int64_t m, float qmin, float qmax,
+               double* err) {
+  T().mse_errors(x, n, scales, m, qmin, qmax, err);
+}
 
 }  // namespace qtrain::rowops

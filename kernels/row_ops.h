@@ -73,4 +73,10 @@ struct SgdArgs {
 UpdateMax SgdUpdate(const SgdArgs& args);
 bool SgdUpdateIsFinite(const SgdArgs& args);
 
+// numerics.md §9 mse for integer qtypes: err[k] = Σ (x[i] − clamp(roundeven(x[i] / scales[k]),
+// qmin, qmax) · scales[k])² over the finite x[i], each term in double, summed in element order,
+// for k < m (|qmin|, |qmax| < 2^22).
+void MseErrors(const float* x, int64_t n, const float* scales, int64_t m, float qmin, float qmax,
+               double* err);
+
 }  // namespace qtrain::rowops

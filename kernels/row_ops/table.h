@@ -22,6 +22,7 @@ struct Table {
   UpdateMax (*sgd_update)(const SgdArgs&);
   bool (*adamw_update_is_finite)(const AdamWArgs&);
   bool (*sgd_update_is_finite)(const SgdArgs&);
+  void (*mse_errors)(const float*, int64_t, const float*, int64_t, float, float, double*);
 };
 
 const Table& BaselineTable();
