@@ -26,8 +26,9 @@ struct EntropyHistogram {
 void EntropyAdd(EntropyHistogram& h, const Tensor& x);
 
 // The threshold A of §9 step 3 for quantizing to `qtype`: the i in [L, bins] (L = qmax + 1, 128
-// for fp8) minimising KL(P || Q) over a copy of the histogram whose bin 0 holds bin 1's count, ties to the smaller i, as float32(i·R / bins); R when no i is a
-// candidate (or the histogram is empty: 0).
+// for fp8) minimising KL(P || Q) over a copy of the histogram whose bin 0 holds bin 1's count, ties
+// to the smaller i, as float32(i·R / bins); R when no i is a candidate (or the histogram is empty:
+// 0).
 float EntropyThreshold(const EntropyHistogram& h, QType qtype);
 
 }  // namespace qtrain

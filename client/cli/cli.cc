@@ -1,8 +1,12 @@
 #include "client/cli/cli.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -45,9 +49,10 @@ int ExitCodeFor(const absl::Status& status) {
 namespace {
 
 int Report(const Invocation& inv, const std::string& code, const std::string& message,
-           int exit_code) {
+           int exit_code, const nlohmann::json& partial = nlohmann::json::object()) {
   if (inv.json) {
-    nlohmann::json j = {{"error", {{"code", code}, {"message", message}, {"exit", exit_code}}}};
+    nlohmann::json j = partial;
+    j["error"] = {{"code", code}, {"message", message}, {"exit", exit_code}};
     std::printf("%s\n", j.dump().c_str());
   }
   std::fprintf(stderr, "qtrain: %s: %s\n", code.c_str(), message.c_str());
@@ -57,13 +62,19 @@ int Report(const Invocation& inv, const std::string& code, const std::string& me
 }  // namespace
 
 int Fail(const Invocation& inv, const std::string& what, const absl::Status& status) {
+  return Fail(inv, what, status, nlohmann::json::object());
+}
+
+int Fail(const Invocation& inv, const std::string& what, const absl::Status& status,
+         const nlohmann::json& partial) {
   std::string message = absl::StrCat(what, ": ", status.message());
   if (status.code() == absl::StatusCode::kUnavailable ||
       status.code() == absl::StatusCode::kDeadlineExceeded) {
     absl::StrAppend(&message, " (is qtrain-server running at ", absl::GetFlag(FLAGS_server),
                     "? set --server or $QTRAIN_SERVER)");
   }
-  return Report(inv, absl::StatusCodeToString(status.code()), message, ExitCodeFor(status));
+  return Report(inv, absl::StatusCodeToString(status.code()), message, ExitCodeFor(status),
+                partial);
 }
 
 int Usage(const Invocation& inv, const std::string& message) {
@@ -183,6 +194,54 @@ absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
   if (!shape.ok()) return shape.status();
   o.input_shape = *shape;
   return client::LoadDataset(o);
+}
+
+namespace {
+
+// "" when `dir` is an existing directory this process may create files in.
+std::string WritableDir(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return std::strerror(errno);
+  if (!S_ISDIR(st.st_mode)) return "not a directory";
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) return std::strerror(errno);
+  return "";
+}
+
+std::string Parent(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+}  // namespace
+
+std::string CheckOutputDir(const std::string& flag, const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    const std::string why = WritableDir(dir);
+    return why.empty() ? "" : absl::StrCat("--", flag, "=", dir, ": ", why);
+  }
+  const std::string parent = Parent(dir);
+  const std::string why = WritableDir(parent);
+  if (why.empty()) return "";
+  return absl::StrCat("--", flag, "=", dir, ": cannot create it in ", parent, ": ", why,
+                      " (only the last directory is created)");
+}
+
+std::string CheckOutputFile(const std::string& flag, const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return absl::StrCat("--", flag, "=", path, ": is a directory");
+    if (::access(path.c_str(), W_OK) != 0) {
+      return absl::StrCat("--", flag, "=", path, ": ", std::strerror(errno));
+    }
+  }
+  const std::string parent = Parent(path);
+  const std::string why = WritableDir(parent);
+  if (why.empty()) return "";
+  return absl::StrCat("--", flag, "=", path, ": cannot write in ", parent, ": ", why);
 }
 
 bool Given(const Invocation& inv, const std::string& flag) {

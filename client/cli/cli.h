@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "client/data/dataset.h"
+#include "nlohmann/json.hpp"
 #include "qtrain/client.h"
 
 namespace qtrain::cli {
@@ -44,6 +45,9 @@ int ExitCodeFor(const absl::Status& status);
 // Reports a server error ("qtrain: <what>: NOT_FOUND: session ...", or a JSON object with --json)
 // and returns its exit code.
 int Fail(const Invocation& inv, const std::string& what, const absl::Status& status);
+// Fail, with `partial`'s fields beside "error" in the JSON object (what was measured before).
+int Fail(const Invocation& inv, const std::string& what, const absl::Status& status,
+         const nlohmann::json& partial);
 
 // Reports a usage or local-input error and returns kUsage.
 int Usage(const Invocation& inv, const std::string& message);
@@ -63,6 +67,13 @@ absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag();
 // `path` / `split` (non-empty) stand in for --data / --split.
 absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path = "",
                                                   const std::string& split = "");
+
+// "" when `dir` can take output files: it is a writable directory, or it does not exist and its
+// parent is one (the command creates it). Else what is wrong, naming --`flag` and the path.
+std::string CheckOutputDir(const std::string& flag, const std::string& dir);
+// "" when `path` can be written as a file: not a directory, in a writable directory. Else what is
+// wrong, naming --`flag` and the path.
+std::string CheckOutputFile(const std::string& flag, const std::string& path);
 
 // Whether --`flag` was given on the command line (not just left at its default).
 bool Given(const Invocation& inv, const std::string& flag);

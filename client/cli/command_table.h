@@ -21,6 +21,10 @@ struct CommandSpec {
 
 const std::vector<CommandSpec>& CommandSpecs();
 
+// `qtrain help`: every command of CommandSpecs() in one line or a few (command_table_test keeps
+// the two in step), the data formats, the common flags and the exit codes.
+const char* HelpIndex();
+
 // The command named by `name`, or null.
 const CommandSpec* FindCommand(const std::string& name);
 

@@ -110,6 +110,7 @@ int Export(Invocation& inv) {
   const std::string format =
       absl::GetFlag(FLAGS_format).empty() ? "compressed-tensors" : absl::GetFlag(FLAGS_format);
   if (dir.empty()) return Usage(inv, "export needs --out=DIR");
+  if (std::string why = CheckOutputDir("out", dir); !why.empty()) return Usage(inv, why);
   if (format == "onnx" && Given(inv, "map")) {
     return Usage(inv,
                  "--map names compressed-tensors layers; the ONNX export keeps qtrain's paths");

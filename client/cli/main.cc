@@ -23,66 +23,6 @@
 
 namespace {
 
-constexpr char kHelp[] =
-    R"(qtrain — command-line client of qtrain-server (quantized training over gRPC)
-
-usage: qtrain COMMAND [ARGS] [--flags]      (qtrain help COMMAND: its flags)
-
-commands:
-  health                          is the server SERVING? (--service, --timeout=5)
-  info                            the server's CPU, ISA level and int8 kernels (--verbose:
-                                  every candidate kernel and why it was or was not chosen)
-  session create [ID]             new session from --preset=mlp|cnn|transformer-lm or
-                                  --model=SPEC (JSON file or inline JSON); --rules, --optimizer=
-                                  adamw|sgd|momentum|JSON (--lr=0.001), --seed; mlp/cnn:
-                                  --classes, --input_shape; transformer-lm: --seq_len
-  session get ID                  the session: step, parameters, quantized ops and their rules
-  session list                    all sessions
-  session delete ID               delete a session (and its data on the server)
-  import [ID] --weights=FILE      new session from --preset/--model and float weights trained
-                                  elsewhere (safetensors, PyTorch naming; --map renames modules)
-  export ID --out=DIR             int8 model.safetensors + config.json (compressed-tensors) of a
-                                  calibrated session; --map names the layers
-  rules set ID RULES              switch the rules between steps: float, qat-int8, qt-int8,
-                                  srq-int8, qat-int4, a JSON file or inline JSON
-  train ID --data=D               train for --epochs, or --steps batches (over as many passes
-                                  as they need), of --batch_size;
-                                  --rules=R switches the rules first
-  eval ID --data=D                loss and accuracy (--update_stats also updates quant stats)
-  calibrate ID --data=D           forward-only pass that collects SRQ statistics (ops under an
-                                  act_static_scale rule), then the stats; --rules=srq-int8 first
-  stats ID                        quant stats: counts, qtypes, derived static scales
-  forward ID --data=D             outputs of the first --batch_size examples (argmax per row)
-  checkpoint save ID              durable checkpoint on the server (its data dir)
-  checkpoint pull ID FILE         download the session's checkpoint (safetensors)
-  checkpoint push ID FILE         upload a checkpoint into session ID (created when new)
-  token new --tenant=T            a bearer token and its entry for the server's access file
-                                  (--role=admin|trainer|reader, --name); no server needed
-  token hash                      the SHA-256 of a token read from standard input
-
-data (--data):
-  an IDX directory (--split=train|t10k), e.g. /usr/share/datasets/fashion-mnist; an IDX images
-  file of any name (--labels, else derived from the name); FILE.csv[.gz] (--label_column,
-  --targets=float for regression, --input_shape, --input_scale); any other file: text as byte
-  tokens in windows of --seq_len. Gzip is read transparently. --limit=N keeps the first N
-  examples. A flag the format does not read is an error.
-
-common flags (every command):
-  --server=HOST:PORT   default $QTRAIN_SERVER, else 127.0.0.1:50051
-  --tls_ca=CA.pem      TLS (system: the system's roots); --tls_cert/--tls_key for mutual TLS;
-                       default $QTRAIN_TLS_CA, $QTRAIN_TLS_CERT, $QTRAIN_TLS_KEY
-  --token=T|@FILE      bearer token of a server with --auth_tokens (TLS only); $QTRAIN_TOKEN
-  --json               machine-readable output (errors too: {"error": {...}})
-  --progress=auto|bar|lines|none   (streams also take --log_every=N)
-
-exit codes:
-  0 ok   1 other server error   2 usage or local file error   3 server unreachable
-  4 no such session   5 session exists   6 request rejected (invalid argument, failed
-  precondition, out of range)   7 server limit reached   8 health: not serving
-  9 unauthenticated or permission denied
-  130 Ctrl-C stopped a stream (what ran is kept and summarised)
-)";
-
 // Unknown flags and bad `--flag=value`s are usage errors (exit 2); absl's parser would exit 1.
 // Collects the names of the flags given into `given`.
 int CheckFlags(int argc, char** argv, std::vector<std::string>* given) {
@@ -142,7 +82,7 @@ std::string UnknownCommand(const std::vector<std::string>& words) {
 // `qtrain help [COMMAND...]`: the overview, one command's help, or a group's commands.
 int Help(const std::vector<std::string>& words) {
   if (words.empty() || (words.size() == 1 && words[0] == "help")) {
-    std::fputs(kHelp, stdout);
+    std::fputs(qtrain::cli::HelpIndex(), stdout);
     return 0;
   }
   if (auto [c, n] = Resolve(words); c != nullptr) {
@@ -247,7 +187,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> words(positional.begin() + 1, positional.end());
   if (help) return Help(words);
   if (words.empty()) {
-    std::fputs(kHelp, stderr);
+    std::fputs(qtrain::cli::HelpIndex(), stderr);
     return qtrain::cli::kUsage;
   }
   if (words[0] == "help") return Help({words.begin() + 1, words.end()});

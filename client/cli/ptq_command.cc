@@ -24,6 +24,19 @@ std::string Row(const std::string& label, double loss, double accuracy) {
                          accuracy >= 0 ? absl::StrFormat("%.4f", accuracy) : "-");
 }
 
+// The ptq row's label: "ptq (srq-int8)" for a preset; a JSON file by its name; inline JSON
+// briefly, so that the table keeps its columns.
+std::string RulesLabel() {
+  const std::string rules = absl::GetFlag(FLAGS_rules);
+  if (rules.empty()) return "ptq (srq-int8)";
+  if (rules.find('{') == std::string::npos) {
+    const size_t slash = rules.rfind('/');
+    const std::string name = slash == std::string::npos ? rules : rules.substr(slash + 1);
+    return absl::StrCat("ptq (", name.size() <= 20 ? name : name.substr(0, 17) + "...", ")");
+  }
+  return "ptq (rules from --rules)";
+}
+
 }  // namespace
 
 int Ptq(Invocation& inv) {
@@ -35,6 +48,8 @@ int Ptq(Invocation& inv) {
   if (weights.empty()) return Usage(inv, "ptq needs --weights=FILE.safetensors");
   if (out.empty()) return Usage(inv, "ptq needs --out=DIR for the exported model");
   if (absl::GetFlag(FLAGS_data).empty()) return Usage(inv, "ptq needs --data");
+  // Every output path is checked before any work, so that a long job does not fail at its end.
+  if (std::string why = CheckOutputDir("out", out); !why.empty()) return Usage(inv, why);
   std::vector<std::string> formats =
       absl::StrSplit(absl::GetFlag(FLAGS_exports), ',', absl::SkipWhitespace());
   for (const std::string& f : formats) {
@@ -83,25 +98,52 @@ int Ptq(Invocation& inv) {
     std::printf("imported session %s (%lld parameters)\n", id.c_str(),
                 static_cast<long long>(session->parameters()));
 
+  // From here on a failure prints what was measured and deletes the session the job made.
+  nlohmann::json measured = {{"session_id", id}};
+  auto fail = [&](const std::string& what, const absl::Status& status) {
+    if (text && measured.contains("float")) {
+      std::printf("\nmeasured before the failure (%lld held-out examples):\n",
+                  static_cast<long long>(measured["float"]["examples"].get<int64_t>()));
+      std::printf("  %-28s %8s %9s\n", "model", "loss", "accuracy");
+      for (const char* key : {"float", "ptq"}) {
+        if (!measured.contains(key)) continue;
+        const nlohmann::json& m = measured[key];
+        std::printf("%s", Row(key == std::string("float") ? "float (imported)" : RulesLabel(),
+                              m["loss"].get<double>(), m["accuracy"].get<double>())
+                              .c_str());
+      }
+    }
+    if (absl::Status d = inv.client->DeleteSession(id); d.ok()) {
+      measured["session_deleted"] = true;
+      if (text) std::printf("deleted session %s (the job did not finish)\n", id.c_str());
+    } else {
+      measured["session_deleted"] = false;
+      std::fprintf(stderr, "qtrain: kept session %s: deleting it failed: %s\n", id.c_str(),
+                   std::string(d.message()).c_str());
+    }
+    std::fflush(stdout);
+    return Fail(inv, what, status, measured);
+  };
+
   const int64_t batch = absl::GetFlag(FLAGS_batch_size);
   auto evaluate = [&]() {
     client::BatchIterator it(*held_out, batch, 1, false, 0, 0);
     return inv.client->Evaluate(id, [&](v1::Batch* b) { return it.NextBatch(b); });
   };
   auto float_metrics = evaluate();
-  if (!float_metrics.ok()) {
-    return Fail(inv, "ptq: evaluate the float model", float_metrics.status());
-  }
-  if (auto s = inv.client->UpdateRules(id, *rules); !s.ok()) {
-    return Fail(inv, "ptq: rules", s.status());
-  }
+  if (!float_metrics.ok()) return fail("ptq: evaluate the float model", float_metrics.status());
+  measured["float"] =
+      MetricsJson(float_metrics->loss(), float_metrics->accuracy(), float_metrics->examples());
+  if (auto s = inv.client->UpdateRules(id, *rules); !s.ok()) return fail("ptq: rules", s.status());
   client::BatchIterator calib(*calibration, batch, 1, true, absl::GetFlag(FLAGS_seed),
                               calibration_batches);
   auto stats = inv.client->Calibrate(
       id, [&](v1::Tensor* t) { return !InterruptGuard::interrupted() && calib.NextInputs(t); });
-  if (!stats.ok()) return Fail(inv, "ptq: calibrate", stats.status());
+  if (!stats.ok()) return fail("ptq: calibrate", stats.status());
   auto ptq_metrics = evaluate();
-  if (!ptq_metrics.ok()) return Fail(inv, "ptq: evaluate the PTQ model", ptq_metrics.status());
+  if (!ptq_metrics.ok()) return fail("ptq: evaluate the PTQ model", ptq_metrics.status());
+  measured["ptq"] =
+      MetricsJson(ptq_metrics->loss(), ptq_metrics->accuracy(), ptq_metrics->examples());
 
   std::optional<v1::SensitivityReport> report;
   if (search) {
@@ -113,17 +155,17 @@ int Ptq(Invocation& inv) {
             std::printf("[%d/%d] %s\n", p.evaluations(), p.planned(), p.evaluated().c_str());
           }
         });
-    if (!r.ok()) return Fail(inv, "ptq: sensitivity", r.status());
+    if (!r.ok()) return fail("ptq: sensitivity", r.status());
     report = *r;
     if (auto s = inv.client->UpdateRules(id, report->mixed_precision().rules()); !s.ok()) {
-      return Fail(inv, "ptq: mixed-precision rules", s.status());
+      return fail("ptq: mixed-precision rules", s.status());
     }
   }
 
   nlohmann::json files = nlohmann::json::array();
   for (const std::string& f : formats) {
     auto e = ExportFiles(inv, id, f, out);
-    if (!e.ok()) return Fail(inv, absl::StrCat("ptq: export ", f), e.status());
+    if (!e.ok()) return fail(absl::StrCat("ptq: export ", f), e.status());
     files.push_back(*e);
   }
 
@@ -152,13 +194,7 @@ int Ptq(Invocation& inv) {
   std::printf("  %-28s %8s %9s\n", "model", "loss", "accuracy");
   std::printf("%s",
               Row("float (imported)", float_metrics->loss(), float_metrics->accuracy()).c_str());
-  std::printf(
-      "%s",
-      Row(absl::StrCat("ptq (",
-                       absl::GetFlag(FLAGS_rules).empty() ? "srq-int8" : absl::GetFlag(FLAGS_rules),
-                       ")"),
-          ptq_metrics->loss(), ptq_metrics->accuracy())
-          .c_str());
+  std::printf("%s", Row(RulesLabel(), ptq_metrics->loss(), ptq_metrics->accuracy()).c_str());
   if (report) {
     const v1::MixedPrecision& mp = report->mixed_precision();
     std::printf("%s", Row(mp.within_budget() ? "mixed precision" : "mixed precision (over budget)",

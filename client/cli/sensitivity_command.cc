@@ -91,6 +91,11 @@ int Sensitivity(Invocation& inv) {
   if (!rules_out.empty() && options.max_accuracy_drop() <= 0 && options.max_loss_increase() <= 0) {
     return Usage(inv, "--rules_out needs a budget: --max_accuracy_drop or --max_loss_increase");
   }
+  if (!rules_out.empty()) {
+    if (std::string why = CheckOutputFile("rules_out", rules_out); !why.empty()) {
+      return Usage(inv, why);
+    }
+  }
   StreamSetup setup = Setup(inv, "sensitivity", /*need_labels=*/true, /*apply_rules=*/false);
   if (setup.exit_code != kOk) return setup.exit_code;
   client::BatchIterator batches(setup.data, absl::GetFlag(FLAGS_batch_size), 1, false, 0,

@@ -4,6 +4,7 @@
 // Owned by a Trainer; not thread-safe (one step at a time).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -38,6 +39,15 @@ std::string ModuleTypeName(const proto::Module& m);
 // for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after.
 std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same);
 
+// A linear layer whose input is a flatten of (H, W, C) feature maps with H·W > 1 and C > 1,
+// directly or through activations and dropout (not across a residual). qtrain flattens NHWC maps
+// in (h, w, c) order; PyTorch's nn.Flatten of NCHW maps gives (c, h, w): importing and exporting
+// PyTorch weights reorders that layer's inputs.
+struct FlattenedInput {
+  std::string flatten_path;  // the flatten module
+  Shape hwc;                 // (H, W, C)
+};
+
 class Model {
  public:
   // Builds and initialises (seeded) the model of `spec`. InvalidArgument naming the module path
@@ -66,6 +76,10 @@ class Model {
   std::vector<int> UnusedRules() const;
   // (rule index or -1, "module_path:op_id") for every quantizable op.
   std::vector<std::pair<int, std::string>> Ops() const;
+  // Linear module path -> the flattened feature maps it reads (see FlattenedInput).
+  const std::map<std::string, FlattenedInput>& flattened_inputs() const {
+    return flattened_inputs_;
+  }
 
  private:
   Model() = default;
@@ -74,6 +88,7 @@ class Model {
   std::unique_ptr<Module> root_;
   std::vector<Param*> params_;
   Shape output_shape_;
+  std::map<std::string, FlattenedInput> flattened_inputs_;
   std::shared_ptr<const CompiledRules> rules_;
 };
 

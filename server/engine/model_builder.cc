@@ -2,6 +2,7 @@
 // mistakes surface when the session is created, naming the module path.
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -53,7 +54,10 @@ class Builder {
                                                      "\" is used twice; give modules distinct "
                                                      "names"));
     }
+    if (m.kind_case() == proto::Module::kResidual) pending_flatten_.reset();
+    const Shape in = shape;
     QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> module, BuildKind(m, path, shape, depth));
+    NoteFlatten(m, path, in);
     if (NumElements(shape) > kMaxExampleActivation) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "module \"", path, "\" outputs ", NumElements(shape), " elements per example (shape ",
@@ -65,10 +69,37 @@ class Builder {
 
   int64_t parameters() const { return parameters_; }
   int64_t activations() const { return activations_; }
+  std::map<std::string, FlattenedInput> TakeFlattenedInputs() {
+    return std::move(flattened_inputs_);
+  }
   bool tokens() const { return tokens_; }
 
  private:
   static std::string TypeName(const proto::Module& m) { return ModuleTypeName(m); }
+
+  // Tracks which linear layer reads a flatten of feature maps (FlattenedInput), in build order,
+  // which is execution order: a flatten of (H, W, C) stays pending through activations,
+  // dropout and sequential containers until a linear takes it; anything else drops it.
+  void NoteFlatten(const proto::Module& m, const std::string& path, const Shape& in) {
+    switch (m.kind_case()) {
+      case proto::Module::kFlatten:
+        pending_flatten_.reset();
+        if (in.size() == 3 && in[2] > 1 && in[0] * in[1] > 1) {
+          pending_flatten_ = FlattenedInput{path, in};
+        }
+        return;
+      case proto::Module::kActivation:
+      case proto::Module::kDropout:
+      case proto::Module::kSequential:
+        return;
+      case proto::Module::kLinear:
+        if (pending_flatten_) flattened_inputs_[path] = *pending_flatten_;
+        pending_flatten_.reset();
+        return;
+      default:
+        pending_flatten_.reset();
+    }
+  }
 
   // A parameterised module, or null in a dry run.
   template <typename Make>
@@ -340,6 +371,8 @@ class Builder {
   int64_t parameters_ = 0;
   int64_t activations_ = 0;
   bool tokens_ = false;  // the current activation is still token ids
+  std::optional<FlattenedInput> pending_flatten_;
+  std::map<std::string, FlattenedInput> flattened_inputs_;
 };
 
 }  // namespace
@@ -458,6 +491,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
   auto model = std::unique_ptr<Model>(new Model());
   model->spec_ = spec;
   QTRAIN_ASSIGN_OR_RETURN(model->root_, BuildTree(spec, builder, model->output_shape_));
+  model->flattened_inputs_ = builder.TakeFlattenedInputs();
   model->root_->CollectParams(&model->params_);
   QTRAIN_RETURN_IF_ERROR(model->SetRules(nullptr));
   return model;

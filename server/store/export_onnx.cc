@@ -186,6 +186,9 @@ class Exporter {
         int64_t n = 1;
         for (int64_t d : shape) n *= d;
         shape = {n};
+        // Feature maps a linear layer reads are flattened as PyTorch does, (c, h, w), and that
+        // layer's kernel rows are exported in the same order (Weight).
+        if (FlattensForLinear(path)) x = ToNchw(x, path);
         return g_.Op("Reshape", {x, g_.Ints("flat", {0, -1})}, name);
       }
       case proto::Module::kDropout:
@@ -287,11 +290,15 @@ class Exporter {
   // kernel (HWIO in the session, OIHW in ONNX; its scales on axis 0).
   absl::StatusOr<std::string> Weight(const engine::Rule* rule, const std::string& path,
                                      const engine::Param& kernel, bool to_oihw) {
-    if (rule == nullptr) {
-      return g_.Init(kernel.name, to_oihw ? HwioToOihw(kernel.value) : kernel.value);
-    }
+    // A linear kernel after a flatten of feature maps takes its rows in (c, h, w) order.
+    auto layout = [&](const Tensor& k) {
+      if (to_oihw) return HwioToOihw(k);
+      auto it = t_.model().flattened_inputs().find(path);
+      return it == t_.model().flattened_inputs().end() ? k : KernelRowsHwcToChw(k, it->second.hwc);
+    };
+    if (rule == nullptr) return g_.Init(kernel.name, layout(kernel.value));
     QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(*rule, path, kernel.value));
-    const std::string q = g_.Init(path + "/kernel_quantized", to_oihw ? HwioToOihw(w.q) : w.q);
+    const std::string q = g_.Init(path + "/kernel_quantized", layout(w.q));
     Tensor scale = std::move(w.scale);
     if (!w.per_channel) scale.Reshape({});
     const std::string s = g_.Init(path + "/kernel_scale", scale);
@@ -421,6 +428,13 @@ class Exporter {
     Graph::SetInts(n, "pads", {top, left, bottom, right});
     shape[0] = (shape[0] + top + bottom - kh) / sh + 1;
     shape[1] = (shape[1] + left + right - kw) / sw + 1;
+  }
+
+  bool FlattensForLinear(const std::string& flatten_path) const {
+    for (const auto& [linear, in] : t_.model().flattened_inputs()) {
+      if (in.flatten_path == flatten_path) return true;
+    }
+    return false;
   }
 
   std::string Transpose(const std::string& x, const std::vector<int64_t>& perm,

@@ -39,7 +39,7 @@ absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const st
                           const std::string& name, const engine::Param& kernel,
                           SafetensorsFile& out, std::string* group) {
   QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(rule, module, kernel.value));
-  out.tensors[name + ".weight"] = Transpose2(w.q);  // (out, in) int8
+  out.tensors[name + ".weight"] = TorchLinearWeight(t.model(), module, w.q);  // (out, in) int8
   const int64_t outs = w.scale.numel();
   w.scale.Reshape({outs, 1});
   out.tensors[name + ".weight_scale"] = std::move(w.scale);
@@ -171,7 +171,7 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
     const std::string name = SourceName(pname, module_map);
     const bool kernel = pname.size() >= 7 && pname.substr(pname.size() - 7) == "/kernel";
     if (kernel && p->value.rank() == 2) {
-      out.tensors[name] = Transpose2(p->value);
+      out.tensors[name] = TorchLinearWeight(t.model(), pname.substr(0, pname.rfind('/')), p->value);
     } else if (kernel && p->value.rank() == 4) {
       out.tensors[name] = HwioToOihw(p->value);
     } else {

@@ -63,7 +63,62 @@ Tensor Permute4(const Tensor& t, const std::array<int, 4>& perm) {
   return out;
 }
 
+// Kernel rows moved between (h, w, c) and (c, h, w) order; `to_chw` picks the direction.
+Tensor PermuteKernelRows(const Tensor& t, const Shape& hwc, bool to_chw) {
+  const int64_t h = hwc[0], w = hwc[1], c = hwc[2], cols = t.dim(1);
+  const size_t row = static_cast<size_t>(cols) * DTypeSize(t.dtype());
+  Tensor out = Tensor::Empty(t.dtype(), t.shape());
+  const char* src = static_cast<const char*>(t.raw());
+  char* dst = static_cast<char*>(out.raw());
+  for (int64_t y = 0; y < h; ++y) {
+    for (int64_t x = 0; x < w; ++x) {
+      for (int64_t k = 0; k < c; ++k) {
+        const int64_t at_hwc = (y * w + x) * c + k, at_chw = (k * h + y) * w + x;
+        const int64_t from = to_chw ? at_hwc : at_chw, to = to_chw ? at_chw : at_hwc;
+        std::memcpy(dst + to * row, src + from * row, row);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+Tensor KernelRowsHwcToChw(const Tensor& kernel, const Shape& hwc) {
+  return PermuteKernelRows(kernel, hwc, true);
+}
+
+Tensor KernelRowsChwToHwc(const Tensor& kernel, const Shape& hwc) {
+  return PermuteKernelRows(kernel, hwc, false);
+}
+
+namespace {
+
+// The feature maps `module` reads flattened, when its rows need reordering for this kernel.
+const Shape* FlattenedMaps(const engine::Model& model, const std::string& module,
+                           const Tensor& kernel) {
+  auto it = model.flattened_inputs().find(module);
+  if (it == model.flattened_inputs().end() || kernel.rank() != 2 ||
+      kernel.dim(0) != NumElements(it->second.hwc)) {
+    return nullptr;
+  }
+  return &it->second.hwc;
+}
+
+}  // namespace
+
+Tensor TorchLinearWeight(const engine::Model& model, const std::string& module,
+                         const Tensor& kernel) {
+  const Shape* hwc = FlattenedMaps(model, module, kernel);
+  return Transpose2(hwc ? KernelRowsHwcToChw(kernel, *hwc) : kernel);
+}
+
+Tensor KernelFromTorchLinear(const engine::Model& model, const std::string& module,
+                             const Tensor& weight) {
+  Tensor kernel = Transpose2(weight);
+  const Shape* hwc = FlattenedMaps(model, module, kernel);
+  return hwc ? KernelRowsChwToHwc(kernel, *hwc) : kernel;
+}
 
 Tensor OihwToHwio(const Tensor& t) { return Permute4(t, {2, 3, 1, 0}); }
 
@@ -110,7 +165,9 @@ absl::Status ImportWeights(const SafetensorsFile& file,
     }
     const bool is_kernel = p->name.size() >= 7 && p->name.substr(p->name.size() - 7) == "/kernel";
     Tensor converted = t;
-    if (is_kernel && t.rank() == 2 && p->value.rank() == 2) converted = Transpose2(t);
+    if (is_kernel && t.rank() == 2 && p->value.rank() == 2) {
+      converted = KernelFromTorchLinear(trainer.model(), p->name.substr(0, p->name.rfind('/')), t);
+    }
     if (is_kernel && t.rank() == 4 && p->value.rank() == 4) converted = OihwToHwio(t);
     if (converted.shape() != p->value.shape()) {
       misshaped.push_back(absl::StrCat(source, " is ", ShapeString(t.shape()), ", ", p->name,

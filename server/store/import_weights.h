@@ -5,7 +5,9 @@
 // the source module is `module_map[module path]`, else the path with '/' as '.'; leaves map
 // kernel -> weight, scale -> weight (norms), embedding -> weight, bias -> bias, anything else to
 // itself. Layouts are converted from PyTorch's: a rank-2 kernel is (out, in) there and
-// (in, out) here; a rank-4 kernel is OIHW there and HWIO here. Everything else is copied as is.
+// (in, out) here; a rank-4 kernel is OIHW there and HWIO here. A linear layer that reads a flatten
+// of feature maps (engine::FlattenedInput) also has its inputs reordered from PyTorch's (c, h, w)
+// to qtrain's (h, w, c). Everything else is copied as is.
 #pragma once
 
 #include <map>
@@ -27,6 +29,17 @@ absl::Status ImportWeights(const SafetensorsFile& file,
 // The name in the file that parameter `param` ("Dense_0/kernel") is read from.
 std::string SourceName(const std::string& param,
                        const std::map<std::string, std::string>& module_map);
+
+// The PyTorch (out, in) weight of linear module `module`'s kernel (in, out) — any dtype —
+// with the inputs in PyTorch's order (engine::FlattenedInput), and its inverse.
+Tensor TorchLinearWeight(const engine::Model& model, const std::string& module,
+                         const Tensor& kernel);
+Tensor KernelFromTorchLinear(const engine::Model& model, const std::string& module,
+                             const Tensor& weight);
+
+// The rows of a kernel (H·W·C, out) reordered from (h, w, c) to (c, h, w) order, and back.
+Tensor KernelRowsHwcToChw(const Tensor& kernel, const Shape& hwc);
+Tensor KernelRowsChwToHwc(const Tensor& kernel, const Shape& hwc);
 
 // Layout conversions between PyTorch and qtrain (f32 or s8 tensors).
 Tensor Transpose2(const Tensor& t);  // (a, b) -> (b, a)

@@ -13,7 +13,7 @@ import torch
 
 import qtrain
 from tests_server import Server  # noqa: E402  (same folder)
-from torch_models import SPEC, trained_torch_mlp
+from torch_models import CNN_MAP, CNN_SPEC, SPEC, nchw, trained_torch_cnn, trained_torch_mlp
 
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "import_and_calibrate.py")
@@ -65,6 +65,36 @@ class ImportTest(unittest.TestCase):
         deq = arrays["1.weight"].astype(np.float32) * arrays["1.weight_scale"]
         self.assertLessEqual(float(np.max(np.abs(deq - w) - arrays["1.weight_scale"] / 2)), 1e-7)
         self.assertEqual(arrays["3.input_scale"].shape, (1,))
+
+    def test_a_pytorch_cnn_with_flatten_imports_without_hand_permutation(self):
+        # nn.Flatten of NCHW maps orders the Linear's inputs (c, h, w); the session flattens NHWC
+        # maps (h, w, c). The importer reorders the head's rows; the exports give them back.
+        model = trained_torch_cnn(examples=3200, epochs=1)
+        spec = qtrain.client._message(CNN_SPEC, qtrain.client.model_pb2.ModelSpec)
+        self.assertEqual(qtrain.torch_module_map(model, spec), CNN_MAP)
+        self.client.import_weights("torch-cnn", CNN_SPEC, model)
+        with torch.no_grad():
+            want = model(nchw(self.xt)).numpy()
+        got = self.client.forward("torch-cnn", self.xt)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        self.assertGreater(float(np.mean(np.argmax(got, axis=1) == self.yt)), 0.6)
+        # The reordering is needed: the same weights without it give other outputs.
+        state = {k: v.numpy() for k, v in model.state_dict().items()}
+        hwc = state["7.weight"].reshape(10, 16, 7, 7).transpose(0, 2, 3, 1).reshape(10, -1)
+        self.client.import_weights("torch-cnn-hwc", CNN_SPEC, dict(state, **{"7.weight": hwc}),
+                                   module_map=CNN_MAP)
+        wrong = self.client.forward("torch-cnn-hwc", self.xt)
+        self.assertGreater(float(np.max(np.abs(wrong - want))), 0.1)
+        self.client.delete_session("torch-cnn-hwc")
+        # The float checkpoint's export and the int8 export hold PyTorch's order again.
+        self.client.update_rules("torch-cnn", "srq-int8")
+        self.client.calibrate("torch-cnn", qtrain.batches(self.xt, None, batch_size=128))
+        with tempfile.TemporaryDirectory() as d:
+            arrays, _ = self.client.export_quantized("torch-cnn", d, module_map=CNN_MAP)
+        w = state["7.weight"]
+        deq = arrays["7.weight"].astype(np.float32) * arrays["7.weight_scale"]
+        self.assertLessEqual(float(np.max(np.abs(deq - w) - arrays["7.weight_scale"] / 2)), 1e-7)
+        self.client.delete_session("torch-cnn")
 
     def test_a_state_dict_with_a_wrong_shape_is_refused_by_name(self):
         state = {k: v.numpy() for k, v in self.model.state_dict().items()}

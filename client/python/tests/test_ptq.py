@@ -12,10 +12,14 @@ import tempfile
 import unittest
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
+
+import torch
 
 import qtrain
 from tests_server import Server  # noqa: E402  (same folder)
-from torch_models import SPEC, trained_torch_mlp
+from torch_models import CNN_SPEC, SPEC, nchw, trained_torch_cnn, trained_torch_mlp
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 ORT_DIR = os.path.join(ROOT, "tests", "onnx")
@@ -52,6 +56,42 @@ def step_bound(client, session_id, head_kernel):
     stats = {(s.module_path, s.name): s for s in client.quant_stats(session_id).stats}
     scale = qtrain.from_tensor(stats[("head", "dot_general0_lhs")].scale).item()
     return 2 * scale * float(np.max(np.sum(np.abs(head_kernel), axis=0)))
+
+
+def entropy_threshold(hist, r, levels=128):
+    """numerics.md §9 step 3, written from the contract: the KL search over a copy of the
+    histogram whose bin 0 holds bin 1's count; A = float32(i·R / bins)."""
+    hist = hist.copy()
+    hist[0] = hist[1]
+    bins = len(hist)
+
+    def smooth(d):
+        d = d / d.sum()
+        zeros = d == 0
+        nz = len(d) - zeros.sum()
+        if nz == 0:
+            return None
+        d = np.where(zeros, 1e-4, d - 1e-4 * zeros.sum() / nz)
+        return None if np.any(d <= 0) else d
+
+    best, best_i = np.inf, None
+    for i in range(levels, bins + 1):
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()
+        starts = np.arange(levels) * i // levels
+        sizes = np.diff(np.append(starts, i))
+        nonzero = hist[:i] != 0
+        totals = np.add.reduceat(hist[:i], starts)
+        counts = np.add.reduceat(nonzero.astype(np.int64), starts)
+        each = np.divide(totals, counts, out=np.zeros(levels), where=counts > 0)
+        q = np.where(nonzero, np.repeat(each, sizes), 0.0)
+        p, q = smooth(p), smooth(q)
+        if p is None or q is None:
+            continue
+        kl = float(np.sum(p * np.log(p / q)))
+        if kl < best:
+            best, best_i = kl, i
+    return r if best_i is None else np.float32(best_i * np.float64(r) / bins)
 
 
 class PtqTest(unittest.TestCase):
@@ -203,22 +243,71 @@ class PtqTest(unittest.TestCase):
         self.assertIn("Dense_0: no activation statistics yet", e.exception.message)
         c.delete_session("uncal")
 
-    def test_qtrain_ptq_command(self):
+    def test_cnn_calibrators_and_its_onnx_flattens_as_pytorch(self):
+        # A ReLU CNN with nn.Flatten, trained in PyTorch: every calibrator quantizes it, and
+        # entropy's thresholds are the §9 search (bin 0 read as bin 1) of a reference written
+        # here from the contract, over the histograms the server kept.
+        model = trained_torch_cnn(epochs=4)
+        c = self.client
+        with torch.no_grad():
+            float_accuracy = float(np.mean(model(nchw(self.xt)).numpy().argmax(1) == self.yt))
+        for method in ("absmax", "percentile,99.99", "mse", "entropy"):
+            c.import_weights("cnn", CNN_SPEC, model)
+            c.update_rules("cnn", {"rules": [{
+                "weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": True,
+                "act_calibration_method": method}]})
+            c.calibrate("cnn", qtrain.batches(self.calibration, None, batch_size=128))
+            accuracy = float(np.mean(c.forward("cnn", self.xt).argmax(1) == self.yt))
+            if method != "entropy":  # entropy's KL search can clip hard: docs/calibration.md
+                self.assertGreater(accuracy, float_accuracy - 0.01, method)
+                c.delete_session("cnn")
+        state, _ = qtrain.load_safetensors(c.download_checkpoint("cnn"))
+        scales = {s.module_path: qtrain.from_tensor(s.scale).item()
+                  for s in c.quant_stats("cnn").stats}
+        for module, stat in (("Conv_1", "conv_general_dilated0_lhs"),
+                             ("head", "dot_general0_lhs")):
+            prefix = f"quant_stats/{module}/{stat}/"
+            want = entropy_threshold(state[prefix + "entropy_hist"].astype(np.float64),
+                                     state[prefix + "entropy_range"].item())
+            # s = A / B with B = 127.5 for int8 (numerics.md §3).
+            self.assertEqual(np.float32(scales[module]), np.float32(want) / np.float32(127.5))
         with tempfile.TemporaryDirectory() as d:
-            weights = os.path.join(d, "mlp.safetensors")
+            path = os.path.join(d, "cnn.onnx")
+            c.export_onnx("cnn", path)
+            self.check_onnx_matches_server("cnn", path)
+            graph = onnx.load(path).graph
+        # The graph flattens NCHW maps as nn.Flatten does, so the head's int8 weights are
+        # PyTorch's, (in, out) in (c, h, w) order, within half a step.
+        init = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+        q, scale = init["head/kernel_quantized"], init["head/kernel_scale"]
+        w = model.state_dict()["7.weight"].numpy().T
+        self.assertLessEqual(float(np.max(np.abs(q * scale - w) - scale / 2)), 1e-7)
+        self.assertIn("Transpose", [n.op_type for n in graph.node])
+        c.delete_session("cnn")
+
+    def cli_ptq(self, d, session, *flags, json_out=True):
+        """`qtrain ptq` of the MLP (weights and spec written into `d`)."""
+        weights = os.path.join(d, "mlp.safetensors")
+        if not os.path.exists(weights):
             state = {k: v.numpy() for k, v in self.model.state_dict().items()}
             with open(weights, "wb") as f:
                 f.write(qtrain.save_safetensors(state))
-            spec = os.path.join(d, "spec.json")
-            with open(spec, "w") as f:
+            with open(os.path.join(d, "spec.json"), "w") as f:
                 json.dump(SPEC, f)
+        return subprocess.run(
+            [os.path.join(BUILD, "bin", "qtrain"), "ptq", session,
+             f"--model={os.path.join(d, 'spec.json')}", f"--weights={weights}",
+             '--map={"Dense_0": "1", "head": "3"}', "--data=/usr/share/datasets/fashion-mnist",
+             "--calibration_batches=8", "--limit=2000", f"--server={self.server.address}",
+             *flags, *(["--json"] if json_out else [])], capture_output=True, text=True)
+
+    def sessions(self):
+        return [s.session_id for s in self.client.list_sessions()]
+
+    def test_qtrain_ptq_command(self):
+        with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "out")
-            run = subprocess.run(
-                [os.path.join(BUILD, "bin", "qtrain"), "ptq", "cli-ptq", f"--model={spec}",
-                 f"--weights={weights}", '--map={"Dense_0": "1", "head": "3"}',
-                 "--data=/usr/share/datasets/fashion-mnist", "--calibration_batches=8",
-                 "--limit=2000", "--rules=srq-int8", f"--out={out}", "--json",
-                 f"--server={self.server.address}"], capture_output=True, text=True)
+            run = self.cli_ptq(d, "cli-ptq", "--rules=srq-int8", f"--out={out}")
             self.assertEqual(run.returncode, 0, run.stderr)
             j = json.loads(run.stdout)
             self.assertEqual(j["session_id"], "cli-ptq")
@@ -227,6 +316,49 @@ class PtqTest(unittest.TestCase):
                 self.assertTrue(os.path.exists(os.path.join(out, name)), name)
             self.check_onnx_matches_server("cli-ptq", os.path.join(out, "model.onnx"))
         self.client.delete_session("cli-ptq")
+
+    def test_qtrain_ptq_checks_its_output_first(self):
+        with tempfile.TemporaryDirectory() as d:
+            run = self.cli_ptq(d, "cli-ptq-out", f"--out={d}/missing/x")
+            self.assertEqual(run.returncode, 2, run.stderr)
+            self.assertIn(f"--out={d}/missing/x: cannot create it in {d}/missing", run.stderr)
+            self.assertNotIn("cli-ptq-out", self.sessions())
+            with open(os.path.join(d, "file"), "w") as f:
+                f.write("not a directory")
+            run = self.cli_ptq(d, "cli-ptq-out", f"--out={d}/file")
+            self.assertEqual(run.returncode, 2, run.stderr)
+            self.assertIn("not a directory", run.stderr)
+            self.assertNotIn("cli-ptq-out", self.sessions())
+
+    def test_qtrain_ptq_reports_what_it_measured_and_deletes_its_session_on_failure(self):
+        with tempfile.TemporaryDirectory() as d:
+            # Fails at the rules, after the float evaluation.
+            entropy_weights = json.dumps({"rules": [
+                {"weight_qtype": "int8", "weight_calibration_method": "entropy"}]})
+            run = self.cli_ptq(d, "cli-ptq-fail", f"--rules={entropy_weights}",
+                               f"--out={d}/out")
+            self.assertEqual(run.returncode, 6, run.stderr)
+            j = json.loads(run.stdout)
+            self.assertEqual(j["error"]["code"], "INVALID_ARGUMENT")
+            self.assertIn("ptq: rules", j["error"]["message"])
+            self.assertEqual(j["float"]["examples"], 2000)
+            self.assertNotIn("ptq", j)
+            self.assertTrue(j["session_deleted"])
+            self.assertNotIn("cli-ptq-fail", self.sessions())
+            # Fails at the export (int4 activations are not exported), after both evaluations:
+            # the table shows both, the custom rules labelled briefly.
+            int4_acts = json.dumps({"rules": [{"weight_qtype": "int8", "act_qtype": "int4",
+                                               "act_static_scale": True}]})
+            run = self.cli_ptq(d, "cli-ptq-fail", f"--rules={int4_acts}", f"--out={d}/out",
+                               "--exports=compressed-tensors", json_out=False)
+            self.assertEqual(run.returncode, 6, run.stderr)
+            self.assertIn("measured before the failure", run.stdout)
+            self.assertIn("float (imported)", run.stdout)
+            self.assertIn("ptq (rules from --rules)", run.stdout)
+            self.assertNotIn("{", run.stdout)
+            self.assertIn("deleted session cli-ptq-fail", run.stdout)
+            self.assertIn("activations in int4 are not exported", run.stderr)
+            self.assertNotIn("cli-ptq-fail", self.sessions())
 
 
 if __name__ == "__main__":
