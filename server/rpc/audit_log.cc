@@ -11,6 +11,16 @@
 #include "nlohmann/json.hpp"
 
 namespace qtrain::rpc {
+namespace {
+
+// A client-controlled field as the audit line copies it: at most `max` bytes, then how long it
+// was, so that a caller cannot grow the log by the size of what it sends.
+std::string Bounded(absl::string_view s, size_t max) {
+  if (s.size() <= max) return std::string(s);
+  return absl::StrCat(s.substr(0, max), "... (", s.size(), " bytes)");
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& destination) {
   if (destination == "-") return std::unique_ptr<AuditLog>(new AuditLog(stderr, false));
@@ -38,11 +48,11 @@ std::string AuditLog::Format(const AuditEntry& e, int64_t now_ms) {
   const bool known = e.caller != nullptr && e.caller->authenticated();
   line["tenant"] = e.caller != nullptr ? e.caller->TenantLabel() : "-";
   line["role"] = known ? std::string(RoleName(e.caller->identity()->role)) : "-";
-  line["peer"] = e.peer;
-  line["method"] = e.method;
-  line["session"] = e.session;
+  line["peer"] = Bounded(e.peer, kAuditMaxField);
+  line["method"] = Bounded(e.method, kAuditMaxField);
+  line["session"] = Bounded(e.session, kAuditMaxField);
   line["code"] = absl::StatusCodeToString(e.status.code());
-  if (!e.status.ok()) line["error"] = std::string(e.status.message());
+  if (!e.status.ok()) line["error"] = Bounded(e.status.message(), kAuditMaxError);
   // Invalid UTF-8 (a client's session id) is replaced, never thrown on.
   return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }

@@ -18,6 +18,11 @@
 
 namespace qtrain::rpc {
 
+// What one audit line keeps of a client-controlled field (peer, method, session) and of an
+// error message; longer ones are cut there and say their length.
+inline constexpr size_t kAuditMaxField = 256;
+inline constexpr size_t kAuditMaxError = 1024;
+
 struct AuditEntry {
   const Caller* caller = nullptr;  // null: not authenticated
   std::string peer;

@@ -24,6 +24,12 @@ std::optional<std::string> CommonName(const grpc::AuthContext* context) {
   return std::string(View(cn.front()));
 }
 
+// Two headers could name two identities, and each reader would pick its own.
+absl::Status TwoAuthorizations() {
+  return absl::UnauthenticatedError(
+      "the call carries more than one authorization header; send exactly one");
+}
+
 }  // namespace
 
 absl::Status Authenticator::Authorize(const Identity& who, absl::string_view method) {
@@ -62,26 +68,43 @@ absl::StatusOr<Identity> Authenticator::Authenticate(
           : "this server needs a client certificate");
 }
 
-absl::StatusOr<Identity> Authenticator::Identify(const grpc::ServerContextBase& ctx) const {
-  std::optional<absl::string_view> authorization;
+absl::StatusOr<Identity> Authenticator::Authenticate(const Credentials& credentials) const {
+  if (credentials.several_authorizations) return TwoAuthorizations();
+  return Authenticate(credentials.authorization, credentials.cert_cn);
+}
+
+Credentials Authenticator::CredentialsOf(const grpc::ServerContextBase& ctx) {
+  Credentials c;
   const auto& md = ctx.client_metadata();
-  if (auto it = md.find("authorization"); it != md.end()) authorization = View(it->second);
-  std::optional<std::string> cn = CommonName(ctx.auth_context().get());
-  return Authenticate(authorization, cn);
+  c.several_authorizations = md.count("authorization") > 1;
+  if (auto it = md.find("authorization"); it != md.end()) {
+    c.authorization = std::string(View(it->second));
+  }
+  c.cert_cn = CommonName(ctx.auth_context().get());
+  return c;
+}
+
+absl::StatusOr<Identity> Authenticator::Identify(const grpc::ServerContextBase& ctx) const {
+  return Authenticate(CredentialsOf(ctx));
 }
 
 grpc::Status AuthProcessor::Process(const InputMetadata& metadata, grpc::AuthContext* context,
                                     OutputMetadata*, OutputMetadata*) {
   absl::string_view path;
   std::optional<absl::string_view> authorization;
+  int authorizations = 0;
   for (const auto& [key, value] : metadata) {
     if (View(key) == ":path") path = View(value);
-    if (View(key) == "authorization") authorization = View(value);
+    if (View(key) == "authorization") {
+      authorization = View(value);
+      ++authorizations;
+    }
   }
   if (absl::StartsWith(path, kHealthPrefix)) return grpc::Status::OK;  // probes need no secret
   // The Trainer's handlers authenticate and authorize each call themselves (CallGate), so
   // that refusals reach the audit log with the caller's address.
   if (absl::StartsWith(path, kTrainerPrefix)) return grpc::Status::OK;
+  if (authorizations > 1) return ToGrpcStatus(TwoAuthorizations());
   absl::StatusOr<Identity> who = auth_->Authenticate(authorization, CommonName(context));
   if (!who.ok()) return ToGrpcStatus(who.status());
   return grpc::Status::OK;

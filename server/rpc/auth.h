@@ -35,6 +35,13 @@ struct AuthOptions {
   bool enabled() const { return tokens != nullptr || cert_identity; }
 };
 
+// What a call presents: its authorization metadata and its verified certificate's common name.
+struct Credentials {
+  std::optional<std::string> authorization;
+  std::optional<std::string> cert_cn;
+  bool several_authorizations = false;  // refused: each reader could pick another one
+};
+
 class Authenticator {
  public:
   explicit Authenticator(AuthOptions options) : options_(options) {}
@@ -45,7 +52,12 @@ class Authenticator {
   absl::StatusOr<Identity> Authenticate(std::optional<absl::string_view> authorization,
                                         std::optional<absl::string_view> cert_cn) const;
 
-  // Who makes the call of `ctx` (its metadata and client certificate): Unauthenticated.
+  // Who presents `credentials` (Unauthenticated as Authenticate, or for several authorization
+  // headers). Streams call it again at each message: a revoked token ends them.
+  absl::StatusOr<Identity> Authenticate(const Credentials& credentials) const;
+  // The credentials of the call of `ctx`.
+  static Credentials CredentialsOf(const grpc::ServerContextBase& ctx);
+  // Who makes the call of `ctx`: Authenticate(CredentialsOf(ctx)).
   absl::StatusOr<Identity> Identify(const grpc::ServerContextBase& ctx) const;
   // PermissionDenied naming the role and the method (e.g. "Train") when `who` may not call it.
   static absl::Status Authorize(const Identity& who, absl::string_view method);

@@ -2,11 +2,14 @@
 // DownloadCheckpoint (safetensors bytes in chunks) and UploadCheckpoint (chunks → an existing
 // session, or a new one built from the checkpoint's configuration).
 #include <chrono>
+#include <map>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
+#include "server/engine/session_id.h"
 #include "server/rpc/chunked_upload.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/trainer_service.h"
@@ -25,61 +28,98 @@ using engine::Trainer;
 
 constexpr size_t kChunkBytes = 1 << 20;
 
+// Where a saved checkpoint lies, as its caller may know it: relative to the tenant's directory
+// for a tenant's caller ("run1.safetensors"), relative to the data dir for admins and servers
+// without authentication ("tenants/team-a/run1.safetensors"). The server's own layout above the
+// data dir stays private.
+std::string ShownPath(const Caller& caller, const std::string& root, const std::string& path) {
+  std::string relative = path.rfind(root + "/", 0) == 0 ? path.substr(root.size() + 1) : path;
+  const std::optional<Identity> who = caller.identity();
+  if (who && who->role != Role::kAdmin) relative = relative.substr(relative.rfind('/') + 1);
+  return relative;
+}
+
 // Streams one file's bytes (a checkpoint, an export), produced on the session's executor by
-// `produce` from the request.
+// `produce` from the request. Counts as a stream like Train's: refused while the server drains,
+// and it holds one of its tenant's stream slots until it finishes.
 template <typename Request>
 class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   using Producer = std::function<absl::StatusOr<std::string>(const Request&, Trainer&)>;
-  DownloadStream(const CallGate& gate, engine::SessionManager* sessions, const grpc::ByteBuffer* in,
-                 Producer produce) {
+  DownloadStream(const CallGate& gate, engine::SessionManager* sessions, ServiceLimits limits,
+                 const grpc::ByteBuffer* in, Producer produce)
+      : limits_(limits), tenants_(gate.tenants()) {
+    if (limits_.state != nullptr) ++limits_.state->streams;
     if (!gate.admitted().ok()) {
       gate.Audit(gate.admitted());
-      Finish(ToGrpcStatus(gate.admitted()));
+      End(gate.admitted());
+      return;
+    }
+    if (limits_.state != nullptr && limits_.state->draining) {
+      End(DrainingError());
       return;
     }
     Request request;
     grpc::ByteBuffer bytes = *in;
     if (absl::Status parsed = ParseWire(bytes, &request, "the request"); !parsed.ok()) {
-      Finish(ToGrpcStatus(parsed));
+      End(parsed);
       return;
     }
     absl::StatusOr<std::string> id = gate.caller().Resolve(request.session_id());
     if (!id.ok()) {
-      Finish(ToGrpcStatus(id.status()));
+      End(id.status());
       return;
     }
     absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(*id);
     if (!session.ok()) {
-      Finish(ToGrpcStatus(session.status()));
+      End(session.status());
       return;
+    }
+    const std::string tenant(engine::TenantOf(*id));
+    if (tenants_ != nullptr && !tenant.empty()) {
+      if (absl::Status slot = tenants_->AcquireStream(tenant); !slot.ok()) {
+        End(slot);
+        return;
+      }
+      slot_tenant_ = tenant;
     }
     absl::Status s = (*session)->Submit([this, request, produce = std::move(produce)](Trainer& t) {
       absl::StatusOr<std::string> bytes = produce(request, t);
       if (!bytes.ok()) {
-        Finish(ToGrpcStatus(bytes.status()));
+        End(bytes.status());
         return;
       }
       bytes_ = *std::move(bytes);
       WriteNext();  // the first write; later ones come from OnWriteDone
     });
-    if (!s.ok()) Finish(ToGrpcStatus(s));
+    if (!s.ok()) End(s);
   }
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading"));
+      End(absl::CancelledError("the client stopped reading"));
       return;
     }
     WriteNext();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (limits_.state != nullptr) --limits_.state->streams;
+    delete this;
+  }
 
  private:
+  // Finishes the call. The tenant's stream slot goes back first: the client may open its next
+  // stream as soon as it sees the status, before gRPC calls OnDone. Called once.
+  void End(const absl::Status& status) {
+    if (slot_tenant_) tenants_->ReleaseStream(*slot_tenant_);
+    slot_tenant_.reset();
+    Finish(ToGrpcStatus(status));
+  }
+
   // Only one write is ever in flight, so no lock is needed.
   void WriteNext() {
     if (offset_ >= bytes_.size() && offset_ > 0) {
-      Finish(grpc::Status::OK);
+      End(absl::OkStatus());
       return;
     }
     const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
@@ -88,12 +128,15 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     offset_ += n;
     if (n == 0) offset_ = 1;  // empty file: one empty chunk, then finish
     if (absl::Status s = SerializeWire(chunk, &out_); !s.ok()) {
-      Finish(ToGrpcStatus(s));
+      End(s);
       return;
     }
     StartWrite(&out_);
   }
 
+  ServiceLimits limits_;
+  TenantQuotas* tenants_;                   // may be null: no quotas
+  std::optional<std::string> slot_tenant_;  // the tenant whose stream slot this call holds
   std::string bytes_;
   size_t offset_ = 0;
   grpc::ByteBuffer out_;  // the chunk being written
@@ -134,18 +177,33 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
     const size_t size = bytes_.size();
     // Loads the checkpoint into `t` and, with a data dir, makes it durable before it is
     // acknowledged (and so a later restart cannot bring back an older file of a higher step).
-    auto apply = [this, file, size](Trainer& t) -> absl::Status {
+    // A live session whose new state cannot be made durable gets its old state back: a refused
+    // upload changes nothing, neither the session nor its file.
+    auto apply = [this, file, size](Trainer& t, bool live) -> absl::Status {
       const auto start = std::chrono::steady_clock::now();
+      std::map<std::string, Tensor> before;
+      const int64_t before_step = t.step();
+      if (live && target_.store != nullptr) {
+        QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus("keeping the session's state", [&] {
+          before = t.ExportState();
+          return absl::OkStatus();
+        }));
+      }
       QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
           "loading the uploaded checkpoint", [&] { return store::LoadCheckpoint(*file, t); }));
       if (target_.store != nullptr) {
         absl::StatusOr<store::SavedCheckpoint> saved =
             target_.store->Save(id_, t, DiskLimit(gate_.tenants(), id_));
         if (!saved.ok()) {
-          return absl::Status(saved.status().code(),
-                              absl::StrCat("the checkpoint was loaded but could not be made "
-                                           "durable: ",
-                                           saved.status().message()));
+          absl::Status restored = live ? t.ImportState(before, before_step) : absl::OkStatus();
+          return absl::Status(
+              saved.status().code(),
+              absl::StrCat("the checkpoint could not be made durable, so it was not loaded: ",
+                           saved.status().message(),
+                           restored.ok() ? ""
+                                         : absl::StrCat(" (and restoring the session's state "
+                                                        "failed: ",
+                                                        restored.message(), ")")));
         }
       }
       if (target_.metrics != nullptr) {
@@ -161,7 +219,7 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
     };
     absl::StatusOr<std::shared_ptr<Session>> session = target_.sessions->Get(id_);
     if (session.ok()) {  // into a live session: on its executor, between its steps
-      absl::Status s = (*session)->Submit([this, apply](Trainer& t) { Done(apply(t)); });
+      absl::Status s = (*session)->Submit([this, apply](Trainer& t) { Done(apply(t, true)); });
       if (!s.ok()) Done(s);
       return;
     }
@@ -176,7 +234,7 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
         target_.sessions->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
                                  [&](const std::string&, Trainer& t) -> absl::Status {
                                    QTRAIN_RETURN_IF_ERROR(CheckNewSession(gate_.tenants(), id_, t));
-                                   return apply(t);
+                                   return apply(t, false);
                                  });
     if (session.ok() && target_.metrics != nullptr) {
       target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
@@ -222,7 +280,7 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context* ctx, const Byt
         response->set_step(saved->step);
         response->set_bytes(saved->bytes);
         response->set_crc32(saved->crc32);
-        response->set_path(saved->path);
+        response->set_path(ShownPath(call->caller(), store_->root(), saved->path));
       }
       call->Reply(saved.status());
     });
@@ -234,7 +292,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(C
                                                                                const Bytes* in) {
   Metrics* metrics = metrics_;
   return new DownloadStream<v1::DownloadCheckpointRequest>(
-      Gate(ctx, "DownloadCheckpoint"), sessions_, in,
+      Gate(ctx, "DownloadCheckpoint"), sessions_, limits_, in,
       [metrics](const v1::DownloadCheckpointRequest&, Trainer& t) -> absl::StatusOr<std::string> {
         const auto start = std::chrono::steady_clock::now();
         std::string bytes = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
@@ -249,7 +307,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(C
 grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::ExportQuantized(Context* ctx,
                                                                             const Bytes* in) {
   return new DownloadStream<v1::ExportRequest>(
-      Gate(ctx, "ExportQuantized"), sessions_, in,
+      Gate(ctx, "ExportQuantized"), sessions_, limits_, in,
       [](const v1::ExportRequest& request, Trainer& t) -> absl::StatusOr<std::string> {
         if (request.format() == "onnx") {
           if (!request.module_map().empty()) {

@@ -60,6 +60,10 @@ class ChunkedUpload : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       });
       return;
     }
+    if (absl::Status still = gate_.StillAdmitted(); !still.ok()) {
+      Done(still);  // a revoked token ends the upload; nothing was loaded
+      return;
+    }
     if (absl::Status parsed =
             ParseWire(in_, &message_, absl::StrCat(what_, " message ", ++messages_));
         !parsed.ok()) {

@@ -8,6 +8,7 @@
 #include <grpcpp/server_context.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "server/rpc/audit_log.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/caller.h"
@@ -29,7 +30,8 @@ class CallGate {
   CallGate(const ServiceAccess* access, const grpc::ServerContextBase& ctx, std::string method)
       : access_(access), peer_(ctx.peer()), method_(std::move(method)) {
     if (access_ != nullptr && access_->auth != nullptr && access_->auth->enabled()) {
-      absl::StatusOr<Identity> who = access_->auth->Identify(ctx);
+      credentials_ = Authenticator::CredentialsOf(ctx);
+      absl::StatusOr<Identity> who = access_->auth->Authenticate(credentials_);
       if (who.ok()) {
         admitted_ = Authenticator::Authorize(*who, method_);
         caller_ = Caller(*std::move(who));  // known, also when the role is refused (audit)
@@ -43,6 +45,20 @@ class CallGate {
   const absl::Status& admitted() const { return admitted_; }
   const Caller& caller() const { return caller_; }
   TenantQuotas* tenants() const { return access_ != nullptr ? access_->tenants : nullptr; }
+
+  // For a stream's later messages: the call's credentials still name the same tenant with a role
+  // that may call the method. Unauthenticated when the token was revoked (or now names another
+  // tenant), PermissionDenied when the role was lowered.
+  absl::Status StillAdmitted() const {
+    if (!caller_.authenticated() || !admitted_.ok()) return admitted_;
+    absl::StatusOr<Identity> who = access_->auth->Authenticate(credentials_);
+    if (!who.ok() || who->tenant != caller_.tenant()) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "the credentials of this ", method_, " stream are no longer valid on this server",
+          who.ok() ? "" : absl::StrCat(": ", who.status().message())));
+    }
+    return Authenticator::Authorize(*who, method_);
+  }
 
   // The session the call is about, as the caller named it (for the audit line).
   void set_session(std::string session) { session_ = std::move(session); }
@@ -66,6 +82,7 @@ class CallGate {
   std::string method_;
   std::string session_;
   Caller caller_;
+  Credentials credentials_;  // kept so that streams re-check them (StillAdmitted)
   absl::Status admitted_;
   bool escalated_ = false;
 };

@@ -177,7 +177,8 @@ class StepStream final : public StreamReactor<Policy> {
   absl::Status AcceptLocked(absl::StatusOr<std::shared_ptr<typename Policy::Work>> work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const bool first = session_ == nullptr;
-    if (first) gate_.set_session(request_.session_id());  // audited also when it is refused
+    if (first) gate_.set_session(request_.session_id());        // audited also when it is refused
+    if (!first) QTRAIN_RETURN_IF_ERROR(gate_.StillAdmitted());  // a revoked token ends the stream
     if (const char* method = Policy::Escalates(request_)) {
       QTRAIN_RETURN_IF_ERROR(gate_.Escalate(method));
     }

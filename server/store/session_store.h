@@ -60,6 +60,8 @@ class SessionStore {
                                       std::vector<std::string>* errors);
 
   std::string PathFor(const std::string& id) const;
+  // The data dir this store keeps its files in.
+  const std::string& root() const { return root_; }
 
  private:
   struct Durable {

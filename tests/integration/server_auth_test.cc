@@ -137,6 +137,22 @@ class ServerAuthTest : public ::testing::Test {
     return stream->Finish();
   }
 
+  // A Train stream on `id` that has answered its first step (and so holds a stream slot).
+  struct OpenStream {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::TrainRequest, v1::TrainResponse>> stream;
+  };
+  OpenStream OpenTrain(const std::string& token, const std::string& id) {
+    OpenStream open{Ctx(token), nullptr};
+    open.stream = stub_->Train(open.ctx.get());
+    v1::TrainRequest req;
+    req.set_session_id(id);
+    *req.mutable_batch() = MakeBatch(0);
+    v1::TrainResponse resp;
+    EXPECT_TRUE(open.stream->Write(req) && open.stream->Read(&resp));
+    return open;
+  }
+
   grpc::Status Download(const std::string& token, const std::string& id, std::string* bytes) {
     v1::DownloadCheckpointRequest req;
     req.set_session_id(id);
@@ -508,14 +524,8 @@ TEST_F(ServerAuthTest, QuotasNameTheLimitAndTheUse) {
   // Concurrent streams: a second stream is refused while the first is open.
   WriteAccess(R"({"team-b": {"max_streams": 1}})");
   wait_reload();
-  auto first_ctx = Ctx(kTrainerB);
-  auto first = stub_->Train(first_ctx.get());
-  v1::TrainRequest req;
-  req.set_session_id("b1");
-  *req.mutable_batch() = MakeBatch(0);
-  ASSERT_TRUE(first->Write(req));
-  v1::TrainResponse resp;
-  ASSERT_TRUE(first->Read(&resp));  // the stream holds its slot now
+  OpenStream open = OpenTrain(kTrainerB, "b1");  // the stream holds its slot now
+  auto& first = open.stream;
   s = Train(kTrainerB, "b2");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("streams"));
@@ -639,6 +649,126 @@ TEST_F(ServerAuthTest, AuditLogRecordsMutatingAndRefusedCallsWithoutSecrets) {
   expect(lines[1], "team-a", "trainer", "Train", "OK");
   expect(lines[2], "team-a", "reader", "DeleteSession", "PERMISSION_DENIED");
   expect(lines[3], "team-b", "trainer", "DeleteSession", "NOT_FOUND");
+}
+
+// Issue 20: an upload that cannot be made durable (the disk quota) leaves the session as it was,
+// in memory and on disk.
+TEST_F(ServerAuthTest, ARefusedUploadChangesNothing) {
+  ASSERT_TRUE(Create(kTrainerB, "up").ok());
+  std::string step0;
+  ASSERT_TRUE(Download(kTrainerB, "up", &step0).ok());
+  ASSERT_TRUE(Train(kTrainerB, "up", 3).ok());
+  ASSERT_TRUE(Invoke("SaveCheckpoint", kTrainerB, "up").ok());
+  std::string before;
+  ASSERT_TRUE(Download(kTrainerB, "up", &before).ok());
+  const std::string file = dir_ + "/data/tenants/team-b/up.safetensors";
+  std::ifstream in(file, std::ios::binary);
+  const std::string on_disk((std::istreambuf_iterator<char>(in)), {});
+  WriteAccess(absl::StrCat(R"({"team-b": {"max_checkpoint_bytes": )", step0.size() / 2, "}}"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  const grpc::Status s = Upload(kTrainerB, "up", step0);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("so it was not loaded"));
+  std::string after;
+  ASSERT_TRUE(Download(kTrainerB, "up", &after).ok());
+  EXPECT_EQ(after, before);  // the weights, slots, stats and step of step 3
+  std::ifstream again(file, std::ios::binary);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(again)), {}), on_disk);
+}
+
+// A stream opened with a token that is then revoked ends at its next message.
+TEST_F(ServerAuthTest, ARevokedTokenEndsItsOpenStreams) {
+  WriteAccess("", "," + Token("tok-temp", "team-b", "trainer"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  ASSERT_TRUE(Create("tok-temp", "rv").ok());
+  OpenStream open = OpenTrain("tok-temp", "rv");
+  auto& stream = open.stream;
+  WriteAccess("");  // revoked
+  v1::TrainRequest req;
+  v1::TrainResponse resp;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  int steps_after = 0;
+  for (int i = 1; i < 50; ++i) {
+    *req.mutable_batch() = MakeBatch(i);
+    if (!stream->Write(req) || !stream->Read(&resp)) break;
+    ++steps_after;
+  }
+  const grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("no longer valid"));
+  EXPECT_LE(steps_after, 1);  // a step already queued may answer; none after
+  v1::GetSessionRequest get;
+  get.set_session_id("rv");
+  v1::Session session;
+  ASSERT_TRUE(stub_->GetSession(Ctx(kTrainerB).get(), get, &session).ok());
+  EXPECT_LE(session.step(), 2);
+}
+
+// Two authorization headers are refused, on the Trainer and on reflection alike.
+TEST_F(ServerAuthTest, TwoAuthorizationHeadersAreRefused) {
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + kTrainerA);
+  ctx.AddMetadata("authorization", std::string("Bearer ") + kAdmin);
+  v1::ListSessionsResponse resp;
+  grpc::Status s = stub_->ListSessions(&ctx, {}, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(s.error_message(), HasSubstr("more than one authorization header"));
+  auto reflection = grpc::reflection::v1::ServerReflection::NewStub(channel_);
+  grpc::ClientContext rctx;
+  rctx.AddMetadata("authorization", std::string("Bearer ") + kAdmin);
+  rctx.AddMetadata("authorization", std::string("Bearer ") + kTrainerA);
+  auto stream = reflection->ServerReflectionInfo(&rctx);
+  grpc::reflection::v1::ServerReflectionRequest list;
+  list.set_list_services("");
+  stream->Write(list);
+  stream->WritesDone();
+  grpc::reflection::v1::ServerReflectionResponse answer;
+  EXPECT_FALSE(stream->Read(&answer));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// What a caller sends cannot grow the audit log by its size; SaveCheckpoint names the file
+// relative to the tenant's directory, not the server's path.
+TEST_F(ServerAuthTest, AuditLinesAreBoundedAndSavedPathsRelative) {
+  const std::string huge(1 << 20, 'x');
+  EXPECT_EQ(Invoke("DeleteSession", "", huge).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Invoke("DeleteSession", kTrainerA, huge).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  std::ifstream in(dir_ + "/audit.log");
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    EXPECT_LT(line.size(), 3000u);
+    EXPECT_THAT(line, HasSubstr("(1048576 bytes)"));
+  }
+  EXPECT_EQ(lines, 2);
+  ASSERT_TRUE(Create(kTrainerA, "where").ok());
+  v1::SaveCheckpointRequest save;
+  save.set_session_id("where");
+  v1::CheckpointInfo info;
+  ASSERT_TRUE(stub_->SaveCheckpoint(Ctx(kTrainerA).get(), save, &info).ok());
+  EXPECT_EQ(info.path(), "where.safetensors");
+  save.set_session_id("team-a/where");
+  ASSERT_TRUE(stub_->SaveCheckpoint(Ctx(kAdmin).get(), save, &info).ok());
+  EXPECT_EQ(info.path(), "tenants/team-a/where.safetensors");
+}
+
+// Downloads count as streams: the tenant's max_streams holds them too.
+TEST_F(ServerAuthTest, DownloadsHoldAStreamSlot) {
+  ASSERT_TRUE(Create(kTrainerB, "dl").ok());
+  WriteAccess(R"({"team-b": {"max_streams": 1}})");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  OpenStream open = OpenTrain(kTrainerB, "dl");  // the stream holds the tenant's only slot
+  auto& first = open.stream;
+  std::string bytes;
+  const grpc::Status s = Download(kTrainerB, "dl", &bytes);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("streams"));
+  first->WritesDone();
+  EXPECT_TRUE(first->Finish().ok());
+  bytes.clear();
+  EXPECT_TRUE(Download(kTrainerB, "dl", &bytes).ok());  // the slot is free again
+  bytes.clear();
+  EXPECT_TRUE(Download(kTrainerB, "dl", &bytes).ok());  // and a download gives it back
 }
 
 TEST(ServerSafeDefaultsTest, RefusesAnOpenNetworkListenWithoutAuthentication) {
