@@ -22,6 +22,7 @@ inline constexpr int64_t kMaxParameters = int64_t{1} << 30;         // elements
 inline constexpr int64_t kMaxExampleActivation = int64_t{1} << 26;  // elements per example
 inline constexpr int64_t kMaxDim = int64_t{1} << 24;
 inline constexpr int kMaxDepth = 64;
+inline constexpr int kMaxModules = 10000;  // modules in one spec, containers included
 
 // What a model costs, known before it is built (Model::Estimate): its parameter count and the
 // activation elements one example produces (the input and every module's output, plus attention

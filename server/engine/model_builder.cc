@@ -28,6 +28,10 @@ class Builder {
       return absl::InvalidArgumentError(
           absl::StrCat("module tree deeper than ", kMaxDepth, " at \"", parent, "\""));
     }
+    if (++modules_ > kMaxModules) {
+      return absl::InvalidArgumentError(absl::StrCat("the model spec has more than ", kMaxModules,
+                                                     " modules (at \"", parent, "\")"));
+    }
     const std::string type = TypeName(m);
     if (type.empty()) {
       const std::string which =
@@ -370,6 +374,7 @@ class Builder {
   std::set<std::string> paths_;
   int64_t parameters_ = 0;
   int64_t activations_ = 0;
+  int modules_ = 0;
   bool tokens_ = false;  // the current activation is still token ids
   std::optional<FlattenedInput> pending_flatten_;
   std::map<std::string, FlattenedInput> flattened_inputs_;

@@ -152,8 +152,13 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
   }
 
  private:
-  absl::Status OnMessage(const v1::CheckpointChunk& chunk, bool) override {
-    if (shown_id_.empty()) shown_id_ = chunk.session_id();
+  absl::Status OnMessage(const v1::CheckpointChunk& chunk, bool first) override {
+    if (first) {
+      shown_id_ = chunk.session_id();
+    } else if (!chunk.session_id().empty() && chunk.session_id() != shown_id_) {
+      return absl::InvalidArgumentError(
+          "only the first CheckpointChunk names the session (a later one names another)");
+    }
     return absl::OkStatus();
   }
 

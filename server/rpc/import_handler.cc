@@ -26,7 +26,8 @@ class ImportStream final : public ChunkedUpload<v1::ImportRequest> {
   // The first message carries the session's configuration; later ones only bytes.
   absl::Status OnMessage(const v1::ImportRequest& m, bool first) override {
     if (!first) {
-      if (!m.session_id().empty() || m.has_model() || !m.module_map().empty()) {
+      if (!m.session_id().empty() || m.has_model() || !m.module_map().empty() || m.has_rules() ||
+          m.has_optimizer() || m.seed() != 0) {
         return absl::InvalidArgumentError(
             "only the first ImportRequest may set session_id, model, rules, optimizer, seed or "
             "module_map");

@@ -79,8 +79,13 @@ struct SensitivityPolicy {
   static const char* Escalates(const Request&) { return nullptr; }
 
   // Options are checked here, on the gRPC thread, so that a bad one fails the stream at once.
-  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
+  // `message`: the request's position in the stream, from 1; only the first may carry options.
+  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t message) {
     Work w;
+    if (r.has_options() && message > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "options: only the first message may set them (message ", message, " does)"));
+    }
     if (r.has_options()) {
       const v1::SensitivityOptions& o = r.options();
       engine::SensitivityOptions options;

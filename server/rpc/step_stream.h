@@ -111,7 +111,7 @@ class StepStream final : public StreamReactor<Policy> {
       parsed = ParseWire(in_, &request_,
                          absl::StrCat("message ", messages_, " of the ", Policy::kName, " stream"));
       if (parsed.ok() && Policy::HasWork(request_)) {
-        absl::StatusOr<typename Policy::Work> w = Policy::Parse(request_, limits_);
+        absl::StatusOr<typename Policy::Work> w = Policy::Parse(request_, limits_, messages_);
         if (w.ok()) {
           work = std::make_shared<typename Policy::Work>(*std::move(w));
         } else {

@@ -42,7 +42,7 @@ struct TrainPolicy {
   static bool HasWork(const Request& r) { return r.has_batch(); }
   // The method whose role a message needs beyond the stream's own (none).
   static const char* Escalates(const Request&) { return nullptr; }
-  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
+  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t) {
     return BatchFromWire(r.batch(), l.max_batch_bytes);
   }
   static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State&, const RunContext& c) {
@@ -83,7 +83,7 @@ struct CalibratePolicy {
 
   static bool HasWork(const Request& r) { return r.has_inputs(); }
   static const char* Escalates(const Request&) { return nullptr; }
-  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
+  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t) {
     return FromWire(r.inputs(), "inputs", l.max_batch_bytes);
   }
   static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
@@ -137,7 +137,7 @@ struct EvaluatePolicy {
   static const char* Escalates(const Request& r) {
     return r.update_stats() ? "Calibrate" : nullptr;
   }
-  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l) {
+  static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t) {
     absl::StatusOr<engine::Batch> batch = BatchFromWire(r.batch(), l.max_batch_bytes);
     if (!batch.ok()) return batch.status();
     return Work{*std::move(batch), r.update_stats()};

@@ -138,6 +138,7 @@ absl::StatusOr<std::optional<float>> StaticInputScale(const engine::Rule& rule,
 
 absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
     engine::Trainer& t, const std::map<std::string, std::string>& module_map) {
+  QTRAIN_RETURN_IF_ERROR(CheckModuleMap(t.model(), module_map));
   std::map<std::string, const engine::Param*> params;
   for (const engine::Param* p : t.model().params()) params[p->name] = p;
   SafetensorsFile out;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "kernels/status_macros.h"
 
 namespace qtrain::store {
 namespace {
@@ -137,18 +138,45 @@ std::string SourceName(const std::string& param,
   return prefix.empty() ? source_leaf : absl::StrCat(prefix, ".", source_leaf);
 }
 
+absl::Status CheckModuleMap(const engine::Model& model,
+                            const std::map<std::string, std::string>& module_map) {
+  std::set<std::string> modules;
+  for (const engine::Param* p : model.params()) {
+    modules.insert(p->name.substr(0, p->name.rfind('/')));
+  }
+  std::vector<std::string> unknown, empty, clashes;
+  for (const auto& [module, name] : module_map) {
+    if (!modules.count(module)) unknown.push_back(module);
+    if (name.empty()) empty.push_back(module);
+  }
+  std::map<std::string, std::string> owner;  // file name -> the first module it names
+  for (const std::string& module : modules) {
+    auto it = module_map.find(module);
+    const std::string name =
+        it != module_map.end() ? it->second : absl::StrReplaceAll(module, {{"/", "."}});
+    if (name.empty()) continue;
+    auto [at, fresh] = owner.emplace(name, module);
+    if (!fresh) clashes.push_back(absl::StrCat(at->second, " and ", module, " -> \"", name, "\""));
+  }
+  std::vector<std::string> parts;
+  if (!unknown.empty()) {
+    parts.push_back(
+        absl::StrCat("module_map names modules the model does not have: ", List(unknown),
+                     " (it has: ", List({modules.begin(), modules.end()}), ")"));
+  }
+  if (!empty.empty()) parts.push_back("module_map maps to an empty name: " + List(empty));
+  if (!clashes.empty()) parts.push_back("module_map gives two modules one name: " + List(clashes));
+  if (parts.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(parts, "; "));
+}
+
 absl::Status ImportWeights(const SafetensorsFile& file,
                            const std::map<std::string, std::string>& module_map,
                            engine::Trainer& trainer) {
-  std::vector<std::string> missing, misshaped, wrong_type, unknown;
-  std::set<std::string> used, modules;
+  QTRAIN_RETURN_IF_ERROR(CheckModuleMap(trainer.model(), module_map));
+  std::vector<std::string> missing, misshaped, wrong_type;
+  std::set<std::string> used;
   std::map<std::string, Tensor> state;
-  for (const engine::Param* p : trainer.model().params()) {
-    modules.insert(p->name.substr(0, p->name.rfind('/')));
-  }
-  for (const auto& [module, source] : module_map) {
-    if (!modules.count(module)) unknown.push_back(module);
-  }
   for (const engine::Param* p : trainer.model().params()) {
     const std::string source = SourceName(p->name, module_map);
     auto it = file.tensors.find(source);
@@ -181,14 +209,8 @@ absl::Status ImportWeights(const SafetensorsFile& file,
   for (const auto& [name, t] : file.tensors) {
     if (!used.count(name)) extra.push_back(name);
   }
-  if (!missing.empty() || !misshaped.empty() || !wrong_type.empty() || !extra.empty() ||
-      !unknown.empty()) {
+  if (!missing.empty() || !misshaped.empty() || !wrong_type.empty() || !extra.empty()) {
     std::vector<std::string> parts;
-    if (!unknown.empty()) {
-      parts.push_back(
-          absl::StrCat("module_map names modules the model does not have: ", List(unknown),
-                       " (it has: ", List({modules.begin(), modules.end()}), ")"));
-    }
     if (!missing.empty()) parts.push_back("missing: " + List(missing));
     if (!misshaped.empty()) parts.push_back("mis-shaped: " + List(misshaped));
     if (!wrong_type.empty()) parts.push_back("not f32: " + List(wrong_type));

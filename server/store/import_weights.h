@@ -26,6 +26,13 @@ absl::Status ImportWeights(const SafetensorsFile& file,
                            const std::map<std::string, std::string>& module_map,
                            engine::Trainer& trainer);
 
+// Checks a module_map against `model` (ImportWeights and the compressed-tensors export):
+// InvalidArgument naming the entries that name a module the model does not have (up to 10 and
+// the count, with the modules it has), map to an empty name, or give two modules one name (also
+// an unlisted module's default name).
+absl::Status CheckModuleMap(const engine::Model& model,
+                            const std::map<std::string, std::string>& module_map);
+
 // The name in the file that parameter `param` ("Dense_0/kernel") is read from.
 std::string SourceName(const std::string& param,
                        const std::map<std::string, std::string>& module_map);

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "server/store/safetensors.h"
 #include "tests/integration/server_fixture.h"
 
@@ -177,6 +178,101 @@ TEST_F(ServerImportTest, AFileThatDoesNotFitIsRefusedNamingEveryTensor) {
   grpc::ClientContext lctx;
   ASSERT_TRUE(stub_->ListSessions(&lctx, {}, &list).ok());
   EXPECT_EQ(list.sessions_size(), 0);
+}
+
+// Issue 20: a later ImportRequest carries bytes only; whatever else it sets is refused, not
+// dropped.
+TEST_F(ServerImportTest, LaterImportMessagesCarryBytesOnly) {
+  const std::map<std::string, Tensor> torch = {{"Dense_0.weight", Values({32, 6}, 1)},
+                                               {"Dense_0.bias", Values({32}, 2)},
+                                               {"Dense_1.weight", Values({3, 32}, 3)},
+                                               {"Dense_1.bias", Values({3}, 4)}};
+  store::SafetensorsFile file;
+  file.tensors = torch;
+  const std::string bytes = store::SerializeSafetensors(file);
+  for (const char* field : {"rules", "optimizer", "seed", "session_id"}) {
+    grpc::ClientContext ctx;
+    v1::Session session;
+    auto writer = stub_->ImportWeights(&ctx, &session);
+    v1::ImportRequest first;
+    first.set_session_id("later");
+    *first.mutable_model() = Json<v1::ModelSpec>(kSpec);
+    first.set_data(bytes.substr(0, 100));
+    writer->Write(first);
+    v1::ImportRequest rest;
+    rest.set_data(bytes.substr(100));
+    if (std::string(field) == "rules") {
+      *rest.mutable_rules() = Json<v1::RuleSet>(R"({"rules": [{"weight_qtype": "int8"}]})");
+    } else if (std::string(field) == "optimizer") {
+      *rest.mutable_optimizer() = Json<v1::OptimizerConfig>(R"({"sgd": {}})");
+    } else if (std::string(field) == "seed") {
+      rest.set_seed(7);
+    } else {
+      rest.set_session_id("other");
+    }
+    writer->Write(rest);
+    writer->WritesDone();
+    const grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr("only the first ImportRequest")) << field;
+  }
+  v1::ListSessionsResponse list;
+  grpc::ClientContext lctx;
+  ASSERT_TRUE(stub_->ListSessions(&lctx, {}, &list).ok());
+  EXPECT_EQ(list.sessions_size(), 0);
+}
+
+// Issue 20: ExportQuantized's module_map is checked as ImportWeights' is.
+TEST_F(ServerImportTest, ExportModuleMapIsChecked) {
+  v1::CreateSessionRequest create;
+  create.set_session_id("ex");
+  *create.mutable_model() = Json<v1::ModelSpec>(kSpec);
+  v1::Session session;
+  grpc::ClientContext cctx;
+  ASSERT_TRUE(stub_->CreateSession(&cctx, create, &session).ok());
+  auto export_with = [&](const std::map<std::string, std::string>& map) {
+    v1::ExportRequest req;
+    req.set_session_id("ex");
+    req.set_format("compressed-tensors");
+    for (const auto& [k, v] : map) (*req.mutable_module_map())[k] = v;
+    grpc::ClientContext ctx;
+    auto reader = stub_->ExportQuantized(&ctx, req);
+    v1::CheckpointChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  };
+  grpc::Status s = export_with({{"Dense_9", "x"}});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("module_map names modules the model does not have: "
+                                           "Dense_9 (it has: Dense_0, Dense_1)"));
+  std::map<std::string, std::string> garbage;
+  for (int i = 0; i < 10000; ++i) garbage[absl::StrCat("m", i)] = absl::StrCat(i);
+  s = export_with(garbage);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("(10000 in all)"));
+  EXPECT_LT(s.error_message().size(), 1000u);
+  s = export_with({{"Dense_0", "fc"}, {"Dense_1", "fc"}});
+  EXPECT_THAT(s.error_message(), HasSubstr("gives two modules one name: Dense_0 and Dense_1"));
+  s = export_with({{"Dense_0", "Dense_1"}});  // Dense_1's own default name
+  EXPECT_THAT(s.error_message(), HasSubstr("gives two modules one name"));
+  s = export_with({{"Dense_0", ""}});
+  EXPECT_THAT(s.error_message(), HasSubstr("module_map maps to an empty name: Dense_0"));
+  EXPECT_TRUE(export_with({{"Dense_0", "fc1"}, {"Dense_1", "fc2"}}).ok());
+}
+
+// Issue 20: a spec is bounded in breadth as in depth.
+TEST_F(ServerImportTest, ASpecOfTooManyModulesIsRefused) {
+  v1::CreateSessionRequest create;
+  create.set_session_id("wide");
+  *create.mutable_model() = Json<v1::ModelSpec>(kSpec);
+  auto* layers = create.mutable_model()->mutable_body()->mutable_sequential()->mutable_layers();
+  for (int i = 0; i < 10001; ++i) layers->Add()->mutable_dropout();
+  v1::Session session;
+  grpc::ClientContext ctx;
+  const grpc::Status s = stub_->CreateSession(&ctx, create, &session);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("more than 10000 modules"));
 }
 
 // Export: the int8 file holds exactly what the server computes with. An int8 forward computed

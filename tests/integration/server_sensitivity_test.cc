@@ -205,6 +205,14 @@ TEST_F(ServerSensitivityTest, BadRequestsNameTheField) {
   });
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(r.status.error_message(), HasSubstr("only the first message"));
+  // Also after a first message that holds only the session id (issue 20).
+  r = Analyze("b", nullptr, 2, [&](v1::SensitivityRequest& req, int i) {
+    if (i == 0) req.clear_batch();
+    if (i == 1) *req.mutable_options() = good;
+  });
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(r.status.error_message(),
+              HasSubstr("only the first message may set them (message 2"));
 
   // A rank-0 batch (a scalar), then one of the wrong shape, each named by its index.
   r = Analyze("b", &good, 1, [&](v1::SensitivityRequest& req, int) {
