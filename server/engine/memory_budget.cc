@@ -1,11 +1,15 @@
 #include "server/engine/memory_budget.h"
 
+#include <malloc.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -91,14 +95,33 @@ absl::StatusOr<MemoryBudget::Lease> MemoryBudget::Reserve(MemoryBudget* budget, 
   return lease;
 }
 
+// RLIMIT_AS minus the address space mapped now (VmSize): the most this process can still map.
+// kMax without a limit.
+int64_t AddressSpaceLeft() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return kMax;
+  int64_t mapped = 0;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmSize:", 0) == 0) {
+      mapped = std::strtoll(line.c_str() + 7, nullptr, 10) * 1024;  // "VmSize:  1234 kB"
+      break;
+    }
+  }
+  const int64_t cap = static_cast<int64_t>(std::min<rlim_t>(limit.rlim_cur, kMax));
+  return std::max<int64_t>(0, cap - mapped);
+}
+
 int64_t DefaultMemoryBudgetBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page = sysconf(_SC_PAGE_SIZE);
   int64_t total = pages > 0 && page > 0 ? SatMul(pages, page) : kMax;
   total = std::min({total, ReadLimit("/sys/fs/cgroup/memory.max"),
-                    ReadLimit("/sys/fs/cgroup/memory/memory.limit_in_bytes")});
+                    ReadLimit("/sys/fs/cgroup/memory/memory.limit_in_bytes"), AddressSpaceLeft()});
   return total / 5 * 4;
 }
+
+void ReturnFreedMemory() { malloc_trim(0); }
 
 int64_t SessionBytes(const ModelFootprint& footprint, const proto::OptimizerConfig& optimizer) {
   int64_t slots = 2;  // AdamW (the default)

@@ -59,9 +59,15 @@ class MemoryBudget {
   std::atomic<int64_t> used_{0};
 };
 
-// 80% of the memory this process may use: the smaller of physical memory and the cgroup limit
-// (memory.max, cgroup v2; memory.limit_in_bytes, v1), e.g. a container's.
+// 80% of the memory this process may use: the smallest of physical memory, the cgroup limit
+// (memory.max, cgroup v2; memory.limit_in_bytes, v1), e.g. a container's, and the address space
+// left under RLIMIT_AS (ulimit -v) beyond what the process maps already.
 int64_t DefaultMemoryBudgetBytes();
+
+// Hands memory that freed work left in the allocator's free lists back to the system (glibc's
+// malloc_trim): after a refused or deleted session, so that the process does not keep the peak
+// of its largest failure.
+void ReturnFreedMemory();
 
 // Estimated bytes a session holds for its lifetime: parameters, gradients, optimizer slots
 // (AdamW two, momentum one, SGD none) and quantized weight copies.

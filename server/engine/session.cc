@@ -168,6 +168,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   }
   if (!session.ok()) {
     unreserve();
+    ReturnFreedMemory();  // a refused build's peak goes back to the system
     return session.status();
   }
   qtrain::MutexLock lock(&mu_);
@@ -215,6 +216,7 @@ absl::Status SessionManager::Delete(const std::string& id) {
   session->Shutdown();  // outside the lock: queued tasks finish first
   session.reset();
   ReapParked();
+  ReturnFreedMemory();
   return absl::OkStatus();
 }
 

@@ -1,15 +1,19 @@
 #include "server/engine/worker.h"
 
+#include <algorithm>
+
 namespace qtrain::engine {
 
-Worker::Worker() : thread_([this] { Run(); }) {}
+Worker::Worker(int threads) {
+  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Run(); });
+}
 
 Worker::~Worker() {
   {
     qtrain::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  thread_.join();
+  for (std::thread& t : threads_) t.join();
 }
 
 void Worker::Post(std::function<void()> task) {

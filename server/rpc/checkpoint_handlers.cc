@@ -235,10 +235,11 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
       Done(config.status());
       return;
     }
+    NewSessionQuota quota(gate_.tenants());
     session =
         target_.sessions->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
                                  [&](const std::string&, Trainer& t) -> absl::Status {
-                                   QTRAIN_RETURN_IF_ERROR(CheckNewSession(gate_.tenants(), id_, t));
+                                   QTRAIN_RETURN_IF_ERROR(quota.Reserve(id_, t));
                                    return apply(t, false);
                                  });
     if (session.ok() && target_.metrics != nullptr) {

@@ -63,10 +63,11 @@ class ImportStream final : public ChunkedUpload<v1::ImportRequest> {
     const std::map<std::string, std::string> module_map(config_.module_map().begin(),
                                                         config_.module_map().end());
     v1::Session session;
+    NewSessionQuota quota(gate_.tenants());
     absl::StatusOr<std::shared_ptr<engine::Session>> created = target_.sessions->Create(
         *id, config_.model(), config_.rules(), config_.optimizer(), config_.seed(),
         [&](const std::string& new_id, engine::Trainer& t) -> absl::Status {
-          QTRAIN_RETURN_IF_ERROR(CheckNewSession(gate_.tenants(), new_id, t));
+          QTRAIN_RETURN_IF_ERROR(quota.Reserve(new_id, t));
           QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
               "importing the weights", [&] { return store::ImportWeights(*file, module_map, t); }));
           // Durable before it is acknowledged, like every new session.

@@ -17,16 +17,23 @@ TenantQuota TenantQuotas::QuotaOf(const std::string& tenant) const {
   return access_ != nullptr ? access_->QuotaOf(tenant, defaults_) : defaults_;
 }
 
-absl::Status TenantQuotas::CheckNewSession(const std::string& id, int64_t parameters) const {
+absl::Status TenantQuotas::ReserveNewSession(const std::string& id, int64_t parameters) {
   const std::string tenant(engine::TenantOf(id));
   const TenantQuota q = QuotaOf(tenant);
   if (q.max_sessions <= 0 && q.max_parameters <= 0) return absl::OkStatus();
+  qtrain::MutexLock lock(&mu_);
   int64_t sessions = 0;
   int64_t params = 0;
+  // Registered sessions, then those being created (a registered one still reserved counts once).
   for (const engine::SessionInfo& info : sessions_->List()) {
-    if (info.id == id || engine::TenantOf(info.id) != tenant) continue;
+    if (info.id == id || pending_.count(info.id) || engine::TenantOf(info.id) != tenant) continue;
     ++sessions;
     params += info.parameters;
+  }
+  for (const auto& [other, other_params] : pending_) {
+    if (other == id || engine::TenantOf(other) != tenant) continue;
+    ++sessions;
+    params += other_params;
   }
   if (q.max_sessions > 0 && sessions + 1 > q.max_sessions) {
     return QuotaError(tenant, "sessions", sessions, 1, q.max_sessions, "max_sessions");
@@ -34,7 +41,13 @@ absl::Status TenantQuotas::CheckNewSession(const std::string& id, int64_t parame
   if (q.max_parameters > 0 && params + parameters > q.max_parameters) {
     return QuotaError(tenant, "parameters", params, parameters, q.max_parameters, "max_parameters");
   }
+  pending_[id] = parameters;
   return absl::OkStatus();
+}
+
+void TenantQuotas::ReleaseNewSession(const std::string& id) {
+  qtrain::MutexLock lock(&mu_);
+  pending_.erase(id);
 }
 
 absl::Status TenantQuotas::AcquireStream(const std::string& tenant) {

@@ -5,8 +5,9 @@
 // without authentication) have only the server-wide limits.
 //
 // Errors are ResourceExhausted naming the limit, the tenant, the current use and what was asked.
-// Thread-safe. Sessions and parameters are checked where sessions are created, which the server
-// serializes on its control worker, so two creations cannot both pass the last free slot.
+// Thread-safe. Sessions and parameters are reserved where sessions are created (ReserveNewSession
+// until the session is registered or abandoned), so two concurrent creations cannot both pass
+// the last free slot.
 #pragma once
 
 #include <cstdint>
@@ -31,8 +32,11 @@ class TenantQuotas {
   TenantQuota QuotaOf(const std::string& tenant) const;
 
   // Before registering the new session `id` of `parameters` (CreateSession, an upload into a
-  // new id): its tenant's session count and parameter total.
-  absl::Status CheckNewSession(const std::string& id, int64_t parameters) const;
+  // new id): its tenant's session count and parameter total, counting the sessions other calls
+  // are creating. On success the slot is held until ReleaseNewSession(id), which the creator
+  // calls once the session is registered (or abandoned).
+  absl::Status ReserveNewSession(const std::string& id, int64_t parameters);
+  void ReleaseNewSession(const std::string& id);
 
   // A stream on a session of `tenant` starts / ends.
   absl::Status AcquireStream(const std::string& tenant);
@@ -44,6 +48,7 @@ class TenantQuotas {
   const engine::SessionManager* sessions_;
   qtrain::Mutex mu_;
   std::map<std::string, int64_t> streams_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> pending_ ABSL_GUARDED_BY(mu_);  // id -> parameters
 };
 
 // ResourceExhausted: "tenant \"t\" has <use> <what> (quota <limit> <flag/file key>)...".

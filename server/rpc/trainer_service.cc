@@ -39,9 +39,11 @@ void OnSession(engine::SessionManager* sessions, const absl::StatusOr<std::strin
 
 }  // namespace
 
-absl::Status CheckNewSession(TenantQuotas* tenants, const std::string& id, Trainer& t) {
-  if (tenants == nullptr) return absl::OkStatus();
-  return tenants->CheckNewSession(id, t.model().num_parameters());
+absl::Status NewSessionQuota::Reserve(const std::string& id, Trainer& t) {
+  if (tenants_ == nullptr) return absl::OkStatus();
+  QTRAIN_RETURN_IF_ERROR(tenants_->ReserveNewSession(id, t.model().num_parameters()));
+  id_ = id;
+  return absl::OkStatus();
 }
 
 int64_t DiskLimit(TenantQuotas* tenants, const std::string& id) {
@@ -65,10 +67,11 @@ void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* ca
     call->Reply(requested.status());
     return;
   }
+  NewSessionQuota quota(call->tenants());
   absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
       *requested, request.model(), request.rules(), request.optimizer(), request.seed(),
-      [this, call](const std::string& id, Trainer& t) -> absl::Status {
-        QTRAIN_RETURN_IF_ERROR(CheckNewSession(call->tenants(), id, t));
+      [this, call, &quota](const std::string& id, Trainer& t) -> absl::Status {
+        QTRAIN_RETURN_IF_ERROR(quota.Reserve(id, t));
         // With a data dir a new session is durable before anyone can see it: a crash right
         // after the answer cannot lose it, and a failed save leaves nothing behind.
         if (store_ != nullptr) {

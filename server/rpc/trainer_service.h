@@ -87,13 +87,31 @@ class TrainerService final : public RawTrainerService {
   ServiceLimits limits_;
   Metrics* metrics_;  // not owned; may be null
   v1::ServerInfo info_;
-  // Control-plane work off gRPC threads (model builds, checkpoint decodes, executor joins).
+  // Control-plane work off gRPC threads (model builds, checkpoint decodes, executor joins), on a
+  // few threads so that one long build does not hold up the creations queued behind it.
+  static constexpr int kControlThreads = 4;
   // Declared last: destroyed first, running what was posted while the sessions still exist.
-  engine::Worker control_;
+  engine::Worker control_{kControlThreads};
 };
 
-// Quota checks of a session about to be registered / saved (tenants may be null: none).
-absl::Status CheckNewSession(TenantQuotas* tenants, const std::string& id, engine::Trainer& t);
+// The tenant quota of a session being created (tenants may be null: none): Reserve in the
+// creation's prepare step; the reservation is released when this goes out of scope, after
+// SessionManager::Create returned (the session is registered by then, or gone).
+class NewSessionQuota {
+ public:
+  explicit NewSessionQuota(TenantQuotas* tenants) : tenants_(tenants) {}
+  ~NewSessionQuota() {
+    if (!id_.empty()) tenants_->ReleaseNewSession(id_);
+  }
+  NewSessionQuota(const NewSessionQuota&) = delete;
+  NewSessionQuota& operator=(const NewSessionQuota&) = delete;
+  // ResourceExhausted naming the quota (TenantQuotas::ReserveNewSession).
+  absl::Status Reserve(const std::string& id, engine::Trainer& t);
+
+ private:
+  TenantQuotas* tenants_;
+  std::string id_;  // reserved
+};
 // The tenant's max_checkpoint_bytes for SessionStore::Save (0: none).
 int64_t DiskLimit(TenantQuotas* tenants, const std::string& id);
 

@@ -752,6 +752,29 @@ TEST_F(ServerAuthTest, AuditLinesAreBoundedAndSavedPathsRelative) {
   EXPECT_EQ(info.path(), "tenants/team-a/where.safetensors");
 }
 
+// Creations run concurrently now: the last free session slot still goes to one of them only.
+TEST_F(ServerAuthTest, ConcurrentCreatesCannotShareTheLastSlot) {
+  ASSERT_TRUE(Create(kTrainerB, "c0").ok());
+  WriteAccess(R"({"team-b": {"max_sessions": 2}})");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  std::vector<grpc::Status> results(6);
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < results.size(); ++i) {
+    callers.emplace_back([&, i] { results[i] = Create(kTrainerB, absl::StrCat("c", i + 1)); });
+  }
+  for (std::thread& t : callers) t.join();
+  int created = 0;
+  for (const grpc::Status& s : results) {
+    if (s.ok()) {
+      ++created;
+    } else {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+    }
+  }
+  EXPECT_EQ(created, 1);
+  EXPECT_EQ(List(kTrainerB).size(), 2u);
+}
+
 // Downloads count as streams: the tenant's max_streams holds them too.
 TEST_F(ServerAuthTest, DownloadsHoldAStreamSlot) {
   ASSERT_TRUE(Create(kTrainerB, "dl").ok());

@@ -1,6 +1,10 @@
 // The real server under load and at its limits: a memory budget that answers
 // RESOURCE_EXHAUSTED (naming what did not fit) before any work starts and leaves the session
 // intact, and concurrent streams on one session that wait their turn instead of failing.
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -116,6 +120,37 @@ TEST_F(ServerLimitsTest, ConcurrentStreamsOnOneSessionAllComplete) {
     last = std::max<int64_t>(last, responses.back().step());
   }
   EXPECT_EQ(last, kStreams * kSteps);  // every step ran once, and every result was delivered
+}
+
+// Issue 20: one large CreateSession does not hold up the others. The control plane builds models
+// on several threads, so a small creation answers while a 38M-parameter model is initialised.
+class ServerCreateTest : public ServerLimitsTest {
+ protected:
+  void Configure(server::ServerOptions& options) override {
+    ServerLimitsTest::Configure(options);
+    options.memory_budget_bytes = 2048 * kMiB;
+  }
+};
+
+TEST_F(ServerCreateTest, ASmallCreateAnswersWhileALargeOneBuilds) {
+  std::atomic<bool> large_done{false};
+  grpc::Status large_status;
+  std::thread large([&] {
+    large_status = CreateWide("large", 6144, 6144);
+    large_done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the large build has begun
+  ASSERT_FALSE(large_done) << "the large model was built too fast to show anything";
+  const auto start = std::chrono::steady_clock::now();
+  const grpc::Status small = CreateWide("small", 4, 4);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const bool large_still_building = !large_done;
+  large.join();
+  ASSERT_TRUE(small.ok()) << small.error_message();
+  ASSERT_TRUE(large_status.ok()) << large_status.error_message();
+  EXPECT_TRUE(large_still_building) << "the small creation waited for the large one";
+  EXPECT_LT(seconds, 1.0);
 }
 
 }  // namespace

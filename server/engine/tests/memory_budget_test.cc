@@ -2,7 +2,12 @@
 // footprint estimate comes from the spec alone (no allocation, however large the model).
 #include "server/engine/memory_budget.h"
 
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <limits>
+#include <string>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -61,6 +66,33 @@ TEST(MemoryBudgetTest, EstimatesComeFromTheSpecWithoutBuildingIt) {
   // Estimate reports Build's errors.
   EXPECT_EQ(Model::Estimate(proto::ModelSpec()).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Issue 20: under `ulimit -v` the default budget fits in the address space left, not in the
+// machine's memory (a server under a 10 GiB limit once built a model its budget allowed and then
+// failed its save with "out of memory").
+TEST(MemoryBudgetTest, TheDefaultBudgetRespectsRlimitAs) {
+  struct rlimit before;
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &before), 0);
+  const int64_t unlimited = DefaultMemoryBudgetBytes();
+  int64_t mapped = 0;
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmSize:", 0) == 0) mapped = std::strtoll(line.c_str() + 7, nullptr, 10) * 1024;
+  }
+  ASSERT_GT(mapped, 0);
+  const int64_t spare = int64_t{512} << 20;
+  struct rlimit capped = before;
+  capped.rlim_cur = static_cast<rlim_t>(mapped + spare);
+  if (before.rlim_max != RLIM_INFINITY && capped.rlim_cur > before.rlim_max) {
+    capped.rlim_cur = before.rlim_max;
+  }
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &capped), 0);
+  const int64_t limited = DefaultMemoryBudgetBytes();
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &before), 0);
+  EXPECT_LE(limited, spare / 5 * 4 + (int64_t{64} << 20));  // what was mapped may have grown
+  EXPECT_GT(limited, 0);
+  EXPECT_LT(limited, unlimited);
 }
 
 TEST(MemoryBudgetTest, HumanBytes) {
