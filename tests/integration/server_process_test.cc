@@ -487,6 +487,16 @@ TEST(ServerProcessTest, SigtermDrainsThenSavesEverySessionAndExitsZero) {
         "body": {"sequential": {"layers": [{"linear": {"features": 3}}]}}})")
                   .error_code(),
               grpc::StatusCode::UNAVAILABLE);
+    {  // downloads and exports too (issue 20)
+      v1::DownloadCheckpointRequest req;
+      req.set_session_id("drain");
+      grpc::ClientContext dctx;
+      auto reader = stub->DownloadCheckpoint(&dctx, req);
+      v1::CheckpointChunk chunk;
+      EXPECT_FALSE(reader->Read(&chunk));
+      const grpc::Status refused = reader->Finish();
+      EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+    }
     v1::TrainRequest more;
     *more.mutable_batch() = MakeBatch(8);
     stream->Write(more);
