@@ -188,7 +188,11 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
       const auto start = std::chrono::steady_clock::now();
       std::map<std::string, Tensor> before;
       const int64_t before_step = t.step();
+      engine::MemoryBudget::Lease kept;  // the copy is about as large as the checkpoint
       if (live && target_.store != nullptr) {
+        QTRAIN_ASSIGN_OR_RETURN(
+            kept, engine::MemoryBudget::Reserve(limits_.budget, static_cast<int64_t>(size),
+                                                "keeping the session's state during the upload"));
         QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus("keeping the session's state", [&] {
           before = t.ExportState();
           return absl::OkStatus();
