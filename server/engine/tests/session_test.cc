@@ -3,6 +3,7 @@
 #include "server/engine/session.h"
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -10,6 +11,7 @@
 
 #include "kernels/sync.h"
 #include "server/engine/tests/test_models.h"
+#include "server/engine/worker.h"
 
 namespace qtrain::engine {
 namespace {
@@ -112,6 +114,31 @@ TEST(SessionManagerTest, ConcurrentSessionsAndLimits) {
   EXPECT_EQ(manager.Delete("s1").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ((*a)->info().step, 5);
   EXPECT_TRUE(manager.Create("", FromJson<proto::ModelSpec>(kSpec), {}, {}, 3).ok());
+}
+
+// The control-plane Worker with several threads: a task that blocks does not hold up the ones
+// posted after it, and the destructor runs everything queued.
+TEST(WorkerTest, ABlockedTaskDoesNotHoldUpTheOthersAndEverythingRuns) {
+  std::atomic<int> ran{0};
+  qtrain::Mutex mu;
+  bool release = false;
+  {
+    Worker worker(3);
+    worker.Post([&] {
+      qtrain::MutexLock lock(&mu);
+      mu.Await(
+          +[](bool* r) { return *r; }, &release);  // blocks until the others ran
+      ++ran;
+    });
+    for (int i = 0; i < 20; ++i) worker.Post([&] { ++ran; });
+    for (int i = 0; i < 2000 && ran.load() < 20; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(ran.load(), 20);  // while the first is still blocked
+    qtrain::MutexLock lock(&mu);
+    release = true;
+  }
+  EXPECT_EQ(ran.load(), 21);
 }
 
 }  // namespace
