@@ -112,6 +112,7 @@ void BM_TrainStream(benchmark::State& state) {
   const auto transport = static_cast<Transport>(state.range(0));
   const bool qat = state.range(1) != 0;
   const bool large = state.range(2) != 0;
+  const bool bytes = state.range(3) != 0;  // images as U8 with scale 1/255 (a quarter of F32)
   auto server = StartServer(transport);
   auto stub = v1::Trainer::NewStub(Channel(transport, server->port()));
   {
@@ -132,6 +133,14 @@ void BM_TrainStream(benchmark::State& state) {
   v1::TrainRequest request;
   request.set_session_id("mlp");
   *request.mutable_batch()->mutable_inputs() = rpc::ToWire(x);
+  if (bytes) {
+    Tensor pixels = Tensor::Empty(DType::kU8, {kBatch, 784});
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      pixels.data<uint8_t>()[i] = static_cast<uint8_t>(x.data<float>()[i] * 255.0f);
+    }
+    *request.mutable_batch()->mutable_inputs() = rpc::ToWire(pixels);
+    request.mutable_batch()->mutable_inputs()->add_scale(1 / 255.0f);
+  }
   *request.mutable_batch()->mutable_targets() = rpc::ToWire(y);
   for (auto _ : state) {
     grpc::ClientContext ctx;
@@ -153,8 +162,8 @@ void BM_TrainStream(benchmark::State& state) {
 }
 
 BENCHMARK(BM_TrainStream)
-    ->ArgNames({"transport", "qat", "large"})
-    ->ArgsProduct({{kPlaintext, kTls, kTlsToken}, {0, 1}, {0, 1}})
+    ->ArgNames({"transport", "qat", "large", "u8"})
+    ->ArgsProduct({{kPlaintext, kTls, kTlsToken}, {0, 1}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -16,15 +16,19 @@ rate = {}
 for b in doc["benchmarks"]:
     if b.get("aggregate_name") != "median":
         continue
-    m = re.match(r"BM_TrainStream/transport:(\d)/qat:(\d)/large:(\d)", b["name"])
+    m = re.match(r"BM_TrainStream/transport:(\d)/qat:(\d)/large:(\d)/u8:(\d)", b["name"])
     rate[tuple(int(g) for g in m.groups())] = b["items_per_second"]
 print(f"{doc['context'].get('host_name', '')}, {doc['context']['num_cpus']} CPUs; steps/s, median of 5")
-print("| model | mode | plaintext | TLS | TLS + token |")
-print("|---|---|---:|---:|---:|")
+print("Inputs as F32, or as U8 with scale 1/255 (a quarter of the bytes); each transport's ratio to")
+print("plaintext with the same inputs.")
+print("| model | mode | inputs | plaintext | TLS | TLS + token |")
+print("|---|---|---|---:|---:|---:|")
 for large, model in ((0, "MLP 784-256-10"), (1, "MLP 784-1024-1024-10")):
     for qat, mode in ((0, "float"), (1, "int8 QAT")):
-        plain = rate[(0, qat, large)]
-        cells = [f"{plain:.0f}"] + [
-            f"{rate[(t, qat, large)]:.0f} ({rate[(t, qat, large)] / plain - 1:+.1%})" for t in (1, 2)]
-        print(f"| {model}, batch 128 | {mode} | " + " | ".join(cells) + " |")
+        for u8, inputs in ((0, "F32"), (1, "U8")):
+            plain = rate[(0, qat, large, u8)]
+            cells = [f"{plain:.0f}"] + [
+                f"{rate[(t, qat, large, u8)]:.0f} ({rate[(t, qat, large, u8)] / plain - 1:+.1%})"
+                for t in (1, 2)]
+            print(f"| {model}, batch 128 | {mode} | {inputs} | " + " | ".join(cells) + " |")
 PY

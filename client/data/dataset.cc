@@ -30,16 +30,27 @@ int64_t Dataset::example_elements() const {
 int64_t Dataset::size() const {
   const int64_t e = example_elements();
   if (e == 0) return 0;
-  return static_cast<int64_t>(tokens ? token_ids.size() : features.size()) / e;
+  const size_t n = tokens ? token_ids.size() : !pixels.empty() ? pixels.size() : features.size();
+  return static_cast<int64_t>(n) / e;
+}
+
+std::vector<float> Dataset::FloatInputs() const {
+  if (pixels.empty()) return features;
+  std::vector<float> out(pixels.size());
+  for (size_t i = 0; i < pixels.size(); ++i) out[i] = static_cast<float>(pixels[i]) * pixel_scale;
+  return out;
 }
 
 void Dataset::FillInputs(const std::vector<int64_t>& rows, v1::Tensor* out) const {
   out->Clear();
-  out->set_dtype(tokens ? v1::Tensor::I32 : v1::Tensor::F32);
+  out->set_dtype(tokens ? v1::Tensor::I32 : !pixels.empty() ? v1::Tensor::U8 : v1::Tensor::F32);
   out->add_shape(static_cast<int64_t>(rows.size()));
   for (int64_t d : example_shape) out->add_shape(d);
   if (tokens) {
     Gather(token_ids, example_elements(), rows, out->mutable_data());
+  } else if (!pixels.empty()) {
+    Gather(pixels, example_elements(), rows, out->mutable_data());
+    if (pixel_scale != 1.0f) out->add_scale(pixel_scale);
   } else {
     Gather(features, example_elements(), rows, out->mutable_data());
   }

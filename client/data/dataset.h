@@ -22,6 +22,8 @@ struct Dataset {
   std::vector<int64_t> example_shape;  // shape of one input example
   bool tokens = false;                 // I32 token inputs (text) instead of F32 features
   std::vector<float> features;         // F32 inputs, examples × prod(example_shape)
+  std::vector<uint8_t> pixels;         // or U8 inputs (IDX images), sent as bytes with scale
+  float pixel_scale = 1;               // pixels: the server takes pixel · pixel_scale
   std::vector<int32_t> token_ids;      // I32 inputs, examples × prod(example_shape)
   std::vector<int32_t> labels;         // per example, or per token for text; empty: unlabeled
   int64_t labels_per_example = 1;
@@ -31,8 +33,11 @@ struct Dataset {
   int64_t size() const;
   bool has_targets() const { return !labels.empty() || !float_targets.empty(); }
   int64_t example_elements() const;
-  // Writes examples `rows` as one (N, example_shape...) tensor, and their targets: I32 labels,
-  // or F32 of shape (N, 1) for float targets.
+  // The F32 inputs as the server sees them: features, or pixel · pixel_scale (in f32).
+  std::vector<float> FloatInputs() const;
+  // Writes examples `rows` as one (N, example_shape...) tensor — U8 with scale = pixel_scale for
+  // pixels, a quarter of F32's bytes — and their targets: I32 labels, or F32 of shape (N, 1) for
+  // float targets.
   void FillInputs(const std::vector<int64_t>& rows, v1::Tensor* out) const;
   void FillTargets(const std::vector<int64_t>& rows, v1::Tensor* out) const;
 };

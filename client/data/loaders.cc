@@ -45,6 +45,8 @@ void Truncate(Dataset& d, int64_t limit) {
   const auto elements = static_cast<size_t>(limit * d.example_elements());
   if (d.tokens) {
     d.token_ids.resize(elements);
+  } else if (!d.pixels.empty()) {
+    d.pixels.resize(elements);
   } else {
     d.features.resize(elements);
   }
@@ -89,11 +91,10 @@ absl::StatusOr<Dataset> LoadIdx(const DataOptions& o) {
   Dataset d;
   d.example_shape.assign(img->dims.begin() + 1, img->dims.end());
   if (d.example_shape.size() == 2) d.example_shape.push_back(1);  // HWC with one channel
-  const float scale = o.input_scale != 0 ? o.input_scale : 1.0f / 255.0f;
-  d.features.resize(img->bytes.size());
-  for (size_t i = 0; i < img->bytes.size(); ++i) {
-    d.features[i] = static_cast<unsigned char>(img->bytes[i]) * scale;
-  }
+  // Sent as bytes with their scale: the server computes pixel · scale in f32, as this loader
+  // once did itself, in a quarter of the bytes.
+  d.pixel_scale = o.input_scale != 0 ? o.input_scale : 1.0f / 255.0f;
+  d.pixels.assign(img->bytes.begin(), img->bytes.end());
   d.labels.resize(lab->bytes.size());
   for (size_t i = 0; i < lab->bytes.size(); ++i) {
     d.labels[i] = static_cast<unsigned char>(lab->bytes[i]);

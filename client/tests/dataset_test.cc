@@ -62,8 +62,17 @@ TEST_F(DatasetTest, IdxDirectoryWithGzipAndPlainFiles) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->size(), 5);
   EXPECT_EQ(d->example_shape, (std::vector<int64_t>{4, 3, 1}));
-  EXPECT_FLOAT_EQ(d->features[13], 13 / 255.0f);
+  // Pixels stay bytes and travel as U8 with their scale (a quarter of F32's bytes).
+  EXPECT_EQ(d->pixels[13], 13);
+  EXPECT_EQ(d->FloatInputs()[13], 13 * (1 / 255.0f));
   EXPECT_EQ(d->labels, (std::vector<int32_t>{0, 1, 2, 3, 4}));
+  v1::Tensor wire;
+  d->FillInputs({1, 3}, &wire);
+  EXPECT_EQ(wire.dtype(), v1::Tensor::U8);
+  EXPECT_EQ(wire.data().size(), 2u * 12u);
+  EXPECT_EQ(static_cast<uint8_t>(wire.data()[12]), 36);  // example 3, element 0
+  ASSERT_EQ(wire.scale_size(), 1);
+  EXPECT_EQ(wire.scale(0), 1 / 255.0f);
 
   o.split = "t10k";
   EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kNotFound);
@@ -80,7 +89,10 @@ TEST_F(DatasetTest, IdxImagesFileFindsItsLabelsAndHonoursLimit) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->size(), 4);
   EXPECT_EQ(d->labels.size(), 4u);
-  EXPECT_FLOAT_EQ(d->features[15], 15.0f);
+  EXPECT_EQ(d->FloatInputs()[15], 15.0f);
+  v1::Tensor wire;
+  d->FillInputs({0}, &wire);
+  EXPECT_EQ(wire.scale_size(), 0);  // --input_scale=1: the bytes as they are
 }
 
 TEST_F(DatasetTest, IdxRejectsBadFiles) {

@@ -52,7 +52,7 @@ absl::StatusOr<engine::Batch> BatchFromWire(const v1::Batch& wire, int64_t max_b
   if (!wire.has_inputs() || !wire.has_targets()) {
     return absl::InvalidArgumentError("batch: inputs and targets are both required");
   }
-  absl::StatusOr<Tensor> inputs = FromWire(wire.inputs(), "batch.inputs", max_bytes);
+  absl::StatusOr<Tensor> inputs = InputsFromWire(wire.inputs(), "batch.inputs", max_bytes);
   if (!inputs.ok()) return inputs.status();
   absl::StatusOr<Tensor> targets = FromWire(wire.targets(), "batch.targets", max_bytes);
   if (!targets.ok()) return targets.status();

@@ -84,7 +84,7 @@ struct CalibratePolicy {
   static bool HasWork(const Request& r) { return r.has_inputs(); }
   static const char* Escalates(const Request&) { return nullptr; }
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t) {
-    return FromWire(r.inputs(), "inputs", l.max_batch_bytes);
+    return InputsFromWire(r.inputs(), "inputs", l.max_batch_bytes);
   }
   static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
                                       const RunContext& c) {

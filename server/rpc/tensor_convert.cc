@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace qtrain::rpc {
 namespace {
@@ -48,15 +49,49 @@ v1::Tensor::DType ToWireDType(DType d) {
   return v1::Tensor::DTYPE_UNSPECIFIED;
 }
 
-}  // namespace
+// F16 / BF16 travel as 2-byte values; the engine has no such dtype, so they arrive as S16
+// bits (the same size) and InputsFromWire widens them.
+bool IsHalf(v1::Tensor::DType d) { return d == v1::Tensor::F16 || d == v1::Tensor::BF16; }
 
-absl::StatusOr<Tensor> FromWire(const v1::Tensor& wire, const std::string& field,
-                                int64_t max_bytes) {
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // infinity or NaN
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else {  // zero or subnormal: exact in f32
+    const float v = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -v : v;
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+float Bf16ToFloat(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+absl::StatusOr<Tensor> Convert(const v1::Tensor& wire, const std::string& field, int64_t max_bytes,
+                               bool inputs) {
   DType dtype;
-  if (!ToDType(wire.dtype(), &dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".dtype ",
-                                                   v1::Tensor::DType_Name(wire.dtype()),
-                                                   " is not one of F32, I32, I16, I8, U8"));
+  if (inputs && IsHalf(wire.dtype())) {
+    dtype = DType::kS16;  // the raw 2-byte values; widened by the caller
+  } else if (!ToDType(wire.dtype(), &dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".dtype ", v1::Tensor::DType_Name(wire.dtype()),
+                     " is not one of F32, I32, I16, I8, U8",
+                     IsHalf(wire.dtype()) ? " (F16 and BF16 are for model inputs)" : ""));
+  }
+  if (!inputs && (wire.scale_size() > 0 || wire.offset_size() > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": scale and offset are for model inputs only"));
   }
   if (wire.shape_size() > kMaxRank) {
     return absl::InvalidArgumentError(
@@ -93,6 +128,88 @@ absl::StatusOr<Tensor> FromWire(const v1::Tensor& wire, const std::string& field
     }
   }
   return t;
+}
+
+// One of scale / offset: empty (the default), one value, or one per element of the last axis.
+absl::Status CheckAffine(const google::protobuf::RepeatedField<float>& v, const char* name,
+                         const std::string& field, const Shape& shape) {
+  const int64_t last = shape.empty() ? 1 : shape.back();
+  if (v.size() > 1 && v.size() != last) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".", name, " has ", v.size(),
+                                                   " values; give 1 or one per element of the "
+                                                   "last axis (",
+                                                   last, ")"));
+  }
+  for (int i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".", name, "[", i, "] is ", v[i], " (must be finite)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> FromWire(const v1::Tensor& wire, const std::string& field,
+                                int64_t max_bytes) {
+  return Convert(wire, field, max_bytes, /*inputs=*/false);
+}
+
+absl::StatusOr<Tensor> InputsFromWire(const v1::Tensor& wire, const std::string& field,
+                                      int64_t max_bytes) {
+  QTRAIN_ASSIGN_OR_RETURN(Tensor raw, Convert(wire, field, max_bytes, /*inputs=*/true));
+  const bool affine = wire.scale_size() > 0 || wire.offset_size() > 0;
+  if (raw.dtype() == DType::kS32) {
+    if (affine) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": scale and offset do not apply to I32 token ids"));
+    }
+    return raw;
+  }
+  if (raw.dtype() == DType::kF32 && !affine) return raw;
+  // The limit holds for what the server keeps: 4 bytes an element.
+  if (raw.numel() > max_bytes / 4) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(field, " of shape ", ShapeString(raw.shape()), " takes ", raw.numel() * 4,
+                     " bytes as F32; the limit is ", max_bytes, " bytes"));
+  }
+  QTRAIN_RETURN_IF_ERROR(CheckAffine(wire.scale(), "scale", field, raw.shape()));
+  QTRAIN_RETURN_IF_ERROR(CheckAffine(wire.offset(), "offset", field, raw.shape()));
+  Tensor out = Tensor::Empty(DType::kF32, raw.shape());
+  const int64_t n = raw.numel();
+  const int64_t last = raw.rank() == 0 ? 1 : raw.shape().back();
+  const v1::Tensor::DType d = wire.dtype();
+  float* o = out.data<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    float v;
+    switch (raw.dtype()) {
+      case DType::kU8:
+        v = static_cast<float>(raw.data<uint8_t>()[i]);
+        break;
+      case DType::kS8:
+        v = static_cast<float>(raw.data<int8_t>()[i]);
+        break;
+      case DType::kS16: {
+        const auto bits = static_cast<uint16_t>(raw.data<int16_t>()[i]);
+        v = d == v1::Tensor::F16    ? HalfToFloat(bits)
+            : d == v1::Tensor::BF16 ? Bf16ToFloat(bits)
+                                    : static_cast<float>(raw.data<int16_t>()[i]);
+        break;
+      }
+      default:
+        v = raw.data<float>()[i];
+    }
+    const int64_t c = last > 0 ? i % last : 0;
+    if (wire.scale_size() > 0) v *= wire.scale(wire.scale_size() == 1 ? 0 : static_cast<int>(c));
+    if (wire.offset_size() > 0) v += wire.offset(wire.offset_size() == 1 ? 0 : static_cast<int>(c));
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " element ", i, " is ", v, " after its dtype, scale and offset (must be finite)"));
+    }
+    o[i] = v;
+  }
+  return out;
 }
 
 v1::Tensor ToWire(const Tensor& t) {

@@ -196,7 +196,7 @@ grpc::ServerUnaryReactor* TrainerService::Forward(Context* ctx, const Bytes* in,
   return Call::Start(Gate(ctx, "Forward"), in, out, [this](Call* call) {
     if (RefusedWhileDraining(call)) return;
     absl::StatusOr<Tensor> inputs =
-        FromWire(call->request().inputs(), "inputs", limits_.max_batch_bytes);
+        InputsFromWire(call->request().inputs(), "inputs", limits_.max_batch_bytes);
     if (!inputs.ok()) {
       call->Reply(inputs.status());
       return;

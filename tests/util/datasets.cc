@@ -22,7 +22,8 @@ absl::StatusOr<LabeledImages> LoadIdx(const std::string& images_path,
   LabeledImages out;
   out.images = Tensor::Empty(DType::kF32, shape);
   out.labels = Tensor::Empty(DType::kS32, {data.size()});
-  std::memcpy(out.images.raw(), data.features.data(), data.features.size() * sizeof(float));
+  const std::vector<float> images = data.FloatInputs();
+  std::memcpy(out.images.raw(), images.data(), images.size() * sizeof(float));
   std::memcpy(out.labels.raw(), data.labels.data(), data.labels.size() * sizeof(int32_t));
   return out;
 }

@@ -110,9 +110,12 @@ class _Requests:
         return result
 
 
-def _batch(pair):
-    x, y = pair
-    return {"batch": pb.Batch(inputs=to_tensor(x), targets=to_tensor(y))}
+def _batcher(scale, offset):
+    """Request fields of an (inputs, targets) pair; the inputs carry `scale` and `offset`."""
+    def fields(pair):
+        x, y = pair
+        return {"batch": pb.Batch(inputs=to_tensor(x, scale, offset), targets=to_tensor(y))}
+    return fields
 
 
 class Client:
@@ -207,24 +210,29 @@ class Client:
 
     # -- streams --------------------------------------------------------------------------
 
-    def train(self, session_id, batches):
+    def train(self, session_id, batches, input_scale=None, input_offset=None):
         """Streams (inputs, targets) array pairs and yields one TrainResponse per step, in order
         (step, loss, accuracy, grad_norm, learning_rate, examples, last_durable_step). Batches
-        are pipelined: the server's flow control paces the iterator."""
-        reqs = _Requests(session_id, batches, pb.TrainRequest, _batch)
+        are pipelined: the server's flow control paces the iterator. `input_scale` /
+        `input_offset` (every stream and forward take them): the server uses inputs * scale +
+        offset, e.g. uint8 images with input_scale=1/255 (a quarter of float32's bytes)."""
+        reqs = _Requests(session_id, batches, pb.TrainRequest,
+                         _batcher(input_scale, input_offset))
         try:
             yield from self._stub.Train(iter(reqs))
         except grpc.RpcError as e:
             reqs.check(e)
         reqs.check()
 
-    def evaluate(self, session_id, batches, update_stats=False):
+    def evaluate(self, session_id, batches, update_stats=False, input_scale=None,
+                 input_offset=None):
         """Loss and accuracy over (inputs, targets) pairs: an EvaluateResponse."""
+        batch = _batcher(input_scale, input_offset)
         reqs = _Requests(session_id, batches, pb.EvaluateRequest,
-                         lambda pair: {**_batch(pair), "update_stats": update_stats})
+                         lambda pair: {**batch(pair), "update_stats": update_stats})
         return reqs.run(self._stub.Evaluate)
 
-    def calibrate(self, session_id, inputs, on_progress=None):
+    def calibrate(self, session_id, inputs, on_progress=None, input_scale=None, input_offset=None):
         """Forward-only calibration over input arrays; returns the final QuantStats.
         `on_progress(batches, examples)` is called as the server reports each batch."""
         def consume(requests):
@@ -236,12 +244,13 @@ class Client:
                     on_progress(r.batches, r.examples)
             return stats
         reqs = _Requests(session_id, inputs, pb.CalibrateRequest,
-                         lambda x: {"inputs": to_tensor(x)})
+                         lambda x: {"inputs": to_tensor(x, input_scale, input_offset)})
         return reqs.run(consume)
 
     def analyze_sensitivity(self, session_id, batches, rules=None, qtypes=(),
                             max_accuracy_drop=0.0, max_loss_increase=0.0,
-                            all_but_one=True, on_progress=None):
+                            all_but_one=True, on_progress=None, input_scale=None,
+                            input_offset=None):
         """Which quantized ops cost accuracy, over held-out (inputs, targets) pairs: the float
         model, the model under `rules` (None: the session's), each op quantized alone and (with
         `all_but_one`) each left float. With a budget — `max_accuracy_drop` (absolute) or
@@ -263,16 +272,17 @@ class Client:
                 elif on_progress:
                     on_progress(r)
             return report
-        reqs = _Requests(session_id, batches, pb.SensitivityRequest, _batch,
-                         first={"options": options})
+        reqs = _Requests(session_id, batches, pb.SensitivityRequest,
+                         _batcher(input_scale, input_offset), first={"options": options})
         return reqs.run(consume)
 
     # -- one-shot calls -------------------------------------------------------------------
 
     @_wrap
-    def forward(self, session_id, inputs):
+    def forward(self, session_id, inputs, input_scale=None, input_offset=None):
         """The model's outputs (logits) for an input array, as an array."""
-        r = self._stub.Forward(pb.ForwardRequest(session_id=session_id, inputs=to_tensor(inputs)))
+        r = self._stub.Forward(pb.ForwardRequest(
+            session_id=session_id, inputs=to_tensor(inputs, input_scale, input_offset)))
         return from_tensor(r.outputs)
 
     @_wrap

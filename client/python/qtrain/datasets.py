@@ -25,9 +25,10 @@ def load_idx(path):
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
-def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR):
-    """(images float32 (N, 28, 28, 1) in [0, 1], labels int32 (N,)) of a Fashion-MNIST split
-    ("train" or "t10k")."""
+def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR, dtype=np.float32):
+    """(images (N, 28, 28, 1), labels int32 (N,)) of a Fashion-MNIST split ("train" or "t10k"):
+    float32 in [0, 1], or with dtype=np.uint8 the pixels as stored (send them with
+    input_scale=1/255: a quarter of the bytes)."""
     if split not in ("train", "t10k"):
         raise ValueError(f"split={split!r} is not one of 'train', 't10k'")
     images = load_idx(os.path.join(directory, f"{split}-images-idx3-ubyte.gz"))
@@ -35,6 +36,8 @@ def load_fashion_mnist(split="train", limit=None, directory=FASHION_MNIST_DIR):
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit} must be >= 1 (or None for all)")
     n = len(labels) if limit is None else min(limit, len(labels))
+    if np.dtype(dtype) == np.uint8:
+        return np.ascontiguousarray(images[:n, :, :, None]), labels[:n].astype(np.int32)
     x = images[:n, :, :, None].astype(np.float32) / 255.0
     return x, labels[:n].astype(np.int32)
 

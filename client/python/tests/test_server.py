@@ -117,6 +117,29 @@ class ServerTest(unittest.TestCase):
         c.delete_session("py-np")
         c.delete_session("py-np-copy")
 
+    def test_uint8_images_with_a_scale_train_exactly_as_float32(self):
+        # The server computes pixel * scale in float32: the same bits a client sending float32
+        # computes, in a quarter of the bytes. Same seed, same steps: the same losses and outputs.
+        c = self.client
+        x8, y = qtrain.load_fashion_mnist("train", limit=1024, dtype=np.uint8)
+        scale = np.float32(1 / 255)
+        x32 = x8.astype(np.float32) * scale
+        for sid in ("py-u8", "py-f32"):
+            c.create_session(sid, model=qtrain.presets.MLP, seed=3)
+        u8 = [r.loss for r in c.train("py-u8", qtrain.batches(x8, y, 128), input_scale=scale)]
+        f32 = [r.loss for r in c.train("py-f32", qtrain.batches(x32, y, 128))]
+        self.assertEqual(u8, f32)
+        np.testing.assert_array_equal(c.forward("py-u8", x8[:32], input_scale=scale),
+                                      c.forward("py-f32", x32[:32]))
+        # float16 inputs are widened exactly; a scale on labels is refused by name.
+        np.testing.assert_array_equal(c.forward("py-f32", x32[:8].astype(np.float16)),
+                                      c.forward("py-f32", x32[:8].astype(np.float16).astype(np.float32)))
+        with self.assertRaises(qtrain.QtrainError) as e:
+            c.forward("py-f32", x8[:4], input_scale=[1.0, 2.0])
+        self.assertIn("inputs.scale has 2 values", e.exception.message)
+        for sid in ("py-u8", "py-f32"):
+            c.delete_session(sid)
+
     def test_errors_carry_the_code_and_leave_the_session_usable(self):
         c = self.client
         with self.assertRaises(qtrain.QtrainError) as e:
