@@ -10,12 +10,18 @@ activation scales and prints the quant stats.
 import argparse
 import time
 
+import numpy as np
+
 import qtrain
+
+# The images travel as their bytes; the server takes pixel * PIXEL in float32.
+PIXEL = np.float32(1 / 255)
 
 
 def train(client, session, x, y, label):
     start, last = time.time(), None
-    for last in client.train(session, qtrain.batches(x, y, 128, shuffle=True, seed=len(label))):
+    for last in client.train(session, qtrain.batches(x, y, 128, shuffle=True, seed=len(label)),
+                             input_scale=PIXEL):
         pass
     rate = last.step and (len(x) + 127) // 128 / (time.time() - start)
     print(f"{label:9s} step {last.step:5d}  loss {last.loss:.4f}  {rate:7.1f} steps/s", end="")
@@ -27,8 +33,8 @@ def main():
     ap.add_argument("--limit", type=int, default=None, help="training examples to use")
     args = ap.parse_args()
 
-    x, y = qtrain.load_fashion_mnist("train", limit=args.limit)
-    xt, yt = qtrain.load_fashion_mnist("t10k")
+    x, y = qtrain.load_fashion_mnist("train", limit=args.limit, dtype=np.uint8)
+    xt, yt = qtrain.load_fashion_mnist("t10k", dtype=np.uint8)
     with qtrain.Client(args.server) as c:
         session = c.create_session(model=qtrain.presets.MLP, optimizer=qtrain.presets.ADAMW,
                                    seed=1).session_id
@@ -37,11 +43,11 @@ def main():
                              ("QT int8", qtrain.presets.QT_INT8)):
             c.update_rules(session, rules)
             train(c, session, x, y, label)
-            acc = c.evaluate(session, qtrain.batches(xt, yt, 500)).accuracy
+            acc = c.evaluate(session, qtrain.batches(xt, yt, 500), input_scale=PIXEL).accuracy
             print(f"  test accuracy {acc:.4f}")
 
         c.update_rules(session, qtrain.presets.SRQ_INT8)
-        stats = c.calibrate(session, qtrain.batches(x[:2560], batch_size=128))
+        stats = c.calibrate(session, qtrain.batches(x[:2560], batch_size=128), input_scale=PIXEL)
         print(f"\ncalibrated quant stats (session {session}, step {stats.step}):")
         print(f"{'module':10s} {'stat':18s} {'count':>5s}  qtype  scale")
         for r in qtrain.Client.stats_rows(stats):
