@@ -49,6 +49,10 @@ enum class EltwiseKind : uint8_t {
   kGeluTanh,  // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), as flax.linen.gelu
   kSilu,      // x·sigmoid(x)
   kTanh,
+  kRelu6,      // min(max(x, 0), 6); gradient 1 strictly inside (0, 6), as torch.nn.ReLU6
+  kHardSwish,  // x·relu6(x + 3)/6, as torch.nn.Hardswish (gradient (2x + 3)/6 on [−3, 3])
+  kSigmoid,    // 1/(1 + e^−x)
+  kGeluErf,    // 0.5·x·(1 + erf(x/√2)): the exact form, torch.nn.GELU()'s default
 };
 
 // Max / average pooling over NHWC windows. Average pooling divides by the number of in-bounds

@@ -331,7 +331,7 @@ class OnednnBackend final : public Backend {
       const memory::desc md({n}, dt::f32, tag::a);
       QTRAIN_ASSIGN_OR_RETURN(CachedPrimitive * p, GetOrCreate(EltKey("eltb", kind, n), [&] {
                                 auto [algo, alpha] = EltAlgo(kind);
-                                dnnl::eltwise_backward::desc bd(algo, md, md, alpha, 0.0f);
+                                dnnl::eltwise_backward::desc bd(algo, md, md, alpha, EltBeta(kind));
                                 dnnl::eltwise_backward::primitive_desc pd(bd, UserAttr(), engine_,
                                                                           EltwiseFwdPd(kind, md));
                                 return Finish(dnnl::eltwise_backward(pd), pd);
@@ -566,15 +566,25 @@ class OnednnBackend final : public Backend {
         return {dnnl::algorithm::eltwise_swish, 1.0f};
       case EltwiseKind::kTanh:
         return {dnnl::algorithm::eltwise_tanh, 0.0f};
+      case EltwiseKind::kRelu6:
+        return {dnnl::algorithm::eltwise_clip_v2, 0.0f};  // beta = 6 (EltBeta)
+      case EltwiseKind::kHardSwish:
+        return {dnnl::algorithm::eltwise_hardswish, 0.0f};
+      case EltwiseKind::kSigmoid:
+        return {dnnl::algorithm::eltwise_logistic, 0.0f};
+      case EltwiseKind::kGeluErf:
+        return {dnnl::algorithm::eltwise_gelu_erf, 0.0f};
     }
     return {dnnl::algorithm::eltwise_relu, 0.0f};
   }
+  static float EltBeta(EltwiseKind kind) { return kind == EltwiseKind::kRelu6 ? 6.0f : 0.0f; }
   static std::string EltKey(const char* op, EltwiseKind kind, int64_t n) {
     return absl::StrCat(op, ":", static_cast<int>(kind), ",", n);
   }
   dnnl::eltwise_forward::primitive_desc EltwiseFwdPd(EltwiseKind kind, const memory::desc& md) {
     auto [algo, alpha] = EltAlgo(kind);
-    dnnl::eltwise_forward::desc fd(dnnl::prop_kind::forward_training, algo, md, alpha, 0.0f);
+    dnnl::eltwise_forward::desc fd(dnnl::prop_kind::forward_training, algo, md, alpha,
+                                   EltBeta(kind));
     return dnnl::eltwise_forward::primitive_desc(fd, UserAttr(), engine_);
   }
   dnnl::layer_normalization_forward::primitive_desc LayerNormFwdPd(const memory::desc& md,

@@ -10,6 +10,8 @@ namespace {
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kGeluA = 0.044715f;
+constexpr float kInvSqrt2 = 0.7071067811865476f;    // 1/sqrt(2)
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;  // 1/sqrt(2 pi)
 
 float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
@@ -64,6 +66,18 @@ void EltwiseFwd(EltwiseKind kind, int64_t n, const float* src, float* dst) {
       case EltwiseKind::kTanh:
         dst[i] = std::tanh(x);
         break;
+      case EltwiseKind::kRelu6:
+        dst[i] = std::min(std::max(x, 0.0f), 6.0f);
+        break;
+      case EltwiseKind::kHardSwish:
+        dst[i] = x * std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f;
+        break;
+      case EltwiseKind::kSigmoid:
+        dst[i] = Sigmoid(x);
+        break;
+      case EltwiseKind::kGeluErf:
+        dst[i] = 0.5f * x * (1.0f + std::erf(x * kInvSqrt2));
+        break;
     }
   }
 }
@@ -92,6 +106,20 @@ void EltwiseBwd(EltwiseKind kind, int64_t n, const float* src, const float* diff
         grad = 1.0f - t * t;
         break;
       }
+      case EltwiseKind::kRelu6:
+        grad = x > 0.0f && x < 6.0f ? 1.0f : 0.0f;
+        break;
+      case EltwiseKind::kHardSwish:
+        grad = x < -3.0f ? 0.0f : x > 3.0f ? 1.0f : (2.0f * x + 3.0f) / 6.0f;
+        break;
+      case EltwiseKind::kSigmoid: {
+        const float s = Sigmoid(x);
+        grad = s * (1.0f - s);
+        break;
+      }
+      case EltwiseKind::kGeluErf:
+        grad = 0.5f * (1.0f + std::erf(x * kInvSqrt2)) + x * kInvSqrt2Pi * std::exp(-0.5f * x * x);
+        break;
     }
     diff_src[i] = grad * diff_dst[i];
   }

@@ -223,10 +223,12 @@ using testing::RandomTensor;
 TEST(BackendConformance, Eltwise) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {
-    for (EltwiseKind kind :
-         {EltwiseKind::kRelu, EltwiseKind::kGeluTanh, EltwiseKind::kSilu, EltwiseKind::kTanh}) {
+    for (EltwiseKind kind : {EltwiseKind::kRelu, EltwiseKind::kGeluTanh, EltwiseKind::kSilu,
+                             EltwiseKind::kTanh, EltwiseKind::kRelu6, EltwiseKind::kHardSwish,
+                             EltwiseKind::kSigmoid, EltwiseKind::kGeluErf}) {
       for (int64_t n : {1, 17, 1000}) {
-        Tensor x = RandomTensor({n}, 1, 2.0f), g = RandomTensor({n}, 2);
+        Tensor x = RandomTensor({n}, 1, 8.0f),
+               g = RandomTensor({n}, 2);  // past ReLU6 and hard-swish corners
         Tensor y_ref = Tensor::Empty(DType::kF32, {n}), y = y_ref, dx_ref = y_ref, dx = y_ref;
         ASSERT_TRUE(ref->EltwiseFwd(kind, n, x.data<float>(), y_ref.data<float>()).ok());
         ASSERT_TRUE(backend->EltwiseFwd(kind, n, x.data<float>(), y.data<float>()).ok());

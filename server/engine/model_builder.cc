@@ -1,6 +1,7 @@
 // Model::Build: proto ModelSpec → module tree, with per-example shape inference so that shape
 // mistakes surface when the session is created, naming the module path.
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -243,11 +244,15 @@ class Builder {
         });
       }
       case proto::Module::kActivation: {
-        static const EltwiseKind kKinds[] = {EltwiseKind::kRelu, EltwiseKind::kGeluTanh,
-                                             EltwiseKind::kSilu, EltwiseKind::kTanh};
+        static const EltwiseKind kKinds[] = {EltwiseKind::kRelu,    EltwiseKind::kGeluTanh,
+                                             EltwiseKind::kSilu,    EltwiseKind::kTanh,
+                                             EltwiseKind::kRelu6,   EltwiseKind::kHardSwish,
+                                             EltwiseKind::kSigmoid, EltwiseKind::kGeluErf};
         const int k = m.activation().kind();
-        if (k < 0 || k > 3) {
-          return Bad(path, absl::StrCat("unknown activation kind ", k));
+        if (k < 0 || k >= static_cast<int>(std::size(kKinds))) {
+          return Bad(path, absl::StrCat("unknown activation kind ", k,
+                                        " (RELU = 0, GELU = 1, SILU = 2, TANH = 3, RELU6 = 4, "
+                                        "HARD_SWISH = 5, SIGMOID = 6, GELU_EXACT = 7)"));
         }
         return MakeActivation(path, kKinds[k]);
       }

@@ -459,6 +459,19 @@ class Exporter {
         return g_.Op("Tanh", {x}, name);
       case proto::Activation::SILU:
         return g_.Op("Mul", {x, g_.Op("Sigmoid", {x}, name)}, name);
+      case proto::Activation::RELU6:
+        return g_.Op("Clip", {x, g_.Scalar("zero", 0.0f), g_.Scalar("six", 6.0f)}, name);
+      case proto::Activation::HARD_SWISH:
+        return g_.Op("HardSwish", {x}, name);
+      case proto::Activation::SIGMOID:
+        return g_.Op("Sigmoid", {x}, name);
+      case proto::Activation::GELU_EXACT: {
+        // 0.5 x (1 + erf(x / sqrt(2))); opset 17 has no Gelu.
+        const std::string e = g_.Op(
+            "Erf", {g_.Op("Mul", {x, g_.Scalar("inv_sqrt2", 0.7071067811865476f)}, name)}, name);
+        const std::string t = g_.Op("Add", {e, g_.Scalar("one", 1.0f)}, name);
+        return g_.Op("Mul", {g_.Op("Mul", {x, t}, name), g_.Scalar("half", 0.5f)}, name);
+      }
       case proto::Activation::GELU:
       default: {
         // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), flax.linen.gelu's tanh form.

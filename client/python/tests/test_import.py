@@ -96,6 +96,52 @@ class ImportTest(unittest.TestCase):
         self.assertLessEqual(float(np.max(np.abs(deq - w) - arrays["7.weight_scale"] / 2)), 1e-7)
         self.client.delete_session("torch-cnn")
 
+    def test_torch_activations_give_pytorchs_outputs_and_gradients(self):
+        # ReLU6, Hardswish, Sigmoid and the exact (erf) GELU against PyTorch: the same outputs,
+        # and one SGD step moves every weight as torch autograd's gradients do.
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU6(),
+            torch.nn.Linear(64, 64), torch.nn.Hardswish(), torch.nn.Linear(64, 32),
+            torch.nn.Sigmoid(), torch.nn.Linear(32, 32), torch.nn.GELU(), torch.nn.Linear(32, 10))
+        with torch.no_grad():  # wide enough inputs to reach ReLU6's and Hardswish's corners
+            for layer in (model[1], model[3]):
+                layer.weight.mul_(16.0)
+        layers = [{"flatten": {}}]
+        for features, kind in ((64, "RELU6"), (64, "HARD_SWISH"), (32, "SIGMOID"),
+                               (32, "GELU_EXACT")):
+            layers += [{"linear": {"features": features}}, {"activation": {"kind": kind}}]
+        spec = {"input": {"shape": [28, 28, 1]},
+                "body": {"sequential": {"layers": layers + [{"linear": {"features": 10}}]}}}
+        c = self.client
+        c.import_weights("torch-acts", spec, model,
+                         optimizer={"sgd": {}, "schedule": {"learning_rate": 0.5}})
+        x, y = self.xt[:64], self.yt[:64]
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        got = c.forward("torch-acts", x)
+        self.assertLess(float(np.max(np.abs(got - want))), 1e-5 * float(np.max(np.abs(want))) + 1e-6)
+        h = torch.from_numpy(x).reshape(64, -1)
+        relu6 = model[2](model[1](h))
+        self.assertGreater(float((relu6 == 6).float().mean()), 0.01)  # the corner is exercised
+        # One step: w' = w - 0.5 * dL/dw with L the mean cross-entropy, in both.
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)),
+                                                 torch.from_numpy(y.astype(np.int64)))
+        loss.backward()
+        list(c.train("torch-acts", [(x, y)]))
+        arrays, _ = c.checkpoint_arrays("torch-acts")
+        pairs = {"Dense_0": model[1], "Dense_1": model[3], "Dense_2": model[5],
+                 "Dense_3": model[7], "Dense_4": model[9]}
+        for name, layer in pairs.items():
+            with torch.no_grad():
+                w = (layer.weight - 0.5 * layer.weight.grad).numpy().T
+                b = (layer.bias - 0.5 * layer.bias.grad).numpy()
+            for got_w, want_w in ((arrays[f"params/{name}/kernel"], w),
+                                  (arrays[f"params/{name}/bias"], b)):
+                step = 0.5 * np.abs(layer.weight.grad.numpy()).max()
+                self.assertLess(float(np.max(np.abs(got_w - want_w))), 1e-4 * step + 1e-6, name)
+        c.delete_session("torch-acts")
+
     def test_a_state_dict_with_a_wrong_shape_is_refused_by_name(self):
         state = {k: v.numpy() for k, v in self.model.state_dict().items()}
         state["3.weight"] = state["3.weight"][:, :100]

@@ -174,24 +174,38 @@ class PtqTest(unittest.TestCase):
             {"rms_norm": {}},
             {"dropout": {"rate": 0.1}},
             {"name": "head", "linear": {"features": 10}}]}}}
-        x, y = qtrain.load_fashion_mnist("train", limit=1024)
-        c = self.client
-        c.create_session("cnn", model=spec, optimizer="adamw")
-        for _ in c.train("cnn", qtrain.batches(x, y, batch_size=64)):
-            pass
         # Static int8 everywhere, per-tensor weights on the convolutions.
-        c.update_rules("cnn", {"rules": [
+        self.train_calibrate_and_check_onnx("cnn", spec, {"rules": [
             {"module_path": "Conv_.*", "weight_qtype": "int8", "act_qtype": "int8",
              "act_static_scale": True, "disable_channelwise_axes": True},
             {"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": True}]})
-        c.calibrate("cnn", qtrain.batches(x[:512], None, batch_size=128))
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "cnn.onnx")
-            c.export_onnx("cnn", path)
-            self.check_onnx_matches_server("cnn", path)
         # Dynamic activation scales have no QDQ form: without act_static_scale the export keeps
         # activations float, so ORT is then close to the float model, not the server.
-        c.delete_session("cnn")
+
+    def test_onnx_of_torch_activations_matches_the_server(self):
+        # ReLU6 (Clip), HardSwish, Sigmoid and the exact GELU (Erf) in ONNX Runtime.
+        layers = [{"flatten": {}}]
+        for kind in ("RELU6", "HARD_SWISH", "SIGMOID", "GELU_EXACT"):
+            layers += [{"linear": {"features": 32}}, {"activation": {"kind": kind}}]
+        spec = {"input": {"shape": [28, 28, 1]}, "body": {"sequential": {
+            "layers": layers + [{"name": "head", "linear": {"features": 10}}]}}}
+        self.train_calibrate_and_check_onnx("acts", spec, "srq-int8")
+
+    def train_calibrate_and_check_onnx(self, session, spec, rules):
+        """Trains `spec` a little, calibrates it under `rules`, and checks that ONNX Runtime
+        gives the server's outputs from its export."""
+        x, y = qtrain.load_fashion_mnist("train", limit=1024)
+        c = self.client
+        c.create_session(session, model=spec, optimizer="adamw")
+        for _ in c.train(session, qtrain.batches(x, y, batch_size=64)):
+            pass
+        c.update_rules(session, rules)
+        c.calibrate(session, qtrain.batches(x[:512], None, batch_size=128))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, f"{session}.onnx")
+            c.export_onnx(session, path)
+            self.check_onnx_matches_server(session, path)
+        c.delete_session(session)
 
     def test_onnx_of_a_transformer_matches_the_server(self):
         # Tokens in; causal attention with quantized einsums; per-token static scales on the

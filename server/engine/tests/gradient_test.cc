@@ -146,6 +146,12 @@ const Case kCases[] = {
         {"linear": {"features": 6}}, {"activation": {"kind": "TANH"}},
         {"linear": {"features": 5}}, {"activation": {"kind": "RELU"}},
         {"linear": {"features": 3, "no_bias": true}}]}}, "loss": {"kind": "MSE"}})"},
+    {"torch_activations_mse", R"({"input": {"shape": [7]}, "body": {"sequential": {"layers": [
+        {"linear": {"features": 6}}, {"activation": {"kind": "RELU6"}},
+        {"linear": {"features": 6}}, {"activation": {"kind": "HARD_SWISH"}},
+        {"linear": {"features": 6}}, {"activation": {"kind": "SIGMOID"}},
+        {"linear": {"features": 5}}, {"activation": {"kind": "GELU_EXACT"}},
+        {"linear": {"features": 3}}]}}, "loss": {"kind": "MSE"}})"},
     {"norms", R"({"input": {"shape": [4, 6]}, "body": {"sequential": {"layers": [
         {"layer_norm": {}}, {"linear": {"features": 6}}, {"rms_norm": {}},
         {"linear": {"features": 3}}]}}, "loss": {"kind": "MSE"}})"},
