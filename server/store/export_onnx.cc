@@ -292,9 +292,7 @@ class Exporter {
                                      const engine::Param& kernel, bool to_oihw) {
     // A linear kernel after a flatten of feature maps takes its rows in (c, h, w) order.
     auto layout = [&](const Tensor& k) {
-      if (to_oihw) return HwioToOihw(k);
-      auto it = t_.model().flattened_inputs().find(path);
-      return it == t_.model().flattened_inputs().end() ? k : KernelRowsHwcToChw(k, it->second.hwc);
+      return to_oihw ? HwioToOihw(k) : KernelInTorchOrder(t_.model(), path, k);
     };
     if (rule == nullptr) return g_.Init(kernel.name, layout(kernel.value));
     QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(*rule, path, kernel.value));

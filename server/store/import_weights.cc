@@ -64,36 +64,15 @@ Tensor Permute4(const Tensor& t, const std::array<int, 4>& perm) {
   return out;
 }
 
-// Kernel rows moved between (h, w, c) and (c, h, w) order; `to_chw` picks the direction.
-Tensor PermuteKernelRows(const Tensor& t, const Shape& hwc, bool to_chw) {
-  const int64_t h = hwc[0], w = hwc[1], c = hwc[2], cols = t.dim(1);
-  const size_t row = static_cast<size_t>(cols) * DTypeSize(t.dtype());
-  Tensor out = Tensor::Empty(t.dtype(), t.shape());
-  const char* src = static_cast<const char*>(t.raw());
-  char* dst = static_cast<char*>(out.raw());
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      for (int64_t k = 0; k < c; ++k) {
-        const int64_t at_hwc = (y * w + x) * c + k, at_chw = (k * h + y) * w + x;
-        const int64_t from = to_chw ? at_hwc : at_chw, to = to_chw ? at_chw : at_hwc;
-        std::memcpy(dst + to * row, src + from * row, row);
-      }
-    }
-  }
+// The rows of a kernel (H·W·C, out) as an (H, W, C, out) array, permuted by Permute4 (`perm`:
+// out axis a is in axis perm[a]), back to rank 2.
+Tensor PermuteKernelRows(const Tensor& kernel, const Shape& maps, const std::array<int, 4>& perm) {
+  Tensor t = kernel;
+  t.Reshape({maps[0], maps[1], maps[2], kernel.dim(1)});
+  Tensor out = Permute4(t, perm);
+  out.Reshape(kernel.shape());
   return out;
 }
-
-}  // namespace
-
-Tensor KernelRowsHwcToChw(const Tensor& kernel, const Shape& hwc) {
-  return PermuteKernelRows(kernel, hwc, true);
-}
-
-Tensor KernelRowsChwToHwc(const Tensor& kernel, const Shape& hwc) {
-  return PermuteKernelRows(kernel, hwc, false);
-}
-
-namespace {
 
 // The feature maps `module` reads flattened, when its rows need reordering for this kernel.
 const Shape* FlattenedMaps(const engine::Model& model, const std::string& module,
@@ -108,17 +87,24 @@ const Shape* FlattenedMaps(const engine::Model& model, const std::string& module
 
 }  // namespace
 
+Tensor KernelInTorchOrder(const engine::Model& model, const std::string& module,
+                          const Tensor& kernel) {
+  const Shape* hwc = FlattenedMaps(model, module, kernel);
+  return hwc ? PermuteKernelRows(kernel, *hwc, {2, 0, 1, 3}) : kernel;  // (h,w,c) -> (c,h,w)
+}
+
 Tensor TorchLinearWeight(const engine::Model& model, const std::string& module,
                          const Tensor& kernel) {
-  const Shape* hwc = FlattenedMaps(model, module, kernel);
-  return Transpose2(hwc ? KernelRowsHwcToChw(kernel, *hwc) : kernel);
+  return Transpose2(KernelInTorchOrder(model, module, kernel));
 }
 
 Tensor KernelFromTorchLinear(const engine::Model& model, const std::string& module,
                              const Tensor& weight) {
   Tensor kernel = Transpose2(weight);
   const Shape* hwc = FlattenedMaps(model, module, kernel);
-  return hwc ? KernelRowsChwToHwc(kernel, *hwc) : kernel;
+  if (hwc == nullptr) return kernel;
+  const Shape chw = {(*hwc)[2], (*hwc)[0], (*hwc)[1]};
+  return PermuteKernelRows(kernel, chw, {1, 2, 0, 3});  // (c,h,w) -> (h,w,c)
 }
 
 Tensor OihwToHwio(const Tensor& t) { return Permute4(t, {2, 3, 1, 0}); }

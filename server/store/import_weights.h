@@ -44,9 +44,10 @@ Tensor TorchLinearWeight(const engine::Model& model, const std::string& module,
 Tensor KernelFromTorchLinear(const engine::Model& model, const std::string& module,
                              const Tensor& weight);
 
-// The rows of a kernel (H·W·C, out) reordered from (h, w, c) to (c, h, w) order, and back.
-Tensor KernelRowsHwcToChw(const Tensor& kernel, const Shape& hwc);
-Tensor KernelRowsChwToHwc(const Tensor& kernel, const Shape& hwc);
+// Linear module `module`'s kernel (in, out) with its input rows in PyTorch's order: (c, h, w)
+// when it reads flattened feature maps (engine::FlattenedInput), else the kernel itself.
+Tensor KernelInTorchOrder(const engine::Model& model, const std::string& module,
+                          const Tensor& kernel);
 
 // Layout conversions between PyTorch and qtrain (f32 or s8 tensors).
 Tensor Transpose2(const Tensor& t);  // (a, b) -> (b, a)
