@@ -32,14 +32,6 @@ struct ModelFootprint {
   int64_t activations_per_example = 0;
 };
 
-// The Linen type name of a module kind ("Dense", "Conv", ...): unnamed modules are
-// "<Type>_<index>", the index counting siblings of that type. "" when no kind is set.
-std::string ModuleTypeName(const proto::Module& m);
-
-// The (before, after) padding of one spatial axis of a convolution or pool: none for VALID;
-// for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after.
-std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same);
-
 // A linear layer whose input is a flatten of (H, W, C) feature maps with H·W > 1 and C > 1,
 // directly or through activations and dropout (not across a residual). qtrain flattens NHWC maps
 // in (h, w, c) order; PyTorch's nn.Flatten of NCHW maps gives (c, h, w): importing and exporting

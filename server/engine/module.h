@@ -19,9 +19,21 @@
 
 namespace qtrain::engine {
 
+class OnnxGraph;
+
+// How a parameter is laid out in PyTorch's state dict, when that differs from qtrain's.
+enum class TorchLayout {
+  kSame,
+  kLinearKernel,  // qtrain (in, out), PyTorch (out, in)
+  kConvKernel,    // qtrain HWIO, PyTorch OIHW
+};
+
 // A trainable tensor and its gradient (same shape; accumulated by Backward).
 struct Param {
   std::string name;  // "<module path>/<leaf>", e.g. "Dense_0/kernel"
+  // The leaf's name in a PyTorch state dict ("weight" for a kernel), and its layout there.
+  std::string torch_leaf;
+  TorchLayout torch_layout = TorchLayout::kSame;
   Tensor value;
   Tensor grad;
   // false when Backward assigns the whole gradient (matmul / conv kernels), so the trainer need
@@ -91,6 +103,10 @@ class Module {
       child->ReportOps(out);
     }
   }
+
+  // Writes this module's inference graph reading value `x` into `g`; returns the output value's
+  // name. Unimplemented for kinds without an ONNX form; errors of `g` pass through.
+  virtual absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x);
 
  protected:
   std::string ChildPath(const std::string& name) const {

@@ -152,7 +152,7 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
     const bool linear =
         op_id == "dot_general0" && kernel != params.end() && kernel->second->value.rank() == 2;
     if (!linear) continue;  // convolutions and attention stay float
-    const std::string name = SourceName(module + "/kernel", module_map);
+    const std::string name = SourceName(*kernel->second, module_map);
     const std::string layer = name.substr(0, name.rfind('.'));
     const engine::Rule* rule = rule_index >= 0 && t.model().rules() != nullptr
                                    ? &t.model().rules()->rules()[rule_index]
@@ -169,15 +169,7 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
   // Everything else in float, named and laid out as PyTorch's.
   for (const auto& [pname, p] : params) {
     if (done.count(pname)) continue;
-    const std::string name = SourceName(pname, module_map);
-    const bool kernel = pname.size() >= 7 && pname.substr(pname.size() - 7) == "/kernel";
-    if (kernel && p->value.rank() == 2) {
-      out.tensors[name] = TorchLinearWeight(t.model(), pname.substr(0, pname.rfind('/')), p->value);
-    } else if (kernel && p->value.rank() == 4) {
-      out.tensors[name] = HwioToOihw(p->value);
-    } else {
-      out.tensors[name] = p->value;
-    }
+    out.tensors[SourceName(*p, module_map)] = ToTorchLayout(t.model(), *p, p->value);
   }
   json config_groups = json::object();
   int index = 0;

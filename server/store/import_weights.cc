@@ -111,17 +111,30 @@ Tensor OihwToHwio(const Tensor& t) { return Permute4(t, {2, 3, 1, 0}); }
 
 Tensor HwioToOihw(const Tensor& t) { return Permute4(t, {3, 2, 0, 1}); }
 
-std::string SourceName(const std::string& param,
+std::string SourceName(const engine::Param& param,
                        const std::map<std::string, std::string>& module_map) {
-  const size_t slash = param.rfind('/');
-  const std::string module = slash == std::string::npos ? "" : param.substr(0, slash);
-  const std::string leaf = slash == std::string::npos ? param : param.substr(slash + 1);
+  const size_t slash = param.name.rfind('/');
+  const std::string module = slash == std::string::npos ? "" : param.name.substr(0, slash);
+  const std::string leaf =
+      !param.torch_leaf.empty()
+          ? param.torch_leaf
+          : (slash == std::string::npos ? param.name : param.name.substr(slash + 1));
   auto it = module_map.find(module);
   const std::string prefix =
       it != module_map.end() ? it->second : absl::StrReplaceAll(module, {{"/", "."}});
-  const std::string source_leaf =
-      leaf == "kernel" || leaf == "scale" || leaf == "embedding" ? "weight" : leaf;
-  return prefix.empty() ? source_leaf : absl::StrCat(prefix, ".", source_leaf);
+  return prefix.empty() ? leaf : absl::StrCat(prefix, ".", leaf);
+}
+
+Tensor ToTorchLayout(const engine::Model& model, const engine::Param& p, const Tensor& value) {
+  switch (p.torch_layout) {
+    case engine::TorchLayout::kLinearKernel:
+      return TorchLinearWeight(model, p.name.substr(0, p.name.rfind('/')), value);
+    case engine::TorchLayout::kConvKernel:
+      return HwioToOihw(value);
+    case engine::TorchLayout::kSame:
+      break;
+  }
+  return value;
 }
 
 absl::Status CheckModuleMap(const engine::Model& model,
@@ -164,7 +177,7 @@ absl::Status ImportWeights(const SafetensorsFile& file,
   std::set<std::string> used;
   std::map<std::string, Tensor> state;
   for (const engine::Param* p : trainer.model().params()) {
-    const std::string source = SourceName(p->name, module_map);
+    const std::string source = SourceName(*p, module_map);
     auto it = file.tensors.find(source);
     if (it == file.tensors.end()) {
       missing.push_back(
@@ -177,12 +190,14 @@ absl::Status ImportWeights(const SafetensorsFile& file,
       wrong_type.push_back(absl::StrCat(source, " is ", DTypeName(t.dtype())));
       continue;
     }
-    const bool is_kernel = p->name.size() >= 7 && p->name.substr(p->name.size() - 7) == "/kernel";
+    const bool is_kernel = p->torch_layout != engine::TorchLayout::kSame;
     Tensor converted = t;
-    if (is_kernel && t.rank() == 2 && p->value.rank() == 2) {
+    if (p->torch_layout == engine::TorchLayout::kLinearKernel && t.rank() == 2) {
       converted = KernelFromTorchLinear(trainer.model(), p->name.substr(0, p->name.rfind('/')), t);
     }
-    if (is_kernel && t.rank() == 4 && p->value.rank() == 4) converted = OihwToHwio(t);
+    if (p->torch_layout == engine::TorchLayout::kConvKernel && t.rank() == 4) {
+      converted = OihwToHwio(t);
+    }
     if (converted.shape() != p->value.shape()) {
       misshaped.push_back(absl::StrCat(source, " is ", ShapeString(t.shape()), ", ", p->name,
                                        " needs ", ShapeString(p->value.shape()),

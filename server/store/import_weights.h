@@ -2,9 +2,9 @@
 // safetensors file — a PyTorch state_dict, say — into a session's parameters.
 //
 // Each qtrain parameter "<module path>/<leaf>" is looked up as "<source module>.<source leaf>":
-// the source module is `module_map[module path]`, else the path with '/' as '.'; leaves map
-// kernel -> weight, scale -> weight (norms), embedding -> weight, bias -> bias, anything else to
-// itself. Layouts are converted from PyTorch's: a rank-2 kernel is (out, in) there and
+// the source module is `module_map[module path]`, else the path with '/' as '.'; the leaf is
+// the one the module kind gives (Param::torch_leaf: a kernel, a norm's scale and an embedding are
+// "weight"). Layouts are converted from PyTorch's: a rank-2 kernel is (out, in) there and
 // (in, out) here; a rank-4 kernel is OIHW there and HWIO here. A linear layer that reads a flatten
 // of feature maps (engine::FlattenedInput) also has its inputs reordered from PyTorch's (c, h, w)
 // to qtrain's (h, w, c). Everything else is copied as is.
@@ -33,9 +33,13 @@ absl::Status ImportWeights(const SafetensorsFile& file,
 absl::Status CheckModuleMap(const engine::Model& model,
                             const std::map<std::string, std::string>& module_map);
 
-// The name in the file that parameter `param` ("Dense_0/kernel") is read from.
-std::string SourceName(const std::string& param,
+// The name in the file that parameter `param` ("Dense_0/kernel") is read from: its module's
+// name, then its PyTorch leaf (Param::torch_leaf).
+std::string SourceName(const engine::Param& param,
                        const std::map<std::string, std::string>& module_map);
+
+// `value` (parameter `p`'s, or an array of its shape) in PyTorch's layout (Param::torch_layout).
+Tensor ToTorchLayout(const engine::Model& model, const engine::Param& p, const Tensor& value);
 
 // The PyTorch (out, in) weight of linear module `module`'s kernel (in, out) — any dtype —
 // with the inputs in PyTorch's order (engine::FlattenedInput), and its inverse.

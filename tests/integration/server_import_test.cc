@@ -402,7 +402,9 @@ TEST_F(ServerImportTest, OnnxExportsAttentionAndRefusesModuleMaps) {
     v1::CheckpointChunk chunk;
     while (reader->Read(&chunk)) bytes += chunk.data();
     const grpc::Status s = reader->Finish();
-    if (!s.ok()) EXPECT_TRUE(bytes.empty());
+    if (!s.ok()) {
+      EXPECT_TRUE(bytes.empty());
+    }
     return std::make_pair(s, bytes);
   };
   v1::CreateSessionRequest lm;

@@ -1,12 +1,14 @@
 // Model building, validation, naming, QAT == fake quantization at model level, SRQ statistics
 // against the golden vectors, determinism, state dicts, and bad requests leaving state alone.
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "server/engine/module_kind.h"
 #include "server/engine/tests/test_models.h"
 
 namespace qtrain::engine {
@@ -76,6 +78,24 @@ TEST(ModelTest, BadSpecsNameTheModuleAndField) {
     EXPECT_EQ(m.status().code(), c.code) << m.status();
     EXPECT_THAT(m.status().message(), HasSubstr(c.part));
   }
+}
+
+// Every kind model.proto declares is a registered module kind, under its own field and with a
+// distinct Linen type name.
+TEST(ModelTest, EveryModuleKindIsRegistered) {
+  const google::protobuf::OneofDescriptor* kind =
+      proto::Module::descriptor()->FindOneofByName("kind");
+  ASSERT_NE(kind, nullptr);
+  std::set<std::string> type_names;
+  for (int i = 0; i < kind->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = kind->field(i);
+    const ModuleKind* k = FindModuleKind(static_cast<proto::Module::KindCase>(f->number()));
+    ASSERT_NE(k, nullptr) << f->name();
+    EXPECT_EQ(k->field, f->name());
+    EXPECT_TRUE(type_names.insert(k->type_name).second) << k->type_name;
+    EXPECT_THAT(ModuleKindFields(), ::testing::HasSubstr(f->name()));
+  }
+  EXPECT_EQ(FindModuleKind(proto::Module::KIND_NOT_SET), nullptr);
 }
 
 TEST(ModelTest, LinenNamesAndParameters) {

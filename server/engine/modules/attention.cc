@@ -2,10 +2,13 @@
 // out (Linear, with bias), quantizable einsums einsum0 = q·kᵀ and einsum1 = attention·v.
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "server/engine/layers.h"
+#include "server/engine/model.h"
+#include "server/engine/modules/common.h"
 #include "server/engine/quant_op.h"
 
 namespace qtrain::engine {
@@ -160,6 +163,46 @@ class Attention final : public Module {
     Module::ReportOps(out);
   }
 
+  // Flax's MultiHeadDotProductAttention as Forward computes it: query / key / value / out
+  // linear layers, the query scaled by 1/sqrt(head dim), einsum0 = q·kᵀ, the causal mask, the
+  // softmax, einsum1 = attention·v; the einsums' operands through QDQ when a rule quantizes
+  // them (they are activations: static scales only).
+  absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
+    const int64_t t = seq_len_, h = heads_, dh = head_dim_;
+    const std::string& base = path();
+    auto project = [&](Module& linear, const char* name) -> absl::StatusOr<std::string> {
+      QTRAIN_ASSIGN_OR_RETURN(std::string y, linear.ExportOnnx(g, x));
+      return g.Op("Reshape", {y, g.Ints("heads", {0, 0, h, dh})}, base + "/" + name);
+    };
+    QTRAIN_ASSIGN_OR_RETURN(std::string q, project(*query_, "query"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string k, project(*key_, "key"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string v, project(*value_, "value"));
+    q = g.Op("Mul",
+             {g.Transpose(q, {0, 2, 1, 3}, base + "/q"),
+              g.Scalar("query_scale", 1.0f / std::sqrt(static_cast<float>(dh)))},
+             base + "/q");
+    k = g.Transpose(k, {0, 2, 3, 1}, base + "/kt");
+    v = g.Transpose(v, {0, 2, 1, 3}, base + "/v");
+    QTRAIN_ASSIGN_OR_RETURN(q, g.QdqActivation(base, einsum0_.op_id(), "einsum0_lhs", q));
+    QTRAIN_ASSIGN_OR_RETURN(k, g.QdqActivation(base, einsum0_.op_id(), "einsum0_rhs", k));
+    std::string scores = g.Op("MatMul", {q, k}, base + "/scores");
+    if (causal_) {
+      Tensor mask = Tensor::Zeros(DType::kF32, {t, t});
+      for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = i + 1; j < t; ++j) mask.data<float>()[i * t + j] = kMasked;
+      }
+      scores = g.Op("Add", {scores, g.Constant(base + "/causal_mask", mask)}, base + "/masked");
+    }
+    std::string attn =
+        g.Op("Softmax", {scores}, base + "/softmax", {OnnxGraph::IntAttr("axis", -1)});
+    QTRAIN_ASSIGN_OR_RETURN(attn, g.QdqActivation(base, einsum1_.op_id(), "einsum1_lhs", attn));
+    QTRAIN_ASSIGN_OR_RETURN(v, g.QdqActivation(base, einsum1_.op_id(), "einsum1_rhs", v));
+    std::string merged =
+        g.Transpose(g.Op("MatMul", {attn, v}, base + "/context"), {0, 2, 1, 3}, base + "/merge");
+    merged = g.Op("Reshape", {merged, g.Ints("merge", {0, 0, h * dh})}, base + "/merge");
+    return out_->ExportOnnx(g, merged);
+  }
+
  private:
   static constexpr float kMasked = -1e30f;  // exp underflows to exactly 0
   struct Saved {
@@ -174,13 +217,39 @@ class Attention final : public Module {
   std::optional<Saved> saved_;
 };
 
+absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, ModuleSite& site) {
+  const auto& a = m.attention();
+  const Shape& shape = site.shape();
+  if (shape.size() != 2) {
+    return site.Bad(absl::StrCat("attention needs (T, D) examples, got ", ShapeString(shape)));
+  }
+  const int64_t d = shape[1];
+  const int64_t qkv = a.qkv_features() ? a.qkv_features() : d;
+  QTRAIN_RETURN_IF_ERROR(site.CheckSize("num_heads", a.num_heads()));
+  QTRAIN_RETURN_IF_ERROR(site.CheckSize("qkv_features", qkv));
+  if (qkv % a.num_heads() != 0) {
+    return site.Bad(
+        absl::StrCat("qkv_features ", qkv, " is not divisible by num_heads ", a.num_heads()));
+  }
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters({4, d, qkv}, 3 * qkv + d));
+  // The (heads, T, T) attention scores are the largest activation of the block.
+  const int64_t t = shape[0];
+  if (a.num_heads() * t > kMaxExampleActivation / t) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "module \"", site.path(), "\": attention scores of ", a.num_heads(), " x ", t, " x ", t,
+        " per example exceed the limit of ", kMaxExampleActivation, " elements"));
+  }
+  site.AddActivations(a.num_heads() * t * t);
+  return site.Allocate([&] {
+    return std::make_unique<Attention>(site.path(), d, a.num_heads(), qkv, a.causal(), t,
+                                       site.seed());
+  });
+}
+
 }  // namespace
 
-std::unique_ptr<Module> MakeAttention(std::string path, int64_t d_model, int64_t num_heads,
-                                      int64_t qkv_features, bool causal, int64_t seq_len,
-                                      uint64_t seed) {
-  return std::make_unique<Attention>(std::move(path), d_model, num_heads, qkv_features, causal,
-                                     seq_len, seed);
-}
+extern const ModuleKind kAttentionKind = {proto::Module::kAttention, "attention",
+                                          "MultiHeadAttention", FlattenUse::kBreaks,
+                                          BuildAttention};
 
 }  // namespace qtrain::engine

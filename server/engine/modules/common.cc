@@ -1,0 +1,87 @@
+#include "server/engine/modules/common.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace qtrain::engine {
+
+absl::Status CheckF32(const std::string& path, const Tensor& x, int rank) {
+  if (x.dtype() != DType::kF32 || (rank > 0 && x.rank() != rank)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("module \"", path, "\": expected an f32 input", rank > 0 ? " of rank " : "",
+                     rank > 0 ? absl::StrCat(rank) : "", ", got ", DTypeName(x.dtype()), " ",
+                     ShapeString(x.shape())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFeatures(const std::string& path, const Tensor& x, int64_t features,
+                           int min_rank) {
+  if (x.dtype() != DType::kF32 || x.rank() < min_rank || x.shape().back() != features) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "module \"", path, "\": expected f32 input with ", features,
+        " features in the last axis, got ", DTypeName(x.dtype()), " ", ShapeString(x.shape())));
+  }
+  return absl::OkStatus();
+}
+
+Param MakeParam(const std::string& name, Tensor value, std::string torch_leaf) {
+  Param p;
+  p.name = name;
+  p.torch_leaf = std::move(torch_leaf);
+  p.grad = Tensor::Zeros(DType::kF32, value.shape());
+  p.value = std::move(value);
+  return p;
+}
+
+absl::StatusOr<float> NormEpsilon(ModuleSite& site, float epsilon) {
+  if (site.shape().empty()) {
+    return site.Bad("normalization needs a feature axis");
+  }
+  if (epsilon < 0 || !std::isfinite(epsilon)) {
+    return site.Bad("epsilon must be >= 0");
+  }
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters({2, site.shape().back()}));
+  return epsilon > 0 ? epsilon : 1e-6f;
+}
+
+void AddBias(Tensor& y, const Tensor& bias) {
+  const int64_t n = bias.numel(), rows = y.numel() / n;
+  float* py = y.data<float>();
+  const float* pb = bias.data<float>();
+#pragma omp parallel for if (rows * n >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    float* __restrict row = py + r * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      row[j] += pb[j];
+    }
+  }
+}
+
+void AccumulateBiasGrad(const Tensor& dy, Tensor& grad) {
+  const int64_t n = grad.numel(), rows = dy.numel() / n;
+  const float* pd = dy.data<float>();
+  float* pg = grad.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* __restrict row = pd + r * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      pg[j] += row[j];
+    }
+  }
+}
+
+std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same) {
+  if (!same) {
+    return {0, 0};
+  }
+  const int64_t out = (in + s - 1) / s;
+  const int64_t total = std::max<int64_t>((out - 1) * s + k - in, 0);
+  return {total / 2, total - total / 2};
+}
+
+}  // namespace qtrain::engine

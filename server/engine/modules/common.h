@@ -1,0 +1,69 @@
+// Helpers shared by the module kinds in this directory: input checks, parameters, bias loops
+// and window geometry. Not a public interface of the engine.
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "kernels/backend/backend.h"
+#include "kernels/tensor.h"
+#include "server/engine/module.h"
+#include "server/engine/module_kind.h"
+#include "server/engine/onnx_graph.h"
+
+namespace qtrain::engine {
+
+// InvalidArgument unless `x` is f32 (and of rank `rank` when rank > 0).
+absl::Status CheckF32(const std::string& path, const Tensor& x, int rank);
+// InvalidArgument unless `x` is f32, of rank >= min_rank, with `features` in the last axis.
+absl::Status CheckFeatures(const std::string& path, const Tensor& x, int64_t features,
+                           int min_rank);
+
+// A parameter named `name` holding `value`, its gradient zeroed; PyTorch calls it `torch_leaf`.
+Param MakeParam(const std::string& name, Tensor value, std::string torch_leaf);
+
+// A normalisation over the last axis with `epsilon` (0: the default 1e-6): checks the shape and
+// epsilon, counts the scale and bias, and returns the epsilon to use.
+absl::StatusOr<float> NormEpsilon(ModuleSite& site, float epsilon);
+
+// y[r, :] += bias for every row.
+void AddBias(Tensor& y, const Tensor& bias);
+// grad[j] += Σ_r dy[r, j].
+void AccumulateBiasGrad(const Tensor& dy, Tensor& grad);
+
+// The (before, after) padding of one spatial axis of a convolution or pool: none for VALID;
+// for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after.
+std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same);
+
+// Window, strides and SAME / VALID padding of a convolution or pooling descriptor (ConvDesc or
+// PoolDesc, whose h and w are set), each size checked.
+template <typename Desc>
+absl::Status SetWindow(const ModuleSite& site, const char* field, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, bool same, Desc& d) {
+  for (int64_t v : {kh, kw}) {
+    absl::Status s = site.CheckSize(field, v);
+    if (!s.ok()) return s;
+  }
+  for (int64_t v : {sh, sw}) {
+    absl::Status s = site.CheckSize("strides", v);
+    if (!s.ok()) return s;
+  }
+  d.kh = kh;
+  d.kw = kw;
+  d.stride_h = sh;
+  d.stride_w = sw;
+  std::tie(d.pad_top, d.pad_bottom) = WindowPadding(d.h, kh, sh, same);
+  std::tie(d.pad_left, d.pad_right) = WindowPadding(d.w, kw, sw, same);
+  return absl::OkStatus();
+}
+
+// ONNX Conv / MaxPool / AveragePool attributes of a window descriptor.
+template <typename Desc>
+std::vector<OnnxGraph::Attr> WindowAttrs(const Desc& d) {
+  return {OnnxGraph::IntsAttr("kernel_shape", {d.kh, d.kw}),
+          OnnxGraph::IntsAttr("strides", {d.stride_h, d.stride_w}),
+          OnnxGraph::IntsAttr("pads", {d.pad_top, d.pad_left, d.pad_bottom, d.pad_right})};
+}
+
+}  // namespace qtrain::engine

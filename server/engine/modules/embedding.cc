@@ -1,0 +1,97 @@
+// Embedding (Flax Embed, torch.nn.Embedding): int32 token ids (B, T) → (B, T, features); float,
+// never quantized (Qwix leaves gathers alone).
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "server/engine/init.h"
+#include "server/engine/layers.h"
+#include "server/engine/modules/common.h"
+
+namespace qtrain::engine {
+namespace {
+
+class Embedding final : public Module {
+ public:
+  Embedding(std::string path, int64_t num, int64_t features, uint64_t seed)
+      : Module(std::move(path)), num_(num), features_(features) {
+    // flax.linen.Embed: variance_scaling(1.0, "fan_in", "normal", out_axis=0) → std 1/sqrt(F).
+    const std::string name = ChildPath("embedding");
+    table_ = MakeParam(
+        name,
+        NormalInit({num, features}, 1.0f / std::sqrt(static_cast<float>(features)), seed, name),
+        "weight");
+  }
+
+  absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& ids) override {
+    if (ids.dtype() != DType::kS32) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "module \"", path(), "\": expected int32 token ids, got ", DTypeName(ids.dtype())));
+    }
+    const int32_t* p = ids.data<int32_t>();
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      if (p[i] < 0 || p[i] >= num_) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("module \"", path(), "\": token id ", p[i], " at position ", i,
+                         " is outside the vocabulary [0, ", num_, ")"));
+      }
+    }
+    Shape out_shape = ids.shape();
+    out_shape.push_back(features_);
+    Tensor y = Tensor::Empty(DType::kF32, out_shape);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      std::copy_n(table_.value.data<float>() + p[i] * features_, features_,
+                  y.data<float>() + i * features_);
+    }
+    ids_ = ctx.training ? ids.Share() : Tensor();
+    return y;
+  }
+
+  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+    if (ids_.empty()) {
+      return NoForwardError(path());
+    }
+    const int32_t* p = ids_.data<int32_t>();
+    for (int64_t i = 0; i < ids_.numel(); ++i) {
+      float* row = table_.grad.data<float>() + p[i] * features_;
+      const float* g = dy.data<float>() + i * features_;
+      for (int64_t j = 0; j < features_; ++j) {
+        row[j] += g[j];
+      }
+    }
+    ids_ = Tensor();
+    return Tensor();  // no gradient flows into integer ids
+  }
+
+  void CollectParams(std::vector<Param*>* out) override { out->push_back(&table_); }
+  absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
+    return g.Op("Gather", {g.Param(table_), x}, path());
+  }
+
+ private:
+  int64_t num_, features_;
+  Param table_;
+  Tensor ids_;
+};
+
+absl::StatusOr<std::unique_ptr<Module>> BuildEmbedding(const proto::Module& m, ModuleSite& site) {
+  const auto& e = m.embedding();
+  QTRAIN_RETURN_IF_ERROR(site.CheckSize("num_embeddings", e.num_embeddings()));
+  QTRAIN_RETURN_IF_ERROR(site.CheckSize("features", e.features()));
+  if (!site.tokens()) {
+    return site.Bad("embedding needs TOKENS input (input.kind)");
+  }
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters({e.num_embeddings(), e.features()}));
+  site.shape().push_back(e.features());
+  site.tokens() = false;
+  return site.Allocate([&] {
+    return std::make_unique<Embedding>(site.path(), e.num_embeddings(), e.features(), site.seed());
+  });
+}
+
+}  // namespace
+
+extern const ModuleKind kEmbeddingKind = {proto::Module::kEmbedding, "embedding", "Embed",
+                                          FlattenUse::kBreaks, BuildEmbedding};
+
+}  // namespace qtrain::engine

@@ -1,0 +1,122 @@
+// Linear (Flax Dense, torch.nn.Linear): y = x · kernel (+ bias) over the last axis; kernel
+// (in, out), PyTorch's weight (out, in). Quantizable op: dot_general0.
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "server/engine/init.h"
+#include "server/engine/layers.h"
+#include "server/engine/modules/common.h"
+#include "server/engine/quant_op.h"
+
+namespace qtrain::engine {
+namespace {
+
+class Linear final : public Module {
+ public:
+  Linear(std::string path, int64_t in, int64_t out, bool bias, uint64_t seed)
+      : Module(std::move(path)),
+        in_(in),
+        out_(out),
+        dot_(this->path(), kDotGeneral, "dot_general0", true) {
+    kernel_ = MakeParam(ChildPath("kernel"), LecunNormal({in, out}, in, seed, ChildPath("kernel")),
+                        "weight");
+    kernel_.torch_layout = TorchLayout::kLinearKernel;
+    kernel_.accumulates = false;
+    if (bias) {
+      bias_ = std::make_unique<Param>(MakeParam(ChildPath("bias"), Constant({out}, 0.0f), "bias"));
+    }
+  }
+
+  absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
+    QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, in_, 2));
+    Tensor rows = x.Share();  // kept for the backward; nobody writes x
+    rows.Reshape({x.numel() / in_, in_});
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, dot_.Forward(ctx, rows, kernel_.value, x.shape(), {}));
+    if (bias_) {
+      AddBias(y, bias_->value);
+    }
+    Shape out_shape = x.shape();
+    out_shape.back() = out_;
+    y.Reshape(out_shape);
+    if (ctx.training) {
+      input_ = std::move(rows);
+    } else {
+      input_ = Tensor();
+    }
+    return y;
+  }
+
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
+    if (input_.empty()) {
+      return NoForwardError(path());
+    }
+    Tensor g = dy.Share();
+    g.Reshape({dy.numel() / out_, out_});
+    QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, dot_.Backward(ctx, input_, kernel_.value, g));
+    kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step
+    if (bias_) {
+      AccumulateBiasGrad(g, bias_->grad);
+    }
+    input_ = Tensor();
+    if (grads.dx.empty()) {
+      return Tensor();
+    }
+    Shape in_shape = dy.shape();
+    in_shape.back() = in_;
+    grads.dx.Reshape(in_shape);
+    return std::move(grads.dx);
+  }
+
+  void CollectParams(std::vector<Param*>* out) override {
+    out->push_back(&kernel_);
+    if (bias_) {
+      out->push_back(bias_.get());
+    }
+  }
+  absl::Status PlanOps(const CompiledRules* rules) override { return dot_.Plan(rules, in_); }
+  void SetInputGradNeeded(bool needed) override { dot_.set_skip_dx(!needed); }
+  void ReportOps(std::vector<std::pair<int, std::string>>* out) override {
+    out->emplace_back(dot_.rule_index(), path() + ":" + dot_.op_id());
+  }
+  absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
+    QTRAIN_ASSIGN_OR_RETURN(std::string in,
+                            g.QdqActivation(path(), dot_.op_id(), dot_.op_id() + "_lhs", x));
+    QTRAIN_ASSIGN_OR_RETURN(
+        std::string w, g.Weight(path(), dot_.op_id(), kernel_, OnnxGraph::KernelLayout::kLinear));
+    std::string y = g.Op("MatMul", {in, w}, path());
+    if (bias_) y = g.Op("Add", {y, g.Param(*bias_)}, path());
+    return y;
+  }
+
+ private:
+  int64_t in_, out_;
+  QuantizedDot dot_;
+  Param kernel_;
+  std::unique_ptr<Param> bias_;
+  Tensor input_;  // (M, in), kept by a training forward
+};
+
+absl::StatusOr<std::unique_ptr<Module>> BuildLinear(const proto::Module& m, ModuleSite& site) {
+  const auto& l = m.linear();
+  Shape& shape = site.shape();
+  if (shape.empty()) {
+    return site.Bad("linear needs an input with a feature axis");
+  }
+  QTRAIN_RETURN_IF_ERROR(site.CheckSize("features", l.features()));
+  const int64_t in = shape.back();
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters({in, l.features()}, l.features()));
+  shape.back() = l.features();
+  return site.Allocate(
+      [&] { return MakeLinear(site.path(), in, l.features(), !l.no_bias(), site.seed()); });
+}
+
+}  // namespace
+
+std::unique_ptr<Module> MakeLinear(std::string path, int64_t in, int64_t out, bool bias,
+                                   uint64_t seed) {
+  return std::make_unique<Linear>(std::move(path), in, out, bias, seed);
+}
+
+extern const ModuleKind kLinearKind = {proto::Module::kLinear, "linear", "Dense",
+                                       FlattenUse::kReads, BuildLinear};
+
+}  // namespace qtrain::engine
