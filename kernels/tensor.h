@@ -25,6 +25,10 @@ size_t DTypeSize(DType dtype);
 // "f32", "s32", "s16", "s8", "u8".
 const char* DTypeName(DType dtype);
 
+// IEEE half and bfloat16 bit patterns to float (exact: f32 holds every value of both).
+float HalfToFloat(uint16_t h);
+float Bf16ToFloat(uint16_t b);
+
 using Shape = std::vector<int64_t>;
 
 // Number of elements of `shape` (1 for rank 0); INT64_MAX when the product overflows, so that

@@ -24,9 +24,10 @@ if [ "${1:-}" != "--build" ]; then
     dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml openssl
     # the Python client (Debian's grpcio, protobuf, numpy)
     python3-grpcio python3-protobuf python3-numpy
-    # PyTorch: the bring-your-own-model import test trains a model in it; ONNX's Python checker
+    # PyTorch: the bring-your-own-model import test trains a model in it, and torchvision builds
+    # the ResNet the architecture tests check against; ONNX's Python checker
     # checks the CLI's ONNX export (onnxruntime-node, from npm, runs it: tests/onnx)
-    python3-torch python3-onnx
+    python3-torch python3-torchvision python3-onnx
   )
   # The Node.js example needs node and npm; the machine may already have newer ones.
   if ! command -v node > /dev/null || ! command -v npm > /dev/null; then

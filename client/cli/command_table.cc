@@ -43,8 +43,9 @@ commands:
   session get ID                  the session: step, parameters, quantized ops and their rules
   session list                    all sessions
   session delete ID               delete a session (and its data on the server)
-  import [ID] --weights=FILE      new session from --preset/--model and float weights trained
-                                  elsewhere (safetensors, PyTorch naming; --map renames modules)
+  import [ID] --weights=FILE      new session from --preset/--model/--arch and float weights
+                                  trained elsewhere (safetensors, PyTorch naming; --map renames
+                                  modules; --arch=torchvision:resnet18 takes its state dict as is)
   export ID --out=DIR             int8 model.safetensors + config.json (compressed-tensors) of a
                                   calibrated session; --map names the layers; --format=onnx:
                                   model.onnx (QDQ)
@@ -137,7 +138,8 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "A new session from a built-in --preset or a --model spec (the server picks an id when ID "
        "is omitted).",
-       {"preset", "model", "rules", "optimizer", "lr", "seed", "classes", "input_shape", "seq_len"},
+       {"preset", "model", "arch", "num_classes", "rules", "optimizer", "lr", "seed", "classes",
+        "input_shape", "seq_len"},
        SessionCreate},
       {"session get",
        "ID",
@@ -151,11 +153,13 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "[ID]",
        0,
        1,
-       "A new session from --preset or --model and the float weights of a model trained "
-       "elsewhere (--weights: safetensors with PyTorch naming and layouts); --map renames "
-       "modules. The server names every tensor that does not fit.",
-       {"weights", "map", "preset", "model", "rules", "optimizer", "lr", "seed", "classes",
-        "input_shape", "seq_len"},
+       "A new session from --preset, --model or --arch and the float weights of a model "
+       "trained elsewhere (--weights: safetensors with PyTorch naming and layouts); --map renames "
+       "modules. --arch=torchvision:resnet18 (resnet34, resnet50; --num_classes, "
+       "--input_shape=H,W,C) takes a torchvision state dict as it is. The server names every "
+       "tensor that does not fit.",
+       {"weights", "map", "preset", "model", "arch", "num_classes", "rules", "optimizer", "lr",
+        "seed", "classes", "input_shape", "seq_len"},
        Import},
       {"export",
        "ID",
@@ -176,9 +180,27 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "with a budget (--max_accuracy_drop, --max_loss_increase) picks mixed precision over "
        "--qtypes, and exports --exports into --out.",
        Join({kData,
-             {"weights", "map", "preset", "model", "rules", "seed", "classes", "input_shape",
-              "seq_len", "batch_size", "calibration_batches", "eval_data", "eval_split", "out",
-              "exports", "qtypes", "max_accuracy_drop", "max_loss_increase", "skip_all_but_one"}}),
+             {"weights",
+              "map",
+              "preset",
+              "model",
+              "arch",
+              "num_classes",
+              "rules",
+              "seed",
+              "classes",
+              "input_shape",
+              "seq_len",
+              "batch_size",
+              "calibration_batches",
+              "eval_data",
+              "eval_split",
+              "out",
+              "exports",
+              "qtypes",
+              "max_accuracy_drop",
+              "max_loss_increase",
+              "skip_all_but_one"}}),
        Ptq},
       {"session delete",
        "ID",

@@ -49,6 +49,10 @@ ABSL_FLAG(std::string, name, "", "token new: a label for the access file entry (
 ABSL_FLAG(bool, json, false, "print JSON for scripts instead of text");
 ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm");
 ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");
+ABSL_FLAG(std::string, arch, "",
+          "named architecture whose state dict imports as is: torchvision:resnet18, "
+          "torchvision:resnet34, torchvision:resnet50");
+ABSL_FLAG(int64_t, num_classes, 1000, "--arch: the builder's num_classes");
 ABSL_FLAG(std::string, rules, "",
           "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, a JSON file or inline JSON");
 ABSL_FLAG(std::string, optimizer, "adamw",

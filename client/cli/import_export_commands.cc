@@ -138,7 +138,11 @@ int Import(Invocation& inv) {
   if (weights.empty()) return Usage(inv, "import needs --weights=FILE.safetensors");
   v1::ImportRequest first;
   first.set_session_id(config.session_id());
-  *first.mutable_model() = config.model();
+  if (config.has_architecture()) {
+    *first.mutable_architecture() = config.architecture();
+  } else {
+    *first.mutable_model() = config.model();
+  }
   *first.mutable_rules() = config.rules();
   *first.mutable_optimizer() = config.optimizer();
   first.set_seed(config.seed());

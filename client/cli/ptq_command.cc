@@ -85,7 +85,11 @@ int Ptq(Invocation& inv) {
 
   v1::ImportRequest first;
   first.set_session_id(config.session_id());
-  *first.mutable_model() = config.model();
+  if (config.has_architecture()) {
+    *first.mutable_architecture() = config.architecture();
+  } else {
+    *first.mutable_model() = config.model();
+  }
   *first.mutable_optimizer() = config.optimizer();
   first.set_seed(config.seed());
   if (absl::Status s = ModuleMapFromFlag(first.mutable_module_map()); !s.ok()) {

@@ -64,9 +64,11 @@ void PrintSession(const Invocation& inv, const v1::Session& s) {
     PrintJson(s);
     return;
   }
-  std::printf("session %s: step %lld, %lld parameters, %d rule%s, %s\n", s.session_id().c_str(),
+  const std::string state =
+      s.non_trainable() > 0 ? absl::StrCat(" (+", s.non_trainable(), " non-trainable)") : "";
+  std::printf("session %s: step %lld, %lld parameters%s, %d rule%s, %s\n", s.session_id().c_str(),
               static_cast<long long>(s.step()), static_cast<long long>(s.parameters()),
-              s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s",
+              state.c_str(), s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s",
               DescribeOptimizer(s.optimizer()).c_str());
   Table t({"  op", "quantization"});
   for (const auto& op : s.ops()) {
@@ -156,22 +158,26 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   req.set_session_id(Arg(inv, 0));
   req.set_seed(absl::GetFlag(FLAGS_seed));
   const std::string preset = absl::GetFlag(FLAGS_preset), model = absl::GetFlag(FLAGS_model);
-  if (preset.empty() == model.empty()) {
-    return Usage(inv,
-                 absl::StrCat(inv.command, preset.empty()
-                                               ? " needs --preset=mlp|cnn|transformer-lm or --model"
-                                               : " takes --preset or --model, not both"));
+  const std::string arch = absl::GetFlag(FLAGS_arch);
+  const int sources = !preset.empty() + !model.empty() + !arch.empty();
+  if (sources != 1) {
+    return Usage(inv, absl::StrCat(inv.command,
+                                   sources == 0 ? " needs --preset=mlp|cnn|transformer-lm, --model "
+                                                  "or --arch"
+                                                : " takes one of --preset, --model and --arch"));
   }
-  // The preset options each preset reads; any other given is a mistake, not a no-op.
-  const std::vector<std::string> reads = !model.empty() ? std::vector<std::string>{}
-                                         : preset == "transformer-lm"
-                                             ? std::vector<std::string>{"seq_len"}
-                                             : std::vector<std::string>{"classes", "input_shape"};
-  for (const char* flag : {"classes", "input_shape", "seq_len"}) {
+  // The options each source reads; any other given is a mistake, not a no-op.
+  const std::vector<std::string> reads =
+      !model.empty()               ? std::vector<std::string>{}
+      : !arch.empty()              ? std::vector<std::string>{"num_classes", "input_shape"}
+      : preset == "transformer-lm" ? std::vector<std::string>{"seq_len"}
+                                   : std::vector<std::string>{"classes", "input_shape"};
+  for (const char* flag : {"classes", "input_shape", "seq_len", "num_classes"}) {
     if (Given(inv, flag) && std::find(reads.begin(), reads.end(), flag) == reads.end()) {
       return Usage(inv, absl::StrCat("--", flag, " does not shape ",
-                                     model.empty() ? absl::StrCat("--preset=", preset)
-                                                   : "a --model spec (set it in the spec)"));
+                                     !preset.empty() ? absl::StrCat("--preset=", preset)
+                                     : !arch.empty() ? absl::StrCat("--arch=", arch)
+                                                     : "a --model spec (set it in the spec)"));
     }
   }
   if (!(absl::GetFlag(FLAGS_lr) > 0)) {
@@ -180,6 +186,17 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   if (!model.empty()) {
     absl::Status s = LoadJsonMessage("model", model, req.mutable_model());
     if (!s.ok()) return Usage(inv, std::string(s.message()));
+  } else if (!arch.empty()) {
+    // The server expands it and names every problem (unknown architecture or option).
+    v1::Architecture* a = req.mutable_architecture();
+    a->set_name(arch);
+    if (Given(inv, "num_classes")) {
+      (*a->mutable_options())["num_classes"] =
+          static_cast<double>(absl::GetFlag(FLAGS_num_classes));
+    }
+    auto shape = InputShapeFromFlag();
+    if (!shape.ok()) return Usage(inv, std::string(shape.status().message()));
+    for (int64_t d : *shape) a->add_input_shape(d);
   } else {
     PresetOptions o;
     o.classes = absl::GetFlag(FLAGS_classes);
@@ -237,9 +254,10 @@ int SessionList(Invocation& inv) {
     PrintJson(*list);
     return kOk;
   }
-  Table t({"session", "step", "parameters"});
+  Table t({"session", "step", "parameters", "non-trainable"});
   for (const auto& s : list->sessions()) {
-    t.Add({s.session_id(), absl::StrCat(s.step()), absl::StrCat(s.parameters())});
+    t.Add({s.session_id(), absl::StrCat(s.step()), absl::StrCat(s.parameters()),
+           absl::StrCat(s.non_trainable())});
   }
   t.Print();
   return kOk;

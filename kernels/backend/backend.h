@@ -113,6 +113,20 @@ class Backend {
                                     const float* diff_dst, float* diff_src, float* diff_gamma,
                                     float* diff_beta) = 0;
 
+  // Batch normalization of a (rows, channels) matrix — NHWC maps with rows = N·H·W — per channel:
+  // dst = (src − mean) / sqrt(var + eps) · gamma + beta. With `batch_stats` (training), mean and
+  // var (channels) are outputs: each channel's mean and biased variance over the rows; without,
+  // they are inputs (the running statistics).
+  virtual absl::Status BatchNormFwd(int64_t rows, int64_t channels, float eps, bool batch_stats,
+                                    const float* src, const float* gamma, const float* beta,
+                                    float* mean, float* var, float* dst) = 0;
+  // The gradients of a batch_stats forward: diff_src, and diff_gamma / diff_beta (channels), from
+  // its src, mean and var (the batch statistics depend on src, so their gradients are included).
+  virtual absl::Status BatchNormBwd(int64_t rows, int64_t channels, float eps, const float* src,
+                                    const float* mean, const float* var, const float* gamma,
+                                    const float* diff_dst, float* diff_src, float* diff_gamma,
+                                    float* diff_beta) = 0;
+
   // Softmax (or log-softmax) over the last axis of a (rows, cols) matrix.
   virtual absl::Status SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src,
                                   float* dst) = 0;

@@ -346,6 +346,61 @@ class OnednnBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status BatchNormFwd(int64_t rows, int64_t channels, float eps, bool batch_stats,
+                            const float* src, const float* gamma, const float* beta, float* mean,
+                            float* var, float* dst) override {
+    try {
+      const memory::desc md({rows, channels}, dt::f32, tag::ab), vec({channels}, dt::f32, tag::a);
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p,
+          GetOrCreate(absl::StrCat("bnf:", rows, ",", channels, ",", eps, ",", batch_stats), [&] {
+            auto pd = BatchNormFwdPd(md, eps, batch_stats);
+            return Finish(dnnl::batch_normalization_forward(pd), pd);
+          }));
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, Mem(md, src)},      {DNNL_ARG_DST, Mem(md, dst)},
+          {DNNL_ARG_SCALE, Mem(vec, gamma)}, {DNNL_ARG_SHIFT, Mem(vec, beta)},
+          {DNNL_ARG_MEAN, Mem(vec, mean)},   {DNNL_ARG_VARIANCE, Mem(vec, var)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "batch normalization forward");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status BatchNormBwd(int64_t rows, int64_t channels, float eps, const float* src,
+                            const float* mean, const float* var, const float* gamma,
+                            const float* diff_dst, float* diff_src, float* diff_gamma,
+                            float* diff_beta) override {
+    try {
+      const memory::desc md({rows, channels}, dt::f32, tag::ab), vec({channels}, dt::f32, tag::a);
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p,
+          GetOrCreate(absl::StrCat("bnb:", rows, ",", channels, ",", eps), [&] {
+            dnnl::batch_normalization_backward::desc bd(
+                dnnl::prop_kind::backward, md, md, eps,
+                dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift);
+            dnnl::batch_normalization_backward::primitive_desc pd(
+                bd, UserAttr(), engine_, BatchNormFwdPd(md, eps, /*batch_stats=*/true));
+            return Finish(dnnl::batch_normalization_backward(pd), pd);
+          }));
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, Mem(md, src)},
+          {DNNL_ARG_MEAN, Mem(vec, mean)},
+          {DNNL_ARG_VARIANCE, Mem(vec, var)},
+          {DNNL_ARG_SCALE, Mem(vec, gamma)},
+          {DNNL_ARG_SHIFT, Mem(vec, gamma)},  // read-only stand-in, as in LayerNormBwd
+          {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
+          {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)},
+          {DNNL_ARG_DIFF_SCALE, Mem(vec, diff_gamma)},
+          {DNNL_ARG_DIFF_SHIFT, Mem(vec, diff_beta)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "batch normalization backward");
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
                             const float* gamma, const float* beta, float* dst, float* mean,
                             float* var) override {
@@ -586,6 +641,16 @@ class OnednnBackend final : public Backend {
     dnnl::eltwise_forward::desc fd(dnnl::prop_kind::forward_training, algo, md, alpha,
                                    EltBeta(kind));
     return dnnl::eltwise_forward::primitive_desc(fd, UserAttr(), engine_);
+  }
+  // Training: batch statistics out; inference: the given (running) statistics in.
+  dnnl::batch_normalization_forward::primitive_desc BatchNormFwdPd(const memory::desc& md,
+                                                                   float eps, bool batch_stats) {
+    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    if (!batch_stats) flags |= dnnl::normalization_flags::use_global_stats;
+    dnnl::batch_normalization_forward::desc fd(
+        batch_stats ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference, md,
+        eps, flags);
+    return dnnl::batch_normalization_forward::primitive_desc(fd, UserAttr(), engine_);
   }
   dnnl::layer_normalization_forward::primitive_desc LayerNormFwdPd(const memory::desc& md,
                                                                    const memory::desc& stat,

@@ -116,6 +116,21 @@ class ReferenceBackend final : public Backend {
     reference::EltwiseBwd(kind, n, src, diff_dst, diff_src);
     return absl::OkStatus();
   }
+  absl::Status BatchNormFwd(int64_t rows, int64_t channels, float eps, bool batch_stats,
+                            const float* src, const float* gamma, const float* beta, float* mean,
+                            float* var, float* dst) override {
+    reference::BatchNormFwd(rows, channels, eps, batch_stats, src, gamma, beta, mean, var, dst);
+    return absl::OkStatus();
+  }
+  absl::Status BatchNormBwd(int64_t rows, int64_t channels, float eps, const float* src,
+                            const float* mean, const float* var, const float* gamma,
+                            const float* diff_dst, float* diff_src, float* diff_gamma,
+                            float* diff_beta) override {
+    reference::BatchNormBwd(rows, channels, eps, src, mean, var, gamma, diff_dst, diff_src,
+                            diff_gamma, diff_beta);
+    return absl::OkStatus();
+  }
+
   absl::Status LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
                             const float* gamma, const float* beta, float* dst, float* mean,
                             float* var) override {

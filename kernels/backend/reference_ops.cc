@@ -174,6 +174,53 @@ void LayerNormBwd(int64_t rows, int64_t cols, float eps, const float* src, const
   }
 }
 
+// Statistics in double, one channel at a time: slow and plain, as a yardstick should be.
+void BatchNormFwd(int64_t rows, int64_t channels, float eps, bool batch_stats, const float* src,
+                  const float* gamma, const float* beta, float* mean, float* var, float* dst) {
+  for (int64_t c = 0; c < channels; ++c) {
+    if (batch_stats) {
+      double sum = 0, sq = 0;
+      for (int64_t r = 0; r < rows; ++r) sum += src[r * channels + c];
+      const double m = sum / static_cast<double>(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        const double d = src[r * channels + c] - m;
+        sq += d * d;
+      }
+      mean[c] = static_cast<float>(m);
+      var[c] = static_cast<float>(sq / static_cast<double>(rows));
+    }
+    const float rstd = 1.0f / std::sqrt(var[c] + eps);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = r * channels + c;
+      dst[i] = (src[i] - mean[c]) * rstd * gamma[c] + beta[c];
+    }
+  }
+}
+
+// dx = γ·rstd·(dy − mean(dy) − x̂·mean(dy·x̂)), the means over the rows.
+void BatchNormBwd(int64_t rows, int64_t channels, float eps, const float* src, const float* mean,
+                  const float* var, const float* gamma, const float* diff_dst, float* diff_src,
+                  float* diff_gamma, float* diff_beta) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const float rstd = 1.0f / std::sqrt(var[c] + eps);
+    double dbeta = 0, dgamma = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = r * channels + c;
+      dbeta += diff_dst[i];
+      dgamma += diff_dst[i] * (src[i] - mean[c]) * rstd;
+    }
+    diff_gamma[c] = static_cast<float>(dgamma);
+    diff_beta[c] = static_cast<float>(dbeta);
+    const double n = static_cast<double>(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = r * channels + c;
+      const double xhat = (src[i] - mean[c]) * rstd;
+      diff_src[i] =
+          static_cast<float>(gamma[c] * rstd * (diff_dst[i] - dbeta / n - xhat * dgamma / n));
+    }
+  }
+}
+
 void SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src, float* dst) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = src + r * cols;

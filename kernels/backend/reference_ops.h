@@ -17,6 +17,11 @@ void LayerNormFwd(int64_t rows, int64_t cols, float eps, const float* src, const
 void LayerNormBwd(int64_t rows, int64_t cols, float eps, const float* src, const float* mean,
                   const float* var, const float* gamma, const float* diff_dst, float* diff_src,
                   float* diff_gamma, float* diff_beta);
+void BatchNormFwd(int64_t rows, int64_t channels, float eps, bool batch_stats, const float* src,
+                  const float* gamma, const float* beta, float* mean, float* var, float* dst);
+void BatchNormBwd(int64_t rows, int64_t channels, float eps, const float* src, const float* mean,
+                  const float* var, const float* gamma, const float* diff_dst, float* diff_src,
+                  float* diff_gamma, float* diff_beta);
 void SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src, float* dst);
 void SoftmaxBwd(int64_t rows, int64_t cols, const float* dst, const float* diff_dst,
                 float* diff_src);

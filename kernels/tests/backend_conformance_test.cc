@@ -273,6 +273,53 @@ TEST(BackendConformance, LayerNorm) {
   }
 }
 
+TEST(BackendConformance, BatchNorm) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (auto [rows, ch] :
+         std::vector<std::pair<int64_t, int64_t>>{{3, 1}, {7, 33}, {2 * 14 * 14, 64}, {64, 3}}) {
+      Tensor x = RandomTensor({rows, ch}, 11, 3.0f), gamma = RandomTensor({ch}, 12);
+      Tensor beta = RandomTensor({ch}, 13), g = RandomTensor({rows, ch}, 14);
+      Tensor running_mean = RandomTensor({ch}, 15), running_var = RandomTensor({ch}, 16);
+      for (float& v : running_var.span<float>()) v = std::abs(v) + 0.1f;
+      struct Out {
+        Tensor y, mean, var, dx, dg, db, y_eval;
+      };
+      auto run = [&](Backend& b) {
+        Out o;
+        o.y = Tensor::Empty(DType::kF32, {rows, ch});
+        o.dx = o.y;
+        o.y_eval = o.y;
+        o.mean = Tensor::Empty(DType::kF32, {ch});
+        o.var = o.mean;
+        o.dg = o.mean;
+        o.db = o.mean;
+        EXPECT_TRUE(b.BatchNormFwd(rows, ch, 1e-5f, true, x.data<float>(), gamma.data<float>(),
+                                   beta.data<float>(), o.mean.data<float>(), o.var.data<float>(),
+                                   o.y.data<float>())
+                        .ok());
+        EXPECT_TRUE(b.BatchNormBwd(rows, ch, 1e-5f, x.data<float>(), o.mean.data<float>(),
+                                   o.var.data<float>(), gamma.data<float>(), g.data<float>(),
+                                   o.dx.data<float>(), o.dg.data<float>(), o.db.data<float>())
+                        .ok());
+        EXPECT_TRUE(b.BatchNormFwd(rows, ch, 1e-5f, false, x.data<float>(), gamma.data<float>(),
+                                   beta.data<float>(), running_mean.data<float>(),
+                                   running_var.data<float>(), o.y_eval.data<float>())
+                        .ok());
+        return o;
+      };
+      Out want = run(*ref), got = run(*backend);
+      EXPECT_LT(MaxRelativeToPeak(got.y, want.y), 1e-5) << rows << "x" << ch;
+      EXPECT_LT(MaxRelativeToPeak(got.mean, want.mean), 1e-5);
+      EXPECT_LT(MaxRelativeToPeak(got.var, want.var), 1e-5);
+      EXPECT_LT(MaxRelativeToPeak(got.dx, want.dx), 1e-4) << rows << "x" << ch;
+      EXPECT_LT(MaxRelativeToPeak(got.dg, want.dg), 1e-4);
+      EXPECT_LT(MaxRelativeToPeak(got.db, want.db), 1e-5);
+      EXPECT_LT(MaxRelativeToPeak(got.y_eval, want.y_eval), 1e-5);
+    }
+  }
+}
+
 TEST(BackendConformance, Softmax) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {

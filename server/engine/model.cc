@@ -16,6 +16,14 @@ int64_t Model::num_parameters() const {
   return n;
 }
 
+int64_t Model::num_state_elements() const {
+  int64_t n = 0;
+  for (const StateTensor* s : state_) {
+    n += s->value.numel();
+  }
+  return n;
+}
+
 absl::Status Model::ValidateInputs(const Tensor& inputs) const {
   const bool tokens = spec_.input().kind() == proto::InputSpec::TOKENS;
   const DType want = tokens ? DType::kS32 : DType::kF32;

@@ -54,6 +54,9 @@ class Model {
   Module& root() { return *root_; }
   const std::vector<Param*>& params() const { return params_; }
   int64_t num_parameters() const;
+  // Non-trainable state (StateTensor), and its element count.
+  const std::vector<StateTensor*>& state() const { return state_; }
+  int64_t num_state_elements() const;
   // The per-example output shape (without the batch axis).
   const Shape& output_shape() const { return output_shape_; }
 
@@ -80,6 +83,7 @@ class Model {
   proto::ModelSpec spec_;
   std::unique_ptr<Module> root_;
   std::vector<Param*> params_;
+  std::vector<StateTensor*> state_;
   Shape output_shape_;
   std::map<std::string, FlattenedInput> flattened_inputs_;
   std::shared_ptr<const CompiledRules> rules_;

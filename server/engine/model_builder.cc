@@ -237,6 +237,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
   QTRAIN_ASSIGN_OR_RETURN(model->root_, BuildTree(spec, builder, model->output_shape_));
   model->flattened_inputs_ = builder.TakeFlattenedInputs();
   model->root_->CollectParams(&model->params_);
+  model->root_->CollectState(&model->state_);
   QTRAIN_RETURN_IF_ERROR(model->SetRules(nullptr));
   return model;
 }

@@ -41,6 +41,14 @@ struct Param {
   bool accumulates = true;
 };
 
+// Non-trainable state a module owns (BatchNorm's running statistics: Flax's batch_stats,
+// PyTorch's buffers): saved and restored with the parameters, never touched by the optimizer.
+struct StateTensor {
+  std::string name;        // "<module path>/<leaf>", e.g. "bn1/mean"
+  std::string torch_leaf;  // its PyTorch buffer name, e.g. "running_mean"
+  Tensor value;
+};
+
 // quant_stats: (module path, "<op_id>_lhs|rhs") → running SRQ statistic.
 using QuantStatsMap = std::map<std::pair<std::string, std::string>, SrqStat>;
 
@@ -79,6 +87,12 @@ class Module {
     }
   }
   virtual std::vector<Module*> Children() { return {}; }
+  // Appends this module's non-trainable state, then its children's, in a stable order.
+  virtual void CollectState(std::vector<StateTensor*>* out) {
+    for (Module* child : Children()) {
+      child->CollectState(out);
+    }
+  }
 
   // Resolves this module's quantizable ops against `rules` (nullptr: all float), recursively.
   // InvalidArgument as CompiledRules::Plan; on error the previous plans may be partly replaced,

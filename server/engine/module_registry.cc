@@ -12,14 +12,14 @@ namespace qtrain::engine {
 
 extern const ModuleKind kLinearKind, kConv2DKind, kEmbeddingKind, kLayerNormKind, kRmsNormKind,
     kActivationKind, kAttentionKind, kPoolKind, kFlattenKind, kDropoutKind, kSequentialKind,
-    kResidualKind;
+    kResidualKind, kBatchNormKind;
 
 namespace {
 
 const ModuleKind* const kKinds[] = {
-    &kLinearKind,  &kConv2DKind,     &kEmbeddingKind,  &kLayerNormKind,
-    &kRmsNormKind, &kActivationKind, &kAttentionKind,  &kPoolKind,
-    &kFlattenKind, &kDropoutKind,    &kSequentialKind, &kResidualKind,
+    &kLinearKind,     &kConv2DKind,    &kEmbeddingKind, &kLayerNormKind, &kRmsNormKind,
+    &kActivationKind, &kAttentionKind, &kPoolKind,      &kFlattenKind,   &kDropoutKind,
+    &kSequentialKind, &kResidualKind,  &kBatchNormKind,
 };
 
 }  // namespace

@@ -12,6 +12,7 @@ namespace {
 constexpr char kParams[] = "params/";
 constexpr char kOpt[] = "opt/";
 constexpr char kStats[] = "quant_stats/";
+constexpr char kBatchStats[] = "batch_stats/";
 
 void ZeroGrads(const std::vector<Param*>& params) {
   for (Param* p : params) {
@@ -61,13 +62,22 @@ StepContext Trainer::Context(bool training, bool update_stats) {
 template <typename Body>
 auto Trainer::Guarded(Body body) -> decltype(body()) {
   QuantStatsMap saved = stats_;
+  // Non-trainable state (BatchNorm running statistics) is small; a failed step puts it back.
+  std::vector<Tensor> saved_state;
+  for (const StateTensor* s : model_->state()) saved_state.push_back(s->value);
+  auto restore = [&] {
+    stats_ = std::move(saved);
+    for (size_t i = 0; i < saved_state.size(); ++i) {
+      model_->state()[i]->value = std::move(saved_state[i]);
+    }
+  };
   try {
     auto result = body();
-    if (!result.ok()) stats_ = std::move(saved);
+    if (!result.ok()) restore();
     backend_->TrimCache();  // between steps: no primitive is in use
     return result;
   } catch (const std::bad_alloc&) {
-    stats_ = std::move(saved);
+    restore();
     backend_->TrimCache();
     return absl::ResourceExhaustedError(
         absl::StrCat("step ", step_,
@@ -244,6 +254,9 @@ std::map<std::string, Tensor> Trainer::ExportState() {
   for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
     out[kOpt + name] = *tensor;
   }
+  for (const StateTensor* s : model_->state()) {
+    out[kBatchStats + s->name] = s->value;
+  }
   for (const auto& [key, stat] : stats_) {
     const std::string prefix = absl::StrCat(kStats, key.first, "/", key.second, "/");
     Tensor count = Tensor::Empty(DType::kS32, {1});
@@ -348,6 +361,10 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
   for (Param* p : model_->params()) {
     QTRAIN_ASSIGN_OR_RETURN(const Tensor* t, find(kParams + p->name, p->value.shape()));
     copies.emplace_back(&p->value, t);
+  }
+  for (StateTensor* s : model_->state()) {
+    QTRAIN_ASSIGN_OR_RETURN(const Tensor* t, find(kBatchStats + s->name, s->value.shape()));
+    copies.emplace_back(&s->value, t);
   }
   for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
     if (state.count(kOpt + name)) {

@@ -108,11 +108,13 @@ class Trainer {
   const proto::OptimizerConfig& optimizer_config() const { return optimizer_->config(); }
 
   // The whole numeric state as named f32/s32 tensors: "params/<name>", "opt/<name>/<slot>",
+  // "batch_stats/<name>" (non-trainable state, StateTensor),
   // "quant_stats/<module path>/<stat>/{count,sum_of_absmax,sum_of_min,sum_of_max}".
   std::map<std::string, Tensor> ExportState();
   // Loads a state dict (e.g. from a checkpoint of a float, QAT or QT session): every parameter
-  // must be present with its shape; optimizer slots and quant_stats are loaded when present.
-  // InvalidArgument naming the tensor otherwise; nothing changes on error.
+  // and every non-trainable state tensor must be present with its shape; optimizer slots and
+  // quant_stats are loaded when present. InvalidArgument naming the tensor otherwise; nothing
+  // changes on error.
   absl::Status ImportState(const std::map<std::string, Tensor>& state, int64_t step);
 
  private:

@@ -26,20 +26,22 @@ class ImportStream final : public ChunkedUpload<v1::ImportRequest> {
   // The first message carries the session's configuration; later ones only bytes.
   absl::Status OnMessage(const v1::ImportRequest& m, bool first) override {
     if (!first) {
-      if (!m.session_id().empty() || m.has_model() || !m.module_map().empty() || m.has_rules() ||
-          m.has_optimizer() || m.seed() != 0) {
+      if (!m.session_id().empty() || m.has_model() || m.has_architecture() ||
+          !m.module_map().empty() || m.has_rules() || m.has_optimizer() || m.seed() != 0) {
         return absl::InvalidArgumentError(
-            "only the first ImportRequest may set session_id, model, rules, optimizer, seed or "
-            "module_map");
+            "only the first ImportRequest may set session_id, model, architecture, rules, "
+            "optimizer, seed or module_map");
       }
       return absl::OkStatus();
     }
-    if (!m.has_model()) {
-      return absl::InvalidArgumentError("the first ImportRequest must set model (the spec)");
-    }
+    QTRAIN_ASSIGN_OR_RETURN(
+        v1::ModelSpec model,
+        RequestedModel(m.has_model(), m.model(), m.has_architecture(), m.architecture()));
     shown_id_ = m.session_id();
     config_ = m;
     config_.clear_data();
+    config_.clear_architecture();
+    *config_.mutable_model() = std::move(model);
     return absl::OkStatus();
   }
 

@@ -1,5 +1,7 @@
 #include "server/rpc/session_convert.h"
 
+#include "server/engine/architectures.h"
+
 #include "server/rpc/tensor_convert.h"
 
 namespace qtrain::rpc {
@@ -10,6 +12,7 @@ void FillSession(const std::string& id, Trainer& t, v1::Session* out) {
   out->set_session_id(id);
   out->set_step(t.step());
   out->set_parameters(t.model().num_parameters());
+  out->set_non_trainable(t.model().num_state_elements());
   *out->mutable_model() = t.model().spec();
   if (t.model().rules() != nullptr) *out->mutable_rules() = t.model().rules()->source();
   *out->mutable_optimizer() = t.optimizer_config();
@@ -45,6 +48,22 @@ void FillQuantStats(const std::string& id, engine::Trainer& t, v1::QuantStats* r
       s->set_scale_error(std::string(r.params.status().message()));
     }
   }
+}
+
+absl::StatusOr<v1::ModelSpec> RequestedModel(bool has_model, const v1::ModelSpec& model,
+                                             bool has_architecture,
+                                             const v1::Architecture& architecture) {
+  if (has_model && has_architecture) {
+    return absl::InvalidArgumentError(
+        "set model (a spec) or architecture (a named one, e.g. torchvision:resnet18), not both");
+  }
+  if (has_architecture) return engine::ExpandArchitecture(architecture);
+  if (!has_model) {
+    return absl::InvalidArgumentError(
+        "the request must set model (the spec) or architecture (a named one, e.g. "
+        "torchvision:resnet18)");
+  }
+  return model;
 }
 
 absl::StatusOr<engine::Batch> BatchFromWire(const v1::Batch& wire, int64_t max_bytes) {

@@ -53,31 +53,6 @@ v1::Tensor::DType ToWireDType(DType d) {
 // bits (the same size) and InputsFromWire widens them.
 bool IsHalf(v1::Tensor::DType d) { return d == v1::Tensor::F16 || d == v1::Tensor::BF16; }
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu;
-  const uint32_t mantissa = h & 0x3ffu;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);  // infinity or NaN
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else {  // zero or subnormal: exact in f32
-    const float v = std::ldexp(static_cast<float>(mantissa), -24);
-    return sign ? -v : v;
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-float Bf16ToFloat(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
 absl::StatusOr<Tensor> Convert(const v1::Tensor& wire, const std::string& field, int64_t max_bytes,
                                bool inputs) {
   DType dtype;

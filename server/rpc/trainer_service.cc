@@ -67,9 +67,15 @@ void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* ca
     call->Reply(requested.status());
     return;
   }
+  absl::StatusOr<v1::ModelSpec> model = RequestedModel(
+      request.has_model(), request.model(), request.has_architecture(), request.architecture());
+  if (!model.ok()) {
+    call->Reply(model.status());
+    return;
+  }
   NewSessionQuota quota(call->tenants());
   absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
-      *requested, request.model(), request.rules(), request.optimizer(), request.seed(),
+      *requested, *model, request.rules(), request.optimizer(), request.seed(),
       [this, call, &quota](const std::string& id, Trainer& t) -> absl::Status {
         QTRAIN_RETURN_IF_ERROR(quota.Reserve(id, t));
         // With a data dir a new session is durable before anyone can see it: a crash right

@@ -171,6 +171,9 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
     if (done.count(pname)) continue;
     out.tensors[SourceName(*p, module_map)] = ToTorchLayout(t.model(), *p, p->value);
   }
+  for (const engine::StateTensor* st : t.model().state()) {  // BatchNorm buffers
+    out.tensors[TorchName(st->name, st->torch_leaf, module_map)] = st->value;
+  }
   json config_groups = json::object();
   int index = 0;
   for (const auto& [scheme, layers] : groups) {

@@ -111,18 +111,22 @@ Tensor OihwToHwio(const Tensor& t) { return Permute4(t, {2, 3, 1, 0}); }
 
 Tensor HwioToOihw(const Tensor& t) { return Permute4(t, {3, 2, 0, 1}); }
 
-std::string SourceName(const engine::Param& param,
-                       const std::map<std::string, std::string>& module_map) {
-  const size_t slash = param.name.rfind('/');
-  const std::string module = slash == std::string::npos ? "" : param.name.substr(0, slash);
-  const std::string leaf =
-      !param.torch_leaf.empty()
-          ? param.torch_leaf
-          : (slash == std::string::npos ? param.name : param.name.substr(slash + 1));
+std::string TorchName(const std::string& name, const std::string& torch_leaf,
+                      const std::map<std::string, std::string>& module_map) {
+  const size_t slash = name.rfind('/');
+  const std::string module = slash == std::string::npos ? "" : name.substr(0, slash);
+  const std::string leaf = !torch_leaf.empty()          ? torch_leaf
+                           : slash == std::string::npos ? name
+                                                        : name.substr(slash + 1);
   auto it = module_map.find(module);
   const std::string prefix =
       it != module_map.end() ? it->second : absl::StrReplaceAll(module, {{"/", "."}});
   return prefix.empty() ? leaf : absl::StrCat(prefix, ".", leaf);
+}
+
+std::string SourceName(const engine::Param& param,
+                       const std::map<std::string, std::string>& module_map) {
+  return TorchName(param.name, param.torch_leaf, module_map);
 }
 
 Tensor ToTorchLayout(const engine::Model& model, const engine::Param& p, const Tensor& value) {
@@ -176,45 +180,64 @@ absl::Status ImportWeights(const SafetensorsFile& file,
   std::vector<std::string> missing, misshaped, wrong_type;
   std::set<std::string> used;
   std::map<std::string, Tensor> state;
-  for (const engine::Param* p : trainer.model().params()) {
-    const std::string source = SourceName(*p, module_map);
+  const engine::Model& model = trainer.model();
+  // Reads tensor `name` (torch leaf `leaf`, layout `layout`) for `key` of `shape`.
+  auto take = [&](const std::string& name, const std::string& leaf, engine::TorchLayout layout,
+                  const Shape& shape, const std::string& key) {
+    const std::string source = TorchName(name, leaf, module_map);
     auto it = file.tensors.find(source);
     if (it == file.tensors.end()) {
-      missing.push_back(
-          absl::StrCat(source, " (for ", p->name, ", ", ShapeString(p->value.shape()), ")"));
-      continue;
+      if (auto other = file.unloaded.find(source); other != file.unloaded.end()) {
+        used.insert(source);
+        wrong_type.push_back(absl::StrCat(source, " is ", other->second));
+        return;
+      }
+      missing.push_back(absl::StrCat(source, " (for ", name, ", ", ShapeString(shape), ")"));
+      return;
     }
     used.insert(source);
     const Tensor& t = it->second;
     if (t.dtype() != DType::kF32) {
       wrong_type.push_back(absl::StrCat(source, " is ", DTypeName(t.dtype())));
-      continue;
+      return;
     }
-    const bool is_kernel = p->torch_layout != engine::TorchLayout::kSame;
     Tensor converted = t;
-    if (p->torch_layout == engine::TorchLayout::kLinearKernel && t.rank() == 2) {
-      converted = KernelFromTorchLinear(trainer.model(), p->name.substr(0, p->name.rfind('/')), t);
+    if (layout == engine::TorchLayout::kLinearKernel && t.rank() == 2) {
+      converted = KernelFromTorchLinear(model, name.substr(0, name.rfind('/')), t);
     }
-    if (p->torch_layout == engine::TorchLayout::kConvKernel && t.rank() == 4) {
-      converted = OihwToHwio(t);
+    if (layout == engine::TorchLayout::kConvKernel && t.rank() == 4) converted = OihwToHwio(t);
+    if (converted.shape() != shape) {
+      const bool converts = layout != engine::TorchLayout::kSame;
+      misshaped.push_back(absl::StrCat(source, " is ", ShapeString(t.shape()), ", ", name,
+                                       " needs ", ShapeString(shape),
+                                       converts ? " (after PyTorch's layout is converted)" : ""));
+      return;
     }
-    if (converted.shape() != p->value.shape()) {
-      misshaped.push_back(absl::StrCat(source, " is ", ShapeString(t.shape()), ", ", p->name,
-                                       " needs ", ShapeString(p->value.shape()),
-                                       is_kernel ? " (after PyTorch's layout is converted)" : ""));
-      continue;
-    }
-    state["params/" + p->name] = std::move(converted);
+    state[key] = std::move(converted);
+  };
+  for (const engine::Param* p : model.params()) {
+    take(p->name, p->torch_leaf, p->torch_layout, p->value.shape(), "params/" + p->name);
+  }
+  for (const engine::StateTensor* s : model.state()) {
+    take(s->name, s->torch_leaf, engine::TorchLayout::kSame, s->value.shape(),
+         "batch_stats/" + s->name);
+    // BatchNorm's step counter: PyTorch reads it only with momentum=None (a cumulative average),
+    // which qtrain does not offer.
+    const std::string counter = TorchName(s->name, "num_batches_tracked", module_map);
+    if (file.tensors.count(counter) || file.unloaded.count(counter)) used.insert(counter);
   }
   std::vector<std::string> extra;
   for (const auto& [name, t] : file.tensors) {
     if (!used.count(name)) extra.push_back(name);
   }
+  for (const auto& [name, tag] : file.unloaded) {
+    if (!used.count(name)) extra.push_back(absl::StrCat(name, " (", tag, ")"));
+  }
   if (!missing.empty() || !misshaped.empty() || !wrong_type.empty() || !extra.empty()) {
     std::vector<std::string> parts;
     if (!missing.empty()) parts.push_back("missing: " + List(missing));
     if (!misshaped.empty()) parts.push_back("mis-shaped: " + List(misshaped));
-    if (!wrong_type.empty()) parts.push_back("not f32: " + List(wrong_type));
+    if (!wrong_type.empty()) parts.push_back("not a float dtype: " + List(wrong_type));
     if (!extra.empty()) parts.push_back("not used by the model: " + List(extra));
     return absl::InvalidArgumentError(absl::StrCat(
         "the weights do not fit the model spec (module_map renames modules; unlisted ones are "

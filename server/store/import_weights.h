@@ -19,7 +19,9 @@
 
 namespace qtrain::store {
 
-// Loads every parameter of `trainer` from `file` (step 0, fresh optimizer state). On error
+// Loads every parameter and non-trainable state tensor (BatchNorm's running_mean / running_var;
+// a num_batches_tracked beside them is accepted and not used) of `trainer` from `file` (step 0,
+// fresh optimizer state). On error
 // nothing changes and the InvalidArgument message lists every missing, extra, mis-shaped or
 // non-f32 tensor (up to 10 of each kind, with the total), by its name in the file.
 absl::Status ImportWeights(const SafetensorsFile& file,
@@ -32,6 +34,11 @@ absl::Status ImportWeights(const SafetensorsFile& file,
 // an unlisted module's default name).
 absl::Status CheckModuleMap(const engine::Model& model,
                             const std::map<std::string, std::string>& module_map);
+
+// The PyTorch name of qtrain tensor `name` ("<module path>/<leaf>") whose PyTorch leaf is
+// `torch_leaf` ("" keeps qtrain's): the module's mapped name, '.', the leaf.
+std::string TorchName(const std::string& name, const std::string& torch_leaf,
+                      const std::map<std::string, std::string>& module_map);
 
 // The name in the file that parameter `param` ("Dense_0/kernel") is read from: its module's
 // name, then its PyTorch leaf (Param::torch_leaf).

@@ -29,6 +29,19 @@ const char* DTypeTag(DType d) {
   return "?";
 }
 
+// Bytes per element of the dtypes that are checked but not loaded (F16 and BF16 are widened to
+// F32); 0 for any other tag.
+constexpr char kOtherDTypes[] = "I64, U64, F64, U32, U16, BOOL, F8_E4M3, F8_E5M2";
+int OtherDTypeSize(const std::string& tag) {
+  static const std::pair<const char*, int> kSizes[] = {
+      {"F16", 2}, {"BF16", 2}, {"I64", 8},  {"U64", 8},     {"F64", 8},
+      {"U32", 4}, {"U16", 2},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+  for (const auto& [name, size] : kSizes) {
+    if (tag == name) return size;
+  }
+  return 0;
+}
+
 bool ParseDType(const std::string& tag, DType* out) {
   static const std::pair<const char*, DType> kTags[] = {{"F32", DType::kF32},
                                                         {"I32", DType::kS32},
@@ -118,11 +131,13 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
         !v["data_offsets"].is_array() || v["data_offsets"].size() != 2) {
       return Corrupt(absl::StrCat(where, " needs dtype, shape and data_offsets [begin, end]"));
     }
-    DType dtype;
-    if (!ParseDType(v["dtype"].get<std::string>(), &dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat("safetensors: ", where, " has dtype ",
-                                                     v["dtype"].get<std::string>(),
-                                                     "; qtrain loads F32, I32, I16, I8, U8"));
+    const std::string tag = v["dtype"].get<std::string>();
+    DType dtype = DType::kF32;
+    const int other_size = OtherDTypeSize(tag);
+    if (!ParseDType(tag, &dtype) && other_size == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "safetensors: ", where, " has dtype ", tag,
+          "; qtrain knows F32, F16, BF16, I32, I16, I8, U8 (and skips ", kOtherDTypes, ")"));
     }
     if (v["shape"].size() > kMaxTensorRank) {
       return Corrupt(absl::StrCat(where, " has rank ", v["shape"].size()));
@@ -145,12 +160,27 @@ absl::StatusOr<SafetensorsFile> ParseSafetensors(absl::string_view bytes) {
       return Corrupt(absl::StrCat(where, ": bad data_offsets"));
     }
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-    const uint64_t size = elements * DTypeSize(dtype);
+    const uint64_t size =
+        elements * (other_size > 0 ? static_cast<uint64_t>(other_size) : DTypeSize(dtype));
     if (begin > end || end > data.size() || end - begin != size) {
       return Corrupt(absl::StrCat(where, ": data_offsets [", begin, ", ", end, "] do not hold ",
                                   size, " bytes inside ", data.size()));
     }
     ranges.emplace_back(begin, end);
+    if (tag == "F16" || tag == "BF16") {
+      Tensor t = Tensor::Empty(DType::kF32, shape);
+      for (uint64_t i = 0; i < elements; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, data.data() + begin + 2 * i, 2);
+        t.data<float>()[i] = tag == "F16" ? HalfToFloat(bits) : Bf16ToFloat(bits);
+      }
+      file.tensors.emplace(name, std::move(t));
+      continue;
+    }
+    if (other_size > 0) {
+      file.unloaded.emplace(name, tag);
+      continue;
+    }
     Tensor t = Tensor::Empty(dtype, shape);
     if (size > 0) {
       std::memcpy(t.raw(), data.data() + begin, size);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -442,6 +443,41 @@ TEST_F(ServerImportTest, TheFirstMessageMustCarryTheSpec) {
   const grpc::Status s = writer->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("must set model"));
+}
+
+// A named architecture instead of a spec: both, an unknown name or an unknown option are
+// refused by name and leave no session.
+TEST_F(ServerImportTest, ArchitecturesAreCheckedByName) {
+  auto create = [&](const std::function<void(v1::CreateSessionRequest&)>& edit) {
+    grpc::ClientContext ctx;
+    v1::CreateSessionRequest req;
+    req.set_session_id("arch");
+    req.mutable_architecture()->set_name("torchvision:resnet18");
+    req.mutable_architecture()->add_input_shape(32);
+    req.mutable_architecture()->add_input_shape(32);
+    req.mutable_architecture()->add_input_shape(3);
+    edit(req);
+    v1::Session session;
+    const grpc::Status s = stub_->CreateSession(&ctx, req, &session);
+    return std::make_pair(s, session);
+  };
+  auto [both, unused1] = create([](auto& r) { r.mutable_model()->set_name("x"); });
+  EXPECT_THAT(both.error_message(), HasSubstr("not both"));
+  auto [unknown, unused2] =
+      create([](auto& r) { r.mutable_architecture()->set_name("torchvision:resnet19"); });
+  EXPECT_THAT(unknown.error_message(), HasSubstr("torchvision:resnet18, torchvision:resnet34"));
+  auto [option, unused3] =
+      create([](auto& r) { (*r.mutable_architecture()->mutable_options())["width"] = 2; });
+  EXPECT_THAT(option.error_message(), HasSubstr("unknown option width"));
+  for (const grpc::Status& s : {both, unknown, option}) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  }
+  auto [ok, session] =
+      create([](auto& r) { (*r.mutable_architecture()->mutable_options())["num_classes"] = 10; });
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(session.parameters(), 11181642);  // torchvision's resnet18(num_classes=10)
+  EXPECT_EQ(session.non_trainable(), 9600);   // running_mean + running_var of 20 BatchNorms
+  EXPECT_EQ(session.model().name(), "torchvision:resnet18");
 }
 
 }  // namespace

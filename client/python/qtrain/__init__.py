@@ -9,6 +9,7 @@
 Tensors travel as numpy arrays; checkpoints come back as dicts of arrays.
 """
 
+from qtrain.architectures import torchvision_architecture
 from qtrain.client import Client, QtrainError
 from qtrain.datasets import batches, load_idx, load_fashion_mnist
 from qtrain.ptq import PtqResult, ptq
@@ -29,6 +30,7 @@ __all__ = [
     "PtqResult",
     "save_safetensors",
     "torch_module_map",
+    "torchvision_architecture",
     "presets",
     "to_tensor",
 ]

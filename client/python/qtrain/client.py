@@ -18,6 +18,7 @@ from qtrain import presets
 from qtrain.grpc_protos import health_pb2, health_pb2_grpc
 from qtrain.safetensors import load_safetensors, save_safetensors
 from qtrain.tensors import from_tensor, to_tensor
+from qtrain.architectures import torchvision_architecture
 from qtrain.torch_import import torch_module_map
 from qtrain.v1 import model_pb2, optimizer_pb2, rules_pb2, trainer_service_pb2 as pb
 from qtrain.v1 import trainer_service_pb2_grpc
@@ -118,6 +119,27 @@ def _batcher(scale, offset):
     return fields
 
 
+def _architecture(model, weights, input_shape):
+    """The Architecture message `model` names, or None when it is a spec."""
+    if model is None and weights is not None and hasattr(weights, "state_dict"):
+        model = torchvision_architecture(weights, input_shape)
+    elif model is not None and hasattr(model, "state_dict"):
+        model = torchvision_architecture(model, input_shape)
+    if isinstance(model, model_pb2.Architecture):
+        return model
+    if isinstance(model, str) and ":" in model and not model.lstrip().startswith("{"):
+        model = {"name": model}
+    if isinstance(model, dict) and "name" in model and "body" not in model:
+        a = model_pb2.Architecture(name=model["name"],
+                                   options={k: float(v) for k, v in
+                                            model.get("options", {}).items()})
+        shape = model.get("input_shape", input_shape)
+        if shape is not None:
+            a.input_shape.extend(int(d) for d in shape)
+        return a
+    return None
+
+
 class Client:
     """A connection to qtrain-server at `address` (default: $QTRAIN_SERVER, else
     127.0.0.1:50051). Usable as a context manager; thread-safe like the gRPC channel."""
@@ -181,12 +203,17 @@ class Client:
         return self._stub.GetServerInfo(pb.GetServerInfoRequest())
 
     @_wrap
-    def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=1):
+    def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=1,
+                       input_shape=None):
         """A new session ("" lets the server pick the id). `model`, `rules` and `optimizer` are
         messages, dicts in their JSON form, JSON strings or preset names ("mlp", "qat-int8",
-        "adamw"); `seed` (default 1, as the CLI's) fixes the initial weights."""
+        "adamw"); `model` may also be a named architecture ("torchvision:resnet18", a dict with
+        "name", or a torchvision model object: see import_weights); `seed` (default 1, as the
+        CLI's) fixes the initial weights."""
+        architecture = _architecture(model, None, input_shape)
         return self._stub.CreateSession(pb.CreateSessionRequest(
-            session_id=session_id, model=_message(model, model_pb2.ModelSpec),
+            session_id=session_id, architecture=architecture,
+            model=None if architecture is not None else _message(model, model_pb2.ModelSpec),
             rules=_message(rules, rules_pb2.RuleSet),
             optimizer=_message(optimizer, optimizer_pb2.OptimizerConfig), seed=seed))
 
@@ -333,16 +360,21 @@ class Client:
 
     @_wrap
     def import_weights(self, session_id, model, weights, module_map=None, rules=None,
-                       optimizer=None, seed=1):
-        """A new session from `model` (a spec, as create_session takes it) and float weights
-        trained elsewhere; returns the Session. `weights` is a torch.nn.Module (its state_dict,
-        and module_map from torch_module_map when not given), a dict of arrays (PyTorch naming
-        and layouts: Linear weight (out, in), conv OIHW), safetensors bytes, or a file path.
-        `module_map`: {qtrain module: module name in the weights}; unlisted modules are looked
-        up by their path with '.' for '/'. The server names every tensor that does not fit."""
-        spec = _message(model, model_pb2.ModelSpec)
+                       optimizer=None, seed=1, input_shape=None):
+        """A new session from `model` and float weights trained elsewhere; returns the Session.
+        `model` is a spec (as create_session takes it), a named architecture ("torchvision:
+        resnet18", or {"name", "options", "input_shape"}: its module names are the library's, so
+        no module_map is needed), or None when `weights` is a torchvision model object (its
+        architecture is recognised; `input_shape` (H, W, C) sets the image size). `weights` is
+        a torch.nn.Module (its state_dict, and module_map from torch_module_map when not given),
+        a dict of arrays (PyTorch naming and layouts: Linear weight (out, in), conv OIHW),
+        safetensors bytes, or a file path. `module_map`: {qtrain module: module name in the
+        weights}; unlisted modules are looked up by their path with '.' for '/'. The server
+        names every tensor that does not fit."""
+        architecture = _architecture(model, weights, input_shape)
+        spec = None if architecture is not None else _message(model, model_pb2.ModelSpec)
         if hasattr(weights, "state_dict"):
-            if module_map is None:
+            if module_map is None and spec is not None:
                 module_map = torch_module_map(weights, spec)
             weights = {k: v.detach().cpu().numpy() for k, v in weights.state_dict().items()}
         if isinstance(weights, dict):
@@ -354,7 +386,8 @@ class Client:
             with open(weights, "rb") as f:
                 data = f.read()
         first = pb.ImportRequest(
-            session_id=session_id, model=spec, rules=_message(rules, rules_pb2.RuleSet),
+            session_id=session_id, model=spec, architecture=architecture,
+            rules=_message(rules, rules_pb2.RuleSet),
             optimizer=_message(optimizer, optimizer_pb2.OptimizerConfig), seed=seed,
             module_map=module_map or {}, data=data[:_CHUNK])
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/backend/backend.h"
 #include "kernels/tensor.h"
 #include "server/engine/module.h"
@@ -32,15 +33,19 @@ void AddBias(Tensor& y, const Tensor& bias);
 // grad[j] += Σ_r dy[r, j].
 void AccumulateBiasGrad(const Tensor& dy, Tensor& grad);
 
+// The largest explicit padding of one side.
+inline constexpr int64_t kMaxPadding = 1 << 16;
+
 // The (before, after) padding of one spatial axis of a convolution or pool: none for VALID;
 // for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after.
 std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same);
 
-// Window, strides and SAME / VALID padding of a convolution or pooling descriptor (ConvDesc or
-// PoolDesc, whose h and w are set), each size checked.
-template <typename Desc>
+// Window, strides and padding of a convolution or pooling descriptor (ConvDesc or PoolDesc,
+// whose h and w are set), each size checked: `explicit_padding` [top, bottom, left, right] when
+// given (model.proto), else SAME / VALID.
+template <typename Desc, typename Pads>
 absl::Status SetWindow(const ModuleSite& site, const char* field, int64_t kh, int64_t kw,
-                       int64_t sh, int64_t sw, bool same, Desc& d) {
+                       int64_t sh, int64_t sw, bool same, const Pads& explicit_padding, Desc& d) {
   for (int64_t v : {kh, kw}) {
     absl::Status s = site.CheckSize(field, v);
     if (!s.ok()) return s;
@@ -53,8 +58,23 @@ absl::Status SetWindow(const ModuleSite& site, const char* field, int64_t kh, in
   d.kw = kw;
   d.stride_h = sh;
   d.stride_w = sw;
-  std::tie(d.pad_top, d.pad_bottom) = WindowPadding(d.h, kh, sh, same);
-  std::tie(d.pad_left, d.pad_right) = WindowPadding(d.w, kw, sw, same);
+  if (explicit_padding.size() == 0) {
+    std::tie(d.pad_top, d.pad_bottom) = WindowPadding(d.h, kh, sh, same);
+    std::tie(d.pad_left, d.pad_right) = WindowPadding(d.w, kw, sw, same);
+    return absl::OkStatus();
+  }
+  if (explicit_padding.size() != 4) {
+    return site.Bad("explicit_padding must be [top, bottom, left, right] or unset");
+  }
+  for (int64_t p : explicit_padding) {
+    if (p < 0 || p > kMaxPadding) {
+      return site.Bad(absl::StrCat("explicit_padding ", p, " must be in [0, ", kMaxPadding, "]"));
+    }
+  }
+  d.pad_top = explicit_padding[0];
+  d.pad_bottom = explicit_padding[1];
+  d.pad_left = explicit_padding[2];
+  d.pad_right = explicit_padding[3];
   return absl::OkStatus();
 }
 

@@ -111,7 +111,7 @@ absl::StatusOr<std::unique_ptr<Module>> BuildConv2D(const proto::Module& m, Modu
   d.o = c.features();
   QTRAIN_RETURN_IF_ERROR(SetWindow(
       site, "kernel_size", c.kernel_size(0), c.kernel_size(1), c.strides_size() ? c.strides(0) : 1,
-      c.strides_size() ? c.strides(1) : 1, c.padding() == proto::SAME, d));
+      c.strides_size() ? c.strides(1) : 1, c.padding() == proto::SAME, c.explicit_padding(), d));
   absl::Status valid = ValidateConvDesc(d);
   if (!valid.ok()) {
     return site.Bad(valid.message());

@@ -118,9 +118,10 @@ absl::StatusOr<std::unique_ptr<Module>> BuildPool(const proto::Module& m, Module
   d.w = shape[1];
   d.c = shape[2];
   d.n = 1;
-  QTRAIN_RETURN_IF_ERROR(SetWindow(
-      site, "window", p.window(0), p.window(1), p.strides_size() == 2 ? p.strides(0) : p.window(0),
-      p.strides_size() == 2 ? p.strides(1) : p.window(1), p.padding() == proto::SAME, d));
+  QTRAIN_RETURN_IF_ERROR(SetWindow(site, "window", p.window(0), p.window(1),
+                                   p.strides_size() == 2 ? p.strides(0) : p.window(0),
+                                   p.strides_size() == 2 ? p.strides(1) : p.window(1),
+                                   p.padding() == proto::SAME, p.explicit_padding(), d));
   absl::Status valid = ValidatePoolDesc(d);
   if (!valid.ok()) {
     return site.Bad(valid.message());

@@ -164,6 +164,26 @@ const Case kCases[] = {
     {"global_pool", R"({"input": {"shape": [5, 5, 3]}, "body": {"sequential": {"layers": [
         {"conv2d": {"features": 4, "kernel_size": [3, 3], "padding": "VALID"}},
         {"pool": {"kind": "GLOBAL_AVG"}}, {"linear": {"features": 2}}]}}})"},
+    {"resnet_block", R"({"input": {"shape": [8, 8, 3]}, "body": {"sequential": {"layers": [
+        {"conv2d": {"features": 4, "kernel_size": [3, 3], "strides": [2, 2], "no_bias": true,
+                    "explicit_padding": [1, 1, 1, 1]}},
+        {"batch_norm": {}}, {"activation": {"kind": "RELU"}},
+        {"pool": {"kind": "MAX", "window": [3, 3], "strides": [2, 2],
+                  "explicit_padding": [1, 1, 1, 1]}},
+        {"residual": {
+            "body": {"sequential": {"layers": [
+                {"conv2d": {"features": 5, "kernel_size": [3, 3], "strides": [2, 2],
+                            "no_bias": true, "explicit_padding": [1, 1, 1, 1]}},
+                {"batch_norm": {"momentum": 0.2}}, {"activation": {"kind": "RELU"}},
+                {"conv2d": {"features": 5, "kernel_size": [3, 3], "no_bias": true,
+                            "explicit_padding": [1, 1, 1, 1]}},
+                {"batch_norm": {"convention": "FLAX"}}]}},
+            "shortcut": {"sequential": {"layers": [
+                {"conv2d": {"features": 5, "kernel_size": [1, 1], "strides": [2, 2],
+                            "no_bias": true, "padding": "VALID"}},
+                {"batch_norm": {}}]}}}},
+        {"activation": {"kind": "RELU"}},
+        {"pool": {"kind": "GLOBAL_AVG"}}, {"batch_norm": {}}, {"linear": {"features": 3}}]}}})"},
     {"transformer_block", R"({"input": {"kind": "TOKENS", "shape": [6]},
         "body": {"sequential": {"layers": [
         {"embedding": {"num_embeddings": 10, "features": 8}},

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <random>
 
@@ -77,11 +78,41 @@ std::string WithHeader(const std::string& header, size_t data_bytes) {
   return bytes + header + std::string(data_bytes, '\0');
 }
 
+// PyTorch's files: F16 / BF16 weights widen to F32 exactly; an I64 num_batches_tracked is checked
+// and skipped.
+TEST(SafetensorsTest, HalvesWidenAndOtherDTypesAreListed) {
+  std::string data;
+  for (uint16_t bits : {uint16_t{0x3C00}, uint16_t{0xC500}}) {  // F16 1.0, -5.0
+    data.append(reinterpret_cast<const char*>(&bits), 2);
+  }
+  for (uint16_t bits : {uint16_t{0x3FC0}, uint16_t{0x0001}}) {  // BF16 1.5, a subnormal
+    data.append(reinterpret_cast<const char*>(&bits), 2);
+  }
+  const int64_t tracked = 7;
+  data.append(reinterpret_cast<const char*>(&tracked), 8);
+  const std::string header =
+      R"({"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},)"
+      R"("b":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]},)"
+      R"("bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[8,16]}})";
+  std::string bytes = WithHeader(header, 0).substr(0, 8 + header.size()) + data;
+  auto r = ParseSafetensors(bytes);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tensors.at("h").dtype(), DType::kF32);
+  EXPECT_EQ(r->tensors.at("h").data<float>()[0], 1.0f);
+  EXPECT_EQ(r->tensors.at("h").data<float>()[1], -5.0f);
+  EXPECT_EQ(r->tensors.at("b").data<float>()[0], 1.5f);
+  EXPECT_EQ(r->tensors.at("b").data<float>()[1], std::ldexp(1.0f, -133));
+  EXPECT_EQ(r->unloaded.at("bn.num_batches_tracked"), "I64");
+  EXPECT_EQ(r->tensors.count("bn.num_batches_tracked"), 0u);
+}
+
 TEST(SafetensorsTest, RejectsCorruptFilesWithReasons) {
   const std::vector<Bad> cases = {
       {"not json", 0, absl::StatusCode::kDataLoss, "not a JSON object"},
-      {R"({"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}})", 2,
-       absl::StatusCode::kInvalidArgument, "dtype F16"},
+      {R"({"a":{"dtype":"F12","shape":[1],"data_offsets":[0,2]}})", 2,
+       absl::StatusCode::kInvalidArgument, "dtype F12"},
+      {R"({"a":{"dtype":"I64","shape":[1],"data_offsets":[0,4]}})", 4, absl::StatusCode::kDataLoss,
+       "do not hold 8 bytes"},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", 4, absl::StatusCode::kDataLoss,
        "do not hold 8 bytes"},
       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8, absl::StatusCode::kDataLoss,
