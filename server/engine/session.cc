@@ -50,6 +50,7 @@ Session::Session(std::string id, std::unique_ptr<Trainer> trainer, MemoryBudget:
   info_.id = id_;
   info_.step = trainer_->step();
   info_.parameters = trainer_->model().num_parameters();
+  info_.non_trainable = trainer_->model().num_state_elements();
   executor_ = std::thread([this] { Run(); });
 }
 

@@ -39,6 +39,7 @@ struct SessionInfo {
   int64_t step = 0;
   int64_t queued = 0;
   int64_t parameters = 0;
+  int64_t non_trainable = 0;  // elements of non-trainable state (BatchNorm statistics)
 };
 
 class Session {

@@ -113,6 +113,7 @@ grpc::ServerUnaryReactor* TrainerService::ListSessions(Context* ctx, const Bytes
       s->set_tenant(std::string(engine::TenantOf(info.id)));
       s->set_step(info.step);
       s->set_parameters(info.parameters);
+      s->set_non_trainable(info.non_trainable);
     }
     call->Reply(absl::OkStatus());
   });

@@ -478,6 +478,11 @@ TEST_F(ServerImportTest, ArchitecturesAreCheckedByName) {
   EXPECT_EQ(session.parameters(), 11181642);  // torchvision's resnet18(num_classes=10)
   EXPECT_EQ(session.non_trainable(), 9600);   // running_mean + running_var of 20 BatchNorms
   EXPECT_EQ(session.model().name(), "torchvision:resnet18");
+  grpc::ClientContext ctx;
+  v1::ListSessionsResponse list;
+  ASSERT_TRUE(stub_->ListSessions(&ctx, {}, &list).ok());
+  ASSERT_EQ(list.sessions_size(), 1);
+  EXPECT_EQ(list.sessions(0).non_trainable(), 9600);
 }
 
 }  // namespace
