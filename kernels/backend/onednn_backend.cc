@@ -357,11 +357,7 @@ class OnednnBackend final : public Backend {
             auto pd = BatchNormFwdPd(md, eps, batch_stats);
             return Finish(dnnl::batch_normalization_forward(pd), pd);
           }));
-      std::unordered_map<int, memory> args{
-          {DNNL_ARG_SRC, Mem(md, src)},      {DNNL_ARG_DST, Mem(md, dst)},
-          {DNNL_ARG_SCALE, Mem(vec, gamma)}, {DNNL_ARG_SHIFT, Mem(vec, beta)},
-          {DNNL_ARG_MEAN, Mem(vec, mean)},   {DNNL_ARG_VARIANCE, Mem(vec, var)}};
-      Execute(*p, args);
+      Execute(*p, NormFwdArgs(md, vec, vec, src, gamma, beta, mean, var, dst));
     } catch (const dnnl::error& e) {
       return DnnlError(e, "batch normalization forward");
     }
@@ -384,17 +380,8 @@ class OnednnBackend final : public Backend {
                 bd, UserAttr(), engine_, BatchNormFwdPd(md, eps, /*batch_stats=*/true));
             return Finish(dnnl::batch_normalization_backward(pd), pd);
           }));
-      std::unordered_map<int, memory> args{
-          {DNNL_ARG_SRC, Mem(md, src)},
-          {DNNL_ARG_MEAN, Mem(vec, mean)},
-          {DNNL_ARG_VARIANCE, Mem(vec, var)},
-          {DNNL_ARG_SCALE, Mem(vec, gamma)},
-          {DNNL_ARG_SHIFT, Mem(vec, gamma)},  // read-only stand-in, as in LayerNormBwd
-          {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
-          {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)},
-          {DNNL_ARG_DIFF_SCALE, Mem(vec, diff_gamma)},
-          {DNNL_ARG_DIFF_SHIFT, Mem(vec, diff_beta)}};
-      Execute(*p, args);
+      Execute(*p, NormBwdArgs(md, vec, vec, src, mean, var, gamma, diff_dst, diff_src, diff_gamma,
+                              diff_beta));
     } catch (const dnnl::error& e) {
       return DnnlError(e, "batch normalization backward");
     }
@@ -412,11 +399,7 @@ class OnednnBackend final : public Backend {
                                 auto pd = LayerNormFwdPd(md, stat, eps);
                                 return Finish(dnnl::layer_normalization_forward(pd), pd);
                               }));
-      std::unordered_map<int, memory> args{
-          {DNNL_ARG_SRC, Mem(md, src)},      {DNNL_ARG_DST, Mem(md, dst)},
-          {DNNL_ARG_SCALE, Mem(vec, gamma)}, {DNNL_ARG_SHIFT, Mem(vec, beta)},
-          {DNNL_ARG_MEAN, Mem(stat, mean)},  {DNNL_ARG_VARIANCE, Mem(stat, var)}};
-      Execute(*p, args);
+      Execute(*p, NormFwdArgs(md, stat, vec, src, gamma, beta, mean, var, dst));
     } catch (const dnnl::error& e) {
       return DnnlError(e, "layer normalization forward");
     }
@@ -439,19 +422,8 @@ class OnednnBackend final : public Backend {
                                                                   LayerNormFwdPd(md, stat, eps));
             return Finish(dnnl::layer_normalization_backward(pd), pd);
           }));
-      std::unordered_map<int, memory> args{
-          {DNNL_ARG_SRC, Mem(md, src)},
-          {DNNL_ARG_MEAN, Mem(stat, mean)},
-          {DNNL_ARG_VARIANCE, Mem(stat, var)},
-          {DNNL_ARG_SCALE, Mem(vec, gamma)},
-          // oneDNN 2.6 wants a shift argument with use_shift even though the backward never
-          // reads it; gamma (same shape, read-only) stands in.
-          {DNNL_ARG_SHIFT, Mem(vec, gamma)},
-          {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
-          {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)},
-          {DNNL_ARG_DIFF_SCALE, Mem(vec, diff_gamma)},
-          {DNNL_ARG_DIFF_SHIFT, Mem(vec, diff_beta)}};
-      Execute(*p, args);
+      Execute(*p, NormBwdArgs(md, stat, vec, src, mean, var, gamma, diff_dst, diff_src, diff_gamma,
+                              diff_beta));
     } catch (const dnnl::error& e) {
       return DnnlError(e, "layer normalization backward");
     }
@@ -642,6 +614,36 @@ class OnednnBackend final : public Backend {
                                    EltBeta(kind));
     return dnnl::eltwise_forward::primitive_desc(fd, UserAttr(), engine_);
   }
+  // The arguments of a batch / layer normalization forward: `stat` describes mean and var,
+  // `vec` gamma and beta.
+  std::unordered_map<int, memory> NormFwdArgs(const memory::desc& md, const memory::desc& stat,
+                                              const memory::desc& vec, const float* src,
+                                              const float* gamma, const float* beta, float* mean,
+                                              float* var, float* dst) {
+    return {{DNNL_ARG_SRC, Mem(md, src)},      {DNNL_ARG_DST, Mem(md, dst)},
+            {DNNL_ARG_SCALE, Mem(vec, gamma)}, {DNNL_ARG_SHIFT, Mem(vec, beta)},
+            {DNNL_ARG_MEAN, Mem(stat, mean)},  {DNNL_ARG_VARIANCE, Mem(stat, var)}};
+  }
+  // ... and of its backward.
+  std::unordered_map<int, memory> NormBwdArgs(const memory::desc& md, const memory::desc& stat,
+                                              const memory::desc& vec, const float* src,
+                                              const float* mean, const float* var,
+                                              const float* gamma, const float* diff_dst,
+                                              float* diff_src, float* diff_gamma,
+                                              float* diff_beta) {
+    return {{DNNL_ARG_SRC, Mem(md, src)},
+            {DNNL_ARG_MEAN, Mem(stat, mean)},
+            {DNNL_ARG_VARIANCE, Mem(stat, var)},
+            {DNNL_ARG_SCALE, Mem(vec, gamma)},
+            // oneDNN 2.6 wants a shift argument with use_shift even though the backward never
+            // reads it; gamma (same shape, read-only) stands in.
+            {DNNL_ARG_SHIFT, Mem(vec, gamma)},
+            {DNNL_ARG_DIFF_DST, Mem(md, diff_dst)},
+            {DNNL_ARG_DIFF_SRC, Mem(md, diff_src)},
+            {DNNL_ARG_DIFF_SCALE, Mem(vec, diff_gamma)},
+            {DNNL_ARG_DIFF_SHIFT, Mem(vec, diff_beta)}};
+  }
+
   // Training: batch statistics out; inference: the given (running) statistics in.
   dnnl::batch_normalization_forward::primitive_desc BatchNormFwdPd(const memory::desc& md,
                                                                    float eps, bool batch_stats) {
@@ -773,6 +775,7 @@ class OnednnBackend final : public Backend {
     return memory(md, engine_, const_cast<void*>(ptr));
   }
 
+  void Execute(CachedPrimitive& p, std::unordered_map<int, memory>&& args) { Execute(p, args); }
   void Execute(CachedPrimitive& p, std::unordered_map<int, memory>& args) {
     const auto bytes = static_cast<int64_t>(p.scratchpad_bytes);
     // oneDNN's JIT kernels use aligned loads on the scratchpad: Tensor storage is 64-byte aligned.
