@@ -106,6 +106,10 @@ bool BestKernel(Isa isa, Kernel* out) {
   return false;
 }
 
+void MultiplyAdd(Kernel k, const int8_t* x, const int8_t* w, int64_t n, int32_t* acc) {
+  Micro(k).multiply_add(x, w, n, acc);
+}
+
 void Gemm(Kernel kernel, const Args& g) {
   const MicroKernel& mk = Micro(kernel);
   QTRAIN_CHECK(mk.mr * mk.nr <= kMaxTile);

@@ -64,4 +64,8 @@ struct Args {
 // Runs `k`; the caller has checked Runs(k, ActiveIsa()).
 void Gemm(Kernel k, const Args& args);
 
+// acc[i] += x[i] · w[i] in int32 for i < n, on `k`'s instructions: the inner step of a depthwise
+// convolution, where no GEMM applies. Same preconditions as Gemm.
+void MultiplyAdd(Kernel k, const int8_t* x, const int8_t* w, int64_t n, int32_t* acc);
+
 }  // namespace qtrain::int8gemm

@@ -26,12 +26,14 @@ absl::StatusOr<ConvDesc> MakeConvDesc(const Shape& x, const Shape& w, const QCon
         absl::StrCat("convolution needs x (N,H,W,C) and w (KH,KW,C,O); got x ", ShapeString(x),
                      " and w ", ShapeString(w)));
   }
-  if (x[3] != w[2]) {
+  if (c.groups <= 0 || x[3] != w[2] * c.groups) {
     return absl::InvalidArgumentError(absl::StrCat("convolution input channels differ: x ",
-                                                   ShapeString(x), ", w ", ShapeString(w)));
+                                                   ShapeString(x), ", w ", ShapeString(w), " in ",
+                                                   c.groups, " groups"));
   }
-  ConvDesc d{x[0],       x[1],       x[2],      x[3],       w[3],         w[0],       w[1],
-             c.stride_h, c.stride_w, c.pad_top, c.pad_left, c.pad_bottom, c.pad_right};
+  ConvDesc d{x[0],        x[1],       x[2],         x[3],        w[3],       w[0],
+             w[1],        c.stride_h, c.stride_w,   c.pad_top,   c.pad_left, c.pad_bottom,
+             c.pad_right, c.groups,   c.dilation_h, c.dilation_w};
   QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
   return d;
 }

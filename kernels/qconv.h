@@ -1,5 +1,5 @@
 // Quantized 2-D convolution (numerics.md §4–5): NHWC activations x (N,H,W,C), HWIO weights
-// w (KH,KW,C,O). QAT forward with one activation scale per example and one weight scale per
+// w (KH,KW,C/groups,O). QAT forward with one activation scale per example and one weight scale per
 // output channel, on the backend's int8 convolution when both operands are symmetric int2..int8;
 // otherwise dequantize and convolve in float. Backward: classic fake-quant STE, the float
 // convolution backward with the quantized (dequantized) operands as residuals, no mask.
@@ -19,6 +19,8 @@ struct QConvConfig {
   bool disable_channelwise = false;
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t groups = 1;  // w is (KH, KW, C / groups, O): ConvDesc's grouping
+  int64_t dilation_h = 1, dilation_w = 1;
   QDotImpl impl = QDotImpl::kInteger;
   bool skip_dx = false;  // as QDotConfig::skip_dx
 };

@@ -30,16 +30,21 @@ absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d) {
 absl::Status ValidateConvDesc(const ConvDesc& d) {
   if (d.n <= 0 || d.h <= 0 || d.w <= 0 || d.c <= 0 || d.o <= 0 || d.kh <= 0 || d.kw <= 0 ||
       d.stride_h <= 0 || d.stride_w <= 0 || d.pad_top < 0 || d.pad_left < 0 || d.pad_bottom < 0 ||
-      d.pad_right < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("convolution dims must be positive (padding non-negative): src (", d.n, ",",
-                     d.h, ",", d.w, ",", d.c, ") kernel (", d.kh, ",", d.kw, ",", d.c, ",", d.o,
-                     ") stride (", d.stride_h, ",", d.stride_w, ")"));
+      d.pad_right < 0 || d.groups <= 0 || d.dilation_h <= 0 || d.dilation_w <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "convolution dims must be positive (padding non-negative): src (", d.n, ",", d.h, ",", d.w,
+        ",", d.c, ") kernel (", d.kh, ",", d.kw, ",", d.c, ",", d.o, ") stride (", d.stride_h, ",",
+        d.stride_w, ") groups ", d.groups, " dilation (", d.dilation_h, ",", d.dilation_w, ")"));
   }
-  if (d.h + d.pad_top + d.pad_bottom < d.kh || d.w + d.pad_left + d.pad_right < d.kw) {
-    return absl::InvalidArgumentError(absl::StrCat("convolution kernel ", d.kh, "x", d.kw,
-                                                   " is larger than the padded input ", d.h, "x",
-                                                   d.w));
+  if (d.c % d.groups != 0 || d.o % d.groups != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("convolution groups ", d.groups,
+                                                   " must divide the input channels ", d.c,
+                                                   " and the output channels ", d.o));
+  }
+  if (d.h + d.pad_top + d.pad_bottom < d.span_h() || d.w + d.pad_left + d.pad_right < d.span_w()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("convolution kernel ", d.kh, "x", d.kw, " (dilated ", d.span_h(), "x",
+                     d.span_w(), ") is larger than the padded input ", d.h, "x", d.w));
   }
   return absl::OkStatus();
 }

@@ -34,14 +34,25 @@ struct Int8MatmulDesc {
   bool a_unsigned = false;
 };
 
-// 2-D convolution, NHWC activations, HWIO weights (Flax layout), no bias, no dilation.
+// 2-D convolution, NHWC activations, HWIO weights (Flax layout), no bias. With `groups` > 1 the
+// input channels split into `groups` equal slices, each convolved with its own o / groups output
+// channels (output channel j belongs to group j / (o / groups)); weights are then
+// (kh, kw, c / groups, o), as Flax's feature_group_count (depthwise: groups == c). Dilation
+// spaces the kernel taps (1: dense), as torch's dilation and Flax's kernel_dilation.
 struct ConvDesc {
   int64_t n = 0, h = 0, w = 0, c = 0;  // src
-  int64_t o = 0, kh = 0, kw = 0;       // weights (kh, kw, c, o)
+  int64_t o = 0, kh = 0, kw = 0;       // weights (kh, kw, c / groups, o)
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-  int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride_h + 1; }
-  int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride_w + 1; }
+  int64_t groups = 1;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t group_c() const { return c / groups; }                // input channels of one group
+  int64_t group_o() const { return o / groups; }                // output channels of one group
+  int64_t span_h() const { return (kh - 1) * dilation_h + 1; }  // the dilated kernel's extent
+  int64_t span_w() const { return (kw - 1) * dilation_w + 1; }
+  int64_t out_h() const { return (h + pad_top + pad_bottom - span_h()) / stride_h + 1; }
+  int64_t out_w() const { return (w + pad_left + pad_right - span_w()) / stride_w + 1; }
+  int64_t weights_numel() const { return kh * kw * group_c() * o; }
 };
 
 enum class EltwiseKind : uint8_t {

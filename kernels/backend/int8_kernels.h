@@ -6,7 +6,7 @@
 //      pairs with vpmaddubsw, whose int16 pair sums saturate on full-range int8: never used.
 //   2. qtrain's exact int8 GEMM (kernels/int8_gemm.h), the best variant the active ISA runs:
 //      exact_avx512_vnni, exact_avx512, exact_avx2_vnni, exact_avx2. Convolutions go through
-//      im2col.
+//      im2col (per group when grouped); depthwise ones multiply channel rows directly.
 //   3. reference — plain loops, for CPUs below AVX2 (x86-64-v3): exact and slow.
 #pragma once
 
@@ -33,8 +33,9 @@ struct Int8KernelReport {
 };
 
 // The int8 kernels a oneDNN backend picks on this machine (under QTRAIN_MAX_ISA) for the shapes
-// training issues: matmul with s8 and u8 sources, with a transposed weight (QT's dx), and a 3x3
-// convolution. Internal when oneDNN cannot make a CPU engine or a primitive.
+// training issues: matmul with s8 and u8 sources, with a transposed weight (QT's dx), a 3x3
+// convolution and a 3x3 depthwise one. Internal when oneDNN cannot make a CPU engine or a
+// primitive.
 absl::StatusOr<std::vector<Int8KernelReport>> DescribeInt8Kernels();
 
 // The kernel a oneDNN backend runs for one int8 matmul / convolution (the chosen name above).

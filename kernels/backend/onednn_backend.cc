@@ -239,7 +239,13 @@ class OnednnBackend final : public Backend {
   absl::StatusOr<const RoutedOp*> RouteInt8Conv(const ConvDesc& d) {
     return Route(ConvFwdKey(d, dt::s8),
                  absl::StrCat("conv s8xs8 ", d.n, "x", d.h, "x", d.w, "x", d.c, " * ", d.kh, "x",
-                              d.kw, "x", d.c, "x", d.o),
+                              d.kw, "x", d.group_c(), "x", d.o,
+                              d.groups == 1     ? ""
+                              : d.groups == d.c ? " depthwise"
+                                                : absl::StrCat(" groups ", d.groups),
+                              d.dilation_h * d.dilation_w == 1
+                                  ? ""
+                                  : absl::StrCat(" dilation ", d.dilation_h, "x", d.dilation_w)),
                  [&] { return GetConvFwd(d, dt::s8, dt::s32); });
   }
 
@@ -253,7 +259,7 @@ class OnednnBackend final : public Backend {
             auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
             dnnl::convolution_backward_data::desc bd(
                 dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
-                DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
+                DstMd(d, dt::f32), Strides(d), Dilates(d), PadL(d), PadR(d));
             dnnl::convolution_backward_data::primitive_desc pd(bd, UserAttr(), engine_, fwd);
             CachedPrimitive cp = Finish(dnnl::convolution_backward_data(pd), pd);
             SetWeightsReorder(cp, pd.weights_desc(), d, dt::f32, /*to_user=*/false);
@@ -280,7 +286,7 @@ class OnednnBackend final : public Backend {
             auto fwd = ConvFwdPd(d, dt::f32, dt::f32);
             dnnl::convolution_backward_weights::desc bd(
                 dnnl::algorithm::convolution_direct, SrcMd(d, dt::f32), AnyWeightsMd(d, dt::f32),
-                DstMd(d, dt::f32), Strides(d), PadL(d), PadR(d));
+                DstMd(d, dt::f32), Strides(d), Dilates(d), PadL(d), PadR(d));
             dnnl::convolution_backward_weights::primitive_desc pd(bd, UserAttr(), engine_, fwd);
             CachedPrimitive cp = Finish(dnnl::convolution_backward_weights(pd), pd);
             SetWeightsReorder(cp, pd.diff_weights_desc(), d, dt::f32, /*to_user=*/true);
@@ -692,7 +698,8 @@ class OnednnBackend final : public Backend {
   static std::string ConvKey(const ConvDesc& d) {
     return absl::StrCat(d.n, ",", d.h, ",", d.w, ",", d.c, ",", d.o, ",", d.kh, ",", d.kw, ",",
                         d.stride_h, ",", d.stride_w, ",", d.pad_top, ",", d.pad_left, ",",
-                        d.pad_bottom, ",", d.pad_right);
+                        d.pad_bottom, ",", d.pad_right, ",", d.groups, ",", d.dilation_h, ",",
+                        d.dilation_w);
   }
   static memory::desc SrcMd(const ConvDesc& d, dt type) {
     return memory::desc({d.n, d.c, d.h, d.w}, type, tag::nhwc);
@@ -700,20 +707,30 @@ class OnednnBackend final : public Backend {
   static memory::desc DstMd(const ConvDesc& d, dt type) {
     return memory::desc({d.n, d.o, d.out_h(), d.out_w()}, type, tag::nhwc);
   }
+  // oneDNN's weights dims: (O, I, KH, KW), or (G, O/G, I/G, KH, KW) for a grouped convolution.
+  static memory::dims WeightsDims(const ConvDesc& d) {
+    if (d.groups == 1) return {d.o, d.c, d.kh, d.kw};
+    return {d.groups, d.group_o(), d.group_c(), d.kh, d.kw};
+  }
+  // The user's HWIO weights; grouped, their O axis is (G, O/G), described by strides.
   static memory::desc UserWeightsMd(const ConvDesc& d, dt type) {
-    return memory::desc({d.o, d.c, d.kh, d.kw}, type, tag::hwio);
+    if (d.groups == 1) return memory::desc(WeightsDims(d), type, tag::hwio);
+    const int64_t row = d.group_c() * d.o;  // one (ky, kx) tap
+    return memory::desc(WeightsDims(d), type, memory::dims{d.group_o(), 1, d.o, d.kw * row, row});
   }
   static memory::desc AnyWeightsMd(const ConvDesc& d, dt type) {
-    return memory::desc({d.o, d.c, d.kh, d.kw}, type, tag::any);
+    return memory::desc(WeightsDims(d), type, tag::any);
   }
   static memory::dims Strides(const ConvDesc& d) { return {d.stride_h, d.stride_w}; }
+  // oneDNN counts dilation from 0 (dense); ConvDesc from 1, as torch and Flax.
+  static memory::dims Dilates(const ConvDesc& d) { return {d.dilation_h - 1, d.dilation_w - 1}; }
   static memory::dims PadL(const ConvDesc& d) { return {d.pad_top, d.pad_left}; }
   static memory::dims PadR(const ConvDesc& d) { return {d.pad_bottom, d.pad_right}; }
 
   dnnl::convolution_forward::primitive_desc ConvFwdPd(const ConvDesc& d, dt src_type, dt dst_type) {
     dnnl::convolution_forward::desc fd(
         dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, SrcMd(d, src_type),
-        AnyWeightsMd(d, src_type), DstMd(d, dst_type), Strides(d), PadL(d), PadR(d));
+        AnyWeightsMd(d, src_type), DstMd(d, dst_type), Strides(d), Dilates(d), PadL(d), PadR(d));
     return dnnl::convolution_forward::primitive_desc(fd, UserAttr(), engine_);
   }
 
@@ -844,9 +861,13 @@ absl::StatusOr<std::vector<Int8KernelReport>> DescribeInt8Kernels() {
       QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Matmul(d, true, true));
       out.push_back(r->route.report);
     }
-    const ConvDesc conv{32, 28, 28, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
-    QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Conv(conv));
-    out.push_back(r->route.report);
+    ConvDesc conv{32, 28, 28, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+    ConvDesc depthwise{32, 28, 28, 96, 96, 3, 3, 1, 1, 1, 1, 1, 1};
+    depthwise.groups = 96;  // MobileNetV2's 3x3 depthwise convolutions
+    for (const ConvDesc& d : {conv, depthwise}) {
+      QTRAIN_ASSIGN_OR_RETURN(const auto* r, backend.RouteInt8Conv(d));
+      out.push_back(r->route.report);
+    }
     return out;
   } catch (const dnnl::error& e) {
     return DnnlError(e, "CPU engine");

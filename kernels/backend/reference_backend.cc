@@ -62,11 +62,8 @@ class ReferenceBackend final : public Backend {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
     ForEachOutput(
         d,
-        [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-          if (src_index < 0) {
-            return;
-          }
-          dst[dst_index] += src[src_index] * weights[w_index * d.o + o];
+        [&](int64_t dst_index, int64_t src_index, int64_t w_index) {
+          dst[dst_index] += src[src_index] * weights[w_index];
         },
         dst);
     return absl::OkStatus();
@@ -77,11 +74,8 @@ class ReferenceBackend final : public Backend {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
     ForEachOutput(
         d,
-        [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-          if (src_index < 0) {
-            return;
-          }
-          dst[dst_index] += static_cast<int32_t>(src[src_index]) * weights[w_index * d.o + o];
+        [&](int64_t dst_index, int64_t src_index, int64_t w_index) {
+          dst[dst_index] += static_cast<int32_t>(src[src_index]) * weights[w_index];
         },
         dst);
     return absl::OkStatus();
@@ -91,8 +85,8 @@ class ReferenceBackend final : public Backend {
                            float* diff_src) override {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
     std::fill(diff_src, diff_src + d.n * d.h * d.w * d.c, 0.0f);
-    ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-      diff_src[src_index] += diff_dst[dst_index] * weights[w_index * d.o + o];
+    ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index) {
+      diff_src[src_index] += diff_dst[dst_index] * weights[w_index];
     });
     return absl::OkStatus();
   }
@@ -100,9 +94,9 @@ class ReferenceBackend final : public Backend {
   absl::Status ConvBwdWeights(const ConvDesc& d, const float* src, const float* diff_dst,
                               float* diff_weights) override {
     QTRAIN_RETURN_IF_ERROR(ValidateConvDesc(d));
-    std::fill(diff_weights, diff_weights + d.kh * d.kw * d.c * d.o, 0.0f);
-    ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index, int64_t o) {
-      diff_weights[w_index * d.o + o] += src[src_index] * diff_dst[dst_index];
+    std::fill(diff_weights, diff_weights + d.weights_numel(), 0.0f);
+    ForEachTap(d, [&](int64_t dst_index, int64_t src_index, int64_t w_index) {
+      diff_weights[w_index] += src[src_index] * diff_dst[dst_index];
     });
     return absl::OkStatus();
   }
@@ -168,36 +162,38 @@ class ReferenceBackend final : public Backend {
   }
 
  private:
-  // Zeroes dst, then calls fn(dst_index, src_index or -1 for padding, kernel tap index, o).
+  // Zeroes dst, then calls fn(dst_index, src_index, w_index) as ForEachTap.
   template <typename Fn, typename T>
   static void ForEachOutput(const ConvDesc& d, Fn&& fn, T* dst) {
     std::fill(dst, dst + d.n * d.out_h() * d.out_w() * d.o, T{0});
     ForEachTap(d, fn);
   }
 
-  // Calls fn(dst_index, src_index, tap_index, o) for every in-bounds (output, tap) pair, where
-  // tap_index = (ky * kw + kx) * c + ci indexes an HWIO weight row.
+  // Calls fn(dst_index, src_index, w_index) for every in-bounds (output, tap) pair, where w_index
+  // indexes the HWIO weights (kh, kw, c / groups, o).
   template <typename Fn>
   static void ForEachTap(const ConvDesc& d, Fn&& fn) {
-    const int64_t oh = d.out_h(), ow = d.out_w();
+    const int64_t oh = d.out_h(), ow = d.out_w(), gc = d.group_c(), go = d.group_o();
     for (int64_t b = 0; b < d.n; ++b) {
       for (int64_t y = 0; y < oh; ++y) {
         for (int64_t x = 0; x < ow; ++x) {
           for (int64_t ky = 0; ky < d.kh; ++ky) {
-            const int64_t iy = y * d.stride_h - d.pad_top + ky;
+            const int64_t iy = y * d.stride_h - d.pad_top + ky * d.dilation_h;
             if (iy < 0 || iy >= d.h) {
               continue;
             }
             for (int64_t kx = 0; kx < d.kw; ++kx) {
-              const int64_t ix = x * d.stride_w - d.pad_left + kx;
+              const int64_t ix = x * d.stride_w - d.pad_left + kx * d.dilation_w;
               if (ix < 0 || ix >= d.w) {
                 continue;
               }
-              for (int64_t ci = 0; ci < d.c; ++ci) {
-                const int64_t src_index = ((b * d.h + iy) * d.w + ix) * d.c + ci;
-                const int64_t tap = (ky * d.kw + kx) * d.c + ci;
-                for (int64_t o = 0; o < d.o; ++o) {
-                  fn(((b * oh + y) * ow + x) * d.o + o, src_index, tap, o);
+              for (int64_t g = 0; g < d.groups; ++g) {
+                for (int64_t ci = 0; ci < gc; ++ci) {
+                  const int64_t src_index = ((b * d.h + iy) * d.w + ix) * d.c + g * gc + ci;
+                  const int64_t row = ((ky * d.kw + kx) * gc + ci) * d.o;
+                  for (int64_t o = g * go; o < (g + 1) * go; ++o) {
+                    fn(((b * oh + y) * ow + x) * d.o + o, src_index, row + o);
+                  }
                 }
               }
             }

@@ -30,6 +30,9 @@ struct MicroKernel {
                  int32_t* col_sum) = nullptr;
   // out[r * NR + j] = sum over the kg groups of a_pk · b_pk, int32 (wrapping).
   void (*tile)(const uint8_t* a_pk, const uint8_t* b_pk, int64_t kg, int32_t* out) = nullptr;
+  // acc[i] += int32(x[i]) · int32(w[i]) for i < n: one tap of a depthwise convolution over the
+  // channels of a pixel (exact: every product fits int16, sums are int32).
+  void (*multiply_add)(const int8_t* x, const int8_t* w, int64_t n, int32_t* acc) = nullptr;
 };
 
 const MicroKernel& Avx2MicroKernel();

@@ -158,6 +158,14 @@ std::vector<ConvDesc> ConvCases() {
       ConvDesc{1, 9, 7, 5, 6, 3, 3, 2, 2, 0, 0, 0, 0},   // valid, stride 2, odd sizes
       ConvDesc{3, 5, 5, 16, 8, 1, 1, 1, 1, 0, 0, 0, 0},  // 1x1
       ConvDesc{1, 6, 6, 1, 1, 5, 5, 1, 1, 2, 1, 2, 1},   // asymmetric padding
+      // grouped, depthwise (stride 1 and 2, MobileNet's), a channel multiplier, dilated
+      ConvDesc{2, 7, 6, 12, 8, 3, 3, 1, 1, 1, 1, 1, 1, 4},
+      ConvDesc{2, 9, 9, 37, 37, 3, 3, 1, 1, 1, 1, 1, 1, 37},
+      ConvDesc{3, 8, 7, 24, 24, 3, 3, 2, 2, 1, 1, 1, 1, 24},
+      ConvDesc{1, 6, 6, 5, 10, 3, 3, 1, 1, 0, 0, 1, 1, 5},
+      ConvDesc{2, 9, 8, 6, 4, 3, 3, 1, 2, 2, 2, 2, 2, 1, 2, 2},
+      ConvDesc{1, 10, 10, 8, 8, 3, 2, 2, 1, 3, 1, 2, 0, 8, 3, 2},
+      ConvDesc{4, 16, 16, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 64},  // large enough to run threaded
   };
 }
 
@@ -165,7 +173,7 @@ TEST(BackendConformance, Convolution) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {
     for (const ConvDesc& d : ConvCases()) {
-      const Shape src{d.n, d.h, d.w, d.c}, wts{d.kh, d.kw, d.c, d.o};
+      const Shape src{d.n, d.h, d.w, d.c}, wts{d.kh, d.kw, d.group_c(), d.o};
       const Shape dst{d.n, d.out_h(), d.out_w(), d.o};
       Tensor x = RandomTensor(src, 1), w = RandomTensor(wts, 2), g = RandomTensor(dst, 3);
       Tensor y_ref = Tensor::Empty(DType::kF32, dst), y = y_ref;
@@ -207,6 +215,12 @@ TEST(BackendConformance, ConvolutionRejectsBadDescriptors) {
               absl::StatusCode::kInvalidArgument);
     ConvDesc zero_stride{1, 2, 2, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0};
     EXPECT_EQ(backend->ConvFwdF32(zero_stride, dummy, dummy, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+    ConvDesc bad_groups{1, 2, 2, 4, 6, 1, 1, 1, 1, 0, 0, 0, 0, 4};  // 6 outputs in 4 groups
+    EXPECT_EQ(backend->ConvFwdF32(bad_groups, dummy, dummy, dummy).code(),
+              absl::StatusCode::kInvalidArgument);
+    ConvDesc too_dilated{1, 4, 4, 1, 1, 3, 3, 1, 1, 0, 0, 0, 0, 1, 2, 2};  // spans 5x5
+    EXPECT_EQ(backend->ConvFwdF32(too_dilated, dummy, dummy, dummy).code(),
               absl::StatusCode::kInvalidArgument);
   }
 }
