@@ -178,6 +178,25 @@ absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag() {
   return out;
 }
 
+absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlag() {
+  const std::string flag = absl::GetFlag(FLAGS_arch_options);
+  std::map<std::string, double> out;
+  if (flag.empty()) return out;
+  for (absl::string_view item : absl::StrSplit(flag, ',')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
+    double v = 0;
+    if (kv.first.empty() || !absl::SimpleAtod(kv.second, &v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--arch_options=", flag, ": \"", item, "\" is not name=number"));
+    }
+    if (!out.emplace(std::string(kv.first), v).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--arch_options=", flag, ": ", kv.first, " is given twice"));
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
                                                   const std::string& split) {
   client::DataOptions o;

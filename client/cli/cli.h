@@ -2,6 +2,7 @@
 // reporting and the JSON loading of configuration messages.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,9 @@ absl::Status LoadJsonMessage(const std::string& flag, const std::string& text_or
 
 // --input_shape as dimensions (empty when unset).
 absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag();
+// --arch_options=name=value,... as a map; InvalidArgument naming an item that is not
+// name=number or a name given twice.
+absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlag();
 
 // The dataset the --data family of flags describes.
 // `path` / `split` (non-empty) stand in for --data / --split.

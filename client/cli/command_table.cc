@@ -138,8 +138,8 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "A new session from a built-in --preset or a --model spec (the server picks an id when ID "
        "is omitted).",
-       {"preset", "model", "arch", "num_classes", "rules", "optimizer", "lr", "seed", "classes",
-        "input_shape", "seq_len"},
+       {"preset", "model", "arch", "num_classes", "arch_options", "rules", "optimizer", "lr",
+        "seed", "classes", "input_shape", "seq_len"},
        SessionCreate},
       {"session get",
        "ID",
@@ -155,11 +155,12 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "A new session from --preset, --model or --arch and the float weights of a model "
        "trained elsewhere (--weights: safetensors with PyTorch naming and layouts); --map renames "
-       "modules. --arch=torchvision:resnet18 (resnet34, resnet50; --num_classes, "
-       "--input_shape=H,W,C) takes a torchvision state dict as it is. The server names every "
+       "modules. --arch=torchvision:resnet18 (resnet34, resnet50, mobilenet_v2; --num_classes, "
+       "--arch_options, --input_shape=H,W,C) takes a torchvision state dict as it is. The server "
+       "names every "
        "tensor that does not fit.",
-       {"weights", "map", "preset", "model", "arch", "num_classes", "rules", "optimizer", "lr",
-        "seed", "classes", "input_shape", "seq_len"},
+       {"weights", "map", "preset", "model", "arch", "num_classes", "arch_options", "rules",
+        "optimizer", "lr", "seed", "classes", "input_shape", "seq_len"},
        Import},
       {"export",
        "ID",
@@ -186,6 +187,7 @@ const std::vector<CommandSpec>& CommandSpecs() {
               "model",
               "arch",
               "num_classes",
+              "arch_options",
               "rules",
               "seed",
               "classes",

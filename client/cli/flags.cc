@@ -51,8 +51,11 @@ ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm")
 ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");
 ABSL_FLAG(std::string, arch, "",
           "named architecture whose state dict imports as is: torchvision:resnet18, "
-          "torchvision:resnet34, torchvision:resnet50");
+          "torchvision:resnet34, torchvision:resnet50, torchvision:mobilenet_v2");
 ABSL_FLAG(int64_t, num_classes, 1000, "--arch: the builder's num_classes");
+ABSL_FLAG(std::string, arch_options, "",
+          "--arch: other builder options as name=value,... (torchvision's parameter names, e.g. "
+          "width_mult=0.5,dropout=0 for mobilenet_v2)");
 ABSL_FLAG(std::string, rules, "",
           "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, a JSON file or inline JSON");
 ABSL_FLAG(std::string, optimizer, "adamw",

@@ -32,6 +32,7 @@ ABSL_DECLARE_FLAG(std::string, preset);
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, arch);
 ABSL_DECLARE_FLAG(int64_t, num_classes);
+ABSL_DECLARE_FLAG(std::string, arch_options);
 ABSL_DECLARE_FLAG(std::string, rules);
 ABSL_DECLARE_FLAG(std::string, optimizer);
 ABSL_DECLARE_FLAG(double, lr);

@@ -168,11 +168,11 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   }
   // The options each source reads; any other given is a mistake, not a no-op.
   const std::vector<std::string> reads =
-      !model.empty()               ? std::vector<std::string>{}
-      : !arch.empty()              ? std::vector<std::string>{"num_classes", "input_shape"}
+      !model.empty()  ? std::vector<std::string>{}
+      : !arch.empty() ? std::vector<std::string>{"num_classes", "input_shape", "arch_options"}
       : preset == "transformer-lm" ? std::vector<std::string>{"seq_len"}
                                    : std::vector<std::string>{"classes", "input_shape"};
-  for (const char* flag : {"classes", "input_shape", "seq_len", "num_classes"}) {
+  for (const char* flag : {"classes", "input_shape", "seq_len", "num_classes", "arch_options"}) {
     if (Given(inv, flag) && std::find(reads.begin(), reads.end(), flag) == reads.end()) {
       return Usage(inv, absl::StrCat("--", flag, " does not shape ",
                                      !preset.empty() ? absl::StrCat("--preset=", preset)
@@ -190,6 +190,9 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
     // The server expands it and names every problem (unknown architecture or option).
     v1::Architecture* a = req.mutable_architecture();
     a->set_name(arch);
+    auto options = ArchOptionsFromFlag();
+    if (!options.ok()) return Usage(inv, std::string(options.status().message()));
+    a->mutable_options()->insert(options->begin(), options->end());
     if (Given(inv, "num_classes")) {
       (*a->mutable_options())["num_classes"] =
           static_cast<double>(absl::GetFlag(FLAGS_num_classes));

@@ -74,6 +74,8 @@ struct PoolDesc {
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
   bool max = true;
+  int64_t span_h() const { return kh; }  // as ConvDesc's: pooling windows are not dilated
+  int64_t span_w() const { return kw; }
   int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride_h + 1; }
   int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride_w + 1; }
 };

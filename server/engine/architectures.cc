@@ -17,6 +17,7 @@ const std::map<std::string, Builder>& Builders() {
       {"torchvision:resnet18", [](arch::Options& o) { return arch::TorchvisionResnet(18, o); }},
       {"torchvision:resnet34", [](arch::Options& o) { return arch::TorchvisionResnet(34, o); }},
       {"torchvision:resnet50", [](arch::Options& o) { return arch::TorchvisionResnet(50, o); }},
+      {"torchvision:mobilenet_v2", arch::TorchvisionMobilenetV2},
   };
   return *builders;
 }
@@ -103,7 +104,8 @@ proto::Module Named(const std::string& name, proto::Module m) {
   return m;
 }
 
-proto::Module Conv(int64_t features, int64_t k, int64_t stride, int64_t pad, bool bias) {
+proto::Module Conv(int64_t features, int64_t k, int64_t stride, int64_t pad, bool bias,
+                   int64_t groups) {
   proto::Module m;
   proto::Conv2D* c = m.mutable_conv2d();
   c->set_features(features);
@@ -113,6 +115,7 @@ proto::Module Conv(int64_t features, int64_t k, int64_t stride, int64_t pad, boo
   }
   for (int i = 0; i < 4; ++i) c->add_explicit_padding(pad);
   c->set_no_bias(!bias);
+  if (groups != 1) c->set_feature_group_count(groups);
   return m;
 }
 

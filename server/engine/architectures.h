@@ -46,8 +46,9 @@ class Options {
 
 // Builders of model.proto messages, for the architectures' files.
 proto::Module Named(const std::string& name, proto::Module m);
-// A k×k convolution with symmetric padding `pad`, as torch.nn.Conv2d's.
-proto::Module Conv(int64_t features, int64_t k, int64_t stride, int64_t pad, bool bias);
+// A k×k convolution with symmetric padding `pad` in `groups` groups, as torch.nn.Conv2d's.
+proto::Module Conv(int64_t features, int64_t k, int64_t stride, int64_t pad, bool bias,
+                   int64_t groups = 1);
 proto::Module BatchNorm(float eps = 1e-5f);
 proto::Module Act(proto::Activation::Kind kind);
 proto::Module Seq(std::vector<proto::Module> layers);
@@ -55,6 +56,7 @@ proto::Module Dense(int64_t features, bool bias = true);
 
 // Builders, one per file under architectures/.
 absl::StatusOr<proto::ModelSpec> TorchvisionResnet(int depth, Options& options);
+absl::StatusOr<proto::ModelSpec> TorchvisionMobilenetV2(Options& options);
 
 }  // namespace arch
 }  // namespace qtrain::engine

@@ -149,6 +149,16 @@ gunzip -c $FM/t10k-labels-idx1-ubyte.gz > "$TMP/t10k-labels-idx1-ubyte"
 expect 0 "$Q" session create cnn --preset=cnn
 expect 0 "$Q" train cnn --data="$TMP/t10k-images-idx3-ubyte" --steps=3 --batch_size=32
 contains "trained session cnn: steps 1-3"
+# A named architecture with builder options: torchvision's MobileNetV2 (depthwise convolutions)
+# at width 0.35 on 28x28x1 images, trained with QAT.
+expect 0 "$Q" session create mnv2 --arch=torchvision:mobilenet_v2 --num_classes=10 \
+  --arch_options=width_mult=0.35,dropout=0 --input_shape=28,28,1 --rules=qat-int8 --json
+json_check 'j["parameters"] == "408650" and j["non_trainable"] == "14080"'
+expect 0 "$Q" train mnv2 --data="$TMP/t10k-images-idx3-ubyte" --steps=2 --batch_size=16
+contains "trained session mnv2: steps 1-2"
+expect 2 "$Q" session create x --arch=torchvision:mobilenet_v2 --arch_options=width_mult=x
+expect 6 "$Q" session create x --arch=torchvision:mobilenet_v2 --arch_options=width=2
+expect 2 "$Q" session create x --preset=mlp --arch_options=width_mult=2
 /usr/bin/python3 -c "
 import random
 random.seed(1)

@@ -101,7 +101,7 @@ TEST_F(ServerTest, ServerInfoNamesTheIsaAndTheInt8KernelsInUse) {
   ASSERT_TRUE(stub_->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
   EXPECT_EQ(info.active_isa(), IsaName(ActiveIsa()));
   EXPECT_EQ(info.detected_isa(), IsaName(DetectedIsa()));
-  ASSERT_EQ(info.int8_kernels_size(), 4);  // s8, u8 and transposed matmuls, a convolution
+  ASSERT_EQ(info.int8_kernels_size(), 5);  // s8, u8 and transposed matmuls, conv, depthwise
   for (const v1::Int8Kernel& k : info.int8_kernels()) {
     ASSERT_FALSE(k.candidates().empty()) << k.op();
     // The chosen kernel is the first supported candidate, and never a non-VNNI oneDNN kernel.

@@ -37,7 +37,7 @@ class ServerTest(unittest.TestCase):
     def test_server_info_names_the_isa_and_exact_int8_kernels(self):
         info = self.client.server_info()
         self.assertIn(info.active_isa, ("baseline", "avx2", "avx2_vnni", "avx512", "avx512_vnni", "amx"))
-        self.assertEqual(len(info.int8_kernels), 4)
+        self.assertEqual(len(info.int8_kernels), 5)  # 3 matmuls, a conv, a depthwise conv
         for k in info.int8_kernels:
             first = next(c for c in k.candidates if c.supported)
             self.assertEqual(k.chosen, first.name)

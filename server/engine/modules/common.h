@@ -37,12 +37,13 @@ void AccumulateBiasGrad(const Tensor& dy, Tensor& grad);
 inline constexpr int64_t kMaxPadding = 1 << 16;
 
 // The (before, after) padding of one spatial axis of a convolution or pool: none for VALID;
-// for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after.
+// for SAME (Flax's) enough for ceil(in / s) outputs, the odd one after. k is the window's
+// extent (a dilated kernel's span).
 std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same);
 
 // Window, strides and padding of a convolution or pooling descriptor (ConvDesc or PoolDesc,
-// whose h and w are set), each size checked: `explicit_padding` [top, bottom, left, right] when
-// given (model.proto), else SAME / VALID.
+// whose h, w and any dilation are set), each size checked: `explicit_padding` [top, bottom, left,
+// right] when given (model.proto), else SAME / VALID.
 template <typename Desc, typename Pads>
 absl::Status SetWindow(const ModuleSite& site, const char* field, int64_t kh, int64_t kw,
                        int64_t sh, int64_t sw, bool same, const Pads& explicit_padding, Desc& d) {
@@ -59,8 +60,8 @@ absl::Status SetWindow(const ModuleSite& site, const char* field, int64_t kh, in
   d.stride_h = sh;
   d.stride_w = sw;
   if (explicit_padding.size() == 0) {
-    std::tie(d.pad_top, d.pad_bottom) = WindowPadding(d.h, kh, sh, same);
-    std::tie(d.pad_left, d.pad_right) = WindowPadding(d.w, kw, sw, same);
+    std::tie(d.pad_top, d.pad_bottom) = WindowPadding(d.h, d.span_h(), sh, same);
+    std::tie(d.pad_left, d.pad_right) = WindowPadding(d.w, d.span_w(), sw, same);
     return absl::OkStatus();
   }
   if (explicit_padding.size() != 4) {

@@ -14,10 +14,10 @@ class Conv2D final : public Module {
  public:
   Conv2D(std::string path, const ConvDesc& g, bool bias, uint64_t seed)
       : Module(std::move(path)), geometry_(g), conv_(this->path()) {
-    kernel_ =
-        MakeParam(ChildPath("kernel"),
-                  LecunNormal({g.kh, g.kw, g.c, g.o}, g.kh * g.kw * g.c, seed, ChildPath("kernel")),
-                  "weight");
+    kernel_ = MakeParam(ChildPath("kernel"),
+                        LecunNormal({g.kh, g.kw, g.group_c(), g.o}, g.kh * g.kw * g.group_c(), seed,
+                                    ChildPath("kernel")),
+                        "weight");
     kernel_.torch_layout = TorchLayout::kConvKernel;
     kernel_.accumulates = false;
     if (bias) {
@@ -62,6 +62,9 @@ class Conv2D final : public Module {
     g.pad_left = geometry_.pad_left;
     g.pad_bottom = geometry_.pad_bottom;
     g.pad_right = geometry_.pad_right;
+    g.groups = geometry_.groups;
+    g.dilation_h = geometry_.dilation_h;
+    g.dilation_w = geometry_.dilation_w;
     return conv_.Plan(rules, g);
   }
   void ReportOps(std::vector<std::pair<int, std::string>>* out) override {
@@ -75,7 +78,10 @@ class Conv2D final : public Module {
                             g.Weight(path(), op, kernel_, OnnxGraph::KernelLayout::kConv));
     std::vector<std::string> inputs = {g.ToNchw(in, path()), w};
     if (bias_) inputs.push_back(g.Param(*bias_));
-    return g.ToNhwc(g.Op("Conv", inputs, path(), WindowAttrs(geometry_)), path());
+    std::vector<OnnxGraph::Attr> attrs = WindowAttrs(geometry_);
+    attrs.push_back(OnnxGraph::IntAttr("group", geometry_.groups));
+    attrs.push_back(OnnxGraph::IntsAttr("dilations", {geometry_.dilation_h, geometry_.dilation_w}));
+    return g.ToNhwc(g.Op("Conv", inputs, path(), attrs), path());
   }
 
  private:
@@ -85,6 +91,26 @@ class Conv2D final : public Module {
   std::unique_ptr<Param> bias_;
   bool kept_ = false;
 };
+
+// feature_group_count and kernel_dilation into d (whose c and o are set), each checked.
+absl::Status SetGroupsAndDilation(const ModuleSite& site, const proto::Conv2D& c, ConvDesc& d) {
+  d.groups = c.feature_group_count() == 0 ? 1 : c.feature_group_count();
+  if (d.groups < 0 || d.c % d.groups != 0 || d.o % d.groups != 0) {
+    return site.Bad(absl::StrCat("feature_group_count ", c.feature_group_count(),
+                                 " must divide both the input channels (", d.c, ") and features (",
+                                 d.o, ")"));
+  }
+  if (c.kernel_dilation_size() == 0) return absl::OkStatus();
+  if (c.kernel_dilation_size() != 2) {
+    return site.Bad("kernel_dilation must be [dh, dw] or unset");
+  }
+  for (int64_t v : c.kernel_dilation()) {
+    QTRAIN_RETURN_IF_ERROR(site.CheckSize("kernel_dilation", v));
+  }
+  d.dilation_h = c.kernel_dilation(0);
+  d.dilation_w = c.kernel_dilation(1);
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Module>> BuildConv2D(const proto::Module& m, ModuleSite& site) {
   const auto& c = m.conv2d();
@@ -109,6 +135,7 @@ absl::StatusOr<std::unique_ptr<Module>> BuildConv2D(const proto::Module& m, Modu
   d.w = shape[1];
   d.c = shape[2];
   d.o = c.features();
+  QTRAIN_RETURN_IF_ERROR(SetGroupsAndDilation(site, c, d));
   QTRAIN_RETURN_IF_ERROR(SetWindow(
       site, "kernel_size", c.kernel_size(0), c.kernel_size(1), c.strides_size() ? c.strides(0) : 1,
       c.strides_size() ? c.strides(1) : 1, c.padding() == proto::SAME, c.explicit_padding(), d));
@@ -116,7 +143,7 @@ absl::StatusOr<std::unique_ptr<Module>> BuildConv2D(const proto::Module& m, Modu
   if (!valid.ok()) {
     return site.Bad(valid.message());
   }
-  QTRAIN_RETURN_IF_ERROR(site.AddParameters({d.kh, d.kw, d.c, d.o}, d.o));
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters({d.kh, d.kw, d.group_c(), d.o}, d.o));
   site.shape() = {d.out_h(), d.out_w(), d.o};
   return site.Allocate(
       [&] { return std::make_unique<Conv2D>(site.path(), d, !c.no_bias(), site.seed()); });

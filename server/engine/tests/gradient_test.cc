@@ -184,6 +184,19 @@ const Case kCases[] = {
                 {"batch_norm": {}}]}}}},
         {"activation": {"kind": "RELU"}},
         {"pool": {"kind": "GLOBAL_AVG"}}, {"batch_norm": {}}, {"linear": {"features": 3}}]}}})"},
+    {"grouped_conv", R"({"input": {"shape": [7, 6, 4]}, "body": {"sequential": {"layers": [
+        {"conv2d": {"features": 6, "kernel_size": [3, 3], "feature_group_count": 2}},
+        {"residual": {"body": {"sequential": {"layers": [
+            {"conv2d": {"features": 12, "kernel_size": [1, 1], "no_bias": true}},
+            {"activation": {"kind": "SILU"}},
+            {"conv2d": {"features": 12, "kernel_size": [3, 3], "feature_group_count": 12,
+                        "explicit_padding": [1, 1, 1, 1], "no_bias": true}},
+            {"conv2d": {"features": 6, "kernel_size": [1, 1]}}]}}}},
+        {"conv2d": {"features": 12, "kernel_size": [3, 2], "strides": [1, 2],
+                    "feature_group_count": 6, "kernel_dilation": [2, 1]}},
+        {"conv2d": {"features": 3, "kernel_size": [2, 2], "kernel_dilation": [3, 2],
+                    "padding": "VALID"}},
+        {"flatten": {}}, {"linear": {"features": 3}}]}}})"},
     {"transformer_block", R"({"input": {"kind": "TOKENS", "shape": [6]},
         "body": {"sequential": {"layers": [
         {"embedding": {"num_embeddings": 10, "features": 8}},

@@ -68,6 +68,23 @@ TEST(ModelTest, BadSpecsNameTheModuleAndField) {
       {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
            {"conv2d": {"features": 1, "kernel_size": [1, 4611686018427387904]}}]}}})",
        absl::StatusCode::kInvalidArgument, "kernel_size = 4611686018427387904"},
+      {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 6, "kernel_size": [3, 3], "feature_group_count": 4}}]}}})",
+       absl::StatusCode::kInvalidArgument,
+       "feature_group_count 4 must divide both the input channels (4) and features (6)"},
+      {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 4, "kernel_size": [3, 3], "feature_group_count": -2}}]}}})",
+       absl::StatusCode::kInvalidArgument, "feature_group_count -2"},
+      {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 4, "kernel_size": [3, 3], "kernel_dilation": [0, 1]}}]}}})",
+       absl::StatusCode::kInvalidArgument, "\"Conv_0\": kernel_dilation = 0"},
+      {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 4, "kernel_size": [3, 3], "kernel_dilation": [2]}}]}}})",
+       absl::StatusCode::kInvalidArgument, "kernel_dilation must be [dh, dw]"},
+      {R"({"input": {"shape": [8, 8, 4]}, "body": {"sequential": {"layers": [
+           {"conv2d": {"features": 4, "kernel_size": [3, 3], "padding": "VALID",
+                       "kernel_dilation": [4, 1]}}]}}})",
+       absl::StatusCode::kInvalidArgument, "(dilated 9x3) is larger than the padded input 8x8"},
       {R"({"input": {"shape": [16384, 64]}, "body": {"sequential": {"layers": [
            {"attention": {"num_heads": 64}}]}}})",
        absl::StatusCode::kResourceExhausted, "attention scores"},
