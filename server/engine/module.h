@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,10 @@ struct Param {
   // The leaf's name in a PyTorch state dict ("weight" for a kernel), and its layout there.
   std::string torch_leaf;
   TorchLayout torch_layout = TorchLayout::kSame;
+  // The module whose PyTorch name prefixes torch_leaf when it is not the one holding the param:
+  // nn.MultiheadAttention's packed in_proj_weight belongs to the attention module, not to
+  // qtrain's in_proj child; torchvision ViT's class_token to the model itself ("").
+  std::optional<std::string> torch_module;
   Tensor value;
   Tensor grad;
   // false when Backward assigns the whole gradient (matmul / conv kernels), so the trainer need

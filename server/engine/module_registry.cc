@@ -12,14 +12,17 @@ namespace qtrain::engine {
 
 extern const ModuleKind kLinearKind, kConv2DKind, kEmbeddingKind, kLayerNormKind, kRmsNormKind,
     kActivationKind, kAttentionKind, kPoolKind, kFlattenKind, kDropoutKind, kSequentialKind,
-    kResidualKind, kBatchNormKind;
+    kResidualKind, kBatchNormKind, kToTokensKind, kClassTokenKind, kPositionEmbeddingKind,
+    kTakeTokenKind;
 
 namespace {
 
 const ModuleKind* const kKinds[] = {
-    &kLinearKind,     &kConv2DKind,    &kEmbeddingKind, &kLayerNormKind, &kRmsNormKind,
-    &kActivationKind, &kAttentionKind, &kPoolKind,      &kFlattenKind,   &kDropoutKind,
-    &kSequentialKind, &kResidualKind,  &kBatchNormKind,
+    &kLinearKind,    &kConv2DKind,     &kEmbeddingKind,  &kLayerNormKind,
+    &kRmsNormKind,   &kActivationKind, &kAttentionKind,  &kPoolKind,
+    &kFlattenKind,   &kDropoutKind,    &kSequentialKind, &kResidualKind,
+    &kBatchNormKind, &kToTokensKind,   &kClassTokenKind, &kPositionEmbeddingKind,
+    &kTakeTokenKind,
 };
 
 }  // namespace

@@ -112,9 +112,12 @@ Tensor OihwToHwio(const Tensor& t) { return Permute4(t, {2, 3, 1, 0}); }
 Tensor HwioToOihw(const Tensor& t) { return Permute4(t, {3, 2, 0, 1}); }
 
 std::string TorchName(const std::string& name, const std::string& torch_leaf,
-                      const std::map<std::string, std::string>& module_map) {
+                      const std::map<std::string, std::string>& module_map,
+                      const std::optional<std::string>& torch_module) {
   const size_t slash = name.rfind('/');
-  const std::string module = slash == std::string::npos ? "" : name.substr(0, slash);
+  const std::string module = torch_module                 ? *torch_module
+                             : slash == std::string::npos ? ""
+                                                          : name.substr(0, slash);
   const std::string leaf = !torch_leaf.empty()          ? torch_leaf
                            : slash == std::string::npos ? name
                                                         : name.substr(slash + 1);
@@ -126,7 +129,7 @@ std::string TorchName(const std::string& name, const std::string& torch_leaf,
 
 std::string SourceName(const engine::Param& param,
                        const std::map<std::string, std::string>& module_map) {
-  return TorchName(param.name, param.torch_leaf, module_map);
+  return TorchName(param.name, param.torch_leaf, module_map, param.torch_module);
 }
 
 Tensor ToTorchLayout(const engine::Model& model, const engine::Param& p, const Tensor& value) {
@@ -145,7 +148,7 @@ absl::Status CheckModuleMap(const engine::Model& model,
                             const std::map<std::string, std::string>& module_map) {
   std::set<std::string> modules;
   for (const engine::Param* p : model.params()) {
-    modules.insert(p->name.substr(0, p->name.rfind('/')));
+    modules.insert(p->torch_module ? *p->torch_module : p->name.substr(0, p->name.rfind('/')));
   }
   std::vector<std::string> unknown, empty, clashes;
   for (const auto& [module, name] : module_map) {
@@ -182,9 +185,10 @@ absl::Status ImportWeights(const SafetensorsFile& file,
   std::map<std::string, Tensor> state;
   const engine::Model& model = trainer.model();
   // Reads tensor `name` (torch leaf `leaf`, layout `layout`) for `key` of `shape`.
-  auto take = [&](const std::string& name, const std::string& leaf, engine::TorchLayout layout,
+  auto take = [&](const std::string& name, const std::string& leaf,
+                  const std::optional<std::string>& torch_module, engine::TorchLayout layout,
                   const Shape& shape, const std::string& key) {
-    const std::string source = TorchName(name, leaf, module_map);
+    const std::string source = TorchName(name, leaf, module_map, torch_module);
     auto it = file.tensors.find(source);
     if (it == file.tensors.end()) {
       if (auto other = file.unloaded.find(source); other != file.unloaded.end()) {
@@ -216,10 +220,11 @@ absl::Status ImportWeights(const SafetensorsFile& file,
     state[key] = std::move(converted);
   };
   for (const engine::Param* p : model.params()) {
-    take(p->name, p->torch_leaf, p->torch_layout, p->value.shape(), "params/" + p->name);
+    take(p->name, p->torch_leaf, p->torch_module, p->torch_layout, p->value.shape(),
+         "params/" + p->name);
   }
   for (const engine::StateTensor* s : model.state()) {
-    take(s->name, s->torch_leaf, engine::TorchLayout::kSame, s->value.shape(),
+    take(s->name, s->torch_leaf, std::nullopt, engine::TorchLayout::kSame, s->value.shape(),
          "batch_stats/" + s->name);
     // BatchNorm's step counter: PyTorch reads it only with momentum=None (a cumulative average),
     // which qtrain does not offer.

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -36,9 +37,11 @@ absl::Status CheckModuleMap(const engine::Model& model,
                             const std::map<std::string, std::string>& module_map);
 
 // The PyTorch name of qtrain tensor `name` ("<module path>/<leaf>") whose PyTorch leaf is
-// `torch_leaf` ("" keeps qtrain's): the module's mapped name, '.', the leaf.
+// `torch_leaf` ("" keeps qtrain's): the module's mapped name, '.', the leaf. `torch_module`, when
+// set, replaces the module path taken from `name` (Param::torch_module).
 std::string TorchName(const std::string& name, const std::string& torch_leaf,
-                      const std::map<std::string, std::string>& module_map);
+                      const std::map<std::string, std::string>& module_map,
+                      const std::optional<std::string>& torch_module = std::nullopt);
 
 // The name in the file that parameter `param` ("Dense_0/kernel") is read from: its module's
 // name, then its PyTorch leaf (Param::torch_leaf).

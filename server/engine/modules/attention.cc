@@ -1,5 +1,6 @@
 // Multi-head self-attention (Flax MultiHeadDotProductAttention): children query / key / value /
-// out (Linear, with bias), quantizable einsums einsum0 = q·kᵀ and einsum1 = attention·v.
+// out (Linear, with bias), or PyTorch's packed in_proj / out_proj; quantizable einsums
+// einsum0 = q·kᵀ and einsum1 = attention·v.
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -14,32 +15,42 @@
 namespace qtrain::engine {
 namespace {
 
-// (B, T, H, Dh) ↔ (B, H, T, Dh).
-Tensor SplitHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) {
+// (B, T, H, Dh) ↔ (B, H, T, Dh). The (B, T, ·) side has rows of `stride` floats, the heads
+// starting at column `offset` (a packed q | k | v projection has stride 3·H·Dh).
+Tensor SplitHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh, int64_t stride,
+                  int64_t offset) {
   Tensor out = Tensor::Empty(DType::kF32, {b * h, t, dh});
   const float* src = x.data<float>();
   float* dst = out.data<float>();
   for (int64_t i = 0; i < b; ++i) {
     for (int64_t j = 0; j < t; ++j) {
       for (int64_t k = 0; k < h; ++k) {
-        std::copy_n(src + ((i * t + j) * h + k) * dh, dh, dst + ((i * h + k) * t + j) * dh);
+        std::copy_n(src + (i * t + j) * stride + offset + k * dh, dh,
+                    dst + ((i * h + k) * t + j) * dh);
       }
     }
   }
   return out;
 }
+Tensor SplitHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) {
+  return SplitHeads(x, b, t, h, dh, h * dh, 0);
+}
 
-Tensor MergeHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) {
-  Tensor out = Tensor::Empty(DType::kF32, {b, t, h * dh});
+void MergeHeadsInto(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh, float* dst,
+                    int64_t stride, int64_t offset) {
   const float* src = x.data<float>();
-  float* dst = out.data<float>();
   for (int64_t i = 0; i < b; ++i) {
     for (int64_t j = 0; j < t; ++j) {
       for (int64_t k = 0; k < h; ++k) {
-        std::copy_n(src + ((i * h + k) * t + j) * dh, dh, dst + ((i * t + j) * h + k) * dh);
+        std::copy_n(src + ((i * h + k) * t + j) * dh, dh,
+                    dst + (i * t + j) * stride + offset + k * dh);
       }
     }
   }
+}
+Tensor MergeHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) {
+  Tensor out = Tensor::Empty(DType::kF32, {b, t, h * dh});
+  MergeHeadsInto(x, b, t, h, dh, out.data<float>(), h * dh, 0);
   return out;
 }
 
@@ -67,7 +78,7 @@ void Scale(Tensor& t, float s) {
 
 class Attention final : public Module {
  public:
-  Attention(std::string path, int64_t d_model, int64_t heads, int64_t qkv, bool causal,
+  Attention(std::string path, int64_t d_model, int64_t heads, int64_t qkv, bool causal, bool packed,
             int64_t seq_len, uint64_t seed)
       : Module(std::move(path)),
         seq_len_(seq_len),
@@ -77,6 +88,17 @@ class Attention final : public Module {
         causal_(causal),
         einsum0_(this->path(), kEinsum, "einsum0", false),
         einsum1_(this->path(), kEinsum, "einsum1", false) {
+    if (packed) {
+      in_proj_ = MakeLinear(ChildPath("in_proj"), d_model, 3 * qkv, true, seed);
+      std::vector<Param*> params;
+      in_proj_->CollectParams(&params);
+      for (Param* p : params) {  // in_proj_weight / in_proj_bias on the attention module
+        p->torch_module = this->path();
+        p->torch_leaf = p->torch_leaf == "weight" ? "in_proj_weight" : "in_proj_bias";
+      }
+      out_ = MakeLinear(ChildPath("out_proj"), qkv, d_model, true, seed);
+      return;
+    }
     query_ = MakeLinear(ChildPath("query"), d_model, qkv, true, seed);
     key_ = MakeLinear(ChildPath("key"), d_model, qkv, true, seed);
     value_ = MakeLinear(ChildPath("value"), d_model, qkv, true, seed);
@@ -90,13 +112,21 @@ class Attention final : public Module {
                                                      "), got ", ShapeString(x.shape())));
     }
     const int64_t b = x.dim(0), t = x.dim(1), h = heads_, dh = head_dim_;
-    QTRAIN_ASSIGN_OR_RETURN(Tensor q, query_->Forward(ctx, x));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor k, key_->Forward(ctx, x));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor v, value_->Forward(ctx, x));
-    Tensor qh = SplitHeads(q, b, t, h, dh);
-    Scale(qh, 1.0f / std::sqrt(static_cast<float>(dh)));  // Flax scales the query
-    Tensor kt = TransposeLast2(SplitHeads(k, b, t, h, dh));
-    Tensor vh = SplitHeads(v, b, t, h, dh);
+    Tensor qh, kt, vh;
+    if (in_proj_) {
+      QTRAIN_ASSIGN_OR_RETURN(Tensor qkv, in_proj_->Forward(ctx, x));
+      qh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, 0);
+      kt = TransposeLast2(SplitHeads(qkv, b, t, h, dh, 3 * h * dh, h * dh));
+      vh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, 2 * h * dh);
+    } else {
+      QTRAIN_ASSIGN_OR_RETURN(Tensor q, query_->Forward(ctx, x));
+      QTRAIN_ASSIGN_OR_RETURN(Tensor k, key_->Forward(ctx, x));
+      QTRAIN_ASSIGN_OR_RETURN(Tensor v, value_->Forward(ctx, x));
+      qh = SplitHeads(q, b, t, h, dh);
+      kt = TransposeLast2(SplitHeads(k, b, t, h, dh));
+      vh = SplitHeads(v, b, t, h, dh);
+    }
+    Scale(qh, 1.0f / std::sqrt(static_cast<float>(dh)));  // Flax and PyTorch scale the query
     QTRAIN_ASSIGN_OR_RETURN(Tensor scores,
                             einsum0_.Forward(ctx, qh, kt, {b, h, t, dh}, {b, h, dh, t}));
     if (causal_) {
@@ -138,6 +168,15 @@ class Attention final : public Module {
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients g0,
                             einsum0_.Backward(ctx, saved_->q, saved_->kt, d_scores));
     Scale(g0.dx, 1.0f / std::sqrt(static_cast<float>(dh)));
+    saved_.reset();
+    if (in_proj_) {
+      Tensor d_qkv = Tensor::Empty(DType::kF32, {b, t, 3 * h * dh});
+      float* d = d_qkv.data<float>();
+      MergeHeadsInto(g0.dx, b, t, h, dh, d, 3 * h * dh, 0);
+      MergeHeadsInto(TransposeLast2(g0.dw), b, t, h, dh, d, 3 * h * dh, h * dh);
+      MergeHeadsInto(g1.dw, b, t, h, dh, d, 3 * h * dh, 2 * h * dh);
+      return in_proj_->Backward(ctx, d_qkv);
+    }
     QTRAIN_ASSIGN_OR_RETURN(Tensor dx, query_->Backward(ctx, MergeHeads(g0.dx, b, t, h, dh)));
     QTRAIN_ASSIGN_OR_RETURN(Tensor dxk,
                             key_->Backward(ctx, MergeHeads(TransposeLast2(g0.dw), b, t, h, dh)));
@@ -145,11 +184,11 @@ class Attention final : public Module {
     for (int64_t i = 0; i < dx.numel(); ++i) {
       dx.data<float>()[i] += dxk.data<float>()[i] + dxv.data<float>()[i];
     }
-    saved_.reset();
     return dx;
   }
 
   std::vector<Module*> Children() override {
+    if (in_proj_) return {in_proj_.get(), out_.get()};
     return {query_.get(), key_.get(), value_.get(), out_.get()};
   }
   absl::Status PlanOps(const CompiledRules* rules) override {
@@ -170,13 +209,27 @@ class Attention final : public Module {
   absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
     const int64_t t = seq_len_, h = heads_, dh = head_dim_;
     const std::string& base = path();
-    auto project = [&](Module& linear, const char* name) -> absl::StatusOr<std::string> {
-      QTRAIN_ASSIGN_OR_RETURN(std::string y, linear.ExportOnnx(g, x));
+    std::string packed;
+    if (in_proj_) {
+      QTRAIN_ASSIGN_OR_RETURN(packed, in_proj_->ExportOnnx(g, x));
+    }
+    // Part `index` (q, k, v) as (N, T, H, Dh): its own linear layer, or a slice of the packed one.
+    auto project = [&](Module* linear, int64_t index,
+                       const char* name) -> absl::StatusOr<std::string> {
+      std::string y;
+      if (in_proj_) {
+        y = g.Op("Slice",
+                 {packed, g.Ints("start", {index * h * dh}), g.Ints("end", {(index + 1) * h * dh}),
+                  g.Ints("axis", {2})},
+                 base + "/" + name);
+      } else {
+        QTRAIN_ASSIGN_OR_RETURN(y, linear->ExportOnnx(g, x));
+      }
       return g.Op("Reshape", {y, g.Ints("heads", {0, 0, h, dh})}, base + "/" + name);
     };
-    QTRAIN_ASSIGN_OR_RETURN(std::string q, project(*query_, "query"));
-    QTRAIN_ASSIGN_OR_RETURN(std::string k, project(*key_, "key"));
-    QTRAIN_ASSIGN_OR_RETURN(std::string v, project(*value_, "value"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string q, project(query_.get(), 0, "query"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string k, project(key_.get(), 1, "key"));
+    QTRAIN_ASSIGN_OR_RETURN(std::string v, project(value_.get(), 2, "value"));
     q = g.Op("Mul",
              {g.Transpose(q, {0, 2, 1, 3}, base + "/q"),
               g.Scalar("query_scale", 1.0f / std::sqrt(static_cast<float>(dh)))},
@@ -213,7 +266,7 @@ class Attention final : public Module {
   int64_t seq_len_, d_model_, heads_, head_dim_;
   bool causal_;
   QuantizedDot einsum0_, einsum1_;
-  std::unique_ptr<Module> query_, key_, value_, out_;
+  std::unique_ptr<Module> query_, key_, value_, out_, in_proj_;  // in_proj_: packed q | k | v
   std::optional<Saved> saved_;
 };
 
@@ -241,8 +294,8 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
   }
   site.AddActivations(a.num_heads() * t * t);
   return site.Allocate([&] {
-    return std::make_unique<Attention>(site.path(), d, a.num_heads(), qkv, a.causal(), t,
-                                       site.seed());
+    return std::make_unique<Attention>(site.path(), d, a.num_heads(), qkv, a.causal(),
+                                       a.packed_projection(), t, site.seed());
   });
 }
 

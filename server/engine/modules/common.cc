@@ -37,6 +37,21 @@ Param MakeParam(const std::string& name, Tensor value, std::string torch_leaf) {
   return p;
 }
 
+void TorchNameIsModulePath(Param& p, const std::string& module_path) {
+  const size_t slash = module_path.rfind('/');
+  p.torch_module = slash == std::string::npos ? "" : module_path.substr(0, slash);
+  p.torch_leaf = slash == std::string::npos ? module_path : module_path.substr(slash + 1);
+}
+
+absl::Status CheckTokens(const std::string& path, const Tensor& x, int64_t tokens, int64_t d) {
+  if (x.dtype() != DType::kF32 || x.rank() != 3 || x.dim(1) != tokens || x.dim(2) != d) {
+    return absl::InvalidArgumentError(absl::StrCat("module \"", path, "\": expected f32 (N, ",
+                                                   tokens, ", ", d, "), got ", DTypeName(x.dtype()),
+                                                   " ", ShapeString(x.shape())));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<float> NormEpsilon(ModuleSite& site, float epsilon) {
   if (site.shape().empty()) {
     return site.Bad("normalization needs a feature axis");

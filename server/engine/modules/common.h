@@ -23,6 +23,11 @@ absl::Status CheckFeatures(const std::string& path, const Tensor& x, int64_t fea
 
 // A parameter named `name` holding `value`, its gradient zeroed; PyTorch calls it `torch_leaf`.
 Param MakeParam(const std::string& name, Tensor value, std::string torch_leaf);
+// PyTorch names `p` by `module_path` itself (an nn.Parameter attribute of the parent module,
+// such as torchvision ViT's class_token), not by a leaf under it.
+void TorchNameIsModulePath(Param& p, const std::string& module_path);
+// InvalidArgument unless `x` is f32 (N, tokens, d).
+absl::Status CheckTokens(const std::string& path, const Tensor& x, int64_t tokens, int64_t d);
 
 // A normalisation over the last axis with `epsilon` (0: the default 1e-6): checks the shape and
 // epsilon, counts the scale and bias, and returns the epsilon to use.

@@ -197,6 +197,16 @@ const Case kCases[] = {
         {"conv2d": {"features": 3, "kernel_size": [2, 2], "kernel_dilation": [3, 2],
                     "padding": "VALID"}},
         {"flatten": {}}, {"linear": {"features": 3}}]}}})"},
+    {"vit_block", R"({"input": {"shape": [6, 4, 2]}, "body": {"sequential": {"layers": [
+        {"conv2d": {"features": 8, "kernel_size": [2, 2], "strides": [2, 2], "padding": "VALID"}},
+        {"to_tokens": {}}, {"class_token": {}}, {"position_embedding": {}},
+        {"residual": {"body": {"sequential": {"layers": [
+            {"layer_norm": {}},
+            {"attention": {"num_heads": 2, "packed_projection": true}}]}}}},
+        {"residual": {"body": {"sequential": {"layers": [
+            {"layer_norm": {}}, {"linear": {"features": 12}},
+            {"activation": {"kind": "GELU_EXACT"}}, {"linear": {"features": 8}}]}}}},
+        {"take_token": {"index": 0}}, {"linear": {"features": 3}}]}}})"},
     {"transformer_block", R"({"input": {"kind": "TOKENS", "shape": [6]},
         "body": {"sequential": {"layers": [
         {"embedding": {"num_embeddings": 10, "features": 8}},

@@ -85,6 +85,15 @@ TEST(ModelTest, BadSpecsNameTheModuleAndField) {
            {"conv2d": {"features": 4, "kernel_size": [3, 3], "padding": "VALID",
                        "kernel_dilation": [4, 1]}}]}}})",
        absl::StatusCode::kInvalidArgument, "(dilated 9x3) is larger than the padded input 8x8"},
+      {R"({"input": {"shape": [5, 8]}, "body": {"sequential": {"layers": [
+           {"take_token": {"index": 5}}]}}})",
+       absl::StatusCode::kInvalidArgument, "take_token index 5 must be in [0, 5)"},
+      {R"({"input": {"shape": [4, 4, 8]}, "body": {"sequential": {"layers": [
+           {"class_token": {}}]}}})",
+       absl::StatusCode::kInvalidArgument, "\"ClassToken_0\": class_token needs (T, D) tokens"},
+      {R"({"input": {"shape": [16]}, "body": {"sequential": {"layers": [
+           {"to_tokens": {}}]}}})",
+       absl::StatusCode::kInvalidArgument, "to_tokens needs (H, W, C) feature maps, got [16]"},
       {R"({"input": {"shape": [16384, 64]}, "body": {"sequential": {"layers": [
            {"attention": {"num_heads": 64}}]}}})",
        absl::StatusCode::kResourceExhausted, "attention scores"},
