@@ -178,9 +178,24 @@ absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag() {
   return out;
 }
 
-absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlag() {
+const char* const kArchOptionFlags[8] = {"num_classes", "width_mult", "image_size", "patch_size",
+                                         "num_layers",  "num_heads",  "hidden_dim", "mlp_dim"};
+
+absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlags(const Invocation& inv) {
   const std::string flag = absl::GetFlag(FLAGS_arch_options);
   std::map<std::string, double> out;
+  const std::map<std::string, double> named = {
+      {"num_classes", static_cast<double>(absl::GetFlag(FLAGS_num_classes))},
+      {"width_mult", absl::GetFlag(FLAGS_width_mult)},
+      {"image_size", static_cast<double>(absl::GetFlag(FLAGS_image_size))},
+      {"patch_size", static_cast<double>(absl::GetFlag(FLAGS_patch_size))},
+      {"num_layers", static_cast<double>(absl::GetFlag(FLAGS_num_layers))},
+      {"num_heads", static_cast<double>(absl::GetFlag(FLAGS_num_heads))},
+      {"hidden_dim", static_cast<double>(absl::GetFlag(FLAGS_hidden_dim))},
+      {"mlp_dim", static_cast<double>(absl::GetFlag(FLAGS_mlp_dim))}};
+  for (const auto& [name, value] : named) {
+    if (Given(inv, name)) out[name] = value;
+  }
   if (flag.empty()) return out;
   for (absl::string_view item : absl::StrSplit(flag, ',')) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
@@ -190,8 +205,9 @@ absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlag() {
           absl::StrCat("--arch_options=", flag, ": \"", item, "\" is not name=number"));
     }
     if (!out.emplace(std::string(kv.first), v).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--arch_options=", flag, ": ", kv.first, " is given twice"));
+      return absl::InvalidArgumentError(absl::StrCat("--arch_options=", flag, ": ", kv.first,
+                                                     " is given twice (or also as --", kv.first,
+                                                     ")"));
     }
   }
   return out;

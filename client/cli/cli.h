@@ -63,9 +63,11 @@ absl::Status LoadJsonMessage(const std::string& flag, const std::string& text_or
 
 // --input_shape as dimensions (empty when unset).
 absl::StatusOr<std::vector<int64_t>> InputShapeFromFlag();
-// --arch_options=name=value,... as a map; InvalidArgument naming an item that is not
-// name=number or a name given twice.
-absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlag();
+// The builder-option flags of --arch (kArchOptionFlags, each under its torchvision name).
+extern const char* const kArchOptionFlags[8];
+// --arch_options=name=value,... and the kArchOptionFlags `inv` gives, as a map;
+// InvalidArgument naming an item that is not name=number or an option given twice.
+absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlags(const Invocation& inv);
 
 // The dataset the --data family of flags describes.
 // `path` / `split` (non-empty) stand in for --data / --split.

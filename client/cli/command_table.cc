@@ -138,8 +138,9 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "A new session from a built-in --preset or a --model spec (the server picks an id when ID "
        "is omitted).",
-       {"preset", "model", "arch", "num_classes", "arch_options", "rules", "optimizer", "lr",
-        "seed", "classes", "input_shape", "seq_len"},
+       {"preset", "model", "arch", "num_classes", "arch_options", "width_mult", "image_size",
+        "patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "rules", "optimizer",
+        "lr", "seed", "classes", "input_shape", "seq_len"},
        SessionCreate},
       {"session get",
        "ID",
@@ -155,12 +156,16 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "A new session from --preset, --model or --arch and the float weights of a model "
        "trained elsewhere (--weights: safetensors with PyTorch naming and layouts); --map renames "
-       "modules. --arch=torchvision:resnet18 (resnet34, resnet50, mobilenet_v2; --num_classes, "
-       "--arch_options, --input_shape=H,W,C) takes a torchvision state dict as it is. The server "
+       "modules. --arch=torchvision:resnet18 (resnet34, resnet50, mobilenet_v2 (--width_mult), "
+       "vit_b_16 (vit_b_32, vit_l_16, vit_l_32, vit_h_14; --image_size --patch_size "
+       "--num_layers --num_heads --hidden_dim --mlp_dim); --num_classes, --arch_options, "
+       "--input_shape=H,W,C) takes a torchvision state dict as it is. The server "
        "names every "
        "tensor that does not fit.",
-       {"weights", "map", "preset", "model", "arch", "num_classes", "arch_options", "rules",
-        "optimizer", "lr", "seed", "classes", "input_shape", "seq_len"},
+       {"weights",      "map",         "preset",     "model",      "arch",       "num_classes",
+        "arch_options", "width_mult",  "image_size", "patch_size", "num_layers", "num_heads",
+        "hidden_dim",   "mlp_dim",     "rules",      "optimizer",  "lr",         "seed",
+        "classes",      "input_shape", "seq_len"},
        Import},
       {"export",
        "ID",
@@ -188,6 +193,13 @@ const std::vector<CommandSpec>& CommandSpecs() {
               "arch",
               "num_classes",
               "arch_options",
+              "width_mult",
+              "image_size",
+              "patch_size",
+              "num_layers",
+              "num_heads",
+              "hidden_dim",
+              "mlp_dim",
               "rules",
               "seed",
               "classes",

@@ -51,11 +51,19 @@ ABSL_FLAG(std::string, preset, "", "built-in model: mlp, cnn or transformer-lm")
 ABSL_FLAG(std::string, model, "", "model spec: a JSON file or inline JSON");
 ABSL_FLAG(std::string, arch, "",
           "named architecture whose state dict imports as is: torchvision:resnet18, "
-          "torchvision:resnet34, torchvision:resnet50, torchvision:mobilenet_v2");
+          "torchvision:resnet34, torchvision:resnet50, torchvision:mobilenet_v2, "
+          "torchvision:vit_b_16 (vit_b_32, vit_l_16, vit_l_32, vit_h_14)");
 ABSL_FLAG(int64_t, num_classes, 1000, "--arch: the builder's num_classes");
 ABSL_FLAG(std::string, arch_options, "",
-          "--arch: other builder options as name=value,... (torchvision's parameter names, e.g. "
-          "width_mult=0.5,dropout=0 for mobilenet_v2)");
+          "--arch: any builder option as name=value,... (torchvision's parameter names, e.g. "
+          "dropout=0,round_nearest=8 for mobilenet_v2, representation_size=768 for vit_b_16)");
+ABSL_FLAG(double, width_mult, 1.0, "--arch=torchvision:mobilenet_v2: the width multiplier");
+ABSL_FLAG(int64_t, image_size, 224, "--arch=torchvision:vit_*: the image side (input_shape)");
+ABSL_FLAG(int64_t, patch_size, 16, "--arch=torchvision:vit_*: the patch side");
+ABSL_FLAG(int64_t, num_layers, 12, "--arch=torchvision:vit_*: encoder blocks");
+ABSL_FLAG(int64_t, num_heads, 12, "--arch=torchvision:vit_*: attention heads");
+ABSL_FLAG(int64_t, hidden_dim, 768, "--arch=torchvision:vit_*: the token width");
+ABSL_FLAG(int64_t, mlp_dim, 3072, "--arch=torchvision:vit_*: the MLP's hidden width");
 ABSL_FLAG(std::string, rules, "",
           "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, a JSON file or inline JSON");
 ABSL_FLAG(std::string, optimizer, "adamw",

@@ -167,12 +167,16 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
                                                 : " takes one of --preset, --model and --arch"));
   }
   // The options each source reads; any other given is a mistake, not a no-op.
-  const std::vector<std::string> reads =
-      !model.empty()  ? std::vector<std::string>{}
-      : !arch.empty() ? std::vector<std::string>{"num_classes", "input_shape", "arch_options"}
-      : preset == "transformer-lm" ? std::vector<std::string>{"seq_len"}
-                                   : std::vector<std::string>{"classes", "input_shape"};
-  for (const char* flag : {"classes", "input_shape", "seq_len", "num_classes", "arch_options"}) {
+  std::vector<std::string> arch_reads = {"input_shape", "arch_options"};
+  arch_reads.insert(arch_reads.end(), std::begin(kArchOptionFlags), std::end(kArchOptionFlags));
+  const std::vector<std::string> reads = !model.empty()  ? std::vector<std::string>{}
+                                         : !arch.empty() ? arch_reads
+                                         : preset == "transformer-lm"
+                                             ? std::vector<std::string>{"seq_len"}
+                                             : std::vector<std::string>{"classes", "input_shape"};
+  std::vector<std::string> shaping = {"classes", "seq_len"};
+  shaping.insert(shaping.end(), arch_reads.begin(), arch_reads.end());
+  for (const std::string& flag : shaping) {
     if (Given(inv, flag) && std::find(reads.begin(), reads.end(), flag) == reads.end()) {
       return Usage(inv, absl::StrCat("--", flag, " does not shape ",
                                      !preset.empty() ? absl::StrCat("--preset=", preset)
@@ -190,13 +194,9 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
     // The server expands it and names every problem (unknown architecture or option).
     v1::Architecture* a = req.mutable_architecture();
     a->set_name(arch);
-    auto options = ArchOptionsFromFlag();
+    auto options = ArchOptionsFromFlags(inv);
     if (!options.ok()) return Usage(inv, std::string(options.status().message()));
     a->mutable_options()->insert(options->begin(), options->end());
-    if (Given(inv, "num_classes")) {
-      (*a->mutable_options())["num_classes"] =
-          static_cast<double>(absl::GetFlag(FLAGS_num_classes));
-    }
     auto shape = InputShapeFromFlag();
     if (!shape.ok()) return Usage(inv, std::string(shape.status().message()));
     for (int64_t d : *shape) a->add_input_shape(d);

@@ -12,12 +12,21 @@ namespace {
 
 using Builder = std::function<absl::StatusOr<proto::ModelSpec>(arch::Options&)>;
 
+Builder Vit(arch::VitDefaults d) {
+  return [d](arch::Options& o) { return arch::TorchvisionVit(d, o); };
+}
+
 const std::map<std::string, Builder>& Builders() {
   static const auto* builders = new std::map<std::string, Builder>{
       {"torchvision:resnet18", [](arch::Options& o) { return arch::TorchvisionResnet(18, o); }},
       {"torchvision:resnet34", [](arch::Options& o) { return arch::TorchvisionResnet(34, o); }},
       {"torchvision:resnet50", [](arch::Options& o) { return arch::TorchvisionResnet(50, o); }},
       {"torchvision:mobilenet_v2", arch::TorchvisionMobilenetV2},
+      {"torchvision:vit_b_16", Vit({16, 12, 12, 768, 3072})},
+      {"torchvision:vit_b_32", Vit({32, 12, 12, 768, 3072})},
+      {"torchvision:vit_l_16", Vit({16, 24, 16, 1024, 4096})},
+      {"torchvision:vit_l_32", Vit({32, 24, 16, 1024, 4096})},
+      {"torchvision:vit_h_14", Vit({14, 32, 16, 1280, 5120})},
   };
   return *builders;
 }

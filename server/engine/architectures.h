@@ -57,6 +57,11 @@ proto::Module Dense(int64_t features, bool bias = true);
 // Builders, one per file under architectures/.
 absl::StatusOr<proto::ModelSpec> TorchvisionResnet(int depth, Options& options);
 absl::StatusOr<proto::ModelSpec> TorchvisionMobilenetV2(Options& options);
+// The defaults of one of torchvision's vit_* builders (every one is an option too).
+struct VitDefaults {
+  int64_t patch, layers, heads, hidden, mlp;
+};
+absl::StatusOr<proto::ModelSpec> TorchvisionVit(const VitDefaults& defaults, Options& options);
 
 }  // namespace arch
 }  // namespace qtrain::engine

@@ -72,7 +72,7 @@ class Builder final : public ModuleSite::Tree {
     }
     const Shape in = shape;
     if (kind->flatten == FlattenUse::kBreaks) pending_flatten_.reset();
-    ModuleSite site(*this, path, shape, depth);
+    ModuleSite site(*this, path, shape, depth, parent, &counters);
     QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> module, kind->build(m, site));
     NoteFlatten(kind->flatten, path, in);
     if (NumElements(shape) > kMaxExampleActivation) {
@@ -216,6 +216,22 @@ absl::StatusOr<std::unique_ptr<Module>> ModuleSite::BuildBody(const proto::Modul
   }
   std::map<std::string, int> counters;
   return BuildChild(body, counters);
+}
+
+absl::StatusOr<std::unique_ptr<Module>> ModuleSite::BuildBodyInParentScope(
+    const proto::Module& body) {
+  std::map<std::string, int> root_counters;
+  std::map<std::string, int>& counters = parent_counters_ ? *parent_counters_ : root_counters;
+  if (!(body.has_sequential() && body.name().empty())) {
+    return tree_.Build(body, parent_, counters, shape_, depth_ + 1);
+  }
+  std::vector<std::unique_ptr<Module>> layers;
+  for (const proto::Module& layer : body.sequential().layers()) {
+    QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> m,
+                            tree_.Build(layer, parent_, counters, shape_, depth_ + 1));
+    layers.push_back(std::move(m));
+  }
+  return MakeSequential(path_, std::move(layers));
 }
 
 absl::StatusOr<ModelFootprint> Model::Estimate(const proto::ModelSpec& spec) {

@@ -65,8 +65,15 @@ class ModuleSite {
                                                           Shape& shape, int depth) = 0;
   };
 
-  ModuleSite(Tree& tree, std::string path, Shape& shape, int depth)
-      : tree_(tree), path_(std::move(path)), shape_(shape), depth_(depth) {}
+  // `parent` and `parent_counters`: where this module was named (BuildBodyInParentScope).
+  ModuleSite(Tree& tree, std::string path, Shape& shape, int depth, std::string parent = "",
+             std::map<std::string, int>* parent_counters = nullptr)
+      : tree_(tree),
+        path_(std::move(path)),
+        shape_(shape),
+        depth_(depth),
+        parent_(std::move(parent)),
+        parent_counters_(parent_counters) {}
 
   const std::string& path() const { return path_; }
   // The per-example shape: the input's when build is called, the output's when it returns.
@@ -98,12 +105,17 @@ class ModuleSite {
   // Builds a container's body: an unnamed Sequential is transparent (its layers live directly
   // under this module), anything else is one child.
   absl::StatusOr<std::unique_ptr<Module>> BuildBody(const proto::Module& body);
+  // As BuildBody, but the body's modules are named in this module's parent scope, continuing
+  // its Linen counters (Flax's share_scope: a residual add written in the parent's __call__).
+  absl::StatusOr<std::unique_ptr<Module>> BuildBodyInParentScope(const proto::Module& body);
 
  private:
   Tree& tree_;
   std::string path_;
   Shape& shape_;
   int depth_;
+  std::string parent_;
+  std::map<std::string, int>* parent_counters_;
 };
 
 }  // namespace qtrain::engine

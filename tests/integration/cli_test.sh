@@ -149,14 +149,23 @@ gunzip -c $FM/t10k-labels-idx1-ubyte.gz > "$TMP/t10k-labels-idx1-ubyte"
 expect 0 "$Q" session create cnn --preset=cnn
 expect 0 "$Q" train cnn --data="$TMP/t10k-images-idx3-ubyte" --steps=3 --batch_size=32
 contains "trained session cnn: steps 1-3"
-# A named architecture with builder options: torchvision's MobileNetV2 (depthwise convolutions)
-# at width 0.35 on 28x28x1 images, trained with QAT.
+# Named architectures with builder options: torchvision's MobileNetV2 (depthwise convolutions)
+# at width 0.35 and a small ViT (patch 7, 2 layers) on 28x28x1 images, trained with QAT.
 expect 0 "$Q" session create mnv2 --arch=torchvision:mobilenet_v2 --num_classes=10 \
-  --arch_options=width_mult=0.35,dropout=0 --input_shape=28,28,1 --rules=qat-int8 --json
+  --width_mult=0.35 --arch_options=dropout=0 --input_shape=28,28,1 --rules=qat-int8 --json
 json_check 'j["parameters"] == "408650" and j["non_trainable"] == "14080"'
 expect 0 "$Q" train mnv2 --data="$TMP/t10k-images-idx3-ubyte" --steps=2 --batch_size=16
 contains "trained session mnv2: steps 1-2"
+expect 0 "$Q" session create vit --arch=torchvision:vit_b_16 --num_classes=10 --image_size=28 \
+  --patch_size=7 --num_layers=2 --num_heads=4 --hidden_dim=32 --mlp_dim=64 --input_shape=28,28,1 \
+  --rules=qat-int8
+contains "encoder/layers/encoder_layer_1/self_attention/in_proj:dot_general0"
+contains "encoder/layers/encoder_layer_1/self_attention:einsum0"
+expect 0 "$Q" train vit --data="$TMP/t10k-images-idx3-ubyte" --steps=2 --batch_size=16
+contains "trained session vit: steps 1-2"
 expect 2 "$Q" session create x --arch=torchvision:mobilenet_v2 --arch_options=width_mult=x
+expect 2 "$Q" session create x --arch=torchvision:mobilenet_v2 --width_mult=0.5 \
+  --arch_options=width_mult=0.5
 expect 6 "$Q" session create x --arch=torchvision:mobilenet_v2 --arch_options=width=2
 expect 2 "$Q" session create x --preset=mlp --arch_options=width_mult=2
 /usr/bin/python3 -c "

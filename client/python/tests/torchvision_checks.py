@@ -39,9 +39,17 @@ def random_model(builder, seed, **kwargs):
 
 def qtrain_name(torch_name, value):
     """The checkpoint name of a torchvision state-dict entry, and the array in qtrain's layout."""
+    v = value.detach().numpy()
+    if torch_name == "class_token":  # nn.Parameter attributes: a module of their own in qtrain
+        return "params/class_token/token", v
+    if torch_name == "encoder.pos_embedding":
+        return "params/encoder/pos_embedding/embedding", v
     module, leaf = torch_name.rsplit(".", 1)
     path = module.replace(".", "/")
-    v = value.detach().numpy()
+    if leaf == "in_proj_weight":  # nn.MultiheadAttention's packed q | k | v projection
+        return f"params/{path}/in_proj/kernel", v.T
+    if leaf == "in_proj_bias":
+        return f"params/{path}/in_proj/bias", v
     if leaf == "running_mean":
         return f"batch_stats/{path}/mean", v
     if leaf == "running_var":
@@ -132,7 +140,7 @@ class TorchvisionCase(unittest.TestCase):
         self.assertEqual(checked, len(model.state_dict()) - tracked)
         self.client.delete_session(sid)
 
-    def check_onnx(self, sid, model, hw):
+    def check_onnx(self, sid, model, hw, rules="srq-int8"):
         """Float: the export equals the server's Forward in ONNX Runtime. SRQ int8: QDQ around
         every conv and dense, calibrated statically; ONNX Runtime and the server may round a value
         on a rounding boundary differently, which moves the logits by a few steps at most."""
@@ -145,7 +153,7 @@ class TorchvisionCase(unittest.TestCase):
             c.export_onnx(sid, path)
             want = c.forward(sid, x)
             self.assertLess(relative_to_peak(run_onnx(path, x), want), 1e-4)
-            c.update_rules(sid, "srq-int8")
+            c.update_rules(sid, rules)
             c.calibrate(sid, [nhwc(torch.randn(16, 3, hw, hw)) for _ in range(4)])
             path = os.path.join(d, "int8.onnx")
             c.export_onnx(sid, path)

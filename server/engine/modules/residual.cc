@@ -83,7 +83,9 @@ absl::StatusOr<std::unique_ptr<Module>> BuildResidual(const proto::Module& m, Mo
     return site.Bad("residual needs a body");
   }
   const Shape in = site.shape();
-  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> body, site.BuildBody(r.body()));
+  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Module> body, r.share_scope()
+                                                            ? site.BuildBodyInParentScope(r.body())
+                                                            : site.BuildBody(r.body()));
   const Shape out = site.shape();
   std::unique_ptr<Module> shortcut;
   site.shape() = in;  // what the shortcut maps
@@ -91,6 +93,9 @@ absl::StatusOr<std::unique_ptr<Module>> BuildResidual(const proto::Module& m, Mo
     // An unnamed shortcut is "shortcut" (a Sequential one keeps its layers under that name).
     proto::Module named = r.shortcut();
     if (named.name().empty()) named.set_name("shortcut");
+    if (r.share_scope()) {
+      return site.Bad("share_scope takes no shortcut (name the shortcut's modules in the parent)");
+    }
     std::map<std::string, int> counters;
     QTRAIN_ASSIGN_OR_RETURN(shortcut, site.BuildChild(named, counters));
   }
