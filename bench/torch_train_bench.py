@@ -2,10 +2,12 @@
 """PyTorch side of the training-step comparison (bench/train_bench.cc measures qtrain).
 
 Same models, batches, loss and plain SGD as the C++ benchmark: an MLP 784-1024-1024-10 at batch
-256 (cross-entropy) and a pre-norm transformer block (d_model 512, 8 heads, ff 2048, GELU,
-sequence 128, batch 16; MSE). Modes: float, and fake-quant QAT through torch.ao.quantization
+256 (cross-entropy), a pre-norm transformer block (d_model 512, 8 heads, ff 2048, GELU,
+sequence 128, batch 16; MSE), torchvision's resnet18 and mobilenet_v2 (10 classes, 64x64x3,
+batch 32, cross-entropy). Modes: float, fake-quant QAT through torch.ao.quantization
 (prepare_qat with the fbgemm QAT qconfig: per-channel int8 weights, per-tensor int8
-activations). Prints one JSON object per line: {"model", "mode", "threads", "ms"} (median).
+activations), and "infer" (the float model's eval-mode forward under no_grad; torchvision models
+only). Prints one JSON object per line: {"model", "mode", "threads", "ms"}.
 Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset so OpenBLAS picks its best kernels.
 """
 import json
@@ -17,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.ao.quantization as tq
+import torchvision
 
 
 class Mlp(nn.Module):
@@ -61,10 +64,21 @@ def make(model_name, mode):
         model = Mlp()
         x, y = torch.randn(256, 784), torch.arange(256) % 10
         loss_fn = F.cross_entropy
+    elif model_name in ("resnet18", "mobilenet_v2"):
+        model = getattr(torchvision.models, model_name)(num_classes=10)
+        x, y = torch.randn(32, 3, 64, 64), torch.arange(32) % 10
+        loss_fn = F.cross_entropy
     else:
         model = Block()
         x, y = torch.randn(16, 128, 512), torch.randn(16, 128, 512)
         loss_fn = F.mse_loss
+    if mode == "infer":
+        model.eval()
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+        return forward
     model.train()
     if mode == "qat":
         model.qconfig = tq.get_default_qat_qconfig("fbgemm")
@@ -98,8 +112,9 @@ def main():
     threads = [int(a) for a in sys.argv[1:]] or [1, 2]
     for n in threads:
         torch.set_num_threads(n)
-        for model_name in ("mlp", "block"):
-            for mode in ("float", "qat"):
+        for model_name in ("mlp", "block", "resnet18", "mobilenet_v2"):
+            modes = ("float", "qat") if model_name in ("mlp", "block") else ("float", "qat", "infer")
+            for mode in modes:
                 step = make(model_name, mode)
                 ms = min(measure(step, seconds=0.6) for _ in range(5))
                 print(json.dumps({"model": model_name, "mode": mode, "threads": n,

@@ -1,7 +1,8 @@
-// Training-step benchmarks of the engine (issue: training engine): an MLP 784-1024-1024-10 at
-// batch 256 and a transformer block (d_model 512, 8 heads, ff 2048, sequence 128, batch 16), in
-// float, int8 QAT and int8 QT, at 1 and 2 threads. bench/torch_train_bench.py measures the same
-// models in PyTorch; scripts/bench_train.sh runs both and prints the comparison.
+// Training-step benchmarks of the engine: an MLP 784-1024-1024-10 at batch 256, a transformer
+// block (d_model 512, 8 heads, ff 2048, sequence 128, batch 16), and torchvision's ResNet-18 and
+// MobileNetV2 (64x64x3, 10 classes, batch 32; their inference too), in float, int8 QAT and int8
+// QT, at 1 and 2 threads. bench/torch_train_bench.py measures the same models in PyTorch;
+// scripts/bench_train.sh runs both and prints the comparison.
 #include <benchmark/benchmark.h>
 #include <google/protobuf/util/json_util.h>
 #include <omp.h>
@@ -10,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "server/engine/architectures.h"
 #include "server/engine/trainer.h"
 
 namespace qtrain::engine {
@@ -43,22 +45,27 @@ proto::RuleSet Rules(int mode) {  // 0 float, 1 QAT int8, 2 QT int8
                                "}]}");
 }
 
-void Run(benchmark::State& state, const char* spec, Batch batch) {
+// Training steps (or, with `inference`, Forward passes) of `spec` on `batch`.
+void Run(benchmark::State& state, const proto::ModelSpec& spec, Batch batch,
+         bool inference = false) {
   omp_set_num_threads(static_cast<int>(state.range(1)));
   auto opt = Parse<proto::OptimizerConfig>(R"({"sgd": {}, "schedule": {"learning_rate": 1e-4}})");
-  auto trainer = Trainer::Create(Parse<proto::ModelSpec>(spec), Rules(state.range(0)), opt, 1,
-                                 *MakeOnednnBackend());
+  auto trainer = Trainer::Create(spec, Rules(state.range(0)), opt, 1, *MakeOnednnBackend());
   if (!trainer.ok()) {
     state.SkipWithError(trainer.status().ToString().c_str());
     return;
   }
+  auto once = [&]() -> absl::Status {
+    if (inference) return (*trainer)->Predict(batch.inputs).status();
+    return (*trainer)->TrainStep(batch).status();
+  };
   for (int i = 0; i < 2; ++i) {
-    (void)(*trainer)->TrainStep(batch);  // create primitives
+    (void)once();  // create primitives
   }
   for (auto _ : state) {
-    auto r = (*trainer)->TrainStep(batch);
-    if (!r.ok()) {
-      state.SkipWithError(r.status().ToString().c_str());
+    absl::Status s = once();
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
     }
   }
   state.counters["steps_per_s"] =
@@ -80,16 +87,48 @@ void BM_TrainStepMlp(benchmark::State& state) {
   for (int i = 0; i < 256; ++i) {
     b.targets.data<int32_t>()[i] = i % 10;
   }
-  Run(state, kMlp, std::move(b));
+  Run(state, Parse<proto::ModelSpec>(kMlp), std::move(b));
 }
 
 void BM_TrainStepTransformerBlock(benchmark::State& state) {
-  Run(state, kBlock, Batch{Random({16, 128, 512}, 2), Random({16, 128, 512}, 3)});
+  Run(state, Parse<proto::ModelSpec>(kBlock),
+      Batch{Random({16, 128, 512}, 2), Random({16, 128, 512}, 3)});
 }
 
-void Modes(benchmark::internal::Benchmark* b) {
+// torchvision's `name` at 64x64x3 with 10 classes, batch 32.
+void RunTorchvision(benchmark::State& state, const char* name, bool inference) {
+  proto::Architecture a;
+  a.set_name(name);
+  (*a.mutable_options())["num_classes"] = 10;
+  for (int64_t d : {64, 64, 3}) a.add_input_shape(d);
+  auto spec = ExpandArchitecture(a);
+  if (!spec.ok()) {
+    state.SkipWithError(spec.status().ToString().c_str());
+    return;
+  }
+  Batch b{Random({32, 64, 64, 3}, 4), Tensor::Empty(DType::kS32, {32})};
+  for (int i = 0; i < 32; ++i) {
+    b.targets.data<int32_t>()[i] = i % 10;
+  }
+  Run(state, *spec, std::move(b), inference);
+}
+
+void BM_TrainStepResnet18(benchmark::State& state) {
+  RunTorchvision(state, "torchvision:resnet18", false);
+}
+void BM_TrainStepMobilenetV2(benchmark::State& state) {
+  RunTorchvision(state, "torchvision:mobilenet_v2", false);
+}
+void BM_ForwardResnet18(benchmark::State& state) {
+  RunTorchvision(state, "torchvision:resnet18", true);
+}
+void BM_ForwardMobilenetV2(benchmark::State& state) {
+  RunTorchvision(state, "torchvision:mobilenet_v2", true);
+}
+
+void Arguments(benchmark::internal::Benchmark* b, int modes) {
   for (int threads : {1, 2}) {
-    for (int mode : {0, 1, 2}) {
+    for (int mode = 0; mode < modes; ++mode) {
       b->Args({mode, threads});
     }
   }
@@ -101,9 +140,17 @@ void Modes(benchmark::internal::Benchmark* b) {
         return *std::min_element(v.begin(), v.end());
       });
 }
+// Training: float, QAT int8, QT int8.
+void Modes(benchmark::internal::Benchmark* b) { Arguments(b, 3); }
+// Inference: float, int8 (QAT and QT rules run the same forward pass).
+void InferenceModes(benchmark::internal::Benchmark* b) { Arguments(b, 2); }
 
 BENCHMARK(BM_TrainStepMlp)->Apply(Modes);
 BENCHMARK(BM_TrainStepTransformerBlock)->Apply(Modes);
+BENCHMARK(BM_TrainStepResnet18)->Apply(Modes);
+BENCHMARK(BM_TrainStepMobilenetV2)->Apply(Modes);
+BENCHMARK(BM_ForwardResnet18)->Apply(InferenceModes);
+BENCHMARK(BM_ForwardMobilenetV2)->Apply(InferenceModes);
 
 }  // namespace
 }  // namespace qtrain::engine

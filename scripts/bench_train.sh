@@ -20,13 +20,14 @@ esac
 "${torch_env[@]}" /usr/bin/python3 -W ignore bench/torch_train_bench.py 1 2 >"$out/torch_train.jsonl"
 /usr/bin/python3 - "$out/train.json" "$out/torch_train.jsonl" <<'PY'
 import json, re, sys
+names = {"Mlp": "mlp", "TransformerBlock": "block", "Resnet18": "resnet18",
+         "MobilenetV2": "mobilenet_v2"}
 ours = {}
 for b in json.load(open(sys.argv[1]))["benchmarks"]:
     if b.get("aggregate_name") != "min":
         continue
-    m = re.match(r"BM_TrainStep(\w+)/mode:(\d)/threads:(\d)", b["name"])
-    model = "mlp" if m.group(1) == "Mlp" else "block"
-    ours[(model, int(m.group(2)), int(m.group(3)))] = b["real_time"]
+    m = re.match(r"BM_(TrainStep|Forward)(\w+)/mode:(\d)/threads:(\d)", b["name"])
+    ours[(m.group(1), names[m.group(2)], int(m.group(3)), int(m.group(4)))] = b["real_time"]
 torch = {}
 for line in open(sys.argv[2]):
     r = json.loads(line)
@@ -34,10 +35,22 @@ for line in open(sys.argv[2]):
 print("| model | threads | PyTorch float ms | PyTorch fake-quant QAT ms | qtrain float ms (vs PyTorch float) | qtrain QAT int8 ms (vs PyTorch QAT) | qtrain QT int8 ms (vs PyTorch float) |")
 print("|---|---|---|---|---|---|---|")
 for model, name in (("mlp", "MLP 784-1024-1024-10, batch 256"),
-                    ("block", "transformer block d512 h8 ff2048, seq 128, batch 16")):
+                    ("block", "transformer block d512 h8 ff2048, seq 128, batch 16"),
+                    ("resnet18", "torchvision ResNet-18, 64x64, batch 32"),
+                    ("mobilenet_v2", "torchvision MobileNetV2, 64x64, batch 32")):
     for t in (1, 2):
         tf, tq = torch[(model, "float", t)], torch[(model, "qat", t)]
-        f, q, qt = ours[(model, 0, t)], ours[(model, 1, t)], ours[(model, 2, t)]
+        f, q, qt = (ours[("TrainStep", model, mode, t)] for mode in (0, 1, 2))
         print(f"| {name} | {t} | {tf:.1f} | {tq:.1f} | {f:.1f} ({tf / f:.2f}× faster) | "
               f"{q:.1f} ({tq / q:.2f}× faster) | {qt:.1f} ({tf / qt:.2f}× faster) |")
+print()
+print("| inference (Forward) | threads | PyTorch float eval ms | qtrain float ms (vs PyTorch) | qtrain int8 ms (vs PyTorch) |")
+print("|---|---|---|---|---|")
+for model, name in (("resnet18", "ResNet-18, 64x64, batch 32"),
+                    ("mobilenet_v2", "MobileNetV2, 64x64, batch 32")):
+    for t in (1, 2):
+        tf = torch[(model, "infer", t)]
+        f, q = ours[("Forward", model, 0, t)], ours[("Forward", model, 1, t)]
+        print(f"| {name} | {t} | {tf:.1f} | {f:.1f} ({tf / f:.2f}× faster) | "
+              f"{q:.1f} ({tf / q:.2f}× faster) |")
 PY
