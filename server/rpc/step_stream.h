@@ -3,12 +3,14 @@
 // and what goes back. Internal to server/rpc.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -161,6 +163,9 @@ class StepStream final : public StreamReactor<Policy> {
 
   void OnDone() override {
     if (limits_.state != nullptr) --limits_.state->streams;
+    // A task's OnWorkDone may have decided the Finish that led here and still be unlocking mu_
+    // on the executor: wait until its last touch of this reactor (executing_) before freeing it.
+    while (executing_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     delete this;
   }
 
@@ -204,14 +209,19 @@ class StepStream final : public StreamReactor<Policy> {
   absl::Status SubmitLocked(bool final, std::function<absl::StatusOr<Response>(Trainer&)> task)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++inflight_;
+    executing_.fetch_add(1, std::memory_order_relaxed);
     absl::Status s = session_->Submit(
         [this, final, task = std::move(task)](Trainer& t) {
           absl::StatusOr<Response> r = task(t);
           const bool again = final && r.ok() && Policy::FinalAgain(state_);
           OnWorkDone(final, std::move(r), again);
+          executing_.fetch_sub(1, std::memory_order_release);  // the last touch of this
         },
         Session::Admission::kWindowed);
-    if (!s.ok()) --inflight_;
+    if (!s.ok()) {
+      --inflight_;
+      executing_.fetch_sub(1, std::memory_order_relaxed);
+    }
     return s;
   }
 
@@ -322,6 +332,8 @@ class StepStream final : public StreamReactor<Policy> {
   typename Policy::State state_;  // executor only
   RunContext context_;            // session_id set once, before the first task is submitted
   qtrain::Mutex mu_;
+  // Tasks submitted and not yet past OnWorkDone: OnDone frees the reactor only at 0.
+  std::atomic<int> executing_{0};
   grpc::ByteBuffer in_;   // written by gRPC while reading_
   grpc::ByteBuffer out_;  // read by gRPC while writing_
   Request request_;       // in_, parsed: owned by the read in flight (OnReadDone)
