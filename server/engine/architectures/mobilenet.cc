@@ -1,6 +1,7 @@
 // torchvision's MobileNetV2 (torchvision/models/mobilenetv2.py): inverted residual blocks of a
 // 1×1 expansion, a 3×3 depthwise convolution and a 1×1 linear projection, each followed by
 // BatchNorm (ReLU6 after the first two). Module names as its state dict has them.
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
