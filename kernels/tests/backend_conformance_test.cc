@@ -290,8 +290,18 @@ TEST(BackendConformance, LayerNorm) {
 TEST(BackendConformance, BatchNorm) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {
-    for (auto [rows, ch] :
-         std::vector<std::pair<int64_t, int64_t>>{{3, 1}, {7, 33}, {2 * 14 * 14, 64}, {64, 3}}) {
+    for (auto [rows, ch] : std::vector<std::pair<int64_t, int64_t>>{
+             // Odd shapes, then MobileNetV2's: channels that are not a multiple of the vector
+             // width (24: oneDNN's AVX2 kernel on any ISA), few rows (1x1 maps), many rows.
+             {3, 1},
+             {7, 33},
+             {2 * 14 * 14, 64},
+             {64, 3},
+             {8, 1280},
+             {32, 96},
+             {512, 24},
+             {2048, 16},
+             {8192, 24}}) {
       Tensor x = RandomTensor({rows, ch}, 11, 3.0f), gamma = RandomTensor({ch}, 12);
       Tensor beta = RandomTensor({ch}, 13), g = RandomTensor({rows, ch}, 14);
       Tensor running_mean = RandomTensor({ch}, 15), running_var = RandomTensor({ch}, 16);

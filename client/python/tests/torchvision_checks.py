@@ -3,7 +3,6 @@ eval-mode outputs, one train-mode SGD step (torch autograd's gradients, BatchNor
 statistics and running-statistics update), checkpoints that keep the running statistics, and the
 ONNX export in ONNX Runtime. Random weights: nothing downloads. Used by test_torchvision*.py."""
 
-import copy
 import os
 import tempfile
 import unittest
@@ -12,7 +11,8 @@ import numpy as np
 import torch
 
 import qtrain
-from tests_server import Server  # noqa: E402  (same folder)
+from kink_reference import gradients_with_kink_slack, pick_input  # noqa: E402  (same folder)
+from tests_server import Server  # noqa: E402
 from test_ptq import ensure_onnxruntime, run_onnx  # noqa: E402
 
 
@@ -108,16 +108,17 @@ class TorchvisionCase(unittest.TestCase):
     def check_train_step(self, sid, model, hw, lr, classes=10, batch=8, tolerance=3e-4):
         """One SGD step from the same weights: the loss, every updated parameter
         (w' = w − lr·dL/dw with torch autograd's gradient, computed in float64 so that the
-        reference carries no rounding of its own) and the running statistics."""
+        reference carries no rounding of its own) and the running statistics. Where an
+        activation input sits within float32 drift of a kink, either branch is right: the
+        gradients may move by that element's flip (kink_reference)."""
         model.train()
         self.client.import_weights(sid, None, model, input_shape=(hw, hw, 3),
                                    optimizer={"sgd": {}, "schedule": {"learning_rate": lr}})
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        ref = copy.deepcopy(model).double()
-        x = torch.randn(batch, 3, hw, hw)
+        x = pick_input(model, lambda: torch.randn(batch, 3, hw, hw))
         y = torch.randint(0, classes, (batch,))
-        loss = torch.nn.functional.cross_entropy(ref(x.double()), y)  # updates running stats
-        loss.backward()
+        ref, loss, slack = gradients_with_kink_slack(
+            model, x, lambda logits: torch.nn.functional.cross_entropy(logits, y))
         (step,) = list(self.client.train(sid, [(nhwc(x), y.numpy().astype(np.int32))]))
         self.assertAlmostEqual(step.loss, float(loss), delta=1e-4 * abs(float(loss)))
         arrays, _ = self.client.checkpoint_arrays(sid)
@@ -130,9 +131,10 @@ class TorchvisionCase(unittest.TestCase):
             if name in params:
                 grad = params[name].grad.float()
                 _, want = qtrain_name(name, before[name] - lr * grad)
+                _, allowed = qtrain_name(name, 1.5 * lr * slack[name].float())
                 step_size = lr * float(grad.abs().max())
-                self.assertLess(float(np.max(np.abs(arrays[key] - want))),
-                                tolerance * step_size + 1e-6, name)
+                excess = np.abs(arrays[key] - want) - allowed
+                self.assertLess(float(np.max(excess)), tolerance * step_size + 1e-6, name)
             else:  # running statistics after one train-mode batch (unbiased variance)
                 self.assertLess(relative_to_peak(arrays[key], want), 1e-4, name)
             checked += 1
