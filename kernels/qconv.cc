@@ -61,9 +61,12 @@ absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& 
   }
   QConvForwardResult out;
   out.y = Tensor::Empty(DType::kF32, {d.n, d.out_h(), d.out_w(), d.o});
-  out.residuals.x_used = xq ? Dequantize(xq->q) : x;
-  out.residuals.w_used = wq ? Dequantize(wq->q) : w;
-  if (xq && wq && c.impl == QDotImpl::kInteger && IntegerEligible(xq->q, wq->q)) {
+  const bool integer = xq && wq && c.impl == QDotImpl::kInteger && IntegerEligible(xq->q, wq->q);
+  if (!integer || c.keep_residuals) {  // the operands the float path convolves / backward uses
+    out.residuals.x_used = xq ? Dequantize(xq->q) : x.Share();
+    out.residuals.w_used = wq ? Dequantize(wq->q) : w.Share();
+  }
+  if (integer) {
     Tensor acc = Tensor::Empty(DType::kS32, out.y.shape());
     QTRAIN_RETURN_IF_ERROR(backend.ConvFwdInt8(d, xq->q.q.data<int8_t>(), wq->q.q.data<int8_t>(),
                                                acc.data<int32_t>()));
@@ -84,6 +87,9 @@ absl::StatusOr<QConvForwardResult> QConvForward(Backend& backend, const Tensor& 
     QTRAIN_RETURN_IF_ERROR(backend.ConvFwdF32(d, out.residuals.x_used.data<float>(),
                                               out.residuals.w_used.data<float>(),
                                               out.y.data<float>()));
+  }
+  if (!c.keep_residuals) {
+    out.residuals = QConvResiduals();
   }
   if (xq) {
     out.x_dynamic_calibration = std::move(xq->dynamic);

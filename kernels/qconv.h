@@ -23,6 +23,9 @@ struct QConvConfig {
   int64_t dilation_h = 1, dilation_w = 1;
   QDotImpl impl = QDotImpl::kInteger;
   bool skip_dx = false;  // as QDotConfig::skip_dx
+  // False when no backward follows (inference): the result's residuals stay empty, so the
+  // integer path makes no dequantized copies of x and w.
+  bool keep_residuals = true;
 };
 
 // The backend descriptor of x ⊛ w under `config`; InvalidArgument for ranks other than 4,

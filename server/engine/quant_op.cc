@@ -228,6 +228,7 @@ absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
                              config.lhs.method, *config.lhs.qtype, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
+  config.keep_residuals = ctx.training;
   absl::StatusOr<QConvForwardResult> r = QConvForward(*ctx.backend, x, w, config);
   if (!r.ok()) {
     return absl::Status(r.status().code(),

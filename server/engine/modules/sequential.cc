@@ -13,14 +13,14 @@ class Sequential final : public Module {
       : Module(std::move(path)), layers_(std::move(layers)) {}
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
-    Tensor h = x;
+    Tensor h = x.Share();
     for (auto& layer : layers_) {
       QTRAIN_ASSIGN_OR_RETURN(h, layer->Forward(ctx, h));
     }
     return h;
   }
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
-    Tensor g = dy;
+    Tensor g = dy.Share();
     for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
       // An empty gradient means nothing before this point needs one (SetInputGradNeeded).
       if (g.empty()) {
