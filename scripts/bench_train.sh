@@ -4,7 +4,8 @@
 # OPENBLAS_L2_SIZE unset for that command only) and prints a markdown table with the ratios.
 # Both sides report their fastest of 5 repetitions: this VM's noise only ever adds time.
 # Under QTRAIN_MAX_ISA=avx2 / avx2_vnni PyTorch is held to AVX2 too (ATEN_CPU_CAPABILITY=avx2,
-# OpenBLAS's Haswell kernels), so both sides run the code paths of an AVX2-only CPU.
+# OpenBLAS's Haswell kernels, its oneDNN capped by ONEDNN_MAX_CPU_ISA), so both sides run the
+# code paths of an AVX2-only CPU.
 # Usage: [QTRAIN_MAX_ISA=LEVEL] scripts/bench_train.sh [BUILD_DIR]
 set -euo pipefail
 build=${1:-build}
@@ -14,8 +15,12 @@ mkdir -p "$out"
   --benchmark_report_aggregates_only=true \
   --benchmark_out="$out/train.json" --benchmark_out_format=json >/dev/null
 torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+# PyTorch's convolutions run on its bundled oneDNN, which ATEN_CPU_CAPABILITY does not cap.
 case "${QTRAIN_MAX_ISA:-}" in
-  avx2 | avx2_vnni) torch_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2) ;;
+  avx2) torch_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2
+    ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2) ;;
+  avx2_vnni) torch_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2
+    ONEDNN_MAX_CPU_ISA=AVX2_VNNI DNNL_MAX_CPU_ISA=AVX2_VNNI) ;;
 esac
 "${torch_env[@]}" /usr/bin/python3 -W ignore bench/torch_train_bench.py 1 2 >"$out/torch_train.jsonl"
 /usr/bin/python3 - "$out/train.json" "$out/torch_train.jsonl" <<'PY'
