@@ -64,4 +64,14 @@ absl::Status ValidatePoolDesc(const PoolDesc& d) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateRotaryDesc(const RotaryDesc& d) {
+  if (d.rows <= 0 || d.positions <= 0 || d.dim <= 0 || d.dim % 2 != 0 ||
+      d.rows % d.positions != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rotary embedding needs an even dim and rows a multiple of positions: rows ",
+                     d.rows, ", positions ", d.positions, ", dim ", d.dim));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace qtrain

@@ -66,6 +66,21 @@ enum class EltwiseKind : uint8_t {
   kGeluErf,    // 0.5·x·(1 + erf(x/√2)): the exact form, torch.nn.GELU()'s default
 };
 
+enum class BinaryKind {
+  kAdd,  // dst = a + b
+  kMul,  // dst = a · b
+};
+
+// Rotary position embedding (RoPE) in Hugging Face's half-split layout over `rows` vectors of
+// `dim` (even) values, row r at position r % positions: with h = dim / 2 and the angle table
+// cos / sin (positions, h), y[i] = x[i]·cos − x[i+h]·sin and y[i+h] = x[i+h]·cos + x[i]·sin
+// (q·cos + rotate_half(q)·sin). `inverse` applies the transposed rotation (sin negated): the
+// backward of the forward.
+struct RotaryDesc {
+  int64_t rows = 0, positions = 0, dim = 0;
+  bool inverse = false;
+};
+
 // Max / average pooling over NHWC windows. Average pooling divides by the number of in-bounds
 // elements of each window (padding excluded).
 struct PoolDesc {
@@ -147,6 +162,14 @@ class Backend {
   virtual absl::Status SoftmaxBwd(int64_t rows, int64_t cols, const float* dst,
                                   const float* diff_dst, float* diff_src) = 0;
 
+  // dst[i] = a[i] ∘ b[i] for n elements; dst may alias a or b.
+  virtual absl::Status Binary(BinaryKind kind, int64_t n, const float* a, const float* b,
+                              float* dst) = 0;
+  // dst (rows, dim) = the rotary embedding of src; InvalidArgument for an odd or empty dim, no
+  // positions, or rows not a multiple of positions. dst must not alias src.
+  virtual absl::Status Rotary(const RotaryDesc& d, const float* cos, const float* sin,
+                              const float* src, float* dst) = 0;
+
   // dst (n, oh, ow, c) = pool(src).
   virtual absl::Status PoolFwd(const PoolDesc& d, const float* src, float* dst) = 0;
   // diff_src (n, h, w, c) from src (max pooling routes to the arg-max) and diff_dst.
@@ -166,6 +189,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeOnednnBackend();
 absl::Status ValidateMatmulDesc(const MatmulDesc& d);
 absl::Status ValidateConvDesc(const ConvDesc& d);
 absl::Status ValidatePoolDesc(const PoolDesc& d);
+absl::Status ValidateRotaryDesc(const RotaryDesc& d);
 // ValidateMatmulDesc plus: the int8 src is never transposed.
 absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d);
 

@@ -20,6 +20,7 @@
 #include "kernels/backend/exact_int8_ops.h"
 #include "kernels/backend/int8_kernels.h"
 #include "kernels/backend/onednn_int8_route.h"
+#include "kernels/backend/reference_ops.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/status_macros.h"
 #include "kernels/tensor.h"
@@ -349,6 +350,38 @@ class OnednnBackend final : public Backend {
     } catch (const dnnl::error& e) {
       return DnnlError(e, "eltwise backward");
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status Binary(BinaryKind kind, int64_t n, const float* a, const float* b,
+                      float* dst) override {
+    if (n <= 0) {
+      return absl::OkStatus();
+    }
+    try {
+      const memory::desc md({n}, dt::f32, tag::a);
+      const bool add = kind == BinaryKind::kAdd;
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(absl::StrCat(add ? "add:" : "mul:", n), [&] {
+            dnnl::binary::desc bd(add ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul,
+                                  md, md, md);
+            dnnl::binary::primitive_desc pd(bd, UserAttr(), engine_);
+            return Finish(dnnl::binary(pd), pd);
+          }));
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC_0, Mem(md, a)}, {DNNL_ARG_SRC_1, Mem(md, b)}, {DNNL_ARG_DST, Mem(md, dst)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "binary");
+    }
+    return absl::OkStatus();
+  }
+
+  // oneDNN 2.6 has no rotary primitive: the reference loop (parallel over rows).
+  absl::Status Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src,
+                      float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateRotaryDesc(d));
+    reference::Rotary(d, cos, sin, src, dst);
     return absl::OkStatus();
   }
 

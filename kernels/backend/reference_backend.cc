@@ -149,6 +149,17 @@ class ReferenceBackend final : public Backend {
     reference::SoftmaxBwd(rows, cols, dst, diff_dst, diff_src);
     return absl::OkStatus();
   }
+  absl::Status Binary(BinaryKind kind, int64_t n, const float* a, const float* b,
+                      float* dst) override {
+    reference::Binary(kind, n, a, b, dst);
+    return absl::OkStatus();
+  }
+  absl::Status Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src,
+                      float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateRotaryDesc(d));
+    reference::Rotary(d, cos, sin, src, dst);
+    return absl::OkStatus();
+  }
   absl::Status PoolFwd(const PoolDesc& d, const float* src, float* dst) override {
     QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
     reference::PoolFwd(d, src, dst);

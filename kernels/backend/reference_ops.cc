@@ -297,4 +297,28 @@ void PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst, float* 
       });
 }
 
+void Binary(BinaryKind kind, int64_t n, const float* a, const float* b, float* dst) {
+  if (kind == BinaryKind::kAdd) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = a[i] + b[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = a[i] * b[i];
+  }
+}
+
+void Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src, float* dst) {
+  const int64_t h = d.dim / 2;
+  const float sign = d.inverse ? -1.0f : 1.0f;
+#pragma omp parallel for if (d.rows * d.dim >= (1 << 16))
+  for (int64_t r = 0; r < d.rows; ++r) {
+    const float* c = cos + (r % d.positions) * h;
+    const float* s = sin + (r % d.positions) * h;
+    const float* x = src + r * d.dim;
+    float* y = dst + r * d.dim;
+    for (int64_t i = 0; i < h; ++i) {
+      y[i] = x[i] * c[i] - sign * x[i + h] * s[i];
+      y[i + h] = x[i + h] * c[i] + sign * x[i] * s[i];
+    }
+  }
+}
+
 }  // namespace qtrain::reference

@@ -3,7 +3,9 @@
 // A future GPU backend joins by adding itself to Backends().
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
+#include <tuple>
 
 #include "kernels/backend/backend.h"
 #include "kernels/tests/test_util.h"
@@ -341,6 +343,73 @@ TEST(BackendConformance, BatchNorm) {
       EXPECT_LT(MaxRelativeToPeak(got.db, want.db), 1e-5);
       EXPECT_LT(MaxRelativeToPeak(got.y_eval, want.y_eval), 1e-5);
     }
+  }
+}
+
+TEST(BackendConformance, Binary) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (BinaryKind kind : {BinaryKind::kAdd, BinaryKind::kMul}) {
+      for (int64_t n : {1, 37, 70000}) {
+        Tensor a = RandomTensor({n}, 1, 3.0f), b = RandomTensor({n}, 2, 3.0f);
+        Tensor want = Tensor::Empty(DType::kF32, {n}), got = want;
+        ASSERT_TRUE(
+            ref->Binary(kind, n, a.data<float>(), b.data<float>(), want.data<float>()).ok());
+        ASSERT_TRUE(
+            backend->Binary(kind, n, a.data<float>(), b.data<float>(), got.data<float>()).ok());
+        EXPECT_EQ(MaxRelativeToPeak(got, want), 0.0) << backend->name() << " n=" << n;
+        // In place, as the gated MLP's backward uses it.
+        ASSERT_TRUE(
+            backend->Binary(kind, n, a.data<float>(), b.data<float>(), a.data<float>()).ok());
+        EXPECT_EQ(MaxRelativeToPeak(a, want), 0.0) << backend->name() << " in place";
+      }
+    }
+  }
+}
+
+TEST(BackendConformance, Rotary) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (auto [rows, positions, dim] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {3, 3, 2}, {2 * 4 * 7, 7, 16}, {8 * 128, 128, 64}}) {
+      const int64_t h = dim / 2;
+      Tensor x = RandomTensor({rows, dim}, 3), cos = RandomTensor({positions, h}, 4);
+      Tensor sin = Tensor::Empty(DType::kF32, {positions, h});
+      for (int64_t i = 0; i < positions * h; ++i) {  // a real rotation: cos² + sin² = 1
+        const float angle = static_cast<float>(i) * 0.37f;
+        cos.data<float>()[i] = std::cos(angle);
+        sin.data<float>()[i] = std::sin(angle);
+      }
+      for (bool inverse : {false, true}) {
+        RotaryDesc d{rows, positions, dim, inverse};
+        Tensor want = Tensor::Empty(DType::kF32, {rows, dim}), got = want, back = want;
+        ASSERT_TRUE(ref->Rotary(d, cos.data<float>(), sin.data<float>(), x.data<float>(),
+                                want.data<float>())
+                        .ok());
+        ASSERT_TRUE(backend
+                        ->Rotary(d, cos.data<float>(), sin.data<float>(), x.data<float>(),
+                                 got.data<float>())
+                        .ok());
+        EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6) << backend->name();
+        // The inverse undoes the forward: the rotation is orthogonal.
+        d.inverse = !inverse;
+        ASSERT_TRUE(backend
+                        ->Rotary(d, cos.data<float>(), sin.data<float>(), got.data<float>(),
+                                 back.data<float>())
+                        .ok());
+        EXPECT_LT(MaxRelativeToPeak(back, x), 1e-5) << backend->name();
+      }
+      // Element 0 of row 0 by hand: x0·cos0 − x_h·sin0.
+      RotaryDesc d{rows, positions, dim, false};
+      Tensor y = Tensor::Empty(DType::kF32, {rows, dim});
+      ASSERT_TRUE(
+          backend->Rotary(d, cos.data<float>(), sin.data<float>(), x.data<float>(), y.data<float>())
+              .ok());
+      EXPECT_FLOAT_EQ(y.data<float>()[0], x.data<float>()[0] * cos.data<float>()[0] -
+                                              x.data<float>()[h] * sin.data<float>()[0]);
+    }
+    EXPECT_FALSE(backend->Rotary({4, 3, 8, false}, nullptr, nullptr, nullptr, nullptr).ok());
+    EXPECT_FALSE(backend->Rotary({4, 4, 7, false}, nullptr, nullptr, nullptr, nullptr).ok());
   }
 }
 
