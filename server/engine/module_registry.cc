@@ -13,7 +13,7 @@ namespace qtrain::engine {
 extern const ModuleKind kLinearKind, kConv2DKind, kEmbeddingKind, kLayerNormKind, kRmsNormKind,
     kActivationKind, kAttentionKind, kPoolKind, kFlattenKind, kDropoutKind, kSequentialKind,
     kResidualKind, kBatchNormKind, kToTokensKind, kClassTokenKind, kPositionEmbeddingKind,
-    kTakeTokenKind;
+    kTakeTokenKind, kGatedMlpKind;
 
 namespace {
 
@@ -22,7 +22,7 @@ const ModuleKind* const kKinds[] = {
     &kRmsNormKind,   &kActivationKind, &kAttentionKind,  &kPoolKind,
     &kFlattenKind,   &kDropoutKind,    &kSequentialKind, &kResidualKind,
     &kBatchNormKind, &kToTokensKind,   &kClassTokenKind, &kPositionEmbeddingKind,
-    &kTakeTokenKind,
+    &kTakeTokenKind, &kGatedMlpKind,
 };
 
 }  // namespace

@@ -79,21 +79,30 @@ class Activation final : public Module {
 };
 
 absl::StatusOr<std::unique_ptr<Module>> BuildActivation(const proto::Module& m, ModuleSite& site) {
-  static const EltwiseKind kKinds[] = {
-      EltwiseKind::kRelu,  EltwiseKind::kGeluTanh,  EltwiseKind::kSilu,    EltwiseKind::kTanh,
-      EltwiseKind::kRelu6, EltwiseKind::kHardSwish, EltwiseKind::kSigmoid, EltwiseKind::kGeluErf};
-  const int k = m.activation().kind();
-  if (k < 0 || k >= static_cast<int>(std::size(kKinds))) {
-    return site.Bad(absl::StrCat("unknown activation kind ", k,
-                                 " (RELU = 0, GELU = 1, SILU = 2, TANH = 3, RELU6 = 4, "
-                                 "HARD_SWISH = 5, SIGMOID = 6, GELU_EXACT = 7)"));
-  }
-  return std::make_unique<Activation>(site.path(), kKinds[k]);
+  QTRAIN_ASSIGN_OR_RETURN(EltwiseKind kind, ActivationKind(site.path(), m.activation().kind()));
+  return std::make_unique<Activation>(site.path(), kind);
 }
 
 }  // namespace
 
 extern const ModuleKind kActivationKind = {proto::Module::kActivation, "activation", "Activation",
                                            FlattenUse::kPasses, BuildActivation};
+
+std::unique_ptr<Module> MakeActivation(std::string path, EltwiseKind kind) {
+  return std::make_unique<Activation>(std::move(path), kind);
+}
+
+absl::StatusOr<EltwiseKind> ActivationKind(const std::string& path, int kind) {
+  static const EltwiseKind kKinds[] = {
+      EltwiseKind::kRelu,  EltwiseKind::kGeluTanh,  EltwiseKind::kSilu,    EltwiseKind::kTanh,
+      EltwiseKind::kRelu6, EltwiseKind::kHardSwish, EltwiseKind::kSigmoid, EltwiseKind::kGeluErf};
+  if (kind < 0 || kind >= static_cast<int>(std::size(kKinds))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("module \"", path, "\": unknown activation kind ", kind,
+                     " (RELU = 0, GELU = 1, SILU = 2, TANH = 3, RELU6 = 4, HARD_SWISH = 5, "
+                     "SIGMOID = 6, GELU_EXACT = 7)"));
+  }
+  return kKinds[kind];
+}
 
 }  // namespace qtrain::engine

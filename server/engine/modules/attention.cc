@@ -1,6 +1,7 @@
 // Multi-head self-attention (Flax MultiHeadDotProductAttention): children query / key / value /
-// out (Linear, with bias), or PyTorch's packed in_proj / out_proj; quantizable einsums
-// einsum0 = q·kᵀ and einsum1 = attention·v.
+// out (Linear), HF's q_proj / k_proj / v_proj / o_proj, or PyTorch's packed in_proj / out_proj;
+// grouped-query attention (fewer key / value heads) and rotary position embeddings; quantizable
+// einsums einsum0 = q·kᵀ and einsum1 = attention·v.
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -10,6 +11,7 @@
 #include "server/engine/layers.h"
 #include "server/engine/model.h"
 #include "server/engine/modules/common.h"
+#include "server/engine/modules/rotary_table.h"
 #include "server/engine/quant_op.h"
 
 namespace qtrain::engine {
@@ -76,33 +78,77 @@ void Scale(Tensor& t, float s) {
   }
 }
 
+// (B·KV, T, Dh) → (B·H, T, Dh): query head k reads key / value head k / group (HF's repeat_kv).
+Tensor RepeatKv(const Tensor& x, int64_t b, int64_t kv, int64_t group) {
+  const int64_t block = x.numel() / (b * kv);  // T·Dh
+  Tensor out = Tensor::Empty(DType::kF32, {b * kv * group, x.dim(1), x.dim(2)});
+  for (int64_t i = 0; i < b * kv; ++i) {
+    for (int64_t j = 0; j < group; ++j) {
+      std::copy_n(x.data<float>() + i * block, block, out.data<float>() + (i * group + j) * block);
+    }
+  }
+  return out;
+}
+
+// The backward of RepeatKv: each key / value head's gradient is the sum over its group.
+absl::StatusOr<Tensor> SumKv(Backend& backend, const Tensor& dx, int64_t b, int64_t kv,
+                             int64_t group) {
+  const int64_t block = dx.numel() / (b * kv * group);
+  Tensor out = Tensor::Empty(DType::kF32, {b * kv, dx.dim(1), dx.dim(2)});
+  for (int64_t i = 0; i < b * kv; ++i) {
+    float* o = out.data<float>() + i * block;
+    const float* first = dx.data<float>() + i * group * block;
+    std::copy_n(first, block, o);
+    for (int64_t j = 1; j < group; ++j) {
+      QTRAIN_RETURN_IF_ERROR(
+          backend.Binary(BinaryKind::kAdd, block, o, first + j * block, o));
+    }
+  }
+  return out;
+}
+
+// Options of the attention module beyond its sizes.
+struct AttentionOptions {
+  bool causal = false;
+  bool packed = false;    // PyTorch's in_proj / out_proj
+  bool hf_names = false;  // q_proj / k_proj / v_proj / o_proj
+  bool qkv_bias = true, out_bias = true;
+  std::optional<RotaryTable> rotary;
+};
+
 class Attention final : public Module {
  public:
-  Attention(std::string path, int64_t d_model, int64_t heads, int64_t qkv, bool causal, bool packed,
-            int64_t seq_len, uint64_t seed)
+  Attention(std::string path, int64_t d_model, int64_t heads, int64_t kv_heads, int64_t head_dim,
+            AttentionOptions options, int64_t seq_len, uint64_t seed)
       : Module(std::move(path)),
         seq_len_(seq_len),
         d_model_(d_model),
         heads_(heads),
-        head_dim_(qkv / heads),
-        causal_(causal),
+        kv_heads_(kv_heads),
+        head_dim_(head_dim),
+        causal_(options.causal),
+        rotary_(std::move(options.rotary)),
         einsum0_(this->path(), kEinsum, "einsum0", false),
         einsum1_(this->path(), kEinsum, "einsum1", false) {
-    if (packed) {
-      in_proj_ = MakeLinear(ChildPath("in_proj"), d_model, 3 * qkv, true, seed);
+    const int64_t q_width = heads * head_dim, kv_width = kv_heads * head_dim;
+    if (options.packed) {
+      in_proj_ = MakeLinear(ChildPath("in_proj"), d_model, 3 * q_width, options.qkv_bias, seed);
       std::vector<Param*> params;
       in_proj_->CollectParams(&params);
       for (Param* p : params) {  // in_proj_weight / in_proj_bias on the attention module
         p->torch_module = this->path();
         p->torch_leaf = p->torch_leaf == "weight" ? "in_proj_weight" : "in_proj_bias";
       }
-      out_ = MakeLinear(ChildPath("out_proj"), qkv, d_model, true, seed);
+      out_ = MakeLinear(ChildPath("out_proj"), q_width, d_model, options.out_bias, seed);
       return;
     }
-    query_ = MakeLinear(ChildPath("query"), d_model, qkv, true, seed);
-    key_ = MakeLinear(ChildPath("key"), d_model, qkv, true, seed);
-    value_ = MakeLinear(ChildPath("value"), d_model, qkv, true, seed);
-    out_ = MakeLinear(ChildPath("out"), qkv, d_model, true, seed);
+    const bool hf = options.hf_names;
+    query_ = MakeLinear(ChildPath(hf ? "q_proj" : "query"), d_model, q_width, options.qkv_bias,
+                        seed);
+    key_ = MakeLinear(ChildPath(hf ? "k_proj" : "key"), d_model, kv_width, options.qkv_bias, seed);
+    value_ = MakeLinear(ChildPath(hf ? "v_proj" : "value"), d_model, kv_width, options.qkv_bias,
+                        seed);
+    out_ = MakeLinear(ChildPath(hf ? "o_proj" : "out"), q_width, d_model, options.out_bias, seed);
   }
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
@@ -111,21 +157,30 @@ class Attention final : public Module {
                                                      "\": expected f32 (B, T, ", d_model_,
                                                      "), got ", ShapeString(x.shape())));
     }
-    const int64_t b = x.dim(0), t = x.dim(1), h = heads_, dh = head_dim_;
-    Tensor qh, kt, vh;
+    const int64_t b = x.dim(0), t = x.dim(1), h = heads_, kv = kv_heads_, dh = head_dim_;
+    Tensor qh, kh, vh;
     if (in_proj_) {
       QTRAIN_ASSIGN_OR_RETURN(Tensor qkv, in_proj_->Forward(ctx, x));
       qh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, 0);
-      kt = TransposeLast2(SplitHeads(qkv, b, t, h, dh, 3 * h * dh, h * dh));
+      kh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, h * dh);
       vh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, 2 * h * dh);
     } else {
       QTRAIN_ASSIGN_OR_RETURN(Tensor q, query_->Forward(ctx, x));
       QTRAIN_ASSIGN_OR_RETURN(Tensor k, key_->Forward(ctx, x));
       QTRAIN_ASSIGN_OR_RETURN(Tensor v, value_->Forward(ctx, x));
       qh = SplitHeads(q, b, t, h, dh);
-      kt = TransposeLast2(SplitHeads(k, b, t, h, dh));
-      vh = SplitHeads(v, b, t, h, dh);
+      kh = SplitHeads(k, b, t, kv, dh);
+      vh = SplitHeads(v, b, t, kv, dh);
     }
+    if (rotary_) {
+      QTRAIN_ASSIGN_OR_RETURN(qh, Rotate(ctx, qh, false));
+      QTRAIN_ASSIGN_OR_RETURN(kh, Rotate(ctx, kh, false));
+    }
+    if (kv != h) {
+      kh = RepeatKv(kh, b, kv, h / kv);
+      vh = RepeatKv(vh, b, kv, h / kv);
+    }
+    Tensor kt = TransposeLast2(kh);
     Scale(qh, 1.0f / std::sqrt(static_cast<float>(dh)));  // Flax and PyTorch scale the query
     QTRAIN_ASSIGN_OR_RETURN(Tensor scores,
                             einsum0_.Forward(ctx, qh, kt, {b, h, t, dh}, {b, h, dh, t}));
@@ -169,21 +224,34 @@ class Attention final : public Module {
                             einsum0_.Backward(ctx, saved_->q, saved_->kt, d_scores));
     Scale(g0.dx, 1.0f / std::sqrt(static_cast<float>(dh)));
     saved_.reset();
+    Tensor dq = std::move(g0.dx), dk = TransposeLast2(g0.dw), dv = std::move(g1.dw);
+    const int64_t kv = kv_heads_;
+    if (kv != h) {
+      QTRAIN_ASSIGN_OR_RETURN(dk, SumKv(*ctx.backend, dk, b, kv, h / kv));
+      QTRAIN_ASSIGN_OR_RETURN(dv, SumKv(*ctx.backend, dv, b, kv, h / kv));
+    }
+    if (rotary_) {
+      QTRAIN_ASSIGN_OR_RETURN(dq, Rotate(ctx, dq, true));
+      QTRAIN_ASSIGN_OR_RETURN(dk, Rotate(ctx, dk, true));
+    }
     if (in_proj_) {
       Tensor d_qkv = Tensor::Empty(DType::kF32, {b, t, 3 * h * dh});
       float* d = d_qkv.data<float>();
-      MergeHeadsInto(g0.dx, b, t, h, dh, d, 3 * h * dh, 0);
-      MergeHeadsInto(TransposeLast2(g0.dw), b, t, h, dh, d, 3 * h * dh, h * dh);
-      MergeHeadsInto(g1.dw, b, t, h, dh, d, 3 * h * dh, 2 * h * dh);
+      MergeHeadsInto(dq, b, t, h, dh, d, 3 * h * dh, 0);
+      MergeHeadsInto(dk, b, t, h, dh, d, 3 * h * dh, h * dh);
+      MergeHeadsInto(dv, b, t, h, dh, d, 3 * h * dh, 2 * h * dh);
       return in_proj_->Backward(ctx, d_qkv);
     }
-    QTRAIN_ASSIGN_OR_RETURN(Tensor dx, query_->Backward(ctx, MergeHeads(g0.dx, b, t, h, dh)));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor dxk,
-                            key_->Backward(ctx, MergeHeads(TransposeLast2(g0.dw), b, t, h, dh)));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor dxv, value_->Backward(ctx, MergeHeads(g1.dw, b, t, h, dh)));
-    for (int64_t i = 0; i < dx.numel(); ++i) {
-      dx.data<float>()[i] += dxk.data<float>()[i] + dxv.data<float>()[i];
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dx, query_->Backward(ctx, MergeHeads(dq, b, t, h, dh)));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dxk, key_->Backward(ctx, MergeHeads(dk, b, t, kv, dh)));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dxv, value_->Backward(ctx, MergeHeads(dv, b, t, kv, dh)));
+    if (dx.empty()) {
+      return dx;
     }
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kAdd, dx.numel(), dx.data<float>(),
+                                               dxk.data<float>(), dx.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kAdd, dx.numel(), dx.data<float>(),
+                                               dxv.data<float>(), dx.data<float>()));
     return dx;
   }
 
@@ -207,6 +275,12 @@ class Attention final : public Module {
   // softmax, einsum1 = attention·v; the einsums' operands through QDQ when a rule quantizes
   // them (they are activations: static scales only).
   absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
+    if (rotary_ || kv_heads_ != heads_) {
+      return absl::UnimplementedError(absl::StrCat(
+          "module \"", path(),
+          "\": attention with rotary embeddings or grouped key / value heads has no ONNX form "
+          "in this version of qtrain (export compressed-tensors instead)"));
+    }
     const int64_t t = seq_len_, h = heads_, dh = head_dim_;
     const std::string& base = path();
     std::string packed;
@@ -263,8 +337,18 @@ class Attention final : public Module {
     int64_t b, t;
   };
 
-  int64_t seq_len_, d_model_, heads_, head_dim_;
+  // x (B·heads, T, Dh) rotated by the position of each row (its inverse for gradients).
+  absl::StatusOr<Tensor> Rotate(StepContext& ctx, const Tensor& x, bool inverse) {
+    Tensor y = Tensor::Empty(DType::kF32, x.shape());
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->Rotary(
+        RotaryDesc{x.numel() / head_dim_, x.dim(1), head_dim_, inverse},
+        rotary_->cos.data<float>(), rotary_->sin.data<float>(), x.data<float>(), y.data<float>()));
+    return y;
+  }
+
+  int64_t seq_len_, d_model_, heads_, kv_heads_, head_dim_;
   bool causal_;
+  std::optional<RotaryTable> rotary_;
   QuantizedDot einsum0_, einsum1_;
   std::unique_ptr<Module> query_, key_, value_, out_, in_proj_;  // in_proj_: packed q | k | v
   std::optional<Saved> saved_;
@@ -276,26 +360,64 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
   if (shape.size() != 2) {
     return site.Bad(absl::StrCat("attention needs (T, D) examples, got ", ShapeString(shape)));
   }
-  const int64_t d = shape[1];
-  const int64_t qkv = a.qkv_features() ? a.qkv_features() : d;
+  const int64_t d = shape[1], t = shape[0];
   QTRAIN_RETURN_IF_ERROR(site.CheckSize("num_heads", a.num_heads()));
-  QTRAIN_RETURN_IF_ERROR(site.CheckSize("qkv_features", qkv));
-  if (qkv % a.num_heads() != 0) {
-    return site.Bad(
-        absl::StrCat("qkv_features ", qkv, " is not divisible by num_heads ", a.num_heads()));
+  const int64_t heads = a.num_heads();
+  int64_t head_dim = 0;
+  if (a.head_dim() != 0) {
+    QTRAIN_RETURN_IF_ERROR(site.CheckSize("head_dim", a.head_dim()));
+    head_dim = a.head_dim();
+    if (a.qkv_features() != 0 && a.qkv_features() != heads * head_dim) {
+      return site.Bad(absl::StrCat("qkv_features ", a.qkv_features(), " differs from num_heads ",
+                                   heads, " x head_dim ", head_dim));
+    }
+  } else {
+    const int64_t qkv = a.qkv_features() ? a.qkv_features() : d;
+    QTRAIN_RETURN_IF_ERROR(site.CheckSize("qkv_features", qkv));
+    if (qkv % heads != 0) {
+      return site.Bad(absl::StrCat("qkv_features ", qkv, " is not divisible by num_heads ", heads));
+    }
+    head_dim = qkv / heads;
   }
-  QTRAIN_RETURN_IF_ERROR(site.AddParameters({4, d, qkv}, 3 * qkv + d));
+  const int64_t kv = a.num_kv_heads() ? a.num_kv_heads() : heads;
+  QTRAIN_RETURN_IF_ERROR(site.CheckSize("num_kv_heads", kv));
+  if (heads % kv != 0) {
+    return site.Bad(
+        absl::StrCat("num_heads ", heads, " is not a multiple of num_kv_heads ", kv));
+  }
+  if (a.packed_projection() && (kv != heads || a.projection_names() != proto::MultiHeadAttention::FLAX)) {
+    return site.Bad("packed_projection takes neither num_kv_heads nor projection_names");
+  }
+  if (a.projection_names() != proto::MultiHeadAttention::FLAX &&
+      a.projection_names() != proto::MultiHeadAttention::HF) {
+    return site.Bad(absl::StrCat("unknown projection_names ", a.projection_names(),
+                                 " (FLAX = 0, HF = 1)"));
+  }
+  AttentionOptions options;
+  options.causal = a.causal();
+  options.packed = a.packed_projection();
+  options.hf_names = a.projection_names() == proto::MultiHeadAttention::HF;
+  options.qkv_bias = !a.no_qkv_bias();
+  options.out_bias = !a.no_out_bias();
+  if (a.has_rotary()) {
+    QTRAIN_ASSIGN_OR_RETURN(RotaryTable table,
+                            MakeRotaryTable(site.path(), a.rotary(), t, head_dim));
+    options.rotary = std::move(table);
+  }
+  const int64_t q_width = heads * head_dim, kv_width = kv * head_dim;
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters(
+      {d, 2 * q_width + 2 * kv_width},
+      (options.qkv_bias ? q_width + 2 * kv_width : 0) + (options.out_bias ? d : 0)));
   // The (heads, T, T) attention scores are the largest activation of the block.
-  const int64_t t = shape[0];
-  if (a.num_heads() * t > kMaxExampleActivation / t) {
+  if (heads * t > kMaxExampleActivation / t) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "module \"", site.path(), "\": attention scores of ", a.num_heads(), " x ", t, " x ", t,
+        "module \"", site.path(), "\": attention scores of ", heads, " x ", t, " x ", t,
         " per example exceed the limit of ", kMaxExampleActivation, " elements"));
   }
-  site.AddActivations(a.num_heads() * t * t);
+  site.AddActivations(heads * t * t);
   return site.Allocate([&] {
-    return std::make_unique<Attention>(site.path(), d, a.num_heads(), qkv, a.causal(),
-                                       a.packed_projection(), t, site.seed());
+    return std::make_unique<Attention>(site.path(), d, heads, kv, head_dim, std::move(options), t,
+                                       site.seed());
   });
 }
 

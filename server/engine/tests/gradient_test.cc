@@ -217,6 +217,28 @@ const Case kCases[] = {
             {"rms_norm": {}}, {"linear": {"features": 16}}, {"activation": {"kind": "GELU"}},
             {"dropout": {"rate": 0.25}}, {"linear": {"features": 8}}]}}}},
         {"linear": {"features": 10}}]}}})"},
+    {"llama_block", R"({"input": {"kind": "TOKENS", "shape": [7]},
+        "body": {"sequential": {"layers": [
+        {"embedding": {"num_embeddings": 10, "features": 8}},
+        {"residual": {"body": {"sequential": {"layers": [
+            {"rms_norm": {"epsilon": 1e-5}},
+            {"attention": {"num_heads": 4, "num_kv_heads": 2, "head_dim": 4, "causal": true,
+                           "projection_names": "HF", "no_qkv_bias": true, "no_out_bias": true,
+                           "rotary": {"theta": 500000, "scaling": "LLAMA3", "factor": 8,
+                                      "low_freq_factor": 1, "high_freq_factor": 4,
+                                      "original_max_position_embeddings": 16}}}]}}}},
+        {"residual": {"body": {"sequential": {"layers": [
+            {"rms_norm": {}},
+            {"gated_mlp": {"hidden_features": 12, "activation": "SILU"}}]}}}},
+        {"rms_norm": {}}, {"linear": {"features": 10, "no_bias": true}}]}}})"},
+    {"qwen2_block", R"({"input": {"shape": [5, 6]}, "body": {"sequential": {"layers": [
+        {"residual": {"body": {"sequential": {"layers": [
+            {"rms_norm": {}},
+            {"attention": {"num_heads": 3, "num_kv_heads": 1, "causal": true,
+                           "projection_names": "HF", "no_out_bias": true,
+                           "rotary": {"scaling": "LINEAR", "factor": 2}}}]}}}},
+        {"gated_mlp": {"hidden_features": 5, "activation": "GELU", "bias": true}},
+        {"linear": {"features": 3}}]}}, "loss": {"kind": "MSE"}})"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Modules, GradientTest,
