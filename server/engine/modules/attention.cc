@@ -100,8 +100,7 @@ absl::StatusOr<Tensor> SumKv(Backend& backend, const Tensor& dx, int64_t b, int6
     const float* first = dx.data<float>() + i * group * block;
     std::copy_n(first, block, o);
     for (int64_t j = 1; j < group; ++j) {
-      QTRAIN_RETURN_IF_ERROR(
-          backend.Binary(BinaryKind::kAdd, block, o, first + j * block, o));
+      QTRAIN_RETURN_IF_ERROR(backend.Binary(BinaryKind::kAdd, block, o, first + j * block, o));
     }
   }
   return out;
@@ -143,11 +142,11 @@ class Attention final : public Module {
       return;
     }
     const bool hf = options.hf_names;
-    query_ = MakeLinear(ChildPath(hf ? "q_proj" : "query"), d_model, q_width, options.qkv_bias,
-                        seed);
+    query_ =
+        MakeLinear(ChildPath(hf ? "q_proj" : "query"), d_model, q_width, options.qkv_bias, seed);
     key_ = MakeLinear(ChildPath(hf ? "k_proj" : "key"), d_model, kv_width, options.qkv_bias, seed);
-    value_ = MakeLinear(ChildPath(hf ? "v_proj" : "value"), d_model, kv_width, options.qkv_bias,
-                        seed);
+    value_ =
+        MakeLinear(ChildPath(hf ? "v_proj" : "value"), d_model, kv_width, options.qkv_bias, seed);
     out_ = MakeLinear(ChildPath(hf ? "o_proj" : "out"), q_width, d_model, options.out_bias, seed);
   }
 
@@ -341,8 +340,8 @@ class Attention final : public Module {
   absl::StatusOr<Tensor> Rotate(StepContext& ctx, const Tensor& x, bool inverse) {
     Tensor y = Tensor::Empty(DType::kF32, x.shape());
     QTRAIN_RETURN_IF_ERROR(ctx.backend->Rotary(
-        RotaryDesc{x.numel() / head_dim_, x.dim(1), head_dim_, inverse},
-        rotary_->cos.data<float>(), rotary_->sin.data<float>(), x.data<float>(), y.data<float>()));
+        RotaryDesc{x.numel() / head_dim_, x.dim(1), head_dim_, inverse}, rotary_->cos.data<float>(),
+        rotary_->sin.data<float>(), x.data<float>(), y.data<float>()));
     return y;
   }
 
@@ -382,16 +381,16 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
   const int64_t kv = a.num_kv_heads() ? a.num_kv_heads() : heads;
   QTRAIN_RETURN_IF_ERROR(site.CheckSize("num_kv_heads", kv));
   if (heads % kv != 0) {
-    return site.Bad(
-        absl::StrCat("num_heads ", heads, " is not a multiple of num_kv_heads ", kv));
+    return site.Bad(absl::StrCat("num_heads ", heads, " is not a multiple of num_kv_heads ", kv));
   }
-  if (a.packed_projection() && (kv != heads || a.projection_names() != proto::MultiHeadAttention::FLAX)) {
+  if (a.packed_projection() &&
+      (kv != heads || a.projection_names() != proto::MultiHeadAttention::FLAX)) {
     return site.Bad("packed_projection takes neither num_kv_heads nor projection_names");
   }
   if (a.projection_names() != proto::MultiHeadAttention::FLAX &&
       a.projection_names() != proto::MultiHeadAttention::HF) {
-    return site.Bad(absl::StrCat("unknown projection_names ", a.projection_names(),
-                                 " (FLAX = 0, HF = 1)"));
+    return site.Bad(
+        absl::StrCat("unknown projection_names ", a.projection_names(), " (FLAX = 0, HF = 1)"));
   }
   AttentionOptions options;
   options.causal = a.causal();
@@ -410,9 +409,9 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
       (options.qkv_bias ? q_width + 2 * kv_width : 0) + (options.out_bias ? d : 0)));
   // The (heads, T, T) attention scores are the largest activation of the block.
   if (heads * t > kMaxExampleActivation / t) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "module \"", site.path(), "\": attention scores of ", heads, " x ", t, " x ", t,
-        " per example exceed the limit of ", kMaxExampleActivation, " elements"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("module \"", site.path(), "\": attention scores of ", heads, " x ", t, " x ",
+                     t, " per example exceed the limit of ", kMaxExampleActivation, " elements"));
   }
   site.AddActivations(heads * t * t);
   return site.Allocate([&] {

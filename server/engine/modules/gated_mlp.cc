@@ -94,9 +94,8 @@ absl::StatusOr<std::unique_ptr<Module>> BuildGatedMlp(const proto::Module& m, Mo
   int64_t rows = 1;
   for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
   site.AddActivations(3 * h * rows);  // gate, its activation and up, saved for the backward
-  return site.Allocate([&] {
-    return std::make_unique<GatedMlp>(site.path(), d, h, act, g.bias(), site.seed());
-  });
+  return site.Allocate(
+      [&] { return std::make_unique<GatedMlp>(site.path(), d, h, act, g.bias(), site.seed()); });
 }
 
 }  // namespace

@@ -57,8 +57,9 @@ absl::StatusOr<RotaryTable> MakeRotaryTable(const std::string& path, const proto
         if (!s.ok()) return s;
       }
       if (r.high_freq_factor() <= r.low_freq_factor()) {
-        return Bad(path, absl::StrCat("llama3 scaling needs high_freq_factor > low_freq_factor, got ",
-                                      r.high_freq_factor(), " and ", r.low_freq_factor()));
+        return Bad(path,
+                   absl::StrCat("llama3 scaling needs high_freq_factor > low_freq_factor, got ",
+                                r.high_freq_factor(), " and ", r.low_freq_factor()));
       }
       const float factor = static_cast<float>(r.factor());
       const float low = static_cast<float>(r.low_freq_factor());
@@ -68,7 +69,7 @@ absl::StatusOr<RotaryTable> MakeRotaryTable(const std::string& path, const proto
       for (float& f : inv_freq) {
         const float wavelen = 2.0f * static_cast<float>(M_PI) / f;
         if (wavelen > low_freq_wavelen) {
-          f /= factor;  // long wavelengths: interpolated
+          f /= factor;                              // long wavelengths: interpolated
         } else if (wavelen >= high_freq_wavelen) {  // in between: blended
           const float smooth = (old_len / wavelen - low) / (high - low);
           f = (1.0f - smooth) * f / factor + smooth * f;

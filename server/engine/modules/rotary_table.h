@@ -17,8 +17,7 @@ struct RotaryTable {
 
 // InvalidArgument naming `path` and the field for an odd head_dim, a negative theta, or scaling
 // parameters the scaling type needs and lacks.
-absl::StatusOr<RotaryTable> MakeRotaryTable(const std::string& path,
-                                            const proto::Rotary& rotary, int64_t positions,
-                                            int64_t head_dim);
+absl::StatusOr<RotaryTable> MakeRotaryTable(const std::string& path, const proto::Rotary& rotary,
+                                            int64_t positions, int64_t head_dim);
 
 }  // namespace qtrain::engine

@@ -1,0 +1,140 @@
+"""Llama-family decoders (rotary embeddings with llama3 / linear scaling, grouped KV heads, RMSNorm,
+gated SiLU MLP, Qwen2's q/k/v biases) built from the module vocabulary under Hugging Face's names,
+against hf_reference.py's PyTorch model written from HF's equations: logits and one SGD step's
+parameters (torch autograd in float64). The weights go in by their HF names, no module map."""
+
+import copy
+import unittest
+
+import numpy as np
+import torch
+
+import qtrain
+from hf_reference import LlamaForCausalLM
+from tests_server import Server
+
+LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 96,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}
+QWEN2 = {"model_type": "qwen2", "vocab_size": 128, "hidden_size": 32, "intermediate_size": 48,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+         "head_dim": 8, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+         "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+
+
+def spec_of(c, seq):
+    """The model spec of config `c`, module paths equal to HF's parameter names."""
+    head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    rotary = {"theta": c["rope_theta"]}
+    scaling = c.get("rope_scaling")
+    if scaling and scaling["rope_type"] == "linear":
+        rotary.update(scaling="LINEAR", factor=scaling["factor"])
+    elif scaling:
+        rotary.update(scaling="LLAMA3", factor=scaling["factor"],
+                      low_freq_factor=scaling["low_freq_factor"],
+                      high_freq_factor=scaling["high_freq_factor"],
+                      original_max_position_embeddings=scaling["original_max_position_embeddings"])
+    qwen2 = c["model_type"] == "qwen2"
+    attention = {"num_heads": c["num_attention_heads"], "num_kv_heads": c["num_key_value_heads"],
+                 "head_dim": head_dim, "causal": True, "projection_names": "HF",
+                 "no_qkv_bias": not qwen2, "no_out_bias": True, "rotary": rotary}
+    eps = c["rms_norm_eps"]
+
+    def block(*layers):
+        return {"residual": {"share_scope": True, "body": {"sequential": {"layers": list(layers)}}}}
+    layers = [{"name": str(i), "sequential": {"layers": [
+        block({"name": "input_layernorm", "rms_norm": {"epsilon": eps}},
+              {"name": "self_attn", "attention": attention}),
+        block({"name": "post_attention_layernorm", "rms_norm": {"epsilon": eps}},
+              {"name": "mlp", "gated_mlp": {"hidden_features": c["intermediate_size"],
+                                            "activation": "SILU"}})]}}
+        for i in range(c["num_hidden_layers"])]
+    return {"input": {"kind": "TOKENS", "shape": [seq]}, "body": {"sequential": {"layers": [
+        {"name": "model", "sequential": {"layers": [
+            {"name": "embed_tokens",
+             "embedding": {"num_embeddings": c["vocab_size"], "features": c["hidden_size"]}},
+            {"name": "layers", "sequential": {"layers": layers}},
+            {"name": "norm", "rms_norm": {"epsilon": eps}}]}},
+        {"name": "lm_head", "linear": {"features": c["vocab_size"], "no_bias": True}}]}}}
+
+
+def random_model(c, seed):
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(c)
+    with torch.no_grad():  # RMSNorm weights start at 1: make them count
+        for name, p in model.named_parameters():
+            if name.endswith("layernorm.weight") or name == "model.norm.weight":
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    return model
+
+
+def qtrain_name(name, value):
+    """The checkpoint key and array of an HF parameter: Linear weights are kernels (in, out)."""
+    v = value.detach().numpy()
+    module, leaf = name.rsplit(".", 1)
+    path = module.replace(".", "/")
+    if leaf == "weight" and name.startswith("model.embed_tokens"):
+        return f"params/{path}/embedding", v
+    if leaf == "weight" and v.ndim == 2:
+        return f"params/{path}/kernel", v.T
+    if leaf == "weight":
+        return f"params/{path}/scale", v
+    return f"params/{path}/bias", v
+
+
+class HfLlamaTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.client = qtrain.Client(cls.server.address)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.server.stop()
+
+    def check(self, name, c, seq=12, batch=3, lr=0.1):
+        model = random_model(c, 7)
+        weights = {k: v.numpy() for k, v in model.state_dict().items()}
+        self.client.import_weights(name, spec_of(c, seq), weights,
+                                   optimizer={"sgd": {}, "schedule": {"learning_rate": lr}})
+        ref = copy.deepcopy(model).double()
+        ids = torch.randint(0, c["vocab_size"], (batch, seq))
+        logits = ref(ids)
+        got = self.client.forward(name, ids.numpy().astype(np.int32))
+        want = logits.detach().numpy()
+        self.assertEqual(got.shape, want.shape)
+        self.assertLess(float(np.abs(got - want).max() / np.abs(want).max()), 1e-4)
+
+        labels = torch.randint(0, c["vocab_size"], (batch, seq))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, c["vocab_size"]),
+                                                 labels.reshape(-1))
+        loss.backward()
+        (step,) = list(self.client.train(name, [(ids.numpy().astype(np.int32),
+                                                 labels.numpy().astype(np.int32))]))
+        self.assertAlmostEqual(step.loss, float(loss), delta=1e-4 * float(loss))
+        arrays, _ = self.client.checkpoint_arrays(name)
+        for pname, p in ref.named_parameters():
+            key, before = qtrain_name(pname, p.float())
+            _, want = qtrain_name(pname, (p - lr * p.grad).float())
+            step_size = lr * float(p.grad.abs().max())
+            self.assertLess(float(np.abs(arrays[key] - want).max()), 1e-4 * step_size + 1e-7,
+                            pname)
+            self.assertGreater(float(np.abs(arrays[key] - before).max()), 0, pname)
+        self.assertEqual(len([k for k in arrays if k.startswith("params/")]),
+                         len(list(ref.parameters())))
+        self.client.delete_session(name)
+
+    def test_llama_with_llama3_rope_and_grouped_kv_heads(self):
+        self.check("llama", LLAMA)
+
+    def test_qwen2_with_qkv_biases_linear_rope_and_one_kv_head(self):
+        self.check("qwen2", QWEN2)
+
+
+if __name__ == "__main__":
+    unittest.main()
