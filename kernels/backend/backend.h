@@ -162,7 +162,7 @@ class Backend {
   virtual absl::Status SoftmaxBwd(int64_t rows, int64_t cols, const float* dst,
                                   const float* diff_dst, float* diff_src) = 0;
 
-  // dst[i] = a[i] ∘ b[i] for n elements; dst may alias a or b.
+  // dst[i] = a[i] ∘ b[i] for n elements; dst may be a (in place), not b.
   virtual absl::Status Binary(BinaryKind kind, int64_t n, const float* a, const float* b,
                               float* dst) = 0;
   // dst (rows, dim) = the rotary embedding of src; InvalidArgument for an odd or empty dim, no

@@ -42,10 +42,10 @@ class GatedMlp final : public Module {
     }
     QTRAIN_ASSIGN_OR_RETURN(Tensor dh, down_->Backward(ctx, dy));
     // d act = dh · up, d up = dh · act, each in place of the saved factor it no longer needs.
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, dh.numel(), dh.data<float>(),
-                                               up_out_.data<float>(), up_out_.data<float>()));
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, dh.numel(), dh.data<float>(),
-                                               act_out_.data<float>(), act_out_.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, dh.numel(), up_out_.data<float>(),
+                                               dh.data<float>(), up_out_.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, dh.numel(), act_out_.data<float>(),
+                                               dh.data<float>(), act_out_.data<float>()));
     Tensor d_act = std::move(up_out_), d_up = std::move(act_out_);
     act_out_ = up_out_ = Tensor();
     QTRAIN_ASSIGN_OR_RETURN(Tensor d_gate, act_->Backward(ctx, d_act));
