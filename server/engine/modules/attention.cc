@@ -398,11 +398,6 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
   options.hf_names = a.projection_names() == proto::MultiHeadAttention::HF;
   options.qkv_bias = !a.no_qkv_bias();
   options.out_bias = !a.no_out_bias();
-  if (a.has_rotary()) {
-    QTRAIN_ASSIGN_OR_RETURN(RotaryTable table,
-                            MakeRotaryTable(site.path(), a.rotary(), t, head_dim));
-    options.rotary = std::move(table);
-  }
   const int64_t q_width = heads * head_dim, kv_width = kv * head_dim;
   QTRAIN_RETURN_IF_ERROR(site.AddParameters(
       {d, 2 * q_width + 2 * kv_width},
@@ -414,6 +409,12 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
                      t, " per example exceed the limit of ", kMaxExampleActivation, " elements"));
   }
   site.AddActivations(heads * t * t);
+  // After the size limits: the table is (T, head_dim / 2).
+  if (a.has_rotary()) {
+    QTRAIN_ASSIGN_OR_RETURN(RotaryTable table,
+                            MakeRotaryTable(site.path(), a.rotary(), t, head_dim));
+    options.rotary = std::move(table);
+  }
   return site.Allocate([&] {
     return std::make_unique<Attention>(site.path(), d, heads, kv, head_dim, std::move(options), t,
                                        site.seed());

@@ -97,6 +97,31 @@ TEST(ModelTest, BadSpecsNameTheModuleAndField) {
       {R"({"input": {"shape": [16384, 64]}, "body": {"sequential": {"layers": [
            {"attention": {"num_heads": 64}}]}}})",
        absl::StatusCode::kResourceExhausted, "attention scores"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 3, "num_kv_heads": 2}}]}}})",
+       absl::StatusCode::kInvalidArgument, "num_heads 3 is not a multiple of num_kv_heads 2"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 2, "head_dim": 4, "qkv_features": 12}}]}}})",
+       absl::StatusCode::kInvalidArgument, "qkv_features 12 differs from num_heads 2 x head_dim 4"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 4, "rotary": {}}}]}}})",
+       absl::StatusCode::kInvalidArgument, "rotary embeddings need an even head_dim, got 3"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 2, "rotary": {"scaling": "LLAMA3", "factor": 8,
+                                                     "low_freq_factor": 1}}}]}}})",
+       absl::StatusCode::kInvalidArgument, "rotary scaling needs high_freq_factor > 0, got 0"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 2, "rotary": {"scaling": "LINEAR"}}}]}}})",
+       absl::StatusCode::kInvalidArgument, "rotary scaling needs factor > 0, got 0"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"attention": {"num_heads": 2, "num_kv_heads": 1, "packed_projection": true}}]}}})",
+       absl::StatusCode::kInvalidArgument, "packed_projection takes neither num_kv_heads"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"gated_mlp": {"hidden_features": 0}}]}}})",
+       absl::StatusCode::kInvalidArgument, "hidden_features = 0"},
+      {R"({"input": {"shape": [4, 12]}, "body": {"sequential": {"layers": [
+           {"gated_mlp": {"hidden_features": 8, "activation": 42}}]}}})",
+       absl::StatusCode::kInvalidArgument, "unknown activation kind 42"},
   };
   for (const BadSpec& c : cases) {
     auto m = Model::Build(FromJson<proto::ModelSpec>(c.json), 1);
