@@ -18,6 +18,7 @@ Builder Vit(arch::VitDefaults d) {
 
 const std::map<std::string, Builder>& Builders() {
   static const auto* builders = new std::map<std::string, Builder>{
+      {"hf", arch::HfCausalLm},
       {"torchvision:resnet18", [](arch::Options& o) { return arch::TorchvisionResnet(18, o); }},
       {"torchvision:resnet34", [](arch::Options& o) { return arch::TorchvisionResnet(34, o); }},
       {"torchvision:resnet50", [](arch::Options& o) { return arch::TorchvisionResnet(50, o); }},
@@ -46,6 +47,10 @@ absl::StatusOr<proto::ModelSpec> ExpandArchitecture(const proto::Architecture& a
         absl::StrCat("unknown architecture \"", a.name(),
                      "\" (known: ", absl::StrJoin(ArchitectureNames(), ", "), ")"));
   }
+  if (a.name() != "hf" && !a.hf_config().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("architecture \"", a.name(), "\" takes no hf_config (only \"hf\" does)"));
+  }
   arch::Options options(a.name(), a);
   QTRAIN_ASSIGN_OR_RETURN(proto::ModelSpec spec, it->second(options));
   QTRAIN_RETURN_IF_ERROR(options.CheckAllRead());
@@ -58,7 +63,8 @@ namespace arch {
 Options::Options(std::string arch, const proto::Architecture& a)
     : arch_(std::move(arch)),
       options_(a.options().begin(), a.options().end()),
-      input_shape_(a.input_shape().begin(), a.input_shape().end()) {}
+      input_shape_(a.input_shape().begin(), a.input_shape().end()),
+      hf_config_(a.hf_config()) {}
 
 absl::StatusOr<double> Options::Real(const std::string& name, double def, double lo, double hi) {
   read_[name] = true;

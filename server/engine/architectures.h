@@ -36,11 +36,15 @@ class Options {
   absl::StatusOr<std::vector<int64_t>> InputShape(int64_t def_hw);
   // InvalidArgument naming every option no builder read.
   absl::Status CheckAllRead() const;
+  // The raw input_shape and the Hugging Face config text, for the "hf" builder.
+  const std::vector<int64_t>& raw_input_shape() const { return input_shape_; }
+  const std::string& hf_config() const { return hf_config_; }
 
  private:
   std::string arch_;
   std::map<std::string, double> options_;
   std::vector<int64_t> input_shape_;
+  std::string hf_config_;
   std::map<std::string, bool> read_;
 };
 
@@ -57,6 +61,9 @@ proto::Module Dense(int64_t features, bool bias = true);
 // Builders, one per file under architectures/.
 absl::StatusOr<proto::ModelSpec> TorchvisionResnet(int depth, Options& options);
 absl::StatusOr<proto::ModelSpec> TorchvisionMobilenetV2(Options& options);
+// A Hugging Face causal LM from its config.json (options.hf_config()), module paths equal to HF's
+// parameter names; input_shape [T] (default min(max_position_embeddings, 512)).
+absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options);
 // The defaults of one of torchvision's vit_* builders (every one is an option too).
 struct VitDefaults {
   int64_t patch, layers, heads, hidden, mlp;

@@ -19,6 +19,7 @@ from qtrain.grpc_protos import health_pb2, health_pb2_grpc
 from qtrain.safetensors import load_safetensors, save_safetensors
 from qtrain.tensors import from_tensor, to_tensor
 from qtrain.architectures import torchvision_architecture
+from qtrain.hf import read_hf_config, read_hf_weights
 from qtrain.torch_import import torch_module_map
 from qtrain.v1 import model_pb2, optimizer_pb2, rules_pb2, trainer_service_pb2 as pb
 from qtrain.v1 import trainer_service_pb2_grpc
@@ -396,6 +397,19 @@ class Client:
             for at in range(_CHUNK, len(data), _CHUNK):
                 yield pb.ImportRequest(data=data[at:at + _CHUNK])
         return self._stub.ImportWeights(chunks())
+
+    def import_hf(self, session_id, directory, seq_len=None, rules=None, optimizer=None,
+                  seed=1):
+        """A session from a Hugging Face model directory: config.json (LlamaForCausalLM,
+        Qwen2ForCausalLM, MistralForCausalLM) and model.safetensors or its shards. The server
+        builds the model from the config (a field it does not implement is refused by name);
+        module paths are HF's parameter names. `seq_len`: the session's sequence length
+        (default min(max_position_embeddings, 512)). Returns the Session."""
+        arch = model_pb2.Architecture(name="hf", hf_config=read_hf_config(directory))
+        if seq_len is not None:
+            arch.input_shape.append(int(seq_len))
+        return self.import_weights(session_id, arch, read_hf_weights(directory), rules=rules,
+                                   optimizer=optimizer, seed=seed)
 
     @_wrap
     def export_quantized(self, session_id, out_dir=None, module_map=None,

@@ -15,6 +15,7 @@ _DTYPES = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U8": "u1", "BOOL": "?",
 }
+_READ_ONLY = {"BF16": "<u2"}  # read (as float32), never written
 
 
 _NAMES = {np.dtype(v).str: k for k, v in _DTYPES.items()}  # "<f4" -> "F32", "|u1" -> "U8"
@@ -74,7 +75,7 @@ def load_safetensors(data):
     arrays = {}
     for name, info in header.items():
         try:
-            dtype = np.dtype(_DTYPES[info["dtype"]])
+            dtype = np.dtype(_DTYPES.get(info["dtype"]) or _READ_ONLY[info["dtype"]])
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
@@ -84,4 +85,6 @@ def load_safetensors(data):
             raise ValueError(f"safetensors: {name!r} offsets [{begin}, {end}) do not fit "
                              f"shape {shape} {info['dtype']} in {len(body)} data bytes")
         arrays[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
+        if info["dtype"] == "BF16":  # the high half of a float32: widening is exact
+            arrays[name] = (arrays[name].astype(np.uint32) << 16).view(np.float32)
     return arrays, metadata

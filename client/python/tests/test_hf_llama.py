@@ -4,6 +4,9 @@ against hf_reference.py's PyTorch model written from HF's equations: logits and 
 parameters (torch autograd in float64). The weights go in by their HF names, no module map."""
 
 import copy
+import json
+import os
+import tempfile
 import unittest
 
 import numpy as np
@@ -128,6 +131,89 @@ class HfLlamaTest(unittest.TestCase):
         self.assertEqual(len([k for k in arrays if k.startswith("params/")]),
                          len(list(ref.parameters())))
         self.client.delete_session(name)
+
+    def save_hf(self, directory, c, model, shards=1, bf16=False):
+        """config.json and model.safetensors (or `shards` files and their index), as
+        save_pretrained writes them."""
+        config = dict(c, architectures=[{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                                         "mistral": "MistralForCausalLM"}[c["model_type"]]],
+                      torch_dtype="bfloat16" if bf16 else "float32", transformers_version="4.44.0",
+                      tie_word_embeddings=False, max_position_embeddings=64)
+        with open(os.path.join(directory, "config.json"), "w") as f:
+            json.dump(config, f)
+        items = [(k, v.float()) for k, v in model.state_dict().items()]
+        if bf16:  # the file holds bfloat16 bits; widening them is exact
+            items = [(k, v.to(torch.bfloat16)) for k, v in items]
+        arrays = {k: (v.view(torch.int16).numpy() if bf16 else v.numpy()) for k, v in items}
+        names = list(arrays)
+        weight_map = {}
+        for i in range(shards):
+            part = names[i::shards]
+            fname = "model.safetensors" if shards == 1 else \
+                f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            data = qtrain.save_safetensors({n: arrays[n] for n in part})
+            if bf16:  # qtrain's writer has no BF16 tag: the I16 bits, retagged
+                n = int.from_bytes(data[:8], "little")
+                header = json.loads(data[8:8 + n])
+                for v in header.values():
+                    if isinstance(v, dict) and v.get("dtype") == "I16":
+                        v["dtype"] = "BF16"
+                text = json.dumps(header).encode()
+                text += b" " * (-len(text) % 8)
+                data = len(text).to_bytes(8, "little") + text + data[8 + n:]
+            with open(os.path.join(directory, fname), "wb") as f:
+                f.write(data)
+            weight_map.update({n: fname for n in part})
+        if shards > 1:
+            with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+                json.dump({"metadata": {}, "weight_map": weight_map}, f)
+        return {k: v.float() for k, v in items}
+
+    def check_directory(self, name, c, shards=1, bf16=False, seq=10):
+        model = random_model(c, 11)
+        with tempfile.TemporaryDirectory() as d:
+            stored = self.save_hf(d, c, model, shards, bf16)
+            session = self.client.import_hf(name, d, seq_len=seq)
+        self.assertEqual(session.parameters, sum(p.numel() for p in model.parameters()))
+        with torch.no_grad():  # the reference holds what the files hold
+            for k, p in model.state_dict().items():
+                p.copy_(stored[k])
+        ids = torch.randint(0, c["vocab_size"], (2, seq))
+        want = copy.deepcopy(model).double()(ids).detach().numpy()
+        got = self.client.forward(name, ids.numpy().astype(np.int32))
+        self.assertLess(float(np.abs(got - want).max() / np.abs(want).max()), 1e-4)
+        self.client.delete_session(name)
+
+    def test_a_hf_directory_imports_by_its_config(self):
+        self.check_directory("hf-llama", LLAMA)
+
+    def test_sharded_bf16_qwen2_directory(self):
+        self.check_directory("hf-qwen2", QWEN2, shards=3, bf16=True)
+
+    def test_config_fields_it_does_not_implement_are_refused_by_name(self):
+        model = random_model(LLAMA, 3)
+        cases = [({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
+                 ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+                 ({"hidden_act": "relu2"}, "relu2"),
+                 ({"some_new_field": 1}, "some_new_field"),
+                 ({"model_type": "gpt_neox"}, "gpt_neox")]
+        for change, part in cases:
+            with tempfile.TemporaryDirectory() as d:
+                self.save_hf(d, LLAMA, model)
+                path = os.path.join(d, "config.json")
+                with open(path) as f:
+                    config = json.load(f)
+                config.update(change)
+                with open(path, "w") as f:
+                    json.dump(config, f)
+                with self.assertRaises(qtrain.QtrainError) as e:
+                    self.client.import_hf("refused", d, seq_len=8)
+                self.assertIn(part, str(e.exception))
+        with tempfile.TemporaryDirectory() as d:  # a sequence longer than the model's positions
+            self.save_hf(d, LLAMA, model)
+            with self.assertRaises(qtrain.QtrainError) as e:
+                self.client.import_hf("refused", d, seq_len=65)
+            self.assertIn("max_position_embeddings = 64", str(e.exception))
 
     def test_llama_with_llama3_rope_and_grouped_kv_heads(self):
         self.check("llama", LLAMA)
