@@ -45,7 +45,8 @@ commands:
   session delete ID               delete a session (and its data on the server)
   import [ID] --weights=FILE      new session from --preset/--model/--arch and float weights
                                   trained elsewhere (safetensors, PyTorch naming; --map renames
-                                  modules; --arch=torchvision:resnet18 takes its state dict as is)
+                                  modules; --arch=torchvision:resnet18 takes its state dict as is;
+                                  --hf=DIR a Hugging Face Llama/Qwen2/Mistral directory)
   export ID --out=DIR             int8 model.safetensors + config.json (compressed-tensors) of a
                                   calibrated session; --map names the layers; --format=onnx:
                                   model.onnx (QDQ)
@@ -138,9 +139,10 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        "A new session from a built-in --preset or a --model spec (the server picks an id when ID "
        "is omitted).",
-       {"preset", "model", "arch", "num_classes", "arch_options", "width_mult", "image_size",
-        "patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim", "rules", "optimizer",
-        "lr", "seed", "classes", "input_shape", "seq_len"},
+       {"preset",       "model",      "arch",       "hf",          "num_classes",
+        "arch_options", "width_mult", "image_size", "patch_size",  "num_layers",
+        "num_heads",    "hidden_dim", "mlp_dim",    "rules",       "optimizer",
+        "lr",           "seed",       "classes",    "input_shape", "seq_len"},
        SessionCreate},
       {"session get",
        "ID",
@@ -159,13 +161,13 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "modules. --arch=torchvision:resnet18 (resnet34, resnet50, mobilenet_v2 (--width_mult), "
        "vit_b_16 (vit_b_32, vit_l_16, vit_l_32, vit_h_14; --image_size --patch_size "
        "--num_layers --num_heads --hidden_dim --mlp_dim); --num_classes, --arch_options, "
-       "--input_shape=H,W,C) takes a torchvision state dict as it is. The server "
-       "names every "
-       "tensor that does not fit.",
-       {"weights",      "map",         "preset",     "model",      "arch",       "num_classes",
-        "arch_options", "width_mult",  "image_size", "patch_size", "num_layers", "num_heads",
-        "hidden_dim",   "mlp_dim",     "rules",      "optimizer",  "lr",         "seed",
-        "classes",      "input_shape", "seq_len"},
+       "--input_shape=H,W,C) takes a torchvision state dict as it is. --hf=DIR takes a Hugging "
+       "Face directory (config.json and model.safetensors; Llama, Qwen2, Mistral; --seq_len) as "
+       "it is. The server names every tensor that does not fit.",
+       {"weights",     "map",          "preset",      "model",      "arch",       "hf",
+        "num_classes", "arch_options", "width_mult",  "image_size", "patch_size", "num_layers",
+        "num_heads",   "hidden_dim",   "mlp_dim",     "rules",      "optimizer",  "lr",
+        "seed",        "classes",      "input_shape", "seq_len"},
        Import},
       {"export",
        "ID",

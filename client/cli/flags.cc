@@ -53,6 +53,9 @@ ABSL_FLAG(std::string, arch, "",
           "named architecture whose state dict imports as is: torchvision:resnet18, "
           "torchvision:resnet34, torchvision:resnet50, torchvision:mobilenet_v2, "
           "torchvision:vit_b_16 (vit_b_32, vit_l_16, vit_l_32, vit_h_14)");
+ABSL_FLAG(std::string, hf, "",
+          "a Hugging Face model directory (config.json, model.safetensors): Llama, Qwen2 and "
+          "Mistral causal LMs, built from the config by the server; --seq_len sets the length");
 ABSL_FLAG(int64_t, num_classes, 1000, "--arch: the builder's num_classes");
 ABSL_FLAG(std::string, arch_options, "",
           "--arch: any builder option as name=value,... (torchvision's parameter names, e.g. "

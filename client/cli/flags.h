@@ -31,6 +31,7 @@ ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::string, preset);
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, arch);
+ABSL_DECLARE_FLAG(std::string, hf);
 ABSL_DECLARE_FLAG(int64_t, num_classes);
 ABSL_DECLARE_FLAG(std::string, arch_options);
 ABSL_DECLARE_FLAG(double, width_mult);

@@ -134,8 +134,17 @@ int Export(Invocation& inv) {
 int Import(Invocation& inv) {
   v1::CreateSessionRequest config;
   if (int rc = SessionConfigFromFlags(inv, config); rc != kOk) return rc;
-  const std::string weights = absl::GetFlag(FLAGS_weights);
-  if (weights.empty()) return Usage(inv, "import needs --weights=FILE.safetensors");
+  std::string weights = absl::GetFlag(FLAGS_weights);
+  const std::string hf = absl::GetFlag(FLAGS_hf);
+  if (weights.empty() && !hf.empty()) {
+    weights = hf + "/model.safetensors";
+    if (!std::ifstream(weights) && std::ifstream(hf + "/model.safetensors.index.json")) {
+      return Usage(inv, absl::StrCat("--hf=", hf,
+                                     " is a sharded checkpoint, which the CLI does not read yet: "
+                                     "use the Python client's Client.import_hf"));
+    }
+  }
+  if (weights.empty()) return Usage(inv, "import needs --weights=FILE.safetensors (or --hf=DIR)");
   v1::ImportRequest first;
   first.set_session_id(config.session_id());
   if (config.has_architecture()) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -158,18 +159,20 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   req.set_session_id(Arg(inv, 0));
   req.set_seed(absl::GetFlag(FLAGS_seed));
   const std::string preset = absl::GetFlag(FLAGS_preset), model = absl::GetFlag(FLAGS_model);
-  const std::string arch = absl::GetFlag(FLAGS_arch);
-  const int sources = !preset.empty() + !model.empty() + !arch.empty();
+  const std::string arch = absl::GetFlag(FLAGS_arch), hf = absl::GetFlag(FLAGS_hf);
+  const int sources = !preset.empty() + !model.empty() + !arch.empty() + !hf.empty();
   if (sources != 1) {
-    return Usage(inv, absl::StrCat(inv.command,
-                                   sources == 0 ? " needs --preset=mlp|cnn|transformer-lm, --model "
-                                                  "or --arch"
-                                                : " takes one of --preset, --model and --arch"));
+    return Usage(
+        inv, absl::StrCat(inv.command, sources == 0
+                                           ? " needs --preset=mlp|cnn|transformer-lm, --model, "
+                                             "--arch or --hf"
+                                           : " takes one of --preset, --model, --arch and --hf"));
   }
   // The options each source reads; any other given is a mistake, not a no-op.
   std::vector<std::string> arch_reads = {"input_shape", "arch_options"};
   arch_reads.insert(arch_reads.end(), std::begin(kArchOptionFlags), std::end(kArchOptionFlags));
   const std::vector<std::string> reads = !model.empty()  ? std::vector<std::string>{}
+                                         : !hf.empty()   ? std::vector<std::string>{"seq_len"}
                                          : !arch.empty() ? arch_reads
                                          : preset == "transformer-lm"
                                              ? std::vector<std::string>{"seq_len"}
@@ -181,6 +184,7 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
       return Usage(inv, absl::StrCat("--", flag, " does not shape ",
                                      !preset.empty() ? absl::StrCat("--preset=", preset)
                                      : !arch.empty() ? absl::StrCat("--arch=", arch)
+                                     : !hf.empty()   ? absl::StrCat("--hf=", hf)
                                                      : "a --model spec (set it in the spec)"));
     }
   }
@@ -190,6 +194,16 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   if (!model.empty()) {
     absl::Status s = LoadJsonMessage("model", model, req.mutable_model());
     if (!s.ok()) return Usage(inv, std::string(s.message()));
+  } else if (!hf.empty()) {
+    // The server builds the model from config.json and names every field it does not implement.
+    std::ifstream in(hf + "/config.json");
+    if (!in) return Usage(inv, absl::StrCat("--hf=", hf, ": no readable config.json there"));
+    std::stringstream text;
+    text << in.rdbuf();
+    v1::Architecture* a = req.mutable_architecture();
+    a->set_name("hf");
+    a->set_hf_config(text.str());
+    if (Given(inv, "seq_len")) a->add_input_shape(absl::GetFlag(FLAGS_seq_len));
   } else if (!arch.empty()) {
     // The server expands it and names every problem (unknown architecture or option).
     v1::Architecture* a = req.mutable_architecture();

@@ -6,6 +6,7 @@ parameters (torch autograd in float64). The weights go in by their HF names, no 
 import copy
 import json
 import os
+import subprocess
 import tempfile
 import unittest
 
@@ -14,7 +15,7 @@ import torch
 
 import qtrain
 from hf_reference import LlamaForCausalLM
-from tests_server import Server
+from tests_server import BUILD_DIR, Server
 
 LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 96,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -189,6 +190,31 @@ class HfLlamaTest(unittest.TestCase):
 
     def test_sharded_bf16_qwen2_directory(self):
         self.check_directory("hf-qwen2", QWEN2, shards=3, bf16=True)
+
+    def test_the_cli_imports_a_hf_directory(self):
+        model = random_model(LLAMA, 5)
+        cli = os.path.join(BUILD_DIR, "bin", "qtrain")
+        with tempfile.TemporaryDirectory() as d:
+            stored = self.save_hf(d, LLAMA, model)
+            out = subprocess.run([cli, "import", "hf-cli", f"--hf={d}", "--seq_len=8",
+                                  f"--server={self.server.address}", "--json"],
+                                 capture_output=True, text=True)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(json.loads(out.stdout)["parameters"],
+                             str(sum(p.numel() for p in model.parameters())))
+            bad = subprocess.run([cli, "import", "hf-cli2", f"--hf={d}", "--input_shape=8,8,3",
+                                  f"--server={self.server.address}"], capture_output=True,
+                                 text=True)
+            self.assertEqual(bad.returncode, 2, bad.stderr)
+            self.assertIn("--input_shape does not shape --hf=", bad.stderr)
+        with torch.no_grad():
+            for k, p in model.state_dict().items():
+                p.copy_(stored[k])
+        ids = torch.randint(0, LLAMA["vocab_size"], (2, 8))
+        want = copy.deepcopy(model).double()(ids).detach().numpy()
+        got = self.client.forward("hf-cli", ids.numpy().astype(np.int32))
+        self.assertLess(float(np.abs(got - want).max() / np.abs(want).max()), 1e-4)
+        self.client.delete_session("hf-cli")
 
     def test_config_fields_it_does_not_implement_are_refused_by_name(self):
         model = random_model(LLAMA, 3)

@@ -26,13 +26,30 @@ using json = nlohmann::json;
 
 // What the forward does not depend on.
 const std::set<std::string>& Ignored() {
-  static const auto* s = new std::set<std::string>{
-      "_name_or_path",       "architectures",  "model_type",     "torch_dtype",
-      "dtype",               "transformers_version", "bos_token_id", "eos_token_id",
-      "pad_token_id",        "initializer_range", "use_cache",    "tokenizer_class",
-      "output_attentions",   "output_hidden_states", "return_dict", "max_window_layers",
-      "layer_types",         "tie_encoder_decoder", "torchscript",  "pruned_heads",
-      "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id"};
+  static const auto* s = new std::set<std::string>{"_name_or_path",
+                                                   "architectures",
+                                                   "model_type",
+                                                   "torch_dtype",
+                                                   "dtype",
+                                                   "transformers_version",
+                                                   "bos_token_id",
+                                                   "eos_token_id",
+                                                   "pad_token_id",
+                                                   "initializer_range",
+                                                   "use_cache",
+                                                   "tokenizer_class",
+                                                   "output_attentions",
+                                                   "output_hidden_states",
+                                                   "return_dict",
+                                                   "max_window_layers",
+                                                   "layer_types",
+                                                   "tie_encoder_decoder",
+                                                   "torchscript",
+                                                   "pruned_heads",
+                                                   "chunk_size_feed_forward",
+                                                   "is_encoder_decoder",
+                                                   "id2label",
+                                                   "label2id"};
   return *s;
 }
 
@@ -159,13 +176,13 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
   }
   std::string family = j.value("model_type", std::string());
   static const std::map<std::string, std::string> kArchitectures = {
-      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"},
+      {"llama", "LlamaForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"},
       {"mistral", "MistralForCausalLM"}};
   auto known = kArchitectures.find(family);
   if (known == kArchitectures.end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("hf: model_type \"", family,
-                     "\" is not implemented (llama, qwen2 and mistral are)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hf: model_type \"", family, "\" is not implemented (llama, qwen2 and mistral are)"));
   }
   if (j.contains("architectures") && j["architectures"].is_array()) {
     for (const json& a : j["architectures"]) {
@@ -182,8 +199,7 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
   QTRAIN_ASSIGN_OR_RETURN(const int64_t d, c.Int("hidden_size", std::nullopt, 1, kMax));
   QTRAIN_ASSIGN_OR_RETURN(const int64_t ff, c.Int("intermediate_size", std::nullopt, 1, kMax));
   QTRAIN_ASSIGN_OR_RETURN(const int64_t layers, c.Int("num_hidden_layers", std::nullopt, 1, 4096));
-  QTRAIN_ASSIGN_OR_RETURN(const int64_t heads,
-                          c.Int("num_attention_heads", std::nullopt, 1, 4096));
+  QTRAIN_ASSIGN_OR_RETURN(const int64_t heads, c.Int("num_attention_heads", std::nullopt, 1, 4096));
   QTRAIN_ASSIGN_OR_RETURN(const int64_t kv, c.Int("num_key_value_heads", heads, 1, heads));
   QTRAIN_ASSIGN_OR_RETURN(const int64_t head_dim, c.Int("head_dim", d / heads, 1, kMax));
   QTRAIN_ASSIGN_OR_RETURN(const double eps, c.Real("rms_norm_eps", 1e-6));
@@ -203,8 +219,8 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
   }
   const int64_t t = shape.empty() ? std::min<int64_t>(max_pos, 512) : shape[0];
   if (t < 1 || t > max_pos) {
-    return c.Bad(absl::StrCat("sequence length ", t, " must be in [1, max_position_embeddings = ",
-                              max_pos, "]"));
+    return c.Bad(absl::StrCat("sequence length ", t,
+                              " must be in [1, max_position_embeddings = ", max_pos, "]"));
   }
   if (c.Has("sliding_window") && use_window) {
     QTRAIN_ASSIGN_OR_RETURN(const int64_t window, c.Int("sliding_window", std::nullopt, 1, kMax));
@@ -254,10 +270,10 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
   mlp.mutable_gated_mlp()->set_bias(mlp_bias);
   std::vector<proto::Module> blocks;
   for (int64_t i = 0; i < layers; ++i) {
-    blocks.push_back(Named(
-        absl::StrCat(i),
-        Seq({PreNorm(Named("input_layernorm", norm), Named("self_attn", attention)),
-             PreNorm(Named("post_attention_layernorm", norm), Named("mlp", mlp))})));
+    blocks.push_back(
+        Named(absl::StrCat(i),
+              Seq({PreNorm(Named("input_layernorm", norm), Named("self_attn", attention)),
+                   PreNorm(Named("post_attention_layernorm", norm), Named("mlp", mlp))})));
   }
   proto::Module embed;
   embed.mutable_embedding()->set_num_embeddings(vocab);
