@@ -141,6 +141,20 @@ int main(int argc, char** argv) {
   *batch.mutable_targets() = rpc::ToWire(Tensor::Zeros(DType::kS32, {2}));
   tensors.Add(std::string(1, '\1') + batch.SerializeAsString());
 
+  // Hugging Face config.json texts: a tiny Llama (llama3 rope, grouped KV heads) and Qwen2.
+  Corpus hf(root, "fuzz_hf_config");
+  hf.Add(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32,
+    "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0, "max_position_embeddings": 64, "hidden_act": "silu",
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}})");
+  hf.Add(R"({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 32,
+    "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "use_sliding_window": false,
+    "sliding_window": 4096, "max_window_layers": 1, "rope_scaling": {"type": "linear", "factor": 2}})");
+
   // Session ids, authorization headers and access files.
   Corpus access(root, "fuzz_access");
   for (const char* id : {"run1", "team-a/run1", "team-b/run1", "", "team-a/", "../x", "a/b/c"}) {

@@ -121,9 +121,17 @@ absl::Status ReadRotary(Config& c, proto::Rotary& r) {
   if (!c.Has(key)) return absl::OkStatus();
   const json& s = c.Raw(key);
   if (!s.is_object()) return c.Bad(absl::StrCat(key, " must be an object"));
-  std::string type = s.value("rope_type", s.value("type", std::string("default")));
+  std::string type = "default";
+  for (const char* k : {"type", "rope_type"}) {  // rope_type wins, as in transformers
+    if (!s.contains(k)) continue;
+    if (!s[k].is_string()) return c.Bad(absl::StrCat(key, " field ", k, " must be a string"));
+    type = s[k].get<std::string>();
+  }
   std::set<std::string> allowed = {"rope_type", "type", "rope_theta"};
-  if (s.contains("rope_theta") && s["rope_theta"].is_number()) {
+  if (s.contains("rope_theta")) {
+    if (!s["rope_theta"].is_number() || !(s["rope_theta"].get<double>() > 0)) {
+      return c.Bad(absl::StrCat(key, " field rope_theta must be a positive number"));
+    }
     r.set_theta(s["rope_theta"].get<double>());
   }
   auto number = [&](const char* k) -> absl::StatusOr<double> {
@@ -143,6 +151,10 @@ absl::Status ReadRotary(Config& c, proto::Rotary& r) {
     QTRAIN_ASSIGN_OR_RETURN(const double low, number("low_freq_factor"));
     QTRAIN_ASSIGN_OR_RETURN(const double high, number("high_freq_factor"));
     QTRAIN_ASSIGN_OR_RETURN(const double orig, number("original_max_position_embeddings"));
+    if (!(orig >= 1 && orig <= (1 << 24))) {
+      return c.Bad(
+          absl::StrCat(key, " original_max_position_embeddings = ", orig, " must be in [1, 2^24]"));
+    }
     r.set_factor(f);
     r.set_low_freq_factor(low);
     r.set_high_freq_factor(high);
@@ -174,7 +186,10 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("hf: hf_config is not a JSON object (config.json's text)");
   }
-  std::string family = j.value("model_type", std::string());
+  std::string family;
+  if (j.contains("model_type") && j["model_type"].is_string()) {
+    family = j["model_type"].get<std::string>();
+  }
   static const std::map<std::string, std::string> kArchitectures = {
       {"llama", "LlamaForCausalLM"},
       {"qwen2", "Qwen2ForCausalLM"},
