@@ -68,25 +68,41 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
   }
   const int64_t classes = output.shape().back();
   const int64_t rows = output.numel() / classes;
+  if (loss.shift_labels() && output.rank() < 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "loss shift_labels needs (N, T, classes) logits, got ", ShapeString(output.shape())));
+  }
+  // Positions per sequence when labels are shifted (the label of row i is row i + 1's).
+  const int64_t seq = loss.shift_labels() ? output.dim(output.rank() - 2) : 0;
   Tensor logp = Tensor::Empty(DType::kF32, output.shape());
   QTRAIN_RETURN_IF_ERROR(
       backend.SoftmaxFwd(rows, classes, /*log=*/true, output.data<float>(), logp.data<float>()));
-  const int32_t* labels = targets.data<int32_t>();
+  const int32_t* targets_data = targets.data<int32_t>();
+  // Row i's label, or -1 when the row is not scored.
+  const auto label_of = [&](int64_t i) -> int64_t {
+    if (seq > 0) {
+      if (i % seq == seq - 1) return -1;
+      ++i;
+    }
+    const int32_t l = targets_data[i];
+    return loss.has_ignore_index() && l == loss.ignore_index() ? -1 : l;
+  };
   double sum = 0;
   int64_t correct = 0;
   for (int64_t i = 0; i < rows; ++i) {
-    if (loss.has_ignore_index() && labels[i] == loss.ignore_index()) {
+    const int64_t label = label_of(i);
+    if (label < 0) {
       continue;
     }
     const float* lp = logp.data<float>() + i * classes;
-    sum -= lp[labels[i]];
+    sum -= lp[label];
     int64_t arg = 0;
     for (int64_t c = 1; c < classes; ++c) {
       if (lp[c] > lp[arg]) {
         arg = c;
       }
     }
-    correct += arg == labels[i];
+    correct += arg == label;
     ++r.count;
   }
   r.loss = r.count ? sum / static_cast<double>(r.count) : 0.0;
@@ -95,7 +111,8 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
     r.grad = Tensor::Zeros(DType::kF32, output.shape());
     const float inv = r.count ? 1.0f / static_cast<float>(r.count) : 0.0f;
     for (int64_t i = 0; i < rows; ++i) {
-      if (loss.has_ignore_index() && labels[i] == loss.ignore_index()) {
+      const int64_t label = label_of(i);
+      if (label < 0) {
         continue;
       }
       const float* lp = logp.data<float>() + i * classes;
@@ -103,7 +120,7 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
       for (int64_t c = 0; c < classes; ++c) {
         g[c] = std::exp(lp[c]) * inv;
       }
-      g[labels[i]] -= inv;
+      g[label] -= inv;
     }
   }
   return r;

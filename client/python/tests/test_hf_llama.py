@@ -183,6 +183,17 @@ class HfLlamaTest(unittest.TestCase):
         want = copy.deepcopy(model).double()(ids).detach().numpy()
         got = self.client.forward(name, ids.numpy().astype(np.int32))
         self.assertLess(float(np.abs(got - want).max() / np.abs(want).max()), 1e-4)
+        # LlamaForCausalLM's loss: labels unshifted (the ids), −100 ignored, next-token scored.
+        labels = ids.clone()
+        labels[0, 3] = -100
+        logits = torch.from_numpy(want)
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, c["vocab_size"]), labels[:, 1:].reshape(-1),
+            ignore_index=-100)
+        (step,) = list(self.client.train(name, [(ids.numpy().astype(np.int32),
+                                                 labels.numpy().astype(np.int32))]))
+        self.assertAlmostEqual(step.loss, float(loss), delta=1e-4 * float(loss))
+        self.assertEqual(step.examples, 2)
         self.client.delete_session(name)
 
     def test_a_hf_directory_imports_by_its_config(self):

@@ -297,6 +297,9 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
   spec.set_name(known->second);
   spec.mutable_input()->set_kind(proto::InputSpec::TOKENS);
   spec.mutable_input()->add_shape(t);
+  // LlamaForCausalLM's loss with `labels`: next-token, −100 ignored.
+  spec.mutable_loss()->set_ignore_index(-100);
+  spec.mutable_loss()->set_shift_labels(true);
   *spec.mutable_body() =
       Seq({Named("model", Seq({Named("embed_tokens", embed), Named("layers", Seq(blocks)),
                                Named("norm", norm)})),

@@ -141,6 +141,10 @@ const Case kCases[] = {
     {"mlp_tokens_ce_ignore", R"({"input": {"shape": [5, 8]}, "body": {"sequential": {"layers": [
         {"linear": {"features": 6}}, {"activation": {"kind": "GELU"}},
         {"linear": {"features": 4}}]}}, "loss": {"ignore_index": 3}})"},
+    {"lm_shifted_labels", R"({"input": {"kind": "TOKENS", "shape": [6]},
+        "body": {"sequential": {"layers": [
+        {"embedding": {"num_embeddings": 10, "features": 5}}, {"linear": {"features": 10}}]}},
+        "loss": {"ignore_index": 2, "shift_labels": true}})"},
     {"activations_mse", R"({"input": {"shape": [7]}, "body": {"sequential": {"layers": [
         {"linear": {"features": 6}}, {"activation": {"kind": "SILU"}},
         {"linear": {"features": 6}}, {"activation": {"kind": "TANH"}},
