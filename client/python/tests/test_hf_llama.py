@@ -15,7 +15,7 @@ import torch
 
 import qtrain
 from hf_reference import LlamaForCausalLM
-from tests_server import BUILD_DIR, Server
+from tests_server import BUILD_DIR, ServerCase
 
 LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 96,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -90,17 +90,7 @@ def qtrain_name(name, value):
     return f"params/{path}/bias", v
 
 
-class HfLlamaTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server()
-        cls.client = qtrain.Client(cls.server.address)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-        cls.server.stop()
-
+class HfLlamaTest(ServerCase):
     def check(self, name, c, seq=12, batch=3, lr=0.1):
         model = random_model(c, 7)
         weights = {k: v.numpy() for k, v in model.state_dict().items()}

@@ -5,6 +5,7 @@ import re
 import subprocess
 import tempfile
 import time
+import unittest
 
 BUILD_DIR = os.environ.get("QTRAIN_BUILD_DIR", "build")
 
@@ -55,3 +56,18 @@ def make_certificates(directory):
             "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", *extra)
     return {n: os.path.join(directory, n) for n in
             ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+class ServerCase(unittest.TestCase):
+    """A real server for the test class (self.server), and a client of it (self.client)."""
+
+    @classmethod
+    def setUpClass(cls):
+        import qtrain  # the package under test, on PYTHONPATH
+        cls.server = Server()
+        cls.client = qtrain.Client(cls.server.address)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.server.stop()

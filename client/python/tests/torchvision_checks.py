@@ -5,14 +5,12 @@ ONNX export in ONNX Runtime. Random weights: nothing downloads. Used by test_tor
 
 import os
 import tempfile
-import unittest
 
 import numpy as np
 import torch
 
-import qtrain
 from kink_reference import gradients_with_kink_slack, pick_input  # noqa: E402  (same folder)
-from tests_server import Server  # noqa: E402
+from tests_server import ServerCase  # noqa: E402
 from test_ptq import ensure_onnxruntime, run_onnx  # noqa: E402
 
 
@@ -71,18 +69,8 @@ def relative_to_peak(got, want):
     return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-12))
 
 
-class TorchvisionCase(unittest.TestCase):
+class TorchvisionCase(ServerCase):
     """A server for the class, and the checks each model family runs."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server()
-        cls.client = qtrain.Client(cls.server.address)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-        cls.server.stop()
 
     def check_eval(self, sid, model, hw):
         """Eval-mode logits equal torchvision's; the checkpoint holds the state dict as imported
