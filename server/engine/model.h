@@ -57,6 +57,12 @@ class Model {
   // Non-trainable state (StateTensor), and its element count.
   const std::vector<StateTensor*>& state() const { return state_; }
   int64_t num_state_elements() const;
+  // Module::CollectTorchBuffers over the whole model.
+  std::vector<std::string> torch_buffers() const {
+    std::vector<std::string> out;
+    root_->CollectTorchBuffers(&out);
+    return out;
+  }
   // The per-example output shape (without the batch axis).
   const Shape& output_shape() const { return output_shape_; }
 

@@ -99,6 +99,15 @@ class Module {
     }
   }
 
+  // Appends "path/leaf" of the buffers a PyTorch state dict of this module may hold that qtrain
+  // derives rather than stores (a rotary embedding's inv_freq): ImportWeights accepts and drops
+  // them. Recursive.
+  virtual void CollectTorchBuffers(std::vector<std::string>* out) {
+    for (Module* child : Children()) {
+      child->CollectTorchBuffers(out);
+    }
+  }
+
   // Resolves this module's quantizable ops against `rules` (nullptr: all float), recursively.
   // InvalidArgument as CompiledRules::Plan; on error the previous plans may be partly replaced,
   // so callers re-plan with the old rules.

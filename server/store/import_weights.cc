@@ -231,6 +231,10 @@ absl::Status ImportWeights(const SafetensorsFile& file,
     const std::string counter = TorchName(s->name, "num_batches_tracked", module_map);
     if (file.tensors.count(counter) || file.unloaded.count(counter)) used.insert(counter);
   }
+  for (const std::string& buffer : model.torch_buffers()) {
+    const std::string torch = TorchName(buffer, "", module_map);
+    if (file.tensors.count(torch) || file.unloaded.count(torch)) used.insert(torch);
+  }
   std::vector<std::string> extra;
   for (const auto& [name, t] : file.tensors) {
     if (!used.count(name)) extra.push_back(name);

@@ -189,6 +189,27 @@ class HfLlamaTest(ServerCase):
     def test_a_hf_directory_imports_by_its_config(self):
         self.check_directory("hf-llama", LLAMA)
 
+    def test_known_buffers_are_dropped_and_unknown_tensors_named(self):
+        model = random_model(LLAMA, 13)
+        head_dim = LLAMA["hidden_size"] // LLAMA["num_attention_heads"]
+        inv_freq = np.ones(head_dim // 2, np.float32)
+        with tempfile.TemporaryDirectory() as d:
+            self.save_hf(d, LLAMA, model)
+            path = os.path.join(d, "model.safetensors")
+            arrays, _ = qtrain.load_safetensors(path)
+            for i in range(LLAMA["num_hidden_layers"]):  # as older Llama checkpoints hold them
+                arrays[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = inv_freq
+            qtrain.save_safetensors(arrays, path)
+            self.client.import_hf("buffers", d, seq_len=8)
+            self.client.delete_session("buffers")
+            arrays["model.layers.0.self_attn.extra"] = inv_freq
+            qtrain.save_safetensors(arrays, path)
+            with self.assertRaises(qtrain.QtrainError) as e:
+                self.client.import_hf("buffers", d, seq_len=8)
+            self.assertIn("not used by the model: model.layers.0.self_attn.extra",
+                          str(e.exception))
+            self.assertNotIn("inv_freq", str(e.exception))
+
     def test_sharded_bf16_qwen2_directory(self):
         self.check_directory("hf-qwen2", QWEN2, shards=3, bf16=True)
 

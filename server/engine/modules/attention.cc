@@ -254,6 +254,11 @@ class Attention final : public Module {
     return dx;
   }
 
+  // transformers' LlamaRotaryEmbedding kept inv_freq in older checkpoints.
+  void CollectTorchBuffers(std::vector<std::string>* out) override {
+    if (rotary_) out->push_back(path() + "/rotary_emb/inv_freq");
+    Module::CollectTorchBuffers(out);
+  }
   std::vector<Module*> Children() override {
     if (in_proj_) return {in_proj_.get(), out_.get()};
     return {query_.get(), key_.get(), value_.get(), out_.get()};
