@@ -88,7 +88,9 @@ ABSL_FLAG(std::string, targets, "",
 ABSL_FLAG(std::string, input_shape, "",
           "shape of one example, e.g. 28,28,1 (CSV data; mlp / cnn presets)");
 ABSL_FLAG(float, input_scale, 0, "multiply input features (default: 1/255 for IDX, 1 for CSV)");
-ABSL_FLAG(int64_t, seq_len, 64, "text data and transformer-lm: tokens per example");
+ABSL_FLAG(int64_t, seq_len, 64,
+          "text data, transformer-lm and --hf: tokens per example (--hf default: "
+          "min(max_position_embeddings, 512))");
 ABSL_FLAG(int64_t, limit, 0, "use the first N examples only (0: all)");
 ABSL_FLAG(int64_t, batch_size, 128, "examples per batch");
 ABSL_FLAG(int, epochs, 1, "passes over the data (train)");
