@@ -397,4 +397,26 @@ absl::StatusOr<v1::Session> Client::ImportWeights(v1::ImportRequest first,
   return out;
 }
 
+absl::StatusOr<v1::Session> Client::ImportHf(v1::ImportRequest first, const std::string& dir,
+                                             int64_t seq_len) {
+  std::ifstream config(dir + "/config.json");
+  if (!config) return absl::NotFoundError(absl::StrCat("cannot read ", dir, "/config.json"));
+  const std::string weights = dir + "/model.safetensors";
+  if (!std::ifstream(weights) && std::ifstream(dir + "/model.safetensors.index.json")) {
+    return absl::UnimplementedError(absl::StrCat(
+        dir,
+        " is a sharded checkpoint, which the C++ client does not read yet: use the Python "
+        "client's Client.import_hf"));
+  }
+  std::stringstream text;
+  text << config.rdbuf();
+  first.clear_model();
+  v1::Architecture* a = first.mutable_architecture();
+  a->Clear();
+  a->set_name("hf");
+  a->set_hf_config(text.str());
+  if (seq_len > 0) a->add_input_shape(seq_len);
+  return ImportWeights(std::move(first), weights);
+}
+
 }  // namespace qtrain::client

@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include <cstdio>
+#include <fstream>
+#include <string>
 
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
@@ -13,6 +15,7 @@
 
 #include "server/rpc/tensor_convert.h"
 #include "server/server_main.h"
+#include "server/store/safetensors.h"
 
 namespace qtrain {
 namespace {
@@ -129,6 +132,64 @@ TEST(ClientTest, EveryCallAndErrorsAsStatus) {
   EXPECT_EQ(list->sessions_size(), 2);
   EXPECT_TRUE(client->DeleteSession("copy").ok());
   EXPECT_EQ(client->DeleteSession("copy").code(), absl::StatusCode::kNotFound);
+  (*server)->Shutdown();
+}
+
+// A one-layer Llama in Hugging Face's layout (config.json + model.safetensors, (out, in) linear
+// weights): ImportHf builds it from the config and takes the weights by their HF names.
+TEST(ClientTest, ImportsAHuggingFaceDirectory) {
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = server::RunningServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = client::Client::Connect(absl::StrCat("127.0.0.1:", (*server)->port()));
+  char tmpl[] = "/tmp/qtrain_hf_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
+      "model_type": "llama", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
+      "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "rms_norm_eps": 1e-5, "max_position_embeddings": 64, "torch_dtype": "float32"})";
+  store::SafetensorsFile file;
+  int seed = 0;
+  auto put = [&](const std::string& name, Shape shape) {
+    Tensor t = Tensor::Empty(DType::kF32, shape);
+    for (float& v : t.span<float>()) v = 0.1f * std::sin(0.37f * static_cast<float>(seed++));
+    file.tensors[name] = std::move(t);
+  };
+  const std::string layer = "model.layers.0.";
+  put("model.embed_tokens.weight", {32, 16});
+  put(layer + "input_layernorm.weight", {16});
+  put(layer + "self_attn.q_proj.weight", {16, 16});
+  put(layer + "self_attn.k_proj.weight", {8, 16});
+  put(layer + "self_attn.v_proj.weight", {8, 16});
+  put(layer + "self_attn.o_proj.weight", {16, 16});
+  put(layer + "post_attention_layernorm.weight", {16});
+  put(layer + "mlp.gate_proj.weight", {24, 16});
+  put(layer + "mlp.up_proj.weight", {24, 16});
+  put(layer + "mlp.down_proj.weight", {16, 24});
+  put("model.norm.weight", {16});
+  put("lm_head.weight", {32, 16});
+  std::ofstream(dir + "/model.safetensors", std::ios::binary) << store::SerializeSafetensors(file);
+
+  v1::ImportRequest first;
+  first.set_session_id("hf");
+  auto s = client->ImportHf(first, dir, 8);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->parameters(), 32 * 16 * 2 + 16 * 3 + 16 * 16 * 2 + 8 * 16 * 2 + 24 * 16 * 3);
+  auto out = client->Forward("hf", rpc::ToWire(Tensor::Zeros(DType::kS32, {2, 8})));
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->shape_size(), 3);  // (N, T, vocab) logits
+  EXPECT_EQ(out->shape(2), 32);
+
+  // Without its weights file: NotFound naming it.
+  std::remove((dir + "/model.safetensors").c_str());
+  first.set_session_id("hf2");
+  auto missing = client->ImportHf(first, dir, 8);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("model.safetensors"));
+  std::remove((dir + "/config.json").c_str());
+  rmdir(dir.c_str());
   (*server)->Shutdown();
 }
 

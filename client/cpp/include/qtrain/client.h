@@ -94,6 +94,13 @@ class Client {
   // float weights of a model trained elsewhere: the safetensors file at `path` (PyTorch naming
   // and layouts), streamed in chunks. The server names every tensor that does not fit.
   absl::StatusOr<v1::Session> ImportWeights(v1::ImportRequest first, const std::string& path);
+  // A new session from a Hugging Face model directory: `dir`/config.json (Llama, Qwen2,
+  // Mistral; expanded by the server, which refuses a field it does not implement by name) and
+  // `dir`/model.safetensors. `first` as ImportWeights' (its model / architecture are replaced);
+  // `seq_len` 0: the server's default. NotFound without config.json or model.safetensors;
+  // Unimplemented for a sharded directory (model.safetensors.index.json: Python's import_hf).
+  absl::StatusOr<v1::Session> ImportHf(v1::ImportRequest first, const std::string& dir,
+                                       int64_t seq_len = 0);
 
  private:
   explicit Client(std::shared_ptr<grpc::Channel> channel);
