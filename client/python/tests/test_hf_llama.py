@@ -244,7 +244,8 @@ class HfLlamaTest(ServerCase):
                  ({"tie_word_embeddings": True}, "tie_word_embeddings"),
                  ({"hidden_act": "relu2"}, "relu2"),
                  ({"some_new_field": 1}, "some_new_field"),
-                 ({"model_type": "gpt_neox"}, "gpt_neox")]
+                 ({"model_type": "gpt_neox"}, "gpt_neox"),
+                 ({"layer_types": ["full_attention", "sliding_attention"]}, "sliding_attention")]
         for change, part in cases:
             with tempfile.TemporaryDirectory() as d:
                 self.save_hf(d, LLAMA, model)

@@ -42,7 +42,6 @@ const std::set<std::string>& Ignored() {
                                                    "output_hidden_states",
                                                    "return_dict",
                                                    "max_window_layers",
-                                                   "layer_types",
                                                    "tie_encoder_decoder",
                                                    "torchscript",
                                                    "pruned_heads",
@@ -242,6 +241,16 @@ absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options) {
     if (window < t) {
       return c.Bad(absl::StrCat("sliding_window ", window, " is shorter than the sequence length ",
                                 t, ": sliding-window attention is not implemented"));
+    }
+  }
+  if (c.Has("layer_types")) {  // newer configs list each layer's attention
+    const json& types = c.Raw("layer_types");
+    if (!types.is_array()) return c.Bad("layer_types must be a list");
+    for (const json& type : types) {
+      if (!type.is_string() || type.get<std::string>() != "full_attention") {
+        return c.Bad(absl::StrCat("layer_types entry ", type.dump(),
+                                  " is not implemented (full_attention is)"));
+      }
     }
   }
   if (tied) {
