@@ -125,7 +125,10 @@ grep -q -- '--allow_insecure' "$WORK/bare.log" || { cat "$WORK/bare.log"; exit 1
 
 log "run: TLS + token, health check on the plaintext health port"
 run_server
-docker logs qtrain-verify | head -2
+# Whole logs into a variable first: `docker logs | head` or `| grep -q` under pipefail fails
+# when the reader exits early and docker gets SIGPIPE (exit 141).
+server_log=$(docker logs qtrain-verify 2>&1)
+sed -n 1,2p <<< "$server_log"
 log "plaintext and token-less clients are refused"
 if docker run --rm --network host --entrypoint qtrain qtrain:verify \
      --server=127.0.0.1:$PORT session list > /dev/null 2>&1; then
@@ -141,10 +144,10 @@ cli session create docker --preset=mlp
 cli train docker --data=/data/fashion-mnist --steps=50 --rules=qat-int8
 cli checkpoint save docker
 test -s "$VOL/tenants/docker/docker.safetensors"
-docker logs qtrain-verify 2>&1 | grep -q '"tenant":"docker","role":"trainer".*"method":"Train"' ||
+server_log=$(docker logs qtrain-verify 2>&1)
+grep -q '"tenant":"docker","role":"trainer".*"method":"Train"' <<< "$server_log" ||
   { log "no audit line for the Train stream"; exit 1; }
-# Read the whole page first: `curl | grep -q` under pipefail fails when grep exits early and
-# curl gets SIGPIPE.
+# The same for /metrics: read the whole page before grep.
 metrics=$(curl -sf "http://127.0.0.1:$METRICS/metrics") || { log "no /metrics on :$METRICS"; exit 1; }
 grep -q '^qtrain_steps_total{mode="qat"} 50' <<< "$metrics" || {
   log "no qtrain_steps_total for the 50 QAT steps on :$METRICS"; exit 1; }
