@@ -165,6 +165,8 @@ class Backend {
   // dst[i] = a[i] ∘ b[i] for n elements; dst may be a (in place), not b.
   virtual absl::Status Binary(BinaryKind kind, int64_t n, const float* a, const float* b,
                               float* dst) = 0;
+  // dst (cols, rows) = src (rows, cols) transposed; dst must not alias src.
+  virtual absl::Status Transpose(int64_t rows, int64_t cols, const float* src, float* dst) = 0;
   // dst (rows, dim) = the rotary embedding of src; InvalidArgument for an odd or empty dim, no
   // positions, or rows not a multiple of positions. dst must not alias src.
   virtual absl::Status Rotary(const RotaryDesc& d, const float* cos, const float* sin,

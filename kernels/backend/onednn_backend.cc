@@ -377,6 +377,27 @@ class OnednnBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // A reorder from row-major (rows, cols) to column-major: oneDNN's JIT transpose.
+  absl::Status Transpose(int64_t rows, int64_t cols, const float* src, float* dst) override {
+    if (rows <= 0 || cols <= 0) {
+      return absl::OkStatus();
+    }
+    try {
+      const memory::desc from({rows, cols}, dt::f32, tag::ab), to({rows, cols}, dt::f32, tag::ba);
+      QTRAIN_ASSIGN_OR_RETURN(
+          CachedPrimitive * p, GetOrCreate(absl::StrCat("transpose:", rows, "x", cols), [&] {
+            dnnl::reorder::primitive_desc pd(engine_, from, engine_, to, UserAttr());
+            return Finish(dnnl::reorder(pd), pd);
+          }));
+      std::unordered_map<int, memory> args{{DNNL_ARG_FROM, Mem(from, src)},
+                                           {DNNL_ARG_TO, Mem(to, dst)}};
+      Execute(*p, args);
+    } catch (const dnnl::error& e) {
+      return DnnlError(e, "transpose");
+    }
+    return absl::OkStatus();
+  }
+
   // oneDNN 2.6 has no rotary primitive: the reference loop (parallel over rows).
   absl::Status Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src,
                       float* dst) override {

@@ -154,6 +154,10 @@ class ReferenceBackend final : public Backend {
     reference::Binary(kind, n, a, b, dst);
     return absl::OkStatus();
   }
+  absl::Status Transpose(int64_t rows, int64_t cols, const float* src, float* dst) override {
+    reference::Transpose(rows, cols, src, dst);
+    return absl::OkStatus();
+  }
   absl::Status Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src,
                       float* dst) override {
     QTRAIN_RETURN_IF_ERROR(ValidateRotaryDesc(d));

@@ -305,6 +305,12 @@ void Binary(BinaryKind kind, int64_t n, const float* a, const float* b, float* d
   }
 }
 
+void Transpose(int64_t rows, int64_t cols, const float* src, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  }
+}
+
 void Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src, float* dst) {
   const int64_t h = d.dim / 2;
   const float sign = d.inverse ? -1.0f : 1.0f;

@@ -26,6 +26,7 @@ void SoftmaxFwd(int64_t rows, int64_t cols, bool log, const float* src, float* d
 void SoftmaxBwd(int64_t rows, int64_t cols, const float* dst, const float* diff_dst,
                 float* diff_src);
 void Binary(BinaryKind kind, int64_t n, const float* a, const float* b, float* dst);
+void Transpose(int64_t rows, int64_t cols, const float* src, float* dst);
 void Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float* src, float* dst);
 void PoolFwd(const PoolDesc& d, const float* src, float* dst);
 void PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst, float* diff_src);

@@ -367,6 +367,22 @@ TEST(BackendConformance, Binary) {
   }
 }
 
+TEST(BackendConformance, Transpose) {
+  for (auto& backend : Backends()) {
+    for (auto [rows, cols] :
+         std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 5}, {64, 17}, {300, 768}}) {
+      Tensor x = RandomTensor({rows, cols}, 5), got = Tensor::Empty(DType::kF32, {cols, rows});
+      ASSERT_TRUE(backend->Transpose(rows, cols, x.data<float>(), got.data<float>()).ok());
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          ASSERT_EQ(got.data<float>()[c * rows + r], x.data<float>()[r * cols + c])
+              << backend->name() << " " << rows << "x" << cols;
+        }
+      }
+    }
+  }
+}
+
 TEST(BackendConformance, Rotary) {
   auto ref = MakeReferenceBackend();
   for (auto& backend : Backends()) {
