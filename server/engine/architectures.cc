@@ -18,7 +18,7 @@ Builder Vit(arch::VitDefaults d) {
 
 const std::map<std::string, Builder>& Builders() {
   static const auto* builders = new std::map<std::string, Builder>{
-      {"hf", arch::HfCausalLm},
+      {"hf", arch::HfModel},
       {"torchvision:resnet18", [](arch::Options& o) { return arch::TorchvisionResnet(18, o); }},
       {"torchvision:resnet34", [](arch::Options& o) { return arch::TorchvisionResnet(34, o); }},
       {"torchvision:resnet50", [](arch::Options& o) { return arch::TorchvisionResnet(50, o); }},
@@ -156,6 +156,18 @@ proto::Module Dense(int64_t features, bool bias) {
   proto::Module m;
   m.mutable_linear()->set_features(features);
   m.mutable_linear()->set_no_bias(!bias);
+  return m;
+}
+
+proto::Module TiedDense(int64_t features, const std::string& table) {
+  proto::Module m = Dense(features, false);
+  m.mutable_linear()->set_tied_to(table);
+  return m;
+}
+
+proto::Module Conv1D(int64_t features) {
+  proto::Module m = Dense(features);
+  m.mutable_linear()->set_conv1d_layout(true);
   return m;
 }
 

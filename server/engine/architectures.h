@@ -57,13 +57,18 @@ proto::Module BatchNorm(float eps = 1e-5f);
 proto::Module Act(proto::Activation::Kind kind);
 proto::Module Seq(std::vector<proto::Module> layers);
 proto::Module Dense(int64_t features, bool bias = true);
+// A bias-free dense layer whose kernel is embedding `table`'s (features, in) table transposed.
+proto::Module TiedDense(int64_t features, const std::string& table);
+// HF Conv1D: a dense layer whose PyTorch weight is stored (in, out).
+proto::Module Conv1D(int64_t features);
 
 // Builders, one per file under architectures/.
 absl::StatusOr<proto::ModelSpec> TorchvisionResnet(int depth, Options& options);
 absl::StatusOr<proto::ModelSpec> TorchvisionMobilenetV2(Options& options);
-// A Hugging Face causal LM from its config.json (options.hf_config()), module paths equal to HF's
-// parameter names; input_shape [T] (default min(max_position_embeddings, 512)).
-absl::StatusOr<proto::ModelSpec> HfCausalLm(Options& options);
+// A Hugging Face model from its config.json (options.hf_config()), module paths equal to HF's
+// parameter names (architectures/hf_config.h); input_shape [T] (default
+// min(max_position_embeddings, 512)); option pad_id.
+absl::StatusOr<proto::ModelSpec> HfModel(Options& options);
 // The defaults of one of torchvision's vit_* builders (every one is an option too).
 struct VitDefaults {
   int64_t patch, layers, heads, hidden, mlp;

@@ -15,6 +15,8 @@ namespace qtrain::engine {
 // y = x · kernel (+ bias) over the last axis; kernel (in, out). Op: dot_general0.
 std::unique_ptr<Module> MakeLinear(std::string path, int64_t in, int64_t out, bool bias,
                                    uint64_t seed);
+// HF Conv1D: the linear module's PyTorch weight is stored (in, out), as its kernel.
+void UseConv1dLayout(Module& linear);
 // An elementwise activation of `kind`, float.
 std::unique_ptr<Module> MakeActivation(std::string path, EltwiseKind kind);
 // The EltwiseKind of model.proto's Activation.Kind `kind`; InvalidArgument (naming `path` and the

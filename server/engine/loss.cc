@@ -45,8 +45,8 @@ absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape,
 }
 
 absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss,
-                                       const Tensor& output, const Tensor& targets,
-                                       bool want_grad) {
+                                       const Tensor& output, const Tensor& targets, bool want_grad,
+                                       const std::vector<uint8_t>* padding) {
   LossResult r;
   if (loss.kind() == proto::Loss::MSE) {
     const float* y = output.data<float>();
@@ -83,6 +83,9 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
     if (seq > 0) {
       if (i % seq == seq - 1) return -1;
       ++i;
+    }
+    if (padding != nullptr && static_cast<int64_t>(padding->size()) == rows && (*padding)[i]) {
+      return -1;  // a token-level label at a padded position
     }
     const int32_t l = targets_data[i];
     return loss.has_ignore_index() && l == loss.ignore_index() ? -1 : l;

@@ -1,6 +1,9 @@
 // Losses and metrics of a training / evaluation step.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "kernels/backend/backend.h"
 #include "kernels/tensor.h"
@@ -22,8 +25,10 @@ struct LossResult {
 absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape, int64_t batch,
                              const Tensor& targets);
 
-// Loss (and its gradient when `want_grad`) of `output` against validated `targets`.
+// Loss (and its gradient when `want_grad`) of `output` against validated `targets`. `padding`
+// (StepContext::padding): token-level labels at padded positions are not counted.
 absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss,
-                                       const Tensor& output, const Tensor& targets, bool want_grad);
+                                       const Tensor& output, const Tensor& targets, bool want_grad,
+                                       const std::vector<uint8_t>* padding = nullptr);
 
 }  // namespace qtrain::engine

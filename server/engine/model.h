@@ -57,10 +57,11 @@ class Model {
   // Non-trainable state (StateTensor), and its element count.
   const std::vector<StateTensor*>& state() const { return state_; }
   int64_t num_state_elements() const;
-  // Module::CollectTorchBuffers over the whole model.
+  // Module::CollectTorchBuffers over the whole model, and the spec's import_ignores.
   std::vector<std::string> torch_buffers() const {
     std::vector<std::string> out;
     root_->CollectTorchBuffers(&out);
+    out.insert(out.end(), spec_.import_ignores().begin(), spec_.import_ignores().end());
     return out;
   }
   // The per-example output shape (without the batch axis).

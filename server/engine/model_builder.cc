@@ -23,6 +23,13 @@ class Builder final : public ModuleSite::Tree {
   bool dry_run() const override { return dry_run_; }
   bool& tokens() override { return tokens_; }
   void AddActivations(int64_t per_example) override { activations_ += per_example; }
+  void AddTable(const std::string& path, SharedTable table) override {
+    tables_[path] = std::move(table);
+  }
+  const SharedTable* FindTable(const std::string& path) const override {
+    auto it = tables_.find(path);
+    return it == tables_.end() ? nullptr : &it->second;
+  }
 
   absl::Status AddParameters(const std::string& path, int64_t n) override {
     if (n > kMaxParameters || parameters_ + n > kMaxParameters) {
@@ -59,9 +66,13 @@ class Builder final : public ModuleSite::Tree {
     if (name.empty()) {
       name = absl::StrCat(kind->type_name, "_", counters[kind->type_name]++);
     }
-    if (name.find('/') != std::string::npos || name.find(':') != std::string::npos) {
+    // A '/' places the module under intermediate path segments (HF BERT's
+    // attention.output.LayerNorm beside attention's own children); paths stay unique.
+    if (name.find(':') != std::string::npos || name.front() == '/' || name.back() == '/' ||
+        name.find("//") != std::string::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat("module name \"", name, "\" under \"", parent, "\" contains '/' or ':'"));
+          absl::StrCat("module name \"", name, "\" under \"", parent,
+                       "\" contains ':' or an empty '/'-separated segment"));
     }
     const std::string path = parent.empty() ? name : parent + "/" + name;
     // Paths name parameters, optimizer slots and statistics: they must be unique.
@@ -122,6 +133,7 @@ class Builder final : public ModuleSite::Tree {
   bool tokens_ = false;  // the current activation is still token ids
   std::optional<FlattenedInput> pending_flatten_;
   std::map<std::string, FlattenedInput> flattened_inputs_;
+  std::map<std::string, SharedTable> tables_;
 };
 
 // Validates `spec` and builds its module tree with `builder`; the per-example output shape goes
@@ -153,6 +165,25 @@ absl::StatusOr<std::unique_ptr<Module>> BuildTree(const proto::ModelSpec& spec, 
     return absl::ResourceExhaustedError(absl::StrCat("model spec: input.shape ", ShapeString(shape),
                                                      " has more than ", kMaxExampleActivation,
                                                      " elements per example"));
+  }
+  if (spec.input().has_pad_id()) {
+    const int64_t pad = spec.input().pad_id();
+    if (spec.input().kind() != proto::InputSpec::TOKENS || spec.input().shape_size() != 1 ||
+        pad < 0 || pad > INT32_MAX) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model spec: input.pad_id ", pad,
+                       " needs TOKENS input of shape [T] and a value in [0, 2^31)"));
+    }
+  }
+  if (spec.import_ignores_size() > kMaxModules) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model spec: more than ", kMaxModules, " import_ignores"));
+  }
+  for (const std::string& name : spec.import_ignores()) {
+    if (name.empty() || name.size() > 1024) {
+      return absl::InvalidArgumentError(
+          "model spec: import_ignores entries must have 1 to 1024 characters");
+    }
   }
   if (!spec.has_body()) {
     return absl::InvalidArgumentError("model spec: body is not set");
@@ -254,6 +285,23 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Build(const proto::ModelSpec& spec
   model->flattened_inputs_ = builder.TakeFlattenedInputs();
   model->root_->CollectParams(&model->params_);
   model->root_->CollectState(&model->state_);
+  // Module paths are unique, but a name with '/' can reach a path a module made for its own
+  // child (an attention's "query"): the tensors' names must be unique too.
+  std::set<std::string> names;
+  for (const Param* p : model->params_) {
+    if (!names.insert(p->name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter \"", p->name,
+                       "\" is defined twice (a module name with '/' reaches a path "
+                       "another module uses)"));
+    }
+  }
+  for (const StateTensor* s : model->state_) {
+    if (!names.insert(s->name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("state tensor \"", s->name, "\" is defined twice"));
+    }
+  }
   QTRAIN_RETURN_IF_ERROR(model->SetRules(nullptr));
   return model;
 }

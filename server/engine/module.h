@@ -67,6 +67,9 @@ struct StepContext {
   uint64_t step = 0;                // the session step (noise counters derive from it)
   // kFakeQuant runs every quantized op as quantize → dequantize → float (tests, comparisons).
   QDotImpl impl = QDotImpl::kInteger;
+  // (N·T) flags of the batch's token positions, 1 where the input holds the spec's pad_id
+  // (InputSpec.pad_id); null without one. Attention masks those keys.
+  const std::vector<uint8_t>* padding = nullptr;
 };
 
 class Module {

@@ -44,6 +44,12 @@ const ModuleKind* FindModuleKind(proto::Module::KindCase kind);
 // The oneof fields of every kind, "linear, conv2d, ...", for errors.
 std::string ModuleKindFields();
 
+// An embedding table built earlier in the model, which a later layer may share (Linear.tied_to).
+struct SharedTable {
+  Shape shape;             // (rows, features)
+  Param* param = nullptr;  // null in a dry run
+};
+
 // What a kind's build sees: the module's place in the tree and the model-wide bookkeeping.
 // Implemented by the model builder; valid during one build call.
 class ModuleSite {
@@ -59,6 +65,9 @@ class ModuleSite {
     virtual void AddActivations(int64_t per_example) = 0;
     // Whether the current value is still token ids (TOKENS input before its embedding).
     virtual bool& tokens() = 0;
+    // Embedding tables by module path, registered as they are built (build order).
+    virtual void AddTable(const std::string& path, SharedTable table) = 0;
+    virtual const SharedTable* FindTable(const std::string& path) const = 0;
     virtual absl::StatusOr<std::unique_ptr<Module>> Build(const proto::Module& m,
                                                           const std::string& parent,
                                                           std::map<std::string, int>& counters,
@@ -80,6 +89,9 @@ class ModuleSite {
   Shape& shape() { return shape_; }
   uint64_t seed() const { return tree_.seed(); }
   bool& tokens() { return tree_.tokens(); }
+  // This module's table, for layers built after it to share; another module's, or null.
+  void AddTable(SharedTable table) { tree_.AddTable(path_, std::move(table)); }
+  const SharedTable* FindTable(const std::string& path) const { return tree_.FindTable(path); }
 
   // A parameterised module is made only outside dry runs (Model::Estimate allocates nothing).
   template <typename Make>

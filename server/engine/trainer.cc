@@ -47,9 +47,16 @@ absl::Status Trainer::SetRules(const proto::RuleSet& rules) {
   return model_->SetRules(std::move(compiled));
 }
 
-StepContext Trainer::Context(bool training, bool update_stats) {
+StepContext Trainer::Context(bool training, bool update_stats, const Tensor& inputs) {
   if (training || update_stats) ++generation_;  // weights or statistics may change
   StepContext ctx;
+  const proto::InputSpec& input = model_->spec().input();
+  if (input.has_pad_id() && inputs.dtype() == DType::kS32) {
+    padding_.resize(static_cast<size_t>(inputs.numel()));
+    const int32_t* ids = inputs.data<int32_t>();
+    for (int64_t i = 0; i < inputs.numel(); ++i) padding_[i] = ids[i] == input.pad_id();
+    ctx.padding = &padding_;
+  }
   ctx.backend = backend_.get();
   ctx.training = training;
   ctx.update_stats = update_stats;
@@ -99,10 +106,11 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), true));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
     ZeroGrads(model_->params());
-    StepContext ctx = Context(/*training=*/true, /*update_stats=*/true);
+    StepContext ctx = Context(/*training=*/true, /*update_stats=*/true, batch.inputs);
     QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, batch.inputs));
-    QTRAIN_ASSIGN_OR_RETURN(LossResult loss, ComputeLoss(*backend_, model_->spec().loss(), out,
-                                                         batch.targets, /*want_grad=*/true));
+    QTRAIN_ASSIGN_OR_RETURN(LossResult loss,
+                            ComputeLoss(*backend_, model_->spec().loss(), out, batch.targets,
+                                        /*want_grad=*/true, ctx.padding));
     QTRAIN_RETURN_IF_ERROR(model_->root().Backward(ctx, loss.grad).status());
     const float grad_norm = GlobalGradNorm(model_->params());
     if (!std::isfinite(grad_norm)) {
@@ -131,10 +139,11 @@ absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_sta
                                          batch.inputs.dim(0), batch.targets));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
-    StepContext ctx = Context(/*training=*/false, update_stats);
+    StepContext ctx = Context(/*training=*/false, update_stats, batch.inputs);
     QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, batch.inputs));
-    QTRAIN_ASSIGN_OR_RETURN(LossResult loss, ComputeLoss(*backend_, model_->spec().loss(), out,
-                                                         batch.targets, /*want_grad=*/false));
+    QTRAIN_ASSIGN_OR_RETURN(LossResult loss,
+                            ComputeLoss(*backend_, model_->spec().loss(), out, batch.targets,
+                                        /*want_grad=*/false, ctx.padding));
     StepResult r;
     r.step = step_;
     r.loss = loss.loss;
@@ -187,7 +196,7 @@ absl::StatusOr<Tensor> Trainer::Predict(const Tensor& inputs) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<Tensor> {
-    StepContext ctx = Context(/*training=*/false, /*update_stats=*/false);
+    StepContext ctx = Context(/*training=*/false, /*update_stats=*/false, inputs);
     return model_->root().Forward(ctx, inputs);
   });
 }
@@ -202,7 +211,7 @@ absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
   };
   const int64_t before = observed(stats_);
   return Guarded([&]() -> absl::Status {
-    StepContext ctx = Context(/*training=*/false, /*update_stats=*/true);
+    StepContext ctx = Context(/*training=*/false, /*update_stats=*/true, inputs);
     QTRAIN_RETURN_IF_ERROR(model_->root().Forward(ctx, inputs).status());
     // Only ops under an act_static_scale rule observe their operands: if none did, the pass
     // calibrated nothing, which is a mistake worth naming rather than an empty result.

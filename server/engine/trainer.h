@@ -119,7 +119,9 @@ class Trainer {
 
  private:
   Trainer() = default;
-  StepContext Context(bool training, bool update_stats);
+  // The context of a step on `inputs`; flags the padding of token inputs when the spec has a
+  // pad_id (in padding_, valid until the next call).
+  StepContext Context(bool training, bool update_stats, const Tensor& inputs);
   absl::StatusOr<MemoryBudget::Lease> ReserveStep(int64_t batch, bool training);
   // Runs a step's `body`: on an error, or a failed allocation (ResourceExhausted: the budget's
   // estimates err high, but no request may end the process), quant_stats are restored.
@@ -136,6 +138,7 @@ class Trainer {
   std::unique_ptr<CounterRng> rng_;
   int64_t step_ = 0;
   uint64_t generation_ = 0;
+  std::vector<uint8_t> padding_;  // Context's padding flags
 };
 
 }  // namespace qtrain::engine

@@ -5,6 +5,7 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -176,6 +177,49 @@ absl::Status CheckModuleMap(const engine::Model& model,
   return absl::InvalidArgumentError(absl::StrJoin(parts, "; "));
 }
 
+namespace {
+
+// Published checkpoints of one model differ in naming: GPT-2's files with and without the
+// "transformer." prefix, BERT task models' "bert." prefix, legacy LayerNorm "gamma" / "beta".
+// Maps an expected name to the file's name for it, for every file name the model does not expect
+// that becomes an expected name (one the file lacks) by renaming the legacy leaf, adding the
+// model's first path segment or dropping the file's. Names that two file tensors would take are
+// left out (both stay unused, and the error names them).
+std::map<std::string, std::string> NameAliases(const std::set<std::string>& expected,
+                                               const std::vector<std::string>& in_file) {
+  const std::set<std::string> present(in_file.begin(), in_file.end());
+  std::set<std::string> roots;
+  for (const std::string& e : expected) roots.insert(e.substr(0, e.find('.')));
+  std::map<std::string, std::vector<std::string>> claims;
+  for (const std::string& n : in_file) {
+    if (expected.count(n)) continue;
+    std::vector<std::string> forms = {n};
+    for (auto [legacy, now] :
+         {std::pair<const char*, const char*>{".gamma", ".weight"}, {".beta", ".bias"}}) {
+      if (absl::EndsWith(n, legacy)) {
+        forms.push_back(absl::StrCat(n.substr(0, n.size() - strlen(legacy)), now));
+      }
+    }
+    std::set<std::string> targets;
+    for (const std::string& f : forms) {
+      std::vector<std::string> candidates = {f};
+      for (const std::string& r : roots) candidates.push_back(absl::StrCat(r, ".", f));
+      if (f.find('.') != std::string::npos) candidates.push_back(f.substr(f.find('.') + 1));
+      for (const std::string& c : candidates) {
+        if (expected.count(c) && !present.count(c)) targets.insert(c);
+      }
+    }
+    if (targets.size() == 1) claims[*targets.begin()].push_back(n);
+  }
+  std::map<std::string, std::string> aliases;
+  for (const auto& [target, names] : claims) {
+    if (names.size() == 1) aliases[target] = names[0];
+  }
+  return aliases;
+}
+
+}  // namespace
+
 absl::Status ImportWeights(const SafetensorsFile& file,
                            const std::map<std::string, std::string>& module_map,
                            engine::Trainer& trainer) {
@@ -184,11 +228,27 @@ absl::Status ImportWeights(const SafetensorsFile& file,
   std::set<std::string> used;
   std::map<std::string, Tensor> state;
   const engine::Model& model = trainer.model();
+  std::set<std::string> expected;
+  for (const engine::Param* p : model.params()) expected.insert(SourceName(*p, module_map));
+  for (const engine::StateTensor* s : model.state()) {
+    expected.insert(TorchName(s->name, s->torch_leaf, module_map));
+    expected.insert(TorchName(s->name, "num_batches_tracked", module_map));
+  }
+  for (const std::string& b : model.torch_buffers()) expected.insert(TorchName(b, "", module_map));
+  std::vector<std::string> in_file;
+  for (const auto& [name, t] : file.tensors) in_file.push_back(name);
+  for (const auto& [name, tag] : file.unloaded) in_file.push_back(name);
+  const std::map<std::string, std::string> aliases = NameAliases(expected, in_file);
+  // The file's name for expected name `name`.
+  const auto in_file_as = [&](const std::string& name) {
+    auto it = aliases.find(name);
+    return it == aliases.end() ? name : it->second;
+  };
   // Reads tensor `name` (torch leaf `leaf`, layout `layout`) for `key` of `shape`.
   auto take = [&](const std::string& name, const std::string& leaf,
                   const std::optional<std::string>& torch_module, engine::TorchLayout layout,
                   const Shape& shape, const std::string& key) {
-    const std::string source = TorchName(name, leaf, module_map, torch_module);
+    const std::string source = in_file_as(TorchName(name, leaf, module_map, torch_module));
     auto it = file.tensors.find(source);
     if (it == file.tensors.end()) {
       if (auto other = file.unloaded.find(source); other != file.unloaded.end()) {
@@ -228,11 +288,11 @@ absl::Status ImportWeights(const SafetensorsFile& file,
          "batch_stats/" + s->name);
     // BatchNorm's step counter: PyTorch reads it only with momentum=None (a cumulative average),
     // which qtrain does not offer.
-    const std::string counter = TorchName(s->name, "num_batches_tracked", module_map);
+    const std::string counter = in_file_as(TorchName(s->name, "num_batches_tracked", module_map));
     if (file.tensors.count(counter) || file.unloaded.count(counter)) used.insert(counter);
   }
   for (const std::string& buffer : model.torch_buffers()) {
-    const std::string torch = TorchName(buffer, "", module_map);
+    const std::string torch = in_file_as(TorchName(buffer, "", module_map));
     if (file.tensors.count(torch) || file.unloaded.count(torch)) used.insert(torch);
   }
   std::vector<std::string> extra;

@@ -8,6 +8,12 @@
 // (in, out) here; a rank-4 kernel is OIHW there and HWIO here. A linear layer that reads a flatten
 // of feature maps (engine::FlattenedInput) also has its inputs reordered from PyTorch's (c, h, w)
 // to qtrain's (h, w, c). Everything else is copied as is.
+//
+// Published checkpoints of one model name it differently; a tensor the model does not expect
+// stands for an expected one the file lacks when it becomes that name by renaming a legacy
+// LayerNorm leaf (gamma → weight, beta → bias), by adding the model's first path segment
+// ("h.0.attn..." → "transformer.h.0.attn...") or by dropping the file's ("bert.embeddings..." →
+// "embeddings..."), and only one tensor does.
 #pragma once
 
 #include <map>

@@ -109,8 +109,8 @@ absl::StatusOr<Tensor> SumKv(Backend& backend, const Tensor& dx, int64_t b, int6
 // Options of the attention module beyond its sizes.
 struct AttentionOptions {
   bool causal = false;
-  bool packed = false;    // PyTorch's in_proj / out_proj
-  bool hf_names = false;  // q_proj / k_proj / v_proj / o_proj
+  bool packed = false;  // PyTorch's in_proj / out_proj
+  proto::MultiHeadAttention::ProjectionNames names = proto::MultiHeadAttention::FLAX;
   bool qkv_bias = true, out_bias = true;
   std::optional<RotaryTable> rotary;
 };
@@ -126,10 +126,18 @@ class Attention final : public Module {
         kv_heads_(kv_heads),
         head_dim_(head_dim),
         causal_(options.causal),
+        gpt2_(options.names == proto::MultiHeadAttention::GPT2),
         rotary_(std::move(options.rotary)),
         einsum0_(this->path(), kEinsum, "einsum0", false),
         einsum1_(this->path(), kEinsum, "einsum1", false) {
     const int64_t q_width = heads * head_dim, kv_width = kv_heads * head_dim;
+    if (options.names == proto::MultiHeadAttention::GPT2) {  // Conv1D c_attn (q | k | v), c_proj
+      in_proj_ = MakeLinear(ChildPath("c_attn"), d_model, 3 * q_width, options.qkv_bias, seed);
+      out_ = MakeLinear(ChildPath("c_proj"), q_width, d_model, options.out_bias, seed);
+      UseConv1dLayout(*in_proj_);
+      UseConv1dLayout(*out_);
+      return;
+    }
     if (options.packed) {
       in_proj_ = MakeLinear(ChildPath("in_proj"), d_model, 3 * q_width, options.qkv_bias, seed);
       std::vector<Param*> params;
@@ -141,13 +149,16 @@ class Attention final : public Module {
       out_ = MakeLinear(ChildPath("out_proj"), q_width, d_model, options.out_bias, seed);
       return;
     }
-    const bool hf = options.hf_names;
-    query_ =
-        MakeLinear(ChildPath(hf ? "q_proj" : "query"), d_model, q_width, options.qkv_bias, seed);
-    key_ = MakeLinear(ChildPath(hf ? "k_proj" : "key"), d_model, kv_width, options.qkv_bias, seed);
-    value_ =
-        MakeLinear(ChildPath(hf ? "v_proj" : "value"), d_model, kv_width, options.qkv_bias, seed);
-    out_ = MakeLinear(ChildPath(hf ? "o_proj" : "out"), q_width, d_model, options.out_bias, seed);
+    static const char* const kNames[][4] = {
+        {"query", "key", "value", "out"},
+        {"q_proj", "k_proj", "v_proj", "o_proj"},
+        {},
+        {"self/query", "self/key", "self/value", "output/dense"}};
+    const char* const* n = kNames[options.names];
+    query_ = MakeLinear(ChildPath(n[0]), d_model, q_width, options.qkv_bias, seed);
+    key_ = MakeLinear(ChildPath(n[1]), d_model, kv_width, options.qkv_bias, seed);
+    value_ = MakeLinear(ChildPath(n[2]), d_model, kv_width, options.qkv_bias, seed);
+    out_ = MakeLinear(ChildPath(n[3]), q_width, d_model, options.out_bias, seed);
   }
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
@@ -183,16 +194,7 @@ class Attention final : public Module {
     Scale(qh, 1.0f / std::sqrt(static_cast<float>(dh)));  // Flax and PyTorch scale the query
     QTRAIN_ASSIGN_OR_RETURN(Tensor scores,
                             einsum0_.Forward(ctx, qh, kt, {b, h, t, dh}, {b, h, dh, t}));
-    if (causal_) {
-      float* s = scores.data<float>();
-      for (int64_t n = 0; n < b * h; ++n) {
-        for (int64_t i = 0; i < t; ++i) {
-          for (int64_t j = i + 1; j < t; ++j) {
-            s[(n * t + i) * t + j] = kMasked;
-          }
-        }
-      }
-    }
+    Mask(ctx, b, t, kMasked, scores.data<float>());
     Tensor attn = Tensor::Empty(DType::kF32, scores.shape());
     QTRAIN_RETURN_IF_ERROR(
         ctx.backend->SoftmaxFwd(b * h * t, t, false, scores.data<float>(), attn.data<float>()));
@@ -207,6 +209,20 @@ class Attention final : public Module {
     return y;
   }
 
+  // Sets the scores (b, heads, t, t) a query may not see to `value`: future keys when causal,
+  // padded keys always.
+  void Mask(const StepContext& ctx, int64_t b, int64_t t, float value, float* s) const {
+    const int64_t h = heads_;
+    for (int64_t n = 0; n < b * h; ++n) {
+      const uint8_t* pad = ctx.padding != nullptr ? ctx.padding->data() + (n / h) * t : nullptr;
+      for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = 0; j < t; ++j) {
+          if ((causal_ && j > i) || (pad != nullptr && pad[j])) s[(n * t + i) * t + j] = value;
+        }
+      }
+    }
+  }
+
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (!saved_) {
       return NoForwardError(path());
@@ -219,6 +235,9 @@ class Attention final : public Module {
     Tensor d_scores = Tensor::Empty(DType::kF32, saved_->attn.shape());
     QTRAIN_RETURN_IF_ERROR(ctx.backend->SoftmaxBwd(b * h * t, t, saved_->attn.data<float>(),
                                                    g1.dx.data<float>(), d_scores.data<float>()));
+    // Masked scores are constants. A padded query whose keys are all masked attends uniformly
+    // (as Hugging Face's eager attention does) and must send no gradient through them.
+    Mask(ctx, b, t, 0.0f, d_scores.data<float>());
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients g0,
                             einsum0_.Backward(ctx, saved_->q, saved_->kt, d_scores));
     Scale(g0.dx, 1.0f / std::sqrt(static_cast<float>(dh)));
@@ -255,8 +274,13 @@ class Attention final : public Module {
   }
 
   // transformers' LlamaRotaryEmbedding kept inv_freq in older checkpoints.
+  // GPT-2's attention kept its causal mask and masked_bias as buffers.
   void CollectTorchBuffers(std::vector<std::string>* out) override {
     if (rotary_) out->push_back(path() + "/rotary_emb/inv_freq");
+    if (gpt2_) {
+      out->push_back(path() + "/bias");
+      out->push_back(path() + "/masked_bias");
+    }
     Module::CollectTorchBuffers(out);
   }
   std::vector<Module*> Children() override {
@@ -351,7 +375,7 @@ class Attention final : public Module {
   }
 
   int64_t seq_len_, d_model_, heads_, kv_heads_, head_dim_;
-  bool causal_;
+  bool causal_, gpt2_;
   std::optional<RotaryTable> rotary_;
   QuantizedDot einsum0_, einsum1_;
   std::unique_ptr<Module> query_, key_, value_, out_, in_proj_;  // in_proj_: packed q | k | v
@@ -392,15 +416,17 @@ absl::StatusOr<std::unique_ptr<Module>> BuildAttention(const proto::Module& m, M
       (kv != heads || a.projection_names() != proto::MultiHeadAttention::FLAX)) {
     return site.Bad("packed_projection takes neither num_kv_heads nor projection_names");
   }
-  if (a.projection_names() != proto::MultiHeadAttention::FLAX &&
-      a.projection_names() != proto::MultiHeadAttention::HF) {
-    return site.Bad(
-        absl::StrCat("unknown projection_names ", a.projection_names(), " (FLAX = 0, HF = 1)"));
+  if (!proto::MultiHeadAttention::ProjectionNames_IsValid(a.projection_names())) {
+    return site.Bad(absl::StrCat("unknown projection_names ", a.projection_names(),
+                                 " (FLAX = 0, HF = 1, GPT2 = 2, BERT = 3)"));
+  }
+  if (a.projection_names() == proto::MultiHeadAttention::GPT2 && kv != heads) {
+    return site.Bad("projection_names GPT2 (one packed c_attn) takes no num_kv_heads");
   }
   AttentionOptions options;
   options.causal = a.causal();
   options.packed = a.packed_projection();
-  options.hf_names = a.projection_names() == proto::MultiHeadAttention::HF;
+  options.names = a.projection_names();
   options.qkv_bias = !a.no_qkv_bias();
   options.out_bias = !a.no_out_bias();
   const int64_t q_width = heads * head_dim, kv_width = kv * head_dim;

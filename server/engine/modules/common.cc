@@ -63,10 +63,11 @@ absl::StatusOr<float> NormEpsilon(ModuleSite& site, float epsilon) {
   return epsilon > 0 ? epsilon : 1e-6f;
 }
 
-void AddBias(Tensor& y, const Tensor& bias) {
-  const int64_t n = bias.numel(), rows = y.numel() / n;
+void AddBias(Tensor& y, const Tensor& bias) { AddBias(y, bias.data<float>(), bias.numel()); }
+
+void AddBias(Tensor& y, const float* pb, int64_t n) {
+  const int64_t rows = y.numel() / n;
   float* py = y.data<float>();
-  const float* pb = bias.data<float>();
 #pragma omp parallel for if (rows * n >= (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     float* __restrict row = py + r * n;
@@ -78,9 +79,12 @@ void AddBias(Tensor& y, const Tensor& bias) {
 }
 
 void AccumulateBiasGrad(const Tensor& dy, Tensor& grad) {
-  const int64_t n = grad.numel(), rows = dy.numel() / n;
+  AccumulateBiasGrad(dy, grad.data<float>(), grad.numel());
+}
+
+void AccumulateBiasGrad(const Tensor& dy, float* pg, int64_t n) {
+  const int64_t rows = dy.numel() / n;
   const float* pd = dy.data<float>();
-  float* pg = grad.data<float>();
   for (int64_t r = 0; r < rows; ++r) {
     const float* __restrict row = pd + r * n;
 #pragma omp simd

@@ -64,6 +64,7 @@ class Embedding final : public Module {
   }
 
   void CollectParams(std::vector<Param*>* out) override { out->push_back(&table_); }
+  Param* table() { return &table_; }
   absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
     return g.Op("Gather", {g.Param(table_), x}, path());
   }
@@ -84,9 +85,12 @@ absl::StatusOr<std::unique_ptr<Module>> BuildEmbedding(const proto::Module& m, M
   QTRAIN_RETURN_IF_ERROR(site.AddParameters({e.num_embeddings(), e.features()}));
   site.shape().push_back(e.features());
   site.tokens() = false;
-  return site.Allocate([&] {
+  std::unique_ptr<Module> module = site.Allocate([&] {
     return std::make_unique<Embedding>(site.path(), e.num_embeddings(), e.features(), site.seed());
   });
+  site.AddTable({{e.num_embeddings(), e.features()},
+                 module ? static_cast<Embedding*>(module.get())->table() : nullptr});
+  return module;
 }
 
 }  // namespace

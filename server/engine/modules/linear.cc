@@ -1,6 +1,9 @@
 // Linear (Flax Dense, torch.nn.Linear): y = x · kernel (+ bias) over the last axis; kernel
-// (in, out), PyTorch's weight (out, in). Quantizable op: dot_general0.
+// (in, out), PyTorch's weight (out, in) (HF Conv1D's (in, out) with conv1d_layout). Quantizable
+// op: dot_general0. Tied to an embedding (HF's tie_word_embeddings), the kernel is the
+// embedding's (out, in) table transposed for each step and its gradient is added to the table's.
 #include "absl/strings/str_cat.h"
+#include "kernels/backend/reference_ops.h"
 #include "kernels/status_macros.h"
 #include "server/engine/init.h"
 #include "server/engine/layers.h"
@@ -26,8 +29,19 @@ class Linear final : public Module {
     }
   }
 
+  // Shares `table` (out, in), owned by an embedding module that outlives this layer.
+  void TieTo(Param* table) {
+    tied_ = table;
+    kernel_.value = Tensor();  // the table is the only copy between steps
+  }
+
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, in_, 2));
+    if (tied_) {
+      kernel_.value = Tensor::Empty(DType::kF32, {in_, out_});
+      QTRAIN_RETURN_IF_ERROR(ctx.backend->Transpose(out_, in_, tied_->value.data<float>(),
+                                                    kernel_.value.data<float>()));
+    }
     Tensor rows = x.Share();  // kept for the backward; nobody writes x
     rows.Reshape({x.numel() / in_, in_});
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, dot_.Forward(ctx, rows, kernel_.value, x.shape(), {}));
@@ -41,6 +55,7 @@ class Linear final : public Module {
       input_ = std::move(rows);
     } else {
       input_ = Tensor();
+      if (tied_) kernel_.value = Tensor();
     }
     return y;
   }
@@ -52,7 +67,17 @@ class Linear final : public Module {
     Tensor g = dy.Share();
     g.Reshape({dy.numel() / out_, out_});
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, dot_.Backward(ctx, input_, kernel_.value, g));
-    kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step
+    if (tied_) {  // the table's gradient accumulates (the embedding adds its own)
+      Tensor dt = Tensor::Empty(DType::kF32, {out_, in_});
+      QTRAIN_RETURN_IF_ERROR(
+          ctx.backend->Transpose(in_, out_, grads.dw.data<float>(), dt.data<float>()));
+      float* g = tied_->grad.data<float>();
+      QTRAIN_RETURN_IF_ERROR(
+          ctx.backend->Binary(BinaryKind::kAdd, dt.numel(), g, dt.data<float>(), g));
+      kernel_.value = Tensor();
+    } else {
+      kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step
+    }
     if (bias_) {
       AccumulateBiasGrad(g, bias_->grad);
     }
@@ -67,10 +92,14 @@ class Linear final : public Module {
   }
 
   void CollectParams(std::vector<Param*>* out) override {
-    out->push_back(&kernel_);
+    if (!tied_) out->push_back(&kernel_);
     if (bias_) {
       out->push_back(bias_.get());
     }
+  }
+  // A checkpoint may hold the tied weight under this layer's name too (a state dict does).
+  void CollectTorchBuffers(std::vector<std::string>* out) override {
+    if (tied_) out->push_back(path() + "/weight");
   }
   absl::Status PlanOps(const CompiledRules* rules) override { return dot_.Plan(rules, in_); }
   void SetInputGradNeeded(bool needed) override { dot_.set_skip_dx(!needed); }
@@ -80,16 +109,28 @@ class Linear final : public Module {
   absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
     QTRAIN_ASSIGN_OR_RETURN(std::string in,
                             g.QdqActivation(path(), dot_.op_id(), dot_.op_id() + "_lhs", x));
-    QTRAIN_ASSIGN_OR_RETURN(
-        std::string w, g.Weight(path(), dot_.op_id(), kernel_, OnnxGraph::KernelLayout::kLinear));
+    Param tied;  // the tied table as this layer's kernel
+    if (tied_) {
+      tied.name = kernel_.name;
+      tied.value = store_transposed(*tied_);
+    }
+    QTRAIN_ASSIGN_OR_RETURN(std::string w, g.Weight(path(), dot_.op_id(), tied_ ? tied : kernel_,
+                                                    OnnxGraph::KernelLayout::kLinear));
     std::string y = g.Op("MatMul", {in, w}, path());
     if (bias_) y = g.Op("Add", {y, g.Param(*bias_)}, path());
     return y;
   }
 
  private:
+  Tensor store_transposed(const Param& table) const {
+    Tensor t = Tensor::Empty(DType::kF32, {in_, out_});
+    reference::Transpose(out_, in_, table.value.data<float>(), t.data<float>());
+    return t;
+  }
+
   int64_t in_, out_;
   QuantizedDot dot_;
+  Param* tied_ = nullptr;  // Linear.tied_to's table, owned by its embedding
   Param kernel_;
   std::unique_ptr<Param> bias_;
   Tensor input_;  // (M, in), kept by a training forward
@@ -103,10 +144,29 @@ absl::StatusOr<std::unique_ptr<Module>> BuildLinear(const proto::Module& m, Modu
   }
   QTRAIN_RETURN_IF_ERROR(site.CheckSize("features", l.features()));
   const int64_t in = shape.back();
-  QTRAIN_RETURN_IF_ERROR(site.AddParameters({in, l.features()}, l.features()));
+  const SharedTable* table = nullptr;
+  if (!l.tied_to().empty()) {
+    table = site.FindTable(l.tied_to());
+    if (table == nullptr) {
+      return site.Bad(absl::StrCat("tied_to \"", l.tied_to(),
+                                   "\" is not an embedding built before this layer"));
+    }
+    if (table->shape != Shape{l.features(), in}) {
+      return site.Bad(absl::StrCat("tied_to \"", l.tied_to(), "\" has a ",
+                                   ShapeString(table->shape), " table; this layer needs [",
+                                   l.features(), ", ", in, "]"));
+    }
+    if (l.conv1d_layout()) return site.Bad("tied_to takes no conv1d_layout");
+  }
+  QTRAIN_RETURN_IF_ERROR(site.AddParameters({table ? 0 : in, l.features()}, l.features()));
   shape.back() = l.features();
-  return site.Allocate(
-      [&] { return MakeLinear(site.path(), in, l.features(), !l.no_bias(), site.seed()); });
+  return site.Allocate([&] {
+    auto linear =
+        std::make_unique<Linear>(site.path(), in, l.features(), !l.no_bias(), site.seed());
+    if (table) linear->TieTo(table->param);
+    if (l.conv1d_layout()) UseConv1dLayout(*linear);
+    return linear;
+  });
 }
 
 }  // namespace
@@ -114,6 +174,14 @@ absl::StatusOr<std::unique_ptr<Module>> BuildLinear(const proto::Module& m, Modu
 std::unique_ptr<Module> MakeLinear(std::string path, int64_t in, int64_t out, bool bias,
                                    uint64_t seed) {
   return std::make_unique<Linear>(std::move(path), in, out, bias, seed);
+}
+
+void UseConv1dLayout(Module& linear) {
+  std::vector<Param*> params;
+  linear.CollectParams(&params);
+  for (Param* p : params) {
+    if (p->torch_layout == TorchLayout::kLinearKernel) p->torch_layout = TorchLayout::kSame;
+  }
 }
 
 extern const ModuleKind kLinearKind = {proto::Module::kLinear, "linear", "Dense",
