@@ -213,6 +213,13 @@ absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlags(const Invocat
   return out;
 }
 
+namespace {
+bool labels_are_inputs = false;
+}  // namespace
+
+void SetLabelsAreInputs(bool v) { labels_are_inputs = v; }
+bool LabelsAreInputs() { return labels_are_inputs; }
+
 absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
                                                   const std::string& split) {
   client::DataOptions o;
@@ -224,6 +231,9 @@ absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
   o.targets = absl::GetFlag(FLAGS_targets);
   o.input_scale = absl::GetFlag(FLAGS_input_scale);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
+  o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
+  o.token_dtype = absl::GetFlag(FLAGS_token_dtype);
+  o.labels_are_inputs = LabelsAreInputs();
   o.limit = absl::GetFlag(FLAGS_limit);
   auto shape = InputShapeFromFlag();
   if (!shape.ok()) return shape.status();

@@ -69,6 +69,11 @@ extern const char* const kArchOptionFlags[8];
 // InvalidArgument naming an item that is not name=number or an option given twice.
 absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlags(const Invocation& inv);
 
+// Token data labels each window with its own ids when the session's loss shifts labels (HF
+// causal LMs) and with the next ids otherwise; stream commands set it from the session.
+void SetLabelsAreInputs(bool v);
+bool LabelsAreInputs();
+
 // The dataset the --data family of flags describes.
 // `path` / `split` (non-empty) stand in for --data / --split.
 absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path = "",

@@ -24,7 +24,7 @@ std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> pa
 
 const std::vector<std::string> kData = {"data",         "format",  "split",       "labels",
                                         "label_column", "targets", "input_shape", "input_scale",
-                                        "seq_len",      "limit"};
+                                        "seq_len",      "limit",   "tokenizer",   "token_dtype"};
 const std::vector<std::string> kStream = {"batch_size", "steps", "log_every"};
 
 constexpr char kHelpIndex[] =
@@ -46,7 +46,7 @@ commands:
   import [ID] --weights=FILE      new session from --preset/--model/--arch and float weights
                                   trained elsewhere (safetensors, PyTorch naming; --map renames
                                   modules; --arch=torchvision:resnet18 takes its state dict as is;
-                                  --hf=DIR a Hugging Face Llama/Qwen2/Mistral directory)
+                                  --hf=DIR a Hugging Face Llama/Qwen2/Mistral/GPT-2/BERT directory)
   export ID --out=DIR             int8 model.safetensors + config.json (compressed-tensors) of a
                                   calibrated session; --map names the layers; --format=onnx:
                                   model.onnx (QDQ)
@@ -54,7 +54,7 @@ commands:
                                   float, calibrate (--rules, default srq-int8), evaluate again,
                                   mixed precision within --max_accuracy_drop, export into --out
   rules set ID RULES              switch the rules between steps: float, qat-int8, qt-int8,
-                                  srq-int8, qat-int4, a JSON file or inline JSON
+                                  srq-int8, qat-int4, w8a8, 8da4w, w4a16, JSON
   train ID --data=D               train for --epochs, or --steps batches (over as many passes
                                   as they need), of --batch_size;
                                   --rules=R switches the rules first
@@ -75,9 +75,12 @@ commands:
 data (--data):
   an IDX directory (--split=train|t10k), e.g. /usr/share/datasets/fashion-mnist; an IDX images
   file of any name (--labels, else derived from the name); FILE.csv[.gz] (--label_column,
-  --targets=float for regression, --input_shape, --input_scale); any other file: text as byte
-  tokens in windows of --seq_len. Gzip is read transparently. --limit=N keeps the first N
-  examples. A flag the format does not read is an error.
+  --targets=float for regression, --input_shape, --input_scale); token ids in FILE.npy (1-D) or
+  FILE.bin (nanoGPT: --token_dtype=uint16|uint32); any other file: text as byte tokens, or
+  through a SentencePiece model (--tokenizer=tokenizer.model). Tokens go in windows of
+  --seq_len, labelled with the next ids (with their own ids for an --hf causal LM, whose loss
+  shifts them). Gzip is read transparently. --limit=N keeps the first N examples. A flag the
+  format does not read is an error.
 
 common flags (every command):
   --server=HOST:PORT   default $QTRAIN_SERVER, else 127.0.0.1:50051
@@ -162,8 +165,9 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "vit_b_16 (vit_b_32, vit_l_16, vit_l_32, vit_h_14; --image_size --patch_size "
        "--num_layers --num_heads --hidden_dim --mlp_dim); --num_classes, --arch_options, "
        "--input_shape=H,W,C) takes a torchvision state dict as it is. --hf=DIR takes a Hugging "
-       "Face directory (config.json and model.safetensors; Llama, Qwen2, Mistral; --seq_len) as "
-       "it is. The server names every tensor that does not fit.",
+       "Face directory (config.json and model.safetensors; Llama, Qwen2, Mistral, GPT-2, BERT; "
+       "--seq_len, --arch_options=pad_id=N) as it is. The server names every tensor that does not "
+       "fit.",
        {"weights",     "map",          "preset",      "model",      "arch",       "hf",
         "num_classes", "arch_options", "width_mult",  "image_size", "patch_size", "num_layers",
         "num_heads",   "hidden_dim",   "mlp_dim",     "rules",      "optimizer",  "lr",
@@ -230,7 +234,7 @@ const std::vector<CommandSpec>& CommandSpecs() {
        1,
        2,
        "Switches the session's rules between steps: a preset (float, qat-int8, qt-int8, srq-int8, "
-       "qat-int4), a JSON file or inline JSON (or --rules).",
+       "qat-int4; language models: w8a8, 8da4w, w4a16), a JSON file or inline JSON (or --rules).",
        {"rules"},
        RulesSet},
       {"train", "ID", 1, 1,

@@ -54,8 +54,9 @@ ABSL_FLAG(std::string, arch, "",
           "torchvision:resnet34, torchvision:resnet50, torchvision:mobilenet_v2, "
           "torchvision:vit_b_16 (vit_b_32, vit_l_16, vit_l_32, vit_h_14)");
 ABSL_FLAG(std::string, hf, "",
-          "a Hugging Face model directory (config.json, model.safetensors): Llama, Qwen2 and "
-          "Mistral causal LMs, built from the config by the server; --seq_len sets the length");
+          "a Hugging Face model directory (config.json, model.safetensors): Llama, Qwen2, "
+          "Mistral, GPT-2 and BERT, built from the config by the server; --seq_len sets the "
+          "length, --arch_options=pad_id=N the padding id");
 ABSL_FLAG(int64_t, num_classes, 1000, "--arch: the builder's num_classes");
 ABSL_FLAG(std::string, arch_options, "",
           "--arch: any builder option as name=value,... (torchvision's parameter names, e.g. "
@@ -68,7 +69,8 @@ ABSL_FLAG(int64_t, num_heads, 12, "--arch=torchvision:vit_*: attention heads");
 ABSL_FLAG(int64_t, hidden_dim, 768, "--arch=torchvision:vit_*: the token width");
 ABSL_FLAG(int64_t, mlp_dim, 3072, "--arch=torchvision:vit_*: the MLP's hidden width");
 ABSL_FLAG(std::string, rules, "",
-          "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, a JSON file or inline JSON");
+          "rules: float, qat-int8, qt-int8, srq-int8, qat-int4, w8a8, 8da4w, w4a16, a JSON file or "
+          "inline JSON");
 ABSL_FLAG(std::string, optimizer, "adamw",
           "optimizer: adamw, sgd, momentum (SGD, 0.9), a JSON file or inline JSON");
 ABSL_FLAG(double, lr, 1e-3, "learning rate of the optimizer presets");
@@ -91,6 +93,10 @@ ABSL_FLAG(float, input_scale, 0, "multiply input features (default: 1/255 for ID
 ABSL_FLAG(int64_t, seq_len, 64,
           "text data, transformer-lm and --hf: tokens per example (--hf default: "
           "min(max_position_embeddings, 512))");
+ABSL_FLAG(std::string, tokenizer, "",
+          "text data: a SentencePiece model (Llama-2's tokenizer.model) that tokenizes it "
+          "(default: byte tokens)");
+ABSL_FLAG(std::string, token_dtype, "", ".bin token files: uint16 (default, nanoGPT) or uint32");
 ABSL_FLAG(int64_t, limit, 0, "use the first N examples only (0: all)");
 ABSL_FLAG(int64_t, batch_size, 128, "examples per batch");
 ABSL_FLAG(int, epochs, 1, "passes over the data (train)");

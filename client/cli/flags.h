@@ -56,6 +56,8 @@ ABSL_DECLARE_FLAG(std::string, targets);
 ABSL_DECLARE_FLAG(std::string, input_shape);
 ABSL_DECLARE_FLAG(float, input_scale);
 ABSL_DECLARE_FLAG(int64_t, seq_len);
+ABSL_DECLARE_FLAG(std::string, tokenizer);
+ABSL_DECLARE_FLAG(std::string, token_dtype);
 ABSL_DECLARE_FLAG(int64_t, limit);
 // streams
 ABSL_DECLARE_FLAG(int64_t, batch_size);

@@ -19,6 +19,13 @@ const std::map<std::string, std::string>& RulePresets() {
       {"srq-int8", R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8",
                                   "act_static_scale": true}]})"},
       {"qat-int4", R"({"rules": [{"weight_qtype": "int4", "act_qtype": "int8"}]})"},
+      // Language models: the linear layers only (the attention einsums and lm_head float).
+      {"w8a8", R"({"rules": [{"module_path": "lm_head"}, {"op_names": ["dot_general"],
+                   "weight_qtype": "int8", "act_qtype": "int8"}]})"},
+      {"8da4w", R"({"rules": [{"module_path": "lm_head"}, {"op_names": ["dot_general"],
+                    "weight_qtype": "int4", "act_qtype": "int8", "tile_size": 32}]})"},
+      {"w4a16", R"({"rules": [{"module_path": "lm_head"}, {"op_names": ["dot_general"],
+                    "weight_qtype": "int4", "tile_size": 128}]})"},
   };
   return *presets;
 }

@@ -1,5 +1,6 @@
 // Built-in configurations so that a first session needs no JSON file: model presets (mlp, cnn,
-// transformer-lm), rule presets (float, qat-int8, qt-int8, srq-int8, qat-int4) and optimizer
+// transformer-lm), rule presets (float, qat-int8, qt-int8, srq-int8, qat-int4; for language
+// models w8a8, 8da4w, w4a16) and optimizer
 // presets (adamw, sgd, momentum). InvalidArgument names an unknown preset and lists the known ones.
 #pragma once
 

@@ -204,6 +204,9 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
     a->set_name("hf");
     a->set_hf_config(text.str());
     if (Given(inv, "seq_len")) a->add_input_shape(absl::GetFlag(FLAGS_seq_len));
+    auto options = ArchOptionsFromFlags(inv);  // pad_id=N
+    if (!options.ok()) return Usage(inv, std::string(options.status().message()));
+    a->mutable_options()->insert(options->begin(), options->end());
   } else if (!arch.empty()) {
     // The server expands it and names every problem (unknown architecture or option).
     v1::Architecture* a = req.mutable_architecture();

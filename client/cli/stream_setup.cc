@@ -41,9 +41,15 @@ std::string BadCount() {
 // message ("--seq_len does not apply to IDX data (PATH)"); "" when none.
 std::string UnreadDataFlag(const Invocation& inv, const client::Dataset& data) {
   static const auto* unread = new std::map<std::string, std::vector<std::string>>{
-      {"idx", {"label_column", "targets", "input_shape", "seq_len"}},
-      {"csv", {"split", "labels", "seq_len"}},
-      {"text", {"split", "labels", "label_column", "targets", "input_shape", "input_scale"}},
+      {"idx", {"label_column", "targets", "input_shape", "seq_len", "tokenizer", "token_dtype"}},
+      {"csv", {"split", "labels", "seq_len", "tokenizer", "token_dtype"}},
+      {"text",
+       {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "token_dtype"}},
+      {"npy",
+       {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "tokenizer",
+        "token_dtype"}},
+      {"bin",
+       {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "tokenizer"}},
   };
   auto it = unread->find(data.format);
   if (it == unread->end()) return "";
@@ -76,9 +82,10 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels, bool a
   out.session = inv.args[0];
   // Text windows default to the session's sequence length (a token model's input shape), so a
   // session created with --seq_len=32 trains on text without repeating it.
-  if (!Given(inv, "seq_len")) {
-    auto session = inv.client->GetSession(out.session);
-    if (session.ok() && session->model().input().kind() == v1::InputSpec::TOKENS &&
+  // A session whose loss shifts labels (HF's causal LMs) takes each window's own ids as labels.
+  if (auto session = inv.client->GetSession(out.session); session.ok()) {
+    SetLabelsAreInputs(session->model().loss().shift_labels());
+    if (!Given(inv, "seq_len") && session->model().input().kind() == v1::InputSpec::TOKENS &&
         session->model().input().shape_size() == 1) {
       absl::SetFlag(&FLAGS_seq_len, session->model().input().shape(0));
     }

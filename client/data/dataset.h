@@ -1,5 +1,6 @@
 // Datasets a client streams to qtrain-server: Fashion-MNIST / MNIST IDX files (gzipped or not),
-// CSV tables and plain text as character-level (byte) tokens. Everything is loaded into memory
+// CSV tables, plain text as byte tokens or through a SentencePiece model, and pre-tokenized ids
+// (.npy arrays, nanoGPT-style .bin files of uint16 / uint32). Everything is loaded into memory
 // once; BatchIterator then cuts wire batches (qtrain.v1.Batch) in order or shuffled.
 //
 // Errors: NotFound (missing file), DataLoss (corrupt gzip), InvalidArgument (a malformed file or
@@ -18,7 +19,7 @@ namespace qtrain::client {
 
 struct Dataset {
   std::string description;             // "60000 examples of 28x28x1 from …"
-  std::string format;                  // "idx", "csv" or "text": the loader that read it
+  std::string format;                  // "idx", "csv", "text", "npy" or "bin": its loader
   std::vector<int64_t> example_shape;  // shape of one input example
   bool tokens = false;                 // I32 token inputs (text) instead of F32 features
   std::vector<float> features;         // F32 inputs, examples × prod(example_shape)
@@ -44,7 +45,7 @@ struct Dataset {
 
 struct DataOptions {
   std::string path;                  // IDX directory or images file, .csv[.gz], or a text file
-  std::string format;                // "", "idx", "csv" or "text" ("": from the path)
+  std::string format;                // "", "idx", "csv", "text", "npy", "bin" ("": from the path)
   std::string split = "train";       // IDX directories: "train" or "t10k"
   std::string labels_path;           // IDX images file: its labels file ("": derived from the name)
   std::string label_column;          // CSV: a header name or an index (negative from the end);
@@ -54,11 +55,36 @@ struct DataOptions {
                                      // "": class when every value is an index, else float
   std::vector<int64_t> input_shape;  // reshape each example (CSV; default: flat)
   float input_scale = 0;             // multiply features (0: 1/255 for IDX, 1 for CSV)
-  int64_t seq_len = 64;              // text: tokens per example
-  int64_t limit = 0;                 // keep the first `limit` examples (0: all)
+  int64_t seq_len = 64;              // text and token ids: tokens per example
+  std::string tokenizer;             // text: a SentencePiece model ("": byte tokens)
+  std::string token_dtype;           // .bin: "uint16" (default) or "uint32"
+  // Token data: each window's labels are its own ids (a session whose loss shifts labels, HF's
+  // causal LMs) instead of the ids one position on.
+  bool labels_are_inputs = false;
+  int64_t limit = 0;  // keep the first `limit` examples (0: all)
 };
 
 absl::StatusOr<Dataset> LoadDataset(const DataOptions& options);
+
+// Token-id formats (tokens.cc). The ids of a 1-D .npy array of a little-endian integer dtype;
+// InvalidArgument for another shape, dtype, or a negative or over-2^31 id.
+absl::StatusOr<std::vector<int32_t>> ReadNpyTokens(const std::string& path);
+// A raw little-endian array of `dtype` ("uint16" or "uint32"), as nanoGPT's prepare.py writes.
+absl::StatusOr<std::vector<int32_t>> ReadBinTokens(const std::string& path,
+                                                   const std::string& dtype);
+// The text of `path` (gzip or plain) tokenized by the SentencePiece model at `model_path`
+// (Llama-2's tokenizer.model), through the qtrain-spm helper (spm_process.cc): $QTRAIN_SPM, else
+// qtrain-spm beside the running executable, else on PATH. InvalidArgument when the model does not
+// load; FailedPrecondition when the helper cannot be run.
+absl::StatusOr<std::vector<int32_t>> EncodeSentencePiece(const std::string& path,
+                                                         const std::string& model_path);
+// Runs the qtrain-spm helper with `args`; its stdout, or the error it reported. For tools and tests
+// (`{"train", "--input=F", ...}` trains a model).
+absl::StatusOr<std::string> RunSpmHelper(const std::vector<std::string>& args);
+// `ids` cut into windows of options.seq_len (up to options.limit), labelled per
+// options.labels_are_inputs; `what` describes the ids ("byte tokens from FILE").
+absl::StatusOr<Dataset> TokenWindows(const std::vector<int32_t>& ids, const DataOptions& options,
+                                     const std::string& what);
 
 // Reads a whole file, transparently gunzipping it when it is gzip data.
 absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path);

@@ -221,33 +221,18 @@ absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
   return d;
 }
 
-// Bytes as tokens (vocabulary 256), cut into windows of seq_len; targets are the next bytes.
+// Text as byte tokens (vocabulary 256), or through a SentencePiece model (--tokenizer).
 absl::StatusOr<Dataset> LoadText(const DataOptions& o) {
   auto text = ReadMaybeGzip(o.path);
   if (!text.ok()) return text.status();
-  if (o.seq_len < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--seq_len=", o.seq_len, " must be >= 1"));
+  if (!o.tokenizer.empty()) {
+    auto ids = EncodeSentencePiece(o.path, o.tokenizer);
+    if (!ids.ok()) return ids.status();
+    return TokenWindows(*ids, o, absl::StrCat("tokens of ", o.tokenizer, " from ", o.path));
   }
-  const auto n = static_cast<int64_t>(text->size());
-  int64_t examples = n > o.seq_len ? (n - 1) / o.seq_len : 0;
-  if (examples == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(o.path, " has ", n, " bytes, fewer than --seq_len=", o.seq_len, " + 1"));
-  }
-  if (o.limit > 0 && o.limit < examples) examples = o.limit;
-  Dataset d;
-  d.tokens = true;
-  d.example_shape = {o.seq_len};
-  d.labels_per_example = o.seq_len;
-  const auto tokens = static_cast<size_t>(examples * o.seq_len);
-  d.token_ids.resize(tokens);
-  d.labels.resize(tokens);
-  for (size_t i = 0; i < tokens; ++i) {
-    d.token_ids[i] = static_cast<unsigned char>((*text)[i]);
-    d.labels[i] = static_cast<unsigned char>((*text)[i + 1]);
-  }
-  d.description = absl::StrCat(examples, " sequences of ", o.seq_len, " byte tokens from ", o.path);
-  return d;
+  std::vector<int32_t> ids(text->begin(), text->end());
+  for (int32_t& id : ids) id &= 0xff;  // bytes, whatever char's signedness
+  return TokenWindows(ids, o, absl::StrCat("byte tokens from ", o.path));
 }
 
 }  // namespace
@@ -319,6 +304,8 @@ absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
     const std::string name = absl::AsciiStrToLower(o.path.substr(o.path.find_last_of('/') + 1));
     if (absl::EndsWith(name, ".csv") || absl::EndsWith(name, ".csv.gz")) {
       format = "csv";
+    } else if (absl::EndsWith(name, ".npy") || absl::EndsWith(name, ".bin")) {
+      format = name.substr(name.size() - 3);
     } else if (IsDirectory(o.path) || !o.labels_path.empty() || HasIdxMagic(o.path)) {
       format = "idx";
     } else {
@@ -329,11 +316,24 @@ absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--targets=", o.targets, " applies to CSV data only (", o.path, " is ", format, ")"));
   }
+  if (!o.tokenizer.empty() && format != "text") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tokenizer applies to text data only (", o.path, " is ", format, ")"));
+  }
+  if (!o.token_dtype.empty() && format != "bin") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--token_dtype applies to .bin token files only (", o.path, " is ", format, ")"));
+  }
   absl::StatusOr<Dataset> d = absl::InvalidArgumentError(
-      absl::StrCat("--format=", format, " is not one of idx, csv, text"));
+      absl::StrCat("--format=", format, " is not one of idx, csv, text, npy, bin"));
   if (format == "idx") d = LoadIdx(o);
   if (format == "csv") d = LoadCsv(o);
   if (format == "text") d = LoadText(o);
+  if (format == "npy" || format == "bin") {
+    auto ids = format == "npy" ? ReadNpyTokens(o.path) : ReadBinTokens(o.path, o.token_dtype);
+    if (!ids.ok()) return ids.status();
+    d = TokenWindows(*ids, o, absl::StrCat("token ids from ", o.path));
+  }
   if (d.ok()) d->format = format;
   return d;
 }

@@ -268,6 +268,125 @@ TEST_F(DatasetTest, TextIsBytesInWindowsWithNextByteTargets) {
   EXPECT_EQ(LoadDataset(o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A .npy file as numpy.save writes it: magic, version 1.0, a padded header dict, the data.
+std::string Npy(const std::string& descr, const std::string& shape, const std::string& data) {
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string out = "\x93NUMPY";
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  return out + header + data;
+}
+
+template <typename T>
+std::string Bytes(const std::vector<T>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+TEST_F(DatasetTest, TokenIdFilesInWindowsWithNextOrOwnLabels) {
+  DataOptions o;
+  o.seq_len = 4;
+  const std::vector<uint16_t> ids16 = {5, 6, 7, 8, 9, 10, 11, 12, 60000};
+  o.path = Write("train.bin", Bytes(ids16));  // nanoGPT: raw uint16
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->format, "bin");
+  ASSERT_EQ(d->size(), 2);  // (9 - 1) / 4 windows with next-id labels
+  EXPECT_EQ(d->token_ids, (std::vector<int32_t>{5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(d->labels, (std::vector<int32_t>{6, 7, 8, 9, 10, 11, 12, 60000}));
+  o.labels_are_inputs = true;  // a session whose loss shifts labels
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, d->token_ids);
+
+  const std::vector<uint32_t> ids32 = {70000, 1, 2, 3};
+  o.path = Write("big.bin", Bytes(ids32));
+  o.token_dtype = "uint32";
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->token_ids[0], 70000);
+  o.token_dtype = "int8";
+  EXPECT_NE(LoadDataset(o).status().message().find("--token_dtype=int8"), std::string::npos);
+  o.token_dtype = "";
+
+  const std::vector<int64_t> ids64 = {3, 1, 4, 1, 5, 9, 2, 6};
+  o.path = Write("ids.npy", Npy("<i8", "(8,)", Bytes(ids64)));
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->format, "npy");
+  EXPECT_EQ(d->token_ids, (std::vector<int32_t>{3, 1, 4, 1, 5, 9, 2, 6}));
+  const std::vector<int32_t> negative = {1, -2, 3, 4};
+  o.path = Write("neg.npy", Npy("<i4", "(4,)", Bytes(negative)));
+  EXPECT_NE(LoadDataset(o).status().message().find("token id -2 at index 1"), std::string::npos);
+  o.path = Write("f.npy", Npy("<f4", "(4,)", Bytes(std::vector<float>(4))));
+  EXPECT_NE(LoadDataset(o).status().message().find("'<f4' is not a little-endian integer"),
+            std::string::npos);
+  o.path = Write("2d.npy", Npy("<i4", "(2, 2)", Bytes(std::vector<int32_t>(4))));
+  EXPECT_NE(LoadDataset(o).status().message().find("is not 1-D"), std::string::npos);
+  o.path = Write("cut.npy", Npy("<i4", "(8,)", Bytes(std::vector<int32_t>(4))));
+  EXPECT_NE(LoadDataset(o).status().message().find("the header says 32"), std::string::npos);
+  o.tokenizer = "x.model";
+  EXPECT_NE(LoadDataset(o).status().message().find("--tokenizer applies to text data only"),
+            std::string::npos);
+}
+
+// Debian's spm_train and spm_encode (package sentencepiece) are the independent side: our loader
+// goes through the qtrain-spm helper.
+TEST_F(DatasetTest, TextThroughASentencePieceModel) {
+  setenv("QTRAIN_SPM", QTRAIN_SPM_PATH, 1);
+  std::string corpus_text;
+  for (int i = 0; i < 200; ++i) {
+    corpus_text += "the quick brown fox jumps over the lazy dog " + std::to_string(i % 7) + "\n";
+  }
+  const std::string corpus = Write("corpus.txt", corpus_text);
+  const std::string prefix = (dir_ / "sp").string();
+  ASSERT_EQ(std::system(("spm_train --input=" + corpus + " --model_prefix=" + prefix +
+                         " --vocab_size=40 --model_type=bpe --minloglevel=2 2>/dev/null")
+                            .c_str()),
+            0)
+      << "spm_train (Debian package sentencepiece) failed";
+  // One line: spm_encode encodes line by line, the loader the whole text.
+  std::string text;
+  for (int i = 0; i < 100; ++i)
+    text += "the lazy dog jumps over the quick brown fox " + std::to_string(i % 5) + " ";
+  const std::string line = Write("line.txt", text);
+  const std::string ids_file = (dir_ / "ids.txt").string();
+  ASSERT_EQ(std::system(("spm_encode --model=" + prefix + ".model --output_format=id < " + line +
+                         " > " + ids_file)
+                            .c_str()),
+            0);
+  std::vector<int> want;
+  std::ifstream in(ids_file);
+  for (int id = 0; in >> id;) want.push_back(id);
+  ASSERT_GT(want.size(), 100u);
+
+  DataOptions o;
+  o.path = line;
+  o.tokenizer = prefix + ".model";
+  o.seq_len = 16;
+  o.labels_are_inputs = true;
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), static_cast<int64_t>(want.size()) / 16);
+  for (size_t i = 0; i < d->token_ids.size(); ++i) ASSERT_EQ(d->token_ids[i], want[i]) << i;
+  EXPECT_LT(d->token_ids.size(), text.size());  // pieces, not bytes
+  o.path = Write("line.txt.gz", text, /*gzip=*/true);
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->token_ids[5], want[5]);
+  o.tokenizer = corpus;  // not a model
+  EXPECT_NE(LoadDataset(o).status().message().find("is not a SentencePiece model"),
+            std::string::npos);
+  setenv("QTRAIN_SPM", (dir_ / "no-such-helper").c_str(), 1);
+  o.tokenizer = prefix + ".model";
+  EXPECT_NE(LoadDataset(o).status().message().find("set QTRAIN_SPM"), std::string::npos);
+  unsetenv("QTRAIN_SPM");
+}
+
 TEST_F(DatasetTest, BatchIteratorCoversEveryRowOncePerEpoch) {
   Dataset d;
   d.example_shape = {2};

@@ -70,7 +70,8 @@ std::vector<v1::ModelSpec> Models() {
 
 std::vector<v1::RuleSet> Rules() {
   std::vector<v1::RuleSet> out;
-  for (const char* preset : {"float", "qat-int8", "qt-int8", "srq-int8", "qat-int4"}) {
+  for (const char* preset :
+       {"float", "qat-int8", "qt-int8", "srq-int8", "qat-int4", "w8a8", "8da4w", "w4a16"}) {
     absl::StatusOr<v1::RuleSet> r = cli::RulesPreset(preset);
     if (r.ok()) out.push_back(*r);
   }

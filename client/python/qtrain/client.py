@@ -398,18 +398,28 @@ class Client:
                 yield pb.ImportRequest(data=data[at:at + _CHUNK])
         return self._stub.ImportWeights(chunks())
 
-    def import_hf(self, session_id, directory, seq_len=None, rules=None, optimizer=None,
-                  seed=1):
-        """A session from a Hugging Face model directory: config.json (LlamaForCausalLM,
-        Qwen2ForCausalLM, MistralForCausalLM) and model.safetensors or its shards. The server
-        builds the model from the config (a field it does not implement is refused by name);
-        module paths are HF's parameter names. `seq_len`: the session's sequence length
-        (default min(max_position_embeddings, 512)). Returns the Session."""
-        arch = model_pb2.Architecture(name="hf", hf_config=read_hf_config(directory))
+    def import_hf(self, session_id, source, seq_len=None, rules=None, optimizer=None, seed=1,
+                  pad_id=None):
+        """A session from a Hugging Face model: a directory with config.json and
+        model.safetensors (or its shards), or a `transformers` model object. Families:
+        LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, GPT2LMHeadModel, BertModel and
+        BertForSequenceClassification. The server builds the model from the config (a field it
+        does not implement is refused by name); module paths are HF's parameter names.
+        `seq_len`: the session's sequence length (default min(max_position_embeddings, 512)).
+        `pad_id`: the token id that pads sequences (not attended to, not counted by the loss;
+        BERT's default is its pad_token_id). Returns the Session."""
+        if isinstance(source, (str, os.PathLike)):
+            config, weights = read_hf_config(source), read_hf_weights(source)
+        else:  # a transformers PreTrainedModel
+            config = source.config.to_json_string()
+            weights = {k: v.detach().float().cpu().numpy() for k, v in source.state_dict().items()}
+        arch = model_pb2.Architecture(name="hf", hf_config=config)
         if seq_len is not None:
             arch.input_shape.append(int(seq_len))
-        return self.import_weights(session_id, arch, read_hf_weights(directory), rules=rules,
-                                   optimizer=optimizer, seed=seed)
+        if pad_id is not None:
+            arch.options["pad_id"] = float(pad_id)
+        return self.import_weights(session_id, arch, weights, rules=rules, optimizer=optimizer,
+                                   seed=seed)
 
     @_wrap
     def export_quantized(self, session_id, out_dir=None, module_map=None,

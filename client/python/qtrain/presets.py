@@ -1,6 +1,7 @@
 """Ready-made configurations as dicts in the JSON form of qtrain.v1.ModelSpec / RuleSet /
 OptimizerConfig, the same as the CLI's presets: models `mlp`, `cnn`, `transformer-lm`; rules
-`float`, `qat-int8`, `qt-int8`, `srq-int8`, `qat-int4`; optimizers `adamw`, `sgd`, `momentum`
+`float`, `qat-int8`, `qt-int8`, `srq-int8`, `qat-int4` and for language models `w8a8`, `8da4w`,
+`w4a16`; optimizers `adamw`, `sgd`, `momentum`
 (learning rate 1e-3). Client methods also take these names as strings ("qat-int8")."""
 
 import copy
@@ -60,6 +61,14 @@ QAT_INT8 = {"rules": [{"weight_qtype": "int8", "act_qtype": "int8"}]}
 QT_INT8 = {"rules": [{"weight_qtype": "int8", "act_qtype": "int8", "bwd_qtype": "int8"}]}
 SRQ_INT8 = {"rules": [{"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": True}]}
 QAT_INT4 = {"rules": [{"weight_qtype": "int4", "act_qtype": "int8"}]}
+# Language models: the linear layers only (the attention einsums and lm_head stay float).
+_LM_HEAD_FLOAT = {"module_path": "lm_head"}
+W8A8 = {"rules": [_LM_HEAD_FLOAT, {"op_names": ["dot_general"], "weight_qtype": "int8",
+                                   "act_qtype": "int8"}]}
+W8DA4W = {"rules": [_LM_HEAD_FLOAT, {"op_names": ["dot_general"], "weight_qtype": "int4",
+                                     "act_qtype": "int8", "tile_size": 32}]}
+W4A16 = {"rules": [_LM_HEAD_FLOAT, {"op_names": ["dot_general"], "weight_qtype": "int4",
+                                    "tile_size": 128}]}
 
 ADAMW = {"adamw": {}, "schedule": {"learning_rate": 1e-3}}
 SGD = {"sgd": {}, "schedule": {"learning_rate": 1e-3}}
@@ -67,7 +76,7 @@ MOMENTUM = {"sgd": {"momentum": 0.9}, "schedule": {"learning_rate": 1e-3}}
 
 MODELS = {"mlp": MLP, "cnn": CNN, "transformer-lm": TRANSFORMER_LM}
 RULES = {"float": FLOAT, "qat-int8": QAT_INT8, "qt-int8": QT_INT8, "srq-int8": SRQ_INT8,
-         "qat-int4": QAT_INT4}
+         "qat-int4": QAT_INT4, "w8a8": W8A8, "8da4w": W8DA4W, "w4a16": W4A16}
 OPTIMIZERS = {"adamw": ADAMW, "sgd": SGD, "momentum": MOMENTUM}
 
 

@@ -1,0 +1,62 @@
+// qtrain-spm: SentencePiece tokenization in its own process. Debian's libsentencepiece carries a
+// private protobuf 3.14 whose version check aborts any process that also loads the system
+// protobuf (every qtrain client does), so the client runs this helper instead of linking it.
+//
+//   qtrain-spm encode MODEL FILE   ids of FILE's text (gzip or plain) as little-endian int32 on
+//                                  stdout; exit 0
+//   qtrain-spm train ARGS...       spm_train's flags (--input=F --model_prefix=P ...); exit 0
+// On failure: the reason on stdout, exit 1 (2 for a usage error).
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+#include <zlib.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+int Fail(const std::string& why) {
+  std::fputs(why.c_str(), stdout);
+  return 1;
+}
+
+bool ReadFile(const char* path, std::string* out) {
+  gzFile f = gzopen(path, "rb");  // reads plain files too
+  if (f == nullptr) return false;
+  char buf[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) out->append(buf, static_cast<size_t>(n));
+  return gzclose(f) == Z_OK && n == 0;
+}
+
+int Encode(const char* model, const char* file) {
+  sentencepiece::SentencePieceProcessor sp;
+  if (const auto s = sp.Load(model); !s.ok()) return Fail(s.ToString());
+  std::string text;
+  if (!ReadFile(file, &text)) return Fail(std::string("cannot read ") + file);
+  std::vector<int> ids;
+  if (const auto s = sp.Encode(text, &ids); !s.ok()) return Fail(s.ToString());
+  std::string bytes(ids.size() * 4, '\0');
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto u = static_cast<uint32_t>(ids[i]);
+    for (int b = 0; b < 4; ++b) bytes[i * 4 + b] = static_cast<char>((u >> (8 * b)) & 0xff);
+  }
+  return std::fwrite(bytes.data(), 1, bytes.size(), stdout) == bytes.size() ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string command = argc > 1 ? argv[1] : "";
+  if (command == "encode" && argc == 4) return Encode(argv[2], argv[3]);
+  if (command == "train" && argc > 2) {
+    std::string args;
+    for (int i = 2; i < argc; ++i) args += std::string(i > 2 ? " " : "") + argv[i];
+    const auto s = sentencepiece::SentencePieceTrainer::Train(args);
+    return s.ok() ? 0 : Fail(s.ToString());
+  }
+  std::fputs("usage: qtrain-spm encode MODEL FILE | qtrain-spm train SPM_TRAIN_FLAGS...\n", stderr);
+  return 2;
+}
