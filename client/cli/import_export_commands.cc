@@ -77,13 +77,18 @@ absl::StatusOr<nlohmann::json> ExportFiles(Invocation& inv, const std::string& s
   const std::string weights = absl::StrCat(dir, "/model.safetensors");
   absl::StatusOr<int64_t> bytes = inv.client->ExportQuantized(req, weights);
   if (!bytes.ok()) return bytes.status();
-  // config.json: the quantization_config that vLLM and Hugging Face read beside the weights.
+  // config.json: the quantization_config that vLLM and Hugging Face read beside the weights;
+  // for a model imported from a Hugging Face directory, its whole config with it added.
   const nlohmann::json header = SafetensorsHeader(weights);
-  const std::string config_text =
-      header.value("__metadata__", nlohmann::json::object()).value("quantization_config", "{}");
+  const nlohmann::json metadata = header.value("__metadata__", nlohmann::json::object());
+  const std::string config_text = metadata.value("quantization_config", "{}");
   const nlohmann::json config = nlohmann::json::parse(config_text, nullptr, false);
   const std::string config_path = absl::StrCat(dir, "/config.json");
-  std::ofstream(config_path) << nlohmann::json({{"quantization_config", config}}).dump(2) << "\n";
+  if (metadata.contains("config.json") && metadata["config.json"].is_string()) {
+    std::ofstream(config_path) << metadata["config.json"].get<std::string>() << "\n";
+  } else {
+    std::ofstream(config_path) << nlohmann::json({{"quantization_config", config}}).dump(2) << "\n";
+  }
   int quantized = 0;
   for (const auto& [name, entry] : header.items()) {
     quantized += absl::EndsWith(name, ".weight_scale");
@@ -92,7 +97,8 @@ absl::StatusOr<nlohmann::json> ExportFiles(Invocation& inv, const std::string& s
                          {"weights", weights},
                          {"config", config_path},
                          {"bytes", *bytes},
-                         {"int8_layers", quantized}});
+                         {"packing", config.value("format", "")},
+                         {"quantized_layers", quantized}});
 }
 
 std::string DescribeExport(const nlohmann::json& e) {
@@ -100,9 +106,10 @@ std::string DescribeExport(const nlohmann::json& e) {
     return absl::StrCat("ONNX (QDQ, opset 17): ", e["model"].get<std::string>(), " (",
                         e["bytes"].get<int64_t>(), " bytes)");
   }
-  return absl::StrCat(e["format"].get<std::string>(), ": ", e["weights"].get<std::string>(), " (",
-                      e["bytes"].get<int64_t>(), " bytes, ", e["int8_layers"].get<int>(),
-                      " int8 layers) and ", e["config"].get<std::string>());
+  return absl::StrCat(e["format"].get<std::string>(), " ", e["packing"].get<std::string>(), ": ",
+                      e["weights"].get<std::string>(), " (", e["bytes"].get<int64_t>(), " bytes, ",
+                      e["quantized_layers"].get<int>(), " quantized layers) and ",
+                      e["config"].get<std::string>());
 }
 
 int Export(Invocation& inv) {

@@ -185,6 +185,10 @@ absl::StatusOr<std::unique_ptr<Module>> BuildTree(const proto::ModelSpec& spec, 
           "model spec: import_ignores entries must have 1 to 1024 characters");
     }
   }
+  if (spec.hf_config().size() > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model spec: hf_config has ", spec.hf_config().size(), " bytes (max 1 MiB)"));
+  }
   if (!spec.has_body()) {
     return absl::InvalidArgumentError("model spec: body is not set");
   }

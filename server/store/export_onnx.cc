@@ -88,6 +88,11 @@ class Writer final : public engine::OnnxGraph {
     const engine::Rule* rule = RuleOf(path, op_id);
     if (rule == nullptr) return Init(kernel.name, arrange(kernel.value));
     QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(*rule, path, kernel.value));
+    if (w.group > 0) {  // DequantizeLinear's block_size needs opset 21
+      return absl::InvalidArgumentError(absl::StrCat(
+          path,
+          ": tiled weight scales are not exported to ONNX (opset 17); use compressed-tensors"));
+    }
     const std::string q = Init(path + "/kernel_quantized", arrange(w.q));
     Tensor scale = std::move(w.scale);
     if (!w.per_channel) scale.Reshape({});

@@ -1,5 +1,6 @@
 #include "server/store/export_quantized.h"
 
+#include <cmath>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -17,15 +18,13 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-json Scheme(bool dynamic, const char* strategy) {
-  return {{"num_bits", 8},
-          {"type", "int"},
-          {"symmetric", true},
-          {"strategy", strategy},
-          {"dynamic", dynamic},
-          {"group_size", nullptr},
-          {"block_structure", nullptr},
-          {"observer", nullptr}};
+// A quantization_config args block: symmetric ints of `bits` under `strategy` (group_size for
+// "group").
+json Scheme(int bits, bool dynamic, const std::string& strategy, int64_t group = 0) {
+  return {{"num_bits", bits},           {"type", "int"},
+          {"symmetric", true},          {"strategy", strategy},
+          {"dynamic", dynamic},         {"group_size", group > 0 ? json(group) : json(nullptr)},
+          {"block_structure", nullptr}, {"observer", nullptr}};
 }
 
 // An integer qtype of at most 8 bits (int2..int8), which s8 tensors hold.
@@ -34,16 +33,53 @@ bool FitsS8(QType q) {
   return !info.is_float8 && !info.is_unsigned && info.qmin >= -128.0f && info.qmax <= 127.0f;
 }
 
-// One quantized linear layer's tensors, under `name` (its PyTorch name).
+// `q` (out, in) s8 of `bits`-bit values packed as compressed-tensors' pack-quantized: each value
+// offset by 2^(bits-1) into unsigned, 32 / bits per int32 word (element j of a word in bits
+// j*bits..), rows padded with zeros to whole words.
+Tensor PackInt32(const Tensor& q, int bits) {
+  const int64_t rows = q.dim(0), cols = q.dim(1), per_word = 32 / bits;
+  const int64_t words = (cols + per_word - 1) / per_word;
+  Tensor out = Tensor::Zeros(DType::kS32, {rows, words});
+  const int8_t* src = q.data<int8_t>();
+  int32_t* dst = out.data<int32_t>();
+  const uint32_t offset = 1u << (bits - 1), mask = (1u << bits) - 1;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint32_t u =
+          (static_cast<uint32_t>(src[r * cols + c] + static_cast<int>(offset))) & mask;
+      uint32_t& word = reinterpret_cast<uint32_t&>(dst[r * words + c / per_word]);
+      word |= u << (bits * (c % per_word));
+    }
+  }
+  return out;
+}
+
+// One quantized linear layer's tensors under `name` (its PyTorch name); `packed` picks the
+// pack-quantized layout. `scheme` receives the layer's config group (weights and activations).
 absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const std::string& module,
-                          const std::string& name, const engine::Param& kernel,
-                          SafetensorsFile& out, std::string* group) {
+                          const std::string& name, const engine::Param& kernel, bool packed,
+                          SafetensorsFile& out, json* scheme) {
   QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(rule, module, kernel.value));
-  out.tensors[name + ".weight"] = TorchLinearWeight(t.model(), module, w.q);  // (out, in) int8
-  const int64_t outs = w.scale.numel();
-  w.scale.Reshape({outs, 1});
+  Tensor q = TorchLinearWeight(t.model(), module, w.q);  // (out, in) int8
+  const int64_t outs = q.dim(0), ins = q.dim(1);
+  if (packed) {
+    out.tensors[name + ".weight_packed"] = PackInt32(q, w.bits);
+    Tensor shape = Tensor::Empty(DType::kS32, {2});
+    shape.data<int32_t>()[0] = static_cast<int32_t>(outs);
+    shape.data<int32_t>()[1] = static_cast<int32_t>(ins);
+    out.tensors[name + ".weight_shape"] = std::move(shape);
+  } else {
+    out.tensors[name + ".weight"] = std::move(q);
+  }
+  if (w.group > 0) {
+    w.scale = Transpose2(w.scale);  // (in / group, out) -> (out, in / group)
+  } else {
+    w.scale.Reshape({w.scale.numel(), 1});
+    if (!w.per_channel) w.scale.Reshape({1});
+  }
   out.tensors[name + ".weight_scale"] = std::move(w.scale);
-  *group = w.per_channel ? "weight_only" : "weight_only_tensor";
+  const std::string strategy = w.group > 0 ? "group" : w.per_channel ? "channel" : "tensor";
+  *scheme = {{"weights", Scheme(w.bits, false, strategy, w.group)}};
   if (!rule.act_qtype) return absl::OkStatus();
   if (*rule.act_qtype != QType::kInt8) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -53,13 +89,23 @@ absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const st
   QTRAIN_ASSIGN_OR_RETURN(
       std::optional<float> input_scale,
       StaticInputScale(rule, module, stat == t.quant_stats().end() ? nullptr : &stat->second));
-  if (!input_scale) {
-    *group = w.per_channel ? "dynamic" : "dynamic_tensor";
+  if (!input_scale) {  // dynamic: per token, or per token and tile as the weights' (Qwix)
+    (*scheme)["input_activations"] =
+        w.group > 0 ? Scheme(8, true, "group", w.group) : Scheme(8, true, "token");
     return absl::OkStatus();
   }
   out.tensors[name + ".input_scale"] = Tensor::FromFloats({1}, {*input_scale});
-  *group = w.per_channel ? "static" : "static_tensor";
+  (*scheme)["input_activations"] = Scheme(8, false, "tensor");
   return absl::OkStatus();
+}
+
+// The tile length a rule gives a kernel of `k` inputs (tile_size, or tile_fraction of k), 0 for
+// none; as CompiledRules::Plan.
+int64_t TileOf(const engine::Rule& rule, int64_t k) {
+  if (rule.tile_fraction > 0.0f) {
+    return static_cast<int64_t>(static_cast<double>(k) * rule.tile_fraction + 0.5);
+  }
+  return rule.tile_size;
 }
 
 }  // namespace
@@ -67,10 +113,6 @@ absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const st
 absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
                                                      const std::string& module,
                                                      const Tensor& kernel) {
-  if (rule.tile_size > 0 || rule.tile_fraction > 0.0f) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(module, ": tiled weight scales (tile_size / tile_fraction) are not exported"));
-  }
   if (!rule.weight_method.IsSymmetric()) {
     return absl::InvalidArgumentError(
         absl::StrCat(module, ": weight calibration \"", rule.weight_method.ToString(),
@@ -81,10 +123,20 @@ absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
         module, ": weights in ", rule.weight_qtype ? QTypeName(*rule.weight_qtype) : "float",
         " are not exported (int2..int8 only)"));
   }
-  // As the forward pass: over every axis but the output channels (the last), or all of them.
+  // As the forward pass: over every axis but the output channels (the last), or all of them;
+  // tiles split the inputs (axis 0 of a linear kernel).
   ReduceSpec spec;
   for (int a = 0; a < kernel.rank(); ++a) {
     if (a < kernel.rank() - 1 || rule.disable_channelwise_axes) spec.axes.push_back(a);
+  }
+  const int64_t tile = kernel.rank() == 2 ? TileOf(rule, kernel.dim(0)) : rule.tile_size;
+  if (tile > 0) {
+    if (kernel.rank() != 2 || rule.disable_channelwise_axes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          module, ": tiled weight scales are exported for channelwise linear kernels only"));
+    }
+    spec.tile_axis = 0;
+    spec.tile_size = tile;
   }
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(kernel.shape(), spec));
   QTRAIN_ASSIGN_OR_RETURN(
@@ -93,8 +145,11 @@ absl::StatusOr<ExportWeight> QuantizeWeightForExport(const engine::Rule& rule,
   ExportWeight w;
   w.q = std::move(q.q);
   w.scale = std::move(q.params.scale);
-  w.scale.Reshape({w.scale.numel()});
+  if (tile == 0) w.scale.Reshape({w.scale.numel()});
   w.per_channel = !rule.disable_channelwise_axes;
+  w.group = tile;
+  const QTypeInfo& info = GetQTypeInfo(*rule.weight_qtype);
+  w.bits = static_cast<int>(std::lround(std::log2(info.qmax - info.qmin + 1.0f)));
   return w;
 }
 
@@ -141,30 +196,63 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
   QTRAIN_RETURN_IF_ERROR(CheckModuleMap(t.model(), module_map));
   std::map<std::string, const engine::Param*> params;
   for (const engine::Param* p : t.model().params()) params[p->name] = p;
-  SafetensorsFile out;
-  std::map<std::string, std::vector<std::string>> groups;  // scheme -> layer names
+  struct Layer {
+    std::string module, name;
+    const engine::Rule* rule;
+    const engine::Param* kernel;
+  };
+  std::vector<Layer> layers;  // weight-quantized linear layers
   std::vector<std::string> ignore;
-  std::set<std::string> done;  // params written
+  bool packed = false;  // any layer narrower than int8: the whole file is pack-quantized
   for (const auto& [rule_index, op] : t.model().Ops()) {
     const size_t colon = op.rfind(':');
     const std::string module = op.substr(0, colon), op_id = op.substr(colon + 1);
-    auto kernel = params.find(module + "/kernel");
-    const bool linear =
-        op_id == "dot_general0" && kernel != params.end() && kernel->second->value.rank() == 2;
-    if (!linear) continue;  // convolutions and attention stay float
-    const std::string name = SourceName(*kernel->second, module_map);
-    const std::string layer = name.substr(0, name.rfind('.'));
+    if (op_id != "dot_general0") continue;  // convolutions and attention stay float
     const engine::Rule* rule = rule_index >= 0 && t.model().rules() != nullptr
                                    ? &t.model().rules()->rules()[rule_index]
                                    : nullptr;
-    if (rule == nullptr || rule->weight_qtype != QType::kInt8) {
+    const bool quantized = rule != nullptr && rule->weight_qtype.has_value();
+    auto kernel = params.find(module + "/kernel");
+    if (kernel == params.end() || kernel->second->value.rank() != 2) {
+      if (quantized) {  // a head tied to the embedding table: one float tensor in the files
+        return absl::InvalidArgumentError(absl::StrCat(
+            module, ": a tied output layer is exported float; leave it out of the rules"));
+      }
+      continue;
+    }
+    const std::string name = SourceName(*kernel->second, module_map);
+    const std::string layer = name.substr(0, name.rfind('.'));
+    if (!quantized) {
       ignore.push_back(layer);
       continue;
     }
-    std::string group;
-    QTRAIN_RETURN_IF_ERROR(ExportLinear(t, *rule, module, layer, *kernel->second, out, &group));
-    groups[group].push_back(layer);
-    done.insert(module + "/kernel");
+    if (kernel->second->torch_layout != engine::TorchLayout::kLinearKernel) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(module,
+                       ": a Conv1D layer (GPT-2's (in, out) layout) is not an nn.Linear, which is "
+                       "what compressed-tensors and vLLM quantize; leave it out of the rules"));
+    }
+    if (TileOf(*rule, kernel->second->value.dim(0)) > 0 &&
+        t.model().flattened_inputs().count(module)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          module, ": tiles over flattened feature maps do not map onto PyTorch's input order"));
+    }
+    const QTypeInfo* info =
+        FitsS8(*rule->weight_qtype) ? &GetQTypeInfo(*rule->weight_qtype) : nullptr;
+    packed = packed || (info != nullptr && info->qmax < 127.0f);
+    layers.push_back({module, layer, rule, kernel->second});
+  }
+  SafetensorsFile out;
+  std::map<std::string, std::pair<json, std::vector<std::string>>> groups;  // scheme -> layers
+  std::set<std::string> done;                                               // params written
+  for (const Layer& l : layers) {
+    json scheme;
+    QTRAIN_RETURN_IF_ERROR(
+        ExportLinear(t, *l.rule, l.module, l.name, *l.kernel, packed, out, &scheme));
+    auto& group = groups[scheme.dump()];
+    group.first = scheme;
+    group.second.push_back(l.name);
+    done.insert(l.kernel->name);
   }
   // Everything else in float, named and laid out as PyTorch's.
   for (const auto& [pname, p] : params) {
@@ -176,20 +264,26 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
   }
   json config_groups = json::object();
   int index = 0;
-  for (const auto& [scheme, layers] : groups) {
-    const bool per_tensor = absl::EndsWith(scheme, "_tensor");
-    json g = {{"targets", layers}, {"weights", Scheme(false, per_tensor ? "tensor" : "channel")}};
-    if (absl::StartsWith(scheme, "static")) g["input_activations"] = Scheme(false, "tensor");
-    if (absl::StartsWith(scheme, "dynamic")) g["input_activations"] = Scheme(true, "token");
+  for (auto& [key, group] : groups) {
+    json g = {{"targets", group.second}};
+    g.update(group.first);
     config_groups[absl::StrCat("group_", index++)] = g;
   }
   const json config = {{"quant_method", "compressed-tensors"},
-                       {"format", "int-quantized"},
+                       {"format", packed ? "pack-quantized" : "int-quantized"},
                        {"quantization_status", "compressed"},
                        {"config_groups", config_groups},
                        {"ignore", ignore}};
   out.metadata["format"] = "pt";
   out.metadata[kQuantizationConfigKey] = config.dump();
+  if (!t.model().spec().hf_config().empty()) {
+    json hf = json::parse(t.model().spec().hf_config(), nullptr, /*allow_exceptions=*/false);
+    if (!hf.is_object()) {
+      return absl::InvalidArgumentError("model spec: hf_config is not a JSON object");
+    }
+    hf["quantization_config"] = config;
+    out.metadata[kHfConfigKey] = hf.dump(2);
+  }
   return out;
 }
 

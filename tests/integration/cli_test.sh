@@ -118,7 +118,7 @@ json_check 'j["session_id"] == "imported" and j["parameters"] == "203530"'
 # export: calibrate static int8 scales, then the compressed-tensors files.
 expect 0 "$Q" calibrate imported --data=$FM --split=t10k --steps=2 --rules=srq-int8
 expect 0 "$Q" export imported --out="$TMP/export" --map='{"Dense_0": "1", "head": "3"}' --json
-json_check 'j["int8_layers"] == 2 and j["format"] == "compressed-tensors"'
+json_check 'j["quantized_layers"] == 2 and j["format"] == "compressed-tensors" and j["packing"] == "int-quantized"'
 PYTHONPATH="$BUILD/python" /usr/bin/python3 - "$TMP/export" <<'PY' || { echo "FAIL: export files" >&2; FAILS=$((FAILS + 1)); }
 import json, sys
 import qtrain

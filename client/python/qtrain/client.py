@@ -424,10 +424,12 @@ class Client:
     @_wrap
     def export_quantized(self, session_id, out_dir=None, module_map=None,
                          format="compressed-tensors"):
-        """The session quantized for deployment (int8 weights with per-channel scales, static
-        input scales): returns ({tensor name: ndarray}, quantization_config dict). With
-        `out_dir`, also writes model.safetensors and config.json there, as vLLM and Hugging
-        Face read them. `module_map` names the layers as in the original model."""
+        """The session quantized for deployment as compressed-tensors (int-quantized int8, or
+        pack-quantized int4 / grouped weights; static or dynamic input scales): returns
+        ({tensor name: ndarray}, quantization_config dict). With `out_dir`, also writes
+        model.safetensors and config.json there, as vLLM and Hugging Face read them (for a
+        session imported from a Hugging Face directory, its config.json with the
+        quantization_config added). `module_map` names the layers as in the original model."""
         data = b"".join(c.data for c in self._stub.ExportQuantized(pb.ExportRequest(
             session_id=session_id, format=format, module_map=module_map or {})))
         arrays, metadata = load_safetensors(data)
@@ -437,7 +439,10 @@ class Client:
             with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
                 f.write(data)
             with open(os.path.join(out_dir, "config.json"), "w") as f:
-                json.dump({"quantization_config": config}, f, indent=2)
+                if "config.json" in metadata:
+                    f.write(metadata["config.json"] + "\n")
+                else:
+                    json.dump({"quantization_config": config}, f, indent=2)
         return arrays, config
 
     @_wrap

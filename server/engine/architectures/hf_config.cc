@@ -205,6 +205,7 @@ absl::StatusOr<proto::ModelSpec> HfModel(Options& options) {
   if (!spec.ok()) return spec.status();
   QTRAIN_RETURN_IF_ERROR(c.CheckAllRead());
   spec->set_name(architecture);
+  spec->set_hf_config(options.hf_config());
   return spec;
 }
 
