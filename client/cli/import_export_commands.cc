@@ -141,17 +141,11 @@ int Export(Invocation& inv) {
 int Import(Invocation& inv) {
   v1::CreateSessionRequest config;
   if (int rc = SessionConfigFromFlags(inv, config); rc != kOk) return rc;
-  std::string weights = absl::GetFlag(FLAGS_weights);
+  const std::string weights = absl::GetFlag(FLAGS_weights);
   const std::string hf = absl::GetFlag(FLAGS_hf);
-  if (weights.empty() && !hf.empty()) {
-    weights = hf + "/model.safetensors";
-    if (!std::ifstream(weights) && std::ifstream(hf + "/model.safetensors.index.json")) {
-      return Usage(inv, absl::StrCat("--hf=", hf,
-                                     " is a sharded checkpoint, which the CLI does not read yet: "
-                                     "use the Python client's Client.import_hf"));
-    }
+  if (weights.empty() && hf.empty()) {
+    return Usage(inv, "import needs --weights=FILE.safetensors (or --hf=DIR)");
   }
-  if (weights.empty()) return Usage(inv, "import needs --weights=FILE.safetensors (or --hf=DIR)");
   v1::ImportRequest first;
   first.set_session_id(config.session_id());
   if (config.has_architecture()) {
@@ -165,10 +159,13 @@ int Import(Invocation& inv) {
   if (absl::Status s = ModuleMapFromFlag(first.mutable_module_map()); !s.ok()) {
     return Usage(inv, std::string(s.message()));
   }
-  auto s = inv.client->ImportWeights(std::move(first), weights);
+  // --hf: model.safetensors or the shards its index lists.
+  auto s = weights.empty() ? inv.client->ImportHfWeights(std::move(first), hf)
+                           : inv.client->ImportWeights(std::move(first), weights);
   if (!s.ok()) {
-    if (s.status().code() == absl::StatusCode::kNotFound && !std::ifstream(weights)) {
-      return Usage(inv, absl::StrCat("--weights=", weights, ": cannot read it"));
+    if (s.status().code() == absl::StatusCode::kNotFound) {
+      return Usage(inv, absl::StrCat(weights.empty() ? "--hf=" + hf : "--weights=" + weights, ": ",
+                                     s.status().message()));
     }
     return Fail(inv, "import", s.status());
   }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "safetensors_shards.h"
 
 namespace qtrain::client {
 namespace {
@@ -363,6 +364,32 @@ absl::Status StreamFile(Message first, const std::string& path, Writer& writer) 
   return absl::OkStatus();
 }
 
+// As StreamFile, for a sharded checkpoint: the merged header, then each shard's data region.
+template <typename Message, typename Writer>
+absl::Status StreamMerged(Message first, const MergedSafetensors& merged, Writer& writer) {
+  Message chunk = std::move(first);
+  chunk.set_data(merged.header);
+  bool open = writer->Write(chunk);
+  std::string buf(kChunkBytes, '\0');
+  for (const MergedSafetensors::Piece& piece : merged.pieces) {
+    std::ifstream in(piece.path, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(piece.offset));
+    for (uint64_t left = piece.length; open && left > 0;) {
+      const uint64_t n = std::min<uint64_t>(left, buf.size());
+      if (!in.read(buf.data(), static_cast<std::streamsize>(n))) {
+        writer->WritesDone();
+        return absl::DataLossError(absl::StrCat(piece.path, " ended early"));
+      }
+      chunk = Message();
+      chunk.set_data(buf.data(), n);
+      open = writer->Write(chunk);
+      left -= n;
+    }
+  }
+  writer->WritesDone();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<v1::CheckpointInfo> Client::UploadCheckpoint(const std::string& id,
@@ -397,17 +424,28 @@ absl::StatusOr<v1::Session> Client::ImportWeights(v1::ImportRequest first,
   return out;
 }
 
+absl::StatusOr<v1::Session> Client::ImportHfWeights(v1::ImportRequest first,
+                                                    const std::string& dir) {
+  const std::string single = dir + "/model.safetensors";
+  if (std::ifstream(single) || !std::ifstream(dir + "/model.safetensors.index.json")) {
+    return ImportWeights(std::move(first), single);
+  }
+  absl::StatusOr<MergedSafetensors> merged = MergeShards(dir);
+  if (!merged.ok()) return merged.status();
+  grpc::ClientContext ctx;
+  v1::Session out;
+  auto writer = stub_->ImportWeights(&ctx, &out);
+  absl::Status sent = StreamMerged(std::move(first), *merged, writer);
+  absl::Status s = FromGrpc(writer->Finish());
+  if (!sent.ok()) return sent;
+  if (!s.ok()) return s;
+  return out;
+}
+
 absl::StatusOr<v1::Session> Client::ImportHf(v1::ImportRequest first, const std::string& dir,
                                              int64_t seq_len) {
   std::ifstream config(dir + "/config.json");
   if (!config) return absl::NotFoundError(absl::StrCat("cannot read ", dir, "/config.json"));
-  const std::string weights = dir + "/model.safetensors";
-  if (!std::ifstream(weights) && std::ifstream(dir + "/model.safetensors.index.json")) {
-    return absl::UnimplementedError(absl::StrCat(
-        dir,
-        " is a sharded checkpoint, which the C++ client does not read yet: use the Python "
-        "client's Client.import_hf"));
-  }
   std::stringstream text;
   text << config.rdbuf();
   first.clear_model();
@@ -416,7 +454,7 @@ absl::StatusOr<v1::Session> Client::ImportHf(v1::ImportRequest first, const std:
   a->set_name("hf");
   a->set_hf_config(text.str());
   if (seq_len > 0) a->add_input_shape(seq_len);
-  return ImportWeights(std::move(first), weights);
+  return ImportHfWeights(std::move(first), dir);
 }
 
 }  // namespace qtrain::client

@@ -182,8 +182,40 @@ TEST(ClientTest, ImportsAHuggingFaceDirectory) {
   ASSERT_EQ(out->shape_size(), 3);  // (N, T, vocab) logits
   EXPECT_EQ(out->shape(2), 32);
 
-  // Without its weights file: NotFound naming it.
+  // The same tensors in two shards and their index, as save_pretrained splits them.
   std::remove((dir + "/model.safetensors").c_str());
+  store::SafetensorsFile shards[2];
+  std::string weight_map;
+  int i = 0;
+  for (const auto& [name, t] : file.tensors) {
+    const int shard = i++ % 2;
+    shards[shard].tensors[name] = t;
+    absl::StrAppend(&weight_map, weight_map.empty() ? "" : ",", "\"", name, "\": \"model-0000",
+                    shard + 1, "-of-00002.safetensors\"");
+  }
+  for (int shard = 0; shard < 2; ++shard) {
+    std::ofstream(absl::StrCat(dir, "/model-0000", shard + 1, "-of-00002.safetensors"),
+                  std::ios::binary)
+        << store::SerializeSafetensors(shards[shard]);
+  }
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << "{\"metadata\": {}, \"weight_map\": {" << weight_map << "}}";
+  first.set_session_id("hf-sharded");
+  auto sharded = client->ImportHf(first, dir, 8);
+  ASSERT_TRUE(sharded.ok()) << sharded.status();
+  auto again = client->Forward("hf-sharded", rpc::ToWire(Tensor::Zeros(DType::kS32, {2, 8})));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->data(), out->data());  // the same weights, bit for bit
+  // A shard the index names but the directory lacks: NotFound naming it.
+  std::remove((dir + "/model-00002-of-00002.safetensors").c_str());
+  first.set_session_id("hf-broken");
+  auto lacking = client->ImportHf(first, dir, 8);
+  EXPECT_EQ(lacking.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(lacking.status().message(), HasSubstr("model-00002-of-00002.safetensors"));
+  std::remove((dir + "/model-00001-of-00002.safetensors").c_str());
+  std::remove((dir + "/model.safetensors.index.json").c_str());
+
+  // Without its weights file: NotFound naming it.
   first.set_session_id("hf2");
   auto missing = client->ImportHf(first, dir, 8);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

@@ -204,6 +204,30 @@ class HfLlamaTest(ServerCase):
                           str(e.exception))
             self.assertNotIn("inv_freq", str(e.exception))
 
+    def test_the_cli_imports_a_sharded_bf16_directory(self):
+        model = random_model(QWEN2, 9)
+        cli = os.path.join(BUILD_DIR, "bin", "qtrain")
+        with tempfile.TemporaryDirectory() as d:
+            stored = self.save_hf(d, QWEN2, model, shards=3, bf16=True)
+            out = subprocess.run([cli, "import", "hf-shards", f"--hf={d}", "--seq_len=8",
+                                  f"--server={self.server.address}"], capture_output=True,
+                                 text=True)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            os.remove(os.path.join(d, "model-00002-of-00003.safetensors"))
+            missing = subprocess.run([cli, "import", "hf-shards2", f"--hf={d}", "--seq_len=8",
+                                      f"--server={self.server.address}"], capture_output=True,
+                                     text=True)
+            self.assertEqual(missing.returncode, 2, missing.stderr)
+            self.assertIn("model-00002-of-00003.safetensors", missing.stderr)
+        with torch.no_grad():
+            for k, p in model.state_dict().items():
+                p.copy_(stored[k])
+        ids = torch.randint(0, QWEN2["vocab_size"], (2, 8))
+        want = copy.deepcopy(model).double()(ids).detach().numpy()
+        got = self.client.forward("hf-shards", ids.numpy().astype(np.int32))
+        self.assertLess(float(np.abs(got - want).max() / np.abs(want).max()), 1e-4)
+        self.client.delete_session("hf-shards")
+
     def test_tied_word_embeddings(self):
         # save_pretrained stores the shared table once, as model.embed_tokens.weight.
         self.check_directory("hf-tied", dict(LLAMA, tie_word_embeddings=True))

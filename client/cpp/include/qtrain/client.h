@@ -95,12 +95,16 @@ class Client {
   // and layouts), streamed in chunks. The server names every tensor that does not fit.
   absl::StatusOr<v1::Session> ImportWeights(v1::ImportRequest first, const std::string& path);
   // A new session from a Hugging Face model directory: `dir`/config.json (Llama, Qwen2,
-  // Mistral; expanded by the server, which refuses a field it does not implement by name) and
-  // `dir`/model.safetensors. `first` as ImportWeights' (its model / architecture are replaced);
-  // `seq_len` 0: the server's default. NotFound without config.json or model.safetensors;
-  // Unimplemented for a sharded directory (model.safetensors.index.json: Python's import_hf).
+  // Mistral, GPT-2, BERT; expanded by the server, which refuses a field it does not implement by
+  // name) and its weights, as ImportHfWeights sends them. `first` as ImportWeights' (its model /
+  // architecture are replaced); `seq_len` 0: the server's default. NotFound without config.json.
   absl::StatusOr<v1::Session> ImportHf(v1::ImportRequest first, const std::string& dir,
                                        int64_t seq_len = 0);
+  // ImportWeights from a Hugging Face directory's weights: `dir`/model.safetensors, or the shards
+  // model.safetensors.index.json lists, streamed as one file (no merged copy is written).
+  // `first` as ImportWeights'. NotFound for a missing file; InvalidArgument for a malformed index
+  // or shard header, or a tensor in two shards.
+  absl::StatusOr<v1::Session> ImportHfWeights(v1::ImportRequest first, const std::string& dir);
 
  private:
   explicit Client(std::shared_ptr<grpc::Channel> channel);
