@@ -139,6 +139,10 @@ int Eval(Invocation& inv) {
   std::printf("evaluated session %s at step %lld: %lld examples, loss %.4f", setup.session.c_str(),
               static_cast<long long>(r->step()), static_cast<long long>(r->examples()), r->loss());
   if (r->accuracy() >= 0) std::printf(", accuracy %.4f", r->accuracy());
+  if (r->tokens() > 0) {
+    std::printf(", perplexity %.3f over %lld tokens", r->perplexity(),
+                static_cast<long long>(r->tokens()));
+  }
   std::printf("\n");
   return InterruptGuard::ExitCode(inv);
 }

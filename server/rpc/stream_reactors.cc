@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "server/rpc/session_convert.h"
@@ -156,7 +157,7 @@ struct EvaluatePolicy {
     state.accuracy_sum += r->accuracy * static_cast<double>(r->counted);
     return Response();
   }
-  static absl::StatusOr<Response> Final(Trainer&, const RunContext&, State& state) {
+  static absl::StatusOr<Response> Final(Trainer& t, const RunContext&, State& state) {
     if (state.examples == 0) return Empty();  // a mean over nothing is no answer
     Response resp;
     resp.set_step(state.step);
@@ -165,6 +166,13 @@ struct EvaluatePolicy {
     const double n = static_cast<double>(std::max<int64_t>(state.counted, 1));
     resp.set_loss(state.loss_sum / n);
     resp.set_accuracy(state.counted > 0 ? state.accuracy_sum / n : -1);
+    // Labels per position (outputs (T, vocab) per example) under cross-entropy: token level.
+    const bool token_level = t.model().spec().loss().kind() == v1::Loss::SOFTMAX_CROSS_ENTROPY &&
+                             t.model().output_shape().size() >= 2;
+    if (token_level && state.counted > 0) {
+      resp.set_tokens(state.counted);
+      resp.set_perplexity(std::exp(resp.loss()));
+    }
     return resp;
   }
   static bool FinalAgain(const State&) { return false; }

@@ -6,6 +6,7 @@ float64)."""
 
 import copy
 import json
+import math
 import os
 import tempfile
 import unittest
@@ -157,6 +158,10 @@ class HfGpt2BertTest(ServerCase):
         metrics = self.client.evaluate("gpt2-pad", [(ids.numpy().astype(np.int32),
                                                      ids.numpy().astype(np.int32))])
         self.assertAlmostEqual(metrics.loss, float(loss), delta=1e-4 * float(loss))
+        # Perplexity over the tokens HF counts: labels not -100 from position 1 on.
+        self.assertEqual(metrics.tokens, int((labels[:, 1:] != -100).sum()))
+        self.assertAlmostEqual(metrics.perplexity, math.exp(float(loss)),
+                               delta=1e-4 * math.exp(float(loss)))
 
     def test_bert_model_with_legacy_names_and_pad_mask(self):
         model = randomized(BertModel(BERT), 3)
