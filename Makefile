@@ -84,6 +84,7 @@ bench: build
 	  --benchmark_out=$(BUILD_DIR)/bench/qdot.json --benchmark_out_format=json
 	/usr/bin/python3 scripts/bench_report.py $(BUILD_DIR)/bench/qdot.json
 	bash scripts/bench_train.sh $(BUILD_DIR)
+	bash scripts/bench_lm.sh $(BUILD_DIR)
 	bash scripts/bench_transport.sh $(BUILD_DIR)
 	bash scripts/bench_isa.sh $(BUILD_DIR)
 

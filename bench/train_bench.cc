@@ -2,10 +2,14 @@
 // block (d_model 512, 8 heads, ff 2048, sequence 128, batch 16), and torchvision's ResNet-18 and
 // MobileNetV2 (64x64x3, 10 classes, batch 32; their inference too), in float, int8 QAT and int8
 // QT, at 1 and 2 threads. bench/torch_train_bench.py measures the same models in PyTorch;
-// scripts/bench_train.sh runs both and prints the comparison.
+// scripts/bench_train.sh runs both and prints the comparison. Language models (BM_TrainStepLm*:
+// GPT-2-small and a Llama of its size, sequence 256) in float, w8a8 QAT, 8da4w QAT and QT int8,
+// with the process's peak RSS: bench/torch_lm_bench.py and scripts/bench_lm.sh.
 #include <benchmark/benchmark.h>
 #include <google/protobuf/util/json_util.h>
 #include <omp.h>
+
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <random>
@@ -145,12 +149,79 @@ void Modes(benchmark::internal::Benchmark* b) { Arguments(b, 3); }
 // Inference: float, int8 (QAT and QT rules run the same forward pass).
 void InferenceModes(benchmark::internal::Benchmark* b) { Arguments(b, 2); }
 
+// GPT-2 small (12 layers, d 768, 12 heads, vocabulary 50257, tied head) and a Llama of its size
+// (GQA 12 / 4 heads, SwiGLU 2048, vocabulary 32000), from their Hugging Face configs.
+constexpr char kGpt2[] = R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+    "vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+    "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5})";
+constexpr char kLlama[] = R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 32000, "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "num_key_value_heads": 4, "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-5, "tie_word_embeddings": false})";
+constexpr int64_t kLmBatch = 2, kLmSeq = 256;
+
+// 0 float, 1 w8a8 QAT, 2 8da4w QAT, 3 QT int8 (w8a8 with int8 gradients): the linear layers,
+// lm_head float, as the CLI's presets.
+proto::RuleSet LmRules(int mode) {
+  if (mode == 0) return {};
+  const std::string quantized = mode == 2 ? R"("weight_qtype": "int4", "act_qtype": "int8",
+      "tile_size": 32)"
+                                          : std::string(R"("weight_qtype": "int8",
+      "act_qtype": "int8")") + (mode == 3 ? R"(, "bwd_qtype": "int8")" : "");
+  return Parse<proto::RuleSet>(R"({"rules": [{"module_path": "lm_head"},
+      {"op_names": ["dot_general"], )" +
+                               quantized + "}]}");
+}
+
+void RunLm(benchmark::State& state, const char* config) {
+  omp_set_num_threads(static_cast<int>(state.range(1)));
+  proto::Architecture a;
+  a.set_name("hf");
+  a.set_hf_config(config);
+  a.add_input_shape(kLmSeq);
+  auto spec = ExpandArchitecture(a);
+  auto opt = Parse<proto::OptimizerConfig>(R"({"sgd": {}, "schedule": {"learning_rate": 1e-4}})");
+  absl::StatusOr<std::unique_ptr<Trainer>> trainer =
+      spec.ok() ? Trainer::Create(*spec, LmRules(static_cast<int>(state.range(0))), opt, 1,
+                                  *MakeOnednnBackend())
+                : absl::StatusOr<std::unique_ptr<Trainer>>(spec.status());
+  if (!trainer.ok()) {
+    state.SkipWithError(trainer.status().ToString().c_str());
+    return;
+  }
+  std::mt19937 gen(5);
+  Batch b{Tensor::Empty(DType::kS32, {kLmBatch, kLmSeq}), Tensor()};
+  for (int32_t& id : b.inputs.span<int32_t>()) id = static_cast<int32_t>(gen() % 32000);
+  b.targets = b.inputs;            // causal LM: labels are the ids, shifted by the loss
+  (void)(*trainer)->TrainStep(b);  // create primitives
+  for (auto _ : state) {
+    if (absl::Status s = (*trainer)->TrainStep(b).status(); !s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+    }
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * kLmBatch * kLmSeq), benchmark::Counter::kIsRate);
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);  // peak of the whole process: run one benchmark per process
+  state.counters["peak_rss_mb"] = static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+void BM_TrainStepLmGpt2(benchmark::State& state) { RunLm(state, kGpt2); }
+void BM_TrainStepLmLlama(benchmark::State& state) { RunLm(state, kLlama); }
+
 BENCHMARK(BM_TrainStepMlp)->Apply(Modes);
 BENCHMARK(BM_TrainStepTransformerBlock)->Apply(Modes);
 BENCHMARK(BM_TrainStepResnet18)->Apply(Modes);
 BENCHMARK(BM_TrainStepMobilenetV2)->Apply(Modes);
 BENCHMARK(BM_ForwardResnet18)->Apply(InferenceModes);
 BENCHMARK(BM_ForwardMobilenetV2)->Apply(InferenceModes);
+// Float, w8a8 QAT, 8da4w QAT, QT int8; seconds a step, so few iterations.
+void LmModes(benchmark::internal::Benchmark* b) {
+  Arguments(b, 4);
+  b->Iterations(2);
+}
+BENCHMARK(BM_TrainStepLmGpt2)->Apply(LmModes);
+BENCHMARK(BM_TrainStepLmLlama)->Apply(LmModes);
 
 }  // namespace
 }  // namespace qtrain::engine

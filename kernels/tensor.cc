@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <new>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_join.h"
@@ -18,10 +19,11 @@ namespace {
 
 constexpr size_t kAlignment = 64;
 constexpr size_t kMinPooledBytes = 256 << 10;
-constexpr size_t kMaxPooledBytes = size_t{512} << 20;
 
 // Recycles large buffers by exact capacity. Capacities are rounded up to 64 KiB so that tensors
-// of nearby sizes share buffers.
+// of nearby sizes share buffers. A language model's step frees gigabytes that the next step
+// allocates again: returned to the system, every page faults back in (a quarter of a
+// Llama-shaped step), so the pool holds up to limit_ bytes.
 class BufferPool {
  public:
   static BufferPool& Get() {
@@ -53,10 +55,28 @@ class BufferPool {
     return static_cast<std::byte*>(p);
   }
 
+  size_t SetLimit(size_t bytes) {
+    std::vector<std::byte*> drop;
+    size_t previous = 0;
+    {
+      qtrain::MutexLock lock(&mu_);
+      previous = limit_;
+      limit_ = bytes;
+      while (cached_bytes_ > limit_ && !free_.empty()) {  // the largest first
+        auto last = std::prev(free_.end());
+        cached_bytes_ -= last->first;
+        drop.push_back(last->second);
+        free_.erase(last);
+      }
+    }
+    for (std::byte* p : drop) std::free(p);
+    return previous;
+  }
+
   void Release(std::byte* p, size_t capacity) {
     if (capacity >= kMinPooledBytes) {
       qtrain::MutexLock lock(&mu_);
-      if (cached_bytes_ + capacity <= kMaxPooledBytes) {
+      if (cached_bytes_ + capacity <= limit_) {
         free_.emplace(capacity, p);
         cached_bytes_ += capacity;
         return;
@@ -69,9 +89,12 @@ class BufferPool {
   qtrain::Mutex mu_;
   std::multimap<size_t, std::byte*> free_ ABSL_GUARDED_BY(mu_);
   size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t limit_ ABSL_GUARDED_BY(mu_) = kDefaultBufferPoolBytes;
 };
 
 }  // namespace
+
+size_t SetBufferPoolLimit(size_t bytes) { return BufferPool::Get().SetLimit(bytes); }
 
 float HalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

@@ -25,6 +25,13 @@ size_t DTypeSize(DType dtype);
 // "f32", "s32", "s16", "s8", "u8".
 const char* DTypeName(DType dtype);
 
+// Freed tensor buffers of 256 KiB or more are kept for reuse by exact (64 KiB-rounded) size, up
+// to this many bytes in all: a training step allocates the same sizes every step, and memory
+// returned to the system page-faults back in. SetBufferPoolLimit sets the bound (lowering it frees
+// the excess at once) and returns the previous one. Thread-safe.
+inline constexpr size_t kDefaultBufferPoolBytes = size_t{4} << 30;
+size_t SetBufferPoolLimit(size_t bytes);
+
 // IEEE half and bfloat16 bit patterns to float (exact: f32 holds every value of both).
 float HalfToFloat(uint16_t h);
 float Bf16ToFloat(uint16_t b);

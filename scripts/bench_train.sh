@@ -11,7 +11,9 @@ set -euo pipefail
 build=${1:-build}
 out=$build/bench
 mkdir -p "$out"
+# The language models (BM_TrainStepLm*) run one per process in scripts/bench_lm.sh.
 "$build/bin/qtrain-bench-train" --benchmark_min_time=0.3 --benchmark_repetitions=5 \
+  --benchmark_filter='BM_(TrainStep(Mlp|TransformerBlock|Resnet18|MobilenetV2)|Forward)' \
   --benchmark_report_aggregates_only=true \
   --benchmark_out="$out/train.json" --benchmark_out_format=json >/dev/null
 torch_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)

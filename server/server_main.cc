@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "grpc/health/v1/health.pb.h"
 #include "kernels/status_macros.h"
+#include "kernels/tensor.h"
 #include "server/log.h"
 #include "server/rpc/reflection_v1.h"
 #include "server/rpc/server_info.h"
@@ -165,6 +166,12 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   }
   s->budget_ = std::make_unique<engine::MemoryBudget>(
       o.memory_budget_bytes == 0 ? engine::DefaultMemoryBudgetBytes() : o.memory_budget_bytes);
+  // Freed step buffers kept for reuse count against nobody's lease: at most a quarter of the
+  // budget stays cached beside the sessions' memory.
+  if (s->budget_->limit() > 0) {
+    SetBufferPoolLimit(
+        std::min<size_t>(kDefaultBufferPoolBytes, static_cast<size_t>(s->budget_->limit() / 4)));
+  }
   engine::SessionManagerOptions session_options = o.sessions;
   session_options.session.budget = s->budget_.get();
   rpc::ServiceLimits limits = o.limits;
