@@ -165,7 +165,7 @@ constexpr int64_t kLmBatch = 2, kLmSeq = 256;
 proto::RuleSet LmRules(int mode) {
   if (mode == 0) return {};
   const std::string quantized = mode == 2 ? R"("weight_qtype": "int4", "act_qtype": "int8",
-      "tile_size": 32)"
+      "tile_size": 32, "tile_weights_only": true)"
                                           : std::string(R"("weight_qtype": "int8",
       "act_qtype": "int8")") + (mode == 3 ? R"(, "bwd_qtype": "int8")" : "");
   return Parse<proto::RuleSet>(R"({"rules": [{"module_path": "lm_head"},

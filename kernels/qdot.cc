@@ -184,6 +184,7 @@ constexpr int64_t kMinIntegerTile = 128;
 bool IntegerEligible(const QDotConfig& c, const QuantizedOperand* xq, const QuantizedOperand* wq) {
   if (xq == nullptr || wq == nullptr) return false;
   if (c.tile_size > 0 && c.tile_size < kMinIntegerTile) return false;
+  if (c.tile_size > 0 && c.untiled_lhs) return false;  // the tiled integer dot scales both
   if (!xq->q.params.symmetric() || !wq->q.params.symmetric()) return false;
   return RunsOnInt8Kernel(xq->q.qtype) && RunsOnInt8Kernel(wq->q.qtype) &&
          wq->q.qtype != QType::kUint8;
@@ -222,14 +223,14 @@ absl::Status IntegerForward(Backend& backend, const DotDims& d, const QuantizedT
 
 }  // namespace
 
-ReduceSpec OperandReduceSpec(int rank, int contracting_axis, const QDotConfig& c) {
+ReduceSpec OperandReduceSpec(int rank, int contracting_axis, const QDotConfig& c, bool lhs) {
   ReduceSpec spec;
   if (c.disable_channelwise) {
     for (int a = 0; a < rank; ++a) spec.axes.push_back(a);
   } else {
     spec.axes.push_back(contracting_axis);
   }
-  if (c.tile_size > 0) {
+  if (c.tile_size > 0 && !(lhs && c.untiled_lhs)) {
     spec.tile_axis = contracting_axis;
     spec.tile_size = c.tile_size;
   }
@@ -287,7 +288,8 @@ absl::StatusOr<QDotForwardResult> QDotForward(Backend& backend, const Tensor& x,
   std::optional<QuantizedOperand> xq, wq;
   if (c.lhs.qtype) {
     QTRAIN_ASSIGN_OR_RETURN(
-        xq, QuantizeOperand(x, c.lhs, OperandReduceSpec(x.rank(), x.rank() - 1, c), x.rank() - 1));
+        xq, QuantizeOperand(x, c.lhs, OperandReduceSpec(x.rank(), x.rank() - 1, c, /*lhs=*/true),
+                            x.rank() - 1));
   }
   if (c.rhs.qtype) {
     QTRAIN_ASSIGN_OR_RETURN(

@@ -37,9 +37,10 @@ struct QOperand {
 };
 
 struct QDotConfig {
-  QOperand lhs;           // x, the activation: channelwise over M (and B)
-  QOperand rhs;           // w, the weight (or the second activation): channelwise over N (and B)
-  int64_t tile_size = 0;  // sub-channel tile on K; 0 = none
+  QOperand lhs;              // x, the activation: channelwise over M (and B)
+  QOperand rhs;              // w, the weight (or the second activation): channelwise over N (and B)
+  int64_t tile_size = 0;     // sub-channel tile on K; 0 = none
+  bool untiled_lhs = false;  // tile_size tiles the rhs only; the lhs keeps one scale per row
   bool disable_channelwise = false;
   std::optional<QType> bwd_qtype;  // set: QT backward
   CalibrationMethod bwd_method;
@@ -55,8 +56,10 @@ struct QDotConfig {
 };
 
 // How an operand of rank `rank` contracted on `contracting_axis` is reduced into scales under
-// `config`: the contracting axis (every axis with disable_channelwise), tiled by tile_size.
-ReduceSpec OperandReduceSpec(int rank, int contracting_axis, const QDotConfig& config);
+// `config`: the contracting axis (every axis with disable_channelwise), tiled by tile_size unless
+// `lhs` and config.untiled_lhs.
+ReduceSpec OperandReduceSpec(int rank, int contracting_axis, const QDotConfig& config,
+                             bool lhs = false);
 
 // Validates shapes and config (ranks 2/2 or 3/3, matching K and B, tiles dividing K, asymmetric
 // methods only for qtypes that support them, stochastic rounding only for integer bwd_qtype).

@@ -23,7 +23,8 @@ const std::map<std::string, std::string>& RulePresets() {
       {"w8a8", R"({"rules": [{"module_path": "lm_head"}, {"op_names": ["dot_general"],
                    "weight_qtype": "int8", "act_qtype": "int8"}]})"},
       {"8da4w", R"({"rules": [{"module_path": "lm_head"}, {"op_names": ["dot_general"],
-                    "weight_qtype": "int4", "act_qtype": "int8", "tile_size": 32}]})"},
+                    "weight_qtype": "int4", "act_qtype": "int8", "tile_size": 32,
+                    "tile_weights_only": true}]})"},
       {"w4a16", R"({"rules": [{"module_path": "lm_head"}, {"op_names": ["dot_general"],
                     "weight_qtype": "int4", "tile_size": 128}]})"},
   };

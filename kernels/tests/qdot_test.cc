@@ -2,6 +2,8 @@
 // scales, stochastic rounding reproducibility, oneDNN kernel choice, and failure cases.
 #include "kernels/qdot.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -100,6 +102,49 @@ TEST(QDotTest, QuantizedResultsApproximateFloat) {
   EXPECT_LT(MeanRelativeDifference(gq.dw, gf.dw), 0.03);
   // ... but not equal: the backward really is quantized.
   EXPECT_GT(MeanRelativeDifference(gq.dx, gf.dx), 1e-4);
+}
+
+// untiled_lhs (tile_weights_only): x keeps one scale per row, w one per tile of 32 rows and
+// column; the forward equals the dot of both fake-quantized operands, written out here.
+TEST(QDotTest, UntiledLhsScalesActivationsPerRowAndWeightsPerTile) {
+  auto backend = testing::Onednn();
+  const int64_t m = 6, k = 64, n = 5, tile = 32;
+  Tensor x = RandomTensor({m, k}, 41);
+  Tensor w = RandomTensor({k, n}, 42, 0.1f);
+  QDotConfig c;
+  c.lhs.qtype = QType::kInt8;
+  c.rhs.qtype = QType::kInt4;
+  c.tile_size = tile;
+  c.untiled_lhs = true;
+  auto r = QDotForward(*backend, x, w, c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->residuals.xq && r->residuals.wq);
+  EXPECT_EQ(r->residuals.xq->params.scale.shape(), (Shape{m, 1}));
+  EXPECT_EQ(r->residuals.wq->params.scale.shape(), (Shape{k / tile, n}));
+  const float* xv = x.data<float>();
+  const float* wv = w.data<float>();
+  auto quant = [](float v, float scale, float lo, float hi) {
+    return std::clamp(std::nearbyint(v / scale), lo, hi) * static_cast<double>(scale);
+  };
+  Tensor want = Tensor::Empty(DType::kF32, {m, n});
+  for (int64_t i = 0; i < m; ++i) {
+    float amax = 0;
+    for (int64_t a = 0; a < k; ++a) amax = std::max(amax, std::fabs(xv[i * k + a]));
+    const float sx = amax / 127.5f;
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t t0 = 0; t0 < k; t0 += tile) {
+        float wmax = 0;
+        for (int64_t a = t0; a < t0 + tile; ++a) wmax = std::max(wmax, std::fabs(wv[a * n + j]));
+        const float sw = wmax / 7.5f;
+        for (int64_t a = t0; a < t0 + tile; ++a) {
+          acc += quant(xv[i * k + a], sx, -128, 127) * quant(wv[a * n + j], sw, -8, 7);
+        }
+      }
+      want.data<float>()[i * n + j] = static_cast<float>(acc);
+    }
+  }
+  EXPECT_LT(MaxRelativeToPeak(r->y, want), 1e-5);
 }
 
 TEST(QDotTest, AsymmetricGradientCalibrationMatchesFakeQuant) {

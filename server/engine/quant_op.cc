@@ -165,8 +165,8 @@ absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, 
   if (plan_.quantized() && plan_.lhs_static) {
     QTRAIN_ASSIGN_OR_RETURN(
         x_static, ObserveSrq(ctx, module_path_, op_id_ + "_lhs", x, x_qwix,
-                             OperandReduceSpec(x.rank(), x.rank() - 1, config), config.lhs.method,
-                             *config.lhs.qtype, plan_.rule->act_batch_axes));
+                             OperandReduceSpec(x.rank(), x.rank() - 1, config, /*lhs=*/true),
+                             config.lhs.method, *config.lhs.qtype, plan_.rule->act_batch_axes));
     config.lhs.static_calibration = &*x_static;
   }
   if (plan_.quantized() && plan_.rhs_static) {

@@ -117,6 +117,11 @@ absl::StatusOr<Rule> ParseRule(int index, const proto::QuantRule& r) {
     }
     rule.tile_fraction = r.tile_fraction();
   }
+  if (r.tile_weights_only() && r.tile_case() == proto::QuantRule::TILE_NOT_SET) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rules[", index, "].tile_weights_only needs tile_size or tile_fraction"));
+  }
+  rule.tile_weights_only = r.tile_weights_only();
   rule.act_static_scale = r.act_static_scale();
   if (rule.act_static_scale && !rule.act_qtype) {
     return absl::InvalidArgumentError(
@@ -218,6 +223,8 @@ absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path, const 
                                                      " is not a whole tile length"));
     }
   }
+  // Weights only: an op without a weight operand (an einsum) takes no tiles at all.
+  if (rule->tile_weights_only && !op.rhs_is_weight) tile = 0;
   if (op.op_name == kConv) {
     if (tile > 0) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": convolutions take no tiles"));
@@ -239,6 +246,7 @@ absl::StatusOr<OpPlan> CompiledRules::Plan(absl::string_view module_path, const 
   d.rhs.qtype = op.rhs_is_weight ? rule->weight_qtype : rule->act_qtype;
   d.rhs.method = op.rhs_is_weight ? rule->weight_method : rule->act_method;
   d.tile_size = tile;
+  d.untiled_lhs = rule->tile_weights_only;
   d.disable_channelwise = rule->disable_channelwise_axes;
   d.bwd_qtype = rule->bwd_qtype;
   d.bwd_method = rule->bwd_method;

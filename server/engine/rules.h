@@ -32,8 +32,9 @@ struct Rule {
   std::vector<std::string> op_names;  // empty: all
   std::optional<QType> weight_qtype;
   std::optional<QType> act_qtype;
-  int64_t tile_size = 0;       // tile length, or 0
-  float tile_fraction = 0.0f;  // 1/n, or 0
+  int64_t tile_size = 0;           // tile length, or 0
+  float tile_fraction = 0.0f;      // 1/n, or 0
+  bool tile_weights_only = false;  // activations keep per-token scales
   CalibrationMethod weight_method;
   CalibrationMethod act_method;
   bool act_static_scale = false;

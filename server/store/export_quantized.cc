@@ -90,8 +90,9 @@ absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const st
       std::optional<float> input_scale,
       StaticInputScale(rule, module, stat == t.quant_stats().end() ? nullptr : &stat->second));
   if (!input_scale) {  // dynamic: per token, or per token and tile as the weights' (Qwix)
-    (*scheme)["input_activations"] =
-        w.group > 0 ? Scheme(8, true, "group", w.group) : Scheme(8, true, "token");
+    (*scheme)["input_activations"] = w.group > 0 && !rule.tile_weights_only
+                                         ? Scheme(8, true, "group", w.group)
+                                         : Scheme(8, true, "token");
     return absl::OkStatus();
   }
   out.tensors[name + ".input_scale"] = Tensor::FromFloats({1}, {*input_scale});

@@ -66,7 +66,8 @@ _LM_HEAD_FLOAT = {"module_path": "lm_head"}
 W8A8 = {"rules": [_LM_HEAD_FLOAT, {"op_names": ["dot_general"], "weight_qtype": "int8",
                                    "act_qtype": "int8"}]}
 W8DA4W = {"rules": [_LM_HEAD_FLOAT, {"op_names": ["dot_general"], "weight_qtype": "int4",
-                                     "act_qtype": "int8", "tile_size": 32}]}
+                                     "act_qtype": "int8", "tile_size": 32,
+                                     "tile_weights_only": True}]}
 W4A16 = {"rules": [_LM_HEAD_FLOAT, {"op_names": ["dot_general"], "weight_qtype": "int4",
                                     "tile_size": 128}]}
 

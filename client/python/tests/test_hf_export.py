@@ -143,6 +143,16 @@ class HfExportTest(ServerCase):
         self.check_export("x-8da4w", LLAMA_CONFIG, "8da4w", "pack-quantized",
                           {"num_bits": 4, "strategy": "group", "group_size": 32,
                            "symmetric": True, "type": "int"},
+                          {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token",
+                           "dynamic": True, "group_size": None, "block_structure": None,
+                           "observer": None})
+
+    def test_qwix_tiles_scale_activations_per_token_and_group(self):
+        rules = {"rules": [{"module_path": "lm_head"},
+                           {"op_names": ["dot_general"], "weight_qtype": "int4",
+                            "act_qtype": "int8", "tile_size": 32}]}
+        self.check_export("x-qwix-tiles", LLAMA_CONFIG, rules, "pack-quantized",
+                          {"num_bits": 4, "strategy": "group", "group_size": 32},
                           {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "group",
                            "dynamic": True, "group_size": 32, "block_structure": None,
                            "observer": None})

@@ -68,6 +68,26 @@ TEST(RulesTest, PlanFillsTheKernelConfig) {
   EXPECT_EQ(*einsum->dot.rhs.qtype, QType::kInt4);
 }
 
+// tile_weights_only (torchao's 8da4w): the weights are tiled, activations keep per-row scales,
+// and an einsum (no weight operand) is not tiled at all, whatever its K.
+TEST(RulesTest, TileWeightsOnlyLeavesActivationsPerToken) {
+  auto rules = Compile(R"({"rules": [{"weight_qtype": "int4", "act_qtype": "int8",
+      "tile_size": 32, "tile_weights_only": true}]})");
+  auto plan = rules->Plan("Dense_0", OpShape{kDotGeneral, true, 96, 0});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->dot.tile_size, 32);
+  EXPECT_TRUE(plan->dot.untiled_lhs);
+  EXPECT_EQ(OperandReduceSpec(2, 1, plan->dot, /*lhs=*/true).tile_size, 0);
+  EXPECT_EQ(OperandReduceSpec(2, 0, plan->dot).tile_size, 32);
+  auto einsum = rules->Plan("attn", OpShape{kEinsum, false, 20, 0});  // 20 % 32 != 0
+  ASSERT_TRUE(einsum.ok()) << einsum.status();
+  EXPECT_EQ(einsum->dot.tile_size, 0);
+  auto refused = CompiledRules::Create(FromJson<proto::RuleSet>(
+      R"({"rules": [{"weight_qtype": "int4", "tile_weights_only": true}]})"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("rules[0].tile_weights_only needs tile_size"));
+}
+
 TEST(RulesTest, WeightQtypeNoneLeavesTheOpInFloat) {
   auto rules = Compile(R"({"rules": [{"act_qtype": "int8"}]})");
   auto plan = rules->Plan("Dense_0", OpShape{kDotGeneral, true, 16, 0});
