@@ -15,30 +15,17 @@
 #include <random>
 #include <vector>
 
+#include "bench/bench_models.h"
 #include "server/engine/architectures.h"
 #include "server/engine/trainer.h"
 
 namespace qtrain::engine {
 namespace {
 
-constexpr char kMlp[] = R"({"input": {"shape": [784]}, "body": {"sequential": {"layers": [
-    {"linear": {"features": 1024}}, {"activation": {"kind": "RELU"}},
-    {"linear": {"features": 1024}}, {"activation": {"kind": "RELU"}},
-    {"linear": {"features": 10}}]}}})";
-
-constexpr char kBlock[] = R"({"input": {"shape": [128, 512]}, "body": {"sequential": {"layers": [
-    {"name": "attn_block", "residual": {"body": {"sequential": {"layers": [
-      {"layer_norm": {}}, {"name": "attn", "attention": {"num_heads": 8}}]}}}},
-    {"name": "mlp_block", "residual": {"body": {"sequential": {"layers": [
-      {"layer_norm": {}}, {"linear": {"features": 2048}}, {"activation": {"kind": "GELU"}},
-      {"linear": {"features": 512}}]}}}}]}}, "loss": {"kind": "MSE"}})";
-
-template <typename M>
-M Parse(const std::string& json) {
-  M m;
-  (void)google::protobuf::util::JsonStringToMessage(json, &m);
-  return m;
-}
+using bench::kBlock;
+using bench::kMlp;
+using bench::Parse;
+using bench::Random;
 
 proto::RuleSet Rules(int mode) {  // 0 float, 1 QAT int8, 2 QT int8
   if (mode == 0) {
@@ -74,16 +61,6 @@ void Run(benchmark::State& state, const proto::ModelSpec& spec, Batch batch,
   }
   state.counters["steps_per_s"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-}
-
-Tensor Random(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist;
-  Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) {
-    v = dist(gen);
-  }
-  return t;
 }
 
 void BM_TrainStepMlp(benchmark::State& state) {

@@ -68,7 +68,8 @@ SrqStat MakeSrqStat(const Shape& stat_shape, bool symmetric) {
 }
 
 absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic,
-                                       absl::Span<const int> batch_axes, bool update) {
+                                       absl::Span<const int> batch_axes, bool update,
+                                       const std::function<absl::Status(Calibration&)>& reduce) {
   if (dynamic.symmetric != stat.symmetric) {
     return absl::FailedPreconditionError(
         "quant_stats were collected with a calibration of the other symmetry; reset them");
@@ -93,6 +94,7 @@ absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic
         "; a rank-3 activation with another sequence length needs act_batch_axes (0, 1)"));
   }
   if (update) {
+    if (reduce) QTRAIN_RETURN_IF_ERROR(reduce(mean));
     stat.count += 1;
     if (stat.symmetric) {
       AddInto(stat.sum_of_absmax, mean.absmax);

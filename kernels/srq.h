@@ -5,6 +5,8 @@
 // not thread-safe for one stat.
 #pragma once
 
+#include <functional>
+
 #include <cstdint>
 #include <optional>
 
@@ -35,8 +37,11 @@ SrqStat MakeSrqStat(const Shape& stat_shape, bool symmetric);
 // InvalidArgument: a batch axis out of range, or an averaged shape that differs from the stat's
 // (e.g. another sequence length under act_batch_axes=(0,): the message suggests (0, 1)).
 // FailedPrecondition: symmetry of `dynamic` differs from the stat's.
-absl::StatusOr<Calibration> SrqObserve(SrqStat& stat, const Calibration& dynamic,
-                                       absl::Span<const int> batch_axes, bool update);
+// `reduce` (may be null) runs on the averaged calibration before it is added (when `update`):
+// data-parallel training replaces it there with the mean over every rank's shard.
+absl::StatusOr<Calibration> SrqObserve(
+    SrqStat& stat, const Calibration& dynamic, absl::Span<const int> batch_axes, bool update,
+    const std::function<absl::Status(Calibration&)>& reduce = nullptr);
 
 // The calibration a static-scale (PTQ) model uses: sum / count, or the entropy threshold.
 // FailedPrecondition when count is 0.

@@ -12,7 +12,7 @@ PACKAGES=(
   g++ cmake ninja-build make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev zlib1g-dev libre2-dev libssl-dev
-  grpc-proto libonnx-dev libsentencepiece-dev
+  grpc-proto libonnx-dev libsentencepiece-dev libgloo-dev libhiredis-dev
 )
 
 if [ "${1:-}" != "--build" ]; then
@@ -22,6 +22,8 @@ if [ "${1:-}" != "--build" ]; then
     # data for tests and the demo; promtool checks the /metrics scrape; systemd-analyze checks
     # deploy/systemd
     dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml openssl
+    # a Redis rendezvous for the data-parallel tests
+    redis-server
     # spm_train / spm_encode: the independent side of the SentencePiece tokenizer test
     sentencepiece
     # the Python client (Debian's grpcio, protobuf, numpy)

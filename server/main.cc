@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_isa.h"
+#include "server/cluster_flags.h"
 #include "server/log.h"
 #include "server/rpc/server_info.h"
 #include "server/server_main.h"
@@ -153,6 +154,13 @@ int main(int argc, char** argv) {
                           " has no AVX2+FMA (below x86-64-v3); int8 runs on the reference "
                           "loops: exact, but many times slower"));
   }
+  absl::StatusOr<qtrain::cluster::ClusterOptions> cluster = qtrain::server::ClusterOptionsFromFlags(
+      options.sessions.session.threads, options.tls_cert, options.tls_key);
+  if (!cluster.ok()) {
+    LogEvent(LogLevel::kError, "bad_flag", absl::StrCat(": ", cluster.status().message()));
+    return 2;
+  }
+  options.cluster = *std::move(cluster);
   auto server = qtrain::server::RunningServer::Start(options);
   if (!server.ok()) {
     LogEvent(LogLevel::kError, "start_failed", absl::StrCat(": ", server.status().ToString()));

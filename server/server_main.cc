@@ -1,5 +1,8 @@
 #include "server/server_main.h"
 
+#include "server/cluster/dp_leader.h"
+#include "server/cluster/gloo_group.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -20,6 +23,8 @@
 #include "grpc/health/v1/health.pb.h"
 #include "kernels/status_macros.h"
 #include "kernels/tensor.h"
+#include "server/cluster/dp_leader.h"
+#include "server/cluster/gloo_group.h"
 #include "server/log.h"
 #include "server/rpc/reflection_v1.h"
 #include "server/rpc/server_info.h"
@@ -213,9 +218,30 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
       std::make_unique<rpc::TenantQuotas>(s->access_.get(), o.tenant_quota, s->sessions_.get());
   s->service_access_ = {s->auth_.get(), s->tenants_.get(), s->audit_.get()};
   limits.access = &s->service_access_;
-  if (s->store_) s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_);
+  engine::StepGroupFactory groups;
+  if (o.cluster.enabled()) {
+    if (absl::Status v = cluster::ValidateRendezvous(o.cluster.rendezvous); !v.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--dp_rendezvous: ", v.message()));
+    }
+    if (o.cluster.secret.empty()) {
+      return absl::InvalidArgumentError(
+          "--dp_secret_file: data-parallel groups need the cluster secret (the same file on "
+          "every server of the deployment)");
+    }
+    groups = [c = o.cluster](const std::string& id,
+                             int world) -> absl::StatusOr<std::unique_ptr<engine::StepGroup>> {
+      QTRAIN_RETURN_IF_ERROR(cluster::CheckWorldSize(c, world));
+      return std::make_unique<cluster::DataParallelLeader>(c, world, id);
+    };
+  }
+  s->workers_ = std::make_unique<cluster::WorkerRanks>(o.cluster);
+  s->cluster_service_ = std::make_unique<rpc::ClusterService>(s->workers_.get());
+  if (s->store_) {
+    s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_, groups);
+  }
   s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), limits,
                                                       s->metrics_.get());
+  s->service_->SetStepGroups(groups);
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   s->metrics_->TrackMemory(s->budget_.get());
   s->metrics_->TrackProcess(o.data_dir);
@@ -241,6 +267,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   builder.AddListeningPort(o.listen, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->reflection_.get());
+  builder.RegisterService(s->cluster_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(s->metrics_->InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -290,6 +317,7 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
   shut_down_ = true;
   // A server that never started (Start failed part-way) has nothing new to save.
   if (server_ == nullptr) {
+    if (workers_ != nullptr) workers_->Shutdown();
     if (sessions_ != nullptr) sessions_->ShutdownAll();
     if (metrics_ != nullptr) metrics_->UntrackSessions();
     return;
@@ -322,6 +350,7 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
   if (health_server_ != nullptr) health_server_->Shutdown();
+  workers_->Shutdown();  // this server's worker ranks leave their groups
   if (store_) {
     for (const engine::SessionInfo& info : sessions_->List()) {
       absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions_->Get(info.id);

@@ -12,10 +12,13 @@
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
+#include "server/cluster/cluster_options.h"
+#include "server/cluster/dp_worker.h"
 #include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
 #include "server/rpc/access.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/cluster_service.h"
 #include "server/rpc/reflection_v1.h"
 #include "server/rpc/service_access.h"
 #include "server/rpc/trainer_service.h"
@@ -54,6 +57,9 @@ struct ServerOptions {
   int64_t memory_budget_bytes = 0;
   engine::SessionManagerOptions sessions;
   rpc::ServiceLimits limits;
+  // Data-parallel groups (docs/scaling.md): this server leads sessions with world_size > 1 and
+  // serves as a worker rank for its peers; disabled while cluster.rendezvous is empty.
+  cluster::ClusterOptions cluster;
 };
 
 class RunningServer {
@@ -61,6 +67,7 @@ class RunningServer {
   // Starts serving. InvalidArgument naming the flag for unreadable or incomplete TLS files, a bad
   // access file, or authentication without TLS; FailedPrecondition for a non-loopback --listen
   // without authentication or --allow_insecure;
+  // InvalidArgument naming --dp_rendezvous or --dp_secret_file for a bad data-parallel setup;
   // Unavailable when --listen, --health_listen or --metrics_listen cannot be bound;
   // FailedPrecondition when another server holds the data dir; Internal for an unusable data dir.
   static absl::StatusOr<std::unique_ptr<RunningServer>> Start(const ServerOptions& options);
@@ -97,6 +104,8 @@ class RunningServer {
   rpc::ServiceState state_;  // shared with the handlers; outlives the server
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<rpc::ReflectionV1> reflection_;
+  std::unique_ptr<cluster::WorkerRanks> workers_;  // the groups this server serves as a worker
+  std::unique_ptr<rpc::ClusterService> cluster_service_;
   std::unique_ptr<grpc::Server> server_;
   // --health_listen's answer to other methods; outlives health_server_ (declared first).
   std::unique_ptr<grpc::CallbackGenericService> health_only_;

@@ -20,6 +20,8 @@
 
 namespace qtrain::engine {
 
+class Collective;
+class GradReducer;
 class OnnxGraph;
 
 // How a parameter is laid out in PyTorch's state dict, when that differs from qtrain's.
@@ -70,6 +72,12 @@ struct StepContext {
   // (N·T) flags of the batch's token positions, 1 where the input holds the spec's pad_id
   // (InputSpec.pad_id); null without one. Attention masks those keys.
   const std::vector<uint8_t>* padding = nullptr;
+  // Data-parallel steps (null: one process): SRQ statistics are averaged across the ranks,
+  // each weighted by `shard_weight` (its share of the global batch's examples), and containers
+  // tell `reducer` each child whose backward has finished.
+  Collective* collective = nullptr;
+  float shard_weight = 1.0f;
+  GradReducer* reducer = nullptr;
 };
 
 class Module {

@@ -1,9 +1,11 @@
 #include "server/engine/quant_op.h"
 
+#include <algorithm>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "server/engine/collective.h"
 
 namespace qtrain::engine {
 namespace {
@@ -92,6 +94,12 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   QTRAIN_ASSIGN_OR_RETURN(ScaleLayout layout, MakeScaleLayout(operand.shape(), spec));
   if (method.kind == CalibrationKind::kEntropy) {
     // Per tensor, with a histogram instead of sums (numerics.md §9).
+    if (ctx.collective != nullptr && ctx.update_stats) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          module_path, " ", stat_name,
+          ": entropy calibration is not collected by data-parallel training steps; collect it "
+          "with Calibrate (which runs on the session's leader)"));
+    }
     auto key = std::make_pair(module_path, stat_name);
     auto it = ctx.stats->find(key);
     if (it == ctx.stats->end() || !it->second.entropy) {
@@ -128,7 +136,26 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
   } else if (it->second.entropy) {  // the rules switched away from entropy: start over
     it->second = MakeSrqStat(stat_shape, dynamic.symmetric);
   }
-  absl::StatusOr<Calibration> used = SrqObserve(it->second, dyn_view, batch_axes, ctx.update_stats);
+  std::function<absl::Status(Calibration&)> across_ranks;
+  if (ctx.collective != nullptr && ctx.update_stats) {
+    // The global batch's mean is the shard means weighted by their shares of the examples; it
+    // needs the batch axis among those averaged (else shards' statistics differ in shape).
+    if (std::find(batch_axes.begin(), batch_axes.end(), 0) == batch_axes.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          module_path, " ", stat_name,
+          ": data-parallel training needs act_batch_axes to include axis 0 (the batch)"));
+    }
+    across_ranks = [&ctx](Calibration& c) -> absl::Status {
+      for (Tensor* t : {&c.absmax, &c.lo, &c.hi}) {
+        if (t->empty()) continue;
+        QTRAIN_RETURN_IF_ERROR(
+            ctx.collective->AllReduceSum(t->data<float>(), t->numel(), ctx.shard_weight));
+      }
+      return absl::OkStatus();
+    };
+  }
+  absl::StatusOr<Calibration> used =
+      SrqObserve(it->second, dyn_view, batch_axes, ctx.update_stats, across_ranks);
   if (!used.ok()) {
     return absl::Status(used.status().code(),
                         absl::StrCat(module_path, " ", stat_name, ": ", used.status().message()));

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <new>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -103,19 +104,79 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
+  if (group_ == nullptr || group_->world_size() == 1) {
+    return Train(batch, /*collective=*/nullptr, 1.0f, 0);
+  }
+  QTRAIN_ASSIGN_OR_RETURN(ShardedStep shard, group_->Begin(*this, batch.inputs, batch.targets));
+  Batch local{std::move(shard.inputs), std::move(shard.targets)};
+  absl::StatusOr<StepResult> r =
+      Train(local, shard.collective, shard.shard_weight, group_->bucket_bytes());
+  group_->End(*this, r.status());
+  if (r.ok()) r->examples = batch.inputs.dim(0);
+  return r;
+}
+
+absl::StatusOr<StepResult> Trainer::TrainShard(const Batch& shard, Collective& collective,
+                                               float shard_weight, int64_t bucket_bytes) {
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(shard.inputs));
+  QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
+                                         shard.inputs.dim(0), shard.targets));
+  return Train(shard, &collective, shard_weight, bucket_bytes);
+}
+
+absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collective,
+                                          float shard_weight, int64_t bucket_bytes) {
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), true));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
     ZeroGrads(model_->params());
     StepContext ctx = Context(/*training=*/true, /*update_stats=*/true, batch.inputs);
+    if (collective != nullptr) {
+      ctx.collective = collective;
+      ctx.shard_weight = shard_weight;
+      if (collective->rank() != 0) {  // dropout masks of their own; rank 0 keeps the session's
+        if (rank_rng_ == nullptr) {
+          rank_rng_ =
+              std::make_unique<CounterRng>(seed_, static_cast<uint64_t>(collective->rank()));
+        }
+        ctx.rng = rank_rng_.get();
+      }
+    }
     QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, batch.inputs));
     QTRAIN_ASSIGN_OR_RETURN(LossResult loss,
                             ComputeLoss(*backend_, model_->spec().loss(), out, batch.targets,
                                         /*want_grad=*/true, ctx.padding));
+    double loss_value = loss.loss, accuracy = loss.accuracy;
+    int64_t counted = loss.count;
+    std::optional<GradReducer> reducer;
+    if (collective != nullptr) {
+      // The global loss averages over every rank's counted examples or tokens: each rank's
+      // gradient enters the sum weighted by its share of them.
+      const double n = static_cast<double>(loss.count);
+      double sums[3] = {n > 0 ? loss.loss * n : 0.0, n > 0 ? loss.accuracy * n : 0.0, n};
+      QTRAIN_RETURN_IF_ERROR(collective->AllReduceSum(absl::MakeSpan(sums)));
+      counted = static_cast<int64_t>(sums[2]);
+      loss_value = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+      if (accuracy >= 0) accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+      const float grad_weight = sums[2] > 0 ? static_cast<float>(n / sums[2]) : 0.0f;
+      reducer.emplace(*collective, model_->params(), bucket_bytes, grad_weight);
+      ctx.reducer = &*reducer;
+    }
     QTRAIN_RETURN_IF_ERROR(model_->root().Backward(ctx, loss.grad).status());
+    if (reducer) {
+      QTRAIN_RETURN_IF_ERROR(reducer->Finish());
+      reduce_times_ = reducer->times();
+      // Running statistics (BatchNorm): each rank normalised with its shard's batch statistics
+      // (no synchronised batch norm); the running values are averaged, weighted by examples.
+      for (StateTensor* st : model_->state()) {
+        QTRAIN_RETURN_IF_ERROR(
+            collective->AllReduceSum(st->value.data<float>(), st->value.numel(), shard_weight));
+      }
+    }
+    // Every collective is done: from here on the ranks compute the same update from the same sums.
     const float grad_norm = GlobalGradNorm(model_->params());
     if (!std::isfinite(grad_norm)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "step ", step_, ": gradients are not finite (loss ", loss.loss,
+          "step ", step_, ": gradients are not finite (loss ", loss_value,
           "); the update was skipped — lower the learning rate or enable clip_global_norm"));
     }
     QTRAIN_ASSIGN_OR_RETURN(const Optimizer::StepInfo info,
@@ -123,12 +184,12 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
     ++step_;
     StepResult r;
     r.step = step_;
-    r.loss = loss.loss;
-    r.accuracy = loss.accuracy;
+    r.loss = loss_value;
+    r.accuracy = accuracy;
     r.grad_norm = info.grad_norm;
     r.learning_rate = info.learning_rate;
     r.examples = batch.inputs.dim(0);
-    r.counted = loss.count;
+    r.counted = counted;
     return r;
   });
 }

@@ -15,11 +15,14 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend/backend.h"
+#include "server/engine/collective.h"
 #include "server/engine/config.h"
+#include "server/engine/grad_reducer.h"
 #include "server/engine/loss.h"
 #include "server/engine/memory_budget.h"
 #include "server/engine/model.h"
 #include "server/engine/optimizer.h"
+#include "server/engine/step_group.h"
 
 namespace qtrain::engine {
 
@@ -77,6 +80,21 @@ class Trainer {
   // Every step below: ResourceExhausted when the batch does not fit the memory budget or an
   // allocation fails; nothing changes then.
   absl::StatusOr<StepResult> TrainStep(const Batch& batch);
+  // Data-parallel sessions: TrainStep splits each batch over `group`'s ranks (step_group.h) and
+  // fails Unavailable, with nothing changed, when a rank cannot be reached. Null: one process.
+  void set_step_group(std::unique_ptr<StepGroup> group) { group_ = std::move(group); }
+  StepGroup* step_group() const { return group_.get(); }
+  // One rank's part of a data-parallel step: forward and backward on `shard` (`shard_weight` of
+  // the global batch's examples), the loss's counts, gradients (in buckets of `bucket_bytes`
+  // while the backward runs), SRQ statistics and BatchNorm running statistics summed across
+  // `collective`, then the same update on every rank. The result's loss and accuracy are the
+  // global batch's. Errors as TrainStep's; Unavailable when a rank has gone, and then no update
+  // is applied here. Worker ranks call it directly.
+  absl::StatusOr<StepResult> TrainShard(const Batch& shard, Collective& collective,
+                                        float shard_weight, int64_t bucket_bytes);
+  // What the last data-parallel step's gradient reduction cost.
+  const ReduceTimes& last_reduce_times() const { return reduce_times_; }
+
   // Loss and accuracy without an update; quant_stats change only when `update_stats`.
   absl::StatusOr<StepResult> EvalStep(const Batch& batch, bool update_stats = false);
   // EvalStep over every batch under other `rules`, without changing the session: its rules and
@@ -123,6 +141,9 @@ class Trainer {
   // pad_id (in padding_, valid until the next call).
   StepContext Context(bool training, bool update_stats, const Tensor& inputs);
   absl::StatusOr<MemoryBudget::Lease> ReserveStep(int64_t batch, bool training);
+  // TrainStep's body on validated data; with `collective`, a data-parallel rank's (TrainShard).
+  absl::StatusOr<StepResult> Train(const Batch& batch, Collective* collective, float shard_weight,
+                                   int64_t bucket_bytes);
   // Runs a step's `body`: on an error, or a failed allocation (ResourceExhausted: the budget's
   // estimates err high, but no request may end the process), quant_stats are restored.
   template <typename Body>
@@ -139,6 +160,9 @@ class Trainer {
   int64_t step_ = 0;
   uint64_t generation_ = 0;
   std::vector<uint8_t> padding_;  // Context's padding flags
+  std::unique_ptr<StepGroup> group_;
+  std::unique_ptr<CounterRng> rank_rng_;  // a worker rank's dropout / noise stream
+  ReduceTimes reduce_times_;
 };
 
 }  // namespace qtrain::engine

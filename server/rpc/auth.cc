@@ -13,6 +13,7 @@ namespace {
 
 constexpr absl::string_view kTrainerPrefix = "/qtrain.v1.Trainer/";
 constexpr absl::string_view kHealthPrefix = "/grpc.health.v1.Health/";
+constexpr absl::string_view kClusterPrefix = "/qtrain.v1.Cluster/";
 
 absl::string_view View(grpc::string_ref s) { return absl::string_view(s.data(), s.size()); }
 
@@ -104,6 +105,9 @@ grpc::Status AuthProcessor::Process(const InputMetadata& metadata, grpc::AuthCon
   // The Trainer's handlers authenticate and authorize each call themselves (CallGate), so
   // that refusals reach the audit log with the caller's address.
   if (absl::StartsWith(path, kTrainerPrefix)) return grpc::Status::OK;
+  // Servers call each other's Cluster service with an HMAC under the cluster secret in the
+  // request (cluster_service.h), not with a client's token.
+  if (absl::StartsWith(path, kClusterPrefix)) return grpc::Status::OK;
   if (authorizations > 1) return ToGrpcStatus(TwoAuthorizations());
   absl::StatusOr<Identity> who = auth_->Authenticate(authorization, CommonName(context));
   if (!who.ok()) return ToGrpcStatus(who.status());

@@ -73,10 +73,22 @@ void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* ca
     call->Reply(model.status());
     return;
   }
+  const int world = request.has_data_parallel() ? request.data_parallel().world_size() : 1;
+  if (world != 1 && !groups_) {
+    call->Reply(absl::InvalidArgumentError(absl::StrCat(
+        "data_parallel.world_size ", world,
+        ": this server has no data-parallel group configured (qtrain-server --dp_rendezvous, "
+        "--dp_peers, --dp_secret_file)")));
+    return;
+  }
   NewSessionQuota quota(call->tenants());
   absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
       *requested, *model, request.rules(), request.optimizer(), request.seed(),
-      [this, call, &quota](const std::string& id, Trainer& t) -> absl::Status {
+      [this, call, &quota, world](const std::string& id, Trainer& t) -> absl::Status {
+        if (world != 1) {
+          QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<engine::StepGroup> group, groups_(id, world));
+          t.set_step_group(std::move(group));
+        }
         QTRAIN_RETURN_IF_ERROR(quota.Reserve(id, t));
         // With a data dir a new session is durable before anyone can see it: a crash right
         // after the answer cannot lose it, and a failed save leaves nothing behind.

@@ -11,6 +11,7 @@
 
 #include "qtrain/v1/trainer_service.grpc.pb.h"
 #include "server/engine/session.h"
+#include "server/engine/step_group.h"
 #include "server/engine/worker.h"
 #include "server/rpc/stream_reactors.h"
 #include "server/rpc/unary_call.h"
@@ -67,6 +68,9 @@ class TrainerService final : public RawTrainerService {
 
   // What GetServerInfo answers (server_info.h); set once before the server starts.
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
+  // How data-parallel sessions get their group (empty: CreateSession refuses world_size > 1);
+  // set once before the server starts.
+  void SetStepGroups(engine::StepGroupFactory groups) { groups_ = std::move(groups); }
 
  private:
   // While the server drains, answers `call` UNAVAILABLE and returns true (new work refused).
@@ -87,6 +91,7 @@ class TrainerService final : public RawTrainerService {
   ServiceLimits limits_;
   Metrics* metrics_;  // not owned; may be null
   v1::ServerInfo info_;
+  engine::StepGroupFactory groups_;
   // Control-plane work off gRPC threads (model builds, checkpoint decodes, executor joins), on a
   // few threads so that one long build does not hold up the creations queued behind it.
   static constexpr int kControlThreads = 4;

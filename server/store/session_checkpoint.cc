@@ -58,6 +58,9 @@ SafetensorsFile CheckpointFromTrainer(engine::Trainer& trainer) {
   file.metadata["optimizer"] = ToJson(trainer.optimizer_config());
   file.metadata["step"] = absl::StrCat(trainer.step());
   file.metadata["seed"] = absl::StrCat(trainer.seed());
+  if (const engine::StepGroup* g = trainer.step_group(); g != nullptr && g->world_size() > 1) {
+    file.metadata["data_parallel_world_size"] = absl::StrCat(g->world_size());
+  }
   return file;
 }
 
@@ -69,6 +72,14 @@ absl::StatusOr<SessionConfig> ConfigFromCheckpoint(const SafetensorsFile& file) 
   QTRAIN_ASSIGN_OR_RETURN(c.step, IntMetadata(file, "step"));
   QTRAIN_ASSIGN_OR_RETURN(int64_t seed, IntMetadata(file, "seed"));
   c.seed = static_cast<uint64_t>(seed);
+  if (file.metadata.count("data_parallel_world_size") != 0) {
+    QTRAIN_ASSIGN_OR_RETURN(int64_t world, IntMetadata(file, "data_parallel_world_size"));
+    if (world < 1 || world > 64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint metadata \"data_parallel_world_size\" = ", world, " is not in [1, 64]"));
+    }
+    c.world_size = static_cast<int>(world);
+  }
   return c;
 }
 

@@ -22,6 +22,7 @@ struct SessionConfig {
   engine::proto::OptimizerConfig optimizer;
   uint64_t seed = 0;
   int64_t step = 0;
+  int world_size = 1;  // ranks of a data-parallel session ("data_parallel_world_size")
 };
 
 // The checkpoint of `trainer` (its configuration included).

@@ -188,19 +188,20 @@ absl::Status SessionStore::Forget(const std::string& id) {
 }
 
 std::vector<std::string> SessionStore::RestoreAll(engine::SessionManager& sessions,
-                                                  std::vector<std::string>* errors) {
+                                                  std::vector<std::string>* errors,
+                                                  const engine::StepGroupFactory& groups) {
   std::vector<std::string> restored;
-  RestoreDir("", sessions, &restored, errors);
+  RestoreDir("", sessions, &restored, errors, groups);
   // One directory per tenant; names that are not valid tenants are not ours (skipped).
   for (const std::string& tenant : ListDir(absl::StrCat(root_, "/tenants"))) {
-    if (engine::IsValidIdPart(tenant)) RestoreDir(tenant, sessions, &restored, errors);
+    if (engine::IsValidIdPart(tenant)) RestoreDir(tenant, sessions, &restored, errors, groups);
   }
   return restored;
 }
 
 void SessionStore::RestoreDir(const std::string& tenant, engine::SessionManager& sessions,
-                              std::vector<std::string>* restored,
-                              std::vector<std::string>* errors) {
+                              std::vector<std::string>* restored, std::vector<std::string>* errors,
+                              const engine::StepGroupFactory& groups) {
   const std::string dir = DirFor(tenant);
   std::vector<std::string> names;
   for (const std::string& name : ListDir(dir)) {
@@ -229,7 +230,19 @@ void SessionStore::RestoreDir(const std::string& tenant, engine::SessionManager&
       // session behind.
       absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions.Create(
           id, config.spec, config.rules, config.optimizer, config.seed,
-          [&](const std::string&, engine::Trainer& t) { return LoadCheckpoint(file, t); });
+          [&](const std::string&, engine::Trainer& t) -> absl::Status {
+            if (config.world_size > 1) {
+              if (!groups) {
+                return absl::FailedPreconditionError(
+                    absl::StrCat("a data-parallel session of ", config.world_size,
+                                 " ranks, and this server has no data-parallel group configured"));
+              }
+              QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<engine::StepGroup> g,
+                                      groups(id, config.world_size));
+              t.set_step_group(std::move(g));
+            }
+            return LoadCheckpoint(file, t);
+          });
       if (!session.ok()) {
         qtrain::MutexLock lock(&mu_);
         durable_.erase(id);

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/sync.h"
 #include "server/engine/session.h"
+#include "server/engine/step_group.h"
 
 namespace qtrain::store {
 
@@ -56,8 +57,11 @@ class SessionStore {
   // Recreates every stored session in `sessions` at its durable step. Returns the ids restored;
   // files that fail to load are skipped and reported in `errors`. Leftover `*.tmp` files of
   // writes a crash interrupted are removed first.
+  // A data-parallel session gets its group from `groups` (a restored session's error when
+  // absent or failing: the server can no longer serve its world size).
   std::vector<std::string> RestoreAll(engine::SessionManager& sessions,
-                                      std::vector<std::string>* errors);
+                                      std::vector<std::string>* errors,
+                                      const engine::StepGroupFactory& groups = nullptr);
 
   std::string PathFor(const std::string& id) const;
   // The data dir this store keeps its files in.
@@ -71,7 +75,8 @@ class SessionStore {
   SessionStore(std::string root, int lock_fd) : root_(std::move(root)), lock_fd_(lock_fd) {}
   std::string DirFor(absl::string_view tenant) const;
   void RestoreDir(const std::string& tenant, engine::SessionManager& sessions,
-                  std::vector<std::string>* restored, std::vector<std::string>* errors);
+                  std::vector<std::string>* restored, std::vector<std::string>* errors,
+                  const engine::StepGroupFactory& groups);
   const std::string root_;  // the data dir
   const int lock_fd_;       // holds the flock on <data_dir>/LOCK
   mutable qtrain::Mutex mu_;

@@ -30,89 +30,10 @@
 #include "server/rpc/tensor_convert.h"
 #include "server/store/checkpoint_io.h"
 #include "server/store/session_checkpoint.h"
+#include "tests/integration/server_process.h"
 
 namespace qtrain {
 namespace {
-
-constexpr char kServer[] = "build/bin/qtrain-server";  // tests run from the project root
-
-// A child qtrain-server; its port comes from the "listening on port N" line.
-class ServerProcess {
- public:
-  explicit ServerProcess(const std::string& data_dir,
-                         std::vector<std::string> flags = {"--autosave_steps=5"}) {
-    const std::string log = data_dir + "/server.log";
-    log_ = log;
-    flags.insert(flags.begin(), {kServer, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-                                 "--data_dir=" + data_dir});
-    std::vector<char*> argv;
-    for (std::string& f : flags) argv.push_back(f.data());
-    argv.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      execv(kServer, argv.data());
-      _exit(127);
-    }
-    // Wait (bounded) for the "listening on port N" and "metrics on ...:M" lines.
-    for (int attempt = 0; attempt < 400 && (port_ == 0 || metrics_port_ == 0); ++attempt) {
-      usleep(50 * 1000);
-      FILE* f = fopen(log.c_str(), "r");
-      if (f == nullptr) continue;
-      char line[256];
-      while (fgets(line, sizeof(line), f) != nullptr) {
-        std::sscanf(line, "qtrain-server listening on port %d", &port_);
-        std::sscanf(line, "qtrain-server metrics on http://127.0.0.1:%d", &metrics_port_);
-        // --log_format=json: {"event":"listening",...,"port":"N"}
-        const std::string l = line;
-        const size_t at = l.find("\"port\":\"");
-        if (at != std::string::npos && l.find("\"event\":\"listening\"") != std::string::npos) {
-          port_ = std::atoi(l.c_str() + at + 8);
-        }
-        if (at != std::string::npos && l.find("\"event\":\"metrics\"") != std::string::npos) {
-          metrics_port_ = std::atoi(l.c_str() + at + 8);
-        }
-      }
-      fclose(f);
-    }
-    EXPECT_GT(port_, 0) << "qtrain-server did not start; see " << log;
-  }
-  ~ServerProcess() { Kill(SIGKILL); }
-
-  int Kill(int signal) {
-    Signal(signal);
-    return Wait();
-  }
-  void Signal(int signal) {
-    if (pid_ > 0) kill(pid_, signal);
-  }
-  // The exit status (waitpid's), once the process ends.
-  int Wait() {
-    if (pid_ <= 0) return -1;
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
-  int port() const { return port_; }
-  std::unique_ptr<v1::Trainer::Stub> Stub() { return v1::Trainer::NewStub(Channel()); }
-  std::shared_ptr<grpc::Channel> Channel() {
-    return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
-                               grpc::InsecureChannelCredentials());
-  }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-
- public:
-  std::string log_;  // the server's output file
-
- public:
-  int metrics_port_ = 0;
-};
 
 v1::Batch MakeBatch(int seed) {
   Tensor x = Tensor::Empty(DType::kF32, {16, 6});

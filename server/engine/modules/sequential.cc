@@ -1,6 +1,7 @@
 // Sequential (Flax nn.Sequential, torch.nn.Sequential): layers applied in order.
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "server/engine/grad_reducer.h"
 #include "server/engine/layers.h"
 #include "server/engine/modules/common.h"
 
@@ -27,6 +28,7 @@ class Sequential final : public Module {
         break;
       }
       QTRAIN_ASSIGN_OR_RETURN(g, (*it)->Backward(ctx, g));
+      if (ctx.reducer != nullptr) ctx.reducer->ModuleDone(**it);  // its gradients are final
     }
     return g;
   }
