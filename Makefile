@@ -85,6 +85,7 @@ bench: build
 	/usr/bin/python3 scripts/bench_report.py $(BUILD_DIR)/bench/qdot.json
 	bash scripts/bench_train.sh $(BUILD_DIR)
 	bash scripts/bench_lm.sh $(BUILD_DIR)
+	bash scripts/bench_dp.sh $(BUILD_DIR)
 	bash scripts/bench_transport.sh $(BUILD_DIR)
 	bash scripts/bench_isa.sh $(BUILD_DIR)
 

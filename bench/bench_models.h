@@ -18,7 +18,8 @@ inline constexpr char kMlp[] = R"({"input": {"shape": [784]}, "body": {"sequenti
     {"linear": {"features": 10}}]}}})";
 
 // A transformer block: d_model 512, 8 heads, ff 2048 (batch 16 × sequence 128).
-inline constexpr char kBlock[] = R"({"input": {"shape": [128, 512]}, "body": {"sequential": {"layers": [
+inline constexpr char kBlock[] =
+    R"({"input": {"shape": [128, 512]}, "body": {"sequential": {"layers": [
     {"name": "attn_block", "residual": {"body": {"sequential": {"layers": [
       {"layer_norm": {}}, {"name": "attn", "attention": {"num_heads": 8}}]}}}},
     {"name": "mlp_block", "residual": {"body": {"sequential": {"layers": [

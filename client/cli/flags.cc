@@ -75,6 +75,9 @@ ABSL_FLAG(std::string, optimizer, "adamw",
           "optimizer: adamw, sgd, momentum (SGD, 0.9), a JSON file or inline JSON");
 ABSL_FLAG(double, lr, 1e-3, "learning rate of the optimizer presets");
 ABSL_FLAG(uint64_t, seed, 1, "seed for initialisation (session create) and shuffling");
+ABSL_FLAG(int, world_size, 1,
+          "session create: ranks of a data-parallel session (the server and its --dp_peers; "
+          "docs/scaling.md)");
 ABSL_FLAG(int, classes, 10, "classes of the mlp / cnn presets");
 ABSL_FLAG(std::string, data, "", "IDX directory or images file, .csv[.gz] file, or text file");
 ABSL_FLAG(std::string, format, "",

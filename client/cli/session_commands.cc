@@ -67,10 +67,12 @@ void PrintSession(const Invocation& inv, const v1::Session& s) {
   }
   const std::string state =
       s.non_trainable() > 0 ? absl::StrCat(" (+", s.non_trainable(), " non-trainable)") : "";
-  std::printf("session %s: step %lld, %lld parameters%s, %d rule%s, %s\n", s.session_id().c_str(),
+  const std::string ranks =
+      s.world_size() > 1 ? absl::StrCat(", data-parallel over ", s.world_size(), " ranks") : "";
+  std::printf("session %s: step %lld, %lld parameters%s, %d rule%s, %s%s\n", s.session_id().c_str(),
               static_cast<long long>(s.step()), static_cast<long long>(s.parameters()),
               state.c_str(), s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s",
-              DescribeOptimizer(s.optimizer()).c_str());
+              DescribeOptimizer(s.optimizer()).c_str(), ranks.c_str());
   Table t({"  op", "quantization"});
   for (const auto& op : s.ops()) {
     t.Add({absl::StrCat("  ", op.module_path(), ":", op.op_id()),
@@ -254,6 +256,9 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
 int SessionCreate(Invocation& inv) {
   v1::CreateSessionRequest req;
   if (int rc = SessionConfigFromFlags(inv, req); rc != kOk) return rc;
+  if (Given(inv, "world_size")) {
+    req.mutable_data_parallel()->set_world_size(absl::GetFlag(FLAGS_world_size));
+  }
   auto s = inv.client->CreateSession(req);
   if (!s.ok()) return Fail(inv, "session create", s.status());
   PrintSession(inv, *s);

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "kernels/status_macros.h"
+
 namespace qtrain::engine {
 namespace {
 
@@ -14,11 +16,10 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 }  // namespace
 
 GradReducer::GradReducer(Collective& collective, const std::vector<Param*>& params,
-                         int64_t bucket_bytes, float weight)
+                         int64_t bucket_bytes)
     : collective_(collective),
       params_(params),
       bucket_bytes_(std::max<int64_t>(bucket_bytes, 1)),
-      weight_(weight),
       thread_([this] { Run(); }) {}
 
 GradReducer::~GradReducer() {
@@ -67,6 +68,36 @@ absl::Status GradReducer::Finish() {
   return status_;
 }
 
+absl::Status GradReducer::Reduce(const std::vector<Param*>& bucket) {
+  // Tensors from this size up are reduced where they are: packing them costs two copies.
+  constexpr int64_t kInPlace = 1 << 16;  // elements (256 KiB)
+  int64_t packed = 0;
+  for (Param* p : bucket) {
+    Tensor& g = p->grad;
+    if (g.numel() >= kInPlace) {
+      QTRAIN_RETURN_IF_ERROR(collective_.AllReduceSum(g.data<float>(), g.numel(), 1.0f));
+    } else {
+      packed += g.numel();
+    }
+  }
+  if (packed == 0) return absl::OkStatus();
+  flat_.resize(static_cast<size_t>(packed));
+  float* at = flat_.data();
+  for (const Param* p : bucket) {
+    if (p->grad.numel() >= kInPlace) continue;
+    std::memcpy(at, p->grad.data<float>(), p->grad.numel() * sizeof(float));
+    at += p->grad.numel();
+  }
+  QTRAIN_RETURN_IF_ERROR(collective_.AllReduceSum(flat_.data(), packed, 1.0f));
+  at = flat_.data();
+  for (Param* p : bucket) {
+    if (p->grad.numel() >= kInPlace) continue;
+    std::memcpy(p->grad.data<float>(), at, p->grad.numel() * sizeof(float));
+    at += p->grad.numel();
+  }
+  return absl::OkStatus();
+}
+
 void GradReducer::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -78,27 +109,7 @@ void GradReducer::Run() {
     lock.unlock();
     absl::Status s;
     const auto start = std::chrono::steady_clock::now();
-    if (!skip) {
-      if (bucket.size() == 1) {  // one tensor: reduced in place
-        Tensor& g = bucket[0]->grad;
-        s = collective_.AllReduceSum(g.data<float>(), g.numel(), weight_);
-      } else {
-        int64_t n = 0;
-        for (const Param* p : bucket) n += p->grad.numel();
-        flat_.resize(static_cast<size_t>(n));
-        float* at = flat_.data();
-        for (const Param* p : bucket) {
-          std::memcpy(at, p->grad.data<float>(), p->grad.numel() * sizeof(float));
-          at += p->grad.numel();
-        }
-        s = collective_.AllReduceSum(flat_.data(), n, weight_);
-        at = flat_.data();
-        for (Param* p : bucket) {
-          std::memcpy(p->grad.data<float>(), at, p->grad.numel() * sizeof(float));
-          at += p->grad.numel();
-        }
-      }
-    }
+    if (!skip) s = Reduce(bucket);
     const double took = Seconds(start);
     lock.lock();
     reduce_seconds_ += took;

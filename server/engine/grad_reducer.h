@@ -4,8 +4,9 @@
 // communication thread sums it across ranks while the backward goes on.
 //
 // Buckets hold whole parameters in the order the backward finishes them, so every rank forms the
-// same buckets; Finish submits what is left in the model's parameter order. Each rank's gradient
-// enters weighted (its share of the global loss), so the sums are the global batch's gradient.
+// same buckets; Finish submits what is left in the model's parameter order. The trainer weights
+// each rank's loss by its share of the global batch, so the sums are the global gradient.
+// Large tensors are reduced in place; the small ones of a bucket travel packed together.
 //
 // Owned by one training step; ModuleDone and Finish are called from the step's thread.
 #pragma once
@@ -33,9 +34,8 @@ struct ReduceTimes {
 
 class GradReducer {
  public:
-  // `params`: the model's, in its order; `weight`: this rank's share of the global loss.
-  GradReducer(Collective& collective, const std::vector<Param*>& params, int64_t bucket_bytes,
-              float weight);
+  // `params`: the model's, in its order.
+  GradReducer(Collective& collective, const std::vector<Param*>& params, int64_t bucket_bytes);
   ~GradReducer();  // waits for the communication thread
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
@@ -51,11 +51,11 @@ class GradReducer {
   void Ready(Param* p);
   void Submit();
   void Run();
+  absl::Status Reduce(const std::vector<Param*>& bucket);
 
   Collective& collective_;
   const std::vector<Param*> params_;
   const int64_t bucket_bytes_;
-  const float weight_;
   std::unordered_set<const Param*> ready_;
   std::vector<Param*> pending_;
   int64_t pending_bytes_ = 0;

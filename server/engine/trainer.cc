@@ -1,5 +1,6 @@
 #include "server/engine/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <new>
 #include <optional>
@@ -157,8 +158,15 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
       counted = static_cast<int64_t>(sums[2]);
       loss_value = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
       if (accuracy >= 0) accuracy = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+      // The weight goes into d loss / d output (small), so the backward produces weighted
+      // gradients and the all-reduce only sums.
       const float grad_weight = sums[2] > 0 ? static_cast<float>(n / sums[2]) : 0.0f;
-      reducer.emplace(*collective, model_->params(), bucket_bytes, grad_weight);
+      Tensor weight = Tensor::Empty(DType::kF32, loss.grad.shape());
+      std::fill_n(weight.data<float>(), weight.numel(), grad_weight);
+      QTRAIN_RETURN_IF_ERROR(backend_->Binary(BinaryKind::kMul, loss.grad.numel(),
+                                              loss.grad.data<float>(), weight.data<float>(),
+                                              loss.grad.data<float>()));
+      reducer.emplace(*collective, model_->params(), bucket_bytes);
       ctx.reducer = &*reducer;
     }
     QTRAIN_RETURN_IF_ERROR(model_->root().Backward(ctx, loss.grad).status());
