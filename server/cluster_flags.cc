@@ -16,6 +16,9 @@ ABSL_FLAG(std::string, dp_rendezvous, "",
 ABSL_FLAG(std::string, dp_peers, "",
           "comma-separated gRPC addresses of the servers that serve as this one's worker ranks, "
           "in rank order (a session of world_size N uses the first N-1)");
+ABSL_FLAG(std::string, dp_self, "",
+          "this server's own entry in --dp_peers, left out of its peers: every pod of a "
+          "StatefulSet can share one --dp_peers list");
 ABSL_FLAG(std::string, dp_secret_file, "",
           "file holding the cluster secret, the same on every server: proves JoinGroup calls and "
           "ranks (docs/security.md)");
@@ -52,9 +55,11 @@ absl::StatusOr<cluster::ClusterOptions> ClusterOptionsFromFlags(int threads,
                                                                 const std::string& tls_key) {
   cluster::ClusterOptions c;
   c.rendezvous = absl::GetFlag(FLAGS_dp_rendezvous);
+  const std::string self = absl::GetFlag(FLAGS_dp_self);
   for (absl::string_view p :
        absl::StrSplit(absl::GetFlag(FLAGS_dp_peers), ',', absl::SkipEmpty())) {
-    c.peers.emplace_back(absl::StripAsciiWhitespace(p));
+    p = absl::StripAsciiWhitespace(p);
+    if (p != self) c.peers.emplace_back(p);
   }
   if (!c.rendezvous.empty() || !c.peers.empty()) {
     const std::string path = absl::GetFlag(FLAGS_dp_secret_file);

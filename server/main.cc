@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
       "Usage: qtrain-server [--listen=HOST:PORT] [--threads=N] ...");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/main.cc");
+    return absl::EndsWith(file, "server/main.cc") ||
+           absl::EndsWith(file, "server/cluster_flags.cc");
   };
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
