@@ -181,6 +181,82 @@ TEST(DataParallelProcessTest, TwoAndFourRanksTrainAsOneProcess) {
   EXPECT_EQ(Create(worker_stub.get(), "w", 2).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+grpc::Status SetRules(v1::Trainer::Stub* stub, const std::string& id, const std::string& json) {
+  v1::UpdateRulesRequest req;
+  req.set_session_id(id);
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, req.mutable_rules()).ok());
+  v1::Session out;
+  grpc::ClientContext ctx;
+  return stub->UpdateRules(&ctx, req, &out);
+}
+
+grpc::Status Calibrate(v1::Trainer::Stub* stub, const std::string& id, int batches) {
+  grpc::ClientContext ctx;
+  auto stream = stub->Calibrate(&ctx);
+  for (int i = 0; i < batches; ++i) {
+    v1::CalibrateRequest r;
+    if (i == 0) r.set_session_id(id);
+    *r.mutable_inputs() = MakeBatch(100 + i).inputs();
+    if (!stream->Write(r)) break;
+  }
+  stream->WritesDone();
+  v1::CalibrateResponse progress;
+  while (stream->Read(&progress)) {
+  }
+  return stream->Finish();
+}
+
+// Rules changes and calibration run on the leader; the ranks get its state before the next step.
+// A restarted leader restores the session as data-parallel.
+TEST(DataParallelProcessTest, RulesCalibrationAndRestartFollowTheLeader) {
+  Cluster c;
+  ServerProcess worker(c.DataDir("w1"), c.Flags(), "_w1");
+  const std::vector<std::string> flags = c.Flags({"--dp_peers=" + Address(worker)});
+  const std::string leader_dir = c.DataDir("leader");
+  {
+    ServerProcess leader(leader_dir, flags, "_leader");
+    auto stub = leader.Stub();
+    ASSERT_TRUE(Create(stub.get(), "one", 0).ok());
+    ASSERT_TRUE(Create(stub.get(), "dp", 2).ok());
+    constexpr char kSrq[] = R"({"rules": [{"module_path": ".*", "weight_qtype": "int8",
+        "act_qtype": "int8", "act_static_scale": true}]})";
+    std::vector<double> one, dp;
+    for (const std::string id : {"one", "dp"}) {
+      std::vector<double>* losses = id == "one" ? &one : &dp;
+      ASSERT_TRUE(Train(stub.get(), id, 0, 3, losses).ok()) << id;
+      ASSERT_TRUE(SetRules(stub.get(), id, kSrq).ok()) << id;
+      ASSERT_TRUE(Calibrate(stub.get(), id, 2).ok()) << id;
+      grpc::Status s = Train(stub.get(), id, 3, 3, losses);
+      ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+    }
+    ASSERT_EQ(dp.size(), 6u);
+    for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(dp[i], one[i], 1e-5 * one[i]) << "step " << i;
+    const auto want = Download(stub.get(), "one");
+    const auto got = Download(stub.get(), "dp");
+    ExpectSameWeights(got, want, 1e-5);
+    for (const auto& [name, t] : want) {  // the calibrated, then trained, statistics
+      if (name.rfind("quant_stats/", 0) != 0 || t.dtype() != DType::kF32) continue;
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        EXPECT_NEAR(got.at(name).data<float>()[i], t.data<float>()[i],
+                    1e-5 * std::abs(t.data<float>()[i]) + 1e-6)
+            << name;
+      }
+    }
+    EXPECT_EQ(leader.Kill(SIGTERM), 0);  // drains and saves every session
+  }
+  ServerProcess leader(leader_dir, flags, "_leader2");
+  auto stub = leader.Stub();
+  v1::GetSessionRequest get;
+  get.set_session_id("dp");
+  v1::Session session;
+  grpc::ClientContext gctx;
+  ASSERT_TRUE(stub->GetSession(&gctx, get, &session).ok());
+  EXPECT_EQ(session.world_size(), 2);
+  EXPECT_EQ(session.step(), 6);
+  grpc::Status more = Train(stub.get(), "dp", 6, 2, nullptr);
+  EXPECT_TRUE(more.ok()) << more.error_message();
+}
+
 TEST(DataParallelProcessTest, AKilledRankFailsTheStepAndTheGroupReformsWhenItIsBack) {
   Cluster c;
   auto worker = std::make_unique<ServerProcess>(c.DataDir("w1"), c.Flags(), "_w1");
