@@ -166,6 +166,10 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         with self.assertRaisesRegex(ValueError, "RuleSet"):
             c.update_rules("py-err", {"rules": [{"no_such_field": 1}]})
+        # A data-parallel session needs a server with peers (docs/scaling.md): refused by name.
+        with self.assertRaisesRegex(qtrain.QtrainError, "data_parallel.world_size 2") as e:
+            c.create_session("py-dp", model=qtrain.presets.MLP, world_size=2)
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertEqual(c.get_session("py-err").step, 0)
         self.assertEqual(len(list(c.train("py-err", qtrain.batches(self.x[:256], self.y[:256],
                                                                    128)))), 2)
