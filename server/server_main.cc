@@ -234,7 +234,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
       return std::make_unique<cluster::DataParallelLeader>(c, world, id);
     };
   }
-  s->workers_ = std::make_unique<cluster::WorkerRanks>(o.cluster);
+  s->workers_ = std::make_unique<cluster::WorkerRanks>(o.cluster, s->budget_.get());
   s->cluster_service_ = std::make_unique<rpc::ClusterService>(s->workers_.get());
   if (s->store_) {
     s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_, groups);

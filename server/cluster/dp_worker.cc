@@ -33,8 +33,15 @@ bool IsHexId(const std::string& s) {
 
 // One message from the leader, applied to this rank's replica. Unavailable when the group is
 // unusable; any other error ends the rank as well (the leader sees it leave).
+// The replica a rank keeps: its trainer, and the share of this server's memory budget it holds.
+struct Replica {
+  engine::MemoryBudget::Lease lease;
+  std::unique_ptr<engine::Trainer> trainer;
+};
+
 absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
-                   std::unique_ptr<engine::Trainer>& trainer) {
+                   engine::MemoryBudget* budget, Replica& replica) {
+  std::unique_ptr<engine::Trainer>& trainer = replica.trainer;
   switch (m.kind) {
     case MessageKind::kSetup: {
       proto::ModelSpec spec;
@@ -43,9 +50,17 @@ absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
           !optimizer.ParseFromString(m.blobs[1])) {
         return absl::DataLossError("setup: unreadable model or optimizer");
       }
+      // The replica counts against this server's budget as a session would (ResourceExhausted
+      // ends the rank; the leader's step fails UNAVAILABLE naming it).
+      QTRAIN_ASSIGN_OR_RETURN(engine::ModelFootprint footprint, engine::Model::Estimate(spec));
+      QTRAIN_ASSIGN_OR_RETURN(replica.lease, engine::MemoryBudget::Reserve(
+                                                 budget, engine::SessionBytes(footprint, optimizer),
+                                                 absl::StrCat("data-parallel rank ", join.rank,
+                                                              " of group ", join.group_id)));
       QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeOnednnBackend());
       QTRAIN_ASSIGN_OR_RETURN(trainer, engine::Trainer::Create(spec, proto::RuleSet(), optimizer,
                                                                m.seed, std::move(backend)));
+      trainer->set_memory_budget(budget);
       return absl::OkStatus();
     }
     case MessageKind::kState: {
@@ -90,7 +105,8 @@ struct WorkerRanks::Rank {
   bool aborted ABSL_GUARDED_BY(mu) = false;
 };
 
-WorkerRanks::WorkerRanks(ClusterOptions options) : options_(std::move(options)) {}
+WorkerRanks::WorkerRanks(ClusterOptions options, engine::MemoryBudget* budget)
+    : options_(std::move(options)), budget_(budget) {}
 
 WorkerRanks::~WorkerRanks() { Shutdown(); }
 
@@ -164,7 +180,7 @@ void WorkerRanks::Serve(Rank* rank) {
     server::LogEvent(server::LogLevel::kInfo, "dp_join", name + ": joined",
                      {{"group", join.group_id}, {"rank", std::to_string(join.rank)}});
     status = (*group)->Send(0, RankProof(options_.secret, join.group_id, join.rank));
-    std::unique_ptr<engine::Trainer> trainer;
+    Replica replica;
     while (status.ok()) {
       absl::StatusOr<std::string> bytes = (*group)->Recv(
           0, std::chrono::milliseconds(options_.idle_timeout_ms), options_.max_message_bytes);
@@ -173,7 +189,7 @@ void WorkerRanks::Serve(Rank* rank) {
         break;
       }
       absl::StatusOr<Message> m = Decode(*bytes);
-      status = m.ok() ? Apply(*m, join, **group, trainer) : m.status();
+      status = m.ok() ? Apply(*m, join, **group, budget_, replica) : m.status();
     }
     qtrain::MutexLock lock(&rank->mu);
     rank->group = nullptr;

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "kernels/sync.h"
 #include "server/cluster/cluster_options.h"
+#include "server/engine/memory_budget.h"
 
 namespace qtrain::cluster {
 
@@ -32,7 +33,9 @@ struct JoinRequest {
 
 class WorkerRanks {
  public:
-  explicit WorkerRanks(ClusterOptions options);
+  // `budget` (may be null: unlimited) is the server's: a rank's replica reserves from it as a
+  // session does, and must be outlived by it.
+  WorkerRanks(ClusterOptions options, engine::MemoryBudget* budget);
   ~WorkerRanks();  // Shutdown()
 
   // Starts serving as `request.rank`. InvalidArgument naming a bad field; PermissionDenied for a
@@ -49,6 +52,7 @@ class WorkerRanks {
   void ReapFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClusterOptions options_;
+  engine::MemoryBudget* const budget_;
   mutable qtrain::Mutex mu_;
   std::vector<std::unique_ptr<Rank>> ranks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
