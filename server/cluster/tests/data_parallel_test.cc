@@ -251,6 +251,31 @@ TEST(DataParallelTest, TokenCountsWeightTheShardsOfALanguageModel) {
   CheckQatAfterFlips(s, 4, 5e-4);
 }
 
+// BatchNorm normalises with each shard's statistics (no synchronised batch norm); the running
+// statistics are averaged over the ranks, so that every rank keeps the same ones. With equal
+// shards the running mean is the global batch's (the mean of the shard means).
+TEST(DataParallelTest, BatchNormRunningStatisticsAreAveragedAcrossRanks) {
+  Case s{R"({"input": {"shape": [12]}, "body": {"sequential": {"layers": [
+      {"linear": {"features": 16}}, {"batch_norm": {}}, {"activation": {"kind": "RELU"}},
+      {"linear": {"features": 5}}]}}})",
+         {},
+         kMomentum,
+         MlpBatch};
+  s.rows = 32;
+  s.steps = 1;
+  std::vector<double> l1, l2;
+  const State want = Single(s, &l1);
+  const std::vector<State> got = Parallel(s, 2, &l2);
+  ExpectIdentical(got[1], got[0]);
+  int means = 0;
+  for (const auto& [name, t] : want) {
+    if (name.rfind("batch_stats/", 0) != 0 || name.find("mean") == std::string::npos) continue;
+    ExpectClose(got[0], want, name, 1e-5);
+    ++means;
+  }
+  EXPECT_EQ(means, 1);
+}
+
 TEST(DataParallelTest, ProtocolRoundTripsAndRefusesCorruptMessages) {
   Message m;
   m.kind = MessageKind::kState;
