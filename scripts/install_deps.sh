@@ -22,8 +22,9 @@ if [ "${1:-}" != "--build" ]; then
     # data for tests and the demo; promtool checks the /metrics scrape; systemd-analyze checks
     # deploy/systemd
     dataset-fashion-mnist bible-kjv prometheus systemd curl python3-yaml openssl
-    # a Redis rendezvous for the data-parallel tests
-    redis-server
+    # a Redis rendezvous for the data-parallel tests; nginx, the consistent-hash proxy of the
+    # routing test (deploy/nginx)
+    redis-server nginx-light
     # spm_train / spm_encode: the independent side of the SentencePiece tokenizer test
     sentencepiece
     # the Python client (Debian's grpcio, protobuf, numpy)

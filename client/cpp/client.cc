@@ -22,10 +22,18 @@ namespace {
 constexpr size_t kChunkBytes = 1 << 20;
 constexpr int kMaxMessageBytes = 256 << 20;
 
-// Runs one unary call `call(ctx, response)` and returns the response or the server's status.
+// Every call that names a session says so in this header as well, so that a consistent-hash
+// proxy in front of several servers (deploy/nginx) sends it to the replica hosting the session.
+void Route(grpc::ClientContext& ctx, const std::string& session_id) {
+  if (!session_id.empty()) ctx.AddMetadata(kSessionHeader, session_id);
+}
+
+// Runs one unary call `call(ctx, response)` about `session` ("" for none) and returns the
+// response or the server's status.
 template <typename Response, typename Call>
-absl::StatusOr<Response> Unary(Call&& call) {
+absl::StatusOr<Response> Unary(const std::string& session, Call&& call) {
   grpc::ClientContext ctx;
+  Route(ctx, session);
   Response out;
   absl::Status s = FromGrpc(call(&ctx, &out));
   if (!s.ok()) return s;
@@ -150,36 +158,37 @@ absl::StatusOr<std::string> Client::Health(const std::string& service, absl::Dur
 }
 
 absl::StatusOr<v1::Session> Client::CreateSession(const v1::CreateSessionRequest& request) {
-  return Unary<v1::Session>(
-      [&](grpc::ClientContext* c, v1::Session* r) { return stub_->CreateSession(c, request, r); });
+  return Unary<v1::Session>(request.session_id(), [&](grpc::ClientContext* c, v1::Session* r) {
+    return stub_->CreateSession(c, request, r);
+  });
 }
 
 absl::StatusOr<v1::Session> Client::GetSession(const std::string& id) {
   v1::GetSessionRequest req;
   req.set_session_id(id);
   return Unary<v1::Session>(
-      [&](grpc::ClientContext* c, v1::Session* r) { return stub_->GetSession(c, req, r); });
+      id, [&](grpc::ClientContext* c, v1::Session* r) { return stub_->GetSession(c, req, r); });
 }
 
 absl::StatusOr<v1::ServerInfo> Client::GetServerInfo() {
-  return Unary<v1::ServerInfo>([&](grpc::ClientContext* c, v1::ServerInfo* r) {
+  return Unary<v1::ServerInfo>("", [&](grpc::ClientContext* c, v1::ServerInfo* r) {
     return stub_->GetServerInfo(c, v1::GetServerInfoRequest(), r);
   });
 }
 
 absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions() {
-  return Unary<v1::ListSessionsResponse>([&](grpc::ClientContext* c, v1::ListSessionsResponse* r) {
-    return stub_->ListSessions(c, v1::ListSessionsRequest(), r);
-  });
+  return Unary<v1::ListSessionsResponse>(
+      "", [&](grpc::ClientContext* c, v1::ListSessionsResponse* r) {
+        return stub_->ListSessions(c, v1::ListSessionsRequest(), r);
+      });
 }
 
 absl::Status Client::DeleteSession(const std::string& id) {
   v1::DeleteSessionRequest req;
   req.set_session_id(id);
   return Unary<v1::DeleteSessionResponse>(
-             [&](grpc::ClientContext* c, v1::DeleteSessionResponse* r) {
-               return stub_->DeleteSession(c, req, r);
-             })
+             id, [&](grpc::ClientContext* c,
+                     v1::DeleteSessionResponse* r) { return stub_->DeleteSession(c, req, r); })
       .status();
 }
 
@@ -188,12 +197,13 @@ absl::StatusOr<v1::Session> Client::UpdateRules(const std::string& id, const v1:
   req.set_session_id(id);
   *req.mutable_rules() = rules;
   return Unary<v1::Session>(
-      [&](grpc::ClientContext* c, v1::Session* r) { return stub_->UpdateRules(c, req, r); });
+      id, [&](grpc::ClientContext* c, v1::Session* r) { return stub_->UpdateRules(c, req, r); });
 }
 
 absl::Status Client::Train(const std::string& id, const std::function<bool(v1::Batch*)>& next,
                            const std::function<void(const v1::TrainResponse&)>& on_step) {
   grpc::ClientContext ctx;
+  Route(ctx, id);
   auto stream = stub_->Train(&ctx);
   v1::TrainRequest first;
   first.set_session_id(id);
@@ -208,6 +218,7 @@ absl::StatusOr<v1::EvaluateResponse> Client::Evaluate(const std::string& id,
                                                       const std::function<bool(v1::Batch*)>& next,
                                                       bool update_stats) {
   grpc::ClientContext ctx;
+  Route(ctx, id);
   v1::EvaluateResponse out;
   auto writer = stub_->Evaluate(&ctx, &out);
   v1::EvaluateRequest req;
@@ -232,6 +243,7 @@ absl::StatusOr<v1::QuantStats> Client::Calibrate(
     const std::string& id, const std::function<bool(v1::Tensor*)>& next,
     const std::function<void(const v1::CalibrateResponse&)>& on_progress) {
   grpc::ClientContext ctx;
+  Route(ctx, id);
   auto stream = stub_->Calibrate(&ctx);
   v1::CalibrateRequest first;
   first.set_session_id(id);
@@ -255,6 +267,7 @@ absl::StatusOr<v1::SensitivityReport> Client::AnalyzeSensitivity(
     const std::function<bool(v1::Batch*)>& next,
     const std::function<void(const v1::SensitivityResponse&)>& on_progress) {
   grpc::ClientContext ctx;
+  Route(ctx, id);
   auto stream = stub_->AnalyzeSensitivity(&ctx);
   v1::SensitivityRequest first;
   first.set_session_id(id);
@@ -277,8 +290,9 @@ absl::StatusOr<v1::SensitivityReport> Client::AnalyzeSensitivity(
 absl::StatusOr<v1::QuantStats> Client::GetQuantStats(const std::string& id) {
   v1::GetQuantStatsRequest req;
   req.set_session_id(id);
-  return Unary<v1::QuantStats>(
-      [&](grpc::ClientContext* c, v1::QuantStats* r) { return stub_->GetQuantStats(c, req, r); });
+  return Unary<v1::QuantStats>(id, [&](grpc::ClientContext* c, v1::QuantStats* r) {
+    return stub_->GetQuantStats(c, req, r);
+  });
 }
 
 absl::StatusOr<v1::Tensor> Client::Forward(const std::string& id, const v1::Tensor& inputs) {
@@ -286,6 +300,7 @@ absl::StatusOr<v1::Tensor> Client::Forward(const std::string& id, const v1::Tens
   req.set_session_id(id);
   *req.mutable_inputs() = inputs;
   absl::StatusOr<v1::ForwardResponse> out = Unary<v1::ForwardResponse>(
+      id,
       [&](grpc::ClientContext* c, v1::ForwardResponse* r) { return stub_->Forward(c, req, r); });
   if (!out.ok()) return out.status();
   return out->outputs();
@@ -294,7 +309,7 @@ absl::StatusOr<v1::Tensor> Client::Forward(const std::string& id, const v1::Tens
 absl::StatusOr<v1::CheckpointInfo> Client::SaveCheckpoint(const std::string& id) {
   v1::SaveCheckpointRequest req;
   req.set_session_id(id);
-  return Unary<v1::CheckpointInfo>([&](grpc::ClientContext* c, v1::CheckpointInfo* r) {
+  return Unary<v1::CheckpointInfo>(id, [&](grpc::ClientContext* c, v1::CheckpointInfo* r) {
     return stub_->SaveCheckpoint(c, req, r);
   });
 }
@@ -330,6 +345,7 @@ absl::StatusOr<int64_t> SaveStream(Reader& reader, const std::string& path) {
 
 absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const std::string& path) {
   grpc::ClientContext ctx;
+  Route(ctx, id);
   v1::DownloadCheckpointRequest req;
   req.set_session_id(id);
   auto reader = stub_->DownloadCheckpoint(&ctx, req);
@@ -339,6 +355,7 @@ absl::StatusOr<int64_t> Client::DownloadCheckpoint(const std::string& id, const 
 absl::StatusOr<int64_t> Client::ExportQuantized(const v1::ExportRequest& request,
                                                 const std::string& path) {
   grpc::ClientContext ctx;
+  Route(ctx, request.session_id());
   auto reader = stub_->ExportQuantized(&ctx, request);
   return SaveStream(reader, path);
 }
@@ -398,6 +415,7 @@ absl::StatusOr<v1::CheckpointInfo> Client::UploadCheckpoint(const std::string& i
     return absl::NotFoundError(absl::StrCat("cannot read ", path));
   }
   grpc::ClientContext ctx;
+  Route(ctx, id);
   v1::CheckpointInfo out;
   auto writer = stub_->UploadCheckpoint(&ctx, &out);
   v1::CheckpointChunk first;
@@ -415,6 +433,7 @@ absl::StatusOr<v1::Session> Client::ImportWeights(v1::ImportRequest first,
     return absl::NotFoundError(absl::StrCat("cannot read ", path));
   }
   grpc::ClientContext ctx;
+  Route(ctx, first.session_id());
   v1::Session out;
   auto writer = stub_->ImportWeights(&ctx, &out);
   absl::Status sent = StreamFile(std::move(first), path, writer);
@@ -433,6 +452,7 @@ absl::StatusOr<v1::Session> Client::ImportHfWeights(v1::ImportRequest first,
   absl::StatusOr<MergedSafetensors> merged = MergeShards(dir);
   if (!merged.ok()) return merged.status();
   grpc::ClientContext ctx;
+  Route(ctx, first.session_id());
   v1::Session out;
   auto writer = stub_->ImportWeights(&ctx, &out);
   absl::Status sent = StreamMerged(std::move(first), *merged, writer);

@@ -48,10 +48,19 @@ if (token) {  // "authorization: Bearer <token>" with every call
 }
 const client = new Trainer(server, credentials);
 
+// Every call that names a session carries it in the "qtrain-session" header too: a
+// consistent-hash proxy in front of several servers routes on it (deploy/nginx).
+const route = (sessionId) => {
+  const metadata = new grpc.Metadata();
+  if (sessionId) metadata.set('qtrain-session', sessionId);
+  return metadata;
+};
+
 // Unary calls as promises.
 const call = (method, request) =>
   new Promise((resolve, reject) =>
-    client[method](request, (err, response) => (err ? reject(err) : resolve(response))));
+    client[method](request, route(request.session_id),
+                   (err, response) => (err ? reject(err) : resolve(response))));
 
 // An IDX file (gzipped) as { dims, bytes }.
 function readIdx(file) {
@@ -82,7 +91,7 @@ function batch(images, labels, b) {
 // Streams `count` batches over one Train call; resolves with the last step's result.
 function train(sessionId, images, labels, first, count) {
   return new Promise((resolve, reject) => {
-    const stream = client.Train();
+    const stream = client.Train(route(sessionId));
     let last = null;
     stream.on('data', (r) => { last = r; });
     stream.on('error', reject);
@@ -96,7 +105,7 @@ function train(sessionId, images, labels, first, count) {
 
 function evaluate(sessionId, images, labels, count) {
   return new Promise((resolve, reject) => {
-    const stream = client.Evaluate((err, r) => (err ? reject(err) : resolve(r)));
+    const stream = client.Evaluate(route(sessionId), (err, r) => (err ? reject(err) : resolve(r)));
     for (let b = 0; b < count; b++) {
       stream.write({ session_id: b === 0 ? sessionId : '', batch: batch(images, labels, b) });
     }
@@ -110,7 +119,9 @@ async function main() {
   const testImages = readIdx(`${FM}/t10k-images-idx3-ubyte.gz`);
   const testLabels = readIdx(`${FM}/t10k-labels-idx1-ubyte.gz`);
 
+  // Named here (not left to the server) so that a routing proxy knows where it lives.
   const session = await call('CreateSession', {
+    session_id: `node-${require('crypto').randomBytes(6).toString('hex')}`,
     model: {
       input: { shape: [28, 28, 1] },
       body: { sequential: { layers: [

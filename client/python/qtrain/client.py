@@ -37,6 +37,16 @@ class QtrainError(Exception):
         self.message = message
 
 
+# Every call that names a session carries it in this metadata header too, so that a
+# consistent-hash proxy in front of several servers routes it to the replica hosting the session
+# (deploy/nginx, docs/scaling.md).
+SESSION_HEADER = "qtrain-session"
+
+
+def _route(session_id):
+    return ((SESSION_HEADER, session_id),) if session_id else None
+
+
 def _wrap(fn):
     @functools.wraps(fn)
     def call(*args, **kwargs):
@@ -218,11 +228,13 @@ class Client:
             model=None if architecture is not None else _message(model, model_pb2.ModelSpec),
             rules=_message(rules, rules_pb2.RuleSet),
             optimizer=_message(optimizer, optimizer_pb2.OptimizerConfig), seed=seed,
-            data_parallel=pb.DataParallel(world_size=world_size) if world_size != 1 else None))
+            data_parallel=pb.DataParallel(world_size=world_size) if world_size != 1 else None),
+            metadata=_route(session_id))
 
     @_wrap
     def get_session(self, session_id):
-        return self._stub.GetSession(pb.GetSessionRequest(session_id=session_id))
+        return self._stub.GetSession(pb.GetSessionRequest(session_id=session_id),
+                                     metadata=_route(session_id))
 
     @_wrap
     def list_sessions(self):
@@ -230,13 +242,15 @@ class Client:
 
     @_wrap
     def delete_session(self, session_id):
-        self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id))
+        self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id),
+                                 metadata=_route(session_id))
 
     @_wrap
     def update_rules(self, session_id, rules):
         """Switches the rules between steps (float -> QAT -> QT share the float weights)."""
         return self._stub.UpdateRules(pb.UpdateRulesRequest(
-            session_id=session_id, rules=_message(rules, rules_pb2.RuleSet)))
+            session_id=session_id, rules=_message(rules, rules_pb2.RuleSet)),
+            metadata=_route(session_id))
 
     # -- streams --------------------------------------------------------------------------
 
@@ -249,7 +263,7 @@ class Client:
         reqs = _Requests(session_id, batches, pb.TrainRequest,
                          _batcher(input_scale, input_offset))
         try:
-            yield from self._stub.Train(iter(reqs))
+            yield from self._stub.Train(iter(reqs), metadata=_route(session_id))
         except grpc.RpcError as e:
             reqs.check(e)
         reqs.check()
@@ -260,14 +274,14 @@ class Client:
         batch = _batcher(input_scale, input_offset)
         reqs = _Requests(session_id, batches, pb.EvaluateRequest,
                          lambda pair: {**batch(pair), "update_stats": update_stats})
-        return reqs.run(self._stub.Evaluate)
+        return reqs.run(lambda it: self._stub.Evaluate(it, metadata=_route(session_id)))
 
     def calibrate(self, session_id, inputs, on_progress=None, input_scale=None, input_offset=None):
         """Forward-only calibration over input arrays; returns the final QuantStats.
         `on_progress(batches, examples)` is called as the server reports each batch."""
         def consume(requests):
             stats = None
-            for r in self._stub.Calibrate(requests):
+            for r in self._stub.Calibrate(requests, metadata=_route(session_id)):
                 if r.HasField("stats"):
                     stats = r.stats
                 elif on_progress:
@@ -296,7 +310,7 @@ class Client:
 
         def consume(requests):
             report = None
-            for r in self._stub.AnalyzeSensitivity(requests):
+            for r in self._stub.AnalyzeSensitivity(requests, metadata=_route(session_id)):
                 if r.HasField("report"):
                     report = r.report
                 elif on_progress:
@@ -312,13 +326,15 @@ class Client:
     def forward(self, session_id, inputs, input_scale=None, input_offset=None):
         """The model's outputs (logits) for an input array, as an array."""
         r = self._stub.Forward(pb.ForwardRequest(
-            session_id=session_id, inputs=to_tensor(inputs, input_scale, input_offset)))
+            session_id=session_id, inputs=to_tensor(inputs, input_scale, input_offset)),
+            metadata=_route(session_id))
         return from_tensor(r.outputs)
 
     @_wrap
     def quant_stats(self, session_id):
         """The session's QuantStats message (see stats_rows for plain rows)."""
-        return self._stub.GetQuantStats(pb.GetQuantStatsRequest(session_id=session_id))
+        return self._stub.GetQuantStats(pb.GetQuantStatsRequest(session_id=session_id),
+                                        metadata=_route(session_id))
 
     @staticmethod
     def stats_rows(stats):
@@ -337,14 +353,15 @@ class Client:
     @_wrap
     def save_checkpoint(self, session_id):
         """A durable checkpoint in the server's data dir: CheckpointInfo (step, bytes, crc32)."""
-        return self._stub.SaveCheckpoint(pb.SaveCheckpointRequest(session_id=session_id))
+        return self._stub.SaveCheckpoint(pb.SaveCheckpointRequest(session_id=session_id),
+                                         metadata=_route(session_id))
 
     @_wrap
     def download_checkpoint(self, session_id, path=None):
         """The session's checkpoint as safetensors bytes; also written to `path` when given
         (through a temporary file, so a failure leaves no partial file)."""
         data = b"".join(c.data for c in self._stub.DownloadCheckpoint(
-            pb.DownloadCheckpointRequest(session_id=session_id)))
+            pb.DownloadCheckpointRequest(session_id=session_id), metadata=_route(session_id)))
         if path is not None:
             tmp = f"{path}.part"
             try:
@@ -398,7 +415,7 @@ class Client:
             yield first
             for at in range(_CHUNK, len(data), _CHUNK):
                 yield pb.ImportRequest(data=data[at:at + _CHUNK])
-        return self._stub.ImportWeights(chunks())
+        return self._stub.ImportWeights(chunks(), metadata=_route(session_id))
 
     def import_hf(self, session_id, source, seq_len=None, rules=None, optimizer=None, seed=1,
                   pad_id=None):
@@ -433,7 +450,8 @@ class Client:
         session imported from a Hugging Face directory, its config.json with the
         quantization_config added). `module_map` names the layers as in the original model."""
         data = b"".join(c.data for c in self._stub.ExportQuantized(pb.ExportRequest(
-            session_id=session_id, format=format, module_map=module_map or {})))
+            session_id=session_id, format=format, module_map=module_map or {}),
+            metadata=_route(session_id)))
         arrays, metadata = load_safetensors(data)
         config = json.loads(metadata.get("quantization_config", "{}"))
         if out_dir is not None:
@@ -453,7 +471,7 @@ class Client:
         quantized op (opset 17; input "input", output "logits"): returns its bytes, and writes
         them to `path` when given."""
         data = b"".join(c.data for c in self._stub.ExportQuantized(pb.ExportRequest(
-            session_id=session_id, format="onnx")))
+            session_id=session_id, format="onnx"), metadata=_route(session_id)))
         if path is not None:
             with open(path, "wb") as f:
                 f.write(data)
@@ -472,4 +490,4 @@ class Client:
             yield pb.CheckpointChunk(session_id=session_id, data=data[:_CHUNK])
             for at in range(_CHUNK, len(data), _CHUNK):
                 yield pb.CheckpointChunk(data=data[at:at + _CHUNK])
-        return self._stub.UploadCheckpoint(chunks())
+        return self._stub.UploadCheckpoint(chunks(), metadata=_route(session_id))

@@ -18,6 +18,10 @@
 
 namespace qtrain::client {
 
+// The metadata header every call that names a session carries, with the session id: a
+// consistent-hash proxy in front of several servers routes on it (deploy/nginx, docs/scaling.md).
+inline constexpr char kSessionHeader[] = "qtrain-session";
+
 // The server's status as an absl::Status (same code, same message).
 absl::Status FromGrpc(const grpc::Status& status);
 
