@@ -1,6 +1,8 @@
 // qtrain-server: hosts training sessions and serves qtrain.v1.Trainer over gRPC, with
 // grpc.health.v1 health checking and server reflection. SIGINT / SIGTERM shut it down
 // gracefully: no new calls, in-flight steps finish, exit 0.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -28,6 +30,9 @@ ABSL_FLAG(std::string, health_listen, "",
           "also serve grpc.health.v1 alone, in plaintext, on this address (for Kubernetes' gRPC "
           "probes, which cannot speak TLS); empty: no such port");
 ABSL_FLAG(int, threads, 1, "OpenMP threads per session executor");
+ABSL_FLAG(std::string, replica_name, "",
+          "this server's name among replicas behind a routing proxy, in GetServerInfo (default: "
+          "the host name; a StatefulSet pod's name)");
 ABSL_FLAG(int, max_sessions, 16, "most sessions hosted at once (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(int, max_queued, 8, "most operations queued per session before pushing back");
 ABSL_FLAG(int, max_inflight, 4, "batches a Train stream may send ahead of its results");
@@ -104,6 +109,11 @@ int main(int argc, char** argv) {
   options.limits.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   options.limits.max_checkpoint_bytes = absl::GetFlag(FLAGS_max_checkpoint_bytes);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.replica_name = absl::GetFlag(FLAGS_replica_name);
+  if (options.replica_name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0) options.replica_name = host;
+  }
   options.autosave_steps = absl::GetFlag(FLAGS_autosave_steps);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.health_listen = absl::GetFlag(FLAGS_health_listen);

@@ -249,6 +249,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   s->metrics_->TrackSessions([sessions] { return sessions->List(); });
   absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);
   if (!info.ok()) return info.status();
+  info->set_replica(o.replica_name);
   s->metrics_->SetHardwareInfo(*info);
   s->info_ = *info;
   s->service_->SetServerInfo(*std::move(info));

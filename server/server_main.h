@@ -47,6 +47,7 @@ struct ServerOptions {
   // picks stderr when authentication is on, none otherwise.
   std::string audit_log;
   std::string data_dir;        // empty: no durable sessions (tests)
+  std::string replica_name;    // GetServerInfo's `replica` (--replica_name)
   int64_t autosave_steps = 0;  // save a session every N training steps; 0: only on shutdown
   std::string metrics_listen;  // empty: metrics kept in memory only (tests read metrics())
   // Empty, or a second, plaintext port that serves grpc.health.v1 only (Kubernetes' gRPC probes

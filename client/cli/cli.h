@@ -36,6 +36,9 @@ struct Invocation {
   std::string command;             // "session get"
   std::vector<std::string> flags;  // the flags given on the command line, by name
   std::unique_ptr<client::Client> client;
+  // Another server with the same credentials (qtrain rebalance talks to each replica).
+  std::function<absl::StatusOr<std::unique_ptr<client::Client>>(const std::string& address)>
+      connect;
   bool json = false;
   std::vector<std::string> args;
 };

@@ -68,6 +68,8 @@ commands:
   checkpoint save ID              durable checkpoint on the server (its data dir)
   checkpoint pull ID FILE         download the session's checkpoint (safetensors)
   checkpoint push ID FILE         upload a checkpoint into session ID (created when new)
+  rebalance --replicas=A,B,...    after replicas were added or removed behind a routing proxy
+                                  (--server): move each session to the replica it now routes to
   token new --tenant=T            a bearer token and its entry for the server's access file
                                   (--role=admin|trainer|reader, --name); no server needed
   token hash                      the SHA-256 of a token read from standard input
@@ -136,6 +138,15 @@ const std::vector<CommandSpec>& CommandSpecs() {
        "it) and the int8 kernel chosen for each op, with the candidates considered (--verbose).",
        {"verbose"},
        Info},
+      {"rebalance",
+       "",
+       0,
+       0,
+       "After the replica count behind a routing proxy (--server) changed: moves every session "
+       "of --replicas (their own addresses) to the replica the proxy now routes it to "
+       "(checkpoint download, upload, check, then delete).",
+       {"replicas"},
+       Rebalance},
       {"session create",
        "[ID]",
        0,

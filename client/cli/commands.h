@@ -31,6 +31,8 @@ int Forward(Invocation& inv);
 int Sensitivity(Invocation& inv);
 int Ptq(Invocation& inv);
 
+int Rebalance(Invocation& inv);
+
 int TokenNew(Invocation& inv);
 int TokenHash(Invocation& inv);
 

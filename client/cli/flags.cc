@@ -41,6 +41,8 @@ ABSL_FLAG(bool, skip_all_but_one, false,
           "sensitivity: skip the all-but-one pass (each op left float with the rest quantized)");
 ABSL_FLAG(std::string, weights, "",
           "import: a safetensors file of float weights (a PyTorch state_dict, say)");
+ABSL_FLAG(std::string, replicas, "",
+          "rebalance: the replicas' own addresses behind the proxy (--server), comma-separated");
 ABSL_FLAG(std::string, map, "",
           "import: JSON object (inline or a file) of qtrain module -> module name in the file, "
           "e.g. {\"Dense_0\": \"0\", \"head\": \"2\"}; unlisted modules use their path with '.'");

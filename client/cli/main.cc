@@ -117,8 +117,9 @@ std::string FlagOrEnv(const absl::Flag<std::string>& flag, const char* env) {
 
 // A plaintext client, or TLS when --tls_ca (or $QTRAIN_TLS_CA) is set. InvalidArgument naming
 // the flag for an unreadable file or a certificate without its key.
-absl::StatusOr<std::unique_ptr<qtrain::client::Client>> ConnectFromFlags() {
-  const std::string address = absl::GetFlag(FLAGS_server);
+// A client of `address` with the TLS and token flags.
+absl::StatusOr<std::unique_ptr<qtrain::client::Client>> ConnectFromFlags(
+    const std::string& address) {
   const std::string ca = FlagOrEnv(FLAGS_tls_ca, "QTRAIN_TLS_CA");
   const std::string cert = FlagOrEnv(FLAGS_tls_cert, "QTRAIN_TLS_CERT");
   const std::string key = FlagOrEnv(FLAGS_tls_key, "QTRAIN_TLS_KEY");
@@ -211,7 +212,9 @@ int main(int argc, char** argv) {
   if (std::string bad = qtrain::cli::CheckCommandFlags(*command, given); !bad.empty()) {
     return qtrain::cli::Usage(inv, bad);
   }
-  absl::StatusOr<std::unique_ptr<qtrain::client::Client>> client = ConnectFromFlags();
+  absl::StatusOr<std::unique_ptr<qtrain::client::Client>> client =
+      ConnectFromFlags(absl::GetFlag(FLAGS_server));
+  inv.connect = ConnectFromFlags;
   if (!client.ok()) return qtrain::cli::Usage(inv, std::string(client.status().message()));
   inv.client = *std::move(client);
   return command->run(inv);

@@ -170,8 +170,8 @@ absl::StatusOr<v1::Session> Client::GetSession(const std::string& id) {
       id, [&](grpc::ClientContext* c, v1::Session* r) { return stub_->GetSession(c, req, r); });
 }
 
-absl::StatusOr<v1::ServerInfo> Client::GetServerInfo() {
-  return Unary<v1::ServerInfo>("", [&](grpc::ClientContext* c, v1::ServerInfo* r) {
+absl::StatusOr<v1::ServerInfo> Client::GetServerInfo(const std::string& route_as) {
+  return Unary<v1::ServerInfo>(route_as, [&](grpc::ClientContext* c, v1::ServerInfo* r) {
     return stub_->GetServerInfo(c, v1::GetServerInfoRequest(), r);
   });
 }

@@ -244,12 +244,24 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
         target_.sessions->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
                                  [&](const std::string&, Trainer& t) -> absl::Status {
                                    QTRAIN_RETURN_IF_ERROR(quota.Reserve(id_, t));
+                                   QTRAIN_RETURN_IF_ERROR(JoinGroup(config->world_size, t));
                                    return apply(t, false);
                                  });
     if (session.ok() && target_.metrics != nullptr) {
       target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
     }
     Done(session.status());
+  }
+
+  // A checkpoint of a data-parallel session (qtrain rebalance moving it) trains data-parallel
+  // again on a server with a data-parallel configuration (InvalidArgument naming the world size
+  // when it has too few peers); a server without one takes it as one process.
+  absl::Status JoinGroup(int world_size, Trainer& t) {
+    if (world_size <= 1 || target_.groups == nullptr || !*target_.groups) return absl::OkStatus();
+    QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<engine::StepGroup> group,
+                            (*target_.groups)(id_, world_size));
+    t.set_step_group(std::move(group));
+    return absl::OkStatus();
   }
 
   std::string id_;  // the engine's (Caller::Resolve)
@@ -341,7 +353,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::ExportQuantized(Cont
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,
                                                                             Bytes* out) {
   return new UploadStream(Gate(ctx, "UploadCheckpoint"), ctx, limits_, &control_,
-                          {sessions_, store_, metrics_, out});
+                          {sessions_, store_, metrics_, out, &groups_});
 }
 
 }  // namespace qtrain::rpc

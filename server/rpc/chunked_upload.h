@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/memory_budget.h"
+#include "server/engine/step_group.h"
 #include "server/engine/worker.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_access.h"
@@ -28,6 +29,8 @@ struct UploadTarget {
   store::SessionStore* store;  // may be null (no data dir)
   Metrics* metrics;            // may be null
   grpc::ByteBuffer* response;  // gRPC's, valid until OnDone
+  // A checkpoint of a data-parallel session makes one again (null or empty: one process).
+  const engine::StepGroupFactory* groups = nullptr;
 };
 
 template <typename Message>

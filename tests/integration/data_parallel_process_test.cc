@@ -255,6 +255,35 @@ TEST(DataParallelProcessTest, RulesCalibrationAndRestartFollowTheLeader) {
   EXPECT_EQ(session.step(), 6);
   grpc::Status more = Train(stub.get(), "dp", 6, 2, nullptr);
   EXPECT_TRUE(more.ok()) << more.error_message();
+
+  // Its checkpoint uploaded as a new session (qtrain rebalance moves sessions so) is
+  // data-parallel again.
+  grpc::ClientContext dctx;
+  v1::DownloadCheckpointRequest dreq;
+  dreq.set_session_id("dp");
+  auto reader = stub->DownloadCheckpoint(&dctx, dreq);
+  std::string bytes;
+  v1::CheckpointChunk chunk;
+  while (reader->Read(&chunk)) bytes += chunk.data();
+  ASSERT_TRUE(reader->Finish().ok());
+  grpc::ClientContext uctx;
+  v1::CheckpointInfo uploaded;
+  auto writer = stub->UploadCheckpoint(&uctx, &uploaded);
+  v1::CheckpointChunk up;
+  up.set_session_id("dp-copy");
+  up.set_data(bytes);
+  ASSERT_TRUE(writer->Write(up));
+  writer->WritesDone();
+  grpc::Status u = writer->Finish();
+  ASSERT_TRUE(u.ok()) << u.error_message();
+  v1::Session copy;
+  grpc::ClientContext cctx;
+  get.set_session_id("dp-copy");
+  ASSERT_TRUE(stub->GetSession(&cctx, get, &copy).ok());
+  EXPECT_EQ(copy.world_size(), 2);
+  EXPECT_EQ(copy.step(), 8);
+  grpc::Status copy_step = Train(stub.get(), "dp-copy", 8, 1, nullptr);
+  EXPECT_TRUE(copy_step.ok()) << copy_step.error_message();
 }
 
 TEST(DataParallelProcessTest, AKilledRankFailsTheStepAndTheGroupReformsWhenItIsBack) {

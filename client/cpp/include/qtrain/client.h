@@ -48,7 +48,9 @@ class Client {
   absl::StatusOr<std::string> Health(const std::string& service, absl::Duration timeout);
 
   // The server's CPU, ISA level and chosen int8 kernels.
-  absl::StatusOr<v1::ServerInfo> GetServerInfo();
+  // `route_as` non-empty: the call carries that session's routing header, so that behind a
+  // routing proxy the answer (its `replica`) comes from the replica hosting the session.
+  absl::StatusOr<v1::ServerInfo> GetServerInfo(const std::string& route_as = "");
 
   absl::StatusOr<v1::Session> CreateSession(const v1::CreateSessionRequest& request);
   absl::StatusOr<v1::Session> GetSession(const std::string& id);
