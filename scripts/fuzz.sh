@@ -9,7 +9,7 @@ build=${1:?usage: fuzz.sh BUILD_DIR [SECONDS]}
 seconds=${2:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 targets=(fuzz_safetensors fuzz_checkpoint fuzz_model_spec fuzz_rules fuzz_tensor_convert fuzz_access
-  fuzz_hf_config)
+  fuzz_hf_config fuzz_dp_message)
 
 "$build/bin/qtrain-fuzz-seeds" "$build/fuzz-seeds"
 mkdir -p "$build/fuzz-artifacts"

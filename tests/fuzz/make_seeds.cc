@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "client/cli/presets.h"
+#include "server/cluster/dp_protocol.h"
 #include "server/rpc/tensor_convert.h"
 #include "server/store/checkpoint_io.h"
 #include "server/store/session_checkpoint.h"
@@ -167,6 +168,30 @@ int main(int argc, char** argv) {
   access.Add(std::string(1, '\2') + R"({"tokens": [{"sha256": ")" + std::string(64, 'a') +
              R"(", "tenant": "team-a", "role": "trainer", "name": "ci"}],
                 "tenants": {"team-a": {"max_sessions": 2, "max_streams": 1}}})");
+
+  // Messages a data-parallel leader sends its ranks: a setup, a state, a shard, a leave.
+  Corpus dp(root, "fuzz_dp_message");
+  {
+    cluster::Message setup;
+    setup.kind = cluster::MessageKind::kSetup;
+    setup.seed = 7;
+    setup.blobs = {models[0].SerializeAsString(), "{}"};
+    dp.Add(cluster::Encode(setup));
+    cluster::Message state;
+    state.kind = cluster::MessageKind::kState;
+    state.step = 3;
+    state.blobs = {rules[1].SerializeAsString()};
+    state.tensors.emplace_back("params/Dense_0/kernel", Tensor::FromFloats({2, 2}, {1, 2, 3, 4}));
+    dp.Add(cluster::Encode(state));
+    cluster::Message shard;
+    shard.kind = cluster::MessageKind::kTrain;
+    shard.weight = 0.5f;
+    shard.tensors.emplace_back("inputs", Tensor::FromFloats({1, 3}, {0.5f, -1, 2}));
+    shard.tensors.emplace_back("targets", Tensor::Zeros(DType::kS32, {1}));
+    dp.Add(cluster::Encode(shard));
+    cluster::Message leave;
+    dp.Add(cluster::Encode(leave));
+  }
 
   std::printf(
       "qtrain-fuzz-seeds: %d model specs, %d rule sets, %d checkpoints, %d safetensors, "
