@@ -253,6 +253,18 @@ TEST(DataParallelTest, TokenCountsWeightTheShardsOfALanguageModel) {
   CheckQatAfterFlips(s, 4, 5e-4);
 }
 
+// A head tied to the embedding: the table's gradient has two parts, the head's (early in the
+// backward) and the embedding's (last); it must be all-reduced only once both are in.
+TEST(DataParallelTest, ATiedEmbeddingIsReducedOnceBothGradientsAreIn) {
+  std::string tied = kLm;
+  const std::string head = R"({"name": "head", "linear": {"features": 11}})";
+  tied.replace(tied.find(head), head.size(),
+               R"({"name": "head", "linear": {"features": 11, "tied_to": "Embed_0"}})");
+  Case s{tied, {}, kMomentum, LmBatch};
+  s.rows = 10;
+  CheckAgainstSingle(s, 2, 1e-5);
+}
+
 // BatchNorm normalises with each shard's statistics (no synchronised batch norm); the running
 // statistics are averaged over the ranks, so that every rank keeps the same ones. With equal
 // shards the running mean is the global batch's (the mean of the shard means).
