@@ -164,6 +164,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (const char* kind : {"save", "autosave", "download", "upload"}) {
     checkpoint_errors_->Add({{"kind", kind}});
   }
+  auto& allreduce = prometheus::BuildCounter()
+                        .Name("qtrain_dp_allreduce_seconds_total")
+                        .Help(
+                            "Data-parallel steps' gradient all-reduce time: all of it (reduce) "
+                            "and what the steps waited for after their backward (exposed)")
+                        .Register(*registry_);
+  allreduce_seconds_ = &allreduce.Add({{"kind", "reduce"}});
+  allreduce_exposed_seconds_ = &allreduce.Add({{"kind", "exposed"}});
 }
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Serve(const std::string& address) {
@@ -266,6 +274,11 @@ std::string Metrics::Serialize() const {
     for (prometheus::MetricFamily& f : c->Collect()) families.push_back(std::move(f));
   }
   return prometheus::TextSerializer().Serialize(families);
+}
+
+void Metrics::RecordAllReduce(double reduce_seconds, double exposed_seconds) {
+  allreduce_seconds_->Increment(reduce_seconds);
+  allreduce_exposed_seconds_->Increment(exposed_seconds);
 }
 
 void Metrics::RecordCheckpointError(const std::string& kind) {

@@ -54,6 +54,9 @@ class Metrics {
   void RecordCheckpoint(const std::string& kind, double seconds, int64_t bytes);
   // A checkpoint of `kind` that failed (qtrain_checkpoint_errors_total: the autosave alert).
   void RecordCheckpointError(const std::string& kind);
+  // A data-parallel step's gradient all-reduce: its time, and the part of it the step waited for
+  // after its backward pass (qtrain_dp_allreduce_seconds_total{kind="reduce"|"exposed"}).
+  void RecordAllReduce(double reduce_seconds, double exposed_seconds);
   // Also report process_* (RSS, CPU, fds), the data dir's free bytes (`data_dir` may be empty)
   // and qtrain_build_info, read at each scrape. Call once, before serving.
   void TrackProcess(const std::string& data_dir);
@@ -96,6 +99,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* checkpoint_seconds_;
   prometheus::Family<prometheus::Counter>* checkpoint_bytes_;
   prometheus::Family<prometheus::Counter>* checkpoint_errors_;
+  prometheus::Counter* allreduce_seconds_;
+  prometheus::Counter* allreduce_exposed_seconds_;
   std::shared_ptr<prometheus::Collectable> process_;  // null until TrackProcess
   std::shared_ptr<SessionCollector> sessions_view_;   // null until TrackSessions
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;

@@ -53,6 +53,10 @@ struct TrainPolicy {
     if (c.metrics != nullptr) {
       c.metrics->RecordStep(ModeOf(t), SecondsSince(start), r->examples);
       c.metrics->SetLoss(c.session_id, r->loss);
+      if (t.step_group() != nullptr && t.step_group()->world_size() > 1) {
+        c.metrics->RecordAllReduce(t.last_reduce_times().reduce_seconds,
+                                   t.last_reduce_times().exposed_seconds);
+      }
     }
     Response resp;
     resp.set_step(r->step);

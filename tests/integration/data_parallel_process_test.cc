@@ -171,6 +171,11 @@ TEST(DataParallelProcessTest, TwoAndFourRanksTrainAsOneProcess) {
   const auto want = Download(stub.get(), "one");
   ExpectSameWeights(Download(stub.get(), "two"), want, 1e-5);
   ExpectSameWeights(Download(stub.get(), "four"), want, 1e-5);
+  // The leader's metrics count the all-reduce time of its 20 data-parallel steps.
+  const std::string metrics = Scrape(leader.metrics_port_);
+  const size_t at = metrics.find("qtrain_dp_allreduce_seconds_total{kind=\"reduce\"} ");
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_GT(std::atof(metrics.c_str() + metrics.find(' ', at) + 1), 0.0);
 
   // Too many ranks for the peers, and a batch smaller than the world: refused by name.
   grpc::Status too_many = Create(stub.get(), "five", 5);
