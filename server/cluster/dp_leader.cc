@@ -121,7 +121,6 @@ absl::Status DataParallelLeader::Form(engine::Trainer& trainer) {
   }
   group_ = std::move(*group);
   synced_ = false;
-  ++formations_;
   return absl::OkStatus();
 }
 

@@ -37,9 +37,6 @@ class DataParallelLeader final : public engine::StepGroup {
                                             const Tensor& targets) override;
   void End(engine::Trainer& trainer, const absl::Status& step_status) override;
 
-  // Groups formed so far (the first, then one per recovery).
-  int formations() const { return formations_; }
-
  private:
   absl::Status Form(engine::Trainer& trainer);
   absl::Status SendState(engine::Trainer& trainer);
@@ -55,7 +52,6 @@ class DataParallelLeader final : public engine::StepGroup {
   uint64_t synced_generation_ = 0;
   int64_t synced_step_ = 0;
   const void* synced_rules_ = nullptr;
-  int formations_ = 0;
 };
 
 // InvalidArgument naming the field when `world_size` cannot be served by `options` (no

@@ -232,11 +232,4 @@ void WorkerRanks::Shutdown() {
   }
 }
 
-int WorkerRanks::active() const {
-  qtrain::MutexLock lock(&mu_);
-  int n = 0;
-  for (const auto& r : ranks_) n += r->finished ? 0 : 1;
-  return n;
-}
-
 }  // namespace qtrain::cluster

@@ -44,7 +44,6 @@ class WorkerRanks {
   absl::Status Join(const JoinRequest& request);
   // Closes every group and joins the threads. Idempotent.
   void Shutdown();
-  int active() const;
 
  private:
   struct Rank;
