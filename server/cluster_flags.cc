@@ -1,14 +1,12 @@
 #include "server/cluster_flags.h"
 
-#include <fstream>
-#include <sstream>
-
 #include <grpcpp/security/credentials.h>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/store/checkpoint_io.h"
 
 ABSL_FLAG(std::string, dp_rendezvous, "",
           "where data-parallel ranks meet: file:///SHARED/DIR (one host) or redis://HOST:PORT; "
@@ -40,12 +38,15 @@ ABSL_FLAG(std::string, dp_peer_ca, "",
 namespace qtrain::server {
 namespace {
 
+// The contents of `path`, or InvalidArgument naming the flag (the files are small PEM or secret
+// files: 1 MiB at most).
 absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": unreadable"));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  absl::StatusOr<std::string> bytes = store::ReadWholeFile(path, 1 << 20);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", path, ": ", bytes.status().message()));
+  }
+  return bytes;
 }
 
 }  // namespace

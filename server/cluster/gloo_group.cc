@@ -104,40 +104,32 @@ GlooGroup::GlooGroup(const GroupConfig& config)
 
 GlooGroup::~GlooGroup() = default;
 
-absl::Status GlooGroup::AllReduceSum(float* data, int64_t n, float weight) {
-  if (weight != 1.0f) {
-    for (int64_t i = 0; i < n; ++i) data[i] *= weight;
-  }
+template <typename T>
+absl::Status GlooGroup::AllReduce(T* data, size_t n, const char* what) {
   if (size_ == 1 || n == 0) return absl::OkStatus();
   try {
     gloo::AllreduceOptions opts(context_);
-    opts.setOutput(data, static_cast<size_t>(n));
+    opts.setOutput(data, n);
     opts.setReduceFunction(
-        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
     opts.setTag(tag_++);
     opts.setTimeout(timeout_);
     gloo::allreduce(opts);
   } catch (const std::exception& e) {
-    return Failed(absl::StrCat("all-reduce of ", n, " values across ", size_, " ranks"), e);
+    return Failed(absl::StrCat("all-reduce of ", n, " ", what, " across ", size_, " ranks"), e);
   }
   return absl::OkStatus();
 }
 
-absl::Status GlooGroup::AllReduceSum(absl::Span<double> values) {
-  if (size_ == 1 || values.empty()) return absl::OkStatus();
-  try {
-    gloo::AllreduceOptions opts(context_);
-    opts.setOutput(values.data(), values.size());
-    opts.setReduceFunction(
-        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<double>));
-    opts.setTag(tag_++);
-    opts.setTimeout(timeout_);
-    gloo::allreduce(opts);
-  } catch (const std::exception& e) {
-    return Failed(
-        absl::StrCat("all-reduce of ", values.size(), " counters across ", size_, " ranks"), e);
+absl::Status GlooGroup::AllReduceSum(float* data, int64_t n, float weight) {
+  if (weight != 1.0f) {
+    for (int64_t i = 0; i < n; ++i) data[i] *= weight;
   }
-  return absl::OkStatus();
+  return AllReduce(data, static_cast<size_t>(n), "values");
+}
+
+absl::Status GlooGroup::AllReduceSum(absl::Span<double> values) {
+  return AllReduce(values.data(), values.size(), "counters");
 }
 
 absl::Status GlooGroup::Send(int rank, const std::string& bytes) {

@@ -65,6 +65,9 @@ class GlooGroup final : public engine::Collective {
  private:
   explicit GlooGroup(const GroupConfig& config);
   absl::Status WaitRecv(gloo::transport::UnboundBuffer& buffer, std::chrono::milliseconds timeout);
+  // Sum all-reduce of `n` elements in place; `what` names them in errors.
+  template <typename T>
+  absl::Status AllReduce(T* data, size_t n, const char* what);
 
   std::unique_ptr<gloo::rendezvous::Store> store_;  // the rendezvous, then its group prefix
   std::unique_ptr<gloo::rendezvous::Store> prefixed_;
