@@ -104,7 +104,8 @@ grpc::Status Train(v1::Trainer::Stub* stub, const std::string& id, int first, in
   return stream->Finish();
 }
 
-std::map<std::string, Tensor> Download(v1::Trainer::Stub* stub, const std::string& id) {
+// The session's checkpoint bytes.
+std::string DownloadBytes(v1::Trainer::Stub* stub, const std::string& id) {
   grpc::ClientContext ctx;
   v1::DownloadCheckpointRequest req;
   req.set_session_id(id);
@@ -113,7 +114,11 @@ std::map<std::string, Tensor> Download(v1::Trainer::Stub* stub, const std::strin
   v1::CheckpointChunk chunk;
   while (reader->Read(&chunk)) bytes += chunk.data();
   EXPECT_TRUE(reader->Finish().ok());
-  auto file = store::DecodeCheckpoint(bytes);
+  return bytes;
+}
+
+std::map<std::string, Tensor> Download(v1::Trainer::Stub* stub, const std::string& id) {
+  auto file = store::DecodeCheckpoint(DownloadBytes(stub, id));
   EXPECT_TRUE(file.ok()) << file.status();
   return file.ok() ? file->tensors : std::map<std::string, Tensor>{};
 }
@@ -263,14 +268,8 @@ TEST(DataParallelProcessTest, RulesCalibrationAndRestartFollowTheLeader) {
 
   // Its checkpoint uploaded as a new session (qtrain rebalance moves sessions so) is
   // data-parallel again.
-  grpc::ClientContext dctx;
-  v1::DownloadCheckpointRequest dreq;
-  dreq.set_session_id("dp");
-  auto reader = stub->DownloadCheckpoint(&dctx, dreq);
-  std::string bytes;
-  v1::CheckpointChunk chunk;
-  while (reader->Read(&chunk)) bytes += chunk.data();
-  ASSERT_TRUE(reader->Finish().ok());
+  const std::string bytes = DownloadBytes(stub.get(), "dp");
+  ASSERT_FALSE(bytes.empty());
   grpc::ClientContext uctx;
   v1::CheckpointInfo uploaded;
   auto writer = stub->UploadCheckpoint(&uctx, &uploaded);
