@@ -215,10 +215,12 @@ absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlags(const Invocat
 
 namespace {
 bool labels_are_inputs = false;
+std::optional<int32_t> session_pad_id;
 }  // namespace
 
 void SetLabelsAreInputs(bool v) { labels_are_inputs = v; }
 bool LabelsAreInputs() { return labels_are_inputs; }
+void SetSessionPadId(std::optional<int32_t> pad_id) { session_pad_id = pad_id; }
 
 absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
                                                   const std::string& split) {
@@ -234,6 +236,8 @@ absl::StatusOr<client::Dataset> LoadDataFromFlags(const std::string& path,
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   o.token_dtype = absl::GetFlag(FLAGS_token_dtype);
   o.labels_are_inputs = LabelsAreInputs();
+  o.sequences = absl::GetFlag(FLAGS_sequences);
+  o.pad_id = session_pad_id;
   o.limit = absl::GetFlag(FLAGS_limit);
   auto shape = InputShapeFromFlag();
   if (!shape.ok()) return shape.status();

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,8 @@ absl::StatusOr<std::map<std::string, double>> ArchOptionsFromFlags(const Invocat
 // causal LMs) and with the next ids otherwise; stream commands set it from the session.
 void SetLabelsAreInputs(bool v);
 bool LabelsAreInputs();
+// The pad id of the session the data is for (--sequences=lines pads with it); nullopt: none.
+void SetSessionPadId(std::optional<int32_t> pad_id);
 
 // The dataset the --data family of flags describes.
 // `path` / `split` (non-empty) stand in for --data / --split.

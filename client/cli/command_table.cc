@@ -22,9 +22,9 @@ std::vector<std::string> Join(std::initializer_list<std::vector<std::string>> pa
   return out;
 }
 
-const std::vector<std::string> kData = {"data",         "format",  "split",       "labels",
-                                        "label_column", "targets", "input_shape", "input_scale",
-                                        "seq_len",      "limit",   "tokenizer",   "token_dtype"};
+const std::vector<std::string> kData = {
+    "data",        "format",  "split", "labels",    "label_column", "targets",  "input_shape",
+    "input_scale", "seq_len", "limit", "tokenizer", "token_dtype",  "sequences"};
 const std::vector<std::string> kStream = {"batch_size", "steps", "log_every"};
 
 constexpr char kHelpIndex[] =
@@ -81,8 +81,10 @@ data (--data):
   FILE.bin (nanoGPT: --token_dtype=uint16|uint32); any other file: text as byte tokens, or
   through a SentencePiece model (--tokenizer=tokenizer.model). Tokens go in windows of
   --seq_len, labelled with the next ids (with their own ids for an --hf causal LM, whose loss
-  shifts them). Gzip is read transparently. --limit=N keeps the first N examples. A flag the
-  format does not read is an error.
+  shifts them); --sequences=lines makes each non-empty line of text one sequence, cut to
+  --seq_len and right-padded with the session's pad id (--arch_options=pad_id=N). Gzip is read
+  transparently. --limit=N keeps the first N examples. A flag the format does not read is an
+  error.
 
 common flags (every command):
   --server=HOST:PORT   default $QTRAIN_SERVER, else 127.0.0.1:50051

@@ -101,6 +101,10 @@ ABSL_FLAG(int64_t, seq_len, 64,
 ABSL_FLAG(std::string, tokenizer, "",
           "text data: a SentencePiece model (Llama-2's tokenizer.model) that tokenizes it "
           "(default: byte tokens)");
+ABSL_FLAG(std::string, sequences, "",
+          "text data: windows (default: the token stream cut into full --seq_len windows) or "
+          "lines (each non-empty line one sequence, cut to --seq_len and right-padded with the "
+          "session's pad id)");
 ABSL_FLAG(std::string, token_dtype, "", ".bin token files: uint16 (default, nanoGPT) or uint32");
 ABSL_FLAG(int64_t, limit, 0, "use the first N examples only (0: all)");
 ABSL_FLAG(int64_t, batch_size, 128, "examples per batch");

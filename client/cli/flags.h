@@ -59,6 +59,7 @@ ABSL_DECLARE_FLAG(std::string, input_shape);
 ABSL_DECLARE_FLAG(float, input_scale);
 ABSL_DECLARE_FLAG(int64_t, seq_len);
 ABSL_DECLARE_FLAG(std::string, tokenizer);
+ABSL_DECLARE_FLAG(std::string, sequences);
 ABSL_DECLARE_FLAG(std::string, token_dtype);
 ABSL_DECLARE_FLAG(int64_t, limit);
 // streams

@@ -173,12 +173,12 @@ int SessionConfigFromFlags(Invocation& inv, v1::CreateSessionRequest& req) {
   // The options each source reads; any other given is a mistake, not a no-op.
   std::vector<std::string> arch_reads = {"input_shape", "arch_options"};
   arch_reads.insert(arch_reads.end(), std::begin(kArchOptionFlags), std::end(kArchOptionFlags));
-  const std::vector<std::string> reads = !model.empty()  ? std::vector<std::string>{}
-                                         : !hf.empty()   ? std::vector<std::string>{"seq_len"}
-                                         : !arch.empty() ? arch_reads
-                                         : preset == "transformer-lm"
-                                             ? std::vector<std::string>{"seq_len"}
-                                             : std::vector<std::string>{"classes", "input_shape"};
+  const std::vector<std::string> reads =
+      !model.empty()               ? std::vector<std::string>{}
+      : !hf.empty()                ? std::vector<std::string>{"seq_len", "arch_options"}
+      : !arch.empty()              ? arch_reads
+      : preset == "transformer-lm" ? std::vector<std::string>{"seq_len"}
+                                   : std::vector<std::string>{"classes", "input_shape"};
   std::vector<std::string> shaping = {"classes", "seq_len"};
   shaping.insert(shaping.end(), arch_reads.begin(), arch_reads.end());
   for (const std::string& flag : shaping) {

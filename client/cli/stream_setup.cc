@@ -41,15 +41,18 @@ std::string BadCount() {
 // message ("--seq_len does not apply to IDX data (PATH)"); "" when none.
 std::string UnreadDataFlag(const Invocation& inv, const client::Dataset& data) {
   static const auto* unread = new std::map<std::string, std::vector<std::string>>{
-      {"idx", {"label_column", "targets", "input_shape", "seq_len", "tokenizer", "token_dtype"}},
-      {"csv", {"split", "labels", "seq_len", "tokenizer", "token_dtype"}},
+      {"idx",
+       {"label_column", "targets", "input_shape", "seq_len", "tokenizer", "token_dtype",
+        "sequences"}},
+      {"csv", {"split", "labels", "seq_len", "tokenizer", "token_dtype", "sequences"}},
       {"text",
        {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "token_dtype"}},
       {"npy",
        {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "tokenizer",
-        "token_dtype"}},
+        "token_dtype", "sequences"}},
       {"bin",
-       {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "tokenizer"}},
+       {"split", "labels", "label_column", "targets", "input_shape", "input_scale", "tokenizer",
+        "sequences"}},
   };
   auto it = unread->find(data.format);
   if (it == unread->end()) return "";
@@ -85,6 +88,8 @@ StreamSetup Setup(Invocation& inv, const char* command, bool need_labels, bool a
   // A session whose loss shifts labels (HF's causal LMs) takes each window's own ids as labels.
   if (auto session = inv.client->GetSession(out.session); session.ok()) {
     SetLabelsAreInputs(session->model().loss().shift_labels());
+    const auto& input = session->model().input();
+    if (input.has_pad_id()) SetSessionPadId(static_cast<int32_t>(input.pad_id()));
     if (!Given(inv, "seq_len") && session->model().input().kind() == v1::InputSpec::TOKENS &&
         session->model().input().shape_size() == 1) {
       absl::SetFlag(&FLAGS_seq_len, session->model().input().shape(0));

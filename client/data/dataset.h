@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -61,6 +62,11 @@ struct DataOptions {
   // Token data: each window's labels are its own ids (a session whose loss shifts labels, HF's
   // causal LMs) instead of the ids one position on.
   bool labels_are_inputs = false;
+  // Text: "windows" (or ""): the token stream cut into full windows of seq_len; "lines": each
+  // non-empty line one sequence, cut to seq_len and right-padded with pad_id (which must be set:
+  // the session's input.pad_id, so the server masks the padding).
+  std::string sequences;
+  std::optional<int32_t> pad_id;
   int64_t limit = 0;  // keep the first `limit` examples (0: all)
 };
 
@@ -78,6 +84,9 @@ absl::StatusOr<std::vector<int32_t>> ReadBinTokens(const std::string& path,
 // load; FailedPrecondition when the helper cannot be run.
 absl::StatusOr<std::vector<int32_t>> EncodeSentencePiece(const std::string& path,
                                                          const std::string& model_path);
+// The same per line of the file (split at '\n'; a line's ids may be empty).
+absl::StatusOr<std::vector<std::vector<int32_t>>> EncodeSentencePieceLines(
+    const std::string& path, const std::string& model_path);
 // Runs the qtrain-spm helper with `args`; its stdout, or the error it reported. For tools and tests
 // (`{"train", "--input=F", ...}` trains a model).
 absl::StatusOr<std::string> RunSpmHelper(const std::vector<std::string>& args);
@@ -85,6 +94,12 @@ absl::StatusOr<std::string> RunSpmHelper(const std::vector<std::string>& args);
 // options.labels_are_inputs; `what` describes the ids ("byte tokens from FILE").
 absl::StatusOr<Dataset> TokenWindows(const std::vector<int32_t>& ids, const DataOptions& options,
                                      const std::string& what);
+
+// One example per sequence (sequences.empty() is an error), cut to options.seq_len and
+// right-padded with *options.pad_id; labels per options.labels_are_inputs (the next id otherwise,
+// pad_id after a sequence's last token: it learns to end there).
+absl::StatusOr<Dataset> PaddedSequences(const std::vector<std::vector<int32_t>>& sequences,
+                                        const DataOptions& options, const std::string& what);
 
 // Reads a whole file, transparently gunzipping it when it is gzip data.
 absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path);

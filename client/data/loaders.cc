@@ -225,6 +225,29 @@ absl::StatusOr<Dataset> LoadCsv(const DataOptions& o) {
 absl::StatusOr<Dataset> LoadText(const DataOptions& o) {
   auto text = ReadMaybeGzip(o.path);
   if (!text.ok()) return text.status();
+  if (o.sequences == "lines") {
+    std::vector<std::vector<int32_t>> lines;
+    if (!o.tokenizer.empty()) {
+      auto encoded = EncodeSentencePieceLines(o.path, o.tokenizer);
+      if (!encoded.ok()) return encoded.status();
+      lines = *std::move(encoded);
+    } else {
+      for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+        if (absl::EndsWith(line, "\r")) line.remove_suffix(1);  // CRLF files
+        lines.emplace_back();
+        for (char c : line) lines.back().push_back(static_cast<uint8_t>(c));
+      }
+    }
+    // Empty lines hold nothing to learn: they are skipped.
+    std::vector<std::vector<int32_t>> sequences;
+    for (auto& line : lines) {
+      if (!line.empty()) sequences.push_back(std::move(line));
+    }
+    return PaddedSequences(
+        sequences, o,
+        absl::StrCat(o.tokenizer.empty() ? "byte tokens" : "tokens of " + o.tokenizer,
+                     " from the lines of ", o.path));
+  }
   if (!o.tokenizer.empty()) {
     auto ids = EncodeSentencePiece(o.path, o.tokenizer);
     if (!ids.ok()) return ids.status();
@@ -319,6 +342,14 @@ absl::StatusOr<Dataset> LoadDataset(const DataOptions& o) {
   if (!o.tokenizer.empty() && format != "text") {
     return absl::InvalidArgumentError(
         absl::StrCat("--tokenizer applies to text data only (", o.path, " is ", format, ")"));
+  }
+  if (!o.sequences.empty() && o.sequences != "windows" && o.sequences != "lines") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sequences=", o.sequences, " is not one of windows, lines"));
+  }
+  if (o.sequences == "lines" && format != "text") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sequences=lines applies to text data only (", o.path, " is ", format, ")"));
   }
   if (!o.token_dtype.empty() && format != "bin") {
     return absl::InvalidArgumentError(absl::StrCat(

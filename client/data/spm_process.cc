@@ -79,9 +79,12 @@ absl::StatusOr<std::string> RunSpmHelper(const std::vector<std::string>& args) {
       absl::StrCat(helper, " ", absl::StrJoin(args, " "), " failed (", why, "): ", output));
 }
 
-absl::StatusOr<std::vector<int32_t>> EncodeSentencePiece(const std::string& path,
-                                                         const std::string& model_path) {
-  auto out = RunSpmHelper({"encode", model_path, path});
+namespace {
+
+// The helper's int32 output for `command` ("encode" or "encode_lines") of `path`.
+absl::StatusOr<std::vector<int32_t>> RunEncode(const char* command, const std::string& path,
+                                               const std::string& model_path) {
+  auto out = RunSpmHelper({command, model_path, path});
   if (!out.ok()) {
     if (!absl::IsInvalidArgument(out.status())) return out.status();
     return absl::InvalidArgumentError(
@@ -95,6 +98,32 @@ absl::StatusOr<std::vector<int32_t>> EncodeSentencePiece(const std::string& path
   std::vector<int32_t> ids(out->size() / 4);
   std::memcpy(ids.data(), out->data(), out->size());  // little-endian, as x86-64
   return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int32_t>> EncodeSentencePiece(const std::string& path,
+                                                         const std::string& model_path) {
+  return RunEncode("encode", path, model_path);
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> EncodeSentencePieceLines(
+    const std::string& path, const std::string& model_path) {
+  auto words = RunEncode("encode_lines", path, model_path);
+  if (!words.ok()) return words.status();
+  // Per line: its id count, then its ids.
+  std::vector<std::vector<int32_t>> lines;
+  for (size_t i = 0; i < words->size();) {
+    const auto count = static_cast<size_t>(static_cast<uint32_t>((*words)[i++]));
+    if (count > words->size() - i) {
+      return absl::InternalError(absl::StrCat("qtrain-spm encode_lines: line ", lines.size() + 1,
+                                              " claims ", count, " ids past the end"));
+    }
+    lines.emplace_back(words->begin() + static_cast<int64_t>(i),
+                       words->begin() + static_cast<int64_t>(i + count));
+    i += count;
+  }
+  return lines;
 }
 
 }  // namespace qtrain::client

@@ -1,5 +1,6 @@
 // Token ids for language models: pre-tokenized .npy and nanoGPT-style .bin files, and the cutting
-// of an id stream into training windows.
+// of an id stream into training windows or of padded per-line sequences.
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -133,6 +134,50 @@ absl::StatusOr<Dataset> TokenWindows(const std::vector<int32_t>& ids, const Data
   d.labels.assign(ids.begin() + static_cast<int64_t>(shift),
                   ids.begin() + static_cast<int64_t>(tokens + shift));
   d.description = absl::StrCat(examples, " sequences of ", o.seq_len, " ", what);
+  return d;
+}
+
+absl::StatusOr<Dataset> PaddedSequences(const std::vector<std::vector<int32_t>>& sequences,
+                                        const DataOptions& o, const std::string& what) {
+  if (o.seq_len < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--seq_len=", o.seq_len, " must be >= 1"));
+  }
+  if (!o.pad_id.has_value()) {
+    return absl::InvalidArgumentError(
+        "--sequences=lines pads sequences, so the session needs a pad id (input.pad_id: create "
+        "or import it with --arch_options=pad_id=N)");
+  }
+  if (sequences.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(o.path, " has no sequence (no non-empty line)"));
+  }
+  auto examples = static_cast<int64_t>(sequences.size());
+  if (o.limit > 0 && o.limit < examples) examples = o.limit;
+  const int32_t pad = *o.pad_id;
+  Dataset d;
+  d.tokens = true;
+  d.example_shape = {o.seq_len};
+  d.labels_per_example = o.seq_len;
+  d.token_ids.assign(static_cast<size_t>(examples * o.seq_len), pad);
+  d.labels.assign(d.token_ids.size(), pad);
+  int64_t cut = 0, tokens = 0;
+  for (int64_t e = 0; e < examples; ++e) {
+    const std::vector<int32_t>& ids = sequences[static_cast<size_t>(e)];
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(ids.size()), o.seq_len);
+    cut += static_cast<int64_t>(ids.size()) > o.seq_len;
+    tokens += n;
+    int32_t* in = d.token_ids.data() + e * o.seq_len;
+    int32_t* label = d.labels.data() + e * o.seq_len;
+    for (int64_t t = 0; t < n; ++t) {
+      in[t] = ids[static_cast<size_t>(t)];
+      // Next-id labels read one past the window where the line goes on; pad ends it.
+      const auto next = static_cast<size_t>(t + 1);
+      label[t] = o.labels_are_inputs ? in[t] : (next < ids.size() ? ids[next] : pad);
+    }
+  }
+  d.description =
+      absl::StrCat(examples, " sequences of up to ", o.seq_len, " ", what, " (", tokens,
+                   " tokens, right-padded with id ", pad,
+                   cut > 0 ? absl::StrCat("; ", cut, " lines cut at --seq_len") : "", ")");
   return d;
 }
 

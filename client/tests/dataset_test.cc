@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 namespace qtrain::client {
 namespace {
@@ -378,6 +379,36 @@ TEST_F(DatasetTest, TextThroughASentencePieceModel) {
   d = LoadDataset(o);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->token_ids[5], want[5]);
+  // Line by line, as spm_encode: its output has one line of ids per input line.
+  const std::string two = Write("two.txt", "the lazy dog\n\nover the quick brown fox 3\n");
+  ASSERT_EQ(std::system(("spm_encode --model=" + prefix + ".model --output_format=id < " + two +
+                         " > " + ids_file)
+                            .c_str()),
+            0);
+  std::vector<std::vector<int32_t>> want_lines;
+  std::ifstream lines_in(ids_file);
+  for (std::string row; std::getline(lines_in, row);) {
+    std::istringstream ids(row);
+    want_lines.emplace_back();
+    for (int id = 0; ids >> id;) want_lines.back().push_back(id);
+  }
+  ASSERT_EQ(want_lines.size(), 3u);
+  ASSERT_TRUE(want_lines[1].empty());
+  o.path = two;
+  o.sequences = "lines";
+  o.pad_id = 0;
+  o.seq_len = 32;
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), 2);
+  for (int e = 0; e < 2; ++e) {
+    const std::vector<int32_t>& w = want_lines[e == 0 ? 0 : 2];
+    ASSERT_LE(w.size(), 32u);
+    for (size_t t = 0; t < 32; ++t) {
+      EXPECT_EQ(d->token_ids[e * 32 + t], t < w.size() ? w[t] : 0) << e << " " << t;
+    }
+  }
+  o.sequences = "";
   o.tokenizer = corpus;  // not a model
   EXPECT_NE(LoadDataset(o).status().message().find("is not a SentencePiece model"),
             std::string::npos);
@@ -385,6 +416,46 @@ TEST_F(DatasetTest, TextThroughASentencePieceModel) {
   o.tokenizer = prefix + ".model";
   EXPECT_NE(LoadDataset(o).status().message().find("set QTRAIN_SPM"), std::string::npos);
   unsetenv("QTRAIN_SPM");
+}
+
+TEST_F(DatasetTest, TextLinesArePaddedSequences) {
+  DataOptions o;
+  o.path = Write("lines.txt", "ab\n\nabcdef\r\n  \nx");
+  o.sequences = "lines";
+  o.seq_len = 4;
+  EXPECT_NE(LoadDataset(o).status().message().find("needs a pad id"), std::string::npos);
+  o.pad_id = 0;
+  auto d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  // Lines "ab", "abcdef" (CR dropped, cut at 4), "  " and "x"; the empty line is skipped.
+  ASSERT_EQ(d->size(), 4);
+  EXPECT_EQ(d->token_ids, (std::vector<int32_t>{'a', 'b', 0, 0, 'a', 'b', 'c', 'd', ' ', ' ', 0, 0,
+                                                'x', 0, 0, 0}));
+  // Next-id labels: pad after a line's end; a cut line's last label is the id after the cut.
+  EXPECT_EQ(d->labels,
+            (std::vector<int32_t>{'b', 0, 0, 0, 'b', 'c', 'd', 'e', ' ', 0, 0, 0, 0, 0, 0, 0}));
+  EXPECT_NE(d->description.find("1 lines cut at --seq_len"), std::string::npos) << d->description;
+  o.labels_are_inputs = true;
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, d->token_ids);
+  o.limit = 1;
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->size(), 1);
+
+  o.path = Write("blank.txt", "\n \n\n");
+  o.limit = 0;
+  d = LoadDataset(o);
+  ASSERT_TRUE(d.ok()) << d.status();  // " " is a line of one byte
+  o.path = Write("empty.txt", "\n\n");
+  EXPECT_NE(LoadDataset(o).status().message().find("has no sequence"), std::string::npos);
+  o.path = Write("ids.npy", Npy("<i4", "(4,)", Bytes(std::vector<int32_t>{1, 2, 3, 4})));
+  EXPECT_NE(LoadDataset(o).status().message().find("--sequences=lines applies to text data only"),
+            std::string::npos);
+  o.sequences = "paragraphs";
+  EXPECT_NE(LoadDataset(o).status().message().find("--sequences=paragraphs is not one of"),
+            std::string::npos);
 }
 
 TEST_F(DatasetTest, BatchIteratorCoversEveryRowOncePerEpoch) {

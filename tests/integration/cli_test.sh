@@ -214,6 +214,22 @@ expect 0 "$Q" session create lm --preset=transformer-lm --seq_len=32 --rules=qt-
 contains "attn:einsum"
 expect 0 "$Q" train lm --data="$TMP/genesis.txt" --steps=3 --batch_size=8 --json  # seq_len 32: the session's
 json_check 'j["steps"] == 3 and j["loss"] > 0'
+# Variable-length sequences: each line of text one sequence, right-padded with the pad id.
+expect 2 "$Q" train lm --data="$TMP/genesis.txt" --sequences=lines --steps=1  # no pad id
+grep -q "needs a pad id" "$TMP/stderr" || { echo "FAIL: no pad id message" >&2; FAILS=$((FAILS + 1)); }
+PYTHONPATH="$BUILD/python" /usr/bin/python3 "$(dirname "$0")/../../scripts/make_tiny_llama.py" \
+  "$TMP/tiny-llama" --layers=1 --hidden=32 > /dev/null
+expect 0 "$Q" import tl --hf="$TMP/tiny-llama" --seq_len=48 --arch_options=pad_id=0
+expect 0 "$Q" train tl --data="$TMP/genesis.txt" --sequences=lines --steps=2 --batch_size=8 --json
+json_check 'j["steps"] == 2 and j["loss"] > 0'
+expect 0 "$Q" eval tl --data="$TMP/genesis.txt" --sequences=lines --limit=20 --json
+# Scored tokens: each line's own (cut at 48), less its first (nothing predicts it).
+WANT_TOKENS=$(/usr/bin/python3 -c '
+import sys
+lines = [l.rstrip("\r") for l in open(sys.argv[1], "rb").read().decode("latin-1").split("\n")]
+print(sum(min(len(l.encode("latin-1")), 48) - 1 for l in [l for l in lines if l][:20]))' "$TMP/genesis.txt")
+json_check "int(j['tokens']) == $WANT_TOKENS and j['perplexity'] > 1"
+expect 0 "$Q" session delete tl
 
 # Exit codes that scripts rely on.
 expect 4 "$Q" session get nope

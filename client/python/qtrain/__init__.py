@@ -11,7 +11,8 @@ Tensors travel as numpy arrays; checkpoints come back as dicts of arrays.
 
 from qtrain.architectures import torchvision_architecture
 from qtrain.client import Client, QtrainError
-from qtrain.datasets import batches, load_idx, load_fashion_mnist
+from qtrain.datasets import (batches, load_idx, load_fashion_mnist, load_tokens, pad_sequences,
+                             token_windows)
 from qtrain.ptq import PtqResult, ptq
 from qtrain.safetensors import load_safetensors, save_safetensors
 from qtrain.tensors import from_tensor, to_tensor
@@ -26,6 +27,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_idx",
     "load_safetensors",
+    "load_tokens",
+    "pad_sequences",
     "ptq",
     "PtqResult",
     "save_safetensors",
@@ -33,4 +36,5 @@ __all__ = [
     "torchvision_architecture",
     "presets",
     "to_tensor",
+    "token_windows",
 ]

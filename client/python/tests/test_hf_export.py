@@ -4,6 +4,7 @@ int-quantized), not by qtrain's code. The dequantized weights in hf_reference.py
 with the rules' activation quantization written from Qwix's equations (absmax / 127.5 per token,
 or per token and tile), must reproduce the server's QAT forward."""
 
+import copy
 import json
 import os
 import subprocess
@@ -167,6 +168,51 @@ class HfExportTest(ServerCase):
                           {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token",
                            "dynamic": True, "group_size": None, "block_structure": None,
                            "observer": None})
+
+    def test_sensitivity_ranks_every_projection_of_a_hf_llama(self):
+        """`analyze_sensitivity` on an imported Llama under w8a8: its float, quantized and
+        one-projection-quantized losses equal hf_reference's model with the exported weights
+        and Qwix's per-token activation quantization hooked in where the rules put it."""
+        float_model = self.import_llama("x-sens", LLAMA_CONFIG, "w8a8")
+        ids = torch.randint(0, LLAMA_CONFIG["vocab_size"], (4, 8))
+        batch = (ids.numpy().astype(np.int32), ids.numpy().astype(np.int32))
+        report = self.client.analyze_sensitivity("x-sens", [batch], max_accuracy_drop=1.0)
+        with tempfile.TemporaryDirectory() as d:
+            arrays, qconfig = self.client.export_quantized("x-sens", d)
+
+        def loss(model):  # LlamaForCausalLM's: next-token, labels the ids
+            logits = model(ids).detach()
+            return float(torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)))
+
+        self.assertAlmostEqual(report.float_model.loss, loss(float_model),
+                               delta=1e-6 * report.float_model.loss)
+        # w8a8 moves this loss by ~3e-5: the tolerance (1e-6 relative) tells the two apart.
+        tolerance = 1e-6 * report.float_model.loss
+        self.assertAlmostEqual(report.quantized.loss,
+                               loss(reference_from_export(LLAMA_CONFIG, arrays, qconfig)),
+                               delta=tolerance)
+        self.assertGreater(abs(report.quantized.loss - report.float_model.loss), 4 * tolerance)
+        (group,) = qconfig["config_groups"].values()
+        projections = sorted(group["targets"])
+        self.assertEqual(sorted(op.module_path.replace("/", ".") for op in report.ops), projections)
+        # One projection quantized alone: that layer of the reference fake-quantized, the rest float.
+        layer = "model.layers.1.self_attn.o_proj"
+        (op,) = [o for o in report.ops if o.module_path.replace("/", ".") == layer]
+        alone = copy.deepcopy(float_model)
+        module = dict(alone.named_modules())[layer]
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(dequantized(arrays, layer, group["weights"])))
+        module.register_forward_pre_hook(
+            lambda m, inp: (fake_quantize(inp[0], group["input_activations"]),))
+        self.assertAlmostEqual(op.only_this.loss, loss(alone), delta=tolerance)
+        self.assertGreater(abs(op.only_this.loss - report.float_model.loss), 4 * tolerance)
+        # A budget of the whole accuracy keeps every projection int8.
+        mixed = report.mixed_precision
+        self.assertTrue(mixed.within_budget)
+        self.assertEqual(len(mixed.choices), len(projections))
+        self.assertTrue(all(c.qtype == "int8" for c in mixed.choices), mixed.choices)
+        self.client.delete_session("x-sens")
 
     def test_the_cli_writes_the_hf_config_with_its_quantization_config(self):
         self.import_llama("x-cli", LLAMA_CONFIG, "8da4w")

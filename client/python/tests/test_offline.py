@@ -2,6 +2,7 @@
 
 import json
 import struct
+import tempfile
 import unittest
 
 import numpy as np
@@ -87,6 +88,37 @@ class DatasetTest(unittest.TestCase):
     def test_unknown_split_names_the_valid_ones(self):
         with self.assertRaisesRegex(ValueError, "'train', 't10k'"):
             qtrain.load_fashion_mnist("test")
+
+
+class TokenTest(unittest.TestCase):
+    def test_token_files_and_windows(self):
+        with tempfile.TemporaryDirectory() as d:
+            np.array([5, 6, 7, 8, 9, 10, 11, 12, 60000], np.uint16).tofile(d + "/t.bin")
+            ids = qtrain.load_tokens(d + "/t.bin")
+            self.assertEqual(ids.dtype, np.int32)
+            x, y = qtrain.token_windows(ids, 4)
+            np.testing.assert_array_equal(x, [[5, 6, 7, 8], [9, 10, 11, 12]])
+            np.testing.assert_array_equal(y, [[6, 7, 8, 9], [10, 11, 12, 60000]])
+            x, y = qtrain.token_windows(ids, 4, labels_are_inputs=True)
+            np.testing.assert_array_equal(x, y)
+            np.save(d + "/t.npy", np.array([3, 1, 4], np.int64))
+            np.testing.assert_array_equal(qtrain.load_tokens(d + "/t.npy"), [3, 1, 4])
+            np.save(d + "/f.npy", np.zeros(3, np.float32))
+            with self.assertRaisesRegex(ValueError, "not a 1-D integer array"):
+                qtrain.load_tokens(d + "/f.npy")
+            with self.assertRaisesRegex(ValueError, "'uint16', 'uint32'"):
+                qtrain.load_tokens(d + "/t.bin", dtype="int8")
+        with self.assertRaisesRegex(ValueError, "fewer than seq_len=8 \\+ 1"):
+            qtrain.token_windows([1, 2, 3], 8)
+
+    def test_padded_sequences_as_the_cli_cuts_lines(self):
+        x, y = qtrain.pad_sequences([[97, 98], [97, 98, 99, 100, 101], [120]], 4, pad_id=0)
+        np.testing.assert_array_equal(x, [[97, 98, 0, 0], [97, 98, 99, 100], [120, 0, 0, 0]])
+        np.testing.assert_array_equal(y, [[98, 0, 0, 0], [98, 99, 100, 101], [0, 0, 0, 0]])
+        x, y = qtrain.pad_sequences([[7, 8]], 3, pad_id=2, labels_are_inputs=True)
+        np.testing.assert_array_equal(y, [[7, 8, 2]])
+        with self.assertRaisesRegex(ValueError, "sequence 1 is empty"):
+            qtrain.pad_sequences([[1], []], 3, pad_id=0)
 
 
 class PresetTest(unittest.TestCase):
