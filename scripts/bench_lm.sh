@@ -16,7 +16,7 @@ modes=(float w8a8 8da4w qt)
 for model in Gpt2 Llama; do
   for threads in 1 2; do
     for mode in 0 1 2 3; do
-      "$build/bin/qtrain-bench-train" \
+      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$build/bin/qtrain-bench-train" \
         --benchmark_filter="^BM_TrainStepLm$model/mode:$mode/threads:$threads/" \
         --benchmark_format=json 2>/dev/null |
         /usr/bin/python3 -c '

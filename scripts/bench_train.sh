@@ -11,8 +11,14 @@ set -euo pipefail
 build=${1:-build}
 out=$build/bench
 mkdir -p "$out"
+# qtrain's OpenBLAS float GEMM candidate runs under the same OpenBLAS settings as PyTorch's:
+# its best kernels, or Haswell's under an AVX2 cap (qtrain takes OpenBLAS only within the cap).
+ours_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+case "${QTRAIN_MAX_ISA:-}" in
+  avx2 | avx2_vnni) ours_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell) ;;
+esac
 # The language models (BM_TrainStepLm*) run one per process in scripts/bench_lm.sh.
-"$build/bin/qtrain-bench-train" --benchmark_min_time=0.3 --benchmark_repetitions=5 \
+"${ours_env[@]}" "$build/bin/qtrain-bench-train" --benchmark_min_time=0.3 --benchmark_repetitions=5 \
   --benchmark_filter='BM_(TrainStep(Mlp|TransformerBlock|Resnet18|MobilenetV2)|Forward)' \
   --benchmark_report_aggregates_only=true \
   --benchmark_out="$out/train.json" --benchmark_out_format=json >/dev/null

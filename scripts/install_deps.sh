@@ -13,6 +13,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libdnnl-dev ocl-icd-opencl-dev nlohmann-json3-dev zlib1g-dev libre2-dev libssl-dev
   grpc-proto libonnx-dev libsentencepiece-dev libgloo-dev libhiredis-dev
+  # the float GEMM candidate beside oneDNN (its OpenMP build shares oneDNN's threads)
+  libopenblas-openmp-dev
 )
 
 if [ "${1:-}" != "--build" ]; then

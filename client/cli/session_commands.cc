@@ -422,6 +422,15 @@ int Info(Invocation& inv) {
                   c.reason().c_str());
     }
   }
+  std::printf("float kernels (policy %s)\n", info->float_gemm().c_str());
+  for (const v1::Implementation& k : info->implementations()) {
+    std::printf("  %-44s %s\n", k.op().c_str(), k.chosen().c_str());
+    if (!verbose) continue;
+    for (const v1::ImplementationCandidate& c : k.candidates()) {
+      std::printf("    %s %-34s %s\n", c.supported() ? "+" : "-", c.name().c_str(),
+                  c.reason().c_str());
+    }
+  }
   return kOk;
 }
 

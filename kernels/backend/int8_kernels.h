@@ -15,22 +15,13 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend/backend.h"
+#include "kernels/backend/impl_list.h"
 
 namespace qtrain {
 
-// One candidate, as considered for one op: supported or not, and why.
-struct Int8Candidate {
-  std::string name;  // "onednn:brg:avx512_core_vnni", "exact_avx2", "reference"
-  bool supported = false;
-  std::string reason;
-};
-
-// The selection for one op and shape.
-struct Int8KernelReport {
-  std::string op;      // "matmul s8xs8 256x1024x1024", ...
-  std::string chosen;  // the first supported candidate's name
-  std::vector<Int8Candidate> candidates;
-};
+// One candidate as considered for one int8 op, and the selection for one op and shape.
+using Int8Candidate = ImplCandidate;
+using Int8KernelReport = ImplReport;
 
 // The int8 kernels a oneDNN backend picks on this machine (under QTRAIN_MAX_ISA) for the shapes
 // training issues: matmul with s8 and u8 sources, with a transposed weight (QT's dx), a 3x3

@@ -7,6 +7,7 @@
 //
 // Int8 ops go through the candidate list of int8_kernels.h: oneDNN's int8 primitives only where
 // they are VNNI/AMX kernels (exact), qtrain's exact GEMM elsewhere, the reference loops last.
+// F32 matmuls go through float_gemm.h's: oneDNN's, or OpenBLAS's where it measures faster.
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -18,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend/exact_int8_ops.h"
+#include "kernels/backend/float_gemm.h"
 #include "kernels/backend/int8_kernels.h"
 #include "kernels/backend/onednn_int8_route.h"
 #include "kernels/backend/reference_ops.h"
@@ -87,15 +89,29 @@ class OnednnBackend final : public Backend {
                                                   MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b),
                                                   MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), po);
                               }));
-      std::unordered_map<int, memory> args;
-      args[DNNL_ARG_SRC] = Mem(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a), a);
-      args[DNNL_ARG_WEIGHTS] = Mem(MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b), b);
-      args[DNNL_ARG_DST] = Mem(MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), c);
-      Execute(*p, args);
+      const auto run_onednn = [&](float* out) -> absl::Status {
+        try {
+          std::unordered_map<int, memory> args;
+          args[DNNL_ARG_SRC] = Mem(MatrixDesc(d.m, d.k, dt::f32, Lda(d), d.trans_a), a);
+          args[DNNL_ARG_WEIGHTS] = Mem(MatrixDesc(d.k, d.n, dt::f32, Ldb(d), d.trans_b), b);
+          args[DNNL_ARG_DST] = Mem(MatrixDesc(d.m, d.n, dt::f32, Ldc(d), false), out);
+          Execute(*p, args);
+        } catch (const dnnl::error& e) {
+          return DnnlError(e, "f32 matmul");
+        }
+        return absl::OkStatus();
+      };
+      // The candidate list of float_gemm.h, chosen once per shape.
+      QTRAIN_ASSIGN_OR_RETURN(const FloatGemmChoice* choice,
+                              ChooseFloatGemm(d, a, b, p->impl, run_onednn));
+      if (choice->impl == FloatGemmImpl::kOpenblas) {
+        OpenblasMatmul(d, a, b, c);
+        return absl::OkStatus();
+      }
+      return run_onednn(c);
     } catch (const dnnl::error& e) {
       return DnnlError(e, "f32 matmul");
     }
-    return absl::OkStatus();
   }
 
   absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,
@@ -932,6 +948,25 @@ absl::StatusOr<std::vector<Int8KernelReport>> DescribeInt8Kernels() {
   } catch (const dnnl::error& e) {
     return DnnlError(e, "CPU engine");
   }
+}
+
+absl::StatusOr<std::vector<ImplReport>> DescribeFloatKernels() {
+  try {
+    OnednnBackend backend;
+    constexpr int64_t kM = 256, kK = 1024, kN = 1024;
+    std::vector<float> a(kM * kK, 0.5f), b(kK * kN, 0.25f), c(kK * kN);  // dw: (K, N)
+    MatmulDesc forward{kM, kK, kN};
+    MatmulDesc dx{kM, kN, kK};  // g (M,N) · wᵀ
+    dx.trans_b = true;
+    MatmulDesc dw{kK, kM, kN};  // xᵀ · g
+    dw.trans_a = true;
+    for (const MatmulDesc& d : {forward, dx, dw}) {
+      QTRAIN_RETURN_IF_ERROR(backend.MatmulF32(d, a.data(), b.data(), c.data()));
+    }
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, "CPU engine");
+  }
+  return FloatGemmChoices();
 }
 
 }  // namespace qtrain

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "kernels/backend/backend.h"
+#include "kernels/backend/float_gemm.h"
 #include "kernels/tests/test_util.h"
 
 namespace qtrain {
@@ -52,25 +53,76 @@ Tensor RandomInts(const Shape& shape, int lo, int hi, uint32_t seed, DType dtype
   return t;
 }
 
+// Every f32 matmul candidate (float_gemm.h): oneDNN, OpenBLAS (where it runs within the active
+// ISA; else the list falls back and says why) and the measured choice.
 TEST(BackendConformance, MatmulF32) {
   auto ref = MakeReferenceBackend();
-  for (auto& backend : Backends()) {
-    for (const MatmulCase& c : MatmulCases()) {
-      MatmulDesc d{c.m, c.k, c.n};
-      d.trans_a = c.trans_a;
-      d.trans_b = c.trans_b;
-      d.accumulate = c.accumulate;
-      Tensor a = RandomTensor(c.trans_a ? Shape{c.k, c.m} : Shape{c.m, c.k}, 1);
-      Tensor b = RandomTensor(c.trans_b ? Shape{c.n, c.k} : Shape{c.k, c.n}, 2);
-      Tensor want = RandomTensor({c.m, c.n}, 3);
-      Tensor got = want;
-      ASSERT_TRUE(ref->MatmulF32(d, a.data<float>(), b.data<float>(), want.data<float>()).ok());
-      ASSERT_TRUE(backend->MatmulF32(d, a.data<float>(), b.data<float>(), got.data<float>()).ok());
-      EXPECT_LT(MaxRelativeToPeak(got, want), 1e-5)
-          << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n << " ta=" << c.trans_a
-          << " tb=" << c.trans_b << " acc=" << c.accumulate;
+  for (FloatGemmPolicy policy :
+       {FloatGemmPolicy::kOnednn, FloatGemmPolicy::kOpenblas, FloatGemmPolicy::kAuto}) {
+    SetFloatGemmPolicy(policy);
+    for (auto& backend : Backends()) {
+      for (const MatmulCase& c : MatmulCases()) {
+        for (int64_t pad : {0, 3}) {  // dense, then leading dims 3 past the rows
+          MatmulDesc d{c.m, c.k, c.n};
+          d.trans_a = c.trans_a;
+          d.trans_b = c.trans_b;
+          d.accumulate = c.accumulate;
+          const int64_t a_rows = c.trans_a ? c.k : c.m, a_cols = c.trans_a ? c.m : c.k;
+          const int64_t b_rows = c.trans_b ? c.n : c.k, b_cols = c.trans_b ? c.k : c.n;
+          if (pad > 0) {
+            d.lda = a_cols + pad;
+            d.ldb = b_cols + pad;
+            d.ldc = c.n + pad;
+          }
+          Tensor a = RandomTensor({a_rows, a_cols + pad}, 1);
+          Tensor b = RandomTensor({b_rows, b_cols + pad}, 2);
+          Tensor want = RandomTensor({c.m, c.n + pad}, 3);
+          Tensor got = want;
+          ASSERT_TRUE(ref->MatmulF32(d, a.data<float>(), b.data<float>(), want.data<float>()).ok());
+          ASSERT_TRUE(
+              backend->MatmulF32(d, a.data<float>(), b.data<float>(), got.data<float>()).ok());
+          EXPECT_LT(MaxRelativeToPeak(got, want), 1e-5)
+              << backend->name() << " policy=" << FloatGemmPolicyName(policy) << " M=" << c.m
+              << " K=" << c.k << " N=" << c.n << " ta=" << c.trans_a << " tb=" << c.trans_b
+              << " acc=" << c.accumulate << " pad=" << pad;
+        }
+      }
     }
   }
+  SetFloatGemmPolicy(FloatGemmPolicy::kAuto);
+}
+
+// The candidate list reports each choice with its reasons, and a pinned policy holds.
+TEST(BackendConformance, FloatGemmChoicesAreReported) {
+  const MatmulDesc d{40, 50, 60};
+  const bool blas = OpenblasUnsupported(d).empty();
+  std::vector<float> a(40 * 50, 1.0f), b(50 * 60, 1.0f), c(40 * 60);
+  for (FloatGemmPolicy policy :
+       {FloatGemmPolicy::kOnednn, FloatGemmPolicy::kOpenblas, FloatGemmPolicy::kAuto}) {
+    SetFloatGemmPolicy(policy);
+    EXPECT_TRUE(FloatGemmChoices().empty());  // a new policy forgets the old choices
+    ASSERT_TRUE(testing::Onednn()->MatmulF32(d, a.data(), b.data(), c.data()).ok());
+    EXPECT_EQ(c[0], 50.0f);
+    const std::vector<ImplReport> reports = FloatGemmChoices();
+    ASSERT_EQ(reports.size(), 1u);
+    const ImplReport& r = reports[0];
+    EXPECT_EQ(r.op.rfind("matmul f32 40x50x60, ", 0), 0u) << r.op;
+    ASSERT_EQ(r.candidates.size(), 2u);
+    EXPECT_EQ(r.candidates[0].name.rfind("onednn:", 0), 0u);
+    EXPECT_EQ(r.candidates[1].name.rfind("openblas:", 0), 0u);
+    EXPECT_EQ(r.candidates[1].supported, blas) << r.candidates[1].reason;
+    EXPECT_FALSE(r.candidates[1].reason.empty());
+    const bool pinned_blas = policy == FloatGemmPolicy::kOpenblas && blas;
+    if (policy != FloatGemmPolicy::kAuto) {
+      EXPECT_EQ(r.chosen, r.candidates[pinned_blas ? 1 : 0].name);
+    } else if (blas) {
+      EXPECT_NE(r.candidates[1].reason.find("measured"), std::string::npos);
+    }
+  }
+  EXPECT_FALSE(ParseFloatGemmPolicy("mkl").ok());
+  EXPECT_NE(ParseFloatGemmPolicy("mkl").status().message().find("\"mkl\" is not one of auto"),
+            std::string::npos);
+  SetFloatGemmPolicy(FloatGemmPolicy::kAuto);
 }
 
 // Issue 10: a primitive per batch size, never freed. A client cycling through sizes now leaves

@@ -258,6 +258,13 @@ void Metrics::SetHardwareInfo(const v1::ServerInfo& info) {
   for (const v1::Int8Kernel& k : info.int8_kernels()) {
     kernels.Add({{"op", k.op()}, {"kernel", k.chosen()}}).Set(1);
   }
+  auto& floats = prometheus::BuildGauge()
+                     .Name("qtrain_float_kernel_info")
+                     .Help("The implementation chosen for each representative float op (value 1)")
+                     .Register(*registry_);
+  for (const v1::Implementation& k : info.implementations()) {
+    floats.Add({{"op", k.op()}, {"kernel", k.chosen()}}).Set(1);
+  }
 }
 
 int Metrics::port() const {

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/backend/float_gemm.h"
 #include "kernels/backend/int8_kernels.h"
 #include "kernels/cpu_isa.h"
 
@@ -21,12 +22,31 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
   info.set_active_isa(IsaName(ActiveIsa()));
   info.set_isa_cap(IsaCapSetting());
   info.set_threads_per_session(threads_per_session);
+  info.set_float_gemm(FloatGemmPolicyName(GetFloatGemmPolicy()));
+  absl::Status floats = DescribeFloatKernels().status();
+  if (!floats.ok()) return floats;
   for (const Int8KernelReport& r : *kernels) {
     v1::Int8Kernel* k = info.add_int8_kernels();
     k->set_op(r.op);
     k->set_chosen(r.chosen);
     for (const Int8Candidate& c : r.candidates) {
       v1::Int8KernelCandidate* out = k->add_candidates();
+      out->set_name(c.name);
+      out->set_supported(c.supported);
+      out->set_reason(c.reason);
+    }
+  }
+  return WithCurrentImplementations(std::move(info));
+}
+
+v1::ServerInfo WithCurrentImplementations(v1::ServerInfo info) {
+  info.clear_implementations();
+  for (const ImplReport& r : FloatGemmChoices()) {
+    v1::Implementation* k = info.add_implementations();
+    k->set_op(r.op);
+    k->set_chosen(r.chosen);
+    for (const ImplCandidate& c : r.candidates) {
+      v1::ImplementationCandidate* out = k->add_candidates();
       out->set_name(c.name);
       out->set_supported(c.supported);
       out->set_reason(c.reason);
@@ -41,11 +61,16 @@ std::string ServerInfoSummary(const v1::ServerInfo& info) {
     absl::StrAppend(&isa, " (CPU: ", info.detected_isa(),
                     ", capped by QTRAIN_MAX_ISA=", info.isa_cap(), ")");
   }
-  return absl::StrCat(
-      info.cpu(), " | ", isa, " | int8 kernels: ",
-      absl::StrJoin(info.int8_kernels(), ", ", [](std::string* out, const v1::Int8Kernel& k) {
-        absl::StrAppend(out, k.op(), " -> ", k.chosen());
-      }));
+  return absl::StrCat(info.cpu(), " | ", isa, " | int8 kernels: ",
+                      absl::StrJoin(info.int8_kernels(), ", ",
+                                    [](std::string* out, const v1::Int8Kernel& k) {
+                                      absl::StrAppend(out, k.op(), " -> ", k.chosen());
+                                    }),
+                      " | float GEMM ", info.float_gemm(), ": ",
+                      absl::StrJoin(info.implementations(), ", ",
+                                    [](std::string* out, const v1::Implementation& k) {
+                                      absl::StrAppend(out, k.op(), " -> ", k.chosen());
+                                    }));
 }
 
 }  // namespace qtrain::rpc

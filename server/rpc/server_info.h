@@ -1,6 +1,7 @@
-// ServerInfo (GetServerInfo): the CPU, its ISA levels and the int8 kernels picked for training's
-// shapes. Built once at startup on the main thread (choosing kernels creates oneDNN primitives,
-// which gRPC threads must not do) and then only copied.
+// ServerInfo (GetServerInfo): the CPU, its ISA levels, the int8 kernels picked for training's
+// shapes and the float implementations chosen. Built once at startup on the main thread
+// (choosing kernels creates oneDNN primitives and times GEMMs, which gRPC threads must not do);
+// then copied, with the float choices sessions made since (WithCurrentImplementations).
 #pragma once
 
 #include <string>
@@ -12,6 +13,10 @@ namespace qtrain::rpc {
 
 // Internal when oneDNN cannot make a CPU engine or a primitive.
 absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session);
+
+// `info` with its implementations replaced by every float choice made so far in this process
+// (reading the choices only: nothing runs).
+v1::ServerInfo WithCurrentImplementations(v1::ServerInfo info);
 
 // "AMD EPYC 9B45 | avx512_vnni; int8: matmul onednn:brg:avx512_core_vnni, conv ..." — the
 // startup log line.

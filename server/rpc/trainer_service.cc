@@ -1,4 +1,5 @@
 #include "server/rpc/trainer_service.h"
+#include "server/rpc/server_info.h"
 
 #include <memory>
 
@@ -134,7 +135,7 @@ grpc::ServerUnaryReactor* TrainerService::ListSessions(Context* ctx, const Bytes
 grpc::ServerUnaryReactor* TrainerService::GetServerInfo(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::GetServerInfoRequest, v1::ServerInfo>;
   return Call::Start(Gate(ctx, "GetServerInfo"), in, out, [this](Call* call) {
-    *call->response() = info_;
+    *call->response() = WithCurrentImplementations(info_);
     call->Reply(absl::OkStatus());
   });
 }
