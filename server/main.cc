@@ -13,6 +13,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/backend/backend_registry.h"
 #include "kernels/backend/float_gemm.h"
 #include "kernels/cpu_isa.h"
 #include "server/cluster_flags.h"
@@ -31,6 +32,9 @@ ABSL_FLAG(std::string, health_listen, "",
           "also serve grpc.health.v1 alone, in plaintext, on this address (for Kubernetes' gRPC "
           "probes, which cannot speak TLS); empty: no such port");
 ABSL_FLAG(int, threads, 1, "OpenMP threads per session executor");
+ABSL_FLAG(std::string, backend, qtrain::kDefaultBackend,
+          "the backend sessions run on unless they name one (CreateSessionRequest.backend): "
+          "onednn, or reference (plain loops: slow, for checking numerics)");
 ABSL_FLAG(std::string, float_gemm, "",
           "float matmul implementation: auto (per shape, OpenBLAS where it measures at least 10% "
           "faster than oneDNN), onednn or openblas (the same bits run after run); default: "
@@ -109,6 +113,7 @@ int main(int argc, char** argv) {
   options.listen = absl::GetFlag(FLAGS_listen);
   options.sessions.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   options.sessions.session.threads = absl::GetFlag(FLAGS_threads);
+  options.sessions.session.backend = absl::GetFlag(FLAGS_backend);
   options.sessions.session.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.limits.max_inflight_batches = absl::GetFlag(FLAGS_max_inflight);
   options.limits.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
@@ -143,6 +148,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   qtrain::server::SetJsonLogs(log_format == "json");
+  if (auto backend = qtrain::MakeBackend(options.sessions.session.backend); !backend.ok()) {
+    std::fprintf(stderr, "qtrain-server: --backend: %s\n",
+                 std::string(backend.status().message()).c_str());
+    return 2;
+  }
   if (const std::string gemm = absl::GetFlag(FLAGS_float_gemm); !gemm.empty()) {
     auto policy = qtrain::ParseFloatGemmPolicy(gemm);
     if (!policy.ok()) {

@@ -247,7 +247,8 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   s->metrics_->TrackProcess(o.data_dir);
   engine::SessionManager* sessions = s->sessions_.get();
   s->metrics_->TrackSessions([sessions] { return sessions->List(); });
-  absl::StatusOr<v1::ServerInfo> info = rpc::MakeServerInfo(o.sessions.session.threads);
+  absl::StatusOr<v1::ServerInfo> info =
+      rpc::MakeServerInfo(o.sessions.session.threads, s->budget_.get());
   if (!info.ok()) return info.status();
   info->set_replica(o.replica_name);
   s->metrics_->SetHardwareInfo(*info);

@@ -158,7 +158,7 @@ const std::vector<CommandSpec>& CommandSpecs() {
        {"preset",      "model",      "arch",       "hf",         "num_classes", "arch_options",
         "width_mult",  "image_size", "patch_size", "num_layers", "num_heads",   "hidden_dim",
         "mlp_dim",     "rules",      "optimizer",  "lr",         "seed",        "classes",
-        "input_shape", "seq_len",    "world_size"},
+        "input_shape", "seq_len",    "world_size", "backend"},
        SessionCreate},
       {"session get",
        "ID",

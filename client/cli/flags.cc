@@ -80,6 +80,9 @@ ABSL_FLAG(uint64_t, seed, 1, "seed for initialisation (session create) and shuff
 ABSL_FLAG(int, world_size, 1,
           "session create: ranks of a data-parallel session (the server and its --dp_peers; "
           "docs/scaling.md)");
+ABSL_FLAG(std::string, backend, "",
+          "session create: the backend its ops run on (qtrain info lists them; default: the "
+          "server's)");
 ABSL_FLAG(int, classes, 10, "classes of the mlp / cnn presets");
 ABSL_FLAG(std::string, data, "", "IDX directory or images file, .csv[.gz] file, or text file");
 ABSL_FLAG(std::string, format, "",

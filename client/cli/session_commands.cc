@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/cli/commands.h"
@@ -67,8 +68,11 @@ void PrintSession(const Invocation& inv, const v1::Session& s) {
   }
   const std::string state =
       s.non_trainable() > 0 ? absl::StrCat(" (+", s.non_trainable(), " non-trainable)") : "";
-  const std::string ranks =
+  std::string ranks =
       s.world_size() > 1 ? absl::StrCat(", data-parallel over ", s.world_size(), " ranks") : "";
+  if (!s.backend().empty() && s.backend() != "onednn") {  // the usual one goes unsaid
+    absl::StrAppend(&ranks, ", on the ", s.backend(), " backend");
+  }
   std::printf("session %s: step %lld, %lld parameters%s, %d rule%s, %s%s\n", s.session_id().c_str(),
               static_cast<long long>(s.step()), static_cast<long long>(s.parameters()),
               state.c_str(), s.rules().rules_size(), s.rules().rules_size() == 1 ? "" : "s",
@@ -259,6 +263,7 @@ int SessionCreate(Invocation& inv) {
   if (Given(inv, "world_size")) {
     req.mutable_data_parallel()->set_world_size(absl::GetFlag(FLAGS_world_size));
   }
+  req.set_backend(absl::GetFlag(FLAGS_backend));
   auto s = inv.client->CreateSession(req);
   if (!s.ok()) return Fail(inv, "session create", s.status());
   PrintSession(inv, *s);
@@ -421,6 +426,17 @@ int Info(Invocation& inv) {
       std::printf("    %s %-34s %s\n", c.supported() ? "+" : "-", c.name().c_str(),
                   c.reason().c_str());
     }
+  }
+  std::printf("backends\n");
+  for (const v1::BackendInfo& b : info->backends()) {
+    std::printf("  %-10s %-6s %s\n", b.name().c_str(), b.device().c_str(), b.description().c_str());
+  }
+  std::printf("devices\n");
+  for (const v1::DeviceInfo& d : info->devices()) {
+    const auto mib = [](int64_t bytes) { return absl::StrFormat("%.1f MiB", bytes / 1048576.0); };
+    std::printf("  %-10s memory budget %s, %s reserved\n", d.name().c_str(),
+                d.memory_budget_bytes() > 0 ? mib(d.memory_budget_bytes()).c_str() : "unlimited",
+                mib(d.memory_reserved_bytes()).c_str());
   }
   std::printf("float kernels (policy %s)\n", info->float_gemm().c_str());
   for (const v1::Implementation& k : info->implementations()) {

@@ -126,16 +126,16 @@ std::string OpenblasUnsupported(const MatmulDesc& d) {
 void OpenblasMatmul(const MatmulDesc& d, const float* a, const float* b, float* c) {
   cblas_sgemm(CblasRowMajor, d.trans_a ? CblasTrans : CblasNoTrans,
               d.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(d.m), static_cast<int>(d.n),
-              static_cast<int>(d.k), 1.0f, a, static_cast<int>(Lda(d)), b,
-              static_cast<int>(Ldb(d)), d.accumulate ? 1.0f : 0.0f, c, static_cast<int>(Ldc(d)));
+              static_cast<int>(d.k), 1.0f, a, static_cast<int>(Lda(d)), b, static_cast<int>(Ldb(d)),
+              d.accumulate ? 1.0f : 0.0f, c, static_cast<int>(Ldc(d)));
 }
 
 absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
     const MatmulDesc& d, const float* a, const float* b, const std::string& onednn_name,
     const std::function<absl::Status(float*)>& run_onednn) {
-  const std::string key = absl::StrCat(d.m, ",", d.k, ",", d.n, ",", Lda(d), ",", Ldb(d), ",",
-                                       Ldc(d), ",", d.trans_a, d.trans_b, "@t",
-                                       omp_get_max_threads());
+  const std::string key =
+      absl::StrCat(d.m, ",", d.k, ",", d.n, ",", Lda(d), ",", Ldb(d), ",", Ldc(d), ",", d.trans_a,
+                   d.trans_b, "@t", omp_get_max_threads());
   Registry& r = GetRegistry();
   FloatGemmPolicy policy;
   {

@@ -20,13 +20,13 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Create(
                                                    " and max_queued ", options.max_queued,
                                                    " must be >= 1"));
   }
+  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(options.backend));
   QTRAIN_ASSIGN_OR_RETURN(ModelFootprint footprint, Model::Estimate(spec));
   QTRAIN_ASSIGN_OR_RETURN(
       MemoryBudget::Lease lease,
       MemoryBudget::Reserve(options.budget, SessionBytes(footprint, optimizer),
                             absl::StrCat("session \"", id, "\" (", footprint.parameters,
                                          " parameters with gradients and optimizer state)")));
-  QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeOnednnBackend());
   std::unique_ptr<Trainer> trainer;
   try {
     QTRAIN_ASSIGN_OR_RETURN(trainer,
@@ -134,7 +134,8 @@ void Session::Run() {
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     std::string id, const proto::ModelSpec& spec, const proto::RuleSet& rules,
-    const proto::OptimizerConfig& optimizer, uint64_t seed, const Prepare& prepare) {
+    const proto::OptimizerConfig& optimizer, uint64_t seed, const Prepare& prepare,
+    const std::string& backend) {
   QTRAIN_ASSIGN_OR_RETURN(const SessionId parsed, ParseSessionId(id, /*allow_empty_name=*/true));
   const std::string tenant(parsed.tenant);
   {
@@ -161,8 +162,10 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     sessions_.erase(id);
   };
   // Building the model and preparing it can take a while: outside the lock.
+  SessionOptions session_options = options_.session;
+  if (!backend.empty()) session_options.backend = backend;
   absl::StatusOr<std::shared_ptr<Session>> session =
-      Session::Create(id, spec, rules, optimizer, seed, options_.session);
+      Session::Create(id, spec, rules, optimizer, seed, session_options);
   if (session.ok() && prepare) {
     absl::Status prepared = (*session)->PrepareUnshared([&](Trainer& t) { return prepare(id, t); });
     if (!prepared.ok()) session = prepared;  // destroys the session: nothing left behind

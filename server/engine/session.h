@@ -1,6 +1,6 @@
 // Session: one training session's Trainer plus the executor thread that runs every operation on
 // it, in submission order, with a bounded queue (a slow session pushes back instead of buffering
-// without limit). gRPC threads only Submit; kernels run on the executor (architecture.md).
+// without limit). gRPC threads only Submit; kernels run on the executor (docs/architecture.md).
 //
 // Thread-safety: Submit, info() and Shutdown may be called from any thread. Tasks run one at a
 // time on the executor thread and are the only code that touches the Trainer.
@@ -17,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "kernels/backend/backend_registry.h"
 #include "kernels/sync.h"
 #include "server/engine/trainer.h"
 
@@ -31,6 +32,9 @@ struct SessionOptions {
   MemoryBudget* budget = nullptr;
   // Runs on the executor after every task (e.g. autosave every N steps); may be empty.
   std::function<void(const std::string& session_id, Trainer&)> after_task;
+  // The backend its ops run on (kernels/backend/backend_registry.h): the server's --backend for
+  // SessionManagerOptions, a session's own CreateSessionRequest.backend.
+  std::string backend = kDefaultBackend;
 };
 
 // A snapshot of a session for listings; refreshed after every task.
@@ -114,11 +118,13 @@ class SessionManager {
   // `prepare` (may be empty) runs on the calling thread with the new session's id and trainer
   // before the session is registered — loading a checkpoint, making it durable — so that no
   // other call sees it half-made; its error is Create's, and nothing is left behind.
+  // `backend` "" runs it on the manager's default backend; an unknown name is InvalidArgument.
   using Prepare = std::function<absl::Status(const std::string& id, Trainer&)>;
   absl::StatusOr<std::shared_ptr<Session>> Create(std::string id, const proto::ModelSpec& spec,
                                                   const proto::RuleSet& rules,
                                                   const proto::OptimizerConfig& optimizer,
-                                                  uint64_t seed, const Prepare& prepare = nullptr);
+                                                  uint64_t seed, const Prepare& prepare = nullptr,
+                                                  const std::string& backend = "");
   // NotFound naming the id.
   absl::StatusOr<std::shared_ptr<Session>> Get(const std::string& id) const;
   std::vector<SessionInfo> List() const;

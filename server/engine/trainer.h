@@ -74,6 +74,8 @@ class Trainer {
   // unlimited. The budget must outlive the trainer.
   void set_memory_budget(MemoryBudget* budget) { budget_ = budget; }
   const ModelFootprint& footprint() const { return footprint_; }
+  // The name of the backend its ops run on ("onednn", "reference").
+  std::string backend_name() const { return backend_->name(); }
 
   // Forward, loss, backward, optimizer update, quant_stats update. InvalidArgument for a bad
   // batch; FailedPrecondition when the gradients are not finite (the update is skipped).

@@ -240,13 +240,14 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
       return;
     }
     NewSessionQuota quota(gate_.tenants());
-    session =
-        target_.sessions->Create(id_, config->spec, config->rules, config->optimizer, config->seed,
-                                 [&](const std::string&, Trainer& t) -> absl::Status {
-                                   QTRAIN_RETURN_IF_ERROR(quota.Reserve(id_, t));
-                                   QTRAIN_RETURN_IF_ERROR(JoinGroup(config->world_size, t));
-                                   return apply(t, false);
-                                 });
+    session = target_.sessions->Create(
+        id_, config->spec, config->rules, config->optimizer, config->seed,
+        [&](const std::string&, Trainer& t) -> absl::Status {
+          QTRAIN_RETURN_IF_ERROR(quota.Reserve(id_, t));
+          QTRAIN_RETURN_IF_ERROR(JoinGroup(config->world_size, t));
+          return apply(t, false);
+        },
+        config->backend);
     if (session.ok() && target_.metrics != nullptr) {
       target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
     }

@@ -1,7 +1,10 @@
 #include "server/rpc/server_info.h"
 
+#include <algorithm>
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+
+#include "kernels/backend/backend_registry.h"
 #include "kernels/backend/float_gemm.h"
 #include "kernels/backend/int8_kernels.h"
 #include "kernels/cpu_isa.h"
@@ -12,7 +15,8 @@
 
 namespace qtrain::rpc {
 
-absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
+absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
+                                              const engine::MemoryBudget* budget) {
   absl::StatusOr<std::vector<Int8KernelReport>> kernels = DescribeInt8Kernels();
   if (!kernels.ok()) return kernels.status();
   v1::ServerInfo info;
@@ -23,6 +27,17 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
   info.set_isa_cap(IsaCapSetting());
   info.set_threads_per_session(threads_per_session);
   info.set_float_gemm(FloatGemmPolicyName(GetFloatGemmPolicy()));
+  for (const BackendInfo& b : AvailableBackends()) {
+    v1::BackendInfo* out = info.add_backends();
+    out->set_name(b.name);
+    out->set_device(b.device);
+    out->set_description(b.description);
+  }
+  // Every backend today keeps its tensors in host memory: one device, the server's budget.
+  v1::DeviceInfo* host = info.add_devices();
+  host->set_name("cpu:0");
+  host->set_kind("cpu");
+  host->set_memory_budget_bytes(budget != nullptr ? std::max<int64_t>(budget->limit(), 0) : 0);
   absl::Status floats = DescribeFloatKernels().status();
   if (!floats.ok()) return floats;
   for (const Int8KernelReport& r : *kernels) {
@@ -36,10 +51,13 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session) {
       out->set_reason(c.reason);
     }
   }
-  return WithCurrentImplementations(std::move(info));
+  return CurrentServerInfo(std::move(info), budget);
 }
 
-v1::ServerInfo WithCurrentImplementations(v1::ServerInfo info) {
+v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::MemoryBudget* budget) {
+  for (v1::DeviceInfo& d : *info.mutable_devices()) {
+    if (d.kind() == "cpu") d.set_memory_reserved_bytes(budget != nullptr ? budget->used() : 0);
+  }
   info.clear_implementations();
   for (const ImplReport& r : FloatGemmChoices()) {
     v1::Implementation* k = info.add_implementations();

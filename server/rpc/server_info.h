@@ -8,15 +8,18 @@
 
 #include "absl/status/statusor.h"
 #include "qtrain/v1/trainer_service.pb.h"
+#include "server/engine/memory_budget.h"
 
 namespace qtrain::rpc {
 
 // Internal when oneDNN cannot make a CPU engine or a primitive.
-absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session);
+absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
+                                              const engine::MemoryBudget* budget);
 
-// `info` with its implementations replaced by every float choice made so far in this process
-// (reading the choices only: nothing runs).
-v1::ServerInfo WithCurrentImplementations(v1::ServerInfo info);
+// `info` with what changes while the server runs: its implementations replaced by every float
+// choice made so far in this process, and each device's reserved memory from `budget` (may be
+// null). Reads only: nothing runs.
+v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::MemoryBudget* budget);
 
 // "AMD EPYC 9B45 | avx512_vnni; int8: matmul onednn:brg:avx512_core_vnni, conv ..." — the
 // startup log line.

@@ -14,6 +14,7 @@ void FillSession(const std::string& id, Trainer& t, v1::Session* out) {
   out->set_parameters(t.model().num_parameters());
   out->set_non_trainable(t.model().num_state_elements());
   out->set_world_size(t.step_group() != nullptr ? t.step_group()->world_size() : 1);
+  out->set_backend(t.backend_name());
   *out->mutable_model() = t.model().spec();
   if (t.model().rules() != nullptr) *out->mutable_rules() = t.model().rules()->source();
   *out->mutable_optimizer() = t.optimizer_config();

@@ -98,7 +98,8 @@ void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* ca
         }
         FillSession(call->caller().Show(id), t, call->response());
         return absl::OkStatus();
-      });
+      },
+      request.backend());
   if (session.ok() && metrics_ != nullptr) {
     metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   }
@@ -135,7 +136,7 @@ grpc::ServerUnaryReactor* TrainerService::ListSessions(Context* ctx, const Bytes
 grpc::ServerUnaryReactor* TrainerService::GetServerInfo(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::GetServerInfoRequest, v1::ServerInfo>;
   return Call::Start(Gate(ctx, "GetServerInfo"), in, out, [this](Call* call) {
-    *call->response() = WithCurrentImplementations(info_);
+    *call->response() = CurrentServerInfo(info_, limits_.budget);
     call->Reply(absl::OkStatus());
   });
 }

@@ -58,6 +58,7 @@ SafetensorsFile CheckpointFromTrainer(engine::Trainer& trainer) {
   file.metadata["optimizer"] = ToJson(trainer.optimizer_config());
   file.metadata["step"] = absl::StrCat(trainer.step());
   file.metadata["seed"] = absl::StrCat(trainer.seed());
+  file.metadata["backend"] = trainer.backend_name();
   if (const engine::StepGroup* g = trainer.step_group(); g != nullptr && g->world_size() > 1) {
     file.metadata["data_parallel_world_size"] = absl::StrCat(g->world_size());
   }
@@ -80,6 +81,7 @@ absl::StatusOr<SessionConfig> ConfigFromCheckpoint(const SafetensorsFile& file) 
     }
     c.world_size = static_cast<int>(world);
   }
+  if (auto it = file.metadata.find("backend"); it != file.metadata.end()) c.backend = it->second;
   return c;
 }
 

@@ -22,7 +22,8 @@ struct SessionConfig {
   engine::proto::OptimizerConfig optimizer;
   uint64_t seed = 0;
   int64_t step = 0;
-  int world_size = 1;  // ranks of a data-parallel session ("data_parallel_world_size")
+  int world_size = 1;   // ranks of a data-parallel session ("data_parallel_world_size")
+  std::string backend;  // the backend it ran on ("backend"); "": the server's default
 };
 
 // The checkpoint of `trainer` (its configuration included).

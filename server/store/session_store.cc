@@ -242,7 +242,8 @@ void SessionStore::RestoreDir(const std::string& tenant, engine::SessionManager&
               t.set_step_group(std::move(g));
             }
             return LoadCheckpoint(file, t);
-          });
+          },
+          config.backend);
       if (!session.ok()) {
         qtrain::MutexLock lock(&mu_);
         durable_.erase(id);

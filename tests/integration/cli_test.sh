@@ -56,6 +56,18 @@ expect 0 "$Q" info --json
 json_check 'j["float_gemm"] == "auto" and len(j["implementations"]) >= 3 and all(k["chosen"] in [c["name"] for c in k["candidates"]] and k["candidates"][1]["name"].startswith("openblas:") and k["candidates"][1]["reason"] for k in j["implementations"])'
 json_check 'j["active_isa"] in ("avx2", "avx2_vnni", "avx512", "avx512_vnni", "amx") and all(k["chosen"].startswith("exact_") or "vnni" in k["chosen"] or "amx" in k["chosen"] for k in j["int8_kernels"])'
 
+# Backends are configuration: info lists them; a session runs on the one it names.
+expect 0 "$Q" info
+contains "reference  cpu:0"
+contains "memory budget"
+expect 0 "$Q" session create onref --preset=mlp --backend=reference --json
+json_check 'j["backend"] == "reference"'
+expect 0 "$Q" train onref --data=$FM --steps=2 --batch_size=16 --json
+json_check 'j["steps"] == 2 and 0 < j["loss"] < 5'
+expect 0 "$Q" session delete onref
+expect 6 "$Q" session create nope --preset=mlp --backend=cuda
+grep -q 'backend \"cuda\" is not one of onednn, reference' "$TMP/stderr" || { echo "FAIL: unknown backend message" >&2; cat "$TMP/stderr" >&2; FAILS=$((FAILS + 1)); }
+
 # A session from a preset, trained a few steps in float, then QAT, QT, SRQ calibration.
 expect 0 "$Q" session create fm --preset=mlp
 contains "Dense_0:dot_general0"

@@ -215,20 +215,22 @@ class Client:
 
     @_wrap
     def create_session(self, session_id="", model=None, rules=None, optimizer=None, seed=1,
-                       input_shape=None, world_size=1):
+                       input_shape=None, world_size=1, backend=""):
         """A new session ("" lets the server pick the id). `model`, `rules` and `optimizer` are
         messages, dicts in their JSON form, JSON strings or preset names ("mlp", "qat-int8",
         "adamw"); `model` may also be a named architecture ("torchvision:resnet18", a dict with
         "name", or a torchvision model object: see import_weights); `seed` (default 1, as the
         CLI's) fixes the initial weights; `world_size` > 1 trains it data-parallel over the
-        server and its peers (docs/scaling.md)."""
+        server and its peers (docs/scaling.md); `backend` names the backend its ops run on
+        (get_server_info().backends; "": the server's default)."""
         architecture = _architecture(model, None, input_shape)
         return self._stub.CreateSession(pb.CreateSessionRequest(
             session_id=session_id, architecture=architecture,
             model=None if architecture is not None else _message(model, model_pb2.ModelSpec),
             rules=_message(rules, rules_pb2.RuleSet),
             optimizer=_message(optimizer, optimizer_pb2.OptimizerConfig), seed=seed,
-            data_parallel=pb.DataParallel(world_size=world_size) if world_size != 1 else None),
+            data_parallel=pb.DataParallel(world_size=world_size) if world_size != 1 else None,
+            backend=backend),
             metadata=_route(session_id))
 
     @_wrap

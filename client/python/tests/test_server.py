@@ -117,6 +117,21 @@ class ServerTest(unittest.TestCase):
         c.delete_session("py-np")
         c.delete_session("py-np-copy")
 
+    def test_a_session_on_the_reference_backend_trains_as_the_default_one(self):
+        c = self.client
+        names = [b.name for b in c.server_info().backends]
+        self.assertEqual(names[:2], ["onednn", "reference"])
+        outputs = []
+        for sid, backend in (("py-be-default", ""), ("py-be-ref", "reference")):
+            s = c.create_session(sid, model=qtrain.presets.MLP, seed=5, backend=backend)
+            self.assertEqual(s.backend, backend or "onednn")
+            list(c.train(sid, qtrain.batches(self.x[:64], self.y[:64], 32)))
+            outputs.append(c.forward(sid, self.xt[:16]))
+            c.delete_session(sid)
+        np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-4)
+        with self.assertRaisesRegex(qtrain.QtrainError, 'backend "tpu" is not one of'):
+            c.create_session("py-be-bad", model=qtrain.presets.MLP, backend="tpu")
+
     def test_uint8_images_with_a_scale_train_exactly_as_float32(self):
         # The server computes pixel * scale in float32: the same bits a client sending float32
         # computes, in a quarter of the bytes. Same seed, same steps: the same losses and outputs.

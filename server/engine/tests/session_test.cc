@@ -116,6 +116,44 @@ TEST(SessionManagerTest, ConcurrentSessionsAndLimits) {
   EXPECT_TRUE(manager.Create("", FromJson<proto::ModelSpec>(kSpec), {}, {}, 3).ok());
 }
 
+// The backend is configuration: the manager's default, or the session's own; the same seed and
+// batches train the same on the oneDNN and the reference backend (up to float rounding).
+TEST(SessionManagerTest, SessionsRunOnTheBackendTheyName) {
+  SessionManager manager({4, {1, 8}});
+  auto fast = manager.Create("fast", FromJson<proto::ModelSpec>(kSpec), {}, {}, 7);
+  auto ref =
+      manager.Create("ref", FromJson<proto::ModelSpec>(kSpec), {}, {}, 7, nullptr, "reference");
+  ASSERT_TRUE(fast.ok() && ref.ok());
+  auto bad = manager.Create("bad", FromJson<proto::ModelSpec>(kSpec), {}, {}, 7, nullptr, "cuda");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("backend \"cuda\" is not one of onednn, reference"),
+            std::string::npos)
+      << bad.status();
+  EXPECT_EQ(manager.Get("bad").status().code(), absl::StatusCode::kNotFound);
+  std::vector<double> losses[2];
+  std::string names[2];
+  for (int k = 0; k < 2; ++k) {
+    qtrain::Notification done;
+    ASSERT_TRUE((k == 0 ? *fast : *ref)
+                    ->Submit([&, k](Trainer& t) {
+                      names[k] = t.backend_name();
+                      for (int i = 0; i < 3; ++i) {
+                        auto r = t.TrainStep(SmallBatch(i));
+                        ASSERT_TRUE(r.ok()) << r.status();
+                        losses[k].push_back(r->loss);
+                      }
+                      done.Notify();
+                    })
+                    .ok());
+    done.WaitForNotification();
+  }
+  EXPECT_EQ(names[0], "onednn");
+  EXPECT_EQ(names[1], "reference");
+  ASSERT_EQ(losses[0].size(), 3u);
+  ASSERT_EQ(losses[1].size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(losses[0][i], losses[1][i], 1e-4 * losses[1][i]) << i;
+}
+
 // The control-plane Worker with several threads: a task that blocks does not hold up the ones
 // posted after it, and the destructor runs everything queued.
 TEST(WorkerTest, ABlockedTaskDoesNotHoldUpTheOthersAndEverythingRuns) {

@@ -60,6 +60,7 @@ TEST(SessionCheckpointTest, RebuildsAnIdenticalSession) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->step, 4);
   EXPECT_EQ(config->seed, 3u);
+  EXPECT_EQ(config->backend, t->backend_name());  // a restored session runs where it ran
   EXPECT_EQ(config->rules.rules_size(), 1);
   auto restored = MakeTrainer(config->spec, config->rules, config->seed);
   ASSERT_TRUE(LoadCheckpoint(*file, *restored).ok());

@@ -1,0 +1,32 @@
+// The backends a server can run sessions on, by name: the server's --backend picks the default,
+// a session's CreateSessionRequest.backend its own. A new backend (a GPU one) adds itself to
+// AvailableBackends() and MakeBackend(); docs/architecture.md says what else it implements.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/backend/backend.h"
+
+namespace qtrain {
+
+inline constexpr char kDefaultBackend[] = "onednn";
+
+struct BackendInfo {
+  std::string name;         // "onednn", "reference"
+  std::string device;       // where its tensors live: "cpu:0"
+  std::string description;  // one line for `qtrain info`
+};
+
+// Every backend this build can make, the default first.
+std::vector<BackendInfo> AvailableBackends();
+
+// A new instance of backend `name` (owned by one executor thread at a time). InvalidArgument
+// naming the value and the available ones for an unknown name; the backend's own errors
+// (Internal when oneDNN cannot make a CPU engine).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view name);
+
+}  // namespace qtrain
