@@ -438,7 +438,7 @@ int Info(Invocation& inv) {
                 d.memory_budget_bytes() > 0 ? mib(d.memory_budget_bytes()).c_str() : "unlimited",
                 mib(d.memory_reserved_bytes()).c_str());
   }
-  std::printf("float kernels (policy %s)\n", info->float_gemm().c_str());
+  std::printf("float kernels (matmul policy %s)\n", info->float_gemm().c_str());
   for (const v1::Implementation& k : info->implementations()) {
     std::printf("  %-44s %s\n", k.op().c_str(), k.chosen().c_str());
     if (!verbose) continue;

@@ -19,8 +19,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view name) {
   if (name == "reference") return MakeReferenceBackend();
   std::vector<std::string> names;
   for (const BackendInfo& b : AvailableBackends()) names.push_back(b.name);
-  return absl::InvalidArgumentError(absl::StrCat("backend \"", name, "\" is not one of ",
-                                                 absl::StrJoin(names, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("backend \"", name, "\" is not one of ", absl::StrJoin(names, ", ")));
 }
 
 }  // namespace qtrain

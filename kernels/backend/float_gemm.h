@@ -55,7 +55,9 @@ absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
 std::vector<ImplReport> FloatGemmChoices();
 
 // Chooses for the float matmuls of a representative layer (256x1024x1024: forward, dx and dw),
-// then returns FloatGemmChoices(). Internal when oneDNN cannot make a CPU engine or primitive.
+// then returns FloatGemmChoices() followed by what runs the other representative float ops
+// (convolution, activations, norms, softmax, pooling, rotary). Internal when oneDNN cannot make
+// a CPU engine or primitive.
 absl::StatusOr<std::vector<ImplReport>> DescribeFloatKernels();
 
 }  // namespace qtrain

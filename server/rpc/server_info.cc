@@ -1,6 +1,7 @@
 #include "server/rpc/server_info.h"
 
 #include <algorithm>
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -14,11 +15,31 @@
 #endif
 
 namespace qtrain::rpc {
+namespace {
+
+// One choice into v1::Int8Kernel or v1::Implementation (the same fields).
+template <typename Message>
+void FillChoice(const ImplReport& r, Message* out) {
+  out->set_op(r.op);
+  out->set_chosen(r.chosen);
+  for (const ImplCandidate& c : r.candidates) {
+    auto* candidate = out->add_candidates();
+    candidate->set_name(c.name);
+    candidate->set_supported(c.supported);
+    candidate->set_reason(c.reason);
+  }
+}
+
+bool IsFloatMatmul(const v1::Implementation& k) { return absl::StartsWith(k.op(), "matmul f32 "); }
+
+}  // namespace
 
 absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
                                               const engine::MemoryBudget* budget) {
   absl::StatusOr<std::vector<Int8KernelReport>> kernels = DescribeInt8Kernels();
   if (!kernels.ok()) return kernels.status();
+  absl::StatusOr<std::vector<ImplReport>> floats = DescribeFloatKernels();
+  if (!floats.ok()) return floats.status();
   v1::ServerInfo info;
   info.set_version(QTRAIN_VERSION);
   info.set_cpu(CpuBrand());
@@ -38,19 +59,8 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
   host->set_name("cpu:0");
   host->set_kind("cpu");
   host->set_memory_budget_bytes(budget != nullptr ? std::max<int64_t>(budget->limit(), 0) : 0);
-  absl::Status floats = DescribeFloatKernels().status();
-  if (!floats.ok()) return floats;
-  for (const Int8KernelReport& r : *kernels) {
-    v1::Int8Kernel* k = info.add_int8_kernels();
-    k->set_op(r.op);
-    k->set_chosen(r.chosen);
-    for (const Int8Candidate& c : r.candidates) {
-      v1::Int8KernelCandidate* out = k->add_candidates();
-      out->set_name(c.name);
-      out->set_supported(c.supported);
-      out->set_reason(c.reason);
-    }
-  }
+  for (const Int8KernelReport& r : *kernels) FillChoice(r, info.add_int8_kernels());
+  for (const ImplReport& r : *floats) FillChoice(r, info.add_implementations());
   return CurrentServerInfo(std::move(info), budget);
 }
 
@@ -58,18 +68,10 @@ v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::MemoryBudget
   for (v1::DeviceInfo& d : *info.mutable_devices()) {
     if (d.kind() == "cpu") d.set_memory_reserved_bytes(budget != nullptr ? budget->used() : 0);
   }
-  info.clear_implementations();
-  for (const ImplReport& r : FloatGemmChoices()) {
-    v1::Implementation* k = info.add_implementations();
-    k->set_op(r.op);
-    k->set_chosen(r.chosen);
-    for (const ImplCandidate& c : r.candidates) {
-      v1::ImplementationCandidate* out = k->add_candidates();
-      out->set_name(c.name);
-      out->set_supported(c.supported);
-      out->set_reason(c.reason);
-    }
-  }
+  // The float matmuls chosen so far replace those of startup; the other ops stay as they were.
+  auto* list = info.mutable_implementations();
+  list->erase(std::remove_if(list->begin(), list->end(), IsFloatMatmul), list->end());
+  for (const ImplReport& r : FloatGemmChoices()) FillChoice(r, info.add_implementations());
   return info;
 }
 
@@ -84,7 +86,7 @@ std::string ServerInfoSummary(const v1::ServerInfo& info) {
                                     [](std::string* out, const v1::Int8Kernel& k) {
                                       absl::StrAppend(out, k.op(), " -> ", k.chosen());
                                     }),
-                      " | float GEMM ", info.float_gemm(), ": ",
+                      " | float ops (GEMM policy ", info.float_gemm(), "): ",
                       absl::StrJoin(info.implementations(), ", ",
                                     [](std::string* out, const v1::Implementation& k) {
                                       absl::StrAppend(out, k.op(), " -> ", k.chosen());
