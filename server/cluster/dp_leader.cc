@@ -113,8 +113,10 @@ absl::Status DataParallelLeader::Form(engine::Trainer& trainer) {
   Message setup;
   setup.kind = MessageKind::kSetup;
   setup.seed = trainer.seed();
+  // The ranks run on the leader's backend: a data-parallel session computes the same wherever its
+  // shards go.
   setup.blobs = {trainer.model().spec().SerializeAsString(),
-                 trainer.optimizer_config().SerializeAsString()};
+                 trainer.optimizer_config().SerializeAsString(), trainer.backend_name()};
   const std::string bytes = Encode(setup);
   for (int r = 1; r < world_size_; ++r) {
     if (absl::Status s = (*group)->Send(r, bytes); !s.ok()) return s;

@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend/backend.h"
+#include "kernels/backend/backend_registry.h"
 #include "kernels/status_macros.h"
 #include "server/cluster/dp_leader.h"
 #include "server/cluster/dp_protocol.h"
@@ -46,9 +47,9 @@ absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
     case MessageKind::kSetup: {
       proto::ModelSpec spec;
       proto::OptimizerConfig optimizer;
-      if (m.blobs.size() != 2 || !spec.ParseFromString(m.blobs[0]) ||
+      if (m.blobs.size() != 3 || !spec.ParseFromString(m.blobs[0]) ||
           !optimizer.ParseFromString(m.blobs[1])) {
-        return absl::DataLossError("setup: unreadable model or optimizer");
+        return absl::DataLossError("setup: unreadable model, optimizer or backend");
       }
       // The replica counts against this server's budget as a session would (ResourceExhausted
       // ends the rank; the leader's step fails UNAVAILABLE naming it).
@@ -57,7 +58,8 @@ absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
                                                  budget, engine::SessionBytes(footprint, optimizer),
                                                  absl::StrCat("data-parallel rank ", join.rank,
                                                               " of group ", join.group_id)));
-      QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeOnednnBackend());
+      // The leader's backend (an unknown name, from a newer leader, ends the rank naming it).
+      QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(m.blobs[2]));
       QTRAIN_ASSIGN_OR_RETURN(trainer, engine::Trainer::Create(spec, proto::RuleSet(), optimizer,
                                                                m.seed, std::move(backend)));
       trainer->set_memory_budget(budget);

@@ -175,7 +175,7 @@ int main(int argc, char** argv) {
     cluster::Message setup;
     setup.kind = cluster::MessageKind::kSetup;
     setup.seed = 7;
-    setup.blobs = {models[0].SerializeAsString(), "{}"};
+    setup.blobs = {models[0].SerializeAsString(), "{}", "onednn"};
     dp.Add(cluster::Encode(setup));
     cluster::Message state;
     state.kind = cluster::MessageKind::kState;

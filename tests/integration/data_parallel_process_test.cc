@@ -69,9 +69,10 @@ struct Cluster {
 };
 
 grpc::Status Create(v1::Trainer::Stub* stub, const std::string& id, int world,
-                    v1::Session* out = nullptr) {
+                    v1::Session* out = nullptr, const std::string& backend = "") {
   v1::CreateSessionRequest req;
   req.set_session_id(id);
+  req.set_backend(backend);
   req.set_seed(5);
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(kSpec, req.mutable_model()).ok());
   EXPECT_TRUE(
@@ -173,6 +174,14 @@ TEST(DataParallelProcessTest, TwoAndFourRanksTrainAsOneProcess) {
     EXPECT_NEAR(two[i], one[i], 1e-5 * one[i]) << "step " << i;
     EXPECT_NEAR(four[i], one[i], 1e-5 * one[i]) << "step " << i;
   }
+  // A session on the reference backend: its ranks run on it too, and agree with oneDNN's run.
+  ASSERT_TRUE(Create(stub.get(), "two-ref", 2, &info, "reference").ok());
+  EXPECT_EQ(info.backend(), "reference");
+  std::vector<double> ref;
+  grpc::Status sr = Train(stub.get(), "two-ref", 0, 10, &ref);
+  ASSERT_TRUE(sr.ok()) << sr.error_message();
+  ASSERT_EQ(ref.size(), 10u);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(ref[i], one[i], 1e-4 * one[i]) << i;
   const auto want = Download(stub.get(), "one");
   ExpectSameWeights(Download(stub.get(), "two"), want, 1e-5);
   ExpectSameWeights(Download(stub.get(), "four"), want, 1e-5);
