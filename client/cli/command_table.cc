@@ -34,8 +34,9 @@ usage: qtrain COMMAND [ARGS] [--flags]      (qtrain help COMMAND: its flags)
 
 commands:
   health                          is the server SERVING? (--service, --timeout=5)
-  info                            the server's CPU, ISA level and int8 kernels (--verbose:
-                                  every candidate kernel and why it was or was not chosen)
+  info                            the server's CPU, ISA level, backends, devices, int8 kernels
+                                  and float implementations (--verbose: every candidate and
+                                  why it was or was not chosen)
   session create [ID]             new session from --preset=mlp|cnn|transformer-lm or
                                   --model=SPEC (JSON file or inline JSON); --rules, --optimizer=
                                   adamw|sgd|momentum|JSON (--lr=0.001), --seed; mlp/cnn:
@@ -137,7 +138,9 @@ const std::vector<CommandSpec>& CommandSpecs() {
        0,
        0,
        "The server's CPU, the ISA level its kernels dispatch at (QTRAIN_MAX_ISA on the server caps "
-       "it) and the int8 kernel chosen for each op, with the candidates considered (--verbose).",
+       "it), the backends sessions may run on, the devices and their memory budget, the int8 "
+       "kernel chosen for each op and what runs each float op, with the candidates considered "
+       "(--verbose).",
        {"verbose"},
        Info},
       {"rebalance",

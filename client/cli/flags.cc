@@ -120,4 +120,4 @@ ABSL_FLAG(std::string, progress, "auto",
 ABSL_FLAG(int64_t, log_every, 0, "progress lines every N batches (0: about 10 lines)");
 ABSL_FLAG(std::string, service, "", "health: the service to check (\"\": the server)");
 ABSL_FLAG(double, timeout, 5, "health: seconds to wait for the server");
-ABSL_FLAG(bool, verbose, false, "info: every candidate int8 kernel and why it was (not) chosen");
+ABSL_FLAG(bool, verbose, false, "info: every candidate kernel and why it was (not) chosen");
