@@ -11,12 +11,11 @@
 #include <map>
 #include <memory>
 
-#include "absl/base/call_once.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/status_macros.h"
+#include "kernels/sync.h"
 
 namespace qtrain {
 namespace {
@@ -24,7 +23,7 @@ namespace {
 constexpr double kOpenblasMargin = 0.9;  // OpenBLAS must take at most 90 % of oneDNN's time
 
 struct Registry {
-  absl::Mutex mu;
+  qtrain::Mutex mu;
   FloatGemmPolicy policy ABSL_GUARDED_BY(mu) = FloatGemmPolicy::kAuto;
   // std::map: entries stay where they are, so the pointers handed out stay valid.
   std::map<std::string, std::unique_ptr<FloatGemmChoice>> choices ABSL_GUARDED_BY(mu);
@@ -95,14 +94,14 @@ const char* FloatGemmPolicyName(FloatGemmPolicy p) {
 
 void SetFloatGemmPolicy(FloatGemmPolicy p) {
   Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
+  qtrain::MutexLock lock(&r.mu);
   r.policy = p;
   r.choices.clear();
 }
 
 FloatGemmPolicy GetFloatGemmPolicy() {
   Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
+  qtrain::MutexLock lock(&r.mu);
   return r.policy;
 }
 
@@ -139,7 +138,7 @@ absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
   Registry& r = GetRegistry();
   FloatGemmPolicy policy;
   {
-    absl::MutexLock lock(&r.mu);
+    qtrain::MutexLock lock(&r.mu);
     auto it = r.choices.find(key);
     if (it != r.choices.end()) return it->second.get();
     policy = r.policy;
@@ -179,14 +178,14 @@ absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
   }
   report.candidates = {onednn, blas};
   report.chosen = choice->impl == FloatGemmImpl::kOpenblas ? blas.name : onednn.name;
-  absl::MutexLock lock(&r.mu);
+  qtrain::MutexLock lock(&r.mu);
   // A concurrent first call's choice, if it got there first.
   return r.choices.emplace(key, std::move(choice)).first->second.get();
 }
 
 std::vector<ImplReport> FloatGemmChoices() {
   Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
+  qtrain::MutexLock lock(&r.mu);
   std::vector<ImplReport> out;
   for (const auto& [key, choice] : r.choices) out.push_back(choice->report);
   std::sort(out.begin(), out.end(),
