@@ -9,7 +9,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -105,6 +107,9 @@ class Backend {
   virtual void TrimCache() {}
   // Entries of that cache (primitives and int8 routes), for tests and diagnostics.
   virtual size_t CacheEntries() const { return 0; }
+  // The implementation behind each cached primitive (cache key -> library's name, e.g.
+  // "brgconv:avx512_core"), for reports of what runs each op; empty when nothing is cached.
+  virtual std::map<std::string, std::string> CachedImplementations() const { return {}; }
 
   virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) = 0;
   virtual absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -204,6 +205,11 @@ class OnednnBackend final : public Backend {
   // half (routes go with the primitives they point to).
   static constexpr size_t kMaxCached = 512;
   size_t CacheEntries() const override { return cache_.size() + routes_.size(); }
+  std::map<std::string, std::string> CachedImplementations() const override {
+    std::map<std::string, std::string> out;
+    for (const auto& [key, p] : cache_) out.emplace(key, p.impl);
+    return out;
+  }
   void TrimCache() override {
     ++generation_;
     if (cache_.size() <= kMaxCached && routes_.size() <= kMaxCached) return;
@@ -612,19 +618,6 @@ class OnednnBackend final : public Backend {
     return it == cache_.end() ? "" : it->second.impl;
   }
 
-  // The implementations of the primitives `run` creates (none when they were cached already).
-  template <typename Run>
-  absl::StatusOr<std::vector<std::string>> NewImpls(Run&& run) {
-    std::vector<std::string> before;
-    for (const auto& [key, p] : cache_) before.push_back(key);
-    QTRAIN_RETURN_IF_ERROR(run());
-    std::vector<std::string> impls;
-    for (const auto& [key, p] : cache_) {
-      if (std::find(before.begin(), before.end(), key) == before.end()) impls.push_back(p.impl);
-    }
-    return impls;
-  }
-
  private:
   // oneDNN fixes a primitive's parallelization when it is created, so the thread count is part
   // of the key: a primitive made for 1 thread would otherwise run on 1 thread forever.
@@ -961,96 +954,6 @@ absl::StatusOr<std::vector<Int8KernelReport>> DescribeInt8Kernels() {
   } catch (const dnnl::error& e) {
     return DnnlError(e, "CPU engine");
   }
-}
-
-namespace {
-
-// oneDNN's pick for each representative float op other than matmul: one candidate list per op,
-// oneDNN's primitive (its implementation name) first, the reference loops, which only the
-// conformance tests run, after it.
-absl::StatusOr<std::vector<ImplReport>> DescribeOnednnOps(OnednnBackend& backend) {
-  std::vector<ImplReport> out;
-  const auto add = [&](const std::string& op, auto&& run) -> absl::Status {
-    QTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> impls, backend.NewImpls(run));
-    ImplReport r;
-    r.op = op;
-    for (const std::string& impl : impls) {
-      r.candidates.push_back({absl::StrCat("onednn:", impl), true, "oneDNN's primitive"});
-    }
-    if (r.candidates.empty()) {  // no primitive: the backend's own loop
-      r.candidates.push_back({"onednn", false, "oneDNN 2.6 has no primitive for it"});
-      r.candidates.push_back({"loops", true, "the reference loop, parallel over rows"});
-      r.chosen = "loops";
-    } else {
-      r.chosen = r.candidates.front().name;
-      r.candidates.push_back({"reference", true, "plain loops: the conformance tests' yardstick"});
-    }
-    out.push_back(std::move(r));
-    return absl::OkStatus();
-  };
-  ConvDesc conv{32, 28, 28, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1};
-  std::vector<float> src(32 * 28 * 28 * 64, 0.5f), w(3 * 3 * 32 * 64, 0.25f);
-  std::vector<float> dst(32 * 28 * 28 * 64), aux(2048 * 4), aux2(2048 * 4);
-  QTRAIN_RETURN_IF_ERROR(add("conv f32 32x28x28x32 * 3x3x32x64", [&] {
-    return backend.ConvFwdF32(conv, src.data(), w.data(), dst.data());
-  }));
-  QTRAIN_RETURN_IF_ERROR(add("conv f32 backward data", [&] {
-    return backend.ConvBwdData(conv, dst.data(), w.data(), src.data());
-  }));
-  QTRAIN_RETURN_IF_ERROR(add("conv f32 backward weights", [&] {
-    return backend.ConvBwdWeights(conv, src.data(), dst.data(), w.data());
-  }));
-  const int64_t n = 2048 * 512;
-  QTRAIN_RETURN_IF_ERROR(add("gelu 2048x512", [&] {
-    return backend.EltwiseFwd(EltwiseKind::kGeluTanh, n, src.data(), dst.data());
-  }));
-  QTRAIN_RETURN_IF_ERROR(add("gelu backward 2048x512", [&] {
-    return backend.EltwiseBwd(EltwiseKind::kGeluTanh, n, src.data(), src.data(), dst.data());
-  }));
-  QTRAIN_RETURN_IF_ERROR(add("layer norm 2048x512", [&] {
-    return backend.LayerNormFwd(2048, 512, 1e-5f, src.data(), w.data(), w.data(), dst.data(),
-                                aux.data(), aux2.data());
-  }));
-  QTRAIN_RETURN_IF_ERROR(add("batch norm 25088x64 (training)", [&] {
-    return backend.BatchNormFwd(25088, 64, 1e-5f, true, src.data(), w.data(), w.data(), aux.data(),
-                                aux2.data(), dst.data());
-  }));
-  QTRAIN_RETURN_IF_ERROR(add("softmax 2048x128", [&] {
-    return backend.SoftmaxFwd(2048, 128, false, src.data(), dst.data());
-  }));
-  PoolDesc pool{32, 28, 28, 64, 3, 3, 2, 2, 1, 1, 1, 1, true};
-  QTRAIN_RETURN_IF_ERROR(add("max pool 3x3/2 32x28x28x64",
-                             [&] { return backend.PoolFwd(pool, src.data(), dst.data()); }));
-  RotaryDesc rotary{2048, 128, 64, false};
-  QTRAIN_RETURN_IF_ERROR(add("rotary 2048x64", [&] {
-    return backend.Rotary(rotary, w.data(), w.data(), src.data(), dst.data());
-  }));
-  return out;
-}
-
-}  // namespace
-
-absl::StatusOr<std::vector<ImplReport>> DescribeFloatKernels() {
-  std::vector<ImplReport> others;
-  try {
-    OnednnBackend backend;
-    QTRAIN_ASSIGN_OR_RETURN(others, DescribeOnednnOps(backend));
-    constexpr int64_t kM = 256, kK = 1024, kN = 1024;
-    std::vector<float> a(kM * kK, 0.5f), b(kK * kN, 0.25f), c(kK * kN);  // dw: (K, N)
-    MatmulDesc forward{kM, kK, kN};
-    MatmulDesc dx{kM, kN, kK};  // g (M,N) · wᵀ
-    dx.trans_b = true;
-    MatmulDesc dw{kK, kM, kN};  // xᵀ · g
-    dw.trans_a = true;
-    for (const MatmulDesc& d : {forward, dx, dw}) {
-      QTRAIN_RETURN_IF_ERROR(backend.MatmulF32(d, a.data(), b.data(), c.data()));
-    }
-  } catch (const dnnl::error& e) {
-    return DnnlError(e, "CPU engine");
-  }
-  std::vector<ImplReport> out = FloatGemmChoices();
-  out.insert(out.end(), others.begin(), others.end());
-  return out;
 }
 
 }  // namespace qtrain
