@@ -1,5 +1,4 @@
 #include "server/rpc/trainer_service.h"
-#include "server/rpc/server_info.h"
 
 #include <memory>
 
@@ -8,6 +7,7 @@
 #include "server/engine/session_id.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/sensitivity_stream.h"
+#include "server/rpc/server_info.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/stream_reactors.h"
 #include "server/rpc/tensor_convert.h"

@@ -2,8 +2,14 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/backend/backend_registry.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain::store {
@@ -81,7 +87,16 @@ absl::StatusOr<SessionConfig> ConfigFromCheckpoint(const SafetensorsFile& file) 
     }
     c.world_size = static_cast<int>(world);
   }
-  if (auto it = file.metadata.find("backend"); it != file.metadata.end()) c.backend = it->second;
+  if (auto it = file.metadata.find("backend"); it != file.metadata.end()) {
+    std::vector<std::string> known;
+    for (const BackendInfo& b : AvailableBackends()) known.push_back(b.name);
+    if (std::find(known.begin(), known.end(), it->second) == known.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint metadata \"backend\" = \"",
+                                                     it->second, "\" is not one of ",
+                                                     absl::StrJoin(known, ", ")));
+    }
+    c.backend = it->second;
+  }
   return c;
 }
 

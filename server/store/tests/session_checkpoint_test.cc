@@ -158,6 +158,10 @@ TEST(SessionCheckpointTest, ForeignAndMismatchedCheckpointsAreRefused) {
   SafetensorsFile bad_step = CheckpointFromTrainer(*t);
   bad_step.metadata["step"] = "-3";
   EXPECT_THAT(LoadCheckpoint(bad_step, *t).message(), HasSubstr("\"step\""));
+  SafetensorsFile bad_backend = CheckpointFromTrainer(*t);
+  bad_backend.metadata["backend"] = "cuda";
+  EXPECT_THAT(ConfigFromCheckpoint(bad_backend).status().message(),
+              HasSubstr("checkpoint metadata \"backend\" = \"cuda\" is not one of onednn"));
 }
 
 }  // namespace
