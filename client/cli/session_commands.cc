@@ -402,6 +402,24 @@ int Health(Invocation& inv) {
   return *status == "SERVING" ? kOk : kNotServing;
 }
 
+namespace {
+
+// Each op and what runs it (v1::Int8Kernel or v1::Implementation), with `verbose` every
+// candidate, + when it could run the op, and why.
+template <typename Choices>
+void PrintChoices(const Choices& choices, int op_width, bool verbose) {
+  for (const auto& k : choices) {
+    std::printf("  %-*s %s\n", op_width, k.op().c_str(), k.chosen().c_str());
+    if (!verbose) continue;
+    for (const auto& c : k.candidates()) {
+      std::printf("    %s %-34s %s\n", c.supported() ? "+" : "-", c.name().c_str(),
+                  c.reason().c_str());
+    }
+  }
+}
+
+}  // namespace
+
 int Info(Invocation& inv) {
   auto info = inv.client->GetServerInfo();
   if (!info.ok()) return Fail(inv, "info", info.status());
@@ -419,14 +437,7 @@ int Info(Invocation& inv) {
   }
   std::printf("\nint8 kernels\n");
   const bool verbose = absl::GetFlag(FLAGS_verbose);
-  for (const v1::Int8Kernel& k : info->int8_kernels()) {
-    std::printf("  %-36s %s\n", k.op().c_str(), k.chosen().c_str());
-    if (!verbose) continue;
-    for (const v1::Int8KernelCandidate& c : k.candidates()) {
-      std::printf("    %s %-34s %s\n", c.supported() ? "+" : "-", c.name().c_str(),
-                  c.reason().c_str());
-    }
-  }
+  PrintChoices(info->int8_kernels(), 36, verbose);
   std::printf("backends\n");
   for (const v1::BackendInfo& b : info->backends()) {
     std::printf("  %-10s %-6s %s\n", b.name().c_str(), b.device().c_str(), b.description().c_str());
@@ -439,14 +450,7 @@ int Info(Invocation& inv) {
                 mib(d.memory_reserved_bytes()).c_str());
   }
   std::printf("float kernels (matmul policy %s)\n", info->float_gemm().c_str());
-  for (const v1::Implementation& k : info->implementations()) {
-    std::printf("  %-44s %s\n", k.op().c_str(), k.chosen().c_str());
-    if (!verbose) continue;
-    for (const v1::ImplementationCandidate& c : k.candidates()) {
-      std::printf("    %s %-34s %s\n", c.supported() ? "+" : "-", c.name().c_str(),
-                  c.reason().c_str());
-    }
-  }
+  PrintChoices(info->implementations(), 44, verbose);
   return kOk;
 }
 
