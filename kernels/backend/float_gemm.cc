@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,8 +24,7 @@ constexpr double kOpenblasMargin = 0.9;  // OpenBLAS must take at most 90 % of o
 struct Registry {
   qtrain::Mutex mu;
   FloatGemmPolicy policy ABSL_GUARDED_BY(mu) = FloatGemmPolicy::kAuto;
-  // std::map: entries stay where they are, so the pointers handed out stay valid.
-  std::map<std::string, std::unique_ptr<FloatGemmChoice>> choices ABSL_GUARDED_BY(mu);
+  std::map<std::string, FloatGemmChoice> choices ABSL_GUARDED_BY(mu);
 };
 
 Registry& GetRegistry() {
@@ -129,7 +127,7 @@ void OpenblasMatmul(const MatmulDesc& d, const float* a, const float* b, float* 
               d.accumulate ? 1.0f : 0.0f, c, static_cast<int>(Ldc(d)));
 }
 
-absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
+absl::StatusOr<FloatGemmImpl> ChooseFloatGemm(
     const MatmulDesc& d, const float* a, const float* b, const std::string& onednn_name,
     const std::function<absl::Status(float*)>& run_onednn) {
   const std::string key =
@@ -140,11 +138,11 @@ absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
   {
     qtrain::MutexLock lock(&r.mu);
     auto it = r.choices.find(key);
-    if (it != r.choices.end()) return it->second.get();
+    if (it != r.choices.end()) return it->second.impl;
     policy = r.policy;
   }
-  auto choice = std::make_unique<FloatGemmChoice>();
-  ImplReport& report = choice->report;
+  FloatGemmChoice choice;
+  ImplReport& report = choice.report;
   report.op = absl::StrCat(OpName(d), ", ", omp_get_max_threads(), " threads");
   const std::string blas_name = absl::StrCat("openblas:", openblas_get_corename());
   const std::string unsupported = OpenblasUnsupported(d);
@@ -154,7 +152,7 @@ absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
     if (blas.supported) blas.reason = "not chosen: the float GEMM is pinned to onednn";
   } else if (policy == FloatGemmPolicy::kOpenblas) {
     if (blas.supported) {
-      choice->impl = FloatGemmImpl::kOpenblas;
+      choice.impl = FloatGemmImpl::kOpenblas;
       blas.reason = "pinned (float GEMM openblas)";
     }
   } else if (blas.supported) {
@@ -171,23 +169,23 @@ absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
     }
     QTRAIN_RETURN_IF_ERROR(s);
     const bool faster = t_blas <= kOpenblasMargin * t_onednn;
-    if (faster) choice->impl = FloatGemmImpl::kOpenblas;
+    if (faster) choice.impl = FloatGemmImpl::kOpenblas;
     onednn.reason = absl::StrCat("measured ", Ms(t_onednn));
     blas.reason = absl::StrCat("measured ", Ms(t_blas),
                                faster ? " (at least 10 % faster)" : " (not 10 % faster)");
   }
   report.candidates = {onednn, blas};
-  report.chosen = choice->impl == FloatGemmImpl::kOpenblas ? blas.name : onednn.name;
+  report.chosen = choice.impl == FloatGemmImpl::kOpenblas ? blas.name : onednn.name;
   qtrain::MutexLock lock(&r.mu);
   // A concurrent first call's choice, if it got there first.
-  return r.choices.emplace(key, std::move(choice)).first->second.get();
+  return r.choices.emplace(key, std::move(choice)).first->second.impl;
 }
 
 std::vector<ImplReport> FloatGemmChoices() {
   Registry& r = GetRegistry();
   qtrain::MutexLock lock(&r.mu);
   std::vector<ImplReport> out;
-  for (const auto& [key, choice] : r.choices) out.push_back(choice->report);
+  for (const auto& [key, choice] : r.choices) out.push_back(choice.report);
   std::sort(out.begin(), out.end(),
             [](const ImplReport& x, const ImplReport& y) { return x.op < y.op; });
   return out;

@@ -47,7 +47,7 @@ struct FloatGemmChoice {
 // The choice for `d`'s shape (see above). `onednn_name` names oneDNN's kernel for the report;
 // `run_onednn(c)` runs oneDNN's matmul of the call's operands into `c` (a scratch buffer while
 // timing: the caller's output is not touched). Errors: run_onednn's.
-absl::StatusOr<const FloatGemmChoice*> ChooseFloatGemm(
+absl::StatusOr<FloatGemmImpl> ChooseFloatGemm(
     const MatmulDesc& d, const float* a, const float* b, const std::string& onednn_name,
     const std::function<absl::Status(float*)>& run_onednn);
 

@@ -103,9 +103,9 @@ class OnednnBackend final : public Backend {
         return absl::OkStatus();
       };
       // The candidate list of float_gemm.h, chosen once per shape.
-      QTRAIN_ASSIGN_OR_RETURN(const FloatGemmChoice* choice,
+      QTRAIN_ASSIGN_OR_RETURN(const FloatGemmImpl impl,
                               ChooseFloatGemm(d, a, b, p->impl, run_onednn));
-      if (choice->impl == FloatGemmImpl::kOpenblas) {
+      if (impl == FloatGemmImpl::kOpenblas) {
         OpenblasMatmul(d, a, b, c);
         return absl::OkStatus();
       }
