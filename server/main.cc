@@ -148,9 +148,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   qtrain::server::SetJsonLogs(log_format == "json");
-  if (auto backend = qtrain::MakeBackend(options.sessions.session.backend); !backend.ok()) {
-    std::fprintf(stderr, "qtrain-server: --backend: %s\n",
-                 std::string(backend.status().message()).c_str());
+  if (!qtrain::IsBackend(options.sessions.session.backend)) {
+    std::fprintf(stderr, "qtrain-server: --backend=%s is not one of %s\n",
+                 options.sessions.session.backend.c_str(), qtrain::BackendNames().c_str());
     return 2;
   }
   if (const std::string gemm = absl::GetFlag(FLAGS_float_gemm); !gemm.empty()) {

@@ -14,13 +14,23 @@ std::vector<BackendInfo> AvailableBackends() {
   };
 }
 
+bool IsBackend(absl::string_view name) {
+  for (const BackendInfo& b : AvailableBackends()) {
+    if (b.name == name) return true;
+  }
+  return false;
+}
+
+std::string BackendNames() {
+  return absl::StrJoin(AvailableBackends(), ", ",
+                       [](std::string* out, const BackendInfo& b) { out->append(b.name); });
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view name) {
   if (name == "onednn") return MakeOnednnBackend();
   if (name == "reference") return MakeReferenceBackend();
-  std::vector<std::string> names;
-  for (const BackendInfo& b : AvailableBackends()) names.push_back(b.name);
   return absl::InvalidArgumentError(
-      absl::StrCat("backend \"", name, "\" is not one of ", absl::StrJoin(names, ", ")));
+      absl::StrCat("backend \"", name, "\" is not one of ", BackendNames()));
 }
 
 }  // namespace qtrain

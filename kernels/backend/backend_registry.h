@@ -24,6 +24,11 @@ struct BackendInfo {
 // Every backend this build can make, the default first.
 std::vector<BackendInfo> AvailableBackends();
 
+// Whether `name` is one of them, and their names as error messages list them ("onednn,
+// reference").
+bool IsBackend(absl::string_view name);
+std::string BackendNames();
+
 // A new instance of backend `name` (owned by one executor thread at a time). InvalidArgument
 // naming the value and the available ones for an unknown name; the backend's own errors
 // (Internal when oneDNN cannot make a CPU engine).

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,6 +21,18 @@ namespace qtrain {
 namespace {
 
 constexpr double kOpenblasMargin = 0.9;  // OpenBLAS must take at most 90 % of oneDNN's time
+
+struct FloatGemmChoice {
+  FloatGemmImpl impl = FloatGemmImpl::kOnednn;
+  ImplReport report;
+};
+
+// The policies by name.
+constexpr std::pair<const char*, FloatGemmPolicy> kPolicies[] = {
+    {"auto", FloatGemmPolicy::kAuto},
+    {"onednn", FloatGemmPolicy::kOnednn},
+    {"openblas", FloatGemmPolicy::kOpenblas},
+};
 
 struct Registry {
   qtrain::Mutex mu;
@@ -71,21 +84,16 @@ std::string Ms(double s) { return absl::StrFormat("%.3f ms", s * 1e3); }
 }  // namespace
 
 absl::StatusOr<FloatGemmPolicy> ParseFloatGemmPolicy(absl::string_view name) {
-  if (name == "auto") return FloatGemmPolicy::kAuto;
-  if (name == "onednn") return FloatGemmPolicy::kOnednn;
-  if (name == "openblas") return FloatGemmPolicy::kOpenblas;
+  for (const auto& [known, policy] : kPolicies) {
+    if (name == known) return policy;
+  }
   return absl::InvalidArgumentError(
       absl::StrCat("float GEMM \"", name, "\" is not one of auto, onednn, openblas"));
 }
 
 const char* FloatGemmPolicyName(FloatGemmPolicy p) {
-  switch (p) {
-    case FloatGemmPolicy::kOnednn:
-      return "onednn";
-    case FloatGemmPolicy::kOpenblas:
-      return "openblas";
-    case FloatGemmPolicy::kAuto:
-      break;
+  for (const auto& [name, policy] : kPolicies) {
+    if (policy == p) return name;
   }
   return "auto";
 }

@@ -39,11 +39,6 @@ void OpenblasMatmul(const MatmulDesc& d, const float* a, const float* b, float* 
 
 enum class FloatGemmImpl : uint8_t { kOnednn, kOpenblas };
 
-struct FloatGemmChoice {
-  FloatGemmImpl impl = FloatGemmImpl::kOnednn;
-  ImplReport report;
-};
-
 // The choice for `d`'s shape (see above). `onednn_name` names oneDNN's kernel for the report;
 // `run_onednn(c)` runs oneDNN's matmul of the call's operands into `c` (a scratch buffer while
 // timing: the caller's output is not touched). Errors: run_onednn's.

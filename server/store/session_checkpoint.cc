@@ -2,13 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
-#include <algorithm>
-#include <string>
-#include <vector>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "kernels/backend/backend_registry.h"
 #include "kernels/status_macros.h"
 
@@ -88,12 +83,9 @@ absl::StatusOr<SessionConfig> ConfigFromCheckpoint(const SafetensorsFile& file) 
     c.world_size = static_cast<int>(world);
   }
   if (auto it = file.metadata.find("backend"); it != file.metadata.end()) {
-    std::vector<std::string> known;
-    for (const BackendInfo& b : AvailableBackends()) known.push_back(b.name);
-    if (std::find(known.begin(), known.end(), it->second) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint metadata \"backend\" = \"",
-                                                     it->second, "\" is not one of ",
-                                                     absl::StrJoin(known, ", ")));
+    if (!IsBackend(it->second)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint metadata \"backend\" = \"", it->second, "\" is not one of ", BackendNames()));
     }
     c.backend = it->second;
   }
