@@ -191,21 +191,19 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
       store::SessionStore* st = s->store_.get();
       rpc::Metrics* metrics = s->metrics_.get();
       const int64_t every = o.autosave_steps;
-      session_options.session.after_task = [st, metrics, every](const std::string& id,
-                                                                engine::Trainer& t) {
-        if (t.step() - std::max<int64_t>(st->LastDurableStep(id), 0) >= every) {
-          const auto start = std::chrono::steady_clock::now();
-          absl::StatusOr<store::SavedCheckpoint> saved = st->Save(id, t);
-          if (saved.ok())
-            metrics->RecordCheckpoint("autosave", rpc::SecondsSince(start), saved->bytes);
-          if (!saved.ok()) {
+      session_options.session.after_task = ops::SessionOps::Autosave(
+          st, every,
+          [metrics](const std::string& id, double seconds,
+                    const absl::StatusOr<store::SavedCheckpoint>& saved) {
+            if (saved.ok()) {
+              metrics->RecordCheckpoint("autosave", seconds, saved->bytes);
+              return;
+            }
             metrics->RecordCheckpointError("autosave");
             LogEvent(LogLevel::kError, "autosave_failed",
                      absl::StrCat(": autosave of ", id, " failed: ", saved.status().ToString()),
                      {{"session", id}});
-          }
-        }
-      };
+          });
     }
   }
   s->sessions_ = std::make_unique<engine::SessionManager>(session_options);
@@ -239,9 +237,9 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
   if (s->store_) {
     s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_, groups);
   }
-  s->service_ = std::make_unique<rpc::TrainerService>(s->sessions_.get(), s->store_.get(), limits,
-                                                      s->metrics_.get());
-  s->service_->SetStepGroups(groups);
+  s->ops_ = std::make_unique<ops::SessionOps>(ops::SessionOpsOptions{
+      s->sessions_.get(), s->store_.get(), s->budget_.get(), std::move(groups)});
+  s->service_ = std::make_unique<rpc::TrainerService>(s->ops_.get(), limits, s->metrics_.get());
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
   s->metrics_->TrackMemory(s->budget_.get());
   s->metrics_->TrackProcess(o.data_dir);
@@ -353,21 +351,11 @@ void RunningServer::Shutdown(int deadline_ms, int grace_ms) {
                     std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
   if (health_server_ != nullptr) health_server_->Shutdown();
   workers_->Shutdown();  // this server's worker ranks leave their groups
-  if (store_) {
-    for (const engine::SessionInfo& info : sessions_->List()) {
-      absl::StatusOr<std::shared_ptr<engine::Session>> session = sessions_->Get(info.id);
-      if (!session.ok()) continue;
-      absl::Status saved;
-      absl::Status ran = store::RunAndWait(
-          **session, [&](engine::Trainer& t) { saved = store_->Save(info.id, t).status(); });
-      if (!ran.ok() || !saved.ok()) {
-        LogEvent(LogLevel::kError, "save_failed",
-                 absl::StrCat(": saving ", info.id,
-                              " at shutdown failed: ", (ran.ok() ? saved : ran).ToString()),
-                 {{"session", info.id}});
-      }
-    }
-  }
+  ops_->SaveAll([](const std::string& id, const absl::Status& error) {
+    LogEvent(LogLevel::kError, "save_failed",
+             absl::StrCat(": saving ", id, " at shutdown failed: ", error.ToString()),
+             {{"session", id}});
+  });
   sessions_->ShutdownAll();
   metrics_->UntrackSessions();  // the exposer outlives the session manager
   store_.reset();               // releases the data dir's lock for the next server

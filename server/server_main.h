@@ -16,6 +16,7 @@
 #include "server/cluster/dp_worker.h"
 #include "server/engine/memory_budget.h"
 #include "server/engine/session.h"
+#include "server/ops/session_ops.h"
 #include "server/rpc/access.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/cluster_service.h"
@@ -102,7 +103,8 @@ class RunningServer {
   std::unique_ptr<store::SessionStore> store_;
   std::unique_ptr<engine::MemoryBudget> budget_;  // outlives the sessions holding its leases
   std::unique_ptr<engine::SessionManager> sessions_;
-  rpc::ServiceState state_;  // shared with the handlers; outlives the server
+  std::unique_ptr<ops::SessionOps> ops_;  // over sessions_ and store_
+  rpc::ServiceState state_;               // shared with the handlers; outlives the server
   std::unique_ptr<rpc::TrainerService> service_;
   std::unique_ptr<rpc::ReflectionV1> reflection_;
   std::unique_ptr<cluster::WorkerRanks> workers_;  // the groups this server serves as a worker

@@ -1,6 +1,7 @@
 // Session: one training session's Trainer plus the executor thread that runs every operation on
 // it, in submission order, with a bounded queue (a slow session pushes back instead of buffering
-// without limit). gRPC threads only Submit; kernels run on the executor (docs/architecture.md).
+// without limit). Callers submit through the typed operations of server/ops (session_ops.h), so
+// gRPC threads never run kernels (docs/architecture.md).
 //
 // Thread-safety: Submit, info() and Shutdown may be called from any thread. Tasks run one at a
 // time on the executor thread and are the only code that touches the Trainer.

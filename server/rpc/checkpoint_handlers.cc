@@ -1,6 +1,7 @@
 // TrainerService's checkpoint RPCs: SaveCheckpoint (durable, in the data dir),
 // DownloadCheckpoint (safetensors bytes in chunks) and UploadCheckpoint (chunks → an existing
 // session, or a new one built from the checkpoint's configuration).
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -23,9 +24,6 @@
 namespace qtrain::rpc {
 namespace {
 
-using engine::Session;
-using engine::Trainer;
-
 constexpr size_t kChunkBytes = 1 << 20;
 
 // Where a saved checkpoint lies, as its caller may know it: relative to the tenant's directory
@@ -39,15 +37,18 @@ std::string ShownPath(const Caller& caller, const std::string& root, const std::
   return relative;
 }
 
-// Streams one file's bytes (a checkpoint, an export), produced on the session's executor by
-// `produce` from the request. Counts as a stream like Train's: refused while the server drains,
-// and it holds one of its tenant's stream slots until it finishes.
+// Streams one file's bytes (a checkpoint, an export), produced by the session operation that
+// `produce` submits for the request (an error: the request is refused, nothing was submitted).
+// Counts as a stream like Train's: refused while the server drains, and it holds one of its
+// tenant's stream slots until it finishes. `metric`: the checkpoint kind its time and size are
+// recorded as (null: not recorded).
 template <typename Request>
 class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  using Producer = std::function<absl::StatusOr<std::string>(const Request&, Trainer&)>;
-  DownloadStream(const CallGate& gate, engine::SessionManager* sessions, ServiceLimits limits,
-                 const grpc::ByteBuffer* in, Producer produce)
+  using Producer =
+      std::function<absl::Status(ops::SessionHandle&, const Request&, ops::Done<ops::FileResult>)>;
+  DownloadStream(const CallGate& gate, ops::SessionOps* sessions, ServiceLimits limits,
+                 const grpc::ByteBuffer* in, Metrics* metrics, const char* metric, Producer produce)
       : limits_(limits), tenants_(gate.tenants()) {
     if (limits_.state != nullptr) ++limits_.state->streams;
     if (!gate.admitted().ok()) {
@@ -70,7 +71,7 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       End(id.status());
       return;
     }
-    absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(*id);
+    absl::StatusOr<ops::SessionHandle> session = sessions->Bind(*id);
     if (!session.ok()) {
       End(session.status());
       return;
@@ -83,15 +84,18 @@ class DownloadStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       }
       slot_tenant_ = tenant;
     }
-    absl::Status s = (*session)->Submit([this, request, produce = std::move(produce)](Trainer& t) {
-      absl::StatusOr<std::string> bytes = produce(request, t);
-      if (!bytes.ok()) {
-        End(bytes.status());
-        return;
-      }
-      bytes_ = *std::move(bytes);
-      WriteNext();  // the first write; later ones come from OnWriteDone
-    });
+    absl::Status s =
+        produce(*session, request, [this, metrics, metric](absl::StatusOr<ops::FileResult> r) {
+          if (!r.ok()) {
+            End(r.status());
+            return;
+          }
+          if (metrics != nullptr && metric != nullptr) {
+            metrics->RecordCheckpoint(metric, r->seconds, static_cast<int64_t>(r->bytes.size()));
+          }
+          bytes_ = std::move(r->bytes);
+          WriteNext();  // the first write; later ones come from OnWriteDone
+        });
     if (!s.ok()) End(s);
   }
 
@@ -178,57 +182,28 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
       Done(decoded.status());
       return;
     }
-    auto file = std::make_shared<store::SafetensorsFile>(std::move(*decoded));
-    const size_t size = bytes_.size();
-    // Loads the checkpoint into `t` and, with a data dir, makes it durable before it is
-    // acknowledged (and so a later restart cannot bring back an older file of a higher step).
-    // A live session whose new state cannot be made durable gets its old state back: a refused
-    // upload changes nothing, neither the session nor its file.
-    auto apply = [this, file, size](Trainer& t, bool live) -> absl::Status {
-      const auto start = std::chrono::steady_clock::now();
-      std::map<std::string, Tensor> before;
-      const int64_t before_step = t.step();
-      engine::MemoryBudget::Lease kept;  // the copy is about as large as the checkpoint
-      if (live && target_.store != nullptr) {
-        QTRAIN_ASSIGN_OR_RETURN(
-            kept, engine::MemoryBudget::Reserve(limits_.budget, static_cast<int64_t>(size),
-                                                "keeping the session's state during the upload"));
-        QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus("keeping the session's state", [&] {
-          before = t.ExportState();
-          return absl::OkStatus();
-        }));
-      }
-      QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
-          "loading the uploaded checkpoint", [&] { return store::LoadCheckpoint(*file, t); }));
-      if (target_.store != nullptr) {
-        absl::StatusOr<store::SavedCheckpoint> saved =
-            target_.store->Save(id_, t, DiskLimit(gate_.tenants(), id_));
-        if (!saved.ok()) {
-          absl::Status restored = live ? t.ImportState(before, before_step) : absl::OkStatus();
-          return absl::Status(
-              saved.status().code(),
-              absl::StrCat("the checkpoint could not be made durable, so it was not loaded: ",
-                           saved.status().message(),
-                           restored.ok() ? ""
-                                         : absl::StrCat(" (and restoring the session's state "
-                                                        "failed: ",
-                                                        restored.message(), ")")));
-        }
-      }
-      if (target_.metrics != nullptr) {
-        target_.metrics->RecordCheckpoint("upload", SecondsSince(start),
-                                          static_cast<int64_t>(size));
-      }
+    auto file = std::make_shared<const store::SafetensorsFile>(std::move(*decoded));
+    const int64_t size = static_cast<int64_t>(bytes_.size());
+    const int64_t disk_limit = DiskLimit(gate_.tenants(), id_);
+    const std::string crc32 =
+        file->metadata.count(store::kChecksumKey) ? file->metadata.at(store::kChecksumKey) : "";
+    // Answers the loaded step (the checkpoint's), once it is durable with a data dir.
+    auto answer = [this, size, crc32](double seconds, int64_t step) -> absl::Status {
+      if (target_.metrics != nullptr) target_.metrics->RecordCheckpoint("upload", seconds, size);
       v1::CheckpointInfo info;
       info.set_session_id(shown_id_);
-      info.set_step(t.step());
-      info.set_bytes(static_cast<int64_t>(size));
-      info.set_crc32(file->metadata[store::kChecksumKey]);
+      info.set_step(step);
+      info.set_bytes(size);
+      info.set_crc32(crc32);
       return SerializeWire(info, target_.response);
     };
-    absl::StatusOr<std::shared_ptr<Session>> session = target_.sessions->Get(id_);
-    if (session.ok()) {  // into a live session: on its executor, between its steps
-      absl::Status s = (*session)->Submit([this, apply](Trainer& t) { Done(apply(t, true)); });
+    // Into a live session: on its executor, between its steps; a failed save gives it back its
+    // state (SessionHandle::Load).
+    if (absl::StatusOr<ops::SessionHandle> live = target_.sessions->Bind(id_); live.ok()) {
+      absl::Status s =
+          live->Load(file, size, disk_limit, [this, answer](absl::StatusOr<ops::LoadResult> r) {
+            Done(r.ok() ? answer(r->seconds, r->step) : r.status());
+          });
       if (!s.ok()) Done(s);
       return;
     }
@@ -239,30 +214,26 @@ class UploadStream final : public ChunkedUpload<v1::CheckpointChunk> {
       Done(config.status());
       return;
     }
+    const auto start = std::chrono::steady_clock::now();
     NewSessionQuota quota(gate_.tenants());
-    session = target_.sessions->Create(
-        id_, config->spec, config->rules, config->optimizer, config->seed,
-        [&](const std::string&, Trainer& t) -> absl::Status {
-          QTRAIN_RETURN_IF_ERROR(quota.Reserve(id_, t));
-          QTRAIN_RETURN_IF_ERROR(JoinGroup(config->world_size, t));
-          return apply(t, false);
-        },
-        config->backend);
-    if (session.ok() && target_.metrics != nullptr) {
+    ops::NewSession create;
+    create.id = id_;
+    create.model = config->spec;
+    create.rules = config->rules;
+    create.optimizer = config->optimizer;
+    create.seed = config->seed;
+    create.backend = config->backend;
+    // A checkpoint of a data-parallel session (qtrain rebalance moving it) trains data-parallel
+    // again on a server with a data-parallel configuration; one without takes it as one process.
+    create.world_size = target_.sessions->data_parallel() ? std::max(config->world_size, 1) : 1;
+    create.checkpoint = file;
+    create.reserve = quota.AsReserve();
+    create.disk_limit = disk_limit;
+    absl::StatusOr<ops::SessionSummary> created = target_.sessions->Create(create);
+    if (created.ok() && target_.metrics != nullptr) {
       target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
     }
-    Done(session.status());
-  }
-
-  // A checkpoint of a data-parallel session (qtrain rebalance moving it) trains data-parallel
-  // again on a server with a data-parallel configuration (InvalidArgument naming the world size
-  // when it has too few peers); a server without one takes it as one process.
-  absl::Status JoinGroup(int world_size, Trainer& t) {
-    if (world_size <= 1 || target_.groups == nullptr || !*target_.groups) return absl::OkStatus();
-    QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<engine::StepGroup> group,
-                            (*target_.groups)(id_, world_size));
-    t.set_step_group(std::move(group));
-    return absl::OkStatus();
+    Done(created.ok() ? answer(SecondsSince(start), created->step) : created.status());
   }
 
   std::string id_;  // the engine's (Caller::Resolve)
@@ -274,87 +245,72 @@ grpc::ServerUnaryReactor* TrainerService::SaveCheckpoint(Context* ctx, const Byt
                                                          Bytes* out) {
   using Call = UnaryCall<v1::SaveCheckpointRequest, v1::CheckpointInfo>;
   return Call::Start(Gate(ctx, "SaveCheckpoint"), in, out, [this](Call* call) {
-    if (store_ == nullptr) {
+    if (!sessions_->durable()) {
       call->Reply(absl::FailedPreconditionError(
           "this server runs without a data dir; use DownloadCheckpoint"));
       return;
     }
     absl::StatusOr<std::string> resolved = call->caller().Resolve(call->request().session_id());
-    if (!resolved.ok()) {
-      call->Reply(resolved.status());
-      return;
-    }
-    const std::string id = *resolved;
-    absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Get(id);
+    absl::StatusOr<ops::SessionHandle> session =
+        resolved.ok() ? sessions_->Bind(*resolved)
+                      : absl::StatusOr<ops::SessionHandle>(resolved.status());
     if (!session.ok()) {
       call->Reply(session.status());
       return;
     }
-    absl::Status s = (*session)->Submit([this, call, id](Trainer& t) {
-      const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<store::SavedCheckpoint> saved =
-          store_->Save(id, t, DiskLimit(call->tenants(), id));
-      if (saved.ok() && metrics_ != nullptr) {
-        metrics_->RecordCheckpoint("save", SecondsSince(start), saved->bytes);
-      }
-      if (saved.ok()) {
-        v1::CheckpointInfo* response = call->response();
-        response->set_session_id(call->request().session_id());
-        response->set_step(saved->step);
-        response->set_bytes(saved->bytes);
-        response->set_crc32(saved->crc32);
-        response->set_path(ShownPath(call->caller(), store_->root(), saved->path));
-      }
-      call->Reply(saved.status());
-    });
+    absl::Status s = session->Save(
+        DiskLimit(call->tenants(), *resolved), [this, call](absl::StatusOr<ops::SaveResult> r) {
+          if (r.ok()) {
+            if (metrics_ != nullptr) {
+              metrics_->RecordCheckpoint("save", r->seconds, r->saved.bytes);
+            }
+            v1::CheckpointInfo* response = call->response();
+            response->set_session_id(call->request().session_id());
+            response->set_step(r->saved.step);
+            response->set_bytes(r->saved.bytes);
+            response->set_crc32(r->saved.crc32);
+            response->set_path(ShownPath(call->caller(), sessions_->data_dir(), r->saved.path));
+          }
+          call->Reply(r.status());
+        });
     if (!s.ok()) call->Reply(s);
   });
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::DownloadCheckpoint(Context* ctx,
                                                                                const Bytes* in) {
-  Metrics* metrics = metrics_;
   return new DownloadStream<v1::DownloadCheckpointRequest>(
-      Gate(ctx, "DownloadCheckpoint"), sessions_, limits_, in,
-      [metrics](const v1::DownloadCheckpointRequest&, Trainer& t) -> absl::StatusOr<std::string> {
-        const auto start = std::chrono::steady_clock::now();
-        std::string bytes = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
-        if (metrics != nullptr) {
-          metrics->RecordCheckpoint("download", SecondsSince(start),
-                                    static_cast<int64_t>(bytes.size()));
-        }
-        return bytes;
-      });
+      Gate(ctx, "DownloadCheckpoint"), sessions_, limits_, in, metrics_, "download",
+      [](ops::SessionHandle& h, const v1::DownloadCheckpointRequest&,
+         ops::Done<ops::FileResult> done) { return h.EncodeCheckpoint(std::move(done)); });
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* TrainerService::ExportQuantized(Context* ctx,
                                                                             const Bytes* in) {
   return new DownloadStream<v1::ExportRequest>(
-      Gate(ctx, "ExportQuantized"), sessions_, limits_, in,
-      [](const v1::ExportRequest& request, Trainer& t) -> absl::StatusOr<std::string> {
+      Gate(ctx, "ExportQuantized"), sessions_, limits_, in, metrics_, nullptr,
+      [](ops::SessionHandle& h, const v1::ExportRequest& request,
+         ops::Done<ops::FileResult> done) -> absl::Status {
+        ops::ExportFormat format = ops::ExportFormat::kCompressedTensors;
         if (request.format() == "onnx") {
           if (!request.module_map().empty()) {
             return absl::InvalidArgumentError(
                 "module_map: the ONNX export names tensors by their qtrain paths; leave it empty");
           }
-          return store::ExportOnnx(t, request.session_id());
-        }
-        if (request.format() != "compressed-tensors") {
+          format = ops::ExportFormat::kOnnx;
+        } else if (request.format() != "compressed-tensors") {
           return absl::InvalidArgumentError(absl::StrCat(
               "format \"", request.format(), "\" is not one of: compressed-tensors, onnx"));
         }
-        const std::map<std::string, std::string> module_map(request.module_map().begin(),
-                                                            request.module_map().end());
-        QTRAIN_ASSIGN_OR_RETURN(store::SafetensorsFile file,
-                                store::ExportCompressedTensors(t, module_map));
-        return store::SerializeSafetensors(file);
+        return h.Export(format, {request.module_map().begin(), request.module_map().end()},
+                        request.session_id(), std::move(done));
       });
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::UploadCheckpoint(Context* ctx,
                                                                             Bytes* out) {
   return new UploadStream(Gate(ctx, "UploadCheckpoint"), ctx, limits_, &control_,
-                          {sessions_, store_, metrics_, out, &groups_});
+                          {sessions_, metrics_, out});
 }
 
 }  // namespace qtrain::rpc

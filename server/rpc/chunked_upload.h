@@ -13,24 +13,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/memory_budget.h"
-#include "server/engine/step_group.h"
 #include "server/engine/worker.h"
+#include "server/ops/session_ops.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_access.h"
 #include "server/rpc/stream_reactors.h"
 #include "server/rpc/wire_message.h"
-#include "server/store/session_store.h"
 
 namespace qtrain::rpc {
 
 // What an upload works with; all borrowed from the service.
 struct UploadTarget {
-  engine::SessionManager* sessions;
-  store::SessionStore* store;  // may be null (no data dir)
+  ops::SessionOps* sessions;
   Metrics* metrics;            // may be null
   grpc::ByteBuffer* response;  // gRPC's, valid until OnDone
-  // A checkpoint of a data-parallel session makes one again (null or empty: one process).
-  const engine::StepGroupFactory* groups = nullptr;
 };
 
 template <typename Message>

@@ -8,7 +8,6 @@
 #include "server/rpc/chunked_upload.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/trainer_service.h"
-#include "server/store/import_weights.h"
 #include "server/store/safetensors.h"
 
 namespace qtrain::rpc {
@@ -62,31 +61,28 @@ class ImportStream final : public ChunkedUpload<v1::ImportRequest> {
           absl::StrCat("the weights are not a safetensors file: ", file.status().message())));
       return;
     }
-    const std::map<std::string, std::string> module_map(config_.module_map().begin(),
-                                                        config_.module_map().end());
-    v1::Session session;
     NewSessionQuota quota(gate_.tenants());
-    absl::StatusOr<std::shared_ptr<engine::Session>> created = target_.sessions->Create(
-        *id, config_.model(), config_.rules(), config_.optimizer(), config_.seed(),
-        [&](const std::string& new_id, engine::Trainer& t) -> absl::Status {
-          QTRAIN_RETURN_IF_ERROR(quota.Reserve(new_id, t));
-          QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
-              "importing the weights", [&] { return store::ImportWeights(*file, module_map, t); }));
-          // Durable before it is acknowledged, like every new session.
-          if (target_.store != nullptr) {
-            QTRAIN_RETURN_IF_ERROR(
-                target_.store->Save(new_id, t, DiskLimit(gate_.tenants(), new_id)).status());
-          }
-          FillSession(gate_.caller().Show(new_id), t, &session);
-          return absl::OkStatus();
-        });
-    if (created.ok() && target_.metrics != nullptr) {
-      target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
-    }
+    ops::NewSession create;
+    create.id = *id;
+    create.model = config_.model();
+    create.rules = config_.rules();
+    create.optimizer = config_.optimizer();
+    create.seed = config_.seed();
+    create.weights = std::make_shared<const store::SafetensorsFile>(*std::move(file));
+    create.module_map = {config_.module_map().begin(), config_.module_map().end()};
+    create.reserve = quota.AsReserve();
+    create.disk_limit = DiskLimit(gate_.tenants(), *id);
+    absl::StatusOr<ops::SessionSummary> created = target_.sessions->Create(create);
+    absl::Status s = created.status();
     if (created.ok()) {
-      if (absl::Status s = SerializeWire(session, target_.response); !s.ok()) created = s;
+      if (target_.metrics != nullptr) {
+        target_.metrics->SetSessions(static_cast<int64_t>(target_.sessions->List().size()));
+      }
+      v1::Session session;
+      FillSession(gate_.caller().Show(created->id), *created, &session);
+      s = SerializeWire(session, target_.response);
     }
-    Done(created.status());
+    Done(s);
   }
 
   v1::ImportRequest config_;  // the first message, without its bytes
@@ -96,7 +92,7 @@ class ImportStream final : public ChunkedUpload<v1::ImportRequest> {
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::ImportWeights(Context* ctx, Bytes* out) {
   return new ImportStream(Gate(ctx, "ImportWeights"), ctx, limits_, &control_,
-                          {sessions_, store_, metrics_, out});
+                          {sessions_, metrics_, out});
 }
 
 }  // namespace qtrain::rpc

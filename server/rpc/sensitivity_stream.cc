@@ -1,10 +1,10 @@
 #include "server/rpc/sensitivity_stream.h"
 
-#include <chrono>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
-#include "server/engine/loss.h"
 #include "server/engine/sensitivity.h"
 #include "server/rpc/session_convert.h"
 #include "server/rpc/step_stream.h"
@@ -12,8 +12,9 @@
 namespace qtrain::rpc {
 namespace {
 
-using engine::Trainer;
 using internal::RunContext;
+template <typename Response>
+using Reply = std::function<void(absl::StatusOr<Response>)>;
 
 void ToWire(const engine::EvalMetrics& m, v1::SensitivityMetrics* out) {
   out->set_loss(m.loss);
@@ -50,25 +51,13 @@ v1::SensitivityReport ReportToWire(const engine::SensitivityReport& r) {
   return out;
 }
 
-constexpr int64_t kPerBatchOverhead = 4096;
-
 struct SensitivityPolicy {
   using Request = v1::SensitivityRequest;
   using Response = v1::SensitivityResponse;
   using Reactor = grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>;
-  struct Work {
-    std::optional<engine::SensitivityOptions> options;
-    bool session_rules = false;  // options without rules: the session's
-    std::optional<engine::Batch> batch;
-  };
-  struct State {  // executor only
-    std::optional<engine::SensitivityOptions> options;
-    bool session_rules = true;
-    std::vector<engine::Batch> batches;
-    int64_t bytes = 0;
-    engine::MemoryBudget::Lease lease;
-    std::optional<engine::SensitivityAnalysis> analysis;
-    uint64_t generation = 0;  // the trainer's when the analysis began
+  using Work = ops::SensitivityJob::Input;
+  struct State {  // the operations' completions only
+    std::shared_ptr<ops::SensitivityJob> job;
     bool reported = false;
   };
   static constexpr char kName[] = "AnalyzeSensitivity";
@@ -108,103 +97,45 @@ struct SensitivityPolicy {
     return w;
   }
 
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
-                                      const RunContext& c) {
-    if (w.options) {
-      if (state.options || !state.batches.empty()) {
-        return absl::InvalidArgumentError("options: only the first message may set them");
-      }
-      if (w.options->max_accuracy_drop > 0 &&
-          t.model().spec().loss().kind() != v1::Loss::SOFTMAX_CROSS_ENTROPY) {
-        return absl::InvalidArgumentError(
-            "options.max_accuracy_drop: the model's loss (MSE) has no accuracy; use "
-            "max_loss_increase");
-      }
-      state.options = w.options;
-      state.session_rules = w.session_rules;
-    }
-    Response resp;
-    if (!w.batch) {
-      resp.set_evaluated("options received");
-      return resp;
-    }
-    const engine::Batch& b = *w.batch;
-    const std::string which = absl::StrCat("held-out batch ", state.batches.size());
-    // In order: the targets' check reads the inputs' batch axis, which the first one proves.
-    if (absl::Status s = t.model().ValidateInputs(b.inputs); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat(which, ": ", s.message()));
-    }
-    if (absl::Status s = engine::ValidateTargets(t.model().spec().loss(), t.model().output_shape(),
-                                                 b.inputs.dim(0), b.targets);
-        !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat(which, ": ", s.message()));
-    }
-    // Each batch also costs its bookkeeping: many tiny batches must not slip under the cap.
-    const int64_t bytes =
-        static_cast<int64_t>(b.inputs.nbytes() + b.targets.nbytes()) + kPerBatchOverhead;
-    if (state.bytes + bytes > kMaxHeldOutBytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          which, ": the held-out batches exceed ", engine::HumanBytes(kMaxHeldOutBytes),
-          "; every evaluation runs over all of them: send a smaller sample"));
-    }
-    if (state.batches.empty()) {
-      QTRAIN_ASSIGN_OR_RETURN(state.lease,
-                              engine::MemoryBudget::Reserve(c.budget, 0, "held-out batches"));
-    }
-    QTRAIN_RETURN_IF_ERROR(state.lease.Grow(bytes, absl::StrCat("holding ", which)));
-    state.bytes += bytes;
-    state.batches.push_back(b);
-    resp.set_evaluated(absl::StrCat("received ", which, " (", b.inputs.dim(0), " examples)"));
-    return resp;
+  static void Init(State& state, const RunContext& c) {
+    state.job = std::make_shared<ops::SensitivityJob>(c.budget);
+  }
+  static absl::Status Start(ops::SessionHandle& h, std::shared_ptr<const Work> w, State& state,
+                            const RunContext&, Reply<Response> done) {
+    return h.SensitivityInput(
+        state.job, std::move(w),
+        [done = std::move(done)](absl::StatusOr<std::string> received) {
+          if (!received.ok()) return done(received.status());
+          Response resp;
+          resp.set_evaluated(*received);
+          done(std::move(resp));
+        },
+        ops::Admission::kWindowed);
   }
 
   // Each call runs the next evaluation; the one after the last answers the report.
-  static absl::StatusOr<Response> Final(Trainer& t, const RunContext& c, State& state) {
-    if (!state.analysis) {
-      if (state.batches.empty()) {
-        return absl::InvalidArgumentError(
-            "AnalyzeSensitivity received no held-out batches: nothing to evaluate");
-      }
-      engine::SensitivityOptions options = state.options.value_or(engine::SensitivityOptions());
-      if (state.session_rules) {
-        options.rules = t.model().rules() != nullptr ? t.model().rules()->source() : v1::RuleSet();
-      }
-      absl::StatusOr<engine::SensitivityAnalysis> a =
-          engine::SensitivityAnalysis::Create(t, std::move(options));
-      if (!a.ok()) return a.status();
-      state.analysis = *std::move(a);
-      state.generation = t.generation();
-    }
-    // Other calls run between the evaluations: a step that moved the weights or statistics
-    // would mix two models in one report.
-    if (t.generation() != state.generation) {
-      return absl::FailedPreconditionError(
-          "the session's weights or quant stats changed during the analysis (a Train, Calibrate "
-          "or upload ran beside it); run it again when nothing else changes the session");
-    }
-    engine::SensitivityAnalysis& a = *state.analysis;
-    Response resp;
-    std::optional<engine::Evaluation> next = a.Next();
-    if (!next) {
-      *resp.mutable_report() = ReportToWire(a.Report());
-      state.reported = true;
-      state.batches.clear();
-      state.lease.Release();
-    } else {
-      const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<engine::EvalMetrics> m = t.EvaluateUnder(next->rules, state.batches);
-      if (!m.ok()) {
-        return absl::Status(m.status().code(),
-                            absl::StrCat(next->label, ": ", m.status().message()));
-      }
-      if (c.metrics != nullptr) c.metrics->RecordStep("evaluate", SecondsSince(start), m->examples);
-      a.Record(*m);
-      resp.set_evaluated(next->label);
-      ToWire(*m, resp.mutable_metrics());
-    }
-    resp.set_evaluations(a.done());
-    resp.set_planned(a.planned());
-    return resp;
+  static absl::Status Final(ops::SessionHandle& h, State& state, const RunContext& c,
+                            Reply<Response> done) {
+    return h.SensitivityNext(
+        state.job,
+        [&state, &c, done = std::move(done)](absl::StatusOr<ops::SensitivityProgress> p) {
+          if (!p.ok()) return done(p.status());
+          Response resp;
+          if (p->report) {
+            *resp.mutable_report() = ReportToWire(*p->report);
+            state.reported = true;
+          } else {
+            if (c.metrics != nullptr) {
+              c.metrics->RecordStep("evaluate", p->seconds, p->metrics->examples);
+            }
+            resp.set_evaluated(p->evaluated);
+            ToWire(*p->metrics, resp.mutable_metrics());
+          }
+          resp.set_evaluations(p->evaluations);
+          resp.set_planned(p->planned);
+          done(std::move(resp));
+        },
+        ops::Admission::kWindowed);
   }
   static bool FinalAgain(const State& state) { return !state.reported; }
   static absl::Status Empty() {
@@ -215,9 +146,9 @@ struct SensitivityPolicy {
 }  // namespace
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewSensitivityReactor(
-    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits, Metrics* metrics) {
-  return new internal::StepStream<SensitivityPolicy>(std::move(gate), sessions, limits, nullptr,
-                                                     metrics, nullptr);
+    CallGate gate, ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics) {
+  return new internal::StepStream<SensitivityPolicy>(std::move(gate), sessions, limits, metrics,
+                                                     nullptr);
 }
 
 }  // namespace qtrain::rpc

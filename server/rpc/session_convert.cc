@@ -6,41 +6,39 @@
 
 namespace qtrain::rpc {
 
-using engine::Trainer;
-
-void FillSession(const std::string& id, Trainer& t, v1::Session* out) {
+void FillSession(const std::string& id, const ops::SessionSummary& summary, v1::Session* out) {
   out->set_session_id(id);
-  out->set_step(t.step());
-  out->set_parameters(t.model().num_parameters());
-  out->set_non_trainable(t.model().num_state_elements());
-  out->set_world_size(t.step_group() != nullptr ? t.step_group()->world_size() : 1);
-  out->set_backend(t.backend_name());
-  *out->mutable_model() = t.model().spec();
-  if (t.model().rules() != nullptr) *out->mutable_rules() = t.model().rules()->source();
-  *out->mutable_optimizer() = t.optimizer_config();
-  for (int index : t.UnusedRules()) out->add_unused_rules(index);
-  for (const auto& [rule, op] : t.model().Ops()) {
+  out->set_step(summary.step);
+  out->set_parameters(summary.parameters);
+  out->set_non_trainable(summary.non_trainable);
+  out->set_world_size(summary.world_size);
+  out->set_backend(summary.backend);
+  *out->mutable_model() = summary.model;
+  *out->mutable_rules() = summary.rules;
+  *out->mutable_optimizer() = summary.optimizer;
+  for (int index : summary.unused_rules) out->add_unused_rules(index);
+  for (const ops::SessionSummary::Op& op : summary.ops) {
     v1::QuantizedOp* q = out->add_ops();
-    const size_t colon = op.rfind(':');
-    q->set_module_path(op.substr(0, colon));
-    q->set_op_id(op.substr(colon + 1));
-    q->set_rule_index(rule);
+    q->set_module_path(op.module_path);
+    q->set_op_id(op.op_id);
+    q->set_rule_index(op.rule_index);
   }
 }
 
-void FillQuantStats(const std::string& id, engine::Trainer& t, v1::QuantStats* response) {
+void FillQuantStats(const std::string& id, const ops::QuantStatsSnapshot& stats,
+                    v1::QuantStats* response) {
   response->set_session_id(id);
-  response->set_step(t.step());
-  for (const engine::QuantStatReport& r : t.QuantStatsReport()) {
+  response->set_step(stats.step);
+  for (const ops::QuantStatEntry& r : stats.entries) {
     v1::QuantStat* s = response->add_stats();
     s->set_module_path(r.module_path);
     s->set_name(r.stat_name);
-    s->set_count(r.stat->count);
-    if (r.stat->symmetric) {
-      *s->mutable_sum_of_absmax() = ToWire(r.stat->sum_of_absmax);
+    s->set_count(r.stat.count);
+    if (r.stat.symmetric) {
+      *s->mutable_sum_of_absmax() = ToWire(r.stat.sum_of_absmax);
     } else {
-      *s->mutable_sum_of_min() = ToWire(r.stat->sum_of_min);
-      *s->mutable_sum_of_max() = ToWire(r.stat->sum_of_max);
+      *s->mutable_sum_of_min() = ToWire(r.stat.sum_of_min);
+      *s->mutable_sum_of_max() = ToWire(r.stat.sum_of_max);
     }
     if (r.qtype) s->set_qtype(QTypeName(*r.qtype));
     if (r.params.ok()) {

@@ -1,5 +1,5 @@
-// Engine state ⇄ response messages, and request batches → engine batches. Runs on a session's
-// executor (the Fill* functions read the Trainer) or on gRPC threads (BatchFromWire).
+// Operation results → response messages, and request batches → engine batches. Runs on any
+// thread.
 #pragma once
 
 #include <cstdint>
@@ -8,13 +8,16 @@
 #include "absl/status/statusor.h"
 #include "qtrain/v1/trainer_service.pb.h"
 #include "server/engine/trainer.h"
+#include "server/ops/results.h"
 
 namespace qtrain::rpc {
 
 // Session description: step, parameters, spec, rules, unused rules, op plan.
-void FillSession(const std::string& id, engine::Trainer& t, v1::Session* out);
+// `id`: as the caller names the session.
+void FillSession(const std::string& id, const ops::SessionSummary& summary, v1::Session* out);
 // Every statistic with its derived static scale / zero point (or why there is none).
-void FillQuantStats(const std::string& id, engine::Trainer& t, v1::QuantStats* out);
+void FillQuantStats(const std::string& id, const ops::QuantStatsSnapshot& stats,
+                    v1::QuantStats* out);
 // The model a create or import request asks for: its `model`, or its `architecture` expanded
 // (engine::ExpandArchitecture). InvalidArgument when both or neither are set, or for the
 // architecture's errors.

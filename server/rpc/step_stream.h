@@ -16,27 +16,25 @@
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
 #include "server/engine/session_id.h"
+#include "server/ops/session_ops.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/stream_reactors.h"
 #include "server/rpc/wire_message.h"
 
 namespace qtrain::rpc::internal {
 
-using engine::Session;
-using engine::Trainer;
-
 // The session named by a stream's first message (scoped to the caller's tenant); later messages
 // may repeat it, not change it.
-inline absl::Status BindSession(engine::SessionManager* sessions, const Caller& caller,
-                                const std::string& requested, std::shared_ptr<Session>& bound) {
-  if (bound == nullptr) {
+inline absl::Status BindSession(ops::SessionOps* sessions, const Caller& caller,
+                                const std::string& requested,
+                                std::optional<ops::SessionHandle>& bound) {
+  if (!bound) {
     if (requested.empty()) {
       return absl::InvalidArgumentError("the first message of a stream must set session_id");
     }
     QTRAIN_ASSIGN_OR_RETURN(const std::string id, caller.Resolve(requested));
-    absl::StatusOr<std::shared_ptr<Session>> s = sessions->Get(id);
-    if (!s.ok()) return s.status();
-    bound = std::move(*s);
+    QTRAIN_ASSIGN_OR_RETURN(ops::SessionHandle handle, sessions->Bind(id));
+    bound = std::move(handle);
   } else if (!requested.empty() && caller.Resolve(requested).value_or("") != bound->id()) {
     return absl::InvalidArgumentError(absl::StrCat("session_id \"", requested,
                                                    "\" differs from the stream's \"",
@@ -45,24 +43,24 @@ inline absl::Status BindSession(engine::SessionManager* sessions, const Caller& 
   return absl::OkStatus();
 }
 
-// What a policy's Run may consult besides the trainer.
+// What a policy may consult besides the session.
 struct RunContext {
   std::string session_id;
-  std::string shown_id;                        // session_id as the caller names it (responses)
-  const store::SessionStore* store = nullptr;  // may be null
-  Metrics* metrics = nullptr;                  // may be null
-  engine::MemoryBudget* budget = nullptr;      // may be null: what the stream holds is unbounded
+  std::string shown_id;                    // session_id as the caller names it (responses)
+  Metrics* metrics = nullptr;              // may be null
+  engine::MemoryBudget* budget = nullptr;  // may be null: what the stream holds is unbounded
 };
 
 // The one state machine of the streaming RPCs: reads requests (parsed here: a message that does
-// not parse ends the stream INVALID_ARGUMENT), runs each batch on the session's executor, and
+// not parse ends the stream INVALID_ARGUMENT), runs each batch as a typed session operation
+// (Policy::Start, ops/session_ops.h, completing on the session's executor), and
 // writes per-batch results in order (kStreamsResults) and, for policies with kHasFinal, a last
 // result after the client half-closes — as the last stream message, or as the answer of a
-// client-streaming call. Policy::FinalAgain(state), asked on the executor after each final task,
-// runs Final once more (a long job as a series of tasks, each answering its progress, so that
-// other calls on the session run between them and a cancellation stops it). Decisions are taken
-// under `mu_`; the gRPC calls they imply (StartRead / StartWrite / Finish) are made after releasing
-// it. The policy's reactor type; streams that write results also receive OnWriteDone.
+// client-streaming call. Policy::FinalAgain(state), asked on the executor after each final
+// operation, runs Final once more (a long job as a series of tasks, each answering its progress, so
+// that other calls on the session run between them and a cancellation stops it). Decisions are
+// taken under `mu_`; the gRPC calls they imply (StartRead / StartWrite / Finish) are made after
+// releasing it. The policy's reactor type; streams that write results also receive OnWriteDone.
 template <typename Policy, bool kWrites = Policy::kStreamsResults>
 class StreamReactor : public Policy::Reactor {
  protected:
@@ -84,13 +82,13 @@ class StepStream final : public StreamReactor<Policy> {
 
  public:
   // `answer`: where a client-streaming call's final response goes (gRPC's); null for bidi.
-  StepStream(CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
-             const store::SessionStore* store, Metrics* metrics, grpc::ByteBuffer* answer)
+  StepStream(CallGate gate, ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics,
+             grpc::ByteBuffer* answer)
       : gate_(std::move(gate)), sessions_(sessions), limits_(limits), answer_(answer) {
     if (limits_.state != nullptr) ++limits_.state->streams;
-    context_.store = store;
     context_.metrics = metrics;
     context_.budget = limits_.budget;
+    Policy::Init(state_, context_);
     if (!gate_.admitted().ok()) {
       qtrain::MutexLock lock(&mu_);
       reading_ = false;
@@ -107,7 +105,7 @@ class StepStream final : public StreamReactor<Policy> {
     // Parsing and converting run before the lock: with one read outstanding at a time, in_,
     // request_ and messages_ belong to this callback until the next StartRead.
     absl::Status parsed;
-    absl::StatusOr<std::shared_ptr<typename Policy::Work>> work = nullptr;
+    absl::StatusOr<std::shared_ptr<const typename Policy::Work>> work = nullptr;
     if (ok) {
       ++messages_;
       parsed = ParseWire(in_, &request_,
@@ -115,7 +113,7 @@ class StepStream final : public StreamReactor<Policy> {
       if (parsed.ok() && Policy::HasWork(request_)) {
         absl::StatusOr<typename Policy::Work> w = Policy::Parse(request_, limits_, messages_);
         if (w.ok()) {
-          work = std::make_shared<typename Policy::Work>(*std::move(w));
+          work = std::make_shared<const typename Policy::Work>(*std::move(w));
         } else {
           work = w.status();
         }
@@ -179,9 +177,9 @@ class StepStream final : public StreamReactor<Policy> {
 
   // Binds the stream's session (the first message names it) and queues the message's work
   // (null: the message carries none; an error: its conversion failed).
-  absl::Status AcceptLocked(absl::StatusOr<std::shared_ptr<typename Policy::Work>> work)
+  absl::Status AcceptLocked(absl::StatusOr<std::shared_ptr<const typename Policy::Work>> work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const bool first = session_ == nullptr;
+    const bool first = !session_;
     if (first) gate_.set_session(request_.session_id());        // audited also when it is refused
     if (!first) QTRAIN_RETURN_IF_ERROR(gate_.StillAdmitted());  // a revoked token ends the stream
     if (const char* method = Policy::Escalates(request_)) {
@@ -201,23 +199,25 @@ class StepStream final : public StreamReactor<Policy> {
     }
     if (!work.ok()) return work.status();
     if (*work == nullptr) return absl::OkStatus();
-    return SubmitLocked(/*final=*/false, [this, shared = *std::move(work)](Trainer& t) {
-      return Policy::Run(t, *shared, state_, context_);  // executor only
-    });
+    return SubmitLocked(/*final=*/false,
+                        [this, shared = *std::move(work)](ops::SessionHandle& h, Reply done) {
+                          return Policy::Start(h, shared, state_, context_, std::move(done));
+                        });
   }
 
-  absl::Status SubmitLocked(bool final, std::function<absl::StatusOr<Response>(Trainer&)> task)
+  using Reply = std::function<void(absl::StatusOr<Response>)>;
+  // `start` submits one operation on the session whose completion (on the executor) calls the
+  // Reply it is given; when it fails to submit, the Reply is never called.
+  absl::Status SubmitLocked(bool final,
+                            const std::function<absl::Status(ops::SessionHandle&, Reply)>& start)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ++inflight_;
     executing_.fetch_add(1, std::memory_order_relaxed);
-    absl::Status s = session_->Submit(
-        [this, final, task = std::move(task)](Trainer& t) {
-          absl::StatusOr<Response> r = task(t);
-          const bool again = final && r.ok() && Policy::FinalAgain(state_);
-          OnWorkDone(final, std::move(r), again);
-          executing_.fetch_sub(1, std::memory_order_release);  // the last touch of this
-        },
-        Session::Admission::kWindowed);
+    absl::Status s = start(*session_, [this, final](absl::StatusOr<Response> r) {
+      const bool again = final && r.ok() && Policy::FinalAgain(state_);
+      OnWorkDone(final, std::move(r), again);
+      executing_.fetch_sub(1, std::memory_order_release);  // the last touch of this
+    });
     if (!s.ok()) {
       --inflight_;
       executing_.fetch_sub(1, std::memory_order_relaxed);
@@ -269,18 +269,19 @@ class StepStream final : public StreamReactor<Policy> {
       a.read = true;
     }
     const bool drained = reads_done_ && !reading_ && inflight_ == 0;
-    if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr &&
+    if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ &&
         final_parts_ > 0 && limits_.state != nullptr && limits_.state->draining) {
       FailLocked(DrainingError());  // a multi-part final stops between its parts
     }
-    if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_ != nullptr) {
+    if (Policy::kHasFinal && drained && !failed_ && !final_submitted_ && session_) {
       final_submitted_ = true;
       ++final_parts_;
-      absl::Status s = SubmitLocked(
-          /*final=*/true, [this](Trainer& t) { return Policy::Final(t, context_, state_); });
+      absl::Status s = SubmitLocked(/*final=*/true, [this](ops::SessionHandle& h, Reply done) {
+        return Policy::Final(h, state_, context_, std::move(done));
+      });
       if (!s.ok()) FailLocked(s);
     }
-    if (drained && !failed_ && session_ == nullptr) FailLocked(Policy::Empty());
+    if (drained && !failed_ && !session_) FailLocked(Policy::Empty());
     // Finish when nothing runs or writes, no other thread is about to start a read or write
     // (issuing_: Finish could otherwise free the reactor under it), and either an error ended
     // the stream (a pending read is cancelled by Finish) or the client half-closed and every
@@ -325,20 +326,20 @@ class StepStream final : public StreamReactor<Policy> {
   }
 
   CallGate gate_;  // who calls; set_session once, under mu_, before the audit reads it
-  engine::SessionManager* sessions_;
+  ops::SessionOps* sessions_;
   const ServiceLimits limits_;
   std::optional<std::string> slot_tenant_ ABSL_GUARDED_BY(mu_);  // whose stream slot this holds
   grpc::ByteBuffer* answer_;      // client streaming: the final response goes here (gRPC's)
-  typename Policy::State state_;  // executor only
+  typename Policy::State state_;  // the operations' completions only (on the executor)
   RunContext context_;            // session_id set once, before the first task is submitted
   qtrain::Mutex mu_;
-  // Tasks submitted and not yet past OnWorkDone: OnDone frees the reactor only at 0.
+  // Operations submitted and not yet past OnWorkDone: OnDone frees the reactor only at 0.
   std::atomic<int> executing_{0};
   grpc::ByteBuffer in_;   // written by gRPC while reading_
   grpc::ByteBuffer out_;  // read by gRPC while writing_
   Request request_;       // in_, parsed: owned by the read in flight (OnReadDone)
   int64_t messages_ = 0;  // messages read so far: likewise
-  std::shared_ptr<Session> session_ ABSL_GUARDED_BY(mu_);
+  std::optional<ops::SessionHandle> session_ ABSL_GUARDED_BY(mu_);
   std::deque<Response> pending_ ABSL_GUARDED_BY(mu_);
   int64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
   int issuing_ ABSL_GUARDED_BY(mu_) = 0;      // Execute calls between a decision and its Start*

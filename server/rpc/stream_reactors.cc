@@ -1,8 +1,9 @@
 #include "server/rpc/stream_reactors.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
+#include <functional>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "server/rpc/session_convert.h"
@@ -12,23 +13,15 @@
 namespace qtrain::rpc {
 namespace {
 
-using engine::Trainer;
 using internal::RunContext;
 using internal::StepStream;
+using ops::Admission;
+template <typename Response>
+using Reply = std::function<void(absl::StatusOr<Response>)>;
 
-// "float", "qat" or "qt": how the session's rules run its ops now.
-std::string ModeOf(Trainer& t) {
-  std::string mode = "float";
-  if (t.model().rules() == nullptr) return mode;
-  for (const auto& [rule, op] : t.model().Ops()) {
-    if (rule < 0) continue;
-    const engine::Rule& r = t.model().rules()->rules()[rule];
-    if (!r.weight_qtype) continue;
-    if (r.bwd_qtype) return "qt";
-    mode = "qat";
-  }
-  return mode;
-}
+// Streams keep a few batches in flight (ServiceLimits::max_inflight_batches), so they wait their
+// turn on a busy session rather than fail.
+constexpr Admission kStream = Admission::kWindowed;
 
 struct TrainPolicy {
   using Request = v1::TrainRequest;
@@ -46,29 +39,35 @@ struct TrainPolicy {
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t) {
     return BatchFromWire(r.batch(), l.max_batch_bytes);
   }
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State&, const RunContext& c) {
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<engine::StepResult> r = t.TrainStep(w);
-    if (!r.ok()) return r.status();
-    if (c.metrics != nullptr) {
-      c.metrics->RecordStep(ModeOf(t), SecondsSince(start), r->examples);
-      c.metrics->SetLoss(c.session_id, r->loss);
-      if (t.step_group() != nullptr && t.step_group()->world_size() > 1) {
-        c.metrics->RecordAllReduce(t.last_reduce_times().reduce_seconds,
-                                   t.last_reduce_times().exposed_seconds);
-      }
-    }
-    Response resp;
-    resp.set_step(r->step);
-    resp.set_loss(r->loss);
-    resp.set_accuracy(r->accuracy);
-    resp.set_grad_norm(r->grad_norm);
-    resp.set_learning_rate(r->learning_rate);
-    resp.set_examples(r->examples);
-    resp.set_last_durable_step(c.store ? c.store->LastDurableStep(c.session_id) : -1);
-    return resp;
+  static void Init(State&, const RunContext&) {}
+  static absl::Status Start(ops::SessionHandle& h, std::shared_ptr<const Work> w, State&,
+                            const RunContext& c, Reply<Response> done) {
+    return h.Train(
+        std::move(w),
+        [&c, done = std::move(done)](absl::StatusOr<ops::TrainResult> r) {
+          if (!r.ok()) return done(r.status());
+          if (c.metrics != nullptr) {
+            c.metrics->RecordStep(r->mode, r->seconds, r->step.examples);
+            c.metrics->SetLoss(c.session_id, r->step.loss);
+            if (r->world_size > 1) {
+              c.metrics->RecordAllReduce(r->reduce.reduce_seconds, r->reduce.exposed_seconds);
+            }
+          }
+          Response resp;
+          resp.set_step(r->step.step);
+          resp.set_loss(r->step.loss);
+          resp.set_accuracy(r->step.accuracy);
+          resp.set_grad_norm(r->step.grad_norm);
+          resp.set_learning_rate(r->step.learning_rate);
+          resp.set_examples(r->step.examples);
+          resp.set_last_durable_step(r->last_durable_step);
+          done(std::move(resp));
+        },
+        kStream);
   }
-  static absl::StatusOr<Response> Final(Trainer&, const RunContext&, State&) { return Response(); }
+  static absl::Status Final(ops::SessionHandle&, State&, const RunContext&, Reply<Response>) {
+    return absl::OkStatus();  // kHasFinal is false: never called
+  }
   static bool FinalAgain(const State&) { return false; }
   static absl::Status Empty() { return absl::OkStatus(); }
 };
@@ -91,25 +90,35 @@ struct CalibratePolicy {
   static absl::StatusOr<Work> Parse(const Request& r, const ServiceLimits& l, int64_t) {
     return InputsFromWire(r.inputs(), "inputs", l.max_batch_bytes);
   }
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
-                                      const RunContext& c) {
-    const auto start = std::chrono::steady_clock::now();
-    absl::Status s = t.CalibrateStep(w);
-    if (!s.ok()) return s;
-    if (c.metrics != nullptr) c.metrics->RecordStep("calibrate", SecondsSince(start), w.dim(0));
-    ++state.batches;
-    state.examples += w.dim(0);
-    Response resp;
-    resp.set_batches(state.batches);
-    resp.set_examples(state.examples);
-    return resp;
+  static void Init(State&, const RunContext&) {}
+  static absl::Status Start(ops::SessionHandle& h, std::shared_ptr<const Work> w, State& state,
+                            const RunContext& c, Reply<Response> done) {
+    return h.Calibrate(
+        std::move(w),
+        [&state, &c, done = std::move(done)](absl::StatusOr<ops::CalibrateResult> r) {
+          if (!r.ok()) return done(r.status());
+          if (c.metrics != nullptr) c.metrics->RecordStep("calibrate", r->seconds, r->examples);
+          ++state.batches;
+          state.examples += r->examples;
+          Response resp;
+          resp.set_batches(state.batches);
+          resp.set_examples(state.examples);
+          done(std::move(resp));
+        },
+        kStream);
   }
-  static absl::StatusOr<Response> Final(Trainer& t, const RunContext& c, State& state) {
-    Response resp;
-    resp.set_batches(state.batches);
-    resp.set_examples(state.examples);
-    FillQuantStats(c.shown_id, t, resp.mutable_stats());
-    return resp;
+  static absl::Status Final(ops::SessionHandle& h, State& state, const RunContext& c,
+                            Reply<Response> done) {
+    return h.QuantStats(
+        [&state, &c, done = std::move(done)](absl::StatusOr<ops::QuantStatsSnapshot> stats) {
+          if (!stats.ok()) return done(stats.status());
+          Response resp;
+          resp.set_batches(state.batches);
+          resp.set_examples(state.examples);
+          FillQuantStats(c.shown_id, *stats, resp.mutable_stats());
+          done(std::move(resp));
+        },
+        kStream);
   }
   static bool FinalAgain(const State&) { return false; }
   static absl::Status Empty() { return absl::OkStatus(); }
@@ -131,6 +140,7 @@ struct EvaluatePolicy {
     int64_t step = 0;
     double loss_sum = 0;
     double accuracy_sum = 0;
+    bool token_level = false;
   };
   static constexpr char kName[] = "Evaluate";
   static constexpr bool kStreamsResults = false;
@@ -147,21 +157,37 @@ struct EvaluatePolicy {
     if (!batch.ok()) return batch.status();
     return Work{*std::move(batch), r.update_stats()};
   }
-  static absl::StatusOr<Response> Run(Trainer& t, const Work& w, State& state,
-                                      const RunContext& c) {
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<engine::StepResult> r = t.EvalStep(w.batch, w.update_stats);
-    if (!r.ok()) return r.status();
-    if (c.metrics != nullptr) c.metrics->RecordStep("evaluate", SecondsSince(start), r->examples);
-    state.examples += r->examples;
-    state.step = r->step;
-    if (r->counted == 0) return Response();  // every target ignored: its mean is no number
-    state.counted += r->counted;
-    state.loss_sum += r->loss * static_cast<double>(r->counted);
-    state.accuracy_sum += r->accuracy * static_cast<double>(r->counted);
-    return Response();
+  static void Init(State&, const RunContext&) {}
+  static absl::Status Start(ops::SessionHandle& h, std::shared_ptr<const Work> w, State& state,
+                            const RunContext& c, Reply<Response> done) {
+    std::shared_ptr<const engine::Batch> batch(w, &w->batch);  // shares the Work
+    return h.Evaluate(
+        std::move(batch), w->update_stats,
+        [&state, &c, done = std::move(done)](absl::StatusOr<ops::EvalResult> r) {
+          if (!r.ok()) return done(r.status());
+          if (c.metrics != nullptr) {
+            c.metrics->RecordStep("evaluate", r->seconds, r->step.examples);
+          }
+          state.examples += r->step.examples;
+          state.step = r->step.step;
+          state.token_level = r->token_level;
+          if (r->step.counted > 0) {  // every target ignored: its mean is no number
+            state.counted += r->step.counted;
+            state.loss_sum += r->step.loss * static_cast<double>(r->step.counted);
+            state.accuracy_sum += r->step.accuracy * static_cast<double>(r->step.counted);
+          }
+          done(Response());
+        },
+        kStream);
   }
-  static absl::StatusOr<Response> Final(Trainer& t, const RunContext&, State& state) {
+  // Answers from what the batches summed, once the session has run them.
+  static absl::Status Final(ops::SessionHandle& h, State& state, const RunContext&,
+                            Reply<Response> done) {
+    return h.Step(
+        [&state, done = std::move(done)](absl::StatusOr<int64_t>) { done(Summary(state)); },
+        kStream);
+  }
+  static absl::StatusOr<Response> Summary(const State& state) {
     if (state.examples == 0) return Empty();  // a mean over nothing is no answer
     Response resp;
     resp.set_step(state.step);
@@ -171,9 +197,7 @@ struct EvaluatePolicy {
     resp.set_loss(state.loss_sum / n);
     resp.set_accuracy(state.counted > 0 ? state.accuracy_sum / n : -1);
     // Labels per position (outputs (T, vocab) per example) under cross-entropy: token level.
-    const bool token_level = t.model().spec().loss().kind() == v1::Loss::SOFTMAX_CROSS_ENTROPY &&
-                             t.model().output_shape().size() >= 2;
-    if (token_level && state.counted > 0) {
+    if (state.token_level && state.counted > 0) {
       resp.set_tokens(state.counted);
       resp.set_perplexity(std::exp(resp.loss()));
     }
@@ -194,25 +218,21 @@ absl::Status DrainingError() {
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
-    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
-    const store::SessionStore* store, Metrics* metrics) {
-  return new StepStream<TrainPolicy>(std::move(gate), sessions, limits, store, metrics, nullptr);
+    CallGate gate, ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics) {
+  return new StepStream<TrainPolicy>(std::move(gate), sessions, limits, metrics, nullptr);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewCalibrateReactor(
-    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
-    const store::SessionStore* store, Metrics* metrics) {
-  return new StepStream<CalibratePolicy>(std::move(gate), sessions, limits, store, metrics,
-                                         nullptr);
+    CallGate gate, ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics) {
+  return new StepStream<CalibratePolicy>(std::move(gate), sessions, limits, metrics, nullptr);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(CallGate gate,
-                                                              engine::SessionManager* sessions,
+                                                              ops::SessionOps* sessions,
                                                               ServiceLimits limits,
                                                               grpc::ByteBuffer* response,
                                                               Metrics* metrics) {
-  return new StepStream<EvaluatePolicy>(std::move(gate), sessions, limits, nullptr, metrics,
-                                        response);
+  return new StepStream<EvaluatePolicy>(std::move(gate), sessions, limits, metrics, response);
 }
 
 }  // namespace qtrain::rpc

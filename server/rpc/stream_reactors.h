@@ -1,9 +1,9 @@
 // Reactors of the streaming RPCs (Train, Calibrate, Evaluate): one state machine for the three.
 // Each reads requests on gRPC threads, parses, converts and validates them there, and hands the
-// numeric work to the session's executor; results go back in order. At most `max_inflight_batches`
-// batches are queued ahead of their results, so a slow session pushes back through gRPC flow
-// control instead of buffering. A stream finishes only once every accepted batch has run, so
-// executors never touch a deleted reactor. Reactors delete themselves in OnDone.
+// numeric work to the session (typed operations, ops/session_ops.h); results go back in order. At
+// most `max_inflight_batches` batches are queued ahead of their results, so a slow session pushes
+// back through gRPC flow control instead of buffering. A stream finishes only once every accepted
+// batch has run, so executors never touch a deleted reactor. Reactors delete themselves in OnDone.
 #pragma once
 
 #include <atomic>
@@ -13,10 +13,9 @@
 
 #include "qtrain/v1/trainer_service.pb.h"
 #include "server/engine/memory_budget.h"
-#include "server/engine/session.h"
+#include "server/ops/session_ops.h"
 #include "server/rpc/metrics.h"
 #include "server/rpc/service_access.h"
-#include "server/store/session_store.h"
 
 namespace qtrain::rpc {
 
@@ -40,18 +39,15 @@ struct ServiceLimits {
 
 // `gate` authorized the call (a refused one finishes at once with its error) and scopes its
 // session ids; a stream holds one of its tenant's stream slots (tenants.h) while it runs.
-// `store` (may be null: no data dir) reports the last durable step in Train results; `metrics`
-// (may be null) counts steps.
+// `sessions` runs the work (typed session operations); `metrics` (may be null) counts steps.
 // Requests and responses travel as bytes (the service's methods are raw: wire_message.h).
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewTrainReactor(
-    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
-    const store::SessionStore* store, Metrics* metrics);
+    CallGate gate, ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics);
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewCalibrateReactor(
-    CallGate gate, engine::SessionManager* sessions, ServiceLimits limits,
-    const store::SessionStore* store, Metrics* metrics);
+    CallGate gate, ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics);
 // `response` is gRPC's, valid until the reactor finishes.
 grpc::ServerReadReactor<grpc::ByteBuffer>* NewEvaluateReactor(CallGate gate,
-                                                              engine::SessionManager* sessions,
+                                                              ops::SessionOps* sessions,
                                                               ServiceLimits limits,
                                                               grpc::ByteBuffer* response,
                                                               Metrics* metrics);

@@ -1,5 +1,6 @@
 #include "server/rpc/trainer_service.h"
 
+#include <functional>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -16,33 +17,35 @@
 namespace qtrain::rpc {
 namespace {
 
-using engine::Session;
-using engine::Trainer;
-
-// Runs `task` on the session of the engine id `id` (Caller::Resolve'd; an error is answered) and
-// answers the unary call from there.
+// Binds the session of the engine id `id` (Caller::Resolve'd) and submits `op` on it; any error
+// before the operation is accepted answers the unary call.
 template <typename Call>
-void OnSession(engine::SessionManager* sessions, const absl::StatusOr<std::string>& id, Call* call,
-               std::function<absl::Status(Trainer&)> task) {
-  if (!id.ok()) {
-    call->Reply(id.status());
-    return;
-  }
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions->Get(*id);
+void OnSession(ops::SessionOps* sessions, const absl::StatusOr<std::string>& id, Call* call,
+               const std::function<absl::Status(ops::SessionHandle&)>& op) {
+  absl::StatusOr<ops::SessionHandle> session =
+      id.ok() ? sessions->Bind(*id) : absl::StatusOr<ops::SessionHandle>(id.status());
   if (!session.ok()) {
     call->Reply(session.status());
     return;
   }
-  absl::Status submitted =
-      (*session)->Submit([call, task = std::move(task)](Trainer& t) { call->Reply(task(t)); });
-  if (!submitted.ok()) call->Reply(submitted);
+  if (absl::Status submitted = op(*session); !submitted.ok()) call->Reply(submitted);
+}
+
+// Completes `call` with the operation's status, after `fill` has written a successful result into
+// its response.
+template <typename Call, typename T, typename Fill>
+ops::Done<T> Answer(Call* call, Fill fill) {
+  return [call, fill = std::move(fill)](absl::StatusOr<T> r) {
+    if (r.ok()) fill(*r);
+    call->Reply(r.status());
+  };
 }
 
 }  // namespace
 
-absl::Status NewSessionQuota::Reserve(const std::string& id, Trainer& t) {
+absl::Status NewSessionQuota::Reserve(const std::string& id, int64_t parameters) {
   if (tenants_ == nullptr) return absl::OkStatus();
-  QTRAIN_RETURN_IF_ERROR(tenants_->ReserveNewSession(id, t.model().num_parameters()));
+  QTRAIN_RETURN_IF_ERROR(tenants_->ReserveNewSession(id, parameters));
   id_ = id;
   return absl::OkStatus();
 }
@@ -74,34 +77,21 @@ void TrainerService::Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* ca
     call->Reply(model.status());
     return;
   }
-  const int world = request.has_data_parallel() ? request.data_parallel().world_size() : 1;
-  if (world != 1 && !groups_) {
-    call->Reply(absl::InvalidArgumentError(absl::StrCat(
-        "data_parallel.world_size ", world,
-        ": this server has no data-parallel group configured (qtrain-server --dp_rendezvous, "
-        "--dp_peers, --dp_secret_file)")));
-    return;
-  }
   NewSessionQuota quota(call->tenants());
-  absl::StatusOr<std::shared_ptr<Session>> session = sessions_->Create(
-      *requested, *model, request.rules(), request.optimizer(), request.seed(),
-      [this, call, &quota, world](const std::string& id, Trainer& t) -> absl::Status {
-        if (world != 1) {
-          QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<engine::StepGroup> group, groups_(id, world));
-          t.set_step_group(std::move(group));
-        }
-        QTRAIN_RETURN_IF_ERROR(quota.Reserve(id, t));
-        // With a data dir a new session is durable before anyone can see it: a crash right
-        // after the answer cannot lose it, and a failed save leaves nothing behind.
-        if (store_ != nullptr) {
-          QTRAIN_RETURN_IF_ERROR(store_->Save(id, t, DiskLimit(call->tenants(), id)).status());
-        }
-        FillSession(call->caller().Show(id), t, call->response());
-        return absl::OkStatus();
-      },
-      request.backend());
-  if (session.ok() && metrics_ != nullptr) {
-    metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
+  ops::NewSession create;
+  create.id = *requested;
+  create.model = *std::move(model);
+  create.rules = request.rules();
+  create.optimizer = request.optimizer();
+  create.seed = request.seed();
+  create.backend = request.backend();
+  create.world_size = request.has_data_parallel() ? request.data_parallel().world_size() : 1;
+  create.reserve = quota.AsReserve();
+  create.disk_limit = DiskLimit(call->tenants(), *requested);
+  absl::StatusOr<ops::SessionSummary> session = sessions_->Create(create);
+  if (session.ok()) {
+    FillSession(call->caller().Show(session->id), *session, call->response());
+    if (metrics_ != nullptr) metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
   }
   call->Reply(session.status());
 }
@@ -110,9 +100,11 @@ grpc::ServerUnaryReactor* TrainerService::GetSession(Context* ctx, const Bytes* 
   using Call = UnaryCall<v1::GetSessionRequest, v1::Session>;
   return Call::Start(Gate(ctx, "GetSession"), in, out, [this](Call* call) {
     OnSession(sessions_, call->caller().Resolve(call->request().session_id()), call,
-              [call](Trainer& t) {
-                FillSession(call->request().session_id(), t, call->response());
-                return absl::OkStatus();
+              [call](ops::SessionHandle& h) {
+                return h.Describe(Answer<Call, ops::SessionSummary>(
+                    call, [call](const ops::SessionSummary& summary) {
+                      FillSession(call->request().session_id(), summary, call->response());
+                    }));
               });
   });
 }
@@ -157,8 +149,8 @@ void TrainerService::Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessio
     }
     const std::string& id = *resolved;
     absl::Status s = sessions_->Delete(id);
-    const bool deleted = s.ok();
-    if (deleted && store_ != nullptr) s = store_->Forget(id);
+    // NotFound: nothing happened; any other error is the checkpoint's, after the session stopped.
+    const bool deleted = !absl::IsNotFound(s);
     if (metrics_ != nullptr) {
       if (deleted) metrics_->ForgetSession(id);
       metrics_->SetSessions(static_cast<int64_t>(sessions_->List().size()));
@@ -173,29 +165,19 @@ grpc::ServerUnaryReactor* TrainerService::UpdateRules(Context* ctx, const Bytes*
     if (RefusedWhileDraining(call)) return;
     const absl::StatusOr<std::string> resolved =
         call->caller().Resolve(call->request().session_id());
-    const std::string id = resolved.value_or("");
-    OnSession(sessions_, resolved, call, [this, id, call](Trainer& t) {
-      const v1::RuleSet previous =
-          t.model().rules() != nullptr ? t.model().rules()->source() : v1::RuleSet();
-      absl::Status s = t.SetRules(call->request().rules());
-      // With a data dir the new rules are durable before they are acknowledged; if they cannot
-      // be saved, the session keeps the rules it had.
-      if (s.ok() && store_ != nullptr) {
-        absl::StatusOr<store::SavedCheckpoint> saved =
-            store_->Save(id, t, DiskLimit(call->tenants(), id));
-        if (!saved.ok()) {
-          (void)t.SetRules(previous);
-          s = saved.status();
-        }
-      }
-      if (s.ok()) FillSession(call->request().session_id(), t, call->response());
-      return s;
+    const int64_t disk_limit = DiskLimit(call->tenants(), resolved.value_or(""));
+    OnSession(sessions_, resolved, call, [call, disk_limit](ops::SessionHandle& h) {
+      return h.UpdateRules(
+          call->request().rules(), disk_limit,
+          Answer<Call, ops::SessionSummary>(call, [call](const ops::SessionSummary& summary) {
+            FillSession(call->request().session_id(), summary, call->response());
+          }));
     });
   });
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Train(Context* ctx) {
-  return NewTrainReactor(Gate(ctx, "Train"), sessions_, limits_, store_, metrics_);
+  return NewTrainReactor(Gate(ctx, "Train"), sessions_, limits_, metrics_);
 }
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::Evaluate(Context* ctx, Bytes* out) {
@@ -204,7 +186,7 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* TrainerService::Evaluate(Context* ctx
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::Calibrate(
     Context* ctx) {
-  return NewCalibrateReactor(Gate(ctx, "Calibrate"), sessions_, limits_, store_, metrics_);
+  return NewCalibrateReactor(Gate(ctx, "Calibrate"), sessions_, limits_, metrics_);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* TrainerService::AnalyzeSensitivity(
@@ -222,13 +204,12 @@ grpc::ServerUnaryReactor* TrainerService::Forward(Context* ctx, const Bytes* in,
       call->Reply(inputs.status());
       return;
     }
-    auto shared = std::make_shared<Tensor>(std::move(*inputs));
+    auto shared = std::make_shared<const Tensor>(std::move(*inputs));
     OnSession(sessions_, call->caller().Resolve(call->request().session_id()), call,
-              [shared, call](Trainer& t) {
-                absl::StatusOr<Tensor> result = t.Predict(*shared);
-                if (!result.ok()) return result.status();
-                *call->response()->mutable_outputs() = ToWire(*result);
-                return absl::OkStatus();
+              [shared, call](ops::SessionHandle& h) {
+                return h.Forward(shared, Answer<Call, Tensor>(call, [call](const Tensor& outputs) {
+                                   *call->response()->mutable_outputs() = ToWire(outputs);
+                                 }));
               });
   });
 }
@@ -237,9 +218,11 @@ grpc::ServerUnaryReactor* TrainerService::GetQuantStats(Context* ctx, const Byte
   using Call = UnaryCall<v1::GetQuantStatsRequest, v1::QuantStats>;
   return Call::Start(Gate(ctx, "GetQuantStats"), in, out, [this](Call* call) {
     OnSession(sessions_, call->caller().Resolve(call->request().session_id()), call,
-              [call](Trainer& t) {
-                FillQuantStats(call->request().session_id(), t, call->response());
-                return absl::OkStatus();
+              [call](ops::SessionHandle& h) {
+                return h.QuantStats(Answer<Call, ops::QuantStatsSnapshot>(
+                    call, [call](const ops::QuantStatsSnapshot& stats) {
+                      FillQuantStats(call->request().session_id(), stats, call->response());
+                    }));
               });
   });
 }

@@ -1,18 +1,20 @@
 // TrainerService: qtrain.v1.Trainer on gRPC's callback API. Handlers are thin — parse, validate
-// and convert the request, hand the work to the session's executor (engine::Session), and finish
-// the call from the executor when it is done — so gRPC threads never run kernels.
+// and convert the request, call a typed session operation (ops/session_ops.h: it runs on the
+// session's executor and keeps the durability policy), and finish the call from its completion —
+// so gRPC threads never run kernels.
 //
 // Thread-safety: gRPC calls the handlers concurrently; all session state is touched only by the
-// sessions' executors. The service borrows the SessionManager, which must outlive the server.
+// sessions' executors. The service borrows the SessionOps, which must outlive the server.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <utility>
 
 #include "qtrain/v1/trainer_service.grpc.pb.h"
-#include "server/engine/session.h"
-#include "server/engine/step_group.h"
 #include "server/engine/worker.h"
+#include "server/ops/session_ops.h"
 #include "server/rpc/stream_reactors.h"
 #include "server/rpc/unary_call.h"
 
@@ -40,11 +42,10 @@ using RawTrainerService = v1::Trainer::WithRawCallbackMethod_CreateSession<
 
 class TrainerService final : public RawTrainerService {
  public:
-  // `store` may be null (no data dir): checkpoints are then download / upload only.
+  // Without a data dir (sessions->durable() false) checkpoints are download / upload only.
   // `metrics` may be null.
-  TrainerService(engine::SessionManager* sessions, store::SessionStore* store, ServiceLimits limits,
-                 Metrics* metrics = nullptr)
-      : sessions_(sessions), store_(store), limits_(limits), metrics_(metrics) {}
+  TrainerService(ops::SessionOps* sessions, ServiceLimits limits, Metrics* metrics = nullptr)
+      : sessions_(sessions), limits_(limits), metrics_(metrics) {}
 
   using Bytes = grpc::ByteBuffer;
   using Context = grpc::CallbackServerContext;
@@ -68,9 +69,6 @@ class TrainerService final : public RawTrainerService {
 
   // What GetServerInfo answers (server_info.h); set once before the server starts.
   void SetServerInfo(v1::ServerInfo info) { info_ = std::move(info); }
-  // How data-parallel sessions get their group (empty: CreateSession refuses world_size > 1);
-  // set once before the server starts.
-  void SetStepGroups(engine::StepGroupFactory groups) { groups_ = std::move(groups); }
 
  private:
   // While the server drains, answers `call` UNAVAILABLE and returns true (new work refused).
@@ -86,12 +84,10 @@ class TrainerService final : public RawTrainerService {
   void Create(UnaryCall<v1::CreateSessionRequest, v1::Session>* call);
   void Delete(UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>* call);
 
-  engine::SessionManager* sessions_;  // not owned
-  store::SessionStore* store_;        // not owned; may be null
+  ops::SessionOps* sessions_;  // not owned
   ServiceLimits limits_;
   Metrics* metrics_;  // not owned; may be null
   v1::ServerInfo info_;
-  engine::StepGroupFactory groups_;
   // Control-plane work off gRPC threads (model builds, checkpoint decodes, executor joins), on a
   // few threads so that one long build does not hold up the creations queued behind it.
   static constexpr int kControlThreads = 4;
@@ -99,9 +95,9 @@ class TrainerService final : public RawTrainerService {
   engine::Worker control_{kControlThreads};
 };
 
-// The tenant quota of a session being created (tenants may be null: none): Reserve in the
-// creation's prepare step; the reservation is released when this goes out of scope, after
-// SessionManager::Create returned (the session is registered by then, or gone).
+// The tenant quota of a session being created (tenants may be null: none): Reserve is
+// NewSession::reserve; the reservation is released when this goes out of scope, after
+// SessionOps::Create returned (the session is registered by then, or gone).
 class NewSessionQuota {
  public:
   explicit NewSessionQuota(TenantQuotas* tenants) : tenants_(tenants) {}
@@ -111,7 +107,11 @@ class NewSessionQuota {
   NewSessionQuota(const NewSessionQuota&) = delete;
   NewSessionQuota& operator=(const NewSessionQuota&) = delete;
   // ResourceExhausted naming the quota (TenantQuotas::ReserveNewSession).
-  absl::Status Reserve(const std::string& id, engine::Trainer& t);
+  absl::Status Reserve(const std::string& id, int64_t parameters);
+  // Reserve, as NewSession::reserve.
+  std::function<absl::Status(const std::string&, int64_t)> AsReserve() {
+    return [this](const std::string& id, int64_t parameters) { return Reserve(id, parameters); };
+  }
 
  private:
   TenantQuotas* tenants_;
