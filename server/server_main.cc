@@ -169,18 +169,22 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
     if (!m.ok()) return m.status();
     s->metrics_ = std::move(*m);
   }
-  s->budget_ = std::make_unique<engine::MemoryBudget>(
+  // Every backend today keeps its tensors in host memory: one device, the host's budget. A device
+  // backend adds its device's pool here.
+  s->budgets_ = std::make_unique<engine::DeviceBudgets>(
       o.memory_budget_bytes == 0 ? engine::DefaultMemoryBudgetBytes() : o.memory_budget_bytes);
+  engine::MemoryBudget* host = s->budgets_->host();
   // Freed step buffers kept for reuse count against nobody's lease: at most a quarter of the
   // budget stays cached beside the sessions' memory.
-  if (s->budget_->limit() > 0) {
+  if (host->limit() > 0) {
     SetBufferPoolLimit(
-        std::min<size_t>(kDefaultBufferPoolBytes, static_cast<size_t>(s->budget_->limit() / 4)));
+        std::min<size_t>(kDefaultBufferPoolBytes, static_cast<size_t>(host->limit() / 4)));
   }
   engine::SessionManagerOptions session_options = o.sessions;
-  session_options.session.budget = s->budget_.get();
+  session_options.session.budgets = s->budgets_.get();
   rpc::ServiceLimits limits = o.limits;
-  limits.budget = s->budget_.get();
+  limits.budget = host;  // requests' buffers are host memory
+  limits.devices = s->budgets_.get();
   limits.state = &s->state_;
   if (!o.data_dir.empty()) {
     absl::StatusOr<std::unique_ptr<store::SessionStore>> store =
@@ -232,21 +236,21 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(const Server
       return std::make_unique<cluster::DataParallelLeader>(c, world, id);
     };
   }
-  s->workers_ = std::make_unique<cluster::WorkerRanks>(o.cluster, s->budget_.get());
+  s->workers_ = std::make_unique<cluster::WorkerRanks>(o.cluster, s->budgets_.get());
   s->cluster_service_ = std::make_unique<rpc::ClusterService>(s->workers_.get());
   if (s->store_) {
     s->restored_ = s->store_->RestoreAll(*s->sessions_, &s->restore_errors_, groups);
   }
-  s->ops_ = std::make_unique<ops::SessionOps>(ops::SessionOpsOptions{
-      s->sessions_.get(), s->store_.get(), s->budget_.get(), std::move(groups)});
+  s->ops_ = std::make_unique<ops::SessionOps>(
+      ops::SessionOpsOptions{s->sessions_.get(), s->store_.get(), host, std::move(groups)});
   s->service_ = std::make_unique<rpc::TrainerService>(s->ops_.get(), limits, s->metrics_.get());
   s->metrics_->SetSessions(static_cast<int64_t>(s->sessions_->List().size()));
-  s->metrics_->TrackMemory(s->budget_.get());
+  s->metrics_->TrackMemory(s->budgets_.get());
   s->metrics_->TrackProcess(o.data_dir);
   engine::SessionManager* sessions = s->sessions_.get();
   s->metrics_->TrackSessions([sessions] { return sessions->List(); });
   absl::StatusOr<v1::ServerInfo> info =
-      rpc::MakeServerInfo(o.sessions.session.threads, s->budget_.get());
+      rpc::MakeServerInfo(o.sessions.session.threads, s->budgets_.get());
   if (!info.ok()) return info.status();
   info->set_replica(o.replica_name);
   s->metrics_->SetHardwareInfo(*info);

@@ -90,7 +90,8 @@ class RunningServer {
   rpc::Metrics& metrics() { return *metrics_; }
   // The CPU, ISA and int8 kernels this server computes with (GetServerInfo's answer).
   const v1::ServerInfo& info() const { return info_; }
-  const engine::MemoryBudget& budget() const { return *budget_; }
+  // Host memory's budget (--memory_budget_mb).
+  const engine::MemoryBudget& budget() const { return *budgets_->host(); }
 
  private:
   RunningServer() = default;
@@ -101,7 +102,8 @@ class RunningServer {
   std::unique_ptr<rpc::TenantQuotas> tenants_;
   rpc::ServiceAccess service_access_;  // points at the three above; shared with the handlers
   std::unique_ptr<store::SessionStore> store_;
-  std::unique_ptr<engine::MemoryBudget> budget_;  // outlives the sessions holding its leases
+  // One per device; outlives the sessions holding their leases.
+  std::unique_ptr<engine::DeviceBudgets> budgets_;
   std::unique_ptr<engine::SessionManager> sessions_;
   std::unique_ptr<ops::SessionOps> ops_;  // over sessions_ and store_
   rpc::ServiceState state_;               // shared with the handlers; outlives the server

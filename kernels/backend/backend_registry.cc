@@ -21,6 +21,13 @@ bool IsBackend(absl::string_view name) {
   return false;
 }
 
+std::string BackendDevice(absl::string_view name) {
+  for (const BackendInfo& b : AvailableBackends()) {
+    if (b.name == name) return b.device;
+  }
+  return "";
+}
+
 std::string BackendNames() {
   return absl::StrJoin(AvailableBackends(), ", ",
                        [](std::string* out, const BackendInfo& b) { out->append(b.name); });

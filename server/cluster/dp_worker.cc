@@ -41,7 +41,7 @@ struct Replica {
 };
 
 absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
-                   engine::MemoryBudget* budget, Replica& replica) {
+                   const engine::DeviceBudgets* budgets, Replica& replica) {
   std::unique_ptr<engine::Trainer>& trainer = replica.trainer;
   switch (m.kind) {
     case MessageKind::kSetup: {
@@ -51,8 +51,10 @@ absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
           !optimizer.ParseFromString(m.blobs[1])) {
         return absl::DataLossError("setup: unreadable model, optimizer or backend");
       }
-      // The replica counts against this server's budget as a session would (ResourceExhausted
-      // ends the rank; the leader's step fails UNAVAILABLE naming it).
+      // The replica counts against this server's budget of the backend's device as a session
+      // would (ResourceExhausted ends the rank; the leader's step fails UNAVAILABLE naming it).
+      engine::MemoryBudget* budget =
+          budgets != nullptr ? budgets->For(BackendDevice(m.blobs[2])) : nullptr;
       QTRAIN_ASSIGN_OR_RETURN(engine::ModelFootprint footprint, engine::Model::Estimate(spec));
       QTRAIN_ASSIGN_OR_RETURN(replica.lease, engine::MemoryBudget::Reserve(
                                                  budget, engine::SessionBytes(footprint, optimizer),
@@ -107,8 +109,8 @@ struct WorkerRanks::Rank {
   bool aborted ABSL_GUARDED_BY(mu) = false;
 };
 
-WorkerRanks::WorkerRanks(ClusterOptions options, engine::MemoryBudget* budget)
-    : options_(std::move(options)), budget_(budget) {}
+WorkerRanks::WorkerRanks(ClusterOptions options, const engine::DeviceBudgets* budgets)
+    : options_(std::move(options)), budgets_(budgets) {}
 
 WorkerRanks::~WorkerRanks() { Shutdown(); }
 
@@ -191,7 +193,7 @@ void WorkerRanks::Serve(Rank* rank) {
         break;
       }
       absl::StatusOr<Message> m = Decode(*bytes);
-      status = m.ok() ? Apply(*m, join, **group, budget_, replica) : m.status();
+      status = m.ok() ? Apply(*m, join, **group, budgets_, replica) : m.status();
     }
     qtrain::MutexLock lock(&rank->mu);
     rank->group = nullptr;

@@ -33,9 +33,9 @@ struct JoinRequest {
 
 class WorkerRanks {
  public:
-  // `budget` (may be null: unlimited) is the server's: a rank's replica reserves from it as a
-  // session does, and must be outlived by it.
-  WorkerRanks(ClusterOptions options, engine::MemoryBudget* budget);
+  // `budgets` (may be null: unlimited) are the server's: a rank's replica reserves from the
+  // budget of its backend's device as a session does; they must outlive this.
+  WorkerRanks(ClusterOptions options, const engine::DeviceBudgets* budgets);
   ~WorkerRanks();  // Shutdown()
 
   // Starts serving as `request.rank`. InvalidArgument naming a bad field; PermissionDenied for a
@@ -51,7 +51,7 @@ class WorkerRanks {
   void ReapFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClusterOptions options_;
-  engine::MemoryBudget* const budget_;
+  const engine::DeviceBudgets* const budgets_;
   mutable qtrain::Mutex mu_;
   std::vector<std::unique_ptr<Rank>> ranks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -74,15 +74,34 @@ absl::Status MemoryBudget::Take(int64_t bytes, absl::string_view what) {
   while (true) {
     const int64_t next = SatAdd(used, bytes);
     if (limit_ > 0 && next > limit_) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          what, " needs about ", HumanBytes(bytes), "; the server's memory budget has ",
-          HumanBytes(std::max<int64_t>(0, limit_ - used)), " free of ", HumanBytes(limit_),
-          " (qtrain-server --memory_budget_mb)"));
+      const bool host = device_ == kHostDevice;
+      return absl::ResourceExhaustedError(
+          absl::StrCat(what, " needs about ", HumanBytes(bytes), "; the server's memory budget",
+                       host ? "" : absl::StrCat(" of ", device_), " has ",
+                       HumanBytes(std::max<int64_t>(0, limit_ - used)), " free of ",
+                       HumanBytes(limit_), host ? " (qtrain-server --memory_budget_mb)" : ""));
     }
     if (used_.compare_exchange_weak(used, next, std::memory_order_relaxed)) {
       return absl::OkStatus();
     }
   }
+}
+
+DeviceBudgets::DeviceBudgets(int64_t host_limit_bytes) {
+  budgets_.push_back(std::make_unique<MemoryBudget>(host_limit_bytes, kHostDevice));
+}
+
+MemoryBudget* DeviceBudgets::Add(const std::string& device, int64_t limit_bytes) {
+  if (MemoryBudget* existing = For(device)) return existing;
+  budgets_.push_back(std::make_unique<MemoryBudget>(limit_bytes, device));
+  return budgets_.back().get();
+}
+
+MemoryBudget* DeviceBudgets::For(absl::string_view device) const {
+  for (const std::unique_ptr<MemoryBudget>& b : budgets_) {
+    if (b->device() == device) return b.get();
+  }
+  return nullptr;
 }
 
 absl::StatusOr<MemoryBudget::Lease> MemoryBudget::Reserve(MemoryBudget* budget, int64_t bytes,

@@ -10,8 +10,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -21,10 +24,14 @@
 
 namespace qtrain::engine {
 
+inline constexpr char kHostDevice[] = "cpu:0";
+
 class MemoryBudget {
  public:
-  // `limit_bytes` <= 0: unlimited (leases are still counted).
-  explicit MemoryBudget(int64_t limit_bytes) : limit_(limit_bytes) {}
+  // `limit_bytes` <= 0: unlimited (leases are still counted). `device`: the memory it accounts
+  // for ("cpu:0", host memory; "cuda:0", a GPU's).
+  explicit MemoryBudget(int64_t limit_bytes, std::string device = kHostDevice)
+      : limit_(limit_bytes), device_(std::move(device)) {}
   MemoryBudget(const MemoryBudget&) = delete;
   MemoryBudget& operator=(const MemoryBudget&) = delete;
 
@@ -52,11 +59,37 @@ class MemoryBudget {
 
   int64_t limit() const { return limit_; }
   int64_t used() const { return used_.load(std::memory_order_relaxed); }
+  const std::string& device() const { return device_; }
 
  private:
   absl::Status Take(int64_t bytes, absl::string_view what);
   const int64_t limit_;
+  const std::string device_;
   std::atomic<int64_t> used_{0};
+};
+
+// A server's budgets, one per device its backends keep tensors on. Host memory ("cpu:0") always
+// has one: it holds the CPU backends' tensors and every request's buffers (uploads, held-out
+// batches). A device backend's memory (a GPU's) gets its own pool beside it, so that a session's
+// parameters and steps are charged where they live. Devices are added before the budgets are
+// shared; after that, thread-safe (the budgets are).
+class DeviceBudgets {
+ public:
+  // The host's pool; `host_limit_bytes` as MemoryBudget's.
+  explicit DeviceBudgets(int64_t host_limit_bytes);
+  DeviceBudgets(const DeviceBudgets&) = delete;
+  DeviceBudgets& operator=(const DeviceBudgets&) = delete;
+
+  // Adds (or returns the existing) pool of `device`. Setup only.
+  MemoryBudget* Add(const std::string& device, int64_t limit_bytes);
+  // The pool of `device`; null for one without (its memory is not bounded).
+  MemoryBudget* For(absl::string_view device) const;
+  MemoryBudget* host() const { return budgets_.front().get(); }
+  // Every pool, the host's first.
+  const std::vector<std::unique_ptr<MemoryBudget>>& all() const { return budgets_; }
+
+ private:
+  std::vector<std::unique_ptr<MemoryBudget>> budgets_;
 };
 
 // 80% of the memory this process may use: the smallest of physical memory, the cgroup limit

@@ -22,9 +22,11 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Create(
   }
   QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(options.backend));
   QTRAIN_ASSIGN_OR_RETURN(ModelFootprint footprint, Model::Estimate(spec));
+  MemoryBudget* budget =
+      options.budgets != nullptr ? options.budgets->For(BackendDevice(options.backend)) : nullptr;
   QTRAIN_ASSIGN_OR_RETURN(
       MemoryBudget::Lease lease,
-      MemoryBudget::Reserve(options.budget, SessionBytes(footprint, optimizer),
+      MemoryBudget::Reserve(budget, SessionBytes(footprint, optimizer),
                             absl::StrCat("session \"", id, "\" (", footprint.parameters,
                                          " parameters with gradients and optimizer state)")));
   std::unique_ptr<Trainer> trainer;
@@ -36,7 +38,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Create(
         absl::StrCat("session \"", id, "\": out of memory while building ", footprint.parameters,
                      " parameters (lower qtrain-server --memory_budget_mb)"));
   }
-  trainer->set_memory_budget(options.budget);
+  trainer->set_memory_budget(budget);
   return std::shared_ptr<Session>(
       new Session(std::move(id), std::move(trainer), std::move(lease), options));
 }

@@ -29,8 +29,10 @@ struct SessionOptions {
   int max_queued = 8;  // bounded tasks waiting behind the running one (unary calls)
   // Windowed tasks (streams, which bound their own in-flight work) waiting; a backstop only.
   int max_windowed = 4096;
-  // Sessions reserve SessionBytes at creation and their steps StepBytes; null: unlimited.
-  MemoryBudget* budget = nullptr;
+  // Sessions reserve SessionBytes at creation and their steps StepBytes from the budget of their
+  // backend's device (kernels/backend/backend_registry.h); null, or no pool for that device:
+  // unlimited.
+  const DeviceBudgets* budgets = nullptr;
   // Runs on the executor after every task (e.g. autosave every N steps); may be empty.
   std::function<void(const std::string& session_id, Trainer&)> after_task;
   // The backend its ops run on (kernels/backend/backend_registry.h): the server's --backend for

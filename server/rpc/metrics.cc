@@ -124,14 +124,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Help("Sessions hosted")
                    .Register(*registry_)
                    .Add({});
-  auto& memory = prometheus::BuildGauge()
-                     .Name("qtrain_memory_bytes")
-                     .Help(
-                         "The memory budget (--memory_budget_mb; 0: unlimited) and what sessions, "
-                         "steps and uploads hold of it, refreshed after every RPC")
-                     .Register(*registry_);
-  memory_budget_ = &memory.Add({{"kind", "budget"}});
-  memory_reserved_ = &memory.Add({{"kind", "reserved"}});
+  memory_ = &prometheus::BuildGauge()
+                 .Name("qtrain_memory_bytes")
+                 .Help(
+                     "Each device's memory budget (host: --memory_budget_mb; 0: unlimited) and "
+                     "what sessions, steps and uploads hold of it, refreshed after every RPC")
+                 .Register(*registry_);
   rpc_seconds_ = &prometheus::BuildHistogram()
                       .Name("grpc_server_handling_seconds")
                       .Help("RPC latency from arrival to status (streams: their whole life)")
@@ -226,9 +224,18 @@ void Metrics::RecordRpc(const std::string& path, int code, double seconds) {
       ->Add({{"grpc_service", m.service}, {"grpc_method", m.method}, {"grpc_type", m.type}},
             StepBuckets())
       .Observe(seconds);
-  if (budget_ != nullptr) {
-    memory_budget_->Set(static_cast<double>(std::max<int64_t>(budget_->limit(), 0)));
-    memory_reserved_->Set(static_cast<double>(budget_->used()));
+  for (const DeviceMemory& d : memory_by_device_) {
+    d.limit->Set(static_cast<double>(std::max<int64_t>(d.budget->limit(), 0)));
+    d.reserved->Set(static_cast<double>(d.budget->used()));
+  }
+}
+
+void Metrics::TrackMemory(const engine::DeviceBudgets* budgets) {
+  for (const std::unique_ptr<engine::MemoryBudget>& b : budgets->all()) {
+    memory_by_device_.push_back({b.get(),
+                                 &memory_->Add({{"device", b->device()}, {"kind", "budget"}}),
+                                 &memory_->Add({{"device", b->device()}, {"kind", "reserved"}})});
+    memory_by_device_.back().limit->Set(static_cast<double>(std::max<int64_t>(b->limit(), 0)));
   }
 }
 

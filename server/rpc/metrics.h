@@ -71,9 +71,9 @@ class Metrics {
   // 1 per representative int8 op: which code paths this server computes with. Call once.
   void SetHardwareInfo(const v1::ServerInfo& info);
 
-  // qtrain_memory_bytes{kind="budget"|"reserved"} follow `budget` (not owned; it must outlive
-  // the metrics' RPCs). Call once, before serving.
-  void TrackMemory(const engine::MemoryBudget* budget) { budget_ = budget; }
+  // qtrain_memory_bytes{device, kind="budget"|"reserved"} follow each device's budget (not
+  // owned; they must outlive the metrics' RPCs). Call once, before serving.
+  void TrackMemory(const engine::DeviceBudgets* budgets);
 
   // The port the /metrics exposer listens on (0 when not serving).
   int port() const;
@@ -104,9 +104,13 @@ class Metrics {
   std::shared_ptr<prometheus::Collectable> process_;  // null until TrackProcess
   std::shared_ptr<SessionCollector> sessions_view_;   // null until TrackSessions
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;
-  const engine::MemoryBudget* budget_ = nullptr;
-  prometheus::Gauge* memory_budget_;
-  prometheus::Gauge* memory_reserved_;
+  prometheus::Family<prometheus::Gauge>* memory_;
+  struct DeviceMemory {
+    const engine::MemoryBudget* budget;
+    prometheus::Gauge* limit;
+    prometheus::Gauge* reserved;
+  };
+  std::vector<DeviceMemory> memory_by_device_;  // set once by TrackMemory
 };
 
 }  // namespace qtrain::rpc

@@ -35,7 +35,7 @@ bool IsFloatMatmul(const v1::Implementation& k) { return absl::StartsWith(k.op()
 }  // namespace
 
 absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
-                                              const engine::MemoryBudget* budget) {
+                                              const engine::DeviceBudgets* budgets) {
   absl::StatusOr<std::vector<Int8KernelReport>> kernels = DescribeInt8Kernels();
   if (!kernels.ok()) return kernels.status();
   absl::StatusOr<std::vector<ImplReport>> floats = DescribeFloatKernels();
@@ -54,19 +54,28 @@ absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
     out->set_device(b.device);
     out->set_description(b.description);
   }
-  // Every backend today keeps its tensors in host memory: one device, the server's budget.
-  v1::DeviceInfo* host = info.add_devices();
-  host->set_name("cpu:0");
-  host->set_kind("cpu");
-  host->set_memory_budget_bytes(budget != nullptr ? std::max<int64_t>(budget->limit(), 0) : 0);
+  // Each device with its own budget (host memory first); without budgets, the host unbounded.
+  if (budgets == nullptr) {
+    v1::DeviceInfo* host = info.add_devices();
+    host->set_name(engine::kHostDevice);
+    host->set_kind("cpu");
+  } else {
+    for (const std::unique_ptr<engine::MemoryBudget>& b : budgets->all()) {
+      v1::DeviceInfo* d = info.add_devices();
+      d->set_name(b->device());
+      d->set_kind(b->device().substr(0, b->device().find(':')));
+      d->set_memory_budget_bytes(std::max<int64_t>(b->limit(), 0));
+    }
+  }
   for (const Int8KernelReport& r : *kernels) FillChoice(r, info.add_int8_kernels());
   for (const ImplReport& r : *floats) FillChoice(r, info.add_implementations());
-  return CurrentServerInfo(std::move(info), budget);
+  return CurrentServerInfo(std::move(info), budgets);
 }
 
-v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::MemoryBudget* budget) {
+v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::DeviceBudgets* budgets) {
   for (v1::DeviceInfo& d : *info.mutable_devices()) {
-    if (d.kind() == "cpu") d.set_memory_reserved_bytes(budget != nullptr ? budget->used() : 0);
+    const engine::MemoryBudget* b = budgets != nullptr ? budgets->For(d.name()) : nullptr;
+    d.set_memory_reserved_bytes(b != nullptr ? b->used() : 0);
   }
   // The float matmuls chosen so far replace those of startup; the other ops stay as they were.
   auto* list = info.mutable_implementations();

@@ -12,14 +12,15 @@
 
 namespace qtrain::rpc {
 
-// Internal when oneDNN cannot make a CPU engine or a primitive.
+// Lists every device with a budget in `budgets` (may be null: the host, unbounded). Internal when
+// oneDNN cannot make a CPU engine or a primitive.
 absl::StatusOr<v1::ServerInfo> MakeServerInfo(int threads_per_session,
-                                              const engine::MemoryBudget* budget);
+                                              const engine::DeviceBudgets* budgets);
 
 // `info` with what changes while the server runs: its implementations replaced by every float
-// choice made so far in this process, and each device's reserved memory from `budget` (may be
+// choice made so far in this process, and each device's reserved memory from `budgets` (may be
 // null). Reads only: nothing runs.
-v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::MemoryBudget* budget);
+v1::ServerInfo CurrentServerInfo(v1::ServerInfo info, const engine::DeviceBudgets* budgets);
 
 // "AMD EPYC 9B45 | avx512_vnni; int8: matmul onednn:brg:avx512_core_vnni, conv ..." — the
 // startup log line.

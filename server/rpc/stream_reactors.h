@@ -32,7 +32,8 @@ struct ServiceLimits {
   int64_t max_batch_bytes = int64_t{256} << 20;     // per tensor of a request
   int max_inflight_batches = 4;                     // per stream, ahead of the results
   int64_t max_checkpoint_bytes = int64_t{4} << 30;  // per uploaded checkpoint
-  engine::MemoryBudget* budget = nullptr;           // uploads reserve from it; not owned
+  engine::MemoryBudget* budget = nullptr;           // host: uploads reserve from it; not owned
+  const engine::DeviceBudgets* devices = nullptr;   // every device's (GetServerInfo); not owned
   ServiceState* state = nullptr;                    // not owned; null: never drains
   const ServiceAccess* access = nullptr;            // not owned; null: no auth, quotas, audit
 };

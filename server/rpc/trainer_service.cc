@@ -128,7 +128,7 @@ grpc::ServerUnaryReactor* TrainerService::ListSessions(Context* ctx, const Bytes
 grpc::ServerUnaryReactor* TrainerService::GetServerInfo(Context* ctx, const Bytes* in, Bytes* out) {
   using Call = UnaryCall<v1::GetServerInfoRequest, v1::ServerInfo>;
   return Call::Start(Gate(ctx, "GetServerInfo"), in, out, [this](Call* call) {
-    *call->response() = CurrentServerInfo(info_, limits_.budget);
+    *call->response() = CurrentServerInfo(info_, limits_.devices);
     call->Reply(absl::OkStatus());
   });
 }

@@ -69,9 +69,10 @@ TEST_F(ServerLimitsTest, RequestsOverTheMemoryBudgetAreResourceExhausted) {
   EXPECT_TRUE(Forward("wide", 2).ok());  // the session still serves what fits
   EXPECT_EQ(server_->budget().used(), with_session);
   const std::string scrape = server_->metrics().Serialize();
-  EXPECT_THAT(scrape, HasSubstr("qtrain_memory_bytes{kind=\"budget\"} 268435456"));
+  EXPECT_THAT(scrape, HasSubstr("qtrain_memory_bytes{device=\"cpu:0\",kind=\"budget\"} 268435456"));
   EXPECT_THAT(scrape,
-              HasSubstr(absl::StrCat("qtrain_memory_bytes{kind=\"reserved\"} ", with_session)));
+              HasSubstr(absl::StrCat("qtrain_memory_bytes{device=\"cpu:0\",kind=\"reserved\"} ",
+                                     with_session)));
 
   grpc::ClientContext ctx;
   v1::DeleteSessionRequest del;

@@ -29,11 +29,12 @@ Batch Small(int seed) {
 }
 
 TEST(EngineConcurrencyTest, SessionsBudgetAndQueuesUnderManyThreads) {
-  MemoryBudget budget(int64_t{64} << 20);
+  DeviceBudgets budgets(int64_t{64} << 20);
+  MemoryBudget& budget = *budgets.host();
   SessionManagerOptions options;
   options.max_sessions = 8;
   options.session.max_queued = 4;
-  options.session.budget = &budget;
+  options.session.budgets = &budgets;
   SessionManager manager(options);
   const proto::ModelSpec spec = FromJson<proto::ModelSpec>(kSpec);
   std::atomic<int> steps{0}, refused{0};

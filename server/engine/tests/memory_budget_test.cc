@@ -12,6 +12,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "server/engine/session.h"
 #include "server/engine/tests/test_models.h"
 
 namespace qtrain::engine {
@@ -93,6 +94,44 @@ TEST(MemoryBudgetTest, TheDefaultBudgetRespectsRlimitAs) {
   EXPECT_LE(limited, spare / 5 * 4 + (int64_t{64} << 20));  // what was mapped may have grown
   EXPECT_GT(limited, 0);
   EXPECT_LT(limited, unlimited);
+}
+
+TEST(MemoryBudgetTest, EachDeviceHasItsOwnPool) {
+  DeviceBudgets budgets(1000);
+  MemoryBudget* gpu = budgets.Add("cuda:0", 100);
+  EXPECT_EQ(budgets.Add("cuda:0", 5), gpu);  // one pool per device
+  EXPECT_EQ(budgets.host()->device(), "cpu:0");
+  EXPECT_EQ(budgets.For("cpu:0"), budgets.host());
+  EXPECT_EQ(budgets.For("cuda:0"), gpu);
+  EXPECT_EQ(budgets.For("cuda:1"), nullptr);  // not bounded
+  ASSERT_EQ(budgets.all().size(), 2u);
+  EXPECT_EQ(budgets.all()[0].get(), budgets.host());
+
+  auto device_lease = MemoryBudget::Reserve(gpu, 80, "weights");
+  ASSERT_TRUE(device_lease.ok());
+  EXPECT_EQ(budgets.host()->used(), 0);  // charged where the memory lives
+  auto host_lease = MemoryBudget::Reserve(budgets.host(), 800, "an upload");
+  ASSERT_TRUE(host_lease.ok());
+  auto refused = MemoryBudget::Reserve(gpu, 30, "a step");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("memory budget of cuda:0 has 20 B free"));
+  auto host_refused = MemoryBudget::Reserve(budgets.host(), 300, "a step");
+  EXPECT_THAT(host_refused.status().message(), HasSubstr("--memory_budget_mb"));
+}
+
+TEST(MemoryBudgetTest, SessionsReserveFromTheirBackendsDevice) {
+  DeviceBudgets budgets(1);  // the host (every backend's device today) cannot hold a session
+  SessionOptions options;
+  options.budgets = &budgets;
+  auto refused = Session::Create("s", FromJson<proto::ModelSpec>(R"({"input": {"shape": [4]},
+      "body": {"linear": {"features": 2}}})"),
+                                 {}, {}, 1, options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  options.backend = "reference";
+  refused = Session::Create("s", FromJson<proto::ModelSpec>(R"({"input": {"shape": [4]},
+      "body": {"linear": {"features": 2}}})"),
+                            {}, {}, 1, options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(MemoryBudgetTest, HumanBytes) {
