@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
 #include "kernels/sync.h"
@@ -176,6 +177,22 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   return t;
 }
 
+Tensor Tensor::OnDevice(DType dtype, Shape shape, Device device,
+                        std::shared_ptr<std::byte> storage) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = NumElements(shape);
+  t.shape_ = std::move(shape);
+  t.device_ = device;
+  QTRAIN_CHECK(t.numel_ >= 0 && storage != nullptr);
+  t.buffer_ = std::move(storage);
+  return t;
+}
+
+std::string Device::Name() const {
+  return absl::StrCat(kind == DeviceKind::kHost ? "cpu" : "cuda", ":", index);
+}
+
 Tensor Tensor::Zeros(DType dtype, Shape shape) {
   Tensor t = Empty(dtype, std::move(shape));
   t.SetZero();
@@ -197,6 +214,7 @@ Tensor& Tensor::operator=(const Tensor& other) {
     *this = Tensor();
     return *this;
   }
+  QTRAIN_CHECK(other.device_.is_host());
   Tensor copy = Empty(other.dtype_, other.shape_);
   std::memcpy(copy.raw(), other.raw(), other.nbytes());
   *this = std::move(copy);
@@ -208,6 +226,7 @@ Tensor Tensor::Share() const {
   t.dtype_ = dtype_;
   t.shape_ = shape_;
   t.numel_ = numel_;
+  t.device_ = device_;
   t.buffer_ = buffer_;
   return t;
 }
@@ -218,9 +237,12 @@ void Tensor::Reshape(Shape shape) {
 }
 
 void Tensor::SetZero() {
+  QTRAIN_CHECK(device_.is_host());
   if (buffer_) std::memset(buffer_.get(), 0, nbytes());
 }
 
-void Tensor::CheckType(DType expected) const { QTRAIN_CHECK(expected == dtype_); }
+void Tensor::CheckHostType(DType expected) const {
+  QTRAIN_CHECK(expected == dtype_ && device_.is_host());
+}
 
 }  // namespace qtrain

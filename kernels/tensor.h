@@ -67,15 +67,35 @@ struct DTypeOf<uint8_t> {
   static constexpr DType value = DType::kU8;
 };
 
+// Where a tensor's memory lives: host memory ("cpu:0"), or a device backend's ("cuda:0"). Only
+// host tensors are read and written element by element; a device tensor reaches the host through
+// its backend's CopyToHost (kernels/backend/backend.h).
+enum class DeviceKind : uint8_t { kHost, kCuda };
+struct Device {
+  DeviceKind kind = DeviceKind::kHost;
+  int index = 0;
+  bool is_host() const { return kind == DeviceKind::kHost; }
+  std::string Name() const;  // "cpu:0", "cuda:1"
+  friend bool operator==(const Device& a, const Device& b) {
+    return a.kind == b.kind && a.index == b.index;
+  }
+  friend bool operator!=(const Device& a, const Device& b) { return !(a == b); }
+};
+
 class Tensor {
  public:
   Tensor() = default;
-  // Uninitialised storage of the given shape.
+  // Uninitialised host storage of the given shape.
   static Tensor Empty(DType dtype, Shape shape);
+  // A tensor on `device` over `storage` (at least nbytes, freed by its deleter): how a device
+  // backend's Allocate makes its tensors.
+  static Tensor OnDevice(DType dtype, Shape shape, Device device,
+                         std::shared_ptr<std::byte> storage);
   static Tensor Zeros(DType dtype, Shape shape);
   // A float tensor holding `values` (size must equal NumElements(shape)).
   static Tensor FromFloats(Shape shape, absl::Span<const float> values);
 
+  // Deep copies: host tensors only (a device tensor is copied through its backend).
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);
   Tensor(Tensor&&) noexcept = default;
@@ -88,18 +108,22 @@ class Tensor {
   int64_t numel() const { return numel_; }
   size_t nbytes() const { return static_cast<size_t>(numel_) * DTypeSize(dtype_); }
   bool empty() const { return buffer_ == nullptr; }
+  const Device& device() const { return device_; }
 
+  // The storage's address on its device: for the backend that owns a device tensor, and for
+  // host code that moves bytes (checkpoints, the wire).
   void* raw() { return buffer_.get(); }
   const void* raw() const { return buffer_.get(); }
 
+  // Typed element access: host tensors only (invariant).
   template <typename T>
   T* data() {
-    CheckType(DTypeOf<T>::value);
+    CheckHostType(DTypeOf<T>::value);
     return reinterpret_cast<T*>(buffer_.get());
   }
   template <typename T>
   const T* data() const {
-    CheckType(DTypeOf<T>::value);
+    CheckHostType(DTypeOf<T>::value);
     return reinterpret_cast<const T*>(buffer_.get());
   }
   template <typename T>
@@ -117,7 +141,7 @@ class Tensor {
 
   // Reinterprets the same elements with another shape; NumElements must match (invariant).
   void Reshape(Shape shape);
-  // Sets every byte to zero.
+  // Sets every byte to zero (host tensors only).
   void SetZero();
 
  private:
@@ -126,9 +150,10 @@ class Tensor {
     size_t capacity;
     void operator()(std::byte* p) const;
   };
-  void CheckType(DType expected) const;
+  void CheckHostType(DType expected) const;
 
   DType dtype_ = DType::kF32;
+  Device device_;
   Shape shape_;
   int64_t numel_ = 0;
   std::shared_ptr<std::byte> buffer_;  // shared only through Share()

@@ -1,8 +1,52 @@
 #include "kernels/backend/backend.h"
 
+#include <cstring>
+#include <new>
+
 #include "absl/strings/str_cat.h"
 
 namespace qtrain {
+
+namespace {
+
+// The checks every backend's copies make: same dtype and shape, each side where it belongs.
+absl::Status CheckCopy(const char* what, const Tensor& src, const Device& src_device,
+                       const Tensor& dst, const Device& dst_device) {
+  if (src.dtype() != dst.dtype() || src.shape() != dst.shape()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": src ", DTypeName(src.dtype()), ShapeString(src.shape()), " and dst ",
+                     DTypeName(dst.dtype()), ShapeString(dst.shape()), " differ"));
+  }
+  if (src.device() != src_device || dst.device() != dst_device) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": src is on ", src.device().Name(), " and dst on ", dst.device().Name(),
+                     "; expected ", src_device.Name(), " and ", dst_device.Name()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> Backend::Allocate(DType dtype, const Shape& shape) {
+  try {
+    return Tensor::Empty(dtype, shape);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("allocating ", DTypeName(dtype), ShapeString(shape), " on ", device().Name()));
+  }
+}
+
+absl::Status Backend::CopyFromHost(const Tensor& src, Tensor& dst) {
+  if (absl::Status s = CheckCopy("CopyFromHost", src, Device(), dst, device()); !s.ok()) return s;
+  if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
+  return absl::OkStatus();
+}
+
+absl::Status Backend::CopyToHost(const Tensor& src, Tensor& dst) {
+  if (absl::Status s = CheckCopy("CopyToHost", src, device(), dst, Device()); !s.ok()) return s;
+  if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
+  return absl::OkStatus();
+}
 
 int64_t Lda(const MatmulDesc& d) { return d.lda ? d.lda : (d.trans_a ? d.m : d.k); }
 int64_t Ldb(const MatmulDesc& d) { return d.ldb ? d.ldb : (d.trans_b ? d.k : d.n); }

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/tensor.h"
 
 namespace qtrain {
 
@@ -110,6 +111,21 @@ class Backend {
   // The implementation behind each cached primitive (cache key -> library's name, e.g.
   // "brgconv:avx512_core"), for reports of what runs each op; empty when nothing is cached.
   virtual std::map<std::string, std::string> CachedImplementations() const { return {}; }
+
+  // Memory. The device this backend's tensors live on; host backends (the defaults below) use
+  // host memory, so their copies are plain byte copies and Synchronize has nothing to wait for.
+  // A device backend allocates its tensors (Tensor::OnDevice), moves bytes to and from host
+  // tensors with the copies (ordered after every op queued before them) and waits for its queue
+  // in Synchronize.
+  virtual Device device() const { return Device(); }
+  // Uninitialised storage on device(). ResourceExhausted when the device has no room.
+  virtual absl::StatusOr<Tensor> Allocate(DType dtype, const Shape& shape);
+  // `dst` (on device(), allocated) takes `src`'s bytes (a host tensor), and the reverse.
+  // InvalidArgument naming both when dtypes or shapes differ, or a tensor is on the wrong device.
+  virtual absl::Status CopyFromHost(const Tensor& src, Tensor& dst);
+  virtual absl::Status CopyToHost(const Tensor& src, Tensor& dst);
+  // Returns once every op and copy submitted so far has completed.
+  virtual absl::Status Synchronize() { return absl::OkStatus(); }
 
   virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) = 0;
   virtual absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <tuple>
 
@@ -51,6 +52,51 @@ Tensor RandomInts(const Shape& shape, int lo, int hi, uint32_t seed, DType dtype
     }
   }
   return t;
+}
+
+// Memory through the backend: allocation on its device, host round trips byte for byte, and the
+// copies' refusals (shape, dtype, a tensor on another device) naming what they got.
+TEST(BackendConformance, MemoryRoundTrips) {
+  std::vector<std::unique_ptr<Backend>> all = Backends();
+  all.push_back(MakeReferenceBackend());
+  for (auto& backend : all) {
+    SCOPED_TRACE(backend->name());
+    for (const Shape& shape : std::vector<Shape>{{}, {0}, {1}, {3, 17}, {2, 3, 5, 7}}) {
+      const Tensor host = RandomTensor(shape, 11);
+      absl::StatusOr<Tensor> on = backend->Allocate(DType::kF32, shape);
+      ASSERT_TRUE(on.ok()) << on.status();
+      EXPECT_EQ(on->device(), backend->device());
+      EXPECT_EQ(on->shape(), shape);
+      ASSERT_TRUE(backend->CopyFromHost(host, *on).ok());
+      Tensor back = Tensor::Empty(DType::kF32, shape);
+      ASSERT_TRUE(backend->CopyToHost(*on, back).ok());
+      ASSERT_TRUE(backend->Synchronize().ok());
+      EXPECT_EQ(0, std::memcmp(host.raw(), back.raw(), host.nbytes()));
+    }
+    absl::StatusOr<Tensor> on = backend->Allocate(DType::kF32, {4});
+    ASSERT_TRUE(on.ok());
+    absl::Status s = backend->CopyFromHost(Tensor::Zeros(DType::kF32, {5}), *on);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("f32[5] and dst f32[4] differ"), std::string::npos) << s;
+    Tensor ints = Tensor::Zeros(DType::kS32, {4});
+    EXPECT_EQ(backend->CopyToHost(*on, ints).code(), absl::StatusCode::kInvalidArgument);
+    // A tensor of another device (here a stand-in over host bytes) is refused by name.
+    Tensor elsewhere = Tensor::OnDevice(
+        DType::kF32, {4}, Device{DeviceKind::kCuda, 1},
+        std::shared_ptr<std::byte>(new std::byte[16], std::default_delete<std::byte[]>()));
+    s = backend->CopyFromHost(elsewhere, *on);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("src is on cuda:1"), std::string::npos) << s;
+  }
+}
+
+TEST(BackendConformanceDeathTest, DeviceTensorsHaveNoHostElementAccess) {
+  Tensor t = Tensor::OnDevice(
+      DType::kF32, {4}, Device{DeviceKind::kCuda, 0},
+      std::shared_ptr<std::byte>(new std::byte[16], std::default_delete<std::byte[]>()));
+  EXPECT_EQ(t.device().Name(), "cuda:0");
+  EXPECT_DEATH(t.data<float>(), "");
+  EXPECT_DEATH(Tensor copy(t), "");
 }
 
 // Every f32 matmul candidate (float_gemm.h): oneDNN, OpenBLAS (where it runs within the active
