@@ -118,4 +118,60 @@ absl::Status ValidateRotaryDesc(const RotaryDesc& d) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateCopyDesc(const CopyDesc& d, int64_t* src_end, int64_t* dst_end) {
+  int64_t src_reach = d.src_offset, dst_reach = d.dst_offset;
+  bool ok = d.block >= 0 && d.src_offset >= 0 && d.dst_offset >= 0;
+  bool empty = d.block == 0;
+  for (int i = 0; i < 3; ++i) {
+    ok = ok && d.count[i] >= 0 && d.src_stride[i] >= 0 && d.dst_stride[i] >= 0;
+    empty = empty || d.count[i] == 0;
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "copy counts, strides, offsets and block must be non-negative: count (", d.count[0], ",",
+        d.count[1], ",", d.count[2], ") src strides (", d.src_stride[0], ",", d.src_stride[1], ",",
+        d.src_stride[2], ") dst strides (", d.dst_stride[0], ",", d.dst_stride[1], ",",
+        d.dst_stride[2], ") block ", d.block, " offsets ", d.src_offset, ", ", d.dst_offset));
+  }
+  if (!empty) {
+    for (int i = 0; i < 3; ++i) {
+      src_reach += (d.count[i] - 1) * d.src_stride[i];
+      dst_reach += (d.count[i] - 1) * d.dst_stride[i];
+    }
+    src_reach += d.block;
+    dst_reach += d.block;
+  }
+  *src_end = empty ? 0 : src_reach;
+  *dst_end = empty ? 0 : dst_reach;
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRowsDesc(const RowsDesc& d) {
+  if (d.batch < 0 || d.rows < 0 || d.cols < 0 || !(d.divisor != 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows op needs non-negative sizes and a non-zero divisor: batch ", d.batch,
+                     ", rows ", d.rows, ", cols ", d.cols, ", divisor ", d.divisor));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateIds(int64_t n, int64_t rows, const int32_t* ids) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= rows) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("id ", ids[i], " at position ", i, " is outside [0, ", rows, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttentionMaskDesc(const AttentionMaskDesc& d) {
+  if (d.batch < 0 || d.heads < 0 || d.t < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention mask needs non-negative sizes: batch ", d.batch, ", heads ",
+                     d.heads, ", t ", d.t));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace qtrain

@@ -8,6 +8,7 @@
 // the backend rejects (see Supports*), Internal for library failures.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/rng.h"
 #include "kernels/tensor.h"
 
 namespace qtrain {
@@ -96,6 +98,36 @@ struct PoolDesc {
   int64_t span_w() const { return kw; }
   int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride_h + 1; }
   int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride_w + 1; }
+};
+
+// A strided copy of float blocks: for every (i, j, k) < count, `block` contiguous floats from
+// src + src_offset + i·src_stride[0] + j·src_stride[1] + k·src_stride[2] to the same place of dst
+// under dst's offset and strides (heads split and merged, tokens prepended and taken, grouped
+// key / value heads repeated). With `accumulate` dst += src; blocks landing on the same floats
+// then sum. Strides are non-negative (0 broadcasts a block).
+struct CopyDesc {
+  std::array<int64_t, 3> count = {1, 1, 1};
+  std::array<int64_t, 3> src_stride = {0, 0, 0};
+  std::array<int64_t, 3> dst_stride = {0, 0, 0};
+  int64_t block = 0;
+  int64_t src_offset = 0, dst_offset = 0;
+  bool accumulate = false;
+};
+
+// `batch` matrices of (rows, cols): ReduceRows sums each matrix's rows into one row,
+// BroadcastRows repeats one row over them; both divide by `divisor` (bias gradients and adds,
+// global average pooling) and with `accumulate` add to dst instead of overwriting it.
+struct RowsDesc {
+  int64_t batch = 1, rows = 0, cols = 0;
+  float divisor = 1.0f;
+  bool accumulate = false;
+};
+
+// Attention scores (batch·heads, t, t): the entries a query may not see — later keys when
+// `causal`, padded keys (padding (batch, t) non-zero) always — are set to a value.
+struct AttentionMaskDesc {
+  int64_t batch = 0, heads = 0, t = 0;
+  bool causal = false;
 };
 
 class Backend {
@@ -198,6 +230,98 @@ class Backend {
   // diff_src (n, h, w, c) from src (max pooling routes to the arg-max) and diff_dst.
   virtual absl::Status PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst,
                                float* diff_src) = 0;
+
+  // Data movement and the engine's small float ops (ValidateCopyDesc / ValidateRowsDesc first).
+  virtual absl::Status Copy(const CopyDesc& d, const float* src, float* dst) = 0;
+  // dst (batch, cols) [+]= Σ_rows src (batch, rows, cols) / divisor.
+  virtual absl::Status ReduceRows(const RowsDesc& d, const float* src, float* dst) = 0;
+  // dst (batch, rows, cols) [+]= src (batch, cols) / divisor.
+  virtual absl::Status BroadcastRows(const RowsDesc& d, const float* src, float* dst) = 0;
+  // y = alpha·x + beta·y for n elements; x null: y = beta·y.
+  virtual absl::Status Axpby(int64_t n, float alpha, const float* x, float beta, float* y) = 0;
+  virtual absl::Status Fill(int64_t n, float value, float* dst) = 0;
+  // RMS normalization over the last axis of (rows, cols), as Llama's RMSNorm:
+  // dst = src / sqrt(mean(src²) + eps) · gamma, with rstd (rows) = 1 / sqrt(mean(src²) + eps) kept
+  // for the backward; the backward writes diff_src and diff_gamma (cols).
+  virtual absl::Status RmsNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
+                                  const float* gamma, float* dst, float* rstd) = 0;
+  virtual absl::Status RmsNormBwd(int64_t rows, int64_t cols, const float* src, const float* rstd,
+                                  const float* gamma, const float* diff_dst, float* diff_src,
+                                  float* diff_gamma) = 0;
+  // Dropout's mask for n elements: 1 / (1 − rate) where (rng.Bits(base + i) >> 32) ≥ rate·2³²,
+  // else 0 — a pure function of the generator and the counters, the same on every backend.
+  virtual absl::Status DropoutMask(int64_t n, const CounterRng& rng, uint64_t base, float rate,
+                                   float* mask) = 0;
+  // dst (n, cols) = rows ids[i] of table (rows, cols); ScatterAdd is its transpose:
+  // table[ids[i]] += src[i]. InvalidArgument naming the first id outside [0, rows) (nothing
+  // written then).
+  virtual absl::Status Gather(int64_t n, int64_t rows, int64_t cols, const float* table,
+                              const int32_t* ids, float* dst) = 0;
+  virtual absl::Status ScatterAdd(int64_t n, int64_t rows, int64_t cols, const int32_t* ids,
+                                  const float* src, float* table) = 0;
+  // Sets the masked scores (see AttentionMaskDesc) to `value`; padding may be null.
+  virtual absl::Status AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding,
+                                     float value, float* scores) = 0;
+
+  // Tensor-level ops: what the engine calls (tensor_ops.cc). Each checks that its tensors are
+  // on device(), of the dtype it computes in (f32; ids s32, padding u8) and of consistent sizes
+  // — InvalidArgument naming the op and the shapes otherwise —, allocates its outputs with
+  // Allocate and runs the op above. Outputs have the shape of the first input unless stated.
+  absl::StatusOr<Tensor> Zeros(const Shape& shape);  // f32
+  absl::StatusOr<Tensor> Clone(const Tensor& x);     // f32, a copy on device()
+  absl::StatusOr<Tensor> Activation(EltwiseKind kind, const Tensor& x);
+  absl::StatusOr<Tensor> ActivationGrad(EltwiseKind kind, const Tensor& x, const Tensor& dy);
+  absl::StatusOr<Tensor> Add(const Tensor& a, const Tensor& b);
+  absl::StatusOr<Tensor> Mul(const Tensor& a, const Tensor& b);
+  absl::Status AddInto(Tensor& acc, const Tensor& b);  // acc += b
+  absl::Status MulInto(Tensor& acc, const Tensor& b);  // acc ·= b
+  absl::Status Scale(Tensor& t, float s);
+  absl::Status Axpby(float alpha, const Tensor& x, float beta, Tensor& y);
+  absl::Status Fill(Tensor& t, float value);
+  // y (rows, n) += bias[0, n); grad[0, n) += the column sums of dy (rows, n).
+  absl::Status AddBias(Tensor& y, const Tensor& bias, int64_t n);
+  absl::Status AccumulateBiasGrad(const Tensor& dy, Tensor& grad, int64_t n);
+  // x (batch, rows, cols) → (batch, cols), the mean over rows, and its backward: dy (batch, cols)
+  // → (batch, rows, cols) spread evenly.
+  absl::StatusOr<Tensor> MeanOverRows(const Tensor& x, int64_t batch, int64_t rows);
+  absl::StatusOr<Tensor> MeanOverRowsGrad(const Tensor& dy, int64_t rows, Shape x_shape);
+  // dst takes src's blocks (CopyDesc), every block inside both tensors.
+  absl::Status CopyBlocks(const CopyDesc& d, const Tensor& src, Tensor& dst);
+  // A (new) tensor of `shape` from CopyBlocks; with `zero`, the floats no block writes are 0.
+  absl::StatusOr<Tensor> Gathered(const CopyDesc& d, const Tensor& src, Shape shape,
+                                  bool zero = false);
+  // (rows, cols) → (cols, rows) for a 2-D x; (n, rows, cols) → (n, cols, rows) for a 3-D one.
+  absl::StatusOr<Tensor> Transposed(const Tensor& x);
+  absl::StatusOr<Tensor> Softmax(const Tensor& x, bool log = false);  // over the last axis
+  absl::StatusOr<Tensor> SoftmaxGrad(const Tensor& y, const Tensor& dy);
+  absl::StatusOr<Tensor> Rotate(const Tensor& cos, const Tensor& sin, const Tensor& x, int64_t dim,
+                                bool inverse);  // x (·, positions, ·), rows of dim
+  absl::StatusOr<Tensor> Pool(const PoolDesc& d, const Tensor& x);
+  absl::StatusOr<Tensor> PoolGrad(const PoolDesc& d, const Tensor& x, const Tensor& dy);
+  // Normalizations over the last axis of x. `saved` receives what the backward needs.
+  struct NormSaved {
+    Tensor mean, var, rstd;
+  };
+  absl::StatusOr<Tensor> LayerNorm(float eps, const Tensor& x, const Tensor& gamma,
+                                   const Tensor& beta, NormSaved& saved);
+  absl::StatusOr<Tensor> RmsNorm(float eps, const Tensor& x, const Tensor& gamma, NormSaved& saved);
+  // Batch normalization over all but the last axis: with batch statistics (saved.mean / var
+  // written) or with `running` ones (saved is then the running mean and var, read).
+  absl::StatusOr<Tensor> BatchNorm(float eps, bool batch_stats, const Tensor& x,
+                                   const Tensor& gamma, const Tensor& beta, NormSaved& saved);
+  // dx, with the parameters' gradients added to gamma_grad / beta_grad (beta_grad may be null).
+  enum class NormKind { kLayer, kRms, kBatch };
+  absl::StatusOr<Tensor> NormGrad(NormKind kind, float eps, const Tensor& x, const NormSaved& saved,
+                                  const Tensor& gamma, const Tensor& dy, Tensor& gamma_grad,
+                                  Tensor* beta_grad);
+  // x times a dropout mask (DropoutMask), and the mask.
+  absl::StatusOr<Tensor> Dropout(const Tensor& x, const CounterRng& rng, uint64_t base, float rate,
+                                 Tensor& mask);
+  // ids (any shape, s32) → (ids…, cols) rows of table (rows, cols), and the gradient's scatter.
+  absl::StatusOr<Tensor> Embed(const Tensor& table, const Tensor& ids);
+  absl::Status EmbedGrad(const Tensor& ids, const Tensor& dy, Tensor& table_grad);
+  absl::Status MaskScores(const AttentionMaskDesc& d, const Tensor* padding, float value,
+                          Tensor& scores);
 };
 
 // Plain-loop implementation: slow, obviously correct, the yardstick of every other backend.
@@ -213,6 +337,13 @@ absl::Status ValidateMatmulDesc(const MatmulDesc& d);
 absl::Status ValidateConvDesc(const ConvDesc& d);
 absl::Status ValidatePoolDesc(const PoolDesc& d);
 absl::Status ValidateRotaryDesc(const RotaryDesc& d);
+// Non-negative counts, strides and offsets; the extent each side reaches (one past its last
+// float) in *src_end / *dst_end.
+absl::Status ValidateCopyDesc(const CopyDesc& d, int64_t* src_end, int64_t* dst_end);
+absl::Status ValidateRowsDesc(const RowsDesc& d);
+absl::Status ValidateAttentionMaskDesc(const AttentionMaskDesc& d);
+// Host backends' check of Gather / ScatterAdd ids: the first id outside [0, rows), by position.
+absl::Status ValidateIds(int64_t n, int64_t rows, const int32_t* ids);
 // ValidateMatmulDesc plus: the int8 src is never transposed.
 absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d);
 

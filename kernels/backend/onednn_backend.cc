@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/backend/exact_int8_ops.h"
 #include "kernels/backend/float_gemm.h"
+#include "kernels/backend/host_backend.h"
 #include "kernels/backend/int8_kernels.h"
 #include "kernels/backend/onednn_int8_route.h"
 #include "kernels/backend/reference_ops.h"
@@ -66,7 +67,7 @@ struct CachedPrimitive {
   uint64_t last_used = 0;     // the TrimCache generation
 };
 
-class OnednnBackend final : public Backend {
+class OnednnBackend final : public HostBackend {
  public:
   OnednnBackend() : engine_(MakeEngine()), stream_(engine_) {}
 

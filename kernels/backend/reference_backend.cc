@@ -2,14 +2,14 @@
 // float ops and int32 for integer ones.
 #include <algorithm>
 
-#include "kernels/backend/backend.h"
+#include "kernels/backend/host_backend.h"
 #include "kernels/backend/reference_ops.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain {
 namespace {
 
-class ReferenceBackend final : public Backend {
+class ReferenceBackend final : public HostBackend {
  public:
   const char* name() const override { return "reference"; }
 
@@ -173,6 +173,40 @@ class ReferenceBackend final : public Backend {
                        float* diff_src) override {
     QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
     reference::PoolBwd(d, src, diff_dst, diff_src);
+    return absl::OkStatus();
+  }
+
+  // The rows and elementwise ops as plain loops (HostBackend's vectorised ones are checked
+  // against these); gathers and masks are HostBackend's, already the reference loops.
+  absl::Status Copy(const CopyDesc& d, const float* src, float* dst) override {
+    int64_t src_end = 0, dst_end = 0;
+    QTRAIN_RETURN_IF_ERROR(ValidateCopyDesc(d, &src_end, &dst_end));
+    reference::Copy(d, src, dst);
+    return absl::OkStatus();
+  }
+  absl::Status ReduceRows(const RowsDesc& d, const float* src, float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateRowsDesc(d));
+    reference::ReduceRows(d, src, dst);
+    return absl::OkStatus();
+  }
+  absl::Status BroadcastRows(const RowsDesc& d, const float* src, float* dst) override {
+    QTRAIN_RETURN_IF_ERROR(ValidateRowsDesc(d));
+    reference::BroadcastRows(d, src, dst);
+    return absl::OkStatus();
+  }
+  absl::Status Axpby(int64_t n, float alpha, const float* x, float beta, float* y) override {
+    reference::Axpby(n, alpha, x, beta, y);
+    return absl::OkStatus();
+  }
+  absl::Status RmsNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
+                          const float* gamma, float* dst, float* rstd) override {
+    reference::RmsNormFwd(rows, cols, eps, src, gamma, dst, rstd);
+    return absl::OkStatus();
+  }
+  absl::Status RmsNormBwd(int64_t rows, int64_t cols, const float* src, const float* rstd,
+                          const float* gamma, const float* diff_dst, float* diff_src,
+                          float* diff_gamma) override {
+    reference::RmsNormBwd(rows, cols, src, rstd, gamma, diff_dst, diff_src, diff_gamma);
     return absl::OkStatus();
   }
 

@@ -31,4 +31,19 @@ void Rotary(const RotaryDesc& d, const float* cos, const float* sin, const float
 void PoolFwd(const PoolDesc& d, const float* src, float* dst);
 void PoolBwd(const PoolDesc& d, const float* src, const float* diff_dst, float* diff_src);
 
+// The data-movement and small float ops (reference_data_ops.cc).
+void Copy(const CopyDesc& d, const float* src, float* dst);
+void ReduceRows(const RowsDesc& d, const float* src, float* dst);
+void BroadcastRows(const RowsDesc& d, const float* src, float* dst);
+void Axpby(int64_t n, float alpha, const float* x, float beta, float* y);
+void Fill(int64_t n, float value, float* dst);
+void RmsNormFwd(int64_t rows, int64_t cols, float eps, const float* src, const float* gamma,
+                float* dst, float* rstd);
+void RmsNormBwd(int64_t rows, int64_t cols, const float* src, const float* rstd, const float* gamma,
+                const float* diff_dst, float* diff_src, float* diff_gamma);
+void DropoutMask(int64_t n, const CounterRng& rng, uint64_t base, float rate, float* mask);
+void Gather(int64_t n, int64_t cols, const float* table, const int32_t* ids, float* dst);
+void ScatterAdd(int64_t n, int64_t cols, const int32_t* ids, const float* src, float* table);
+void AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding, float value, float* scores);
+
 }  // namespace qtrain::reference

@@ -46,7 +46,7 @@ absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape,
 
 absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss,
                                        const Tensor& output, const Tensor& targets, bool want_grad,
-                                       const std::vector<uint8_t>* padding) {
+                                       const Tensor* padding) {
   LossResult r;
   if (loss.kind() == proto::Loss::MSE) {
     const float* y = output.data<float>();
@@ -84,7 +84,7 @@ absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss
       if (i % seq == seq - 1) return -1;
       ++i;
     }
-    if (padding != nullptr && static_cast<int64_t>(padding->size()) == rows && (*padding)[i]) {
+    if (padding != nullptr && padding->numel() == rows && padding->data<uint8_t>()[i]) {
       return -1;  // a token-level label at a padded position
     }
     const int32_t l = targets_data[i];

@@ -29,6 +29,6 @@ absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape,
 // (StepContext::padding): token-level labels at padded positions are not counted.
 absl::StatusOr<LossResult> ComputeLoss(Backend& backend, const proto::Loss& loss,
                                        const Tensor& output, const Tensor& targets, bool want_grad,
-                                       const std::vector<uint8_t>* padding = nullptr);
+                                       const Tensor* padding = nullptr);
 
 }  // namespace qtrain::engine

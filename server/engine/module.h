@@ -71,7 +71,7 @@ struct StepContext {
   QDotImpl impl = QDotImpl::kInteger;
   // (N·T) flags of the batch's token positions, 1 where the input holds the spec's pad_id
   // (InputSpec.pad_id); null without one. Attention masks those keys.
-  const std::vector<uint8_t>* padding = nullptr;
+  const Tensor* padding = nullptr;  // u8
   // Data-parallel steps (null: one process): SRQ statistics are averaged across the ranks,
   // each weighted by `shard_weight` (its share of the global batch's examples), and containers
   // tell `reducer` each child whose backward has finished.

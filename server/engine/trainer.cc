@@ -54,9 +54,10 @@ StepContext Trainer::Context(bool training, bool update_stats, const Tensor& inp
   StepContext ctx;
   const proto::InputSpec& input = model_->spec().input();
   if (input.has_pad_id() && inputs.dtype() == DType::kS32) {
-    padding_.resize(static_cast<size_t>(inputs.numel()));
+    padding_ = Tensor::Empty(DType::kU8, inputs.shape());
     const int32_t* ids = inputs.data<int32_t>();
-    for (int64_t i = 0; i < inputs.numel(); ++i) padding_[i] = ids[i] == input.pad_id();
+    uint8_t* pad = padding_.data<uint8_t>();
+    for (int64_t i = 0; i < inputs.numel(); ++i) pad[i] = ids[i] == input.pad_id();
     ctx.padding = &padding_;
   }
   ctx.backend = backend_.get();

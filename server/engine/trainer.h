@@ -161,7 +161,7 @@ class Trainer {
   std::unique_ptr<CounterRng> rng_;
   int64_t step_ = 0;
   uint64_t generation_ = 0;
-  std::vector<uint8_t> padding_;  // Context's padding flags
+  Tensor padding_;  // Context's padding flags (u8)
   std::unique_ptr<StepGroup> group_;
   std::unique_ptr<CounterRng> rank_rng_;  // a worker rank's dropout / noise stream
   ReduceTimes reduce_times_;

@@ -133,10 +133,17 @@ class HfExportTest(ServerCase):
         got = self.client.forward(name, ids.numpy().astype(np.int32))
         want = reference_from_export(config, arrays, qconfig)(ids).detach().numpy()
         unquantized = float_model(ids).detach().numpy()
+        # An activation within float32 noise of a rounding boundary may round the other way in
+        # the reference (whose matmuls' rounding depends on torch's CPU kernels): one such flip
+        # moves the logits of its token and the later ones by up to ~1e-3 of the peak (seen with
+        # Qwix tiles). The mean difference is what flips cannot move: ~1e-5 of the peak, hundreds
+        # of times below quantization's own effect.
         peak = np.abs(want).max()
-        # An activation landing on a rounding boundary may still round the other way: 5e-4.
-        self.assertLess(float(np.abs(got - want).max() / peak), 5e-4)
-        # The quantization is visible: the float model is farther from both.
+        err = np.abs(got - want)
+        self.assertLess(float(err.mean() / peak), 1e-4)
+        self.assertLess(float(err.max() / peak), 1e-2)
+        # The quantization is visible: the float model is far farther from both.
+        self.assertGreater(float(np.abs(got - unquantized).mean()), 30 * float(err.mean()))
         self.assertGreater(float(np.abs(got - unquantized).max() / peak), 2e-3)
         self.client.delete_session(name)
 
@@ -187,11 +194,16 @@ class HfExportTest(ServerCase):
 
         self.assertAlmostEqual(report.float_model.loss, loss(float_model),
                                delta=1e-6 * report.float_model.loss)
-        # w8a8 moves this loss by ~3e-5: the tolerance (1e-6 relative) tells the two apart.
+        # w8a8 moves this loss by ~3e-5 (4e-6 relative: more than the float check's 1e-6). The
+        # quantized references may differ from the server by a rounding-boundary flip (see
+        # check_export): seen moving it by 4e-5 to 6.4e-5 (1.1e-5 relative) with torch's AVX2,
+        # AVX-512 and default kernels. 5e-5 relative covers it; check_export's logits are the
+        # tight check of the quantized numerics, and the report must still show quantization.
         tolerance = 1e-6 * report.float_model.loss
+        flips = 5e-5 * report.float_model.loss
         self.assertAlmostEqual(report.quantized.loss,
                                loss(reference_from_export(LLAMA_CONFIG, arrays, qconfig)),
-                               delta=tolerance)
+                               delta=flips)
         self.assertGreater(abs(report.quantized.loss - report.float_model.loss), 4 * tolerance)
         (group,) = qconfig["config_groups"].values()
         projections = sorted(group["targets"])

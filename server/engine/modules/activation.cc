@@ -16,9 +16,7 @@ class Activation final : public Module {
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckF32(path(), x, 0));
-    Tensor y = Tensor::Empty(DType::kF32, x.shape());
-    QTRAIN_RETURN_IF_ERROR(
-        ctx.backend->EltwiseFwd(kind_, x.numel(), x.data<float>(), y.data<float>()));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, ctx.backend->Activation(kind_, x));
     input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
@@ -66,9 +64,7 @@ class Activation final : public Module {
     if (input_.empty()) {
       return NoForwardError(path());
     }
-    Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->EltwiseBwd(kind_, dy.numel(), input_.data<float>(),
-                                                   dy.data<float>(), dx.data<float>()));
+    absl::StatusOr<Tensor> dx = ctx.backend->ActivationGrad(kind_, input_, dy);
     input_ = Tensor();
     return dx;
   }

@@ -2,9 +2,11 @@
 // out (Linear), HF's q_proj / k_proj / v_proj / o_proj, or PyTorch's packed in_proj / out_proj;
 // grouped-query attention (fewer key / value heads) and rotary position embeddings; quantizable
 // einsums einsum0 = q·kᵀ and einsum1 = attention·v.
+#include <array>
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -19,91 +21,53 @@ namespace {
 
 // (B, T, H, Dh) ↔ (B, H, T, Dh). The (B, T, ·) side has rows of `stride` floats, the heads
 // starting at column `offset` (a packed q | k | v projection has stride 3·H·Dh).
-Tensor SplitHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh, int64_t stride,
-                  int64_t offset) {
-  Tensor out = Tensor::Empty(DType::kF32, {b * h, t, dh});
-  const float* src = x.data<float>();
-  float* dst = out.data<float>();
-  for (int64_t i = 0; i < b; ++i) {
-    for (int64_t j = 0; j < t; ++j) {
-      for (int64_t k = 0; k < h; ++k) {
-        std::copy_n(src + (i * t + j) * stride + offset + k * dh, dh,
-                    dst + ((i * h + k) * t + j) * dh);
-      }
-    }
-  }
-  return out;
+CopyDesc HeadsDesc(int64_t b, int64_t t, int64_t h, int64_t dh, int64_t stride, int64_t offset,
+                   bool split) {
+  CopyDesc d;
+  d.count = {b, t, h};
+  d.block = dh;
+  const std::array<int64_t, 3> rows = {t * stride, stride, dh}, heads = {h * t * dh, dh, t * dh};
+  d.src_stride = split ? rows : heads;
+  d.dst_stride = split ? heads : rows;
+  (split ? d.src_offset : d.dst_offset) = offset;
+  return d;
 }
-Tensor SplitHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) {
-  return SplitHeads(x, b, t, h, dh, h * dh, 0);
+absl::StatusOr<Tensor> SplitHeads(Backend& backend, const Tensor& x, int64_t b, int64_t t,
+                                  int64_t h, int64_t dh, int64_t stride, int64_t offset) {
+  return backend.Gathered(HeadsDesc(b, t, h, dh, stride, offset, true), x, {b * h, t, dh});
 }
-
-void MergeHeadsInto(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh, float* dst,
-                    int64_t stride, int64_t offset) {
-  const float* src = x.data<float>();
-  for (int64_t i = 0; i < b; ++i) {
-    for (int64_t j = 0; j < t; ++j) {
-      for (int64_t k = 0; k < h; ++k) {
-        std::copy_n(src + ((i * h + k) * t + j) * dh, dh,
-                    dst + (i * t + j) * stride + offset + k * dh);
-      }
-    }
-  }
+absl::StatusOr<Tensor> SplitHeads(Backend& backend, const Tensor& x, int64_t b, int64_t t,
+                                  int64_t h, int64_t dh) {
+  return SplitHeads(backend, x, b, t, h, dh, h * dh, 0);
 }
-Tensor MergeHeads(const Tensor& x, int64_t b, int64_t t, int64_t h, int64_t dh) {
-  Tensor out = Tensor::Empty(DType::kF32, {b, t, h * dh});
-  MergeHeadsInto(x, b, t, h, dh, out.data<float>(), h * dh, 0);
-  return out;
-}
-
-// (N, R, C) → (N, C, R).
-Tensor TransposeLast2(const Tensor& x) {
-  const int64_t n = x.dim(0), r = x.dim(1), c = x.dim(2);
-  Tensor out = Tensor::Empty(DType::kF32, {n, c, r});
-  const float* src = x.data<float>();
-  float* dst = out.data<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < r; ++j) {
-      for (int64_t k = 0; k < c; ++k) {
-        dst[(i * c + k) * r + j] = src[(i * r + j) * c + k];
-      }
-    }
-  }
-  return out;
-}
-
-void Scale(Tensor& t, float s) {
-  for (float& v : t.span<float>()) {
-    v *= s;
-  }
+absl::StatusOr<Tensor> MergeHeads(Backend& backend, const Tensor& x, int64_t b, int64_t t,
+                                  int64_t h, int64_t dh) {
+  return backend.Gathered(HeadsDesc(b, t, h, dh, h * dh, 0, false), x, {b, t, h * dh});
 }
 
 // (B·KV, T, Dh) → (B·H, T, Dh): query head k reads key / value head k / group (HF's repeat_kv).
-Tensor RepeatKv(const Tensor& x, int64_t b, int64_t kv, int64_t group) {
+absl::StatusOr<Tensor> RepeatKv(Backend& backend, const Tensor& x, int64_t b, int64_t kv,
+                                int64_t group) {
   const int64_t block = x.numel() / (b * kv);  // T·Dh
-  Tensor out = Tensor::Empty(DType::kF32, {b * kv * group, x.dim(1), x.dim(2)});
-  for (int64_t i = 0; i < b * kv; ++i) {
-    for (int64_t j = 0; j < group; ++j) {
-      std::copy_n(x.data<float>() + i * block, block, out.data<float>() + (i * group + j) * block);
-    }
-  }
-  return out;
+  CopyDesc d;
+  d.count = {b * kv, group, 1};
+  d.src_stride = {block, 0, 0};
+  d.dst_stride = {group * block, block, 0};
+  d.block = block;
+  return backend.Gathered(d, x, {b * kv * group, x.dim(1), x.dim(2)});
 }
 
 // The backward of RepeatKv: each key / value head's gradient is the sum over its group.
 absl::StatusOr<Tensor> SumKv(Backend& backend, const Tensor& dx, int64_t b, int64_t kv,
                              int64_t group) {
   const int64_t block = dx.numel() / (b * kv * group);
-  Tensor out = Tensor::Empty(DType::kF32, {b * kv, dx.dim(1), dx.dim(2)});
-  for (int64_t i = 0; i < b * kv; ++i) {
-    float* o = out.data<float>() + i * block;
-    const float* first = dx.data<float>() + i * group * block;
-    std::copy_n(first, block, o);
-    for (int64_t j = 1; j < group; ++j) {
-      QTRAIN_RETURN_IF_ERROR(backend.Binary(BinaryKind::kAdd, block, o, first + j * block, o));
-    }
-  }
-  return out;
+  CopyDesc d;
+  d.count = {b * kv, group, 1};
+  d.src_stride = {group * block, block, 0};
+  d.dst_stride = {block, 0, 0};
+  d.block = block;
+  d.accumulate = true;
+  return backend.Gathered(d, dx, {b * kv, dx.dim(1), dx.dim(2)}, /*zero=*/true);
 }
 
 // Options of the attention module beyond its sizes.
@@ -168,39 +132,40 @@ class Attention final : public Module {
                                                      "), got ", ShapeString(x.shape())));
     }
     const int64_t b = x.dim(0), t = x.dim(1), h = heads_, kv = kv_heads_, dh = head_dim_;
+    Backend& be = *ctx.backend;
     Tensor qh, kh, vh;
     if (in_proj_) {
       QTRAIN_ASSIGN_OR_RETURN(Tensor qkv, in_proj_->Forward(ctx, x));
-      qh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, 0);
-      kh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, h * dh);
-      vh = SplitHeads(qkv, b, t, h, dh, 3 * h * dh, 2 * h * dh);
+      QTRAIN_ASSIGN_OR_RETURN(qh, SplitHeads(be, qkv, b, t, h, dh, 3 * h * dh, 0));
+      QTRAIN_ASSIGN_OR_RETURN(kh, SplitHeads(be, qkv, b, t, h, dh, 3 * h * dh, h * dh));
+      QTRAIN_ASSIGN_OR_RETURN(vh, SplitHeads(be, qkv, b, t, h, dh, 3 * h * dh, 2 * h * dh));
     } else {
       QTRAIN_ASSIGN_OR_RETURN(Tensor q, query_->Forward(ctx, x));
       QTRAIN_ASSIGN_OR_RETURN(Tensor k, key_->Forward(ctx, x));
       QTRAIN_ASSIGN_OR_RETURN(Tensor v, value_->Forward(ctx, x));
-      qh = SplitHeads(q, b, t, h, dh);
-      kh = SplitHeads(k, b, t, kv, dh);
-      vh = SplitHeads(v, b, t, kv, dh);
+      QTRAIN_ASSIGN_OR_RETURN(qh, SplitHeads(be, q, b, t, h, dh));
+      QTRAIN_ASSIGN_OR_RETURN(kh, SplitHeads(be, k, b, t, kv, dh));
+      QTRAIN_ASSIGN_OR_RETURN(vh, SplitHeads(be, v, b, t, kv, dh));
     }
     if (rotary_) {
       QTRAIN_ASSIGN_OR_RETURN(qh, Rotate(ctx, qh, false));
       QTRAIN_ASSIGN_OR_RETURN(kh, Rotate(ctx, kh, false));
     }
     if (kv != h) {
-      kh = RepeatKv(kh, b, kv, h / kv);
-      vh = RepeatKv(vh, b, kv, h / kv);
+      QTRAIN_ASSIGN_OR_RETURN(kh, RepeatKv(be, kh, b, kv, h / kv));
+      QTRAIN_ASSIGN_OR_RETURN(vh, RepeatKv(be, vh, b, kv, h / kv));
     }
-    Tensor kt = TransposeLast2(kh);
-    Scale(qh, 1.0f / std::sqrt(static_cast<float>(dh)));  // Flax and PyTorch scale the query
+    QTRAIN_ASSIGN_OR_RETURN(Tensor kt, be.Transposed(kh));
+    // Flax and PyTorch scale the query.
+    QTRAIN_RETURN_IF_ERROR(be.Scale(qh, 1.0f / std::sqrt(static_cast<float>(dh))));
     QTRAIN_ASSIGN_OR_RETURN(Tensor scores,
                             einsum0_.Forward(ctx, qh, kt, {b, h, t, dh}, {b, h, dh, t}));
-    Mask(ctx, b, t, kMasked, scores.data<float>());
-    Tensor attn = Tensor::Empty(DType::kF32, scores.shape());
-    QTRAIN_RETURN_IF_ERROR(
-        ctx.backend->SoftmaxFwd(b * h * t, t, false, scores.data<float>(), attn.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(Mask(ctx, b, t, kMasked, scores));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor attn, be.Softmax(scores));
     QTRAIN_ASSIGN_OR_RETURN(Tensor ctx_heads,
                             einsum1_.Forward(ctx, attn, vh, {b, h, t, t}, {b, h, t, dh}));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor y, out_->Forward(ctx, MergeHeads(ctx_heads, b, t, h, dh)));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor merged, MergeHeads(be, ctx_heads, b, t, h, dh));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, out_->Forward(ctx, merged));
     if (ctx.training) {
       saved_ = Saved{std::move(qh), std::move(kt), std::move(vh), std::move(attn), b, t};
     } else {
@@ -211,16 +176,10 @@ class Attention final : public Module {
 
   // Sets the scores (b, heads, t, t) a query may not see to `value`: future keys when causal,
   // padded keys always.
-  void Mask(const StepContext& ctx, int64_t b, int64_t t, float value, float* s) const {
-    const int64_t h = heads_;
-    for (int64_t n = 0; n < b * h; ++n) {
-      const uint8_t* pad = ctx.padding != nullptr ? ctx.padding->data() + (n / h) * t : nullptr;
-      for (int64_t i = 0; i < t; ++i) {
-        for (int64_t j = 0; j < t; ++j) {
-          if ((causal_ && j > i) || (pad != nullptr && pad[j])) s[(n * t + i) * t + j] = value;
-        }
-      }
-    }
+  absl::Status Mask(const StepContext& ctx, int64_t b, int64_t t, float value,
+                    Tensor& scores) const {
+    return ctx.backend->MaskScores(AttentionMaskDesc{b, heads_, t, causal_}, ctx.padding, value,
+                                   scores);
   }
 
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
@@ -228,21 +187,21 @@ class Attention final : public Module {
       return NoForwardError(path());
     }
     const int64_t b = saved_->b, t = saved_->t, h = heads_, dh = head_dim_;
+    Backend& be = *ctx.backend;
     QTRAIN_ASSIGN_OR_RETURN(Tensor d_merged, out_->Backward(ctx, dy));
-    Tensor d_ctx = SplitHeads(d_merged, b, t, h, dh);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor d_ctx, SplitHeads(be, d_merged, b, t, h, dh));
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients g1,
                             einsum1_.Backward(ctx, saved_->attn, saved_->v, d_ctx));
-    Tensor d_scores = Tensor::Empty(DType::kF32, saved_->attn.shape());
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->SoftmaxBwd(b * h * t, t, saved_->attn.data<float>(),
-                                                   g1.dx.data<float>(), d_scores.data<float>()));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor d_scores, be.SoftmaxGrad(saved_->attn, g1.dx));
     // Masked scores are constants. A padded query whose keys are all masked attends uniformly
     // (as Hugging Face's eager attention does) and must send no gradient through them.
-    Mask(ctx, b, t, 0.0f, d_scores.data<float>());
+    QTRAIN_RETURN_IF_ERROR(Mask(ctx, b, t, 0.0f, d_scores));
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients g0,
                             einsum0_.Backward(ctx, saved_->q, saved_->kt, d_scores));
-    Scale(g0.dx, 1.0f / std::sqrt(static_cast<float>(dh)));
+    QTRAIN_RETURN_IF_ERROR(be.Scale(g0.dx, 1.0f / std::sqrt(static_cast<float>(dh))));
     saved_.reset();
-    Tensor dq = std::move(g0.dx), dk = TransposeLast2(g0.dw), dv = std::move(g1.dw);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dk, be.Transposed(g0.dw));
+    Tensor dq = std::move(g0.dx), dv = std::move(g1.dw);
     const int64_t kv = kv_heads_;
     if (kv != h) {
       QTRAIN_ASSIGN_OR_RETURN(dk, SumKv(*ctx.backend, dk, b, kv, h / kv));
@@ -253,23 +212,25 @@ class Attention final : public Module {
       QTRAIN_ASSIGN_OR_RETURN(dk, Rotate(ctx, dk, true));
     }
     if (in_proj_) {
-      Tensor d_qkv = Tensor::Empty(DType::kF32, {b, t, 3 * h * dh});
-      float* d = d_qkv.data<float>();
-      MergeHeadsInto(dq, b, t, h, dh, d, 3 * h * dh, 0);
-      MergeHeadsInto(dk, b, t, h, dh, d, 3 * h * dh, h * dh);
-      MergeHeadsInto(dv, b, t, h, dh, d, 3 * h * dh, 2 * h * dh);
+      QTRAIN_ASSIGN_OR_RETURN(Tensor d_qkv, be.Allocate(DType::kF32, {b, t, 3 * h * dh}));
+      const Tensor* parts[] = {&dq, &dk, &dv};
+      for (int64_t i = 0; i < 3; ++i) {
+        QTRAIN_RETURN_IF_ERROR(be.CopyBlocks(
+            HeadsDesc(b, t, h, dh, 3 * h * dh, i * h * dh, /*split=*/false), *parts[i], d_qkv));
+      }
       return in_proj_->Backward(ctx, d_qkv);
     }
-    QTRAIN_ASSIGN_OR_RETURN(Tensor dx, query_->Backward(ctx, MergeHeads(dq, b, t, h, dh)));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor dxk, key_->Backward(ctx, MergeHeads(dk, b, t, kv, dh)));
-    QTRAIN_ASSIGN_OR_RETURN(Tensor dxv, value_->Backward(ctx, MergeHeads(dv, b, t, kv, dh)));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor mq, MergeHeads(be, dq, b, t, h, dh));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dx, query_->Backward(ctx, mq));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor mk, MergeHeads(be, dk, b, t, kv, dh));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dxk, key_->Backward(ctx, mk));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor mv, MergeHeads(be, dv, b, t, kv, dh));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor dxv, value_->Backward(ctx, mv));
     if (dx.empty()) {
       return dx;
     }
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kAdd, dx.numel(), dx.data<float>(),
-                                               dxk.data<float>(), dx.data<float>()));
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kAdd, dx.numel(), dx.data<float>(),
-                                               dxv.data<float>(), dx.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(be.AddInto(dx, dxk));
+    QTRAIN_RETURN_IF_ERROR(be.AddInto(dx, dxv));
     return dx;
   }
 
@@ -342,11 +303,13 @@ class Attention final : public Module {
     QTRAIN_ASSIGN_OR_RETURN(k, g.QdqActivation(base, einsum0_.op_id(), "einsum0_rhs", k));
     std::string scores = g.Op("MatMul", {q, k}, base + "/scores");
     if (causal_) {
-      Tensor mask = Tensor::Zeros(DType::kF32, {t, t});
+      std::vector<float> mask(static_cast<size_t>(t * t), 0.0f);  // a graph constant
       for (int64_t i = 0; i < t; ++i) {
-        for (int64_t j = i + 1; j < t; ++j) mask.data<float>()[i * t + j] = kMasked;
+        for (int64_t j = i + 1; j < t; ++j) mask[i * t + j] = kMasked;
       }
-      scores = g.Op("Add", {scores, g.Constant(base + "/causal_mask", mask)}, base + "/masked");
+      scores =
+          g.Op("Add", {scores, g.Constant(base + "/causal_mask", Tensor::FromFloats({t, t}, mask))},
+               base + "/masked");
     }
     std::string attn =
         g.Op("Softmax", {scores}, base + "/softmax", {OnnxGraph::IntAttr("axis", -1)});
@@ -367,11 +330,7 @@ class Attention final : public Module {
 
   // x (B·heads, T, Dh) rotated by the position of each row (its inverse for gradients).
   absl::StatusOr<Tensor> Rotate(StepContext& ctx, const Tensor& x, bool inverse) {
-    Tensor y = Tensor::Empty(DType::kF32, x.shape());
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Rotary(
-        RotaryDesc{x.numel() / head_dim_, x.dim(1), head_dim_, inverse}, rotary_->cos.data<float>(),
-        rotary_->sin.data<float>(), x.data<float>(), y.data<float>()));
-    return y;
+    return ctx.backend->Rotate(rotary_->cos, rotary_->sin, x, head_dim_, inverse);
   }
 
   int64_t seq_len_, d_model_, heads_, kv_heads_, head_dim_;

@@ -27,14 +27,10 @@ class BatchNorm final : public Module {
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, channels_, 2));
     const int64_t rows = x.numel() / channels_;
-    Tensor y = Tensor::Empty(DType::kF32, x.shape());
     if (!ctx.training) {
       input_ = Tensor();
-      QTRAIN_RETURN_IF_ERROR(ctx.backend->BatchNormFwd(
-          rows, channels_, eps_, false, x.data<float>(), scale_.value.data<float>(),
-          bias_.value.data<float>(), mean_.value.data<float>(), var_.value.data<float>(),
-          y.data<float>()));
-      return y;
+      Backend::NormSaved running{mean_.value.Share(), var_.value.Share(), Tensor()};
+      return ctx.backend->BatchNorm(eps_, false, x, scale_.value, bias_.value, running);
     }
     if (rows < 2) {
       // PyTorch refuses too: the unbiased variance of one value is undefined.
@@ -44,20 +40,14 @@ class BatchNorm final : public Module {
                        "per channel, got input ",
                        ShapeString(x.shape())));
     }
-    batch_mean_ = Tensor::Empty(DType::kF32, {channels_});
-    batch_var_ = Tensor::Empty(DType::kF32, {channels_});
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->BatchNormFwd(
-        rows, channels_, eps_, true, x.data<float>(), scale_.value.data<float>(),
-        bias_.value.data<float>(), batch_mean_.data<float>(), batch_var_.data<float>(),
-        y.data<float>()));
+    QTRAIN_ASSIGN_OR_RETURN(
+        Tensor y, ctx.backend->BatchNorm(eps_, true, x, scale_.value, bias_.value, batch_));
+    // Running statistics: keep·running + (1 − keep)·batch (the variance unbiased as PyTorch's).
     const float correction =
         unbiased_ ? static_cast<float>(rows) / static_cast<float>(rows - 1) : 1.0f;
-    float* m = mean_.value.data<float>();
-    float* v = var_.value.data<float>();
-    for (int64_t c = 0; c < channels_; ++c) {  // channels values: not a tensor loop
-      m[c] = keep_ * m[c] + (1.0f - keep_) * batch_mean_.data<float>()[c];
-      v[c] = keep_ * v[c] + (1.0f - keep_) * batch_var_.data<float>()[c] * correction;
-    }
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->Axpby(1.0f - keep_, batch_.mean, keep_, mean_.value));
+    QTRAIN_RETURN_IF_ERROR(
+        ctx.backend->Axpby((1.0f - keep_) * correction, batch_.var, keep_, var_.value));
     input_ = x.Share();
     return y;
   }
@@ -66,17 +56,9 @@ class BatchNorm final : public Module {
     if (input_.empty()) {
       return NoForwardError(path());
     }
-    const int64_t rows = dy.numel() / channels_;
-    Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
-    Tensor dscale = Tensor::Empty(DType::kF32, {channels_}), dbias = dscale;
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->BatchNormBwd(
-        rows, channels_, eps_, input_.data<float>(), batch_mean_.data<float>(),
-        batch_var_.data<float>(), scale_.value.data<float>(), dy.data<float>(), dx.data<float>(),
-        dscale.data<float>(), dbias.data<float>()));
-    for (int64_t c = 0; c < channels_; ++c) {
-      scale_.grad.data<float>()[c] += dscale.data<float>()[c];
-      bias_.grad.data<float>()[c] += dbias.data<float>()[c];
-    }
+    absl::StatusOr<Tensor> dx =
+        ctx.backend->NormGrad(Backend::NormKind::kBatch, eps_, input_, batch_, scale_.value, dy,
+                              scale_.grad, &bias_.grad);
     input_ = Tensor();
     return dx;
   }
@@ -114,7 +96,8 @@ class BatchNorm final : public Module {
   int rank_ = 0;  // of the batched input, for the export
   Param scale_, bias_;
   StateTensor mean_, var_;
-  Tensor input_, batch_mean_, batch_var_;
+  Tensor input_;
+  Backend::NormSaved batch_;  // the batch statistics, for the backward
 };
 
 absl::StatusOr<std::unique_ptr<Module>> BuildBatchNorm(const proto::Module& m, ModuleSite& site) {

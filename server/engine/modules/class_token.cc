@@ -22,30 +22,42 @@ class ClassToken final : public Module {
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckTokens(path(), x, tokens_, d_));
     const int64_t n = x.dim(0), row = tokens_ * d_;
-    Tensor y = Tensor::Empty(DType::kF32, {n, tokens_ + 1, d_});
-    for (int64_t i = 0; i < n; ++i) {
-      float* out = y.data<float>() + i * (row + d_);
-      std::copy_n(token_.value.data<float>(), d_, out);
-      std::copy_n(x.data<float>() + i * row, row, out + d_);
-    }
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, ctx.backend->Allocate(DType::kF32, {n, tokens_ + 1, d_}));
+    CopyDesc token;  // the token before each example's rows
+    token.count[0] = n;
+    token.dst_stride[0] = row + d_;
+    token.block = d_;
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->CopyBlocks(token, token_.value, y));
+    CopyDesc rows;
+    rows.count[0] = n;
+    rows.src_stride[0] = row;
+    rows.dst_stride[0] = row + d_;
+    rows.dst_offset = d_;
+    rows.block = row;
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->CopyBlocks(rows, x, y));
     kept_ = ctx.training;
     return y;
   }
 
   // The token's gradient is the sum of each example's first row; the rest is dx.
-  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (!kept_) return NoForwardError(path());
     kept_ = false;
     const int64_t n = dy.dim(0), row = tokens_ * d_;
-    Tensor first = Tensor::Empty(DType::kF32, {n, d_});
-    Tensor dx = Tensor::Empty(DType::kF32, {n, tokens_, d_});
-    for (int64_t i = 0; i < n; ++i) {
-      const float* in = dy.data<float>() + i * (row + d_);
-      std::copy_n(in, d_, first.data<float>() + i * d_);
-      std::copy_n(in + d_, row, dx.data<float>() + i * row);
-    }
-    AccumulateBiasGrad(first, token_.grad);
-    return dx;
+    CopyDesc first;  // each example's first row: the token's gradient sums them
+    first.count[0] = n;
+    first.src_stride[0] = row + d_;
+    first.dst_stride[0] = d_;
+    first.block = d_;
+    QTRAIN_ASSIGN_OR_RETURN(Tensor token_rows, ctx.backend->Gathered(first, dy, {n, d_}));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->AccumulateBiasGrad(token_rows, token_.grad, d_));
+    CopyDesc rest;
+    rest.count[0] = n;
+    rest.src_stride[0] = row + d_;
+    rest.src_offset = d_;
+    rest.dst_stride[0] = row;
+    rest.block = row;
+    return ctx.backend->Gathered(rest, dy, {n, tokens_, d_});
   }
 
   void CollectParams(std::vector<Param*>* out) override { out->push_back(&token_); }

@@ -63,37 +63,6 @@ absl::StatusOr<float> NormEpsilon(ModuleSite& site, float epsilon) {
   return epsilon > 0 ? epsilon : 1e-6f;
 }
 
-void AddBias(Tensor& y, const Tensor& bias) { AddBias(y, bias.data<float>(), bias.numel()); }
-
-void AddBias(Tensor& y, const float* pb, int64_t n) {
-  const int64_t rows = y.numel() / n;
-  float* py = y.data<float>();
-#pragma omp parallel for if (rows * n >= (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    float* __restrict row = py + r * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      row[j] += pb[j];
-    }
-  }
-}
-
-void AccumulateBiasGrad(const Tensor& dy, Tensor& grad) {
-  AccumulateBiasGrad(dy, grad.data<float>(), grad.numel());
-}
-
-void AccumulateBiasGrad(const Tensor& dy, float* pg, int64_t n) {
-  const int64_t rows = dy.numel() / n;
-  const float* pd = dy.data<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* __restrict row = pd + r * n;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      pg[j] += row[j];
-    }
-  }
-}
-
 std::pair<int64_t, int64_t> WindowPadding(int64_t in, int64_t k, int64_t s, bool same) {
   if (!same) {
     return {0, 0};

@@ -33,13 +33,6 @@ absl::Status CheckTokens(const std::string& path, const Tensor& x, int64_t token
 // epsilon, counts the scale and bias, and returns the epsilon to use.
 absl::StatusOr<float> NormEpsilon(ModuleSite& site, float epsilon);
 
-// y[r, :] += bias for every row.
-void AddBias(Tensor& y, const Tensor& bias);
-void AddBias(Tensor& y, const float* bias, int64_t n);  // bias of n values
-// grad[j] += Σ_r dy[r, j].
-void AccumulateBiasGrad(const Tensor& dy, Tensor& grad);
-void AccumulateBiasGrad(const Tensor& dy, float* grad, int64_t n);
-
 // The largest explicit padding of one side.
 inline constexpr int64_t kMaxPadding = 1 << 16;
 

@@ -29,7 +29,7 @@ class Conv2D final : public Module {
     QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, geometry_.c, 4));
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, conv_.Forward(ctx, x, kernel_.value));
     if (bias_) {
-      AddBias(y, bias_->value);
+      QTRAIN_RETURN_IF_ERROR(ctx.backend->AddBias(y, bias_->value, bias_->value.numel()));
     }
     kept_ = ctx.training;
     return y;
@@ -42,7 +42,7 @@ class Conv2D final : public Module {
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, conv_.Backward(ctx, dy));
     kernel_.grad = std::move(grads.dw);
     if (bias_) {
-      AccumulateBiasGrad(dy, bias_->grad);
+      QTRAIN_RETURN_IF_ERROR(ctx.backend->AccumulateBiasGrad(dy, bias_->grad, bias_->grad.numel()));
     }
     kept_ = false;
     return std::move(grads.dx);

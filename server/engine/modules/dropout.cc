@@ -24,35 +24,18 @@ class Dropout final : public Module {
     if (ctx.rng == nullptr) {
       return absl::InternalError("dropout needs the session's generator");
     }
-    mask_ = Tensor::Empty(DType::kF32, x.shape());
-    Tensor y = Tensor::Empty(DType::kF32, x.shape());
-    const float scale = 1.0f / (1.0f - rate_);
-    const auto threshold = static_cast<uint64_t>(static_cast<double>(rate_) * 0x1p32);
-    const uint64_t base = StreamSeed(ctx.step, path()) << 24;
-    for (int64_t i = 0; i < x.numel(); ++i) {
-      const bool keep = (ctx.rng->Bits(base + static_cast<uint64_t>(i)) >> 32) >= threshold;
-      mask_.data<float>()[i] = keep ? scale : 0.0f;
-      y.data<float>()[i] = x.data<float>()[i] * mask_.data<float>()[i];
-    }
-    return y;
+    return ctx.backend->Dropout(x, *ctx.rng, StreamSeed(ctx.step, path()) << 24, rate_, mask_);
   }
 
   absl::StatusOr<std::string> ExportOnnx(OnnxGraph&, const std::string& x) override {
     return x;  // inference: the identity
   }
 
-  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (mask_.empty()) {
       return dy.Share();
     }
-    Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
-    const float* __restrict g = dy.data<float>();
-    const float* __restrict m = mask_.data<float>();
-    float* __restrict out = dx.data<float>();
-#pragma omp simd
-    for (int64_t i = 0; i < dx.numel(); ++i) {
-      out[i] = g[i] * m[i];
-    }
+    absl::StatusOr<Tensor> dx = ctx.backend->Mul(dy, mask_);
     mask_ = Tensor();
     return dx;
   }

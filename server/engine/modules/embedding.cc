@@ -28,37 +28,20 @@ class Embedding final : public Module {
       return absl::InvalidArgumentError(absl::StrCat(
           "module \"", path(), "\": expected int32 token ids, got ", DTypeName(ids.dtype())));
     }
-    const int32_t* p = ids.data<int32_t>();
-    for (int64_t i = 0; i < ids.numel(); ++i) {
-      if (p[i] < 0 || p[i] >= num_) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("module \"", path(), "\": token id ", p[i], " at position ", i,
-                         " is outside the vocabulary [0, ", num_, ")"));
-      }
-    }
-    Shape out_shape = ids.shape();
-    out_shape.push_back(features_);
-    Tensor y = Tensor::Empty(DType::kF32, out_shape);
-    for (int64_t i = 0; i < ids.numel(); ++i) {
-      std::copy_n(table_.value.data<float>() + p[i] * features_, features_,
-                  y.data<float>() + i * features_);
+    absl::StatusOr<Tensor> y = ctx.backend->Embed(table_.value, ids);
+    if (!y.ok()) {  // "token id 7 at position 3 is outside [0, 5)": the vocabulary
+      return absl::Status(y.status().code(),
+                          absl::StrCat("module \"", path(), "\": token ", y.status().message()));
     }
     ids_ = ctx.training ? ids.Share() : Tensor();
     return y;
   }
 
-  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (ids_.empty()) {
       return NoForwardError(path());
     }
-    const int32_t* p = ids_.data<int32_t>();
-    for (int64_t i = 0; i < ids_.numel(); ++i) {
-      float* row = table_.grad.data<float>() + p[i] * features_;
-      const float* g = dy.data<float>() + i * features_;
-      for (int64_t j = 0; j < features_; ++j) {
-        row[j] += g[j];
-      }
-    }
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->EmbedGrad(ids_, dy, table_.grad));
     ids_ = Tensor();
     return Tensor();  // no gradient flows into integer ids
   }

@@ -24,9 +24,7 @@ class GatedMlp final : public Module {
     QTRAIN_ASSIGN_OR_RETURN(Tensor gate, gate_->Forward(ctx, x));
     QTRAIN_ASSIGN_OR_RETURN(Tensor act, act_->Forward(ctx, gate));
     QTRAIN_ASSIGN_OR_RETURN(Tensor up, up_->Forward(ctx, x));
-    Tensor h = Tensor::Empty(DType::kF32, up.shape());
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, h.numel(), act.data<float>(),
-                                               up.data<float>(), h.data<float>()));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor h, ctx.backend->Mul(act, up));
     if (ctx.training) {
       act_out_ = std::move(act);
       up_out_ = std::move(up);
@@ -42,10 +40,8 @@ class GatedMlp final : public Module {
     }
     QTRAIN_ASSIGN_OR_RETURN(Tensor dh, down_->Backward(ctx, dy));
     // d act = dh · up, d up = dh · act, each in place of the saved factor it no longer needs.
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, dh.numel(), up_out_.data<float>(),
-                                               dh.data<float>(), up_out_.data<float>()));
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kMul, dh.numel(), act_out_.data<float>(),
-                                               dh.data<float>(), act_out_.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->MulInto(up_out_, dh));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->MulInto(act_out_, dh));
     Tensor d_act = std::move(up_out_), d_up = std::move(act_out_);
     act_out_ = up_out_ = Tensor();
     QTRAIN_ASSIGN_OR_RETURN(Tensor d_gate, act_->Backward(ctx, d_act));
@@ -54,8 +50,7 @@ class GatedMlp final : public Module {
     if (dx.empty() || dx_up.empty()) {  // the input gradient is not needed
       return Tensor();
     }
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->Binary(BinaryKind::kAdd, dx.numel(), dx.data<float>(),
-                                               dx_up.data<float>(), dx.data<float>()));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->AddInto(dx, dx_up));
     return dx;
   }
 

@@ -21,13 +21,8 @@ class LayerNorm final : public Module {
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, features_, 2));
-    const int64_t rows = x.numel() / features_;
-    Tensor y = Tensor::Empty(DType::kF32, x.shape());
-    mean_ = Tensor::Empty(DType::kF32, {rows});
-    var_ = Tensor::Empty(DType::kF32, {rows});
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->LayerNormFwd(
-        rows, features_, eps_, x.data<float>(), scale_.value.data<float>(),
-        bias_.value.data<float>(), y.data<float>(), mean_.data<float>(), var_.data<float>()));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y,
+                            ctx.backend->LayerNorm(eps_, x, scale_.value, bias_.value, saved_));
     input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
@@ -36,17 +31,9 @@ class LayerNorm final : public Module {
     if (input_.empty()) {
       return NoForwardError(path());
     }
-    const int64_t rows = dy.numel() / features_;
-    Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
-    Tensor dscale = Tensor::Empty(DType::kF32, {features_}), dbias = dscale;
-    QTRAIN_RETURN_IF_ERROR(
-        ctx.backend->LayerNormBwd(rows, features_, eps_, input_.data<float>(), mean_.data<float>(),
-                                  var_.data<float>(), scale_.value.data<float>(), dy.data<float>(),
-                                  dx.data<float>(), dscale.data<float>(), dbias.data<float>()));
-    for (int64_t j = 0; j < features_; ++j) {
-      scale_.grad.data<float>()[j] += dscale.data<float>()[j];
-      bias_.grad.data<float>()[j] += dbias.data<float>()[j];
-    }
+    absl::StatusOr<Tensor> dx =
+        ctx.backend->NormGrad(Backend::NormKind::kLayer, eps_, input_, saved_, scale_.value, dy,
+                              scale_.grad, &bias_.grad);
     input_ = Tensor();
     return dx;
   }
@@ -64,7 +51,8 @@ class LayerNorm final : public Module {
   int64_t features_;
   float eps_;
   Param scale_, bias_;
-  Tensor input_, mean_, var_;
+  Tensor input_;
+  Backend::NormSaved saved_;
 };
 
 absl::StatusOr<std::unique_ptr<Module>> BuildLayerNorm(const proto::Module& m, ModuleSite& site) {

@@ -38,15 +38,13 @@ class Linear final : public Module {
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, in_, 2));
     if (tied_) {
-      kernel_.value = Tensor::Empty(DType::kF32, {in_, out_});
-      QTRAIN_RETURN_IF_ERROR(ctx.backend->Transpose(out_, in_, tied_->value.data<float>(),
-                                                    kernel_.value.data<float>()));
+      QTRAIN_ASSIGN_OR_RETURN(kernel_.value, ctx.backend->Transposed(tied_->value));
     }
     Tensor rows = x.Share();  // kept for the backward; nobody writes x
     rows.Reshape({x.numel() / in_, in_});
     QTRAIN_ASSIGN_OR_RETURN(Tensor y, dot_.Forward(ctx, rows, kernel_.value, x.shape(), {}));
     if (bias_) {
-      AddBias(y, bias_->value);
+      QTRAIN_RETURN_IF_ERROR(ctx.backend->AddBias(y, bias_->value, out_));
     }
     Shape out_shape = x.shape();
     out_shape.back() = out_;
@@ -68,18 +66,14 @@ class Linear final : public Module {
     g.Reshape({dy.numel() / out_, out_});
     QTRAIN_ASSIGN_OR_RETURN(QDotGradients grads, dot_.Backward(ctx, input_, kernel_.value, g));
     if (tied_) {  // the table's gradient accumulates (the embedding adds its own)
-      Tensor dt = Tensor::Empty(DType::kF32, {out_, in_});
-      QTRAIN_RETURN_IF_ERROR(
-          ctx.backend->Transpose(in_, out_, grads.dw.data<float>(), dt.data<float>()));
-      float* g = tied_->grad.data<float>();
-      QTRAIN_RETURN_IF_ERROR(
-          ctx.backend->Binary(BinaryKind::kAdd, dt.numel(), g, dt.data<float>(), g));
+      QTRAIN_ASSIGN_OR_RETURN(Tensor dt, ctx.backend->Transposed(grads.dw));
+      QTRAIN_RETURN_IF_ERROR(ctx.backend->AddInto(tied_->grad, dt));
       kernel_.value = Tensor();
     } else {
       kernel_.grad = std::move(grads.dw);  // each parameter is used by one op per step
     }
     if (bias_) {
-      AccumulateBiasGrad(g, bias_->grad);
+      QTRAIN_RETURN_IF_ERROR(ctx.backend->AccumulateBiasGrad(g, bias_->grad, out_));
     }
     input_ = Tensor();
     if (grads.dx.empty()) {

@@ -17,24 +17,9 @@ class Pool final : public Module {
     QTRAIN_RETURN_IF_ERROR(CheckF32(path(), x, 4));
     in_shape_ = x.shape();
     if (global_) {
-      const int64_t n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
-      Tensor y = Tensor::Zeros(DType::kF32, {n, c});
-      for (int64_t b = 0; b < n; ++b) {
-        for (int64_t p = 0; p < hw; ++p) {
-          for (int64_t ch = 0; ch < c; ++ch) {
-            y.data<float>()[b * c + ch] += x.data<float>()[(b * hw + p) * c + ch];
-          }
-        }
-      }
-      for (float& v : y.span<float>()) {
-        v /= static_cast<float>(hw);
-      }
-      return y;
+      return ctx.backend->MeanOverRows(x, x.dim(0), x.dim(1) * x.dim(2));
     }
-    PoolDesc d = Desc(x.shape());
-    QTRAIN_RETURN_IF_ERROR(ValidatePoolDesc(d));
-    Tensor y = Tensor::Empty(DType::kF32, {d.n, d.out_h(), d.out_w(), d.c});
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->PoolFwd(d, x.data<float>(), y.data<float>()));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, ctx.backend->Pool(Desc(x.shape()), x));
     input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
@@ -43,24 +28,13 @@ class Pool final : public Module {
     if (in_shape_.size() != 4) {
       return NoForwardError(path());
     }
-    Tensor dx = Tensor::Empty(DType::kF32, in_shape_);
     if (global_) {
-      const int64_t n = in_shape_[0], hw = in_shape_[1] * in_shape_[2], c = in_shape_[3];
-      for (int64_t b = 0; b < n; ++b) {
-        for (int64_t p = 0; p < hw; ++p) {
-          for (int64_t ch = 0; ch < c; ++ch) {
-            dx.data<float>()[(b * hw + p) * c + ch] =
-                dy.data<float>()[b * c + ch] / static_cast<float>(hw);
-          }
-        }
-      }
-      return dx;
+      return ctx.backend->MeanOverRowsGrad(dy, in_shape_[1] * in_shape_[2], in_shape_);
     }
     if (input_.empty()) {
       return NoForwardError(path());
     }
-    QTRAIN_RETURN_IF_ERROR(ctx.backend->PoolBwd(Desc(in_shape_), input_.data<float>(),
-                                                dy.data<float>(), dx.data<float>()));
+    absl::StatusOr<Tensor> dx = ctx.backend->PoolGrad(Desc(in_shape_), input_, dy);
     input_ = Tensor();
     return dx;
   }

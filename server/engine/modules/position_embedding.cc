@@ -29,15 +29,16 @@ class PositionEmbedding final : public Module {
   // The used rows are a bias over each example's T·D values (D values: row 0 only).
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckTokens(path(), x, tokens_, d_));
-    Tensor y = x;
-    AddBias(y, table_.value.data<float>(), row0_only_ ? d_ : tokens_ * d_);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, ctx.backend->Clone(x));
+    QTRAIN_RETURN_IF_ERROR(ctx.backend->AddBias(y, table_.value, row0_only_ ? d_ : tokens_ * d_));
     kept_ = ctx.training;
     return y;
   }
-  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (!kept_) return NoForwardError(path());
     kept_ = false;
-    AccumulateBiasGrad(dy, table_.grad.data<float>(), row0_only_ ? d_ : tokens_ * d_);
+    QTRAIN_RETURN_IF_ERROR(
+        ctx.backend->AccumulateBiasGrad(dy, table_.grad, row0_only_ ? d_ : tokens_ * d_));
     return dy.Share();
   }
 

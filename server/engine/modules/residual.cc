@@ -9,20 +9,6 @@
 namespace qtrain::engine {
 namespace {
 
-// a + b into a new tensor (inputs may be shared with other modules' residuals).
-Tensor Sum(const Tensor& a, const Tensor& b) {
-  Tensor out = Tensor::Empty(DType::kF32, a.shape());
-  const float* __restrict pa = a.data<float>();
-  const float* __restrict pb = b.data<float>();
-  float* __restrict po = out.data<float>();
-  const int64_t n = a.numel();
-#pragma omp parallel for simd if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    po[i] = pa[i] + pb[i];
-  }
-  return out;
-}
-
 class Residual final : public Module {
  public:
   // `shortcut` null: the identity.
@@ -40,7 +26,7 @@ class Residual final : public Module {
           absl::StrCat("residual \"", path(), "\": body maps ", ShapeString(x.shape()), " to ",
                        ShapeString(y.shape()), ", the shortcut to ", ShapeString(s.shape())));
     }
-    return Sum(y, s);
+    return ctx.backend->Add(y, s);  // a new tensor: inputs may be shared
   }
   absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     QTRAIN_ASSIGN_OR_RETURN(Tensor dx, body_->Backward(ctx, dy));
@@ -53,7 +39,7 @@ class Residual final : public Module {
     }
     if (dx.empty()) return ds;
     if (ds.empty()) return dx;
-    return Sum(dx, ds);
+    return ctx.backend->Add(dx, ds);
   }
   std::vector<Module*> Children() override {
     if (shortcut_) return {body_.get(), shortcut_.get()};

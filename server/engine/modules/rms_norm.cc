@@ -21,50 +21,17 @@ class RmsNorm final : public Module {
 
   absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckFeatures(path(), x, features_, 2));
-    const int64_t rows = x.numel() / features_;
-    Tensor y = Tensor::Empty(DType::kF32, x.shape());
-    rstd_ = Tensor::Empty(DType::kF32, {rows});
-    const float* px = x.data<float>();
-    const float* s = scale_.value.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      double sq = 0;
-      for (int64_t j = 0; j < features_; ++j) {
-        sq += px[r * features_ + j] * px[r * features_ + j];
-      }
-      const float rstd = 1.0f / std::sqrt(static_cast<float>(sq / features_) + eps_);
-      rstd_.data<float>()[r] = rstd;
-      for (int64_t j = 0; j < features_; ++j) {
-        y.data<float>()[r * features_ + j] = px[r * features_ + j] * rstd * s[j];
-      }
-    }
+    QTRAIN_ASSIGN_OR_RETURN(Tensor y, ctx.backend->RmsNorm(eps_, x, scale_.value, saved_));
     input_ = ctx.training ? x.Share() : Tensor();
     return y;
   }
 
-  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (input_.empty()) {
       return NoForwardError(path());
     }
-    const int64_t rows = dy.numel() / features_;
-    Tensor dx = Tensor::Empty(DType::kF32, dy.shape());
-    const float* px = input_.data<float>();
-    const float* g = dy.data<float>();
-    const float* s = scale_.value.data<float>();
-    float* ds = scale_.grad.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const float rstd = rstd_.data<float>()[r];
-      double dot = 0;  // Σ g·scale·x
-      for (int64_t j = 0; j < features_; ++j) {
-        const int64_t i = r * features_ + j;
-        dot += g[i] * s[j] * px[i];
-        ds[j] += g[i] * px[i] * rstd;
-      }
-      const float k = rstd * rstd * rstd * static_cast<float>(dot) / static_cast<float>(features_);
-      for (int64_t j = 0; j < features_; ++j) {
-        const int64_t i = r * features_ + j;
-        dx.data<float>()[i] = rstd * g[i] * s[j] - k * px[i];
-      }
-    }
+    absl::StatusOr<Tensor> dx = ctx.backend->NormGrad(Backend::NormKind::kRms, eps_, input_, saved_,
+                                                      scale_.value, dy, scale_.grad, nullptr);
     input_ = Tensor();
     return dx;
   }
@@ -82,7 +49,8 @@ class RmsNorm final : public Module {
   int64_t features_;
   float eps_;
   Param scale_;
-  Tensor input_, rstd_;
+  Tensor input_;
+  Backend::NormSaved saved_;
 };
 
 absl::StatusOr<std::unique_ptr<Module>> BuildRmsNorm(const proto::Module& m, ModuleSite& site) {

@@ -14,23 +14,25 @@ class TakeToken final : public Module {
   TakeToken(std::string path, int64_t tokens, int64_t d, int64_t index)
       : Module(std::move(path)), tokens_(tokens), d_(d), index_(index) {}
 
-  absl::StatusOr<Tensor> Forward(StepContext&, const Tensor& x) override {
+  absl::StatusOr<Tensor> Forward(StepContext& ctx, const Tensor& x) override {
     QTRAIN_RETURN_IF_ERROR(CheckTokens(path(), x, tokens_, d_));
-    const int64_t n = x.dim(0);
-    Tensor y = Tensor::Empty(DType::kF32, {n, d_});
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(x.data<float>() + (i * tokens_ + index_) * d_, d_, y.data<float>() + i * d_);
-    }
-    return y;
+    CopyDesc take;  // row `index` of each example
+    take.count[0] = x.dim(0);
+    take.src_stride[0] = tokens_ * d_;
+    take.src_offset = index_ * d_;
+    take.dst_stride[0] = d_;
+    take.block = d_;
+    return ctx.backend->Gathered(take, x, {x.dim(0), d_});
   }
-  absl::StatusOr<Tensor> Backward(StepContext&, const Tensor& dy) override {
+  absl::StatusOr<Tensor> Backward(StepContext& ctx, const Tensor& dy) override {
     if (dy.empty()) return Tensor();
-    const int64_t n = dy.dim(0);
-    Tensor dx = Tensor::Zeros(DType::kF32, {n, tokens_, d_});
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(dy.data<float>() + i * d_, d_, dx.data<float>() + (i * tokens_ + index_) * d_);
-    }
-    return dx;
+    CopyDesc put;  // back to row `index`; the other rows' gradient is 0
+    put.count[0] = dy.dim(0);
+    put.src_stride[0] = d_;
+    put.dst_stride[0] = tokens_ * d_;
+    put.dst_offset = index_ * d_;
+    put.block = d_;
+    return ctx.backend->Gathered(put, dy, {dy.dim(0), tokens_, d_}, /*zero=*/true);
   }
   absl::StatusOr<std::string> ExportOnnx(OnnxGraph& g, const std::string& x) override {
     const std::string token = g.Op(

@@ -73,9 +73,11 @@ double Loss(Model& m, Backend& b, const Tensor& x, const Tensor& t, Tensor* dx) 
   ctx.stats = &stats;
   ctx.rng = &rng;
   ctx.step = 3;
-  std::vector<uint8_t> padding;  // as the trainer flags the spec's pad_id
+  Tensor padding = Tensor::Zeros(DType::kU8, x.shape());  // as the trainer flags the pad_id
   if (m.spec().input().has_pad_id()) {
-    for (int32_t id : x.span<int32_t>()) padding.push_back(id == m.spec().input().pad_id());
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      padding.data<uint8_t>()[i] = x.data<int32_t>()[i] == m.spec().input().pad_id();
+    }
     ctx.padding = &padding;
   }
   auto y = m.root().Forward(ctx, x);

@@ -1,0 +1,33 @@
+// HostBackend: the data-movement and small float ops of backend.h for backends whose tensors live
+// in host memory (oneDNN's CPU backend, the reference backend). Rows and elementwise loops run
+// vectorised and, for large tensors, on OpenMP threads; gathers, masks and dropout masks are the
+// reference loops. Errors as backend.h's ops.
+#pragma once
+
+#include "kernels/backend/backend.h"
+
+namespace qtrain {
+
+class HostBackend : public Backend {
+ public:
+  absl::Status Copy(const CopyDesc& d, const float* src, float* dst) override;
+  absl::Status ReduceRows(const RowsDesc& d, const float* src, float* dst) override;
+  absl::Status BroadcastRows(const RowsDesc& d, const float* src, float* dst) override;
+  absl::Status Axpby(int64_t n, float alpha, const float* x, float beta, float* y) override;
+  absl::Status Fill(int64_t n, float value, float* dst) override;
+  absl::Status RmsNormFwd(int64_t rows, int64_t cols, float eps, const float* src,
+                          const float* gamma, float* dst, float* rstd) override;
+  absl::Status RmsNormBwd(int64_t rows, int64_t cols, const float* src, const float* rstd,
+                          const float* gamma, const float* diff_dst, float* diff_src,
+                          float* diff_gamma) override;
+  absl::Status DropoutMask(int64_t n, const CounterRng& rng, uint64_t base, float rate,
+                           float* mask) override;
+  absl::Status Gather(int64_t n, int64_t rows, int64_t cols, const float* table, const int32_t* ids,
+                      float* dst) override;
+  absl::Status ScatterAdd(int64_t n, int64_t rows, int64_t cols, const int32_t* ids,
+                          const float* src, float* table) override;
+  absl::Status AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding, float value,
+                             float* scores) override;
+};
+
+}  // namespace qtrain

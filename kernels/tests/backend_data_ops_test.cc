@@ -1,0 +1,269 @@
+// The conformance rows of the data-movement and small float ops (backend.h: Copy, ReduceRows,
+// BroadcastRows, Axpby, Fill, RMSNorm, DropoutMask, Gather / ScatterAdd, AttentionMask) and of
+// the tensor-level ops' checks: every backend against the reference backend's plain loops.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/backend/backend.h"
+#include "kernels/tests/test_util.h"
+
+namespace qtrain {
+namespace {
+
+using testing::MaxRelativeToPeak;
+using testing::RandomTensor;
+
+std::vector<std::unique_ptr<Backend>> Backends() {
+  std::vector<std::unique_ptr<Backend>> out;
+  out.push_back(testing::Onednn());
+  return out;
+}
+
+float* F(Tensor& t) { return t.data<float>(); }
+const float* F(const Tensor& t) { return t.data<float>(); }
+
+bool Same(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+TEST(BackendConformance, Copy) {
+  auto ref = MakeReferenceBackend();
+  // Heads split from a packed projection, a broadcast row, a block transpose, an accumulation
+  // where blocks land on the same floats (grouped heads' gradients).
+  std::vector<CopyDesc> cases;
+  CopyDesc split;
+  split.count = {2, 5, 3};
+  split.src_stride = {5 * 36, 36, 4};
+  split.dst_stride = {3 * 5 * 4, 4, 5 * 4};
+  split.src_offset = 12;
+  split.block = 4;
+  cases.push_back(split);
+  CopyDesc broadcast;
+  broadcast.count = {7, 1, 1};
+  broadcast.dst_stride = {9, 0, 0};
+  broadcast.dst_offset = 1;
+  broadcast.block = 8;
+  cases.push_back(broadcast);
+  CopyDesc transpose;
+  transpose.count = {3, 17, 19};
+  transpose.src_stride = {17 * 19, 19, 1};
+  transpose.dst_stride = {17 * 19, 1, 17};
+  transpose.block = 1;
+  cases.push_back(transpose);
+  CopyDesc sum;
+  sum.count = {4, 3, 1};
+  sum.src_stride = {3 * 33, 33, 0};
+  sum.dst_stride = {33, 0, 0};
+  sum.block = 33;
+  sum.accumulate = true;
+  cases.push_back(sum);
+  for (auto& backend : Backends()) {
+    for (const CopyDesc& d : cases) {
+      Tensor src = RandomTensor({3 * 17 * 19 + 64}, 1);
+      Tensor want = RandomTensor({3 * 17 * 19 + 64}, 2), got = want;
+      ASSERT_TRUE(ref->Copy(d, F(src), F(want)).ok());
+      ASSERT_TRUE(backend->Copy(d, F(src), F(got)).ok());
+      if (d.accumulate) {
+        EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6) << backend->name();
+      } else {
+        EXPECT_TRUE(Same(got, want)) << backend->name();  // copies are exact
+      }
+    }
+    // The tensor-level copy refuses blocks reaching past either tensor, naming the extents.
+    Tensor small = Tensor::Zeros(DType::kF32, {10}), big = Tensor::Zeros(DType::kF32, {100});
+    absl::Status s = backend->CopyBlocks(split, small, big);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("of src [10]"), std::string::npos) << s;
+    CopyDesc negative;
+    negative.src_stride[0] = -1;
+    EXPECT_EQ(backend->Copy(negative, F(big), F(big)).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(BackendConformance, Rows) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (auto [batch, rows, cols] :
+         std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {1, 300, 17}, {3, 49, 64}, {2, 7, 1000}}) {
+      for (float divisor : {1.0f, 49.0f}) {
+        for (bool accumulate : {false, true}) {
+          const RowsDesc d{batch, rows, cols, divisor, accumulate};
+          Tensor big = RandomTensor({batch, rows, cols}, 3), small = RandomTensor({batch, cols}, 4);
+          Tensor want = small, got = small;
+          ASSERT_TRUE(ref->ReduceRows(d, F(big), F(want)).ok());
+          ASSERT_TRUE(backend->ReduceRows(d, F(big), F(got)).ok());
+          EXPECT_LT(MaxRelativeToPeak(got, want), 1e-5) << backend->name() << " reduce " << rows;
+          Tensor want_big = big, got_big = big;
+          ASSERT_TRUE(ref->BroadcastRows(d, F(small), F(want_big)).ok());
+          ASSERT_TRUE(backend->BroadcastRows(d, F(small), F(got_big)).ok());
+          EXPECT_LT(MaxRelativeToPeak(got_big, want_big), 1e-6) << backend->name();
+        }
+      }
+    }
+    EXPECT_EQ(backend->ReduceRows({1, 2, 3, 0.0f, false}, nullptr, nullptr).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(BackendConformance, AxpbyAndFill) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (int64_t n : {1, 17, 1 << 17}) {
+      Tensor x = RandomTensor({n}, 5), want = RandomTensor({n}, 6), got = want;
+      ASSERT_TRUE(ref->Axpby(n, 0.3f, F(x), 0.7f, F(want)).ok());
+      ASSERT_TRUE(backend->Axpby(n, 0.3f, F(x), 0.7f, F(got)).ok());
+      EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6) << backend->name();
+      ASSERT_TRUE(ref->Axpby(n, 0.0f, nullptr, -2.0f, F(want)).ok());  // a scale
+      ASSERT_TRUE(backend->Axpby(n, 0.0f, nullptr, -2.0f, F(got)).ok());
+      EXPECT_TRUE(Same(got, want)) << backend->name();
+      ASSERT_TRUE(backend->Fill(n, 1.5f, F(got)).ok());
+      for (float v : got.span<float>()) ASSERT_EQ(v, 1.5f);
+    }
+  }
+}
+
+TEST(BackendConformance, RmsNorm) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 33}, {64, 256}}) {
+      Tensor x = RandomTensor({rows, cols}, 7), gamma = RandomTensor({cols}, 8);
+      Tensor dy = RandomTensor({rows, cols}, 9);
+      Tensor want = Tensor::Empty(DType::kF32, {rows, cols}), got = want;
+      Tensor want_rstd = Tensor::Empty(DType::kF32, {rows}), got_rstd = want_rstd;
+      ASSERT_TRUE(ref->RmsNormFwd(rows, cols, 1e-6f, F(x), F(gamma), F(want), F(want_rstd)).ok());
+      ASSERT_TRUE(backend->RmsNormFwd(rows, cols, 1e-6f, F(x), F(gamma), F(got), F(got_rstd)).ok());
+      EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6) << backend->name();
+      EXPECT_LT(MaxRelativeToPeak(got_rstd, want_rstd), 1e-6) << backend->name();
+      // Row 0, element 0 by hand: x / sqrt(mean(x²) + eps) · γ.
+      double sq = 0;
+      for (int64_t j = 0; j < cols; ++j) sq += std::pow(x.data<float>()[j], 2);
+      EXPECT_NEAR(got.data<float>()[0],
+                  x.data<float>()[0] / std::sqrt(sq / cols + 1e-6) * gamma.data<float>()[0],
+                  1e-5 * std::abs(got.data<float>()[0]) + 1e-6);
+      Tensor want_dx = want, got_dx = want, want_dg = gamma, got_dg = gamma;
+      ASSERT_TRUE(
+          ref->RmsNormBwd(rows, cols, F(x), F(want_rstd), F(gamma), F(dy), F(want_dx), F(want_dg))
+              .ok());
+      ASSERT_TRUE(
+          backend->RmsNormBwd(rows, cols, F(x), F(got_rstd), F(gamma), F(dy), F(got_dx), F(got_dg))
+              .ok());
+      EXPECT_LT(MaxRelativeToPeak(got_dx, want_dx), 1e-5) << backend->name();
+      EXPECT_LT(MaxRelativeToPeak(got_dg, want_dg), 1e-5) << backend->name();
+    }
+  }
+}
+
+TEST(BackendConformance, DropoutMaskIsTheSameEverywhere) {
+  auto ref = MakeReferenceBackend();
+  const CounterRng rng(42, 3);
+  for (auto& backend : Backends()) {
+    Tensor want = Tensor::Empty(DType::kF32, {4099}), got = want;
+    ASSERT_TRUE(ref->DropoutMask(4099, rng, 7 << 24, 0.25f, F(want)).ok());
+    ASSERT_TRUE(backend->DropoutMask(4099, rng, 7 << 24, 0.25f, F(got)).ok());
+    EXPECT_TRUE(Same(got, want)) << backend->name();
+    int64_t kept = 0;
+    for (float v : got.span<float>()) {
+      ASSERT_TRUE(v == 0.0f || v == 1.0f / 0.75f) << v;
+      kept += v != 0.0f;
+    }
+    EXPECT_NEAR(static_cast<double>(kept) / 4099, 0.75, 0.03);
+  }
+}
+
+TEST(BackendConformance, GatherAndScatterAdd) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    Tensor table = RandomTensor({11, 6}, 10);
+    Tensor ids = Tensor::Empty(DType::kS32, {2, 4});
+    const int32_t values[] = {3, 0, 10, 3, 5, 5, 1, 9};
+    std::memcpy(ids.raw(), values, sizeof(values));
+    absl::StatusOr<Tensor> got = backend->Embed(table, ids);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->shape(), (Shape{2, 4, 6}));
+    Tensor want = Tensor::Empty(DType::kF32, {2, 4, 6});
+    ASSERT_TRUE(ref->Gather(8, 11, 6, F(table), values, F(want)).ok());
+    EXPECT_TRUE(Same(*got, want)) << backend->name();
+    EXPECT_EQ(got->data<float>()[2 * 6 + 1], table.data<float>()[10 * 6 + 1]);
+    // The gradient: repeated ids sum.
+    Tensor dy = RandomTensor({2, 4, 6}, 11);
+    Tensor want_grad = Tensor::Zeros(DType::kF32, {11, 6}), got_grad = want_grad;
+    ASSERT_TRUE(ref->ScatterAdd(8, 11, 6, values, F(dy), F(want_grad)).ok());
+    ASSERT_TRUE(backend->EmbedGrad(ids, dy, got_grad).ok());
+    EXPECT_LT(MaxRelativeToPeak(got_grad, want_grad), 1e-6) << backend->name();
+    EXPECT_FLOAT_EQ(got_grad.data<float>()[3 * 6], dy.data<float>()[0] + dy.data<float>()[3 * 6]);
+    // An id outside the table is named, and nothing is written.
+    ids.data<int32_t>()[5] = 11;
+    absl::StatusOr<Tensor> bad = backend->Embed(table, ids);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find("id 11 at position 5 is outside [0, 11)"),
+              std::string::npos)
+        << bad.status();
+    Tensor before = got_grad;
+    EXPECT_FALSE(backend->EmbedGrad(ids, dy, got_grad).ok());
+    EXPECT_TRUE(Same(got_grad, before));
+  }
+}
+
+TEST(BackendConformance, AttentionMask) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    const AttentionMaskDesc d{2, 3, 5, true};
+    Tensor padding = Tensor::Zeros(DType::kU8, {2, 5});
+    padding.data<uint8_t>()[1 * 5 + 2] = 1;  // example 1, key 2
+    Tensor scores = RandomTensor({6, 5, 5}, 12), want = scores;
+    ASSERT_TRUE(backend->MaskScores(d, &padding, -1e30f, scores).ok());
+    ASSERT_TRUE(ref->AttentionMask(d, padding.data<uint8_t>(), -1e30f, F(want)).ok());
+    EXPECT_TRUE(Same(scores, want)) << backend->name();
+    const float* s = scores.data<float>();
+    EXPECT_EQ(s[0 * 25 + 1 * 5 + 2], -1e30f);  // a later key
+    EXPECT_NE(s[0 * 25 + 3 * 5 + 2], -1e30f);  // an earlier one, unpadded
+    EXPECT_EQ(s[4 * 25 + 3 * 5 + 2], -1e30f);  // example 1 (heads 3..5): key 2 is padding
+    Tensor wrong = Tensor::Zeros(DType::kU8, {2, 4});
+    EXPECT_EQ(backend->MaskScores(d, &wrong, 0.0f, scores).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// The tensor-level ops check dtype, device and sizes before running, and name what they got.
+TEST(BackendConformance, TensorOpsNameWhatTheyRefuse) {
+  for (auto& backend : Backends()) {
+    Tensor a = RandomTensor({2, 3}, 13), b = RandomTensor({3, 3}, 14);
+    absl::StatusOr<Tensor> sum = backend->Add(a, b);
+    EXPECT_EQ(sum.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(sum.status().message().find("add: f32[2, 3] and f32[3, 3]"), std::string::npos)
+        << sum.status();
+    Tensor ints = Tensor::Zeros(DType::kS32, {2, 3});
+    absl::StatusOr<Tensor> act = backend->Activation(EltwiseKind::kRelu, ints);
+    EXPECT_NE(act.status().message().find("expected f32 on cpu:0, got s32[2, 3]"),
+              std::string::npos)
+        << act.status();
+    Tensor elsewhere = Tensor::OnDevice(
+        DType::kF32, {2, 3}, Device{DeviceKind::kCuda, 0},
+        std::shared_ptr<std::byte>(new std::byte[24], std::default_delete<std::byte[]>()));
+    absl::Status s = backend->AddInto(a, elsewhere);
+    EXPECT_NE(s.message().find("on cuda:0"), std::string::npos) << s;
+    Backend::NormSaved saved;
+    EXPECT_FALSE(backend->LayerNorm(1e-5f, a, b, b, saved).ok());  // 3 features, not 9
+    // What they compute: the mean over rows and its spread back.
+    Tensor x = RandomTensor({2, 4, 3}, 15);
+    absl::StatusOr<Tensor> mean = backend->MeanOverRows(x, 2, 4);
+    ASSERT_TRUE(mean.ok());
+    EXPECT_NEAR(mean->data<float>()[3 + 1],
+                (x.data<float>()[12 + 1] + x.data<float>()[15 + 1] + x.data<float>()[18 + 1] +
+                 x.data<float>()[21 + 1]) /
+                    4,
+                1e-6);
+    absl::StatusOr<Tensor> spread = backend->MeanOverRowsGrad(*mean, 4, {2, 2, 2, 3});
+    ASSERT_TRUE(spread.ok());
+    EXPECT_EQ(spread->data<float>()[12 + 1], mean->data<float>()[3 + 1] / 4);
+    absl::StatusOr<Tensor> t = backend->Transposed(x);
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ(t->shape(), (Shape{2, 3, 4}));
+    EXPECT_EQ(t->data<float>()[(1 * 3 + 2) * 4 + 1], x.data<float>()[(1 * 4 + 1) * 3 + 2]);
+  }
+}
+
+}  // namespace
+}  // namespace qtrain
