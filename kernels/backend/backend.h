@@ -16,7 +16,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kernels/rng.h"
+#include "kernels/row_ops.h"
 #include "kernels/tensor.h"
 
 namespace qtrain {
@@ -128,6 +130,37 @@ struct RowsDesc {
 struct AttentionMaskDesc {
   int64_t batch = 0, heads = 0, t = 0;
   bool causal = false;
+};
+
+// Softmax cross-entropy over `rows` logit rows of `classes`: row i is scored against label
+// targets[i] (shift_seq > 0: targets[i + 1] within sequences of shift_seq rows, their last row
+// unscored — next-token prediction) unless that label's position is padding or the label is
+// `ignore_index` (when has_ignore).
+struct CrossEntropyDesc {
+  int64_t rows = 0, classes = 0;
+  int64_t shift_seq = 0;
+  bool has_ignore = false;
+  int32_t ignore_index = -100;
+};
+struct CrossEntropyResult {
+  double loss_sum = 0;  // Σ −log p(label) over the scored rows
+  int64_t count = 0;    // scored rows
+  int64_t correct = 0;  // scored rows whose arg-max is the label
+};
+
+// One optimizer step's hyper-parameters (row_ops.h's AdamWArgs / SgdArgs without the arrays).
+struct AdamWHyper {
+  float clip = 1, lr = 0, wd = 0, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, c1 = 1, c2 = 1;
+};
+struct SgdHyper {
+  float clip = 1, lr = 0, wd = 0, mu = 0;
+  bool nesterov = false;
+};
+// What an update wrote (the largest |w|, |m| and v: the optimizer bounds the next step with
+// them), or for a dry run (nothing written) whether every new value would be finite.
+struct UpdateResult {
+  bool finite = true;
+  rowops::UpdateMax maxima;
 };
 
 class Backend {
@@ -262,6 +295,28 @@ class Backend {
   // Sets the masked scores (see AttentionMaskDesc) to `value`; padding may be null.
   virtual absl::Status AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding,
                                      float value, float* scores) = 0;
+  // Loss functions. The cross-entropy writes, when grad is not null, (softmax − one-hot) / count
+  // on scored rows and 0 on the rest; the squared error returns Σ (y − t)² in double and writes
+  // grad = 2 (y − t) / n.
+  virtual absl::StatusOr<CrossEntropyResult> SoftmaxCrossEntropy(const CrossEntropyDesc& d,
+                                                                 const float* logits,
+                                                                 const int32_t* targets,
+                                                                 const uint8_t* padding,
+                                                                 float* grad) = 0;
+  virtual absl::StatusOr<double> SquaredError(int64_t n, const float* y, const float* t,
+                                              float* grad) = 0;
+  // Input checks: InvalidArgument naming the first label outside [0, classes) (ignore_index
+  // allowed when has_ignore) by value and position, or the first non-finite element.
+  virtual absl::Status CheckLabels(int64_t n, int64_t classes, const int32_t* labels,
+                                   bool has_ignore, int32_t ignore_index) = 0;
+  virtual absl::Status CheckFinite(int64_t n, const float* x) = 0;
+  // Optimizer steps, element by element as row_ops.h's AdamWElement / SgdElement (the same bits
+  // on every backend and ISA); with dry_run nothing is written.
+  virtual absl::StatusOr<UpdateResult> AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) = 0;
+  virtual absl::StatusOr<UpdateResult> SgdUpdate(const rowops::SgdArgs& a, bool dry_run) = 0;
+  // Σ x² over the arrays, in double (the global gradient norm).
+  virtual absl::StatusOr<double> SumOfSquares(
+      absl::Span<const std::pair<const float*, int64_t>> arrays) = 0;
 
   // Tensor-level ops: what the engine calls (tensor_ops.cc). Each checks that its tensors are
   // on device(), of the dtype it computes in (f32; ids s32, padding u8) and of consistent sizes
@@ -322,6 +377,23 @@ class Backend {
   absl::Status EmbedGrad(const Tensor& ids, const Tensor& dy, Tensor& table_grad);
   absl::Status MaskScores(const AttentionMaskDesc& d, const Tensor* padding, float value,
                           Tensor& scores);
+  // Losses of logits / outputs against targets (CrossEntropyDesc's rows and classes from the
+  // logits); grad, when not null, receives a new tensor of the logits' shape.
+  absl::StatusOr<CrossEntropyResult> SoftmaxCrossEntropy(const CrossEntropyDesc& d,
+                                                         const Tensor& logits,
+                                                         const Tensor& targets,
+                                                         const Tensor* padding, Tensor* grad);
+  absl::StatusOr<double> SquaredError(const Tensor& y, const Tensor& t, Tensor* grad);
+  absl::Status CheckLabels(const Tensor& labels, int64_t classes, bool has_ignore,
+                           int32_t ignore_index);
+  absl::Status CheckFinite(const Tensor& x);
+  // One optimizer step of a parameter w with gradient g and its slots (same shapes; momentum
+  // null: plain SGD).
+  absl::StatusOr<UpdateResult> AdamW(const AdamWHyper& h, Tensor& w, Tensor& m, Tensor& v,
+                                     const Tensor& g, bool dry_run);
+  absl::StatusOr<UpdateResult> Sgd(const SgdHyper& h, Tensor& w, Tensor* momentum, const Tensor& g,
+                                   bool dry_run);
+  absl::StatusOr<double> SumOfSquares(const std::vector<const Tensor*>& tensors);
 };
 
 // Plain-loop implementation: slow, obviously correct, the yardstick of every other backend.

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/backend/reference_ops.h"
+#include "kernels/row_ops.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain {
@@ -155,6 +157,61 @@ absl::Status HostBackend::AttentionMask(const AttentionMaskDesc& d, const uint8_
   QTRAIN_RETURN_IF_ERROR(ValidateAttentionMaskDesc(d));
   reference::AttentionMask(d, padding, value, scores);
   return absl::OkStatus();
+}
+
+absl::StatusOr<UpdateResult> HostBackend::AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) {
+  if (dry_run) return UpdateResult{rowops::AdamWUpdateIsFinite(a), {}};
+  return UpdateResult{true, rowops::AdamWUpdate(a)};
+}
+
+absl::StatusOr<UpdateResult> HostBackend::SgdUpdate(const rowops::SgdArgs& a, bool dry_run) {
+  if (dry_run) return UpdateResult{rowops::SgdUpdateIsFinite(a), {}};
+  return UpdateResult{true, rowops::SgdUpdate(a)};
+}
+
+absl::StatusOr<double> HostBackend::SumOfSquares(
+    absl::Span<const std::pair<const float*, int64_t>> arrays) {
+  constexpr int64_t kChunk = 1 << 16;
+  std::vector<std::pair<const float*, int64_t>> chunks;
+  for (const auto& [x, n] : arrays) {
+    for (int64_t i = 0; i < n; i += kChunk) chunks.emplace_back(x + i, std::min(kChunk, n - i));
+  }
+  std::vector<double> partial(chunks.size());
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    partial[c] = rowops::SumSquares(chunks[c].first, chunks[c].second);
+  }
+  double sum = 0;
+  for (double v : partial) sum += v;
+  return sum;
+}
+
+absl::StatusOr<CrossEntropyResult> HostBackend::SoftmaxCrossEntropy(const CrossEntropyDesc& d,
+                                                                    const float* logits,
+                                                                    const int32_t* targets,
+                                                                    const uint8_t* padding,
+                                                                    float* grad) {
+  if (d.rows < 0 || d.classes <= 0 || d.shift_seq < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cross-entropy needs classes > 0: rows ", d.rows, ", classes ", d.classes));
+  }
+  std::vector<float> logp(static_cast<size_t>(d.rows * d.classes));
+  QTRAIN_RETURN_IF_ERROR(SoftmaxFwd(d.rows, d.classes, /*log=*/true, logits, logp.data()));
+  return reference::CrossEntropyFromLogp(d, logp.data(), targets, padding, grad);
+}
+
+absl::StatusOr<double> HostBackend::SquaredError(int64_t n, const float* y, const float* t,
+                                                 float* grad) {
+  return reference::SquaredError(n, y, t, grad);
+}
+
+absl::Status HostBackend::CheckLabels(int64_t n, int64_t classes, const int32_t* labels,
+                                      bool has_ignore, int32_t ignore_index) {
+  return reference::CheckLabels(n, classes, labels, has_ignore, ignore_index);
+}
+
+absl::Status HostBackend::CheckFinite(int64_t n, const float* x) {
+  return reference::CheckFinite(n, x);
 }
 
 }  // namespace qtrain

@@ -28,6 +28,24 @@ class HostBackend : public Backend {
                           const float* src, float* table) override;
   absl::Status AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding, float value,
                              float* scores) override;
+  // The cross-entropy over the backend's own log-softmax (SoftmaxFwd); the label and finiteness
+  // checks and the squared error are the reference loops.
+  absl::StatusOr<CrossEntropyResult> SoftmaxCrossEntropy(const CrossEntropyDesc& d,
+                                                         const float* logits,
+                                                         const int32_t* targets,
+                                                         const uint8_t* padding,
+                                                         float* grad) override;
+  absl::StatusOr<double> SquaredError(int64_t n, const float* y, const float* t,
+                                      float* grad) override;
+  absl::Status CheckLabels(int64_t n, int64_t classes, const int32_t* labels, bool has_ignore,
+                           int32_t ignore_index) override;
+  absl::Status CheckFinite(int64_t n, const float* x) override;
+  // row_ops' per-ISA loops; the sum of squares in fixed 64 Ki-element chunks added in order, so
+  // its bits do not depend on the thread count.
+  absl::StatusOr<UpdateResult> AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) override;
+  absl::StatusOr<UpdateResult> SgdUpdate(const rowops::SgdArgs& a, bool dry_run) override;
+  absl::StatusOr<double> SumOfSquares(
+      absl::Span<const std::pair<const float*, int64_t>> arrays) override;
 };
 
 }  // namespace qtrain

@@ -176,6 +176,20 @@ class ReferenceBackend final : public HostBackend {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<UpdateResult> AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) override {
+    return reference::AdamWUpdate(a, dry_run);
+  }
+  absl::StatusOr<UpdateResult> SgdUpdate(const rowops::SgdArgs& a, bool dry_run) override {
+    return reference::SgdUpdate(a, dry_run);
+  }
+  absl::StatusOr<double> SumOfSquares(
+      absl::Span<const std::pair<const float*, int64_t>> arrays) override {
+    double sum = 0;
+    for (const auto& [x, n] : arrays) {
+      for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+    }
+    return sum;
+  }
   // The rows and elementwise ops as plain loops (HostBackend's vectorised ones are checked
   // against these); gathers and masks are HostBackend's, already the reference loops.
   absl::Status Copy(const CopyDesc& d, const float* src, float* dst) override {

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/backend/reference_ops.h"
 
 namespace qtrain::reference {
@@ -117,6 +118,134 @@ void AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding, float val
       }
     }
   }
+}
+
+namespace {
+
+void Track(UpdateResult& r, bool dry_run, float w, float m, float v) {
+  if (dry_run) {
+    r.finite = r.finite && std::isfinite(w) && std::isfinite(m) && std::isfinite(v);
+    return;
+  }
+  r.maxima.w = std::max(r.maxima.w, std::abs(w));
+  r.maxima.m = std::max(r.maxima.m, std::abs(m));
+  r.maxima.v = std::max(r.maxima.v, v);
+}
+
+}  // namespace
+
+// optax.adamw with decoupled weight decay and bias corrections c1, c2 (numerics.md).
+UpdateResult AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) {
+  UpdateResult r;
+  for (int64_t i = 0; i < a.n; ++i) {
+    const float grad = a.g[i] * a.clip;
+    const float m = a.b1 * a.m[i] + (1 - a.b1) * grad;
+    const float v = a.b2 * a.v[i] + (1 - a.b2) * grad * grad;
+    const float update = (m / a.c1) / (std::sqrt(v / a.c2) + a.eps);
+    const float w = a.w[i] - a.lr * (update + a.wd * a.w[i]);
+    Track(r, dry_run, w, m, v);
+    if (!dry_run) {
+      a.w[i] = w;
+      a.m[i] = m;
+      a.v[i] = v;
+    }
+  }
+  return r;
+}
+
+// torch.optim.SGD: weight decay added to the gradient, momentum and Nesterov as PyTorch's.
+UpdateResult SgdUpdate(const rowops::SgdArgs& a, bool dry_run) {
+  UpdateResult r;
+  for (int64_t i = 0; i < a.n; ++i) {
+    float w, m = 0;
+    if (a.m == nullptr) {
+      w = a.w[i] - a.lr * (a.g[i] * a.clip + a.wd * a.w[i]);
+    } else {
+      const float grad = a.g[i] * a.clip + a.wd * a.w[i];
+      m = a.mu * a.m[i] + grad;
+      w = a.w[i] - a.lr * (a.nesterov ? grad + a.mu * m : m);
+    }
+    Track(r, dry_run, w, m, 0.0f);
+    if (!dry_run) {
+      a.w[i] = w;
+      if (a.m != nullptr) a.m[i] = m;
+    }
+  }
+  return r;
+}
+
+int64_t RowLabel(const CrossEntropyDesc& d, const int32_t* targets, const uint8_t* padding,
+                 int64_t i) {
+  if (d.shift_seq > 0) {
+    if (i % d.shift_seq == d.shift_seq - 1) return -1;
+    ++i;
+  }
+  if (padding != nullptr && padding[i] != 0) return -1;  // a token-level label at a padded position
+  const int32_t l = targets[i];
+  return d.has_ignore && l == d.ignore_index ? -1 : l;
+}
+
+CrossEntropyResult CrossEntropyFromLogp(const CrossEntropyDesc& d, const float* logp,
+                                        const int32_t* targets, const uint8_t* padding,
+                                        float* grad) {
+  CrossEntropyResult r;
+  double sum = 0;
+  for (int64_t i = 0; i < d.rows; ++i) {
+    const int64_t label = RowLabel(d, targets, padding, i);
+    if (label < 0) continue;
+    const float* lp = logp + i * d.classes;
+    sum -= lp[label];
+    int64_t arg = 0;
+    for (int64_t c = 1; c < d.classes; ++c) {
+      if (lp[c] > lp[arg]) arg = c;
+    }
+    r.correct += arg == label;
+    ++r.count;
+  }
+  r.loss_sum = sum;
+  if (grad == nullptr) return r;
+  std::fill(grad, grad + d.rows * d.classes, 0.0f);
+  const float inv = r.count ? 1.0f / static_cast<float>(r.count) : 0.0f;
+  for (int64_t i = 0; i < d.rows; ++i) {
+    const int64_t label = RowLabel(d, targets, padding, i);
+    if (label < 0) continue;
+    const float* lp = logp + i * d.classes;
+    float* g = grad + i * d.classes;
+    for (int64_t c = 0; c < d.classes; ++c) g[c] = std::exp(lp[c]) * inv;
+    g[label] -= inv;
+  }
+  return r;
+}
+
+double SquaredError(int64_t n, const float* y, const float* t, float* grad) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(y[i]) - t[i];
+    sum += d * d;
+    if (grad != nullptr) grad[i] = static_cast<float>(2.0 * d / static_cast<double>(n));
+  }
+  return sum;
+}
+
+absl::Status CheckLabels(int64_t n, int64_t classes, const int32_t* labels, bool has_ignore,
+                         int32_t ignore_index) {
+  for (int64_t i = 0; i < n; ++i) {
+    const bool ignored = has_ignore && labels[i] == ignore_index;
+    if (!ignored && (labels[i] < 0 || labels[i] >= classes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", labels[i], " at position ", i, " is outside [0, ", classes, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFinite(int64_t n, const float* x) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("element ", i, " is ", x[i]));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace qtrain::reference

@@ -45,5 +45,18 @@ void DropoutMask(int64_t n, const CounterRng& rng, uint64_t base, float rate, fl
 void Gather(int64_t n, int64_t cols, const float* table, const int32_t* ids, float* dst);
 void ScatterAdd(int64_t n, int64_t cols, const int32_t* ids, const float* src, float* table);
 void AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding, float value, float* scores);
+UpdateResult AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run);
+// Row i's label under d (shift, padding, ignore), or -1 when the row is not scored.
+int64_t RowLabel(const CrossEntropyDesc& d, const int32_t* targets, const uint8_t* padding,
+                 int64_t i);
+// The cross-entropy from log-probabilities logp (rows, classes).
+CrossEntropyResult CrossEntropyFromLogp(const CrossEntropyDesc& d, const float* logp,
+                                        const int32_t* targets, const uint8_t* padding,
+                                        float* grad);
+double SquaredError(int64_t n, const float* y, const float* t, float* grad);
+absl::Status CheckLabels(int64_t n, int64_t classes, const int32_t* labels, bool has_ignore,
+                         int32_t ignore_index);
+absl::Status CheckFinite(int64_t n, const float* x);
+UpdateResult SgdUpdate(const rowops::SgdArgs& a, bool dry_run);
 
 }  // namespace qtrain::reference

@@ -437,6 +437,102 @@ absl::Status Backend::MaskScores(const AttentionMaskDesc& d, const Tensor* paddi
   return AttentionMask(d, pad, value, F(scores));
 }
 
+namespace {
+absl::Status CheckSlots(const char* op, const Tensor& w, const Tensor& g,
+                        std::initializer_list<const Tensor*> slots) {
+  if (g.numel() != w.numel()) return Mismatch(op, w, g);
+  for (const Tensor* s : slots) {
+    if (s->numel() != w.numel()) return Mismatch(op, w, *s);
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+absl::StatusOr<UpdateResult> Backend::AdamW(const AdamWHyper& h, Tensor& w, Tensor& m, Tensor& v,
+                                            const Tensor& g, bool dry_run) {
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&w, &m, &v, &g}) {
+    QTRAIN_CHECK_F32("AdamW", *t);
+  }
+  QTRAIN_RETURN_IF_ERROR(CheckSlots("AdamW", w, g, {&m, &v}));
+  return AdamWUpdate(rowops::AdamWArgs{F(w), F(m), F(v), F(g), w.numel(), h.clip, h.lr, h.wd, h.b1,
+                                       h.b2, h.eps, h.c1, h.c2},
+                     dry_run);
+}
+
+absl::StatusOr<UpdateResult> Backend::Sgd(const SgdHyper& h, Tensor& w, Tensor* momentum,
+                                          const Tensor& g, bool dry_run) {
+  QTRAIN_CHECK_F32("SGD", w);
+  QTRAIN_CHECK_F32("SGD", g);
+  if (momentum != nullptr) {
+    QTRAIN_CHECK_F32("SGD", *momentum);
+    QTRAIN_RETURN_IF_ERROR(CheckSlots("SGD", w, g, {momentum}));
+  } else {
+    QTRAIN_RETURN_IF_ERROR(CheckSlots("SGD", w, g, {}));
+  }
+  return SgdUpdate(rowops::SgdArgs{F(w), momentum != nullptr ? F(*momentum) : nullptr, F(g),
+                                   w.numel(), h.clip, h.lr, h.wd, h.mu, h.nesterov},
+                   dry_run);
+}
+
+absl::StatusOr<double> Backend::SumOfSquares(const std::vector<const Tensor*>& tensors) {
+  std::vector<std::pair<const float*, int64_t>> arrays;
+  arrays.reserve(tensors.size());
+  for (const Tensor* t : tensors) {
+    QTRAIN_CHECK_F32("sum of squares", *t);
+    arrays.emplace_back(F(*t), t->numel());
+  }
+  return SumOfSquares(arrays);
+}
+
+absl::StatusOr<CrossEntropyResult> Backend::SoftmaxCrossEntropy(const CrossEntropyDesc& d,
+                                                                const Tensor& logits,
+                                                                const Tensor& targets,
+                                                                const Tensor* padding,
+                                                                Tensor* grad) {
+  QTRAIN_CHECK_F32("cross-entropy", logits);
+  QTRAIN_CHECK_TENSOR("cross-entropy", targets, DType::kS32);
+  if (d.rows * d.classes != logits.numel() || targets.numel() != d.rows ||
+      (d.shift_seq > 0 && d.rows % d.shift_seq != 0)) {
+    return Mismatch("cross-entropy", logits, targets);
+  }
+  const uint8_t* pad = nullptr;
+  if (padding != nullptr) {
+    QTRAIN_CHECK_TENSOR("cross-entropy", *padding, DType::kU8);
+    if (padding->numel() != d.rows) return Mismatch("cross-entropy padding", targets, *padding);
+    pad = static_cast<const uint8_t*>(padding->raw());
+  }
+  float* g = nullptr;
+  if (grad != nullptr) {
+    QTRAIN_ASSIGN_OR_RETURN(*grad, Allocate(DType::kF32, logits.shape()));
+    g = F(*grad);
+  }
+  return SoftmaxCrossEntropy(d, F(logits), static_cast<const int32_t*>(targets.raw()), pad, g);
+}
+
+absl::StatusOr<double> Backend::SquaredError(const Tensor& y, const Tensor& t, Tensor* grad) {
+  QTRAIN_CHECK_F32("squared error", y);
+  QTRAIN_CHECK_F32("squared error", t);
+  if (y.numel() != t.numel()) return Mismatch("squared error", y, t);
+  float* g = nullptr;
+  if (grad != nullptr) {
+    QTRAIN_ASSIGN_OR_RETURN(*grad, Allocate(DType::kF32, y.shape()));
+    g = F(*grad);
+  }
+  return SquaredError(y.numel(), F(y), F(t), g);
+}
+
+absl::Status Backend::CheckLabels(const Tensor& labels, int64_t classes, bool has_ignore,
+                                  int32_t ignore_index) {
+  QTRAIN_CHECK_TENSOR("labels", labels, DType::kS32);
+  return CheckLabels(labels.numel(), classes, static_cast<const int32_t*>(labels.raw()), has_ignore,
+                     ignore_index);
+}
+
+absl::Status Backend::CheckFinite(const Tensor& x) {
+  QTRAIN_CHECK_F32("finite check", x);
+  return CheckFinite(x.numel(), F(x));
+}
+
 #undef QTRAIN_CHECK_F32
 #undef QTRAIN_CHECK_TENSOR
 

@@ -226,6 +226,104 @@ TEST(BackendConformance, AttentionMask) {
   }
 }
 
+// Optimizer steps: the same bits as the reference's element formula (row_ops promises them on
+// every ISA), dry runs write nothing and see an overflow coming.
+TEST(BackendConformance, OptimizerUpdates) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    for (int64_t n : {1, 1000, 1 << 17}) {
+      Tensor w = RandomTensor({n}, 16), g = RandomTensor({n}, 17), m = RandomTensor({n}, 18);
+      Tensor v = RandomTensor({n}, 19);
+      for (float& x : v.span<float>()) x = std::abs(x);
+      const AdamWHyper adamw{0.5f, 1e-2f, 0.1f, 0.9f, 0.999f, 1e-8f, 0.19f, 0.002f};
+      Tensor w1 = w, m1 = m, v1 = v, w2 = w, m2 = m, v2 = v;
+      absl::StatusOr<UpdateResult> want = ref->AdamW(adamw, w1, m1, v1, g, false);
+      absl::StatusOr<UpdateResult> got = backend->AdamW(adamw, w2, m2, v2, g, false);
+      ASSERT_TRUE(want.ok() && got.ok());
+      EXPECT_TRUE(Same(w1, w2) && Same(m1, m2) && Same(v1, v2)) << backend->name() << " " << n;
+      EXPECT_EQ(got->maxima.w, want->maxima.w);
+      EXPECT_EQ(got->maxima.v, want->maxima.v);
+      for (bool nesterov : {false, true}) {
+        const SgdHyper sgd{1.0f, 0.1f, 0.01f, 0.9f, nesterov};
+        Tensor sw1 = w, sm1 = m, sw2 = w, sm2 = m;
+        ASSERT_TRUE(ref->Sgd(sgd, sw1, &sm1, g, false).ok());
+        ASSERT_TRUE(backend->Sgd(sgd, sw2, &sm2, g, false).ok());
+        EXPECT_TRUE(Same(sw1, sw2) && Same(sm1, sm2)) << backend->name() << " nesterov";
+        ASSERT_TRUE(ref->Sgd(sgd, sw1, nullptr, g, false).ok());
+        ASSERT_TRUE(backend->Sgd(sgd, sw2, nullptr, g, false).ok());
+        EXPECT_TRUE(Same(sw1, sw2)) << backend->name() << " plain";
+      }
+      // A learning rate that overflows: the dry run says so and leaves w as it was.
+      const SgdHyper huge{1.0f, 3e38f, 0.0f, 0.0f, false};
+      Tensor before = w;
+      g.data<float>()[0] = 2.0f;  // 3e38 · 2 overflows
+      absl::StatusOr<UpdateResult> dry = backend->Sgd(huge, w, nullptr, g, true);
+      ASSERT_TRUE(dry.ok());
+      EXPECT_FALSE(dry->finite);
+      EXPECT_TRUE(Same(w, before));
+      absl::StatusOr<double> want_sq = ref->SumOfSquares({&w, &g});
+      absl::StatusOr<double> got_sq = backend->SumOfSquares({&w, &g});
+      ASSERT_TRUE(want_sq.ok() && got_sq.ok());
+      EXPECT_NEAR(*got_sq, *want_sq, 1e-12 * *want_sq);
+    }
+    Tensor w = RandomTensor({4}, 1), g = RandomTensor({5}, 2);
+    EXPECT_EQ(backend->Sgd(SgdHyper{}, w, nullptr, g, false).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(BackendConformance, Losses) {
+  auto ref = MakeReferenceBackend();
+  for (auto& backend : Backends()) {
+    // 2 sequences of 4 tokens over 7 classes, labels shifted, one ignored, one padded.
+    CrossEntropyDesc d{8, 7, 4, true, -100};
+    Tensor logits = RandomTensor({2, 4, 7}, 20);
+    Tensor targets = Tensor::Empty(DType::kS32, {2, 4});
+    const int32_t labels[] = {1, 6, -100, 3, 0, 2, 5, 4};
+    std::memcpy(targets.raw(), labels, sizeof(labels));
+    Tensor padding = Tensor::Zeros(DType::kU8, {8});
+    padding.data<uint8_t>()[5] = 1;
+    Tensor want_grad, got_grad;
+    absl::StatusOr<CrossEntropyResult> want =
+        ref->SoftmaxCrossEntropy(d, logits, targets, &padding, &want_grad);
+    absl::StatusOr<CrossEntropyResult> got =
+        backend->SoftmaxCrossEntropy(d, logits, targets, &padding, &got_grad);
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+    // Scored: rows 0 and 2 (labels 6 and 3; row 1's label is ignored), 5 and 6 (labels 5 and
+    // 4; row 4's label sits at the padded position 5); each sequence's last row has none.
+    EXPECT_EQ(got->count, 4);
+    EXPECT_EQ(want->count, 4);
+    EXPECT_NEAR(got->loss_sum, want->loss_sum, 1e-5 * want->loss_sum);
+    EXPECT_EQ(got->correct, want->correct);
+    EXPECT_LT(MaxRelativeToPeak(got_grad, want_grad), 1e-5);
+    // By hand: Σ −log softmax(row)[label] over the scored rows.
+    double rows_sum = 0;
+    for (int row : {0, 2, 5, 6}) {
+      const int label = row == 5 ? 5 : (row == 6 ? 4 : (row == 0 ? 6 : 3));
+      double zr = 0;
+      for (int c = 0; c < 7; ++c)
+        zr += std::exp(static_cast<double>(logits.data<float>()[row * 7 + c]));
+      rows_sum += std::log(zr) - logits.data<float>()[row * 7 + label];
+    }
+    EXPECT_NEAR(got->loss_sum, rows_sum, 1e-5 * rows_sum);
+    EXPECT_EQ(got_grad.data<float>()[1 * 7 + 2], 0.0f);  // an ignored row has no gradient
+    Tensor y = RandomTensor({3, 5}, 21), t = RandomTensor({3, 5}, 22), g1, g2;
+    absl::StatusOr<double> want_sq = ref->SquaredError(y, t, &g1);
+    absl::StatusOr<double> got_sq = backend->SquaredError(y, t, &g2);
+    ASSERT_TRUE(want_sq.ok() && got_sq.ok());
+    EXPECT_EQ(*got_sq, *want_sq);
+    EXPECT_TRUE(Same(g1, g2));
+    // The input checks name the value and where it is.
+    absl::Status s = backend->CheckLabels(targets, 7, false, 0);
+    EXPECT_NE(s.message().find("label -100 at position 2 is outside [0, 7)"), std::string::npos)
+        << s;
+    EXPECT_TRUE(backend->CheckLabels(targets, 7, true, -100).ok());
+    t.data<float>()[4] = std::nanf("");
+    s = backend->CheckFinite(t);
+    EXPECT_NE(s.message().find("element 4 is nan"), std::string::npos) << s;
+  }
+}
+
 // The tensor-level ops check dtype, device and sizes before running, and name what they got.
 TEST(BackendConformance, TensorOpsNameWhatTheyRefuse) {
   for (auto& backend : Backends()) {

@@ -22,8 +22,8 @@ struct LossResult {
 // cross-entropy wants int32 labels of shape (N, output_shape[:-1]) in [0, classes) (or the
 // ignore index); MSE wants finite f32 targets of the output's shape. InvalidArgument naming the
 // field and the value otherwise.
-absl::Status ValidateTargets(const proto::Loss& loss, const Shape& output_shape, int64_t batch,
-                             const Tensor& targets);
+absl::Status ValidateTargets(Backend& backend, const proto::Loss& loss, const Shape& output_shape,
+                             int64_t batch, const Tensor& targets);
 
 // Loss (and its gradient when `want_grad`) of `output` against validated `targets`. `padding`
 // (StepContext::padding): token-level labels at padded positions are not counted.

@@ -126,24 +126,11 @@ std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& param
   return out;
 }
 
-float GlobalGradNorm(const std::vector<Param*>& params) {
-  // Fixed-size chunks summed in a fixed order: the same bits whatever the thread count.
-  constexpr int64_t kChunk = 1 << 16;
-  std::vector<std::pair<const float*, int64_t>> chunks;
-  for (const Param* p : params) {
-    for (int64_t i = 0; i < p->grad.numel(); i += kChunk) {
-      chunks.emplace_back(p->grad.data<float>() + i, std::min(kChunk, p->grad.numel() - i));
-    }
-  }
-  std::vector<double> partial(chunks.size());
-#pragma omp parallel for schedule(static)
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    partial[c] = rowops::SumSquares(chunks[c].first, chunks[c].second);
-  }
-  double sq = 0;
-  for (double v : partial) {
-    sq += v;
-  }
+absl::StatusOr<float> GlobalGradNorm(Backend& backend, const std::vector<Param*>& params) {
+  std::vector<const Tensor*> grads;
+  grads.reserve(params.size());
+  for (const Param* p : params) grads.push_back(&p->grad);
+  QTRAIN_ASSIGN_OR_RETURN(double sq, backend.SumOfSquares(grads));
   return static_cast<float>(std::sqrt(sq));
 }
 
@@ -171,7 +158,8 @@ bool Optimizer::ProvablyFinite(const Param& p, float clip, float grad_norm, floa
   return w_bound < kSafe && m_bound < kSafe && v_bound < kSafe;
 }
 
-absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(const std::vector<Param*>& params,
+absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(Backend& backend,
+                                                     const std::vector<Param*>& params,
                                                      int64_t step, float grad_norm) {
   StepInfo info;
   info.grad_norm = grad_norm;
@@ -184,41 +172,28 @@ absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(const std::vector<Param*>& 
   const float wd = config_.weight_decay();
   const auto& a = config_.adamw();
   const double t = static_cast<double>(step + 1);
-  const float c1 = static_cast<float>(1.0 - std::pow(a.beta1(), t));
-  const float c2 = static_cast<float>(1.0 - std::pow(a.beta2(), t));
+  AdamWHyper adamw{clip,
+                   lr,
+                   wd,
+                   a.beta1(),
+                   a.beta2(),
+                   a.epsilon(),
+                   static_cast<float>(1.0 - std::pow(a.beta1(), t)),
+                   static_cast<float>(1.0 - std::pow(a.beta2(), t))};
   const float mu = config_.sgd().momentum();
-  auto adamw = [&](Param* p) {
-    return rowops::AdamWArgs{p->value.data<float>(),
-                             Slot(*p, "m").data<float>(),
-                             Slot(*p, "v").data<float>(),
-                             p->grad.data<float>(),
-                             p->value.numel(),
-                             clip,
-                             lr,
-                             wd,
-                             a.beta1(),
-                             a.beta2(),
-                             a.epsilon(),
-                             c1,
-                             c2};
-  };
-  auto sgd = [&](Param* p) {
-    return rowops::SgdArgs{p->value.data<float>(),
-                           mu == 0.0f ? nullptr : Slot(*p, "momentum").data<float>(),
-                           p->grad.data<float>(),
-                           p->value.numel(),
-                           clip,
-                           lr,
-                           wd,
-                           mu,
-                           config_.sgd().nesterov()};
+  SgdHyper sgd{clip, lr, wd, mu, config_.sgd().nesterov()};
+  auto update = [&](Param* p, bool dry_run) -> absl::StatusOr<UpdateResult> {
+    if (config_.has_sgd()) {
+      return backend.Sgd(sgd, p->value, mu == 0.0f ? nullptr : &Slot(*p, "momentum"), p->grad,
+                         dry_run);
+    }
+    return backend.AdamW(adamw, p->value, Slot(*p, "m"), Slot(*p, "v"), p->grad, dry_run);
   };
   // First, without writing anything: would every new value be finite?
   for (Param* p : params) {
     if (ProvablyFinite(*p, clip, grad_norm, lr)) continue;
-    const bool finite = config_.has_sgd() ? rowops::SgdUpdateIsFinite(sgd(p))
-                                          : rowops::AdamWUpdateIsFinite(adamw(p));
-    if (!finite) {
+    QTRAIN_ASSIGN_OR_RETURN(UpdateResult dry, update(p, /*dry_run=*/true));
+    if (!dry.finite) {
       return absl::FailedPreconditionError(absl::StrCat(
           "step ", step, ": the update at learning rate ", lr, " would make ", p->name,
           " (or its optimizer state) infinite or NaN; nothing was changed — lower the learning "
@@ -226,8 +201,8 @@ absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(const std::vector<Param*>& 
     }
   }
   for (Param* p : params) {
-    maxima_[p->name] =
-        config_.has_sgd() ? rowops::SgdUpdate(sgd(p)) : rowops::AdamWUpdate(adamw(p));
+    QTRAIN_ASSIGN_OR_RETURN(UpdateResult done, update(p, /*dry_run=*/false));
+    maxima_[p->name] = done.maxima;
   }
   return info;
 }

@@ -17,8 +17,9 @@ namespace qtrain::engine {
 // Learning rate of `schedule` at (0-based) `step`.
 float LearningRate(const proto::LrSchedule& schedule, int64_t step);
 
-// The global L2 norm of the parameters' gradients (inf / nan when any gradient is).
-float GlobalGradNorm(const std::vector<Param*>& params);
+// The global L2 norm of the parameters' gradients (inf / nan when any gradient is), on the
+// backend that holds them.
+absl::StatusOr<float> GlobalGradNorm(Backend& backend, const std::vector<Param*>& params);
 
 class Optimizer {
  public:
@@ -36,7 +37,8 @@ class Optimizer {
   // FailedPrecondition, with nothing changed, when the update would make a weight or an
   // optimizer slot infinite or NaN (e.g. an extreme learning rate): checked exactly, by a dry
   // run, unless a bound from the previous update's largest values proves every value finite.
-  absl::StatusOr<StepInfo> Apply(const std::vector<Param*>& params, int64_t step, float grad_norm);
+  absl::StatusOr<StepInfo> Apply(Backend& backend, const std::vector<Param*>& params, int64_t step,
+                                 float grad_norm);
 
   // Optimizer state as named tensors ("<param>/<slot>"), created lazily for `params`. The
   // tensors may be written (a checkpoint load), so the next Apply checks exactly again.

@@ -104,7 +104,7 @@ absl::StatusOr<MemoryBudget::Lease> Trainer::ReserveStep(int64_t batch, bool tra
 
 absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
-  QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
+  QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
   if (group_ == nullptr || group_->world_size() == 1) {
     return Train(batch, /*collective=*/nullptr, 1.0f, 0);
@@ -121,7 +121,7 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
 absl::StatusOr<StepResult> Trainer::TrainShard(const Batch& shard, Collective& collective,
                                                float shard_weight, int64_t bucket_bytes) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(shard.inputs));
-  QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
+  QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          shard.inputs.dim(0), shard.targets));
   return Train(shard, &collective, shard_weight, bucket_bytes);
 }
@@ -182,14 +182,14 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
       }
     }
     // Every collective is done: from here on the ranks compute the same update from the same sums.
-    const float grad_norm = GlobalGradNorm(model_->params());
+    QTRAIN_ASSIGN_OR_RETURN(const float grad_norm, GlobalGradNorm(*backend_, model_->params()));
     if (!std::isfinite(grad_norm)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "step ", step_, ": gradients are not finite (loss ", loss_value,
           "); the update was skipped — lower the learning rate or enable clip_global_norm"));
     }
     QTRAIN_ASSIGN_OR_RETURN(const Optimizer::StepInfo info,
-                            optimizer_->Apply(model_->params(), step_, grad_norm));
+                            optimizer_->Apply(*backend_, model_->params(), step_, grad_norm));
     ++step_;
     StepResult r;
     r.step = step_;
@@ -205,7 +205,7 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
 
 absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_stats) {
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
-  QTRAIN_RETURN_IF_ERROR(ValidateTargets(model_->spec().loss(), model_->output_shape(),
+  QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<StepResult> {

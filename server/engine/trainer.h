@@ -76,6 +76,8 @@ class Trainer {
   const ModelFootprint& footprint() const { return footprint_; }
   // The name of the backend its ops run on ("onednn", "reference").
   std::string backend_name() const { return backend_->name(); }
+  // The backend itself, for ops run on this trainer's executor.
+  Backend& backend() { return *backend_; }
 
   // Forward, loss, backward, optimizer update, quant_stats update. InvalidArgument for a bad
   // batch; FailedPrecondition when the gradients are not finite (the update is skipped).
