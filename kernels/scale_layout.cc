@@ -106,4 +106,32 @@ bool RowsHaveDistinctScales(const ScaleLayout& l) {
   return true;
 }
 
+Tensor BroadcastScale(const Tensor& t, const Shape& shape) {
+  if (t.shape() == shape) {
+    return t;
+  }
+  ReduceSpec spec;
+  for (int a = 0; a < t.rank(); ++a) {
+    if (t.dim(a) == 1 && shape[a] != 1) {
+      spec.axes.push_back(a);
+    }
+  }
+  // Reuse the scale layout machinery: `t` is a "scale tensor" of `shape`.
+  const ScaleLayout l = *MakeScaleLayout(shape, spec);
+  Tensor out = Tensor::Empty(DType::kF32, shape);
+  const float* src = t.data<float>();
+  float* dst = out.data<float>();
+  int64_t offset = 0;
+  for (int64_t i0 = 0; i0 < l.dims[0]; ++i0) {
+    for (int64_t i1 = 0; i1 < l.dims[1]; ++i1) {
+      for (int64_t i2 = 0; i2 < l.dims[2]; ++i2) {
+        for (int64_t i3 = 0; i3 < l.dims[3]; ++i3) {
+          dst[offset++] = src[l.ScaleIndex(i0, i1, i2, i3)];
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace qtrain

@@ -83,4 +83,8 @@ inline constexpr int64_t kParallelMinElements = 1 << 16;
 void ParallelForEachRow(const ScaleLayout& l,
                         absl::FunctionRef<void(int64_t row, int64_t offset, int64_t base)> fn);
 
+// `t` (a scale tensor: `shape`'s rank, size-1 axes where reduced) repeated along its size-1
+// axes to `shape` (f32, host memory); `t` itself when the shapes are equal.
+Tensor BroadcastScale(const Tensor& t, const Shape& shape);
+
 }  // namespace qtrain

@@ -199,6 +199,13 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   return t;
 }
 
+Tensor Tensor::Generate(Shape shape, absl::FunctionRef<float(int64_t)> value) {
+  Tensor t = Empty(DType::kF32, std::move(shape));
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = value(i);
+  return t;
+}
+
 Tensor Tensor::FromFloats(Shape shape, absl::Span<const float> values) {
   Tensor t = Empty(DType::kF32, std::move(shape));
   QTRAIN_CHECK(static_cast<int64_t>(values.size()) == t.numel());

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/types/span.h"
 
 namespace qtrain {
@@ -94,6 +95,9 @@ class Tensor {
   static Tensor Zeros(DType dtype, Shape shape);
   // A float tensor holding `values` (size must equal NumElements(shape)).
   static Tensor FromFloats(Shape shape, absl::Span<const float> values);
+  // A host f32 tensor whose element i (row-major) is value(i), computed in index order: how
+  // parameters are initialised and constant tables built, without a second copy.
+  static Tensor Generate(Shape shape, absl::FunctionRef<float(int64_t)> value);
 
   // Deep copies: host tensors only (a device tensor is copied through its backend).
   Tensor(const Tensor& other);

@@ -310,6 +310,8 @@ class Backend {
   virtual absl::Status CheckLabels(int64_t n, int64_t classes, const int32_t* labels,
                                    bool has_ignore, int32_t ignore_index) = 0;
   virtual absl::Status CheckFinite(int64_t n, const float* x) = 0;
+  // out[i] = x[i] == value (1 or 0; never for a value outside int32): token ids' padding flags.
+  virtual absl::Status EqualTo(int64_t n, const int32_t* x, int64_t value, uint8_t* out) = 0;
   // Optimizer steps, element by element as row_ops.h's AdamWElement / SgdElement (the same bits
   // on every backend and ISA); with dry_run nothing is written.
   virtual absl::StatusOr<UpdateResult> AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) = 0;
@@ -387,6 +389,8 @@ class Backend {
   absl::Status CheckLabels(const Tensor& labels, int64_t classes, bool has_ignore,
                            int32_t ignore_index);
   absl::Status CheckFinite(const Tensor& x);
+  // u8 flags of the ids (s32) equal to value.
+  absl::StatusOr<Tensor> EqualMask(const Tensor& ids, int64_t value);
   // One optimizer step of a parameter w with gradient g and its slots (same shapes; momentum
   // null: plain SGD).
   absl::StatusOr<UpdateResult> AdamW(const AdamWHyper& h, Tensor& w, Tensor& m, Tensor& v,

@@ -214,4 +214,9 @@ absl::Status HostBackend::CheckFinite(int64_t n, const float* x) {
   return reference::CheckFinite(n, x);
 }
 
+absl::Status HostBackend::EqualTo(int64_t n, const int32_t* x, int64_t value, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] == value;
+  return absl::OkStatus();
+}
+
 }  // namespace qtrain

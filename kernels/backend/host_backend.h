@@ -40,6 +40,7 @@ class HostBackend : public Backend {
   absl::Status CheckLabels(int64_t n, int64_t classes, const int32_t* labels, bool has_ignore,
                            int32_t ignore_index) override;
   absl::Status CheckFinite(int64_t n, const float* x) override;
+  absl::Status EqualTo(int64_t n, const int32_t* x, int64_t value, uint8_t* out) override;
   // row_ops' per-ISA loops; the sum of squares in fixed 64 Ki-element chunks added in order, so
   // its bits do not depend on the thread count.
   absl::StatusOr<UpdateResult> AdamWUpdate(const rowops::AdamWArgs& a, bool dry_run) override;

@@ -528,6 +528,14 @@ absl::Status Backend::CheckLabels(const Tensor& labels, int64_t classes, bool ha
                      ignore_index);
 }
 
+absl::StatusOr<Tensor> Backend::EqualMask(const Tensor& ids, int64_t value) {
+  QTRAIN_CHECK_TENSOR("equal mask", ids, DType::kS32);
+  QTRAIN_ASSIGN_OR_RETURN(Tensor out, Allocate(DType::kU8, ids.shape()));
+  QTRAIN_RETURN_IF_ERROR(EqualTo(ids.numel(), static_cast<const int32_t*>(ids.raw()), value,
+                                 static_cast<uint8_t*>(out.raw())));
+  return out;
+}
+
 absl::Status Backend::CheckFinite(const Tensor& x) {
   QTRAIN_CHECK_F32("finite check", x);
   return CheckFinite(x.numel(), F(x));

@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "kernels/status_macros.h"
 
 namespace qtrain::cluster {
 namespace {
@@ -121,11 +122,39 @@ absl::Status GlooGroup::AllReduce(T* data, size_t n, const char* what) {
   return absl::OkStatus();
 }
 
-absl::Status GlooGroup::AllReduceSum(float* data, int64_t n, float weight) {
-  if (weight != 1.0f) {
-    for (int64_t i = 0; i < n; ++i) data[i] *= weight;
+absl::Status GlooGroup::AllReduceSum(absl::Span<Tensor* const> tensors, float weight) {
+  int64_t total = 0;
+  for (const Tensor* t : tensors) {
+    if (t->dtype() != DType::kF32 || !t->device().is_host()) {
+      return absl::InvalidArgumentError(absl::StrCat("all-reduce: expected f32 host tensors, got ",
+                                                     DTypeName(t->dtype()), ShapeString(t->shape()),
+                                                     " on ", t->device().Name()));
+    }
+    total += t->numel();
   }
-  return AllReduce(data, static_cast<size_t>(n), "values");
+  auto scale = [weight](float* data, int64_t n) {
+    if (weight == 1.0f) return;
+    for (int64_t i = 0; i < n; ++i) data[i] *= weight;
+  };
+  if (tensors.size() == 1) {  // in place: no copies
+    float* data = tensors[0]->data<float>();
+    scale(data, total);
+    return AllReduce(data, static_cast<size_t>(total), "values");
+  }
+  packed_.resize(static_cast<size_t>(total));
+  float* at = packed_.data();
+  for (const Tensor* t : tensors) {
+    std::memcpy(at, t->data<float>(), t->nbytes());
+    at += t->numel();
+  }
+  scale(packed_.data(), total);
+  QTRAIN_RETURN_IF_ERROR(AllReduce(packed_.data(), packed_.size(), "values"));
+  at = packed_.data();
+  for (Tensor* t : tensors) {
+    std::memcpy(t->data<float>(), at, t->nbytes());
+    at += t->numel();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status GlooGroup::AllReduceSum(absl::Span<double> values) {

@@ -51,7 +51,8 @@ class GlooGroup final : public engine::Collective {
 
   int rank() const override { return rank_; }
   int world_size() const override { return size_; }
-  absl::Status AllReduceSum(float* data, int64_t n, float weight) override;
+  // Host tensors; several are packed into one buffer.
+  absl::Status AllReduceSum(absl::Span<Tensor* const> tensors, float weight) override;
   absl::Status AllReduceSum(absl::Span<double> values) override;
 
   // A message to `rank` (length, then bytes). Unavailable when it cannot be delivered.
@@ -69,6 +70,7 @@ class GlooGroup final : public engine::Collective {
   template <typename T>
   absl::Status AllReduce(T* data, size_t n, const char* what);
 
+  std::vector<float> packed_;                       // AllReduceSum's buffer for several tensors
   std::unique_ptr<gloo::rendezvous::Store> store_;  // the rendezvous, then its group prefix
   std::unique_ptr<gloo::rendezvous::Store> prefixed_;
   std::shared_ptr<gloo::Context> context_;

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "kernels/tensor.h"
 
 namespace qtrain::engine {
 
@@ -20,9 +21,11 @@ class Collective {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
 
-  // In place: data ← Σ over ranks of (weight_r · data_r). Unavailable (naming the collective)
-  // when a rank has gone or timed out; the data is then undefined and the group unusable.
-  virtual absl::Status AllReduceSum(float* data, int64_t n, float weight) = 0;
+  // In place: each tensor (f32) ← Σ over ranks of (weight_r · tensor_r); the tensors travel
+  // together. Unavailable (naming the collective) when a rank has gone or timed out; the data
+  // is then undefined and the group unusable. InvalidArgument for a tensor this collective
+  // cannot reach (not f32, or on a device it does not serve).
+  virtual absl::Status AllReduceSum(absl::Span<Tensor* const> tensors, float weight) = 0;
   virtual absl::Status AllReduceSum(absl::Span<double> values) = 0;
 };
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 
 #include "kernels/status_macros.h"
 
@@ -71,31 +70,17 @@ absl::Status GradReducer::Finish() {
 absl::Status GradReducer::Reduce(const std::vector<Param*>& bucket) {
   // Tensors from this size up are reduced where they are: packing them costs two copies.
   constexpr int64_t kInPlace = 1 << 16;  // elements (256 KiB)
-  int64_t packed = 0;
+  std::vector<Tensor*> packed;
   for (Param* p : bucket) {
     Tensor& g = p->grad;
     if (g.numel() >= kInPlace) {
-      QTRAIN_RETURN_IF_ERROR(collective_.AllReduceSum(g.data<float>(), g.numel(), 1.0f));
+      QTRAIN_RETURN_IF_ERROR(collective_.AllReduceSum({&g}, 1.0f));
     } else {
-      packed += g.numel();
+      packed.push_back(&g);
     }
   }
-  if (packed == 0) return absl::OkStatus();
-  flat_.resize(static_cast<size_t>(packed));
-  float* at = flat_.data();
-  for (const Param* p : bucket) {
-    if (p->grad.numel() >= kInPlace) continue;
-    std::memcpy(at, p->grad.data<float>(), p->grad.numel() * sizeof(float));
-    at += p->grad.numel();
-  }
-  QTRAIN_RETURN_IF_ERROR(collective_.AllReduceSum(flat_.data(), packed, 1.0f));
-  at = flat_.data();
-  for (Param* p : bucket) {
-    if (p->grad.numel() >= kInPlace) continue;
-    std::memcpy(p->grad.data<float>(), at, p->grad.numel() * sizeof(float));
-    at += p->grad.numel();
-  }
-  return absl::OkStatus();
+  if (packed.empty()) return absl::OkStatus();
+  return collective_.AllReduceSum(packed, 1.0f);
 }
 
 void GradReducer::Run() {

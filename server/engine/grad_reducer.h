@@ -68,7 +68,6 @@ class GradReducer {
   int outstanding_ = 0;                    // guarded by mu_: queued or running buckets
   absl::Status status_;                    // guarded by mu_
   double reduce_seconds_ = 0;              // guarded by mu_
-  std::vector<float> flat_;                // the communication thread's
   std::thread thread_;
 };
 

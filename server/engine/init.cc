@@ -17,11 +17,7 @@ uint64_t StreamSeed(uint64_t seed, const std::string& name) {
 Tensor NormalInit(const Shape& shape, float stddev, uint64_t seed, const std::string& name) {
   std::mt19937_64 gen(StreamSeed(seed, name));
   std::normal_distribution<double> dist(0.0, 1.0);
-  Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) {
-    v = static_cast<float>(dist(gen) * stddev);
-  }
-  return t;
+  return Tensor::Generate(shape, [&](int64_t) { return static_cast<float>(dist(gen) * stddev); });
 }
 
 Tensor LecunNormal(const Shape& shape, int64_t fan_in, uint64_t seed, const std::string& name) {
@@ -30,23 +26,17 @@ Tensor LecunNormal(const Shape& shape, int64_t fan_in, uint64_t seed, const std:
   const double stddev = std::sqrt(1.0 / static_cast<double>(fan_in)) / kTruncatedStd;
   std::mt19937_64 gen(StreamSeed(seed, name));
   std::normal_distribution<double> dist(0.0, 1.0);
-  Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) {
+  return Tensor::Generate(shape, [&](int64_t) {
     double z = dist(gen);
     while (std::fabs(z) > 2.0) {
       z = dist(gen);
     }
-    v = static_cast<float>(z * stddev);
-  }
-  return t;
+    return static_cast<float>(z * stddev);
+  });
 }
 
 Tensor Constant(const Shape& shape, float value) {
-  Tensor t = Tensor::Empty(DType::kF32, shape);
-  for (float& v : t.span<float>()) {
-    v = value;
-  }
-  return t;
+  return Tensor::Generate(shape, [value](int64_t) { return value; });
 }
 
 }  // namespace qtrain::engine

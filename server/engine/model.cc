@@ -24,7 +24,7 @@ int64_t Model::num_state_elements() const {
   return n;
 }
 
-absl::Status Model::ValidateInputs(const Tensor& inputs) const {
+absl::Status Model::ValidateInputs(Backend& backend, const Tensor& inputs) const {
   const bool tokens = spec_.input().kind() == proto::InputSpec::TOKENS;
   const DType want = tokens ? DType::kS32 : DType::kF32;
   Shape expected{-1};
@@ -42,12 +42,10 @@ absl::Status Model::ValidateInputs(const Tensor& inputs) const {
         DTypeName(inputs.dtype()), " ", ShapeString(inputs.shape())));
   }
   if (!tokens) {
-    const float* p = inputs.data<float>();
-    for (int64_t i = 0; i < inputs.numel(); ++i) {
-      if (!std::isfinite(p[i])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("inputs: element ", i, " is ", p[i], " (inputs must be finite)"));
-      }
+    absl::Status s = backend.CheckFinite(inputs);  // "element 3 is nan"
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("inputs: ", s.message(), " (inputs must be finite)"));
     }
   }
   return absl::OkStatus();

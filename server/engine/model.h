@@ -68,7 +68,8 @@ class Model {
   const Shape& output_shape() const { return output_shape_; }
 
   // Checks a batch of inputs: (N, input shape...), f32 or int32 per the spec, N >= 1, finite.
-  absl::Status ValidateInputs(const Tensor& inputs) const;
+  // `backend` holds the inputs and checks their values.
+  absl::Status ValidateInputs(Backend& backend, const Tensor& inputs) const;
 
   // Plans every quantizable op with `rules` (nullptr: float). On error the model keeps its
   // previous plan.

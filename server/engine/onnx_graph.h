@@ -48,6 +48,9 @@ class OnnxGraph {
   virtual std::string Ints(const std::string& base, const std::vector<int64_t>& v) = 0;
   // A float parameter as an initializer named by its parameter name.
   virtual std::string Param(const engine::Param& p) = 0;
+  // A (rows, cols) parameter value as (cols, rows): the store reads parameter memory (a tied
+  // embedding exported as its output layer's kernel).
+  virtual Tensor Transposed(const Tensor& value) = 0;
   // `module`'s op `op_id`'s kernel as the graph uses it: the float parameter, or int8 behind
   // DequantizeLinear when a rule quantizes the op's weights.
   virtual absl::StatusOr<std::string> Weight(const std::string& module, const std::string& op_id,

@@ -15,9 +15,6 @@
 
 namespace qtrain::engine {
 
-// Broadcasts `t` (same rank; each dim 1 or equal) to `shape`.
-Tensor BroadcastTo(const Tensor& t, const Shape& shape);
-
 // SRQ (numerics.md §6) for one activation operand as the kernel sees it (`operand`, flattened
 // to rows), whose Qwix shape is `qwix_shape` (e.g. (B, T, D) for a (B·T, D) operand). Computes
 // the dynamic calibration over `spec`, updates the statistic (module_path, stat_name) when the

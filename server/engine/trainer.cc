@@ -6,6 +6,8 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/host_convert.h"
+#include "kernels/srq_state.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain::engine {
@@ -49,15 +51,13 @@ absl::Status Trainer::SetRules(const proto::RuleSet& rules) {
   return model_->SetRules(std::move(compiled));
 }
 
-StepContext Trainer::Context(bool training, bool update_stats, const Tensor& inputs) {
+absl::StatusOr<StepContext> Trainer::Context(bool training, bool update_stats,
+                                             const Tensor& inputs) {
   if (training || update_stats) ++generation_;  // weights or statistics may change
   StepContext ctx;
   const proto::InputSpec& input = model_->spec().input();
   if (input.has_pad_id() && inputs.dtype() == DType::kS32) {
-    padding_ = Tensor::Empty(DType::kU8, inputs.shape());
-    const int32_t* ids = inputs.data<int32_t>();
-    uint8_t* pad = padding_.data<uint8_t>();
-    for (int64_t i = 0; i < inputs.numel(); ++i) pad[i] = ids[i] == input.pad_id();
+    QTRAIN_ASSIGN_OR_RETURN(padding_, backend_->EqualMask(inputs, input.pad_id()));
     ctx.padding = &padding_;
   }
   ctx.backend = backend_.get();
@@ -103,7 +103,7 @@ absl::StatusOr<MemoryBudget::Lease> Trainer::ReserveStep(int64_t batch, bool tra
 }
 
 absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
   if (group_ == nullptr || group_->world_size() == 1) {
@@ -120,7 +120,7 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
 
 absl::StatusOr<StepResult> Trainer::TrainShard(const Batch& shard, Collective& collective,
                                                float shard_weight, int64_t bucket_bytes) {
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(shard.inputs));
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, shard.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          shard.inputs.dim(0), shard.targets));
   return Train(shard, &collective, shard_weight, bucket_bytes);
@@ -131,7 +131,8 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), true));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
     ZeroGrads(model_->params());
-    StepContext ctx = Context(/*training=*/true, /*update_stats=*/true, batch.inputs);
+    QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,
+                            Context(/*training=*/true, /*update_stats=*/true, batch.inputs));
     if (collective != nullptr) {
       ctx.collective = collective;
       ctx.shard_weight = shard_weight;
@@ -162,11 +163,7 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
       // The weight goes into d loss / d output (small), so the backward produces weighted
       // gradients and the all-reduce only sums.
       const float grad_weight = sums[2] > 0 ? static_cast<float>(n / sums[2]) : 0.0f;
-      Tensor weight = Tensor::Empty(DType::kF32, loss.grad.shape());
-      std::fill_n(weight.data<float>(), weight.numel(), grad_weight);
-      QTRAIN_RETURN_IF_ERROR(backend_->Binary(BinaryKind::kMul, loss.grad.numel(),
-                                              loss.grad.data<float>(), weight.data<float>(),
-                                              loss.grad.data<float>()));
+      QTRAIN_RETURN_IF_ERROR(backend_->Scale(loss.grad, grad_weight));
       reducer.emplace(*collective, model_->params(), bucket_bytes);
       ctx.reducer = &*reducer;
     }
@@ -177,8 +174,7 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
       // Running statistics (BatchNorm): each rank normalised with its shard's batch statistics
       // (no synchronised batch norm); the running values are averaged, weighted by examples.
       for (StateTensor* st : model_->state()) {
-        QTRAIN_RETURN_IF_ERROR(
-            collective->AllReduceSum(st->value.data<float>(), st->value.numel(), shard_weight));
+        QTRAIN_RETURN_IF_ERROR(collective->AllReduceSum({&st->value}, shard_weight));
       }
     }
     // Every collective is done: from here on the ranks compute the same update from the same sums.
@@ -204,12 +200,13 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
 }
 
 absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_stats) {
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(batch.inputs));
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
-    StepContext ctx = Context(/*training=*/false, update_stats, batch.inputs);
+    QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,
+                            Context(/*training=*/false, update_stats, batch.inputs));
     QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, batch.inputs));
     QTRAIN_ASSIGN_OR_RETURN(LossResult loss,
                             ComputeLoss(*backend_, model_->spec().loss(), out, batch.targets,
@@ -263,16 +260,17 @@ absl::StatusOr<EvalMetrics> Trainer::EvaluateUnder(const proto::RuleSet& rules,
 }
 
 absl::StatusOr<Tensor> Trainer::Predict(const Tensor& inputs) {
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, inputs));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<Tensor> {
-    StepContext ctx = Context(/*training=*/false, /*update_stats=*/false, inputs);
+    QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,
+                            Context(/*training=*/false, /*update_stats=*/false, inputs));
     return model_->root().Forward(ctx, inputs);
   });
 }
 
 absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(inputs));
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, inputs));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
   const auto observed = [](const QuantStatsMap& m) {
     int64_t n = 0;
@@ -281,7 +279,8 @@ absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
   };
   const int64_t before = observed(stats_);
   return Guarded([&]() -> absl::Status {
-    StepContext ctx = Context(/*training=*/false, /*update_stats=*/true, inputs);
+    QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,
+                            Context(/*training=*/false, /*update_stats=*/true, inputs));
     QTRAIN_RETURN_IF_ERROR(model_->root().Forward(ctx, inputs).status());
     // Only ops under an act_static_scale rule observe their operands: if none did, the pass
     // calibrated nothing, which is a mistake worth naming rather than an empty result.
@@ -337,79 +336,10 @@ std::map<std::string, Tensor> Trainer::ExportState() {
     out[kBatchStats + s->name] = s->value;
   }
   for (const auto& [key, stat] : stats_) {
-    const std::string prefix = absl::StrCat(kStats, key.first, "/", key.second, "/");
-    Tensor count = Tensor::Empty(DType::kS32, {1});
-    count.data<int32_t>()[0] = static_cast<int32_t>(stat.count);
-    out[prefix + "count"] = std::move(count);
-    if (stat.entropy) {
-      // numerics.md §9: R and the histogram. Counts are whole float64 numbers; f32 `hist` plus
-      // the f32 remainder `hist_low` keep them exact up to 2^48.
-      out[prefix + "entropy_range"] = Tensor::FromFloats({1}, {stat.entropy->range});
-      const std::vector<double>& h = stat.entropy->hist;
-      const int64_t bins = stat.entropy->bins;
-      Tensor hi = Tensor::Zeros(DType::kF32, {bins});
-      Tensor lo = Tensor::Zeros(DType::kF32, {bins});
-      for (size_t b = 0; b < h.size() && static_cast<int64_t>(b) < bins; ++b) {
-        hi.data<float>()[b] = static_cast<float>(h[b]);
-        lo.data<float>()[b] = static_cast<float>(h[b] - static_cast<double>(hi.data<float>()[b]));
-      }
-      out[prefix + "entropy_hist"] = std::move(hi);
-      out[prefix + "entropy_hist_low"] = std::move(lo);
-      out[prefix + "sum_of_absmax"] = stat.sum_of_absmax;  // zeros: the per-tensor shape
-    } else if (stat.symmetric) {
-      out[prefix + "sum_of_absmax"] = stat.sum_of_absmax;
-    } else {
-      out[prefix + "sum_of_min"] = stat.sum_of_min;
-      out[prefix + "sum_of_max"] = stat.sum_of_max;
-    }
+    ExportSrqStat(stat, absl::StrCat(kStats, key.first, "/", key.second, "/"), &out);
   }
   return out;
 }
-
-namespace {
-
-// The entropy histogram of a quant stat from a checkpoint (ExportState's layout): R, and the
-// counts as f32 `entropy_hist` + `entropy_hist_low`. InvalidArgument naming the stat when the
-// tensors are malformed: counts must be whole, non-negative and finite, R finite and >= 0, and
-// an empty range must come with an empty histogram.
-absl::StatusOr<EntropyHistogram> ImportEntropy(const std::map<std::string, Tensor>& state,
-                                               const std::string& base, const Tensor& hist) {
-  auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat("state: \"", base, "\" entropy: ", why));
-  };
-  auto range = state.find(base + "/entropy_range");
-  auto low = state.find(base + "/entropy_hist_low");
-  if (range == state.end() || low == state.end()) {
-    return bad("needs entropy_range, entropy_hist and entropy_hist_low");
-  }
-  if (hist.dtype() != DType::kF32 || hist.rank() != 1 || hist.numel() < 2 ||
-      hist.numel() > 1000000 || low->second.dtype() != DType::kF32 ||
-      low->second.shape() != hist.shape() || range->second.dtype() != DType::kF32 ||
-      range->second.numel() != 1) {
-    return bad(
-        "entropy_hist / entropy_hist_low must be f32 of 2 to 1000000 bins, entropy_range "
-        "one f32");
-  }
-  EntropyHistogram h;
-  h.bins = static_cast<int>(hist.numel());
-  h.range = range->second.data<float>()[0];
-  if (!std::isfinite(h.range) || h.range < 0.0f) return bad("entropy_range must be finite, >= 0");
-  bool any = false;
-  std::vector<double> counts(h.bins);
-  for (int b = 0; b < h.bins; ++b) {
-    const double c = static_cast<double>(hist.data<float>()[b]) + low->second.data<float>()[b];
-    if (!std::isfinite(c) || c < 0.0 || c != std::floor(c)) {
-      return bad(absl::StrCat("bin ", b, " holds ", c, ", not a whole count"));
-    }
-    counts[b] = c;
-    any = any || c > 0.0;
-  }
-  if (h.range > 0.0f) h.hist = std::move(counts);
-  if (h.range == 0.0f && any) return bad("counts without a range");
-  return h;
-}
-
-}  // namespace
 
 absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, int64_t step) {
   auto find = [&](const std::string& key, const Shape& shape) -> absl::StatusOr<const Tensor*> {
@@ -423,12 +353,9 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
           ShapeString(it->second.shape()), ", the model needs f32 ", ShapeString(shape)));
     }
     // A NaN or infinite weight or slot would poison every later step.
-    const float* v = it->second.data<float>();
-    for (int64_t i = 0; i < it->second.numel(); ++i) {
-      if (!std::isfinite(v[i])) {
-        return absl::InvalidArgumentError(absl::StrCat("state: tensor \"", key, "\" element ", i,
-                                                       " is ", v[i], " (weights must be finite)"));
-      }
+    if (absl::Status s = CheckFiniteHost(it->second); !s.ok()) {  // "element 3 is nan"
+      return absl::InvalidArgumentError(
+          absl::StrCat("state: tensor \"", key, "\" ", s.message(), " (weights must be finite)"));
     }
     return &it->second;
   };
@@ -459,43 +386,11 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
     const std::string base = key.substr(0, key.size() - 6);  // quant_stats/<module>/<stat>
     const std::string rest = base.substr(sizeof(kStats) - 1);
     const size_t slash = rest.rfind('/');
-    if (slash == std::string::npos || tensor.dtype() != DType::kS32 || tensor.numel() != 1 ||
-        tensor.data<int32_t>()[0] < 0) {
+    if (slash == std::string::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat("state: \"", key, "\" must be one non-negative int32 count"));
+          absl::StrCat("state: \"", key, "\" must name a module and a statistic"));
     }
-    SrqStat stat;
-    stat.count = tensor.data<int32_t>()[0];
-    auto sum = state.find(base + "/sum_of_absmax");
-    if (sum != state.end()) {
-      stat.symmetric = true;
-      stat.sum_of_absmax = sum->second;
-    } else {
-      auto lo = state.find(base + "/sum_of_min"), hi = state.find(base + "/sum_of_max");
-      if (lo == state.end() || hi == state.end() || lo->second.shape() != hi->second.shape()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("state: \"", base, "\" needs sum_of_absmax or sum_of_min/sum_of_max"));
-      }
-      stat.symmetric = false;
-      stat.sum_of_min = lo->second;
-      stat.sum_of_max = hi->second;
-    }
-    if (auto hist = state.find(base + "/entropy_hist"); hist != state.end()) {
-      QTRAIN_ASSIGN_OR_RETURN(stat.entropy, ImportEntropy(state, base, hist->second));
-    }
-    for (const Tensor* sum : {&stat.sum_of_absmax, &stat.sum_of_min, &stat.sum_of_max}) {
-      if (sum->empty()) {
-        continue;
-      }
-      bool finite = sum->dtype() == DType::kF32 && sum->rank() >= 1 && sum->rank() <= 4;
-      for (int64_t i = 0; finite && i < sum->numel(); ++i) {
-        finite = std::isfinite(sum->data<float>()[i]);
-      }
-      if (!finite) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "state: the sums of \"", base, "\" must be finite f32 tensors of rank 1 to 4"));
-      }
-    }
+    QTRAIN_ASSIGN_OR_RETURN(SrqStat stat, ImportSrqStat(state, base, tensor));
     stats[{rest.substr(0, slash), rest.substr(slash + 1)}] = std::move(stat);
   }
   for (auto& [dst, src] : copies) {

@@ -143,7 +143,7 @@ class Trainer {
   Trainer() = default;
   // The context of a step on `inputs`; flags the padding of token inputs when the spec has a
   // pad_id (in padding_, valid until the next call).
-  StepContext Context(bool training, bool update_stats, const Tensor& inputs);
+  absl::StatusOr<StepContext> Context(bool training, bool update_stats, const Tensor& inputs);
   absl::StatusOr<MemoryBudget::Lease> ReserveStep(int64_t batch, bool training);
   // TrainStep's body on validated data; with `collective`, a data-parallel rank's (TrainShard).
   absl::StatusOr<StepResult> Train(const Batch& batch, Collective* collective, float shard_weight,

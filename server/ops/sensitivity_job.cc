@@ -37,7 +37,8 @@ absl::StatusOr<std::string> SensitivityJob::Add(engine::Trainer& t, const Input&
   const engine::Batch& b = *input.batch;
   const std::string which = absl::StrCat("held-out batch ", batches_.size());
   // In order: the targets' check reads the inputs' batch axis, which the first one proves.
-  if (absl::Status s = t.model().ValidateInputs(b.inputs); !s.ok()) return Prefixed(s, which);
+  if (absl::Status s = t.model().ValidateInputs(t.backend(), b.inputs); !s.ok())
+    return Prefixed(s, which);
   if (absl::Status s =
           engine::ValidateTargets(t.backend(), t.model().spec().loss(), t.model().output_shape(),
                                   b.inputs.dim(0), b.targets);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/host_convert.h"
 #include "kernels/status_macros.h"
 
 namespace qtrain::rpc {
@@ -94,12 +95,10 @@ absl::StatusOr<Tensor> Convert(const v1::Tensor& wire, const std::string& field,
   Tensor t = Tensor::Empty(dtype, shape);
   if (bytes > 0) std::memcpy(t.raw(), wire.data().data(), static_cast<size_t>(bytes));
   if (dtype == DType::kF32) {
-    const float* p = t.data<float>();
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      if (!std::isfinite(p[i])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, " element ", i, " is ", p[i], " (must be finite)"));
-      }
+    absl::Status finite = CheckFiniteHost(t);  // "element 1 is nan"
+    if (!finite.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " ", finite.message(), " (must be finite)"));
     }
   }
   return t;
@@ -151,38 +150,15 @@ absl::StatusOr<Tensor> InputsFromWire(const v1::Tensor& wire, const std::string&
   }
   QTRAIN_RETURN_IF_ERROR(CheckAffine(wire.scale(), "scale", field, raw.shape()));
   QTRAIN_RETURN_IF_ERROR(CheckAffine(wire.offset(), "offset", field, raw.shape()));
-  Tensor out = Tensor::Empty(DType::kF32, raw.shape());
-  const int64_t n = raw.numel();
-  const int64_t last = raw.rank() == 0 ? 1 : raw.shape().back();
   const v1::Tensor::DType d = wire.dtype();
-  float* o = out.data<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    float v;
-    switch (raw.dtype()) {
-      case DType::kU8:
-        v = static_cast<float>(raw.data<uint8_t>()[i]);
-        break;
-      case DType::kS8:
-        v = static_cast<float>(raw.data<int8_t>()[i]);
-        break;
-      case DType::kS16: {
-        const auto bits = static_cast<uint16_t>(raw.data<int16_t>()[i]);
-        v = d == v1::Tensor::F16    ? HalfToFloat(bits)
-            : d == v1::Tensor::BF16 ? Bf16ToFloat(bits)
-                                    : static_cast<float>(raw.data<int16_t>()[i]);
-        break;
-      }
-      default:
-        v = raw.data<float>()[i];
-    }
-    const int64_t c = last > 0 ? i % last : 0;
-    if (wire.scale_size() > 0) v *= wire.scale(wire.scale_size() == 1 ? 0 : static_cast<int>(c));
-    if (wire.offset_size() > 0) v += wire.offset(wire.offset_size() == 1 ? 0 : static_cast<int>(c));
-    if (!std::isfinite(v)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, " element ", i, " is ", v, " after its dtype, scale and offset (must be finite)"));
-    }
-    o[i] = v;
+  const S16Meaning s16 = d == v1::Tensor::F16    ? S16Meaning::kF16
+                         : d == v1::Tensor::BF16 ? S16Meaning::kBf16
+                                                 : S16Meaning::kInt16;
+  absl::StatusOr<Tensor> out =
+      WidenToF32(raw, s16, absl::MakeConstSpan(wire.scale().data(), wire.scale_size()),
+                 absl::MakeConstSpan(wire.offset().data(), wire.offset_size()));
+  if (!out.ok()) {
+    return absl::Status(out.status().code(), absl::StrCat(field, " ", out.status().message()));
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/backend/reference_ops.h"
 #include "kernels/qtype.h"
 #include "kernels/status_macros.h"
 #include "onnx/checker.h"
@@ -77,6 +78,11 @@ class Writer final : public engine::OnnxGraph {
   }
 
   std::string Param(const engine::Param& p) override { return Init(p.name, p.value); }
+  Tensor Transposed(const Tensor& value) override {
+    Tensor t = Tensor::Empty(DType::kF32, {value.dim(1), value.dim(0)});
+    reference::Transpose(value.dim(0), value.dim(1), value.data<float>(), t.data<float>());
+    return t;
+  }
 
   absl::StatusOr<std::string> Weight(const std::string& path, const std::string& op_id,
                                      const engine::Param& kernel, KernelLayout layout) override {

@@ -3,7 +3,6 @@
 // op: dot_general0. Tied to an embedding (HF's tie_word_embeddings), the kernel is the
 // embedding's (out, in) table transposed for each step and its gradient is added to the table's.
 #include "absl/strings/str_cat.h"
-#include "kernels/backend/reference_ops.h"
 #include "kernels/status_macros.h"
 #include "server/engine/init.h"
 #include "server/engine/layers.h"
@@ -106,7 +105,7 @@ class Linear final : public Module {
     Param tied;  // the tied table as this layer's kernel
     if (tied_) {
       tied.name = kernel_.name;
-      tied.value = store_transposed(*tied_);
+      tied.value = g.Transposed(tied_->value);
     }
     QTRAIN_ASSIGN_OR_RETURN(std::string w, g.Weight(path(), dot_.op_id(), tied_ ? tied : kernel_,
                                                     OnnxGraph::KernelLayout::kLinear));
@@ -116,12 +115,6 @@ class Linear final : public Module {
   }
 
  private:
-  Tensor store_transposed(const Param& table) const {
-    Tensor t = Tensor::Empty(DType::kF32, {in_, out_});
-    reference::Transpose(out_, in_, table.value.data<float>(), t.data<float>());
-    return t;
-  }
-
   int64_t in_, out_;
   QuantizedDot dot_;
   Param* tied_ = nullptr;  // Linear.tied_to's table, owned by its embedding

@@ -82,16 +82,17 @@ absl::StatusOr<RotaryTable> MakeRotaryTable(const std::string& path, const proto
                                     " is not one this build knows (NONE = 0, LINEAR = 1, "
                                     "LLAMA3 = 2)"));
   }
-  RotaryTable t{Tensor::Empty(DType::kF32, {positions, half}),
-                Tensor::Empty(DType::kF32, {positions, half})};
+  // Host tables built once per model (constants, as the weights it loads).
+  std::vector<float> cos(static_cast<size_t>(positions * half)), sin(cos.size());
   for (int64_t p = 0; p < positions; ++p) {
     for (int64_t i = 0; i < half; ++i) {
       const float angle = static_cast<float>(p) * inv_freq[i];
-      t.cos.data<float>()[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      t.sin.data<float>()[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      cos[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
   }
-  return t;
+  return RotaryTable{Tensor::FromFloats({positions, half}, cos),
+                     Tensor::FromFloats({positions, half}, sin)};
 }
 
 }  // namespace qtrain::engine
