@@ -195,9 +195,12 @@ absl::StatusOr<CrossEntropyResult> HostBackend::SoftmaxCrossEntropy(const CrossE
     return absl::InvalidArgumentError(
         absl::StrCat("cross-entropy needs classes > 0: rows ", d.rows, ", classes ", d.classes));
   }
-  std::vector<float> logp(static_cast<size_t>(d.rows * d.classes));
-  QTRAIN_RETURN_IF_ERROR(SoftmaxFwd(d.rows, d.classes, /*log=*/true, logits, logp.data()));
-  return reference::CrossEntropyFromLogp(d, logp.data(), targets, padding, grad);
+  // A pooled tensor, not a vector: language models' logits are large, and fresh memory
+  // page-faults in every step.
+  QTRAIN_ASSIGN_OR_RETURN(Tensor logp, Allocate(DType::kF32, {d.rows, d.classes}));
+  float* lp = static_cast<float*>(logp.raw());
+  QTRAIN_RETURN_IF_ERROR(SoftmaxFwd(d.rows, d.classes, /*log=*/true, logits, lp));
+  return reference::CrossEntropyFromLogp(d, lp, targets, padding, grad);
 }
 
 absl::StatusOr<double> HostBackend::SquaredError(int64_t n, const float* y, const float* t,
