@@ -10,6 +10,14 @@ namespace qtrain {
 
 class HostBackend : public Backend {
  public:
+  // The tensor-level overloads stay visible next to the overrides below.
+  using Backend::Axpby;
+  using Backend::CheckFinite;
+  using Backend::CheckLabels;
+  using Backend::Fill;
+  using Backend::SoftmaxCrossEntropy;
+  using Backend::SquaredError;
+  using Backend::SumOfSquares;
   absl::Status Copy(const CopyDesc& d, const float* src, float* dst) override;
   absl::Status ReduceRows(const RowsDesc& d, const float* src, float* dst) override;
   absl::Status BroadcastRows(const RowsDesc& d, const float* src, float* dst) override;

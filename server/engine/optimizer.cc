@@ -189,7 +189,14 @@ absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(Backend& backend,
     }
     return backend.AdamW(adamw, p->value, Slot(*p, "m"), Slot(*p, "v"), p->grad, dry_run);
   };
-  // First, without writing anything: would every new value be finite?
+  // First, without writing anything: do the sizes agree, would every new value be finite?
+  for (Param* p : params) {
+    if (p->grad.numel() != p->value.numel()) {
+      return absl::InternalError(absl::StrCat("step ", step, ": ", p->name, " has ",
+                                              p->value.numel(), " values but ", p->grad.numel(),
+                                              " gradients; nothing was changed"));
+    }
+  }
   for (Param* p : params) {
     if (ProvablyFinite(*p, clip, grad_norm, lr)) continue;
     QTRAIN_ASSIGN_OR_RETURN(UpdateResult dry, update(p, /*dry_run=*/true));

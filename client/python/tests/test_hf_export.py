@@ -141,7 +141,7 @@ class HfExportTest(ServerCase):
         peak = np.abs(want).max()
         err = np.abs(got - want)
         self.assertLess(float(err.mean() / peak), 1e-4)
-        self.assertLess(float(err.max() / peak), 1e-2)
+        self.assertLess(float(err.max() / peak), 5e-3)  # flips seen: up to 2.5e-3
         # The quantization is visible: the float model is far farther from both.
         self.assertGreater(float(np.abs(got - unquantized).mean()), 30 * float(err.mean()))
         self.assertGreater(float(np.abs(got - unquantized).max() / peak), 2e-3)

@@ -176,9 +176,13 @@ class Attention final : public Module {
 
   // Sets the scores (b, heads, t, t) a query may not see to `value`: future keys when causal,
   // padded keys always.
+  // The padding flags apply when they are the input tokens' own (b·t of them); after a module
+  // that adds tokens (a class token) they describe other positions and are not used.
   absl::Status Mask(const StepContext& ctx, int64_t b, int64_t t, float value,
                     Tensor& scores) const {
-    return ctx.backend->MaskScores(AttentionMaskDesc{b, heads_, t, causal_}, ctx.padding, value,
+    const Tensor* padding =
+        ctx.padding != nullptr && ctx.padding->numel() == b * t ? ctx.padding : nullptr;
+    return ctx.backend->MaskScores(AttentionMaskDesc{b, heads_, t, causal_}, padding, value,
                                    scores);
   }
 

@@ -29,9 +29,10 @@ class Embedding final : public Module {
           "module \"", path(), "\": expected int32 token ids, got ", DTypeName(ids.dtype())));
     }
     absl::StatusOr<Tensor> y = ctx.backend->Embed(table_.value, ids);
-    if (!y.ok()) {  // "token id 7 at position 3 is outside [0, 5)": the vocabulary
-      return absl::Status(y.status().code(),
-                          absl::StrCat("module \"", path(), "\": token ", y.status().message()));
+    if (y.status().code() == absl::StatusCode::kInvalidArgument) {
+      // "token id 7 at position 3 is outside [0, 5)": the vocabulary.
+      return absl::InvalidArgumentError(
+          absl::StrCat("module \"", path(), "\": token ", y.status().message()));
     }
     ids_ = ctx.training ? ids.Share() : Tensor();
     return y;
