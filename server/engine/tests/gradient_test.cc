@@ -219,6 +219,17 @@ const Case kCases[] = {
             {"layer_norm": {}}, {"linear": {"features": 12}},
             {"activation": {"kind": "GELU_EXACT"}}, {"linear": {"features": 8}}]}}}},
         {"take_token": {"index": 0}}, {"linear": {"features": 3}}]}}})"},
+    // Padding flags describe the input tokens; after a class token they are not the
+    // attention's own (T + 1 positions) and must not be read (they were, past their end).
+    // (The position embedding keeps the zero-initialised token's row off LayerNorm's x = 0
+    // singularity, where central differences mislead.)
+    {"class_token_after_padded_tokens", R"({"input": {"kind": "TOKENS", "shape": [5], "pad_id": 3},
+        "body": {"sequential": {"layers": [
+        {"embedding": {"num_embeddings": 10, "features": 8}}, {"class_token": {}},
+        {"position_embedding": {}},
+        {"residual": {"body": {"sequential": {"layers": [
+            {"layer_norm": {}}, {"attention": {"num_heads": 2}}]}}}},
+        {"take_token": {"index": 0}}, {"linear": {"features": 3}}]}}})"},
     {"transformer_block", R"({"input": {"kind": "TOKENS", "shape": [6], "pad_id": 3},
         "body": {"sequential": {"layers": [
         {"embedding": {"num_embeddings": 10, "features": 8}},
