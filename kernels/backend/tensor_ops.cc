@@ -1,5 +1,5 @@
 // Backend's tensor-level ops: shape, dtype and device checks, output allocation, then the
-// descriptor-level op. The only place outside a backend that takes tensors' addresses for ops.
+// descriptor-level op: the engine reaches tensor memory only through these.
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
