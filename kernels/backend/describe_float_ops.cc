@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -86,6 +87,24 @@ absl::StatusOr<std::vector<ImplReport>> DescribeOtherOps(Backend& backend) {
   QTRAIN_RETURN_IF_ERROR(add("rotary 2048x64", [&] {
     return backend.Rotary(rotary, w.data(), w.data(), src.data(), dst.data());
   }));
+  // The small ops no library covers: HostBackend's loops (host_backend.cc) on every CPU backend.
+  const std::pair<const char*, const char*> host_loops[] = {
+      {"rms norm (rows)", "per-row loop, rows in parallel, double sum of squares"},
+      {"bias add / bias gradient (rows)", "broadcast / column sums, vectorised"},
+      {"strided block copy (heads, tokens)", "block copies"},
+      {"embedding gather / scatter-add", "row copies after an id check"},
+      {"attention mask, dropout mask", "the reference loops"},
+      {"softmax cross-entropy", "the backend's log-softmax, then the reference loop"},
+      {"AdamW / SGD update, sum of squares", "row_ops' per-ISA loops (same bits at every ISA)"},
+  };
+  for (const auto& [op, how] : host_loops) {
+    ImplReport r;
+    r.op = op;
+    r.candidates.push_back({"host loop", true, how});
+    r.candidates.push_back({"reference", true, "plain loops: the conformance tests' yardstick"});
+    r.chosen = "host loop";
+    out.push_back(std::move(r));
+  }
   return out;
 }
 
