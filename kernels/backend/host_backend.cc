@@ -40,21 +40,22 @@ absl::Status HostBackend::Copy(const CopyDesc& d, const float* src, float* dst) 
 
 absl::Status HostBackend::ReduceRows(const RowsDesc& d, const float* src, float* dst) {
   QTRAIN_RETURN_IF_ERROR(ValidateRowsDesc(d));
-  std::vector<float> sum(static_cast<size_t>(d.cols));
+  // An accumulated plain sum (a bias gradient) adds straight into dst, keeping its running
+  // order; otherwise each batch's sum is formed apart, then divided.
+  const bool in_place = d.accumulate && d.divisor == 1.0f;
+  std::vector<float> sum(in_place ? 0 : static_cast<size_t>(d.cols));
   for (int64_t b = 0; b < d.batch; ++b) {
-    // Summing straight into dst keeps an accumulated bias gradient's running order.
-    float* __restrict acc = d.accumulate && d.divisor == 1.0f ? dst + b * d.cols : sum.data();
-    if (acc == sum.data()) std::fill(sum.begin(), sum.end(), 0.0f);
+    float* __restrict acc = in_place ? dst + b * d.cols : sum.data();
+    if (!in_place) std::fill(sum.begin(), sum.end(), 0.0f);
     for (int64_t r = 0; r < d.rows; ++r) {
       const float* __restrict row = src + (b * d.rows + r) * d.cols;
 #pragma omp simd
       for (int64_t c = 0; c < d.cols; ++c) acc[c] += row[c];
     }
-    if (acc == sum.data()) {
-      float* out = dst + b * d.cols;
-      for (int64_t c = 0; c < d.cols; ++c) {
-        out[c] = d.accumulate ? out[c] + sum[c] / d.divisor : sum[c] / d.divisor;
-      }
+    if (in_place) continue;
+    float* out = dst + b * d.cols;
+    for (int64_t c = 0; c < d.cols; ++c) {
+      out[c] = d.accumulate ? out[c] + sum[c] / d.divisor : sum[c] / d.divisor;
     }
   }
   return absl::OkStatus();
