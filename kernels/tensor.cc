@@ -190,7 +190,10 @@ Tensor Tensor::OnDevice(DType dtype, Shape shape, Device device,
 }
 
 std::string Device::Name() const {
-  return absl::StrCat(kind == DeviceKind::kHost ? "cpu" : "cuda", ":", index);
+  const char* kind_name = kind == DeviceKind::kHost   ? "cpu"
+                          : kind == DeviceKind::kCuda ? "cuda"
+                                                      : "guarded";
+  return absl::StrCat(kind_name, ":", index);
 }
 
 Tensor Tensor::Zeros(DType dtype, Shape shape) {
@@ -241,6 +244,12 @@ Tensor Tensor::Share() const {
 void Tensor::Reshape(Shape shape) {
   QTRAIN_CHECK(NumElements(shape) == numel_);
   shape_ = std::move(shape);
+}
+
+Tensor Tensor::ViewAs(Device device) const {
+  Tensor t = Share();
+  t.device_ = device;
+  return t;
 }
 
 void Tensor::SetZero() {

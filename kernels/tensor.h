@@ -70,13 +70,14 @@ struct DTypeOf<uint8_t> {
 
 // Where a tensor's memory lives: host memory ("cpu:0"), or a device backend's ("cuda:0"). Only
 // host tensors are read and written element by element; a device tensor reaches the host through
-// its backend's CopyToHost (kernels/backend/backend.h).
-enum class DeviceKind : uint8_t { kHost, kCuda };
+// its backend's CopyToHost (kernels/backend/backend.h). kGuarded is the test backend's memory:
+// host pages the host may not touch outside that backend's op calls (guarded_backend.h).
+enum class DeviceKind : uint8_t { kHost, kCuda, kGuarded };
 struct Device {
   DeviceKind kind = DeviceKind::kHost;
   int index = 0;
   bool is_host() const { return kind == DeviceKind::kHost; }
-  std::string Name() const;  // "cpu:0", "cuda:1"
+  std::string Name() const;  // "cpu:0", "cuda:1", "guarded:0"
   friend bool operator==(const Device& a, const Device& b) {
     return a.kind == b.kind && a.index == b.index;
   }
@@ -142,6 +143,9 @@ class Tensor {
   // A second handle on the same storage, without copying: for keeping a read-only reference
   // (e.g. a module's residual). Neither handle may be written while both are alive.
   Tensor Share() const;
+  // Share() claiming another device: how a backend whose device memory the host can map (the
+  // guarded test backend) hands its tensors to host loops inside its own op calls.
+  Tensor ViewAs(Device device) const;
 
   // Reinterprets the same elements with another shape; NumElements must match (invariant).
   void Reshape(Shape shape);

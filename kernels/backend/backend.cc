@@ -4,6 +4,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace qtrain {
 
@@ -46,6 +47,29 @@ absl::Status Backend::CopyToHost(const Tensor& src, Tensor& dst) {
   if (absl::Status s = CheckCopy("CopyToHost", src, device(), dst, Device()); !s.ok()) return s;
   if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
   return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> Backend::ToDevice(const Tensor& host) {
+  if (!host.device().is_host()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ToDevice: the tensor is on ", host.device().Name(), ", not the host"));
+  }
+  if (device().is_host()) return host.Share();
+  QTRAIN_ASSIGN_OR_RETURN(Tensor t, Allocate(host.dtype(), host.shape()));
+  QTRAIN_RETURN_IF_ERROR(CopyFromHost(host, t));
+  return t;
+}
+
+absl::StatusOr<Tensor> Backend::HostCopy(const Tensor& t) {
+  if (t.empty() || t.device().is_host()) return Tensor(t);
+  Tensor host = Tensor::Empty(t.dtype(), t.shape());
+  QTRAIN_RETURN_IF_ERROR(CopyToHost(t, host));
+  return host;
+}
+
+absl::StatusOr<Tensor> Backend::ToHost(Tensor t) {
+  if (t.empty() || t.device().is_host()) return t;
+  return HostCopy(t);
 }
 
 int64_t Lda(const MatmulDesc& d) { return d.lda ? d.lda : (d.trans_a ? d.m : d.k); }

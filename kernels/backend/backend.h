@@ -23,6 +23,19 @@
 
 namespace qtrain {
 
+// The quantized ops' types (kernels/qdot.h, kernels/qconv.h, kernels/calibration.h).
+struct QDotConfig;
+struct QDotResiduals;
+struct QDotForwardResult;
+struct QDotGradients;
+struct QConvConfig;
+struct QConvResiduals;
+struct QConvForwardResult;
+struct Calibration;
+struct CalibrationMethod;
+struct ScaleLayout;
+enum class QType : uint8_t;
+
 // C(M,N) [+]= op(A)(M,K) · op(B)(K,N), row-major with leading dimensions. When trans_a, A is stored
 // (K,M) with leading dim lda; when trans_b, B is stored (N,K) with leading dim ldb.
 struct MatmulDesc {
@@ -191,6 +204,32 @@ class Backend {
   virtual absl::Status CopyToHost(const Tensor& src, Tensor& dst);
   // Returns once every op and copy submitted so far has completed.
   virtual absl::Status Synchronize() { return absl::OkStatus(); }
+  // The same values on device(): a host tensor itself (shared, not copied) when device() is the
+  // host, else a new device tensor. InvalidArgument for a tensor on another device.
+  absl::StatusOr<Tensor> ToDevice(const Tensor& host);
+  // A new host tensor with t's values (t on device() or the host); ToHost passes a host tensor
+  // through without copying.
+  absl::StatusOr<Tensor> HostCopy(const Tensor& t);
+  absl::StatusOr<Tensor> ToHost(Tensor t);
+
+  // Quantized ops (numerics.md §3–6): calibration, quantization, the integer or float product
+  // and its gradients as one op each, every tensor in and out (residuals and calibrations too) on
+  // device(). The defaults compose kernels/qdot.cc, qconv.cc and calibration.cc over this
+  // backend's matmuls and convolutions on host memory; a device backend overrides them.
+  virtual absl::StatusOr<QDotForwardResult> QuantizedDotForward(const Tensor& x, const Tensor& w,
+                                                                const QDotConfig& config);
+  virtual absl::StatusOr<QDotGradients> QuantizedDotBackward(
+      const Tensor& x, const Tensor& w, const Tensor& g, const QDotResiduals& residuals,
+      const QDotConfig& config, const CounterRng* rng, uint64_t noise_counter);
+  virtual absl::StatusOr<QConvForwardResult> QuantizedConvForward(const Tensor& x, const Tensor& w,
+                                                                  const QConvConfig& config);
+  virtual absl::StatusOr<QDotGradients> QuantizedConvBackward(const Tensor& g,
+                                                              const QConvResiduals& residuals,
+                                                              const QConvConfig& config);
+  // The statistic `method` computes of x under `layout` (kernels/calibration.h's Calibrate).
+  virtual absl::StatusOr<Calibration> CalibrateOperand(const Tensor& x, const ScaleLayout& layout,
+                                                       const CalibrationMethod& method,
+                                                       QType qtype);
 
   virtual absl::Status MatmulF32(const MatmulDesc& d, const float* a, const float* b, float* c) = 0;
   virtual absl::Status MatmulInt8(const Int8MatmulDesc& d, const void* a, const int8_t* b,

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/backend/guarded_backend.h"
 
 namespace qtrain {
 
@@ -11,6 +12,9 @@ std::vector<BackendInfo> AvailableBackends() {
        "oneDNN f32 ops and OpenBLAS GEMMs where faster; exact int8 kernels (oneDNN VNNI/AMX or "
        "qtrain's)"},
       {"reference", "cpu:0", "plain loops: slow, the yardstick the other backends are tested by"},
+      {"guarded", "guarded:0",
+       "for tests: the reference loops over memory the host cannot touch outside the backend's "
+       "ops (finds stray host accesses; slow)"},
   };
 }
 
@@ -36,6 +40,7 @@ std::string BackendNames() {
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(absl::string_view name) {
   if (name == "onednn") return MakeOnednnBackend();
   if (name == "reference") return MakeReferenceBackend();
+  if (name == "guarded") return MakeGuardedBackend();
   return absl::InvalidArgumentError(
       absl::StrCat("backend \"", name, "\" is not one of ", BackendNames()));
 }

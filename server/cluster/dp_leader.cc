@@ -132,7 +132,8 @@ absl::Status DataParallelLeader::SendState(engine::Trainer& trainer) {
   state.step = trainer.step();
   const engine::CompiledRules* rules = trainer.model().rules();
   state.blobs = {rules != nullptr ? rules->source().SerializeAsString() : std::string()};
-  for (auto& [name, t] : trainer.ExportState()) state.tensors.emplace_back(name, std::move(t));
+  QTRAIN_ASSIGN_OR_RETURN(auto tensors, trainer.ExportState());
+  for (auto& [name, t] : tensors) state.tensors.emplace_back(name, std::move(t));
   const std::string bytes = Encode(state);
   for (int r = 1; r < world_size_; ++r) QTRAIN_RETURN_IF_ERROR(group_->Send(r, bytes));
   return absl::OkStatus();

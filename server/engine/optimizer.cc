@@ -101,26 +101,28 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::Optimi
   return std::unique_ptr<Optimizer>(new Optimizer(std::move(c)));
 }
 
-Tensor& Optimizer::Slot(const Param& p, const char* slot) {
+absl::StatusOr<Tensor*> Optimizer::Slot(Backend& backend, const Param& p, const char* slot) {
   const std::string key = absl::StrCat(p.name, "/", slot);
   auto it = slots_.find(key);
   if (it == slots_.end()) {
-    it = slots_.emplace(key, Tensor::Zeros(DType::kF32, p.value.shape())).first;
+    QTRAIN_ASSIGN_OR_RETURN(Tensor zeros, backend.Zeros(p.value.shape()));
+    it = slots_.emplace(key, std::move(zeros)).first;
   }
-  return it->second;
+  return &it->second;
 }
 
-std::map<std::string, Tensor*> Optimizer::State(const std::vector<Param*>& params) {
+absl::StatusOr<std::map<std::string, Tensor*>> Optimizer::State(Backend& backend,
+                                                                const std::vector<Param*>& params) {
   maxima_.clear();  // the caller may write the slots (or the weights with them)
   std::map<std::string, Tensor*> out;
   for (const Param* p : params) {
     if (config_.has_sgd()) {
       if (config_.sgd().momentum() > 0) {
-        out[p->name + "/momentum"] = &Slot(*p, "momentum");
+        QTRAIN_ASSIGN_OR_RETURN(out[p->name + "/momentum"], Slot(backend, *p, "momentum"));
       }
     } else {
-      out[p->name + "/m"] = &Slot(*p, "m");
-      out[p->name + "/v"] = &Slot(*p, "v");
+      QTRAIN_ASSIGN_OR_RETURN(out[p->name + "/m"], Slot(backend, *p, "m"));
+      QTRAIN_ASSIGN_OR_RETURN(out[p->name + "/v"], Slot(backend, *p, "v"));
     }
   }
   return out;
@@ -184,10 +186,15 @@ absl::StatusOr<Optimizer::StepInfo> Optimizer::Apply(Backend& backend,
   SgdHyper sgd{clip, lr, wd, mu, config_.sgd().nesterov()};
   auto update = [&](Param* p, bool dry_run) -> absl::StatusOr<UpdateResult> {
     if (config_.has_sgd()) {
-      return backend.Sgd(sgd, p->value, mu == 0.0f ? nullptr : &Slot(*p, "momentum"), p->grad,
-                         dry_run);
+      Tensor* momentum = nullptr;
+      if (mu != 0.0f) {
+        QTRAIN_ASSIGN_OR_RETURN(momentum, Slot(backend, *p, "momentum"));
+      }
+      return backend.Sgd(sgd, p->value, momentum, p->grad, dry_run);
     }
-    return backend.AdamW(adamw, p->value, Slot(*p, "m"), Slot(*p, "v"), p->grad, dry_run);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor * m, Slot(backend, *p, "m"));
+    QTRAIN_ASSIGN_OR_RETURN(Tensor * v, Slot(backend, *p, "v"));
+    return backend.AdamW(adamw, p->value, *m, *v, p->grad, dry_run);
   };
   // First, without writing anything: do the sizes agree, would every new value be finite?
   for (Param* p : params) {

@@ -40,14 +40,16 @@ class Optimizer {
   absl::StatusOr<StepInfo> Apply(Backend& backend, const std::vector<Param*>& params, int64_t step,
                                  float grad_norm);
 
-  // Optimizer state as named tensors ("<param>/<slot>"), created lazily for `params`. The
-  // tensors may be written (a checkpoint load), so the next Apply checks exactly again.
-  std::map<std::string, Tensor*> State(const std::vector<Param*>& params);
+  // Optimizer state as named tensors ("<param>/<slot>") on the backend's device, created lazily
+  // (zeros) for `params`. The tensors may be written (a checkpoint load), so the next Apply
+  // checks exactly again. The backend's errors (ResourceExhausted) when a slot cannot be made.
+  absl::StatusOr<std::map<std::string, Tensor*>> State(Backend& backend,
+                                                       const std::vector<Param*>& params);
   const proto::OptimizerConfig& config() const { return config_; }
 
  private:
   explicit Optimizer(proto::OptimizerConfig config) : config_(std::move(config)) {}
-  Tensor& Slot(const Param& p, const char* slot);
+  absl::StatusOr<Tensor*> Slot(Backend& backend, const Param& p, const char* slot);
 
   // True when the update of `p` provably leaves every value finite, from maxima_.
   bool ProvablyFinite(const Param& p, float clip, float grad_norm, float lr) const;

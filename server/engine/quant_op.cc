@@ -45,6 +45,20 @@ Calibration Reshaped(const Calibration& c, const Shape& shape) {
   return out;
 }
 
+// A calibration's tensors moved to the host (the statistics are kept there) or to the
+// backend's device (where the quantized op reads them); no copies on a host backend.
+absl::StatusOr<Calibration> Moved(Backend& backend, Calibration c, bool to_host) {
+  for (Tensor* t : {&c.absmax, &c.lo, &c.hi}) {
+    if (t->empty()) continue;
+    if (to_host) {
+      QTRAIN_ASSIGN_OR_RETURN(*t, backend.ToHost(std::move(*t)));
+    } else {
+      QTRAIN_ASSIGN_OR_RETURN(*t, backend.ToDevice(*t));
+    }
+  }
+  return c;
+}
+
 QDotConfig ForBackward(QDotConfig c, QDotImpl impl, bool skip_dx) {
   c.impl = impl;
   c.skip_dx = skip_dx;
@@ -78,11 +92,17 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
       SrqStat fresh = MakeEntropySrqStat(static_cast<int>(qwix_shape.size()), method.bins);
       it = ctx.stats->insert_or_assign(key, std::move(fresh)).first;
     }
-    Calibration used = SrqObserveEntropy(it->second, operand, qtype, ctx.update_stats);
+    // The histogram is host state: a device backend's operand is copied down for it.
+    QTRAIN_ASSIGN_OR_RETURN(const Tensor host, ctx.backend->ToHost(operand.Share()));
+    Calibration used = SrqObserveEntropy(it->second, host, qtype, ctx.update_stats);
     used.absmax.Reshape(Shape(layout.scale_shape.size(), 1));
-    return used;
+    return Moved(*ctx.backend, std::move(used), /*to_host=*/false);
   }
-  const Calibration dynamic = Calibrate(operand, layout, method, qtype);
+  // The statistics (small) live on the host; the calibration is computed where the operand is.
+  QTRAIN_ASSIGN_OR_RETURN(Calibration computed,
+                          ctx.backend->CalibrateOperand(operand, layout, method, qtype));
+  QTRAIN_ASSIGN_OR_RETURN(const Calibration dynamic,
+                          Moved(*ctx.backend, std::move(computed), /*to_host=*/true));
   const Tensor& any = dynamic.symmetric ? dynamic.absmax : dynamic.lo;
   const Shape kernel_shape = any.shape();
   const Shape view = QwixCalibrationShape(kernel_shape, operand.shape(), qwix_shape);
@@ -141,7 +161,7 @@ absl::StatusOr<Calibration> ObserveSrq(StepContext& ctx, const std::string& modu
     *dst = BroadcastScale(*src, view);
     dst->Reshape(kernel_shape);
   }
-  return out;
+  return Moved(*ctx.backend, std::move(out), /*to_host=*/false);
 }
 
 absl::Status QuantizedDot::Plan(const CompiledRules* rules, int64_t contracting) {
@@ -174,7 +194,7 @@ absl::StatusOr<Tensor> QuantizedDot::Forward(StepContext& ctx, const Tensor& x, 
                              *config.rhs.qtype, plan_.rule->act_batch_axes));
     config.rhs.static_calibration = &*w_static;
   }
-  absl::StatusOr<QDotForwardResult> r = QDotForward(*ctx.backend, x, w, config);
+  absl::StatusOr<QDotForwardResult> r = ctx.backend->QuantizedDotForward(x, w, config);
   if (!r.ok()) {
     return absl::Status(r.status().code(),
                         absl::StrCat(module_path_, " ", op_id_, ": ", r.status().message()));
@@ -192,9 +212,9 @@ absl::StatusOr<QDotGradients> QuantizedDot::Backward(StepContext& ctx, const Ten
   if (!residuals_) {
     return NoForwardError(module_path_);
   }
-  absl::StatusOr<QDotGradients> grads =
-      QDotBackward(*ctx.backend, x, w, g, *residuals_, ForBackward(plan_.dot, ctx.impl, skip_dx_),
-                   ctx.rng, NoiseCounter(module_path_, op_id_, ctx.step));
+  absl::StatusOr<QDotGradients> grads = ctx.backend->QuantizedDotBackward(
+      x, w, g, *residuals_, ForBackward(plan_.dot, ctx.impl, skip_dx_), ctx.rng,
+      NoiseCounter(module_path_, op_id_, ctx.step));
   residuals_.reset();
   return grads;
 }
@@ -227,7 +247,7 @@ absl::StatusOr<Tensor> QuantizedConv::Forward(StepContext& ctx, const Tensor& x,
     config.lhs.static_calibration = &*x_static;
   }
   config.keep_residuals = ctx.training;
-  absl::StatusOr<QConvForwardResult> r = QConvForward(*ctx.backend, x, w, config);
+  absl::StatusOr<QConvForwardResult> r = ctx.backend->QuantizedConvForward(x, w, config);
   if (!r.ok()) {
     return absl::Status(r.status().code(),
                         absl::StrCat(module_path_, " ", kOpId, ": ", r.status().message()));
@@ -246,7 +266,7 @@ absl::StatusOr<QDotGradients> QuantizedConv::Backward(StepContext& ctx, const Te
   }
   QConvConfig config = plan_.conv;
   config.skip_dx = skip_dx_;
-  absl::StatusOr<QDotGradients> grads = QConvBackward(*ctx.backend, g, *residuals_, config);
+  absl::StatusOr<QDotGradients> grads = ctx.backend->QuantizedConvBackward(g, *residuals_, config);
   residuals_.reset();
   return grads;
 }

@@ -18,12 +18,20 @@ constexpr char kOpt[] = "opt/";
 constexpr char kStats[] = "quant_stats/";
 constexpr char kBatchStats[] = "batch_stats/";
 
-void ZeroGrads(const std::vector<Param*>& params) {
+absl::Status ZeroGrads(Backend& backend, const std::vector<Param*>& params) {
   for (Param* p : params) {
     if (p->accumulates) {
-      p->grad.SetZero();
+      QTRAIN_RETURN_IF_ERROR(backend.Fill(p->grad, 0.0f));
     }
   }
+  return absl::OkStatus();
+}
+
+// A new tensor on the backend's device with host tensor t's values (never shared with t).
+absl::StatusOr<Tensor> UploadCopy(Backend& backend, const Tensor& t) {
+  QTRAIN_ASSIGN_OR_RETURN(Tensor d, backend.Allocate(t.dtype(), t.shape()));
+  QTRAIN_RETURN_IF_ERROR(backend.CopyFromHost(t, d));
+  return d;
 }
 
 }  // namespace
@@ -42,7 +50,30 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const proto::ModelSpec&
   QTRAIN_ASSIGN_OR_RETURN(t->optimizer_, Optimizer::Create(optimizer));
   QTRAIN_RETURN_IF_ERROR(t->SetRules(rules));
   t->model_->root().SetInputGradNeeded(false);  // nothing consumes d loss / d inputs
+  QTRAIN_RETURN_IF_ERROR(t->MoveToBackend());
   return t;
+}
+
+absl::Status Trainer::MoveToBackend() {
+  // The model is built (initialised) on the host; a host backend keeps those tensors as they are.
+  if (backend_->device().is_host()) return absl::OkStatus();
+  for (Param* p : model_->params()) {
+    QTRAIN_ASSIGN_OR_RETURN(p->value, backend_->ToDevice(p->value));
+    QTRAIN_ASSIGN_OR_RETURN(p->grad, backend_->Zeros(p->value.shape()));
+  }
+  for (StateTensor* s : model_->state()) {
+    QTRAIN_ASSIGN_OR_RETURN(s->value, backend_->ToDevice(s->value));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Batch> Trainer::OnDevice(const Batch& batch) {
+  Batch b;
+  QTRAIN_ASSIGN_OR_RETURN(b.inputs, backend_->ToDevice(batch.inputs));
+  if (!batch.targets.empty()) {
+    QTRAIN_ASSIGN_OR_RETURN(b.targets, backend_->ToDevice(batch.targets));
+  }
+  return b;
 }
 
 absl::Status Trainer::SetRules(const proto::RuleSet& rules) {
@@ -74,7 +105,11 @@ auto Trainer::Guarded(Body body) -> decltype(body()) {
   QuantStatsMap saved = stats_;
   // Non-trainable state (BatchNorm running statistics) is small; a failed step puts it back.
   std::vector<Tensor> saved_state;
-  for (const StateTensor* s : model_->state()) saved_state.push_back(s->value);
+  for (const StateTensor* s : model_->state()) {
+    absl::StatusOr<Tensor> copy = backend_->Clone(s->value);
+    if (!copy.ok()) return copy.status();
+    saved_state.push_back(*std::move(copy));
+  }
   auto restore = [&] {
     stats_ = std::move(saved);
     for (size_t i = 0; i < saved_state.size(); ++i) {
@@ -102,24 +137,29 @@ absl::StatusOr<MemoryBudget::Lease> Trainer::ReserveStep(int64_t batch, bool tra
       absl::StrCat("a ", training ? "training" : "forward", " step on ", batch, " examples"));
 }
 
-absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& batch) {
+absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& host_batch) {
+  QTRAIN_ASSIGN_OR_RETURN(const Batch batch, OnDevice(host_batch));
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
   if (group_ == nullptr || group_->world_size() == 1) {
     return Train(batch, /*collective=*/nullptr, 1.0f, 0);
   }
-  QTRAIN_ASSIGN_OR_RETURN(ShardedStep shard, group_->Begin(*this, batch.inputs, batch.targets));
-  Batch local{std::move(shard.inputs), std::move(shard.targets)};
+  // The step group splits the host batch (its ranks exchange host bytes).
+  QTRAIN_ASSIGN_OR_RETURN(ShardedStep shard,
+                          group_->Begin(*this, host_batch.inputs, host_batch.targets));
+  absl::StatusOr<Batch> local = OnDevice({std::move(shard.inputs), std::move(shard.targets)});
   absl::StatusOr<StepResult> r =
-      Train(local, shard.collective, shard.shard_weight, group_->bucket_bytes());
+      local.ok() ? Train(*local, shard.collective, shard.shard_weight, group_->bucket_bytes())
+                 : absl::StatusOr<StepResult>(local.status());
   group_->End(*this, r.status());
   if (r.ok()) r->examples = batch.inputs.dim(0);
   return r;
 }
 
-absl::StatusOr<StepResult> Trainer::TrainShard(const Batch& shard, Collective& collective,
+absl::StatusOr<StepResult> Trainer::TrainShard(const Batch& host_shard, Collective& collective,
                                                float shard_weight, int64_t bucket_bytes) {
+  QTRAIN_ASSIGN_OR_RETURN(const Batch shard, OnDevice(host_shard));
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, shard.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          shard.inputs.dim(0), shard.targets));
@@ -130,7 +170,7 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
                                           float shard_weight, int64_t bucket_bytes) {
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), true));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
-    ZeroGrads(model_->params());
+    QTRAIN_RETURN_IF_ERROR(ZeroGrads(*backend_, model_->params()));
     QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,
                             Context(/*training=*/true, /*update_stats=*/true, batch.inputs));
     if (collective != nullptr) {
@@ -199,7 +239,8 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
   });
 }
 
-absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& batch, bool update_stats) {
+absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& host_batch, bool update_stats) {
+  QTRAIN_ASSIGN_OR_RETURN(const Batch batch, OnDevice(host_batch));
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
   QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
                                          batch.inputs.dim(0), batch.targets));
@@ -259,17 +300,20 @@ absl::StatusOr<EvalMetrics> Trainer::EvaluateUnder(const proto::RuleSet& rules,
   return m;
 }
 
-absl::StatusOr<Tensor> Trainer::Predict(const Tensor& inputs) {
+absl::StatusOr<Tensor> Trainer::Predict(const Tensor& host_inputs) {
+  QTRAIN_ASSIGN_OR_RETURN(const Tensor inputs, backend_->ToDevice(host_inputs));
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, inputs));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<Tensor> {
     QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,
                             Context(/*training=*/false, /*update_stats=*/false, inputs));
-    return model_->root().Forward(ctx, inputs);
+    QTRAIN_ASSIGN_OR_RETURN(Tensor out, model_->root().Forward(ctx, inputs));
+    return backend_->ToHost(std::move(out));
   });
 }
 
-absl::Status Trainer::CalibrateStep(const Tensor& inputs) {
+absl::Status Trainer::CalibrateStep(const Tensor& host_inputs) {
+  QTRAIN_ASSIGN_OR_RETURN(const Tensor inputs, backend_->ToDevice(host_inputs));
   QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, inputs));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(inputs.dim(0), false));
   const auto observed = [](const QuantStatsMap& m) {
@@ -324,16 +368,17 @@ std::vector<QuantStatReport> Trainer::QuantStatsReport() const {
   return out;
 }
 
-std::map<std::string, Tensor> Trainer::ExportState() {
+absl::StatusOr<std::map<std::string, Tensor>> Trainer::ExportState() {
   std::map<std::string, Tensor> out;
   for (const Param* p : model_->params()) {
-    out[kParams + p->name] = p->value;
+    QTRAIN_ASSIGN_OR_RETURN(out[kParams + p->name], backend_->HostCopy(p->value));
   }
-  for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
-    out[kOpt + name] = *tensor;
+  QTRAIN_ASSIGN_OR_RETURN(const auto slots, optimizer_->State(*backend_, model_->params()));
+  for (const auto& [name, tensor] : slots) {
+    QTRAIN_ASSIGN_OR_RETURN(out[kOpt + name], backend_->HostCopy(*tensor));
   }
   for (const StateTensor* s : model_->state()) {
-    out[kBatchStats + s->name] = s->value;
+    QTRAIN_ASSIGN_OR_RETURN(out[kBatchStats + s->name], backend_->HostCopy(s->value));
   }
   for (const auto& [key, stat] : stats_) {
     ExportSrqStat(stat, absl::StrCat(kStats, key.first, "/", key.second, "/"), &out);
@@ -372,7 +417,8 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
     QTRAIN_ASSIGN_OR_RETURN(const Tensor* t, find(kBatchStats + s->name, s->value.shape()));
     copies.emplace_back(&s->value, t);
   }
-  for (const auto& [name, tensor] : optimizer_->State(model_->params())) {
+  QTRAIN_ASSIGN_OR_RETURN(const auto slots, optimizer_->State(*backend_, model_->params()));
+  for (const auto& [name, tensor] : slots) {
     if (state.count(kOpt + name)) {
       QTRAIN_ASSIGN_OR_RETURN(const Tensor* t, find(kOpt + name, tensor->shape()));
       copies.emplace_back(tensor, t);
@@ -393,8 +439,12 @@ absl::Status Trainer::ImportState(const std::map<std::string, Tensor>& state, in
     QTRAIN_ASSIGN_OR_RETURN(SrqStat stat, ImportSrqStat(state, base, tensor));
     stats[{rest.substr(0, slash), rest.substr(slash + 1)}] = std::move(stat);
   }
-  for (auto& [dst, src] : copies) {
-    *dst = *src;
+  std::vector<Tensor> uploaded;  // every copy made before any tensor is replaced
+  for (const auto& [dst, src] : copies) {
+    QTRAIN_ASSIGN_OR_RETURN(uploaded.emplace_back(), UploadCopy(*backend_, *src));
+  }
+  for (size_t i = 0; i < copies.size(); ++i) {
+    *copies[i].first = std::move(uploaded[i]);
   }
   stats_ = std::move(stats);
   step_ = step;

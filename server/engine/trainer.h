@@ -78,7 +78,13 @@ class Trainer {
   std::string backend_name() const { return backend_->name(); }
   // The backend itself, for ops run on this trainer's executor.
   Backend& backend() { return *backend_; }
+  // A host tensor with the values of t (a parameter, a running statistic): t itself on a host
+  // backend, else a copy — how exports read the model. The backend's errors.
+  absl::StatusOr<Tensor> OnHost(const Tensor& t) { return backend_->ToHost(t.Share()); }
 
+  // Batches, inputs and results are host tensors; the trainer moves them to and from the
+  // backend's device, where the model's parameters, gradients and optimizer slots live.
+  //
   // Forward, loss, backward, optimizer update, quant_stats update. InvalidArgument for a bad
   // batch; FailedPrecondition when the gradients are not finite (the update is skipped).
   // Every step below: ResourceExhausted when the batch does not fit the memory budget or an
@@ -107,7 +113,7 @@ class Trainer {
   // evaluated), EvalStep's naming the batch's index; InvalidArgument for no batches.
   absl::StatusOr<EvalMetrics> EvaluateUnder(const proto::RuleSet& rules,
                                             const std::vector<Batch>& batches);
-  // The model's outputs (logits) for a batch.
+  // The model's outputs (logits) for a batch, on the host.
   absl::StatusOr<Tensor> Predict(const Tensor& inputs);
   // Forward only, updating quant_stats (standalone calibration). FailedPrecondition, with the
   // stats unchanged, when no op is quantized by a rule with act_static_scale (nothing to collect).
@@ -131,8 +137,9 @@ class Trainer {
 
   // The whole numeric state as named f32/s32 tensors: "params/<name>", "opt/<name>/<slot>",
   // "batch_stats/<name>" (non-trainable state, StateTensor),
-  // "quant_stats/<module path>/<stat>/{count,sum_of_absmax,sum_of_min,sum_of_max}".
-  std::map<std::string, Tensor> ExportState();
+  // "quant_stats/<module path>/<stat>/{count,sum_of_absmax,sum_of_min,sum_of_max}": host copies.
+  // The backend's errors when a copy fails.
+  absl::StatusOr<std::map<std::string, Tensor>> ExportState();
   // Loads a state dict (e.g. from a checkpoint of a float, QAT or QT session): every parameter
   // and every non-trainable state tensor must be present with its shape; optimizer slots and
   // quant_stats are loaded when present. InvalidArgument naming the tensor otherwise; nothing
@@ -140,6 +147,10 @@ class Trainer {
   absl::Status ImportState(const std::map<std::string, Tensor>& state, int64_t step);
 
  private:
+  // Parameters, gradients and running statistics onto the backend's device (after Build).
+  absl::Status MoveToBackend();
+  // The batch's tensors on the backend's device (shared, not copied, on a host backend).
+  absl::StatusOr<Batch> OnDevice(const Batch& batch);
   Trainer() = default;
   // The context of a step on `inputs`; flags the padding of token inputs when the spec has a
   // pad_id (in padding_, valid until the next call).

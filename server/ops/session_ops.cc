@@ -141,7 +141,8 @@ absl::Status SessionHandle::EncodeCheckpoint(Done<FileResult> done) {
   return Run<FileResult>(
       Admission::kBounded, std::move(done), [](Trainer& t) -> absl::StatusOr<FileResult> {
         const auto start = Clock::now();
-        std::string bytes = store::EncodeCheckpoint(store::CheckpointFromTrainer(t));
+        QTRAIN_ASSIGN_OR_RETURN(store::SafetensorsFile file, store::CheckpointFromTrainer(t));
+        std::string bytes = store::EncodeCheckpoint(file);
         return FileResult{std::move(bytes), SecondsSince(start)};
       });
 }
@@ -184,10 +185,11 @@ absl::Status SessionHandle::Load(std::shared_ptr<const store::SafetensorsFile> f
           QTRAIN_ASSIGN_OR_RETURN(
               kept, engine::MemoryBudget::Reserve(ops->options_.budget, bytes,
                                                   "keeping the session's state during the upload"));
-          QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus("keeping the session's state", [&] {
-            before = t.ExportState();
-            return absl::OkStatus();
-          }));
+          QTRAIN_RETURN_IF_ERROR(
+              engine::OutOfMemoryAsStatus("keeping the session's state", [&]() -> absl::Status {
+                QTRAIN_ASSIGN_OR_RETURN(before, t.ExportState());
+                return absl::OkStatus();
+              }));
         }
         QTRAIN_RETURN_IF_ERROR(engine::OutOfMemoryAsStatus(
             "loading the uploaded checkpoint", [&] { return store::LoadCheckpoint(*file, t); }));

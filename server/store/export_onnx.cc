@@ -78,11 +78,15 @@ class Writer final : public engine::OnnxGraph {
   }
 
   std::string Param(const engine::Param& p) override { return Init(p.name, p.value); }
-  Tensor Transposed(const Tensor& value) override {
+  Tensor Transposed(const Tensor& device_value) override {
+    const Tensor value = Host(device_value);
+    if (value.empty()) return value;
     Tensor t = Tensor::Empty(DType::kF32, {value.dim(1), value.dim(0)});
     reference::Transpose(value.dim(0), value.dim(1), value.data<float>(), t.data<float>());
     return t;
   }
+  // The first error of a parameter's copy to the host (the graph interface returns names).
+  const absl::Status& status() const { return status_; }
 
   absl::StatusOr<std::string> Weight(const std::string& path, const std::string& op_id,
                                      const engine::Param& kernel, KernelLayout layout) override {
@@ -92,8 +96,9 @@ class Writer final : public engine::OnnxGraph {
       return to_oihw ? HwioToOihw(k) : KernelInTorchOrder(t_.model(), path, k);
     };
     const engine::Rule* rule = RuleOf(path, op_id);
-    if (rule == nullptr) return Init(kernel.name, arrange(kernel.value));
-    QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(*rule, path, kernel.value));
+    QTRAIN_ASSIGN_OR_RETURN(const Tensor value, t_.OnHost(kernel.value));
+    if (rule == nullptr) return Init(kernel.name, arrange(value));
+    QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(*rule, path, value));
     if (w.group > 0) {  // DequantizeLinear's block_size needs opset 21
       return absl::InvalidArgumentError(absl::StrCat(
           path,
@@ -166,7 +171,10 @@ class Writer final : public engine::OnnxGraph {
   std::string Fresh(const std::string& base) { return absl::StrCat(base, "_", counts_[base]++); }
 
   // An initializer holding `t` (f32, s32 or s8), named `name` (unique by construction).
-  std::string Init(const std::string& name, const Tensor& t) {
+  // An initializer of t's values (parameters and running statistics are copied from the backend's
+  // device first).
+  std::string Init(const std::string& name, const Tensor& device_t) {
+    const Tensor t = Host(device_t);
     onnx::TensorProto* p = g_->add_initializer();
     p->set_name(name);
     for (int64_t d : t.shape()) p->add_dims(d);
@@ -201,8 +209,17 @@ class Writer final : public engine::OnnxGraph {
     return r.weight_qtype ? &r : nullptr;
   }
 
+  // A parameter's values on the host; an empty tensor (and status_ set) when the copy fails.
+  Tensor Host(const Tensor& t) {
+    absl::StatusOr<Tensor> host = t_.OnHost(t);
+    if (host.ok()) return *std::move(host);
+    if (status_.ok()) status_ = host.status();
+    return Tensor::Zeros(t.dtype(), t.shape());
+  }
+
   engine::Trainer& t_;
   onnx::GraphProto* g_;
+  absl::Status status_;
   std::map<std::string, int> counts_;
   std::map<std::string, int> rule_of_;  // "path:op_id" -> rule index (-1: float)
 };
@@ -235,6 +252,7 @@ absl::StatusOr<std::string> ExportOnnx(engine::Trainer& trainer, const std::stri
                tokens ? onnx::TensorProto::INT32 : onnx::TensorProto::FLOAT, shape);
   Writer writer(trainer, g);
   QTRAIN_ASSIGN_OR_RETURN(std::string out, trainer.model().root().ExportOnnx(writer, "input"));
+  QTRAIN_RETURN_IF_ERROR(writer.status());
   writer.Op("Identity", {out}, "identity", {});
   g->mutable_node(g->node_size() - 1)->set_output(0, "logits");
   SetValueInfo(g->add_output(), "logits", onnx::TensorProto::FLOAT, trainer.model().output_shape());

@@ -59,7 +59,8 @@ Tensor PackInt32(const Tensor& q, int bits) {
 absl::Status ExportLinear(engine::Trainer& t, const engine::Rule& rule, const std::string& module,
                           const std::string& name, const engine::Param& kernel, bool packed,
                           SafetensorsFile& out, json* scheme) {
-  QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(rule, module, kernel.value));
+  QTRAIN_ASSIGN_OR_RETURN(const Tensor value, t.OnHost(kernel.value));
+  QTRAIN_ASSIGN_OR_RETURN(ExportWeight w, QuantizeWeightForExport(rule, module, value));
   Tensor q = TorchLinearWeight(t.model(), module, w.q);  // (out, in) int8
   const int64_t outs = q.dim(0), ins = q.dim(1);
   if (packed) {
@@ -258,10 +259,12 @@ absl::StatusOr<SafetensorsFile> ExportCompressedTensors(
   // Everything else in float, named and laid out as PyTorch's.
   for (const auto& [pname, p] : params) {
     if (done.count(pname)) continue;
-    out.tensors[SourceName(*p, module_map)] = ToTorchLayout(t.model(), *p, p->value);
+    QTRAIN_ASSIGN_OR_RETURN(const Tensor value, t.OnHost(p->value));
+    out.tensors[SourceName(*p, module_map)] = ToTorchLayout(t.model(), *p, value);
   }
   for (const engine::StateTensor* st : t.model().state()) {  // BatchNorm buffers
-    out.tensors[TorchName(st->name, st->torch_leaf, module_map)] = st->value;
+    QTRAIN_ASSIGN_OR_RETURN(out.tensors[TorchName(st->name, st->torch_leaf, module_map)],
+                            t.OnHost(st->value));
   }
   json config_groups = json::object();
   int index = 0;

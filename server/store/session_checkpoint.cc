@@ -49,9 +49,9 @@ absl::StatusOr<int64_t> IntMetadata(const SafetensorsFile& file, const char* key
 
 }  // namespace
 
-SafetensorsFile CheckpointFromTrainer(engine::Trainer& trainer) {
+absl::StatusOr<SafetensorsFile> CheckpointFromTrainer(engine::Trainer& trainer) {
   SafetensorsFile file;
-  file.tensors = trainer.ExportState();
+  QTRAIN_ASSIGN_OR_RETURN(file.tensors, trainer.ExportState());
   file.metadata[kFormatKey] = kFormat;
   file.metadata["model_spec"] = ToJson(trainer.model().spec());
   file.metadata["rules"] =

@@ -26,8 +26,8 @@ struct SessionConfig {
   std::string backend;  // the backend it ran on ("backend"); "": the server's default
 };
 
-// The checkpoint of `trainer` (its configuration included).
-SafetensorsFile CheckpointFromTrainer(engine::Trainer& trainer);
+// The checkpoint of `trainer` (its configuration included). Trainer::ExportState's errors.
+absl::StatusOr<SafetensorsFile> CheckpointFromTrainer(engine::Trainer& trainer);
 
 // The configuration stored in a qtrain checkpoint. InvalidArgument naming the metadata key when
 // it is missing or does not parse (e.g. a safetensors file written by another tool).

@@ -122,7 +122,8 @@ absl::StatusOr<SavedCheckpoint> SessionStore::Save(const std::string& id, engine
       const std::string bytes,
       engine::OutOfMemoryAsStatus(
           absl::StrCat("saving session \"", id, "\""), [&]() -> absl::StatusOr<std::string> {
-            return EncodeCheckpoint(CheckpointFromTrainer(trainer), &saved.crc32);
+            QTRAIN_ASSIGN_OR_RETURN(SafetensorsFile file, CheckpointFromTrainer(trainer));
+            return EncodeCheckpoint(file, &saved.crc32);
           }));
   saved.path = PathFor(id);
   saved.step = trainer.step();

@@ -24,9 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::unique_ptr<engine::Trainer> trainer =
       fuzz::SmallTrainer(config->spec, config->rules, config->optimizer, config->seed);
   if (trainer == nullptr) return 0;
-  const std::map<std::string, Tensor> before = trainer->ExportState();
+  const std::map<std::string, Tensor> before = trainer->ExportState().value();
   absl::Status loaded = store::LoadCheckpoint(*file, *trainer);
-  if (!loaded.ok() && !fuzz::SameState(before, trainer->ExportState())) {
+  if (!loaded.ok() && !fuzz::SameState(before, trainer->ExportState().value())) {
     std::abort();  // "nothing changes on error"
   }
   return 0;

@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<engine::Trainer> t =
         fuzz::SmallTrainer(models[i], r, FromJson<v1::OptimizerConfig>("{}"), 7);
     if (t == nullptr) continue;
-    const std::string bytes = store::EncodeCheckpoint(store::CheckpointFromTrainer(*t));
+    const std::string bytes = store::EncodeCheckpoint(store::CheckpointFromTrainer(*t).value());
     safetensors.Add(bytes);
     checkpoints.Add(bytes);
   }

@@ -88,7 +88,7 @@ State Single(const Case& s, std::vector<double>* losses) {
     EXPECT_TRUE(r.ok()) << r.status();
     if (r.ok()) losses->push_back(r->loss);
   }
-  return t->ExportState();
+  return t->ExportState().value();
 }
 
 // Every rank's state after the steps; rank 0's losses.
@@ -120,7 +120,7 @@ std::vector<State> Parallel(const Case& s, int world, std::vector<double>* losse
         ASSERT_TRUE(r.ok()) << "rank " << rank << ": " << r.status();
         if (rank == 0) losses->push_back(r->loss);
       }
-      states[rank] = t->ExportState();
+      states[rank] = t->ExportState().value();
     });
   }
   for (auto& th : threads) th.join();

@@ -334,6 +334,10 @@ class Attention final : public Module {
 
   // x (B·heads, T, Dh) rotated by the position of each row (its inverse for gradients).
   absl::StatusOr<Tensor> Rotate(StepContext& ctx, const Tensor& x, bool inverse) {
+    if (rotary_->cos.device() != ctx.backend->device()) {  // built on the host: moved once
+      QTRAIN_ASSIGN_OR_RETURN(rotary_->cos, ctx.backend->ToDevice(rotary_->cos));
+      QTRAIN_ASSIGN_OR_RETURN(rotary_->sin, ctx.backend->ToDevice(rotary_->sin));
+    }
     return ctx.backend->Rotate(rotary_->cos, rotary_->sin, x, head_dim_, inverse);
   }
 

@@ -80,7 +80,7 @@ void FloatThenInt8Finetunes(const char* name, const proto::ModelSpec& spec, int 
     const proto::RuleSet rules = mode == 0 ? proto::RuleSet() : testing::Int8Rules(mode == 2);
     auto q = Trainer::Create(spec, rules, slow, 2, testing::OnednnBackend());
     ASSERT_TRUE(q.ok()) << q.status();
-    ASSERT_TRUE((*q)->ImportState((*fp)->ExportState(), (*fp)->step()).ok());
+    ASSERT_TRUE((*q)->ImportState((*fp)->ExportState().value(), (*fp)->step()).ok());
     TrainEpochs(**q, 1, batch, finetune);
     acc[mode] = TestAccuracy(**q);
     std::printf("%s %s fine-tune: %.4f\n", name, modes[mode], acc[mode]);

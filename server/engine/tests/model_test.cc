@@ -287,7 +287,7 @@ TEST(TrainerTest, SameSeedAndBatchesGiveBitIdenticalWeights) {
     for (int s = 0; s < 5; ++s) {
       ASSERT_TRUE((*t)->TrainStep(RandomBatch(16, s)).ok());
     }
-    states.push_back((*t)->ExportState());
+    states.push_back((*t)->ExportState().value());
   }
   for (const auto& [name, tensor] : states[0]) {
     ASSERT_EQ(std::memcmp(tensor.raw(), states[1].at(name).raw(), tensor.nbytes()), 0) << name;
@@ -299,7 +299,7 @@ TEST(TrainerTest, BadBatchesChangeNothing) {
                            testing::OnednnBackend());
   ASSERT_TRUE(t.ok());
   ASSERT_TRUE((*t)->TrainStep(RandomBatch(4, 0)).ok());
-  const auto before = (*t)->ExportState();
+  const auto before = (*t)->ExportState().value();
   Batch nan = RandomBatch(4, 1);
   nan.inputs.data<float>()[5] = NAN;
   Batch bad_label = RandomBatch(4, 1);
@@ -316,7 +316,7 @@ TEST(TrainerTest, BadBatchesChangeNothing) {
     EXPECT_THAT(r.status().message(), HasSubstr(part));
   }
   EXPECT_EQ((*t)->step(), 1);
-  const auto after = (*t)->ExportState();
+  const auto after = (*t)->ExportState().value();
   for (const auto& [name, tensor] : before) {
     EXPECT_EQ(std::memcmp(tensor.raw(), after.at(name).raw(), tensor.nbytes()), 0) << name;
   }
@@ -331,25 +331,26 @@ TEST(TrainerTest, FloatQatAndQtShareStateDicts) {
   }
   auto qt = Trainer::Create(spec, testing::Int8Rules(true), {}, 9, testing::OnednnBackend());
   ASSERT_TRUE(qt.ok());
-  ASSERT_TRUE((*qt)->ImportState((*fp)->ExportState(), (*fp)->step()).ok());
+  ASSERT_TRUE((*qt)->ImportState((*fp)->ExportState().value(), (*fp)->step()).ok());
   EXPECT_EQ((*qt)->step(), 3);
-  auto exported = (*qt)->ExportState();
+  auto exported = (*qt)->ExportState().value();
   const Tensor& w = exported.at("params/Dense_0/kernel");
-  EXPECT_EQ(
-      std::memcmp(w.raw(), (*fp)->ExportState().at("params/Dense_0/kernel").raw(), w.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(w.raw(), (*fp)->ExportState().value().at("params/Dense_0/kernel").raw(),
+                        w.nbytes()),
+            0);
   auto r = (*qt)->TrainStep(RandomBatch(8, 7));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->step, 4);
   // A state dict that misses a parameter or has the wrong shape is refused, changing nothing.
-  auto broken = (*fp)->ExportState();
+  auto broken = (*fp)->ExportState().value();
   broken.erase("params/Dense_1/bias");
   auto s = (*qt)->ImportState(broken, 0);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("params/Dense_1/bias"));
-  broken = (*fp)->ExportState();
+  broken = (*fp)->ExportState().value();
   broken["params/Dense_0/kernel"] = Tensor::Zeros(DType::kF32, {3, 3});
   EXPECT_THAT((*qt)->ImportState(broken, 0).message(), HasSubstr("[12, 16]"));
-  broken = (*fp)->ExportState();
+  broken = (*fp)->ExportState().value();
   Tensor count = Tensor::Empty(DType::kS32, {1});
   count.data<int32_t>()[0] = 2;
   broken["quant_stats/Dense_0/dot_general0_lhs/count"] = count;

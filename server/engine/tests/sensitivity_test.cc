@@ -62,7 +62,7 @@ EvalMetrics Direct(Trainer& from, const proto::RuleSet& rules, const std::vector
   auto t = Trainer::Create(from.model().spec(), rules, from.optimizer_config(), 7,
                            testing::OnednnBackend());
   EXPECT_TRUE(t.ok()) << t.status();
-  EXPECT_TRUE((*t)->ImportState(from.ExportState(), from.step()).ok());
+  EXPECT_TRUE((*t)->ImportState(from.ExportState().value(), from.step()).ok());
   EvalMetrics m;
   double loss = 0, acc = 0;
   for (const Batch& b : data) {
@@ -104,7 +104,7 @@ TEST(SensitivityTest, EvaluateUnderLeavesTheSessionAsItWas) {
   auto t = Trained(FromJson<proto::RuleSet>(
       R"({"rules": [{"weight_qtype": "int8", "act_qtype": "int8", "act_static_scale": true}]})"));
   const auto data = Batches(3, 20, 2);
-  const auto before = t->ExportState();
+  const auto before = t->ExportState().value();
   const auto ops = t->model().Ops();
   // Entropy on the same statistics would reset them; int4 changes every plan.
   auto m = t->EvaluateUnder(FromJson<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int4",
@@ -113,7 +113,7 @@ TEST(SensitivityTest, EvaluateUnderLeavesTheSessionAsItWas) {
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->examples, 60);
   EXPECT_EQ(t->model().Ops(), ops);
-  const auto after = t->ExportState();
+  const auto after = t->ExportState().value();
   ASSERT_EQ(before.size(), after.size());
   for (const auto& [name, tensor] : before) {
     ASSERT_TRUE(after.count(name)) << name;

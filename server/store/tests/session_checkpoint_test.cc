@@ -52,7 +52,7 @@ TEST(SessionCheckpointTest, RebuildsAnIdenticalSession) {
   for (int s = 0; s < 4; ++s) {
     ASSERT_TRUE(t->TrainStep(Batch(s)).ok());
   }
-  const std::string bytes = EncodeCheckpoint(CheckpointFromTrainer(*t));
+  const std::string bytes = EncodeCheckpoint(CheckpointFromTrainer(*t).value());
 
   auto file = DecodeCheckpoint(bytes);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -102,7 +102,7 @@ TEST(SessionCheckpointTest, EntropyHistogramsTravelInCheckpoints) {
     }
   }
   EXPECT_EQ(entropy, 1);
-  auto file = DecodeCheckpoint(EncodeCheckpoint(CheckpointFromTrainer(*t)));
+  auto file = DecodeCheckpoint(EncodeCheckpoint(CheckpointFromTrainer(*t).value()));
   ASSERT_TRUE(file.ok()) << file.status();
   auto restored = MakeTrainer(Json<proto::ModelSpec>(kSpec), rules, 3);
   ASSERT_TRUE(LoadCheckpoint(*file, *restored).ok());
@@ -129,7 +129,7 @@ TEST(SessionCheckpointTest, EntropyHistogramsTravelInCheckpoints) {
 TEST(SessionCheckpointTest, FloatCheckpointsLoadIntoQtSessions) {
   auto fp = MakeTrainer(Json<proto::ModelSpec>(kSpec), {}, 1);
   ASSERT_TRUE(fp->TrainStep(Batch(0)).ok());
-  auto file = DecodeCheckpoint(EncodeCheckpoint(CheckpointFromTrainer(*fp)));
+  auto file = DecodeCheckpoint(EncodeCheckpoint(CheckpointFromTrainer(*fp).value()));
   ASSERT_TRUE(file.ok());
   auto qt = MakeTrainer(Json<proto::ModelSpec>(kSpec),
                         Json<proto::RuleSet>(R"({"rules": [{"weight_qtype": "int8",
@@ -152,13 +152,13 @@ TEST(SessionCheckpointTest, ForeignAndMismatchedCheckpointsAreRefused) {
   auto other = MakeTrainer(Json<proto::ModelSpec>(R"({"input": {"shape": [6]},
       "body": {"sequential": {"layers": [{"linear": {"features": 5}}]}}})"),
                            {}, 1);
-  absl::Status s = LoadCheckpoint(CheckpointFromTrainer(*other), *t);
+  absl::Status s = LoadCheckpoint(CheckpointFromTrainer(*other).value(), *t);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("params/Dense_0/kernel"));
-  SafetensorsFile bad_step = CheckpointFromTrainer(*t);
+  SafetensorsFile bad_step = CheckpointFromTrainer(*t).value();
   bad_step.metadata["step"] = "-3";
   EXPECT_THAT(LoadCheckpoint(bad_step, *t).message(), HasSubstr("\"step\""));
-  SafetensorsFile bad_backend = CheckpointFromTrainer(*t);
+  SafetensorsFile bad_backend = CheckpointFromTrainer(*t).value();
   bad_backend.metadata["backend"] = "cuda";
   EXPECT_THAT(ConfigFromCheckpoint(bad_backend).status().message(),
               HasSubstr("checkpoint metadata \"backend\" = \"cuda\" is not one of onednn"));
