@@ -1,11 +1,13 @@
-// Backend: the small interface every compute device implements (after ggml's backend and
-// oneDNN's implementation list). Quantized ops (kernels/qdot.h, kernels/qconv.h) are written once
-// over it; the reference backend (plain loops) checks the others in the conformance tests.
+// Backend: the interface every compute device implements (after ggml's backend and oneDNN's
+// implementation list): memory (allocation, host copies), descriptor-level ops over device
+// addresses, the quantized ops, and the tensor-level ops the engine calls. The reference backend
+// (plain loops) checks the others in the conformance tests; docs/architecture.md says how a GPU
+// backend plugs in.
 //
 // A Backend instance is owned by one executor thread at a time (it holds streams, caches and
 // scratch memory); it is not safe to call one instance from several threads at once. Raw pointers
 // passed in are borrowed for the duration of the call. Errors: InvalidArgument for descriptors
-// the backend rejects (see Supports*), Internal for library failures.
+// or tensors the backend rejects (naming the op and what it got), Internal for library failures.
 #pragma once
 
 #include <array>

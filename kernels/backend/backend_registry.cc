@@ -10,11 +10,14 @@ std::vector<BackendInfo> AvailableBackends() {
   return {
       {"onednn", "cpu:0",
        "oneDNN f32 ops and OpenBLAS GEMMs where faster; exact int8 kernels (oneDNN VNNI/AMX or "
-       "qtrain's)"},
-      {"reference", "cpu:0", "plain loops: slow, the yardstick the other backends are tested by"},
+       "qtrain's)",
+       "cpu:0"},
+      {"reference", "cpu:0", "plain loops: slow, the yardstick the other backends are tested by",
+       "cpu:0"},
       {"guarded", "guarded:0",
        "for tests: the reference loops over memory the host cannot touch outside the backend's "
-       "ops (finds stray host accesses; slow)"},
+       "ops (finds stray host accesses; slow)",
+       "cpu:0"},
   };
 }
 
@@ -28,6 +31,13 @@ bool IsBackend(absl::string_view name) {
 std::string BackendDevice(absl::string_view name) {
   for (const BackendInfo& b : AvailableBackends()) {
     if (b.name == name) return b.device;
+  }
+  return "";
+}
+
+std::string BackendMemory(absl::string_view name) {
+  for (const BackendInfo& b : AvailableBackends()) {
+    if (b.name == name) return b.memory;
   }
   return "";
 }

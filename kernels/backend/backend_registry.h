@@ -19,6 +19,9 @@ struct BackendInfo {
   std::string name;         // "onednn", "reference"
   std::string device;       // where its tensors live: "cpu:0"
   std::string description;  // one line for `qtrain info`
+  // The memory pool its allocations are charged to: its device's, or the host's for a device
+  // whose memory is host memory (the guarded test backend's).
+  std::string memory;
 };
 
 // Every backend this build can make, the default first.
@@ -29,6 +32,8 @@ std::vector<BackendInfo> AvailableBackends();
 bool IsBackend(absl::string_view name);
 // The device backend `name` keeps its tensors on ("cpu:0"); "" for an unknown name.
 std::string BackendDevice(absl::string_view name);
+// The memory pool (MemoryBudget device) backend `name` allocates from; "" for an unknown name.
+std::string BackendMemory(absl::string_view name);
 std::string BackendNames();
 
 // A new instance of backend `name` (owned by one executor thread at a time). InvalidArgument

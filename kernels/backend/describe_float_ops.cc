@@ -96,6 +96,10 @@ absl::StatusOr<std::vector<ImplReport>> DescribeOtherOps(Backend& backend) {
       {"attention mask, dropout mask", "the reference loops"},
       {"softmax cross-entropy", "the backend's log-softmax, then the reference loop"},
       {"AdamW / SGD update, sum of squares", "row_ops' per-ISA loops (same bits at every ISA)"},
+      {"calibration, quantize / dequantize",
+       "calibration.cc / quantize.cc; per-row absmax fused with the int8 quantize (row_ops)"},
+      {"quantized dot / conv (QAT, QT, SRQ)",
+       "qdot.cc / qconv.cc over this backend's int8 and f32 matmuls and convolutions"},
   };
   for (const auto& [op, how] : host_loops) {
     ImplReport r;

@@ -54,7 +54,7 @@ absl::Status Apply(const Message& m, const JoinRequest& join, GlooGroup& group,
       // The replica counts against this server's budget of the backend's device as a session
       // would (ResourceExhausted ends the rank; the leader's step fails UNAVAILABLE naming it).
       engine::MemoryBudget* budget =
-          budgets != nullptr ? budgets->For(BackendDevice(m.blobs[2])) : nullptr;
+          budgets != nullptr ? budgets->For(BackendMemory(m.blobs[2])) : nullptr;
       QTRAIN_ASSIGN_OR_RETURN(engine::ModelFootprint footprint, engine::Model::Estimate(spec));
       QTRAIN_ASSIGN_OR_RETURN(replica.lease, engine::MemoryBudget::Reserve(
                                                  budget, engine::SessionBytes(footprint, optimizer),

@@ -23,7 +23,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Create(
   QTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(options.backend));
   QTRAIN_ASSIGN_OR_RETURN(ModelFootprint footprint, Model::Estimate(spec));
   MemoryBudget* budget =
-      options.budgets != nullptr ? options.budgets->For(BackendDevice(options.backend)) : nullptr;
+      options.budgets != nullptr ? options.budgets->For(BackendMemory(options.backend)) : nullptr;
   QTRAIN_ASSIGN_OR_RETURN(
       MemoryBudget::Lease lease,
       MemoryBudget::Reserve(budget, SessionBytes(footprint, optimizer),
