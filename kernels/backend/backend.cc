@@ -8,10 +8,7 @@
 
 namespace qtrain {
 
-namespace {
-
-// The checks every backend's copies make: same dtype and shape, each side where it belongs.
-absl::Status CheckCopy(const char* what, const Tensor& src, const Device& src_device,
+absl::Status ValidateCopy(const char* what, const Tensor& src, const Device& src_device,
                        const Tensor& dst, const Device& dst_device) {
   if (src.dtype() != dst.dtype() || src.shape() != dst.shape()) {
     return absl::InvalidArgumentError(
@@ -26,8 +23,6 @@ absl::Status CheckCopy(const char* what, const Tensor& src, const Device& src_de
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::StatusOr<Tensor> Backend::Allocate(DType dtype, const Shape& shape) {
   try {
     return Tensor::Empty(dtype, shape);
@@ -38,13 +33,13 @@ absl::StatusOr<Tensor> Backend::Allocate(DType dtype, const Shape& shape) {
 }
 
 absl::Status Backend::CopyFromHost(const Tensor& src, Tensor& dst) {
-  if (absl::Status s = CheckCopy("CopyFromHost", src, Device(), dst, device()); !s.ok()) return s;
+  if (absl::Status s = ValidateCopy("CopyFromHost", src, Device(), dst, device()); !s.ok()) return s;
   if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
   return absl::OkStatus();
 }
 
 absl::Status Backend::CopyToHost(const Tensor& src, Tensor& dst) {
-  if (absl::Status s = CheckCopy("CopyToHost", src, device(), dst, Device()); !s.ok()) return s;
+  if (absl::Status s = ValidateCopy("CopyToHost", src, device(), dst, Device()); !s.ok()) return s;
   if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
   return absl::OkStatus();
 }

@@ -461,6 +461,11 @@ absl::Status ValidateRowsDesc(const RowsDesc& d);
 absl::Status ValidateAttentionMaskDesc(const AttentionMaskDesc& d);
 // Host backends' check of Gather / ScatterAdd ids: the first id outside [0, rows), by position.
 absl::Status ValidateIds(int64_t n, int64_t rows, const int32_t* ids);
+// The checks every backend's host copies make: same dtype and shape ("<what>: src f32[5] and dst
+// f32[4] differ"), each side on its device ("<what>: src is on cuda:1 and dst on cpu:0; expected
+// ..."). InvalidArgument.
+absl::Status ValidateCopy(const char* what, const Tensor& src, const Device& src_device,
+                          const Tensor& dst, const Device& dst_device);
 // ValidateMatmulDesc plus: the int8 src is never transposed.
 absl::Status ValidateInt8MatmulDesc(const Int8MatmulDesc& d);
 

@@ -148,14 +148,14 @@ class GuardedBackend final : public Backend {
   }
 
   absl::Status CopyFromHost(const Tensor& src, Tensor& dst) override {
-    QTRAIN_RETURN_IF_ERROR(CheckCopy("CopyFromHost", src, Device(), dst, kGuarded));
+    QTRAIN_RETURN_IF_ERROR(ValidateCopy("CopyFromHost", src, Device(), dst, kGuarded));
     const void* const open[] = {dst.raw()};
     Window w(*mem_, "CopyFromHost", open);
     if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
     return absl::OkStatus();
   }
   absl::Status CopyToHost(const Tensor& src, Tensor& dst) override {
-    QTRAIN_RETURN_IF_ERROR(CheckCopy("CopyToHost", src, kGuarded, dst, Device()));
+    QTRAIN_RETURN_IF_ERROR(ValidateCopy("CopyToHost", src, kGuarded, dst, Device()));
     const void* const open[] = {src.raw()};
     Window w(*mem_, "CopyToHost", open);
     if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
@@ -460,18 +460,6 @@ class GuardedBackend final : public Backend {
   }
 
  private:
-  static absl::Status CheckCopy(const char* op, const Tensor& src, const Device& src_device,
-                                const Tensor& dst, const Device& dst_device) {
-    if (src.dtype() != dst.dtype() || src.shape() != dst.shape() || src.device() != src_device ||
-        dst.device() != dst_device) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op, ": ", DTypeName(src.dtype()), ShapeString(src.shape()), " on ", src.device().Name(),
-          " to ", DTypeName(dst.dtype()), ShapeString(dst.shape()), " on ", dst.device().Name(),
-          " (expected ", src_device.Name(), " to ", dst_device.Name(), ")"));
-    }
-    return absl::OkStatus();
-  }
-
   // The operands of a quantized op, gathered while they are viewed on the host.
   struct Operands {
     explicit Operands(const char* op) : op(op) {}

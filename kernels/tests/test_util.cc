@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kernels/backend/guarded_backend.h"
 #include "kernels/cpu_isa.h"
 
 #include <gtest/gtest.h>
@@ -40,6 +41,34 @@ std::unique_ptr<Backend> Onednn() {
   auto b = MakeOnednnBackend();
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? std::move(*b) : nullptr;
+}
+
+void* Mirror::Device(Tensor& host) {
+  if (backend_.device().is_host()) return host.raw();
+  for (auto& [h, d] : copies_) {
+    if (h == &host) return d.raw();
+  }
+  absl::StatusOr<Tensor> d = backend_.Allocate(host.dtype(), host.shape());
+  EXPECT_TRUE(d.ok()) << d.status();
+  if (!d.ok()) return nullptr;
+  const absl::Status s = backend_.CopyFromHost(host, *d);
+  EXPECT_TRUE(s.ok()) << s;
+  copies_.emplace_back(&host, *std::move(d));
+  return copies_.back().second.raw();
+}
+
+void Mirror::Back() {
+  for (auto& [h, d] : copies_) {
+    const absl::Status s = backend_.CopyToHost(d, *h);
+    EXPECT_TRUE(s.ok()) << s;
+  }
+}
+
+std::vector<std::unique_ptr<Backend>> ConformanceBackends() {
+  std::vector<std::unique_ptr<Backend>> out;
+  out.push_back(Onednn());
+  out.push_back(MakeGuardedBackend());
+  return out;
 }
 
 std::string ExpectedInt8Kernel() {

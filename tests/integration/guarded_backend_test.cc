@@ -1,7 +1,8 @@
 // Every model family end to end on the guarded backend (kernels/backend/guarded_backend.h), whose
-// tensor memory is PROT_NONE outside its own op calls: a training step, rule updates, Calibrate,
-// Evaluate, Forward, quant stats, checkpoint save / download / upload, exports and a server
-// restart from its data directory, through the real server. Any read or write of tensor data by
+// tensor memory is PROT_NONE outside its own op calls: QAT and QT training steps, rule updates,
+// Calibrate (with its quant stats), Evaluate, Forward, a sensitivity analysis, checkpoints (saved
+// to the data directory after every change, downloaded, uploaded), exports and a server restart
+// that restores the sessions from disk, through the real server. Any read or write of tensor data by
 // engine, store or rpc code outside a backend op faults and fails the test. Each result must
 // equal, bit for bit, that of the same session on the reference backend — whose loops the
 // guarded backend runs — so the test also proves nothing was skipped or computed elsewhere.
@@ -308,6 +309,23 @@ class GuardedBackendTest : public ::testing::TestWithParam<Family> {
     train(3);  // static scales, the statistics updated
     evaluate();
     forward();
+    {  // the float model against the quantized one on a held-out batch (EvaluateUnder)
+      grpc::ClientContext ctx;
+      auto stream = stub_->AnalyzeSensitivity(&ctx);
+      v1::SensitivityRequest req;
+      req.set_session_id(id);
+      req.mutable_options()->set_skip_one_at_a_time(true);
+      req.mutable_options()->set_skip_all_but_one(true);
+      *req.mutable_batch() = f.batch(7);
+      stream->Write(req);
+      stream->WritesDone();
+      v1::SensitivityResponse resp, last;
+      while (stream->Read(&resp)) last = resp;
+      const grpc::Status s = stream->Finish();
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      EXPECT_TRUE(last.has_report());
+      note("sensitivity", s, last.SerializeAsString());
+    }
     // Quantized exports (GPT-2's Conv1D layers and position table refuse both: the same
     // refusal on both backends), then a float one every family takes.
     exports("onnx");
