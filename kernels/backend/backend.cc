@@ -9,7 +9,7 @@
 namespace qtrain {
 
 absl::Status ValidateCopy(const char* what, const Tensor& src, const Device& src_device,
-                       const Tensor& dst, const Device& dst_device) {
+                          const Tensor& dst, const Device& dst_device) {
   if (src.dtype() != dst.dtype() || src.shape() != dst.shape()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": src ", DTypeName(src.dtype()), ShapeString(src.shape()), " and dst ",
@@ -33,7 +33,8 @@ absl::StatusOr<Tensor> Backend::Allocate(DType dtype, const Shape& shape) {
 }
 
 absl::Status Backend::CopyFromHost(const Tensor& src, Tensor& dst) {
-  if (absl::Status s = ValidateCopy("CopyFromHost", src, Device(), dst, device()); !s.ok()) return s;
+  if (absl::Status s = ValidateCopy("CopyFromHost", src, Device(), dst, device()); !s.ok())
+    return s;
   if (src.nbytes() > 0) std::memcpy(dst.raw(), src.raw(), src.nbytes());
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // One conformance suite for every backend: each op of the oneDNN backend against the reference
 // backend on random, awkward shapes (M=1, K=1, sizes off multiples of 16, strides, transposes).
-// A future GPU backend joins by adding itself to Backends().
+// Every backend of testing::ConformanceBackends() (oneDNN, the guarded test backend; a future GPU
+// backend adds itself there) runs each row on its own device through testing::Mirror.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -123,8 +124,9 @@ TEST(BackendConformance, MatmulF32) {
           Tensor want = RandomTensor({c.m, c.n + pad}, 3);
           Tensor got = want;
           ASSERT_TRUE(ref->MatmulF32(d, a.data<float>(), b.data<float>(), want.data<float>()).ok());
-          ASSERT_TRUE(
-              OnDevice(*backend, [&](Mirror& m) { return backend->MatmulF32(d, m.P(a), m.P(b), m.P(got)); }).ok());
+          ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                        return backend->MatmulF32(d, m.P(a), m.P(b), m.P(got));
+                      }).ok());
           EXPECT_LT(MaxRelativeToPeak(got, want), 1e-5)
               << backend->name() << " policy=" << FloatGemmPolicyName(policy) << " M=" << c.m
               << " K=" << c.k << " N=" << c.n << " ta=" << c.trans_a << " tb=" << c.trans_b
@@ -220,8 +222,9 @@ TEST(BackendConformance, MatmulInt8) {
         const float* r = scales ? rs.data<float>() : nullptr;
         const float* s = scales ? cs.data<float>() : nullptr;
         ASSERT_TRUE(ref->MatmulInt8(d, a.raw(), b.data<int8_t>(), r, s, want.data<float>()).ok());
-        ASSERT_TRUE(
-            OnDevice(*backend, [&](Mirror& m) { return backend->MatmulInt8(d, m.P<void>(a), m.P<int8_t>(b), r, s, m.P(got)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->MatmulInt8(d, m.P<void>(a), m.P<int8_t>(b), r, s, m.P(got));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6)
             << backend->name() << " M=" << c.m << " K=" << c.k << " N=" << c.n
             << " tb=" << c.trans_b << " u8=" << d.a_unsigned << " scales=" << scales
@@ -238,16 +241,24 @@ TEST(BackendConformance, MatmulRejectsBadDescriptors) {
     Mirror md(*backend);
     float* dummy = md.P(dummy_host);
     MatmulDesc empty{0, 2, 2};
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->MatmulF32(empty, dummy, dummy, dummy); }).code(),
+    EXPECT_EQ(OnDevice(*backend,
+                       [&](Mirror& m) { return backend->MatmulF32(empty, dummy, dummy, dummy); })
+                  .code(),
               absl::StatusCode::kInvalidArgument);
     MatmulDesc short_ld{2, 2, 2, 1, 0, 0};
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->MatmulF32(short_ld, dummy, dummy, dummy); }).code(),
+    EXPECT_EQ(OnDevice(*backend,
+                       [&](Mirror& m) { return backend->MatmulF32(short_ld, dummy, dummy, dummy); })
+                  .code(),
               absl::StatusCode::kInvalidArgument);
     Int8MatmulDesc transposed;
     transposed.mm = MatmulDesc{2, 2, 2};
     transposed.mm.trans_a = true;
     const int8_t* q = md.P<int8_t>(q_host);
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->MatmulInt8(transposed, q, q, nullptr, nullptr, dummy); }).code(),
+    EXPECT_EQ(OnDevice(*backend,
+                       [&](Mirror& m) {
+                         return backend->MatmulInt8(transposed, q, q, nullptr, nullptr, dummy);
+                       })
+                  .code(),
               absl::StatusCode::kInvalidArgument);
   }
 }
@@ -278,19 +289,24 @@ TEST(BackendConformance, Convolution) {
       Tensor x = RandomTensor(src, 1), w = RandomTensor(wts, 2), g = RandomTensor(dst, 3);
       Tensor y_ref = Tensor::Empty(DType::kF32, dst), y = y_ref;
       ASSERT_TRUE(ref->ConvFwdF32(d, x.data<float>(), w.data<float>(), y_ref.data<float>()).ok());
-      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->ConvFwdF32(d, m.P(x), m.P(w), m.P(y)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->ConvFwdF32(d, m.P(x), m.P(w), m.P(y));
+                  }).ok());
       EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << backend->name() << " fwd";
 
       Tensor dx_ref = Tensor::Empty(DType::kF32, src), dx = dx_ref;
       ASSERT_TRUE(ref->ConvBwdData(d, g.data<float>(), w.data<float>(), dx_ref.data<float>()).ok());
-      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->ConvBwdData(d, m.P(g), m.P(w), m.P(dx)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->ConvBwdData(d, m.P(g), m.P(w), m.P(dx));
+                  }).ok());
       EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5) << backend->name() << " bwd data";
 
       Tensor dw_ref = Tensor::Empty(DType::kF32, wts), dw = dw_ref;
       ASSERT_TRUE(
           ref->ConvBwdWeights(d, x.data<float>(), g.data<float>(), dw_ref.data<float>()).ok());
-      ASSERT_TRUE(
-          OnDevice(*backend, [&](Mirror& m) { return backend->ConvBwdWeights(d, m.P(x), m.P(g), m.P(dw)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->ConvBwdWeights(d, m.P(x), m.P(g), m.P(dw));
+                  }).ok());
       EXPECT_LT(MaxRelativeToPeak(dw, dw_ref), 1e-5) << backend->name() << " bwd weights";
 
       Tensor xq = RandomInts(src, -128, 127, 4, DType::kS8);
@@ -298,8 +314,10 @@ TEST(BackendConformance, Convolution) {
       Tensor acc_ref = Tensor::Empty(DType::kS32, dst), acc = acc_ref;
       ASSERT_TRUE(
           ref->ConvFwdInt8(d, xq.data<int8_t>(), wq.data<int8_t>(), acc_ref.data<int32_t>()).ok());
-      ASSERT_TRUE(
-          OnDevice(*backend, [&](Mirror& m) { return backend->ConvFwdInt8(d, m.P<int8_t>(xq), m.P<int8_t>(wq), m.P<int32_t>(acc)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->ConvFwdInt8(d, m.P<int8_t>(xq), m.P<int8_t>(wq),
+                                                m.P<int32_t>(acc));
+                  }).ok());
       for (int64_t i = 0; i < acc.numel(); ++i) {
         ASSERT_EQ(acc.data<int32_t>()[i], acc_ref.data<int32_t>()[i]) << backend->name() << i;
       }
@@ -313,17 +331,28 @@ TEST(BackendConformance, ConvolutionRejectsBadDescriptors) {
     Mirror md(*backend);
     float* dummy = md.P(dummy_host);
     ConvDesc too_big{1, 2, 2, 1, 1, 3, 3, 1, 1, 0, 0, 0, 0};
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->ConvFwdF32(too_big, dummy, dummy, dummy); }).code(),
+    EXPECT_EQ(OnDevice(*backend,
+                       [&](Mirror& m) { return backend->ConvFwdF32(too_big, dummy, dummy, dummy); })
+                  .code(),
               absl::StatusCode::kInvalidArgument);
     ConvDesc zero_stride{1, 2, 2, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0};
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->ConvFwdF32(zero_stride, dummy, dummy, dummy); }).code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(
+        OnDevice(*backend,
+                 [&](Mirror& m) { return backend->ConvFwdF32(zero_stride, dummy, dummy, dummy); })
+            .code(),
+        absl::StatusCode::kInvalidArgument);
     ConvDesc bad_groups{1, 2, 2, 4, 6, 1, 1, 1, 1, 0, 0, 0, 0, 4};  // 6 outputs in 4 groups
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->ConvFwdF32(bad_groups, dummy, dummy, dummy); }).code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(
+        OnDevice(*backend,
+                 [&](Mirror& m) { return backend->ConvFwdF32(bad_groups, dummy, dummy, dummy); })
+            .code(),
+        absl::StatusCode::kInvalidArgument);
     ConvDesc too_dilated{1, 4, 4, 1, 1, 3, 3, 1, 1, 0, 0, 0, 0, 1, 2, 2};  // spans 5x5
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->ConvFwdF32(too_dilated, dummy, dummy, dummy); }).code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(
+        OnDevice(*backend,
+                 [&](Mirror& m) { return backend->ConvFwdF32(too_dilated, dummy, dummy, dummy); })
+            .code(),
+        absl::StatusCode::kInvalidArgument);
   }
 }
 
@@ -349,12 +378,15 @@ TEST(BackendConformance, Eltwise) {
                g = RandomTensor({n}, 2);  // past ReLU6 and hard-swish corners
         Tensor y_ref = Tensor::Empty(DType::kF32, {n}), y = y_ref, dx_ref = y_ref, dx = y_ref;
         ASSERT_TRUE(ref->EltwiseFwd(kind, n, x.data<float>(), y_ref.data<float>()).ok());
-        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->EltwiseFwd(kind, n, m.P(x), m.P(y)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->EltwiseFwd(kind, n, m.P(x), m.P(y));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << static_cast<int>(kind);
         ASSERT_TRUE(
             ref->EltwiseBwd(kind, n, x.data<float>(), g.data<float>(), dx_ref.data<float>()).ok());
-        ASSERT_TRUE(
-            OnDevice(*backend, [&](Mirror& m) { return backend->EltwiseBwd(kind, n, m.P(x), m.P(g), m.P(dx)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->EltwiseBwd(kind, n, m.P(x), m.P(g), m.P(dx));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5) << static_cast<int>(kind);
       }
     }
@@ -369,13 +401,14 @@ TEST(BackendConformance, LayerNorm) {
       Tensor beta = RandomTensor({cols}, 5), g = RandomTensor({rows, cols}, 6);
       auto run = [&](Backend& b, Tensor& y, Tensor& dx, Tensor& dg, Tensor& db) {
         Tensor mean = Tensor::Empty(DType::kF32, {rows}), var = mean;
-        ASSERT_TRUE(OnDevice(b, [&](Mirror& m) { return b.LayerNormFwd(rows, cols, 1e-6f, m.P(x), m.P(gamma),
-                                   m.P(beta), m.P(y), m.P(mean),
-                                   m.P(var)); })
-                        .ok());
-        absl::Status s = OnDevice(b, [&](Mirror& m) { return b.LayerNormBwd(rows, cols, 1e-6f, m.P(x), m.P(mean),
-                                        m.P(var), m.P(gamma), m.P(g),
-                                        m.P(dx), m.P(dg), m.P(db)); });
+        ASSERT_TRUE(OnDevice(b, [&](Mirror& m) {
+                      return b.LayerNormFwd(rows, cols, 1e-6f, m.P(x), m.P(gamma), m.P(beta),
+                                            m.P(y), m.P(mean), m.P(var));
+                    }).ok());
+        absl::Status s = OnDevice(b, [&](Mirror& m) {
+          return b.LayerNormBwd(rows, cols, 1e-6f, m.P(x), m.P(mean), m.P(var), m.P(gamma), m.P(g),
+                                m.P(dx), m.P(dg), m.P(db));
+        });
         ASSERT_TRUE(s.ok()) << s;
       };
       Tensor y_ref = Tensor::Empty(DType::kF32, {rows, cols}), y = y_ref, dx_ref = y_ref,
@@ -422,18 +455,18 @@ TEST(BackendConformance, BatchNorm) {
         o.var = o.mean;
         o.dg = o.mean;
         o.db = o.mean;
-        EXPECT_TRUE(OnDevice(b, [&](Mirror& m) { return b.BatchNormFwd(rows, ch, 1e-5f, true, m.P(x), m.P(gamma),
-                                   m.P(beta), m.P(o.mean), m.P(o.var),
-                                   m.P(o.y)); })
-                        .ok());
-        EXPECT_TRUE(OnDevice(b, [&](Mirror& m) { return b.BatchNormBwd(rows, ch, 1e-5f, m.P(x), m.P(o.mean),
-                                   m.P(o.var), m.P(gamma), m.P(g),
-                                   m.P(o.dx), m.P(o.dg), m.P(o.db)); })
-                        .ok());
-        EXPECT_TRUE(OnDevice(b, [&](Mirror& m) { return b.BatchNormFwd(rows, ch, 1e-5f, false, m.P(x), m.P(gamma),
-                                   m.P(beta), m.P(running_mean),
-                                   m.P(running_var), m.P(o.y_eval)); })
-                        .ok());
+        EXPECT_TRUE(OnDevice(b, [&](Mirror& m) {
+                      return b.BatchNormFwd(rows, ch, 1e-5f, true, m.P(x), m.P(gamma), m.P(beta),
+                                            m.P(o.mean), m.P(o.var), m.P(o.y));
+                    }).ok());
+        EXPECT_TRUE(OnDevice(b, [&](Mirror& m) {
+                      return b.BatchNormBwd(rows, ch, 1e-5f, m.P(x), m.P(o.mean), m.P(o.var),
+                                            m.P(gamma), m.P(g), m.P(o.dx), m.P(o.dg), m.P(o.db));
+                    }).ok());
+        EXPECT_TRUE(OnDevice(b, [&](Mirror& m) {
+                      return b.BatchNormFwd(rows, ch, 1e-5f, false, m.P(x), m.P(gamma), m.P(beta),
+                                            m.P(running_mean), m.P(running_var), m.P(o.y_eval));
+                    }).ok());
         return o;
       };
       Out want = run(*ref), got = run(*backend);
@@ -457,12 +490,14 @@ TEST(BackendConformance, Binary) {
         Tensor want = Tensor::Empty(DType::kF32, {n}), got = want;
         ASSERT_TRUE(
             ref->Binary(kind, n, a.data<float>(), b.data<float>(), want.data<float>()).ok());
-        ASSERT_TRUE(
-            OnDevice(*backend, [&](Mirror& m) { return backend->Binary(kind, n, m.P(a), m.P(b), m.P(got)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->Binary(kind, n, m.P(a), m.P(b), m.P(got));
+                    }).ok());
         EXPECT_EQ(MaxRelativeToPeak(got, want), 0.0) << backend->name() << " n=" << n;
         // In place, as the gated MLP's backward uses it.
-        ASSERT_TRUE(
-            OnDevice(*backend, [&](Mirror& m) { return backend->Binary(kind, n, m.P(a), m.P(b), m.P(a)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->Binary(kind, n, m.P(a), m.P(b), m.P(a));
+                    }).ok());
         EXPECT_EQ(MaxRelativeToPeak(a, want), 0.0) << backend->name() << " in place";
       }
     }
@@ -474,7 +509,9 @@ TEST(BackendConformance, Transpose) {
     for (auto [rows, cols] :
          std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 5}, {64, 17}, {300, 768}}) {
       Tensor x = RandomTensor({rows, cols}, 5), got = Tensor::Empty(DType::kF32, {cols, rows});
-      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->Transpose(rows, cols, m.P(x), m.P(got)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->Transpose(rows, cols, m.P(x), m.P(got));
+                  }).ok());
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < cols; ++c) {
           ASSERT_EQ(got.data<float>()[c * rows + r], x.data<float>()[r * cols + c])
@@ -504,28 +541,32 @@ TEST(BackendConformance, Rotary) {
         ASSERT_TRUE(ref->Rotary(d, cos.data<float>(), sin.data<float>(), x.data<float>(),
                                 want.data<float>())
                         .ok());
-        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->Rotary(d, m.P(cos), m.P(sin), m.P(x),
-                                 m.P(got)); })
-                        .ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->Rotary(d, m.P(cos), m.P(sin), m.P(x), m.P(got));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(got, want), 1e-6) << backend->name();
         // The inverse undoes the forward: the rotation is orthogonal.
         d.inverse = !inverse;
-        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->Rotary(d, m.P(cos), m.P(sin), m.P(got),
-                                 m.P(back)); })
-                        .ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->Rotary(d, m.P(cos), m.P(sin), m.P(got), m.P(back));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(back, x), 1e-5) << backend->name();
       }
       // Element 0 of row 0 by hand: x0·cos0 − x_h·sin0.
       RotaryDesc d{rows, positions, dim, false};
       Tensor y = Tensor::Empty(DType::kF32, {rows, dim});
-      ASSERT_TRUE(
-          OnDevice(*backend, [&](Mirror& m) { return backend->Rotary(d, m.P(cos), m.P(sin), m.P(x), m.P(y)); })
-              .ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->Rotary(d, m.P(cos), m.P(sin), m.P(x), m.P(y));
+                  }).ok());
       EXPECT_FLOAT_EQ(y.data<float>()[0], x.data<float>()[0] * cos.data<float>()[0] -
                                               x.data<float>()[h] * sin.data<float>()[0]);
     }
-    EXPECT_FALSE(OnDevice(*backend, [&](Mirror& m) { return backend->Rotary({4, 3, 8, false}, nullptr, nullptr, nullptr, nullptr); }).ok());
-    EXPECT_FALSE(OnDevice(*backend, [&](Mirror& m) { return backend->Rotary({4, 4, 7, false}, nullptr, nullptr, nullptr, nullptr); }).ok());
+    EXPECT_FALSE(OnDevice(*backend, [&](Mirror& m) {
+                   return backend->Rotary({4, 3, 8, false}, nullptr, nullptr, nullptr, nullptr);
+                 }).ok());
+    EXPECT_FALSE(OnDevice(*backend, [&](Mirror& m) {
+                   return backend->Rotary({4, 4, 7, false}, nullptr, nullptr, nullptr, nullptr);
+                 }).ok());
   }
 }
 
@@ -536,14 +577,17 @@ TEST(BackendConformance, Softmax) {
       Tensor x = RandomTensor({9, 37}, 7, 4.0f), g = RandomTensor({9, 37}, 8);
       Tensor y_ref = Tensor::Empty(DType::kF32, {9, 37}), y = y_ref;
       ASSERT_TRUE(ref->SoftmaxFwd(9, 37, log, x.data<float>(), y_ref.data<float>()).ok());
-      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->SoftmaxFwd(9, 37, log, m.P(x), m.P(y)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->SoftmaxFwd(9, 37, log, m.P(x), m.P(y));
+                  }).ok());
       EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-5) << log;
       if (log) continue;
       Tensor dx_ref = y_ref, dx = y_ref;
       ASSERT_TRUE(
           ref->SoftmaxBwd(9, 37, y_ref.data<float>(), g.data<float>(), dx_ref.data<float>()).ok());
-      ASSERT_TRUE(
-          OnDevice(*backend, [&](Mirror& m) { return backend->SoftmaxBwd(9, 37, m.P(y_ref), m.P(g), m.P(dx)); }).ok());
+      ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                    return backend->SoftmaxBwd(9, 37, m.P(y_ref), m.P(g), m.P(dx));
+                  }).ok());
       EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-5);
     }
   }
@@ -560,11 +604,15 @@ TEST(BackendConformance, Pooling) {
         Tensor x = RandomTensor(src, 9), g = RandomTensor(dst, 10);
         Tensor y_ref = Tensor::Empty(DType::kF32, dst), y = y_ref;
         ASSERT_TRUE(ref->PoolFwd(d, x.data<float>(), y_ref.data<float>()).ok());
-        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->PoolFwd(d, m.P(x), m.P(y)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->PoolFwd(d, m.P(x), m.P(y));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(y, y_ref), 1e-6) << max;
         Tensor dx_ref = Tensor::Empty(DType::kF32, src), dx = dx_ref;
         ASSERT_TRUE(ref->PoolBwd(d, x.data<float>(), g.data<float>(), dx_ref.data<float>()).ok());
-        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) { return backend->PoolBwd(d, m.P(x), m.P(g), m.P(dx)); }).ok());
+        ASSERT_TRUE(OnDevice(*backend, [&](Mirror& m) {
+                      return backend->PoolBwd(d, m.P(x), m.P(g), m.P(dx));
+                    }).ok());
         EXPECT_LT(MaxRelativeToPeak(dx, dx_ref), 1e-6) << max;
       }
     }
@@ -572,7 +620,9 @@ TEST(BackendConformance, Pooling) {
     Mirror md(*backend);
     float* dummy = md.P(dummy_host);
     PoolDesc too_big{1, 2, 2, 1, 3, 3, 1, 1, 0, 0, 0, 0, true};
-    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->PoolFwd(too_big, dummy, dummy); }).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(OnDevice(*backend, [&](Mirror& m) { return backend->PoolFwd(too_big, dummy, dummy); })
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
   }
 }
 

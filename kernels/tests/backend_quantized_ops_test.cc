@@ -3,7 +3,6 @@
 // (the guarded backend's are uploaded and read back through its copies).
 #include <gtest/gtest.h>
 
-#include "kernels/backend/guarded_backend.h"
 #include "kernels/calibration.h"
 #include "kernels/qconv.h"
 #include "kernels/qdot.h"
@@ -15,12 +14,7 @@ namespace {
 using testing::MaxRelativeToPeak;
 using testing::RandomTensor;
 
-std::vector<std::unique_ptr<Backend>> Backends() {
-  std::vector<std::unique_ptr<Backend>> out;
-  out.push_back(testing::Onednn());
-  out.push_back(MakeGuardedBackend());
-  return out;
-}
+std::vector<std::unique_ptr<Backend>> Backends() { return testing::ConformanceBackends(); }
 
 Tensor Up(Backend& b, const Tensor& t) {
   absl::StatusOr<Tensor> d = b.ToDevice(t);

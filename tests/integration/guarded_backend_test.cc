@@ -2,8 +2,8 @@
 // tensor memory is PROT_NONE outside its own op calls: QAT and QT training steps, rule updates,
 // Calibrate (with its quant stats), Evaluate, Forward, a sensitivity analysis, checkpoints (saved
 // to the data directory after every change, downloaded, uploaded), exports and a server restart
-// that restores the sessions from disk, through the real server. Any read or write of tensor data by
-// engine, store or rpc code outside a backend op faults and fails the test. Each result must
+// that restores the sessions from disk, through the real server. Any read or write of tensor data
+// by engine, store or rpc code outside a backend op faults and fails the test. Each result must
 // equal, bit for bit, that of the same session on the reference backend — whose loops the
 // guarded backend runs — so the test also proves nothing was skipped or computed elsewhere.
 #include <unistd.h>
