@@ -50,7 +50,8 @@ struct MatmulDesc {
 
 // Integer matmul: C(M,N) [+]= float(A·B as int32) · row_scale[i] · col_scale[j].
 // A is s8 or (a_unsigned) u8, B is s8. A is never transposed (oneDNN's VNNI kernel needs a dense
-// src); B may be (trans_b). Scales may be null (= 1).
+// src); B may be (trans_b). Scales may be null (= 1); they are host arrays (a few floats the
+// quantized ops gather per call), A, B and C device memory.
 struct Int8MatmulDesc {
   MatmulDesc mm;
   bool a_unsigned = false;

@@ -76,6 +76,17 @@ absl::StatusOr<Batch> Trainer::OnDevice(const Batch& batch) {
   return b;
 }
 
+absl::Status Trainer::Validate(const Batch& batch) {
+  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
+  return ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
+                         batch.inputs.dim(0), batch.targets);
+}
+
+absl::Status Trainer::ValidateBatch(const Batch& host_batch) {
+  QTRAIN_ASSIGN_OR_RETURN(const Batch batch, OnDevice(host_batch));
+  return Validate(batch);
+}
+
 absl::Status Trainer::SetRules(const proto::RuleSet& rules) {
   QTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledRules> compiled,
                           CompiledRules::Create(rules));
@@ -139,9 +150,7 @@ absl::StatusOr<MemoryBudget::Lease> Trainer::ReserveStep(int64_t batch, bool tra
 
 absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& host_batch) {
   QTRAIN_ASSIGN_OR_RETURN(const Batch batch, OnDevice(host_batch));
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
-  QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
-                                         batch.inputs.dim(0), batch.targets));
+  QTRAIN_RETURN_IF_ERROR(Validate(batch));
   if (group_ == nullptr || group_->world_size() == 1) {
     return Train(batch, /*collective=*/nullptr, 1.0f, 0);
   }
@@ -160,9 +169,7 @@ absl::StatusOr<StepResult> Trainer::TrainStep(const Batch& host_batch) {
 absl::StatusOr<StepResult> Trainer::TrainShard(const Batch& host_shard, Collective& collective,
                                                float shard_weight, int64_t bucket_bytes) {
   QTRAIN_ASSIGN_OR_RETURN(const Batch shard, OnDevice(host_shard));
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, shard.inputs));
-  QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
-                                         shard.inputs.dim(0), shard.targets));
+  QTRAIN_RETURN_IF_ERROR(Validate(shard));
   return Train(shard, &collective, shard_weight, bucket_bytes);
 }
 
@@ -241,9 +248,7 @@ absl::StatusOr<StepResult> Trainer::Train(const Batch& batch, Collective* collec
 
 absl::StatusOr<StepResult> Trainer::EvalStep(const Batch& host_batch, bool update_stats) {
   QTRAIN_ASSIGN_OR_RETURN(const Batch batch, OnDevice(host_batch));
-  QTRAIN_RETURN_IF_ERROR(model_->ValidateInputs(*backend_, batch.inputs));
-  QTRAIN_RETURN_IF_ERROR(ValidateTargets(*backend_, model_->spec().loss(), model_->output_shape(),
-                                         batch.inputs.dim(0), batch.targets));
+  QTRAIN_RETURN_IF_ERROR(Validate(batch));
   QTRAIN_ASSIGN_OR_RETURN(MemoryBudget::Lease lease, ReserveStep(batch.inputs.dim(0), false));
   return Guarded([&]() -> absl::StatusOr<StepResult> {
     QTRAIN_ASSIGN_OR_RETURN(StepContext ctx,

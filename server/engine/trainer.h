@@ -105,6 +105,10 @@ class Trainer {
   // What the last data-parallel step's gradient reduction cost.
   const ReduceTimes& last_reduce_times() const { return reduce_times_; }
 
+  // The checks TrainStep and EvalStep make of a batch (its inputs, then its targets against the
+  // model), without running anything: for work that keeps batches for later. InvalidArgument
+  // naming the field.
+  absl::Status ValidateBatch(const Batch& batch);
   // Loss and accuracy without an update; quant_stats change only when `update_stats`.
   absl::StatusOr<StepResult> EvalStep(const Batch& batch, bool update_stats = false);
   // EvalStep over every batch under other `rules`, without changing the session: its rules and
@@ -151,6 +155,8 @@ class Trainer {
   absl::Status MoveToBackend();
   // The batch's tensors on the backend's device (shared, not copied, on a host backend).
   absl::StatusOr<Batch> OnDevice(const Batch& batch);
+  // ValidateBatch of a batch already on the device.
+  absl::Status Validate(const Batch& batch);
   Trainer() = default;
   // The context of a step on `inputs`; flags the padding of token inputs when the spec has a
   // pad_id (in padding_, valid until the next call).

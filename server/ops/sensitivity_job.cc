@@ -36,15 +36,7 @@ absl::StatusOr<std::string> SensitivityJob::Add(engine::Trainer& t, const Input&
   if (!input.batch) return std::string("options received");
   const engine::Batch& b = *input.batch;
   const std::string which = absl::StrCat("held-out batch ", batches_.size());
-  // In order: the targets' check reads the inputs' batch axis, which the first one proves.
-  if (absl::Status s = t.model().ValidateInputs(t.backend(), b.inputs); !s.ok())
-    return Prefixed(s, which);
-  if (absl::Status s =
-          engine::ValidateTargets(t.backend(), t.model().spec().loss(), t.model().output_shape(),
-                                  b.inputs.dim(0), b.targets);
-      !s.ok()) {
-    return Prefixed(s, which);
-  }
+  if (absl::Status s = t.ValidateBatch(b); !s.ok()) return Prefixed(s, which);
   const int64_t bytes =
       static_cast<int64_t>(b.inputs.nbytes() + b.targets.nbytes()) + kPerBatchOverhead;
   if (bytes_ + bytes > kMaxHeldOutBytes) {
