@@ -14,24 +14,14 @@
 namespace qtrain {
 namespace {
 
+using testing::Download;
 using testing::MaxRelativeToPeak;
 using testing::Mirror;
 using testing::OnDevice;
 using testing::RandomTensor;
+using testing::Upload;
 
 std::vector<std::unique_ptr<Backend>> Backends() { return testing::ConformanceBackends(); }
-
-// t on the backend's device (shared on a host backend) and back as a new host tensor.
-Tensor Up(Backend& b, const Tensor& t) {
-  absl::StatusOr<Tensor> d = b.ToDevice(t);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return d.ok() ? *std::move(d) : Tensor();
-}
-Tensor Down(Backend& b, const Tensor& t) {
-  absl::StatusOr<Tensor> h = b.HostCopy(t);
-  EXPECT_TRUE(h.ok()) << h.status();
-  return h.ok() ? *std::move(h) : Tensor();
-}
 
 float* F(Tensor& t) { return t.data<float>(); }
 const float* F(const Tensor& t) { return t.data<float>(); }
@@ -86,8 +76,8 @@ TEST(BackendConformance, Copy) {
     }
     // The tensor-level copy refuses blocks reaching past either tensor, naming the extents.
     Tensor small = Tensor::Zeros(DType::kF32, {10}), big = Tensor::Zeros(DType::kF32, {100});
-    Tensor big_on = Up(*backend, big);
-    absl::Status s = backend->CopyBlocks(split, Up(*backend, small), big_on);
+    Tensor big_on = Upload(*backend, big);
+    absl::Status s = backend->CopyBlocks(split, Upload(*backend, small), big_on);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find("of src [10]"), std::string::npos) << s;
     CopyDesc negative;
@@ -215,10 +205,10 @@ TEST(BackendConformance, GatherAndScatterAdd) {
     Tensor ids = Tensor::Empty(DType::kS32, {2, 4});
     const int32_t values[] = {3, 0, 10, 3, 5, 5, 1, 9};
     std::memcpy(ids.raw(), values, sizeof(values));
-    absl::StatusOr<Tensor> got = backend->Embed(Up(*backend, table), Up(*backend, ids));
+    absl::StatusOr<Tensor> got = backend->Embed(Upload(*backend, table), Upload(*backend, ids));
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(got->shape(), (Shape{2, 4, 6}));
-    got = Down(*backend, *got);
+    got = Download(*backend, *got);
     Tensor want = Tensor::Empty(DType::kF32, {2, 4, 6});
     ASSERT_TRUE(ref->Gather(8, 11, 6, F(table), values, F(want)).ok());
     EXPECT_TRUE(Same(*got, want)) << backend->name();
@@ -227,21 +217,21 @@ TEST(BackendConformance, GatherAndScatterAdd) {
     Tensor dy = RandomTensor({2, 4, 6}, 11);
     Tensor want_grad = Tensor::Zeros(DType::kF32, {11, 6}), got_grad = want_grad;
     ASSERT_TRUE(ref->ScatterAdd(8, 11, 6, values, F(dy), F(want_grad)).ok());
-    Tensor grad_on = Up(*backend, got_grad);
-    ASSERT_TRUE(backend->EmbedGrad(Up(*backend, ids), Up(*backend, dy), grad_on).ok());
-    got_grad = Down(*backend, grad_on);
+    Tensor grad_on = Upload(*backend, got_grad);
+    ASSERT_TRUE(backend->EmbedGrad(Upload(*backend, ids), Upload(*backend, dy), grad_on).ok());
+    got_grad = Download(*backend, grad_on);
     EXPECT_LT(MaxRelativeToPeak(got_grad, want_grad), 1e-6) << backend->name();
     EXPECT_FLOAT_EQ(got_grad.data<float>()[3 * 6], dy.data<float>()[0] + dy.data<float>()[3 * 6]);
     // An id outside the table is named, and nothing is written.
     ids.data<int32_t>()[5] = 11;
-    absl::StatusOr<Tensor> bad = backend->Embed(Up(*backend, table), Up(*backend, ids));
+    absl::StatusOr<Tensor> bad = backend->Embed(Upload(*backend, table), Upload(*backend, ids));
     EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(bad.status().message().find("id 11 at position 5 is outside [0, 11)"),
               std::string::npos)
         << bad.status();
     Tensor before = got_grad;
-    EXPECT_FALSE(backend->EmbedGrad(Up(*backend, ids), Up(*backend, dy), grad_on).ok());
-    EXPECT_TRUE(Same(Down(*backend, grad_on), before));
+    EXPECT_FALSE(backend->EmbedGrad(Upload(*backend, ids), Upload(*backend, dy), grad_on).ok());
+    EXPECT_TRUE(Same(Download(*backend, grad_on), before));
   }
 }
 
@@ -252,16 +242,16 @@ TEST(BackendConformance, AttentionMask) {
     Tensor padding = Tensor::Zeros(DType::kU8, {2, 5});
     padding.data<uint8_t>()[1 * 5 + 2] = 1;  // example 1, key 2
     Tensor scores = RandomTensor({6, 5, 5}, 12), want = scores;
-    Tensor scores_on = Up(*backend, scores), padding_on = Up(*backend, padding);
+    Tensor scores_on = Upload(*backend, scores), padding_on = Upload(*backend, padding);
     ASSERT_TRUE(backend->MaskScores(d, &padding_on, -1e30f, scores_on).ok());
-    scores = Down(*backend, scores_on);
+    scores = Download(*backend, scores_on);
     ASSERT_TRUE(ref->AttentionMask(d, padding.data<uint8_t>(), -1e30f, F(want)).ok());
     EXPECT_TRUE(Same(scores, want)) << backend->name();
     const float* s = scores.data<float>();
     EXPECT_EQ(s[0 * 25 + 1 * 5 + 2], -1e30f);  // a later key
     EXPECT_NE(s[0 * 25 + 3 * 5 + 2], -1e30f);  // an earlier one, unpadded
     EXPECT_EQ(s[4 * 25 + 3 * 5 + 2], -1e30f);  // example 1 (heads 3..5): key 2 is padding
-    Tensor wrong = Up(*backend, Tensor::Zeros(DType::kU8, {2, 4}));
+    Tensor wrong = Upload(*backend, Tensor::Zeros(DType::kU8, {2, 4}));
     EXPECT_EQ(backend->MaskScores(d, &wrong, 0.0f, scores_on).code(),
               absl::StatusCode::kInvalidArgument);
   }
@@ -278,43 +268,44 @@ TEST(BackendConformance, OptimizerUpdates) {
       for (float& x : v.span<float>()) x = std::abs(x);
       const AdamWHyper adamw{0.5f, 1e-2f, 0.1f, 0.9f, 0.999f, 1e-8f, 0.19f, 0.002f};
       Tensor w1 = w, m1 = m, v1 = v;
-      Tensor w2 = Up(*backend, Tensor(w)), m2 = Up(*backend, Tensor(m)),
-             v2 = Up(*backend, Tensor(v));
-      const Tensor g_on = Up(*backend, g);
+      Tensor w2 = Upload(*backend, Tensor(w)), m2 = Upload(*backend, Tensor(m)),
+             v2 = Upload(*backend, Tensor(v));
+      const Tensor g_on = Upload(*backend, g);
       absl::StatusOr<UpdateResult> want = ref->AdamW(adamw, w1, m1, v1, g, false);
       absl::StatusOr<UpdateResult> got = backend->AdamW(adamw, w2, m2, v2, g_on, false);
       ASSERT_TRUE(want.ok() && got.ok());
-      EXPECT_TRUE(Same(w1, Down(*backend, w2)) && Same(m1, Down(*backend, m2)) &&
-                  Same(v1, Down(*backend, v2)))
+      EXPECT_TRUE(Same(w1, Download(*backend, w2)) && Same(m1, Download(*backend, m2)) &&
+                  Same(v1, Download(*backend, v2)))
           << backend->name() << " " << n;
       EXPECT_EQ(got->maxima.w, want->maxima.w);
       EXPECT_EQ(got->maxima.v, want->maxima.v);
       for (bool nesterov : {false, true}) {
         const SgdHyper sgd{1.0f, 0.1f, 0.01f, 0.9f, nesterov};
-        Tensor sw1 = w, sm1 = m, sw2 = Up(*backend, Tensor(w)), sm2 = Up(*backend, Tensor(m));
+        Tensor sw1 = w, sm1 = m, sw2 = Upload(*backend, Tensor(w)),
+               sm2 = Upload(*backend, Tensor(m));
         ASSERT_TRUE(ref->Sgd(sgd, sw1, &sm1, g, false).ok());
         ASSERT_TRUE(backend->Sgd(sgd, sw2, &sm2, g_on, false).ok());
-        EXPECT_TRUE(Same(sw1, Down(*backend, sw2)) && Same(sm1, Down(*backend, sm2)))
+        EXPECT_TRUE(Same(sw1, Download(*backend, sw2)) && Same(sm1, Download(*backend, sm2)))
             << backend->name() << " nesterov";
         ASSERT_TRUE(ref->Sgd(sgd, sw1, nullptr, g, false).ok());
         ASSERT_TRUE(backend->Sgd(sgd, sw2, nullptr, g_on, false).ok());
-        EXPECT_TRUE(Same(sw1, Down(*backend, sw2))) << backend->name() << " plain";
+        EXPECT_TRUE(Same(sw1, Download(*backend, sw2))) << backend->name() << " plain";
       }
       // A learning rate that overflows: the dry run says so and leaves w as it was.
       const SgdHyper huge{1.0f, 3e38f, 0.0f, 0.0f, false};
       Tensor before = w;
       g.data<float>()[0] = 2.0f;  // 3e38 · 2 overflows
-      Tensor w_on = Up(*backend, Tensor(w)), g_huge = Up(*backend, g);
+      Tensor w_on = Upload(*backend, Tensor(w)), g_huge = Upload(*backend, g);
       absl::StatusOr<UpdateResult> dry = backend->Sgd(huge, w_on, nullptr, g_huge, true);
       ASSERT_TRUE(dry.ok());
       EXPECT_FALSE(dry->finite);
-      EXPECT_TRUE(Same(Down(*backend, w_on), before));
+      EXPECT_TRUE(Same(Download(*backend, w_on), before));
       absl::StatusOr<double> want_sq = ref->SumOfSquares({&w, &g});
       absl::StatusOr<double> got_sq = backend->SumOfSquares({&w_on, &g_huge});
       ASSERT_TRUE(want_sq.ok() && got_sq.ok());
       EXPECT_NEAR(*got_sq, *want_sq, 1e-12 * *want_sq);
     }
-    Tensor w = Up(*backend, RandomTensor({4}, 1)), g = Up(*backend, RandomTensor({5}, 2));
+    Tensor w = Upload(*backend, RandomTensor({4}, 1)), g = Upload(*backend, RandomTensor({5}, 2));
     EXPECT_EQ(backend->Sgd(SgdHyper{}, w, nullptr, g, false).status().code(),
               absl::StatusCode::kInvalidArgument);
   }
@@ -334,11 +325,11 @@ TEST(BackendConformance, Losses) {
     Tensor want_grad, got_grad;
     absl::StatusOr<CrossEntropyResult> want =
         ref->SoftmaxCrossEntropy(d, logits, targets, &padding, &want_grad);
-    const Tensor padding_on = Up(*backend, padding), targets_on = Up(*backend, targets);
-    absl::StatusOr<CrossEntropyResult> got =
-        backend->SoftmaxCrossEntropy(d, Up(*backend, logits), targets_on, &padding_on, &got_grad);
+    const Tensor padding_on = Upload(*backend, padding), targets_on = Upload(*backend, targets);
+    absl::StatusOr<CrossEntropyResult> got = backend->SoftmaxCrossEntropy(
+        d, Upload(*backend, logits), targets_on, &padding_on, &got_grad);
     ASSERT_TRUE(want.ok() && got.ok()) << got.status();
-    got_grad = Down(*backend, got_grad);
+    got_grad = Download(*backend, got_grad);
     // Scored: rows 0 and 2 (labels 6 and 3; row 1's label is ignored), 5 and 6 (labels 5 and
     // 4; row 4's label sits at the padded position 5); each sequence's last row has none.
     EXPECT_EQ(got->count, 4);
@@ -359,17 +350,18 @@ TEST(BackendConformance, Losses) {
     EXPECT_EQ(got_grad.data<float>()[1 * 7 + 2], 0.0f);  // an ignored row has no gradient
     Tensor y = RandomTensor({3, 5}, 21), t = RandomTensor({3, 5}, 22), g1, g2;
     absl::StatusOr<double> want_sq = ref->SquaredError(y, t, &g1);
-    absl::StatusOr<double> got_sq = backend->SquaredError(Up(*backend, y), Up(*backend, t), &g2);
+    absl::StatusOr<double> got_sq =
+        backend->SquaredError(Upload(*backend, y), Upload(*backend, t), &g2);
     ASSERT_TRUE(want_sq.ok() && got_sq.ok());
     EXPECT_EQ(*got_sq, *want_sq);
-    EXPECT_TRUE(Same(g1, Down(*backend, g2)));
+    EXPECT_TRUE(Same(g1, Download(*backend, g2)));
     // The input checks name the value and where it is.
     absl::Status s = backend->CheckLabels(targets_on, 7, false, 0);
     EXPECT_NE(s.message().find("label -100 at position 2 is outside [0, 7)"), std::string::npos)
         << s;
     EXPECT_TRUE(backend->CheckLabels(targets_on, 7, true, -100).ok());
     t.data<float>()[4] = std::nanf("");
-    s = backend->CheckFinite(Up(*backend, t));
+    s = backend->CheckFinite(Upload(*backend, t));
     EXPECT_NE(s.message().find("element 4 is nan"), std::string::npos) << s;
   }
 }
@@ -377,12 +369,13 @@ TEST(BackendConformance, Losses) {
 // The tensor-level ops check dtype, device and sizes before running, and name what they got.
 TEST(BackendConformance, TensorOpsNameWhatTheyRefuse) {
   for (auto& backend : Backends()) {
-    Tensor a = Up(*backend, RandomTensor({2, 3}, 13)), b = Up(*backend, RandomTensor({3, 3}, 14));
+    Tensor a = Upload(*backend, RandomTensor({2, 3}, 13)),
+           b = Upload(*backend, RandomTensor({3, 3}, 14));
     absl::StatusOr<Tensor> sum = backend->Add(a, b);
     EXPECT_EQ(sum.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(sum.status().message().find("add: f32[2, 3] and f32[3, 3]"), std::string::npos)
         << sum.status();
-    Tensor ints = Up(*backend, Tensor::Zeros(DType::kS32, {2, 3}));
+    Tensor ints = Upload(*backend, Tensor::Zeros(DType::kS32, {2, 3}));
     absl::StatusOr<Tensor> act = backend->Activation(EltwiseKind::kRelu, ints);
     EXPECT_NE(act.status().message().find(
                   absl::StrCat("expected f32 on ", backend->device().Name(), ", got s32[2, 3]")),
@@ -397,10 +390,10 @@ TEST(BackendConformance, TensorOpsNameWhatTheyRefuse) {
     EXPECT_FALSE(backend->LayerNorm(1e-5f, a, b, b, saved).ok());  // 3 features, not 9
     // What they compute: the mean over rows and its spread back.
     Tensor x = RandomTensor({2, 4, 3}, 15);
-    const Tensor x_on = Up(*backend, x);
+    const Tensor x_on = Upload(*backend, x);
     absl::StatusOr<Tensor> mean_on = backend->MeanOverRows(x_on, 2, 4);
     ASSERT_TRUE(mean_on.ok());
-    absl::StatusOr<Tensor> mean = Down(*backend, *mean_on);
+    absl::StatusOr<Tensor> mean = Download(*backend, *mean_on);
     EXPECT_NEAR(mean->data<float>()[3 + 1],
                 (x.data<float>()[12 + 1] + x.data<float>()[15 + 1] + x.data<float>()[18 + 1] +
                  x.data<float>()[21 + 1]) /
@@ -408,11 +401,11 @@ TEST(BackendConformance, TensorOpsNameWhatTheyRefuse) {
                 1e-6);
     absl::StatusOr<Tensor> spread = backend->MeanOverRowsGrad(*mean_on, 4, {2, 2, 2, 3});
     ASSERT_TRUE(spread.ok());
-    spread = Down(*backend, *spread);
+    spread = Download(*backend, *spread);
     EXPECT_EQ(spread->data<float>()[12 + 1], mean->data<float>()[3 + 1] / 4);
     absl::StatusOr<Tensor> t = backend->Transposed(x_on);
     ASSERT_TRUE(t.ok());
-    t = Down(*backend, *t);
+    t = Download(*backend, *t);
     EXPECT_EQ(t->shape(), (Shape{2, 3, 4}));
     EXPECT_EQ(t->data<float>()[(1 * 3 + 2) * 4 + 1], x.data<float>()[(1 * 4 + 1) * 3 + 2]);
   }

@@ -11,21 +11,12 @@
 namespace qtrain {
 namespace {
 
+using testing::Download;
 using testing::MaxRelativeToPeak;
 using testing::RandomTensor;
+using testing::Upload;
 
 std::vector<std::unique_ptr<Backend>> Backends() { return testing::ConformanceBackends(); }
-
-Tensor Up(Backend& b, const Tensor& t) {
-  absl::StatusOr<Tensor> d = b.ToDevice(t);
-  EXPECT_TRUE(d.ok()) << d.status();
-  return d.ok() ? *std::move(d) : Tensor();
-}
-Tensor Down(Backend& b, const Tensor& t) {
-  absl::StatusOr<Tensor> h = b.HostCopy(t);
-  EXPECT_TRUE(h.ok()) << h.status();
-  return h.ok() ? *std::move(h) : Tensor();
-}
 
 QDotConfig Int8(bool qt, const char* method) {
   QDotConfig c;
@@ -59,16 +50,16 @@ TEST(BackendConformance, QuantizedDot) {
     ASSERT_TRUE(want_g.ok()) << want_g.status();
     for (auto& b : Backends()) {
       SCOPED_TRACE(absl::StrCat(b->name(), " ", ShapeString(c.x), " qt=", c.qt, " ", c.method));
-      const Tensor bx = Up(*b, x), bw = Up(*b, w), bg = Up(*b, g);
+      const Tensor bx = Upload(*b, x), bw = Upload(*b, w), bg = Upload(*b, g);
       absl::StatusOr<QDotForwardResult> got = b->QuantizedDotForward(bx, bw, config);
       ASSERT_TRUE(got.ok()) << got.status();
       EXPECT_EQ(got->y.device(), b->device());
-      EXPECT_LT(MaxRelativeToPeak(Down(*b, got->y), want->y), 2e-6);
+      EXPECT_LT(MaxRelativeToPeak(Download(*b, got->y), want->y), 2e-6);
       absl::StatusOr<QDotGradients> got_g =
           b->QuantizedDotBackward(bx, bw, bg, got->residuals, config, &rng, 0);
       ASSERT_TRUE(got_g.ok()) << got_g.status();
-      EXPECT_LT(MaxRelativeToPeak(Down(*b, got_g->dx), want_g->dx), 2e-6);
-      EXPECT_LT(MaxRelativeToPeak(Down(*b, got_g->dw), want_g->dw), 2e-6);
+      EXPECT_LT(MaxRelativeToPeak(Download(*b, got_g->dx), want_g->dx), 2e-6);
+      EXPECT_LT(MaxRelativeToPeak(Download(*b, got_g->dw), want_g->dw), 2e-6);
     }
   }
 }
@@ -85,11 +76,12 @@ TEST(BackendConformance, QuantizedDotStaticAndCalibration) {
     ASSERT_TRUE(want.ok()) << want.status();
     for (auto& b : Backends()) {
       SCOPED_TRACE(absl::StrCat(b->name(), " ", method));
-      absl::StatusOr<Calibration> got = b->CalibrateOperand(Up(*b, x), *layout, m, QType::kInt8);
+      absl::StatusOr<Calibration> got =
+          b->CalibrateOperand(Upload(*b, x), *layout, m, QType::kInt8);
       ASSERT_TRUE(got.ok()) << got.status();
       const Tensor& g = got->symmetric ? got->absmax : got->hi;
       const Tensor& r = want->symmetric ? want->absmax : want->hi;
-      EXPECT_EQ(MaxRelativeToPeak(Down(*b, g), r), 0.0);  // the same loops: the same bits
+      EXPECT_EQ(MaxRelativeToPeak(Download(*b, g), r), 0.0);  // the same loops: the same bits
     }
   }
   Calibration fixed;
@@ -101,12 +93,13 @@ TEST(BackendConformance, QuantizedDotStaticAndCalibration) {
   for (auto& b : Backends()) {
     SCOPED_TRACE(b->name());
     Calibration on;
-    on.absmax = Up(*b, fixed.absmax);
+    on.absmax = Upload(*b, fixed.absmax);
     QDotConfig bc = config;
     bc.lhs.static_calibration = &on;
-    absl::StatusOr<QDotForwardResult> got = b->QuantizedDotForward(Up(*b, x), Up(*b, w), bc);
+    absl::StatusOr<QDotForwardResult> got =
+        b->QuantizedDotForward(Upload(*b, x), Upload(*b, w), bc);
     ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_LT(MaxRelativeToPeak(Down(*b, got->y), want->y), 2e-6);
+    EXPECT_LT(MaxRelativeToPeak(Download(*b, got->y), want->y), 2e-6);
   }
 }
 
@@ -124,14 +117,15 @@ TEST(BackendConformance, QuantizedConv) {
   ASSERT_TRUE(want_g.ok()) << want_g.status();
   for (auto& b : Backends()) {
     SCOPED_TRACE(b->name());
-    absl::StatusOr<QConvForwardResult> got = b->QuantizedConvForward(Up(*b, x), Up(*b, w), config);
+    absl::StatusOr<QConvForwardResult> got =
+        b->QuantizedConvForward(Upload(*b, x), Upload(*b, w), config);
     ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_LT(MaxRelativeToPeak(Down(*b, got->y), want->y), 2e-6);
+    EXPECT_LT(MaxRelativeToPeak(Download(*b, got->y), want->y), 2e-6);
     absl::StatusOr<QDotGradients> got_g =
-        b->QuantizedConvBackward(Up(*b, g), got->residuals, config);
+        b->QuantizedConvBackward(Upload(*b, g), got->residuals, config);
     ASSERT_TRUE(got_g.ok()) << got_g.status();
-    EXPECT_LT(MaxRelativeToPeak(Down(*b, got_g->dx), want_g->dx), 2e-6);
-    EXPECT_LT(MaxRelativeToPeak(Down(*b, got_g->dw), want_g->dw), 2e-6);
+    EXPECT_LT(MaxRelativeToPeak(Download(*b, got_g->dx), want_g->dx), 2e-6);
+    EXPECT_LT(MaxRelativeToPeak(Download(*b, got_g->dw), want_g->dw), 2e-6);
   }
 }
 

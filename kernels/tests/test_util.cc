@@ -64,6 +64,18 @@ void Mirror::Back() {
   }
 }
 
+Tensor Upload(Backend& backend, const Tensor& t) {
+  absl::StatusOr<Tensor> d = backend.ToDevice(t);
+  EXPECT_TRUE(d.ok()) << d.status();
+  return d.ok() ? *std::move(d) : Tensor();
+}
+
+Tensor Download(Backend& backend, const Tensor& t) {
+  absl::StatusOr<Tensor> h = backend.HostCopy(t);
+  EXPECT_TRUE(h.ok()) << h.status();
+  return h.ok() ? *std::move(h) : Tensor();
+}
+
 std::vector<std::unique_ptr<Backend>> ConformanceBackends() {
   std::vector<std::unique_ptr<Backend>> out;
   out.push_back(Onednn());

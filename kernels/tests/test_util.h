@@ -46,6 +46,11 @@ class Mirror {
   std::vector<std::pair<Tensor*, Tensor>> copies_;  // host tensor, its device copy
 };
 
+// t on the backend's device (shared on a host backend), and a device tensor back as a new host
+// tensor; failed copies are test failures (and give an empty tensor).
+Tensor Upload(Backend& backend, const Tensor& t);
+Tensor Download(Backend& backend, const Tensor& t);
+
 // f(m) with a fresh Mirror m of `backend`, then m.Back(): one descriptor-level op on device copies.
 template <typename F>
 auto OnDevice(Backend& backend, F f) -> decltype(f(std::declval<Mirror&>())) {

@@ -170,9 +170,8 @@ class Writer final : public engine::OnnxGraph {
  private:
   std::string Fresh(const std::string& base) { return absl::StrCat(base, "_", counts_[base]++); }
 
-  // An initializer holding `t` (f32, s32 or s8), named `name` (unique by construction).
-  // An initializer of t's values (parameters and running statistics are copied from the backend's
-  // device first).
+  // An initializer holding t's values (f32, s32 or s8; parameters and running statistics are
+  // copied from the backend's device first), named `name` (unique by construction).
   std::string Init(const std::string& name, const Tensor& device_t) {
     const Tensor t = Host(device_t);
     onnx::TensorProto* p = g_->add_initializer();
