@@ -191,6 +191,10 @@ absl::Status ValidateAttentionMaskDesc(const AttentionMaskDesc& d) {
         absl::StrCat("attention mask needs non-negative sizes: batch ", d.batch, ", heads ",
                      d.heads, ", t ", d.t));
   }
+  if (d.prefix < 0 || d.prefix > d.t) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention mask: prefix ", d.prefix, " is outside [0, t = ", d.t, "]"));
+  }
   return absl::OkStatus();
 }
 

@@ -142,10 +142,13 @@ struct RowsDesc {
 };
 
 // Attention scores (batch·heads, t, t): the entries a query may not see — later keys when
-// `causal`, padded keys (padding (batch, t) non-zero) always — are set to a value.
+// `causal`, padded keys always — are set to a value. The first `prefix` keys (tokens prepended
+// after the flags were made: class tokens) are never padding; key j >= prefix is padded when
+// padding (batch, t − prefix)[b, j − prefix] is non-zero.
 struct AttentionMaskDesc {
   int64_t batch = 0, heads = 0, t = 0;
   bool causal = false;
+  int64_t prefix = 0;
 };
 
 // Softmax cross-entropy over `rows` logit rows of `classes`: row i is scored against label

@@ -110,10 +110,11 @@ void ScatterAdd(int64_t n, int64_t cols, const int32_t* ids, const float* src, f
 
 void AttentionMask(const AttentionMaskDesc& d, const uint8_t* padding, float value, float* scores) {
   for (int64_t n = 0; n < d.batch * d.heads; ++n) {
-    const uint8_t* pad = padding != nullptr ? padding + (n / d.heads) * d.t : nullptr;
+    const int64_t flags = d.t - d.prefix;  // padding flags per example
+    const uint8_t* pad = padding != nullptr ? padding + (n / d.heads) * flags : nullptr;
     for (int64_t i = 0; i < d.t; ++i) {
       for (int64_t j = 0; j < d.t; ++j) {
-        if ((d.causal && j > i) || (pad != nullptr && pad[j] != 0))
+        if ((d.causal && j > i) || (pad != nullptr && j >= d.prefix && pad[j - d.prefix] != 0))
           scores[(n * d.t + i) * d.t + j] = value;
       }
     }

@@ -427,10 +427,10 @@ absl::Status Backend::MaskScores(const AttentionMaskDesc& d, const Tensor* paddi
   const uint8_t* pad = nullptr;
   if (padding != nullptr) {
     QTRAIN_CHECK_TENSOR("attention mask", *padding, DType::kU8);
-    if (padding->numel() != d.batch * d.t) {
+    if (padding->numel() != d.batch * (d.t - d.prefix)) {
       return absl::InvalidArgumentError(absl::StrCat("attention mask: padding ",
                                                      ShapeString(padding->shape()), " is not (",
-                                                     d.batch, ", ", d.t, ")"));
+                                                     d.batch, ", ", d.t - d.prefix, ")"));
     }
     pad = static_cast<const uint8_t*>(padding->raw());
   }

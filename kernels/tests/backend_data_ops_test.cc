@@ -254,6 +254,24 @@ TEST(BackendConformance, AttentionMask) {
     Tensor wrong = Upload(*backend, Tensor::Zeros(DType::kU8, {2, 4}));
     EXPECT_EQ(backend->MaskScores(d, &wrong, 0.0f, scores_on).code(),
               absl::StatusCode::kInvalidArgument);
+    // A class token before the flagged tokens: key 0 is never padding, key j the flag j − 1.
+    const AttentionMaskDesc prefixed{2, 3, 5, false, 1};
+    Tensor flags = Tensor::Zeros(DType::kU8, {2, 4});
+    flags.data<uint8_t>()[1 * 4 + 1] = 1;  // example 1, key 2
+    Tensor got = RandomTensor({6, 5, 5}, 13), expected = got;
+    Tensor got_on = Upload(*backend, got), flags_on = Upload(*backend, flags);
+    ASSERT_TRUE(backend->MaskScores(prefixed, &flags_on, -1e30f, got_on).ok());
+    got = Download(*backend, got_on);
+    ASSERT_TRUE(ref->AttentionMask(prefixed, flags.data<uint8_t>(), -1e30f, F(expected)).ok());
+    EXPECT_TRUE(Same(got, expected)) << backend->name();
+    for (int64_t i = 0; i < 6 * 25; ++i) {
+      const bool masked = i / 75 == 1 && i % 5 == 2;  // example 1's heads, key 2
+      EXPECT_EQ(got.data<float>()[i] == -1e30f, masked) << backend->name() << " " << i;
+    }
+    EXPECT_EQ(backend->MaskScores(prefixed, &padding_on, 0.0f, got_on).code(),  // (2, 5) flags
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(backend->MaskScores({2, 3, 5, false, 6}, nullptr, 0.0f, got_on).code(),
+              absl::StatusCode::kInvalidArgument);
   }
 }
 

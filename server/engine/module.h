@@ -72,6 +72,8 @@ struct StepContext {
   // (N·T) flags of the batch's token positions, 1 where the input holds the spec's pad_id
   // (InputSpec.pad_id); null without one. Attention masks those keys.
   const Tensor* padding = nullptr;  // u8
+  // Tokens prepended since the padding flags were made (class tokens): never padding.
+  int64_t padding_prefix = 0;
   // Data-parallel steps (null: one process): SRQ statistics are averaged across the ranks,
   // each weighted by `shard_weight` (its share of the global batch's examples), and containers
   // tell `reducer` each child whose backward has finished.

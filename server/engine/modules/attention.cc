@@ -2,6 +2,7 @@
 // out (Linear), HF's q_proj / k_proj / v_proj / o_proj, or PyTorch's packed in_proj / out_proj;
 // grouped-query attention (fewer key / value heads) and rotary position embeddings; quantizable
 // einsums einsum0 = q·kᵀ and einsum1 = attention·v.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -176,13 +177,15 @@ class Attention final : public Module {
 
   // Sets the scores (b, heads, t, t) a query may not see to `value`: future keys when causal,
   // padded keys always.
-  // The padding flags apply when they are the input tokens' own (b·t of them); after a module
-  // that adds tokens (a class token) they describe other positions and are not used.
+  // The padding flags are the input tokens' (b·(t − prefix) of them); the tokens a class token
+  // module prepended since (ctx.padding_prefix) are never padding. Flags of another length
+  // (a sequence reshaped by other modules) describe other positions and are not used.
   absl::Status Mask(const StepContext& ctx, int64_t b, int64_t t, float value,
                     Tensor& scores) const {
+    const int64_t prefix = std::min(ctx.padding_prefix, t);
     const Tensor* padding =
-        ctx.padding != nullptr && ctx.padding->numel() == b * t ? ctx.padding : nullptr;
-    return ctx.backend->MaskScores(AttentionMaskDesc{b, heads_, t, causal_}, padding, value,
+        ctx.padding != nullptr && ctx.padding->numel() == b * (t - prefix) ? ctx.padding : nullptr;
+    return ctx.backend->MaskScores(AttentionMaskDesc{b, heads_, t, causal_, prefix}, padding, value,
                                    scores);
   }
 

@@ -35,6 +35,7 @@ class ClassToken final : public Module {
     rows.dst_offset = d_;
     rows.block = row;
     QTRAIN_RETURN_IF_ERROR(ctx.backend->CopyBlocks(rows, x, y));
+    ++ctx.padding_prefix;  // the token is never padding (attention masks padded keys after it)
     kept_ = ctx.training;
     return y;
   }

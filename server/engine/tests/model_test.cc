@@ -276,6 +276,40 @@ Batch RandomBatch(int64_t n, uint32_t seed) {
   return b;
 }
 
+// Padded tokens are masked out of attention also behind a class token (ViT / BERT-style
+// classification over padded sequences): the class token's output cannot depend on what the pad
+// id embeds to, while it does depend on every real token.
+TEST(TrainerTest, PaddingIsMaskedBehindAClassToken) {
+  auto t = Trainer::Create(FromJson<proto::ModelSpec>(R"({"input": {"kind": "TOKENS",
+      "shape": [5], "pad_id": 3}, "body": {"sequential": {"layers": [
+      {"embedding": {"num_embeddings": 10, "features": 8}}, {"class_token": {}},
+      {"position_embedding": {}},
+      {"residual": {"body": {"sequential": {"layers": [
+          {"layer_norm": {}}, {"attention": {"num_heads": 2}}]}}}},
+      {"take_token": {"index": 0}}, {"linear": {"features": 3}}]}}})"),
+                           proto::RuleSet(), {}, 5, MakeReferenceBackend());
+  ASSERT_TRUE(t.ok()) << t.status();
+  Tensor ids = Tensor::Empty(DType::kS32, {1, 5});
+  const int32_t values[] = {1, 2, 3, 3, 3};  // two tokens, three pads
+  std::memcpy(ids.raw(), values, sizeof(values));
+  Tensor* table = nullptr;
+  for (Param* p : (*t)->model().params()) {
+    if (p->value.rank() == 2 && p->value.dim(0) == 10) table = &p->value;  // the embedding
+  }
+  ASSERT_NE(table, nullptr);
+  auto logits_after = [&](int32_t id) {
+    for (int j = 0; j < 8; ++j) table->data<float>()[id * 8 + j] += 0.5f;
+    absl::StatusOr<Tensor> y = (*t)->Predict(ids);
+    EXPECT_TRUE(y.ok()) << y.status();
+    return y.ok() ? *std::move(y) : Tensor();
+  };
+  const Tensor before = logits_after(7);  // an id the batch does not use: no effect
+  const Tensor pad_moved = logits_after(3);
+  EXPECT_EQ(std::memcmp(before.raw(), pad_moved.raw(), before.nbytes()), 0);
+  const Tensor token_moved = logits_after(2);
+  EXPECT_NE(std::memcmp(before.raw(), token_moved.raw(), before.nbytes()), 0);
+}
+
 TEST(TrainerTest, SameSeedAndBatchesGiveBitIdenticalWeights) {
   auto spec = FromJson<proto::ModelSpec>(kMlp);
   auto opt = FromJson<proto::OptimizerConfig>(R"({"sgd": {"momentum": 0.9},
