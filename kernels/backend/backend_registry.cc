@@ -28,13 +28,6 @@ bool IsBackend(absl::string_view name) {
   return false;
 }
 
-std::string BackendDevice(absl::string_view name) {
-  for (const BackendInfo& b : AvailableBackends()) {
-    if (b.name == name) return b.device;
-  }
-  return "";
-}
-
 std::string BackendMemory(absl::string_view name) {
   for (const BackendInfo& b : AvailableBackends()) {
     if (b.name == name) return b.memory;

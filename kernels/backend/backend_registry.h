@@ -30,8 +30,6 @@ std::vector<BackendInfo> AvailableBackends();
 // Whether `name` is one of them, and their names as error messages list them ("onednn,
 // reference").
 bool IsBackend(absl::string_view name);
-// The device backend `name` keeps its tensors on ("cpu:0"); "" for an unknown name.
-std::string BackendDevice(absl::string_view name);
 // The memory pool (MemoryBudget device) backend `name` allocates from; "" for an unknown name.
 std::string BackendMemory(absl::string_view name);
 std::string BackendNames();
