@@ -198,6 +198,15 @@ class GuardedBackendTest : public ::testing::TestWithParam<Family> {
                                                      grpc::InsecureChannelCredentials()));
   }
 
+  // Forward of the family's batch 5 on session `id`.
+  grpc::Status Forward(const std::string& id, v1::ForwardResponse& resp) {
+    v1::ForwardRequest req;
+    req.set_session_id(id);
+    *req.mutable_inputs() = GetParam().batch(5).inputs();
+    grpc::ClientContext ctx;
+    return stub_->Forward(&ctx, req, &resp);
+  }
+
   // The transcript of everything a session on `backend` answers, from creation to a restart.
   std::vector<std::string> Run(const std::string& backend) {
     const Family& f = GetParam();
@@ -250,12 +259,8 @@ class GuardedBackendTest : public ::testing::TestWithParam<Family> {
       note("rules", s, "");
     };
     auto forward = [&]() {
-      v1::ForwardRequest req;
-      req.set_session_id(id);
-      *req.mutable_inputs() = f.batch(5).inputs();
       v1::ForwardResponse resp;
-      grpc::ClientContext ctx;
-      const grpc::Status s = stub_->Forward(&ctx, req, &resp);
+      const grpc::Status s = Forward(id, resp);
       EXPECT_TRUE(s.ok()) << s.error_message();
       EXPECT_GT(resp.outputs().data().size(), 0u);
       note("forward", s, resp.outputs().SerializeAsString());
@@ -395,12 +400,8 @@ TEST_P(GuardedBackendTest, EveryOperationMatchesTheReferenceBackend) {
   const Family& f = GetParam();
   std::string outputs[2];
   for (int i = 0; i < 2; ++i) {
-    v1::ForwardRequest req;
-    req.set_session_id(absl::StrCat(f.name, i == 0 ? "-g" : "-r"));
-    *req.mutable_inputs() = f.batch(5).inputs();
     v1::ForwardResponse resp;
-    grpc::ClientContext ctx;
-    const grpc::Status s = stub_->Forward(&ctx, req, &resp);
+    const grpc::Status s = Forward(absl::StrCat(f.name, i == 0 ? "-g" : "-r"), resp);
     ASSERT_TRUE(s.ok()) << s.error_message();
     outputs[i] = resp.outputs().SerializeAsString();
   }
